@@ -1,0 +1,199 @@
+//! One `mysql_async` pool per shard (and one for the control database),
+//! all configured the same way.
+//!
+//! Never format a `mysql_async::Pool` or `Opts` with `{:?}`: their derived
+//! `Debug` prints the password. [`ShardPools`] has a `Debug` that doesn't.
+
+use std::fmt;
+
+use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+
+use crate::config::{Auth, ClusterConfig, Endpoint};
+
+/// Fewest connections a pool keeps open.
+pub const MIN_CONNECTIONS: usize = 1;
+
+/// Most connections a pool opens. A consumer or verifier holds one
+/// connection per shard per in-flight batch; 8 leaves room for a few batches
+/// and a comparator without one process exhausting a shard's `max_connections`.
+pub const MAX_CONNECTIONS: usize = 8;
+
+const POOL_CONSTRAINTS: PoolConstraints = match PoolConstraints::new(MIN_CONNECTIONS, MAX_CONNECTIONS) {
+    Some(constraints) => constraints,
+    // Evaluated at compile time: a bad pair of constants fails the build.
+    None => panic!("MIN_CONNECTIONS must be <= MAX_CONNECTIONS and MAX_CONNECTIONS > 0"),
+};
+
+/// Session settings every connection runs with.
+///
+/// - UTC, so `TIMESTAMP` windows mean the same instant on every shard and both
+///   clusters, whatever each server's time zone.
+/// - Strict mode, so an out-of-range or truncated value is an error rather
+///   than a silently different row on one cluster.
+///
+/// They go in `setup`, not `init`: a pooled connection is reset with
+/// `COM_RESET_CONNECTION` when it returns to the pool (mysql_async's default),
+/// which drops session variables; mysql_async re-runs `setup` after every
+/// reset but `init` only once per physical connection.
+pub const SESSION_SETUP: [&str; 2] =
+    ["SET time_zone = '+00:00'", "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"];
+
+/// Connection options for one endpoint: TCP (never a Unix socket, even on
+/// localhost: the local stack runs several servers on one host and the port
+/// is what tells them apart), the endpoint's database, UTC and strict mode
+/// (see [`SESSION_SETUP`]), 1 to 8 connections.
+///
+/// The result holds the password: do not log it with `{:?}`.
+pub fn opts_for(endpoint: &Endpoint, auth: &Auth) -> Opts {
+    OptsBuilder::default()
+        .ip_or_hostname(endpoint.host.as_str())
+        .tcp_port(endpoint.port)
+        .prefer_socket(false)
+        .user(Some(endpoint.user.as_str()))
+        .pass(auth.password.as_ref().map(|secret| secret.expose_secret()))
+        .db_name(Some(endpoint.database.as_str()))
+        .setup(SESSION_SETUP.to_vec())
+        .pool_opts(PoolOpts::default().with_constraints(POOL_CONSTRAINTS))
+        .into()
+}
+
+/// The connection pools of one cluster: `shard(i)` serves
+/// `config.shards[i]`. Pools connect lazily, so building them needs no
+/// network (and no runtime).
+pub struct ShardPools {
+    /// One pool per shard, in the config's (sorted) shard order.
+    shards: Vec<Pool>,
+    /// The control database's pool, when the cluster has one.
+    control: Option<Pool>,
+}
+
+impl ShardPools {
+    /// Builds a pool per shard and one for the control endpoint, if any.
+    pub fn new(config: &ClusterConfig) -> Self {
+        let shards = config.shards.iter().map(|shard| Pool::new(opts_for(&shard.endpoint, &config.auth))).collect();
+        let control = config.control.as_ref().map(|endpoint| Pool::new(opts_for(endpoint, &config.auth)));
+        Self { shards, control }
+    }
+
+    /// The pool of shard `index` (the index from
+    /// [`ClusterConfig::shard_index_for`]).
+    ///
+    /// # Panics
+    ///
+    /// If `index >= self.len()`, like slice indexing: shard indices come from
+    /// the same config, so that is a bug, not an input error.
+    pub fn shard(&self, index: usize) -> &Pool {
+        &self.shards[index]
+    }
+
+    /// All shard pools, in shard order.
+    pub fn shards(&self) -> &[Pool] {
+        &self.shards
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Whether there are no shards (never, for a pool set built from a
+    /// validated config).
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// The control database's pool, when the cluster has one.
+    pub fn control(&self) -> Option<&Pool> {
+        self.control.as_ref()
+    }
+
+    /// Closes every pool, waiting for connections in use to come back. A
+    /// pool that fails to close is logged and skipped: at shutdown there is
+    /// nothing better to do, and the others should still close.
+    pub async fn disconnect(self) {
+        for (shard, pool) in self.shards.into_iter().enumerate() {
+            if let Err(error) = pool.disconnect().await {
+                tracing::warn!(shard, %error, "closing shard pool failed");
+            }
+        }
+        if let Some(pool) = self.control {
+            if let Err(error) = pool.disconnect().await {
+                tracing::warn!(%error, "closing control pool failed");
+            }
+        }
+    }
+}
+
+/// Counts only: a `Pool`'s own `Debug` would print the password.
+impl fmt::Debug for ShardPools {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardPools")
+            .field("shards", &self.shards.len())
+            .field("control", &self.control.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::secret::Secret;
+
+    fn config() -> ClusterConfig {
+        let text = r#"
+name = "new"
+[auth]
+user = "dualwrite"
+password_env = "DW_PW"
+[control]
+dsn = "mysql://127.0.0.1:33300/dualwrite_control"
+[[shards]]
+range = "-80"
+dsn = "mysql://127.0.0.1:33301/dualwrite"
+[[shards]]
+range = "80-"
+dsn = "mysql://other@localhost:33302/dualwrite"
+"#;
+        let env = |name: &str| (name == "DW_PW").then(|| "hunter2".to_owned());
+        ClusterConfig::from_toml_str(text, Path::new("."), &env).expect("valid")
+    }
+
+    #[test]
+    fn opts_connect_over_tcp_with_utc_and_strict_mode() {
+        let config = config();
+        let opts = opts_for(&config.shards[1].endpoint, &config.auth);
+        assert_eq!(opts.ip_or_hostname(), "localhost");
+        assert_eq!(opts.tcp_port(), 33302);
+        assert!(!opts.prefer_socket());
+        assert_eq!(opts.user(), Some("other"));
+        assert_eq!(opts.pass(), Some("hunter2"));
+        assert_eq!(opts.db_name(), Some("dualwrite"));
+        assert_eq!(opts.setup(), SESSION_SETUP);
+        assert_eq!(opts.pool_opts().constraints(), POOL_CONSTRAINTS);
+        assert_eq!((POOL_CONSTRAINTS.min(), POOL_CONSTRAINTS.max()), (1, 8));
+    }
+
+    #[test]
+    fn opts_without_password() {
+        let auth = Auth { user: "dualwrite".into(), password: None };
+        let config = config();
+        assert_eq!(opts_for(&config.shards[0].endpoint, &auth).pass(), None);
+        let auth = Auth { password: Some(Secret::new("x")), ..auth };
+        assert_eq!(opts_for(&config.shards[0].endpoint, &auth).pass(), Some("x"));
+    }
+
+    #[test]
+    fn builds_one_pool_per_shard_plus_control() {
+        let pools = ShardPools::new(&config());
+        assert_eq!(pools.len(), 2);
+        assert!(!pools.is_empty());
+        assert!(pools.control().is_some());
+        assert_eq!(pools.shards().len(), 2);
+        let _first: &Pool = pools.shard(0);
+        let debug = format!("{pools:?}");
+        assert_eq!(debug, "ShardPools { shards: 2, control: true }");
+        assert!(!debug.contains("hunter2"));
+    }
+}

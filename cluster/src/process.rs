@@ -1,0 +1,63 @@
+//! What every dualwrite process sets up the same way: logs, metrics, shutdown.
+
+use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+
+/// Structured logs to stderr; `RUST_LOG` filters, `DUALWRITE_LOG_FORMAT=json`
+/// switches to one JSON object per line for log shippers.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let json = std::env::var("DUALWRITE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // try_init: tests may call this more than once per process.
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("starting the prometheus exporter on {addr}: {source}")]
+pub struct MetricsError {
+    addr: SocketAddr,
+    source: metrics_exporter_prometheus::BuildError,
+}
+
+/// Serves `/metrics` on `addr` (127.0.0.1 by default in every binary).
+/// Must be called inside a tokio runtime.
+pub fn install_metrics(addr: SocketAddr) -> Result<(), MetricsError> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|source| MetricsError { addr, source })
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM; a second one exits the
+/// process at once (status 130) for operators who do not want to wait for a drain.
+/// Must be called inside a tokio runtime.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    // Detached on purpose: it lives as long as the process and owns nothing.
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested, draining (signal again to exit at once)");
+        trigger.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal, exiting without draining");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the process can still be stopped by SIGKILL.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

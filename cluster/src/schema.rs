@@ -1,0 +1,217 @@
+//! The store's DDL, applied identically to every shard of every cluster.
+//!
+//! Written for MariaDB 10.11 and MySQL 8 alike. Where they differ:
+//! `INSERT ... ON DUPLICATE KEY UPDATE c = VALUES(c)` is deprecated (still
+//! accepted) on MySQL 8.0.20+, which prefers a row alias that MariaDB lacks;
+//! we use `VALUES()` everywhere.
+//!
+//! Time-partitioned tables are partitioned by day on `TO_DAYS(window)`, with a
+//! catch-all partition below and above the daily ones so that no insert ever
+//! fails for a missing partition; the retention job splits and drops them.
+
+use chrono::{Days, NaiveDate};
+
+/// Tables whose rows age out with their time partition.
+pub const PARTITIONED_TABLES: [(&str, &str); 3] =
+    [("query_stats_minute", "window_start"), ("query_stats_hour", "window_start"), ("slow_queries", "occurred_at")];
+
+fn stats_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} (
+  database_id BIGINT UNSIGNED NOT NULL,
+  fingerprint VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  window_start DATETIME NOT NULL,
+  -- Vitess hash vindex of database_id: lets comparators bucket rows the same way on any shard map.
+  keyspace_id BINARY(8) NOT NULL,
+  query_count BIGINT UNSIGNED NOT NULL,
+  total_duration_us BIGINT UNSIGNED NOT NULL,
+  max_duration_us BIGINT UNSIGNED NOT NULL,
+  rows_read BIGINT UNSIGNED NOT NULL,
+  rows_returned BIGINT UNSIGNED NOT NULL,
+  error_count BIGINT UNSIGNED NOT NULL,
+  -- DDSketch, reference binary encoding; merged in the consumer in offset order.
+  latency_sketch BLOB NOT NULL,
+  PRIMARY KEY (database_id, fingerprint, window_start),
+  KEY by_window (window_start)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+    )
+}
+
+const SLOW_QUERIES: &str = "CREATE TABLE IF NOT EXISTS slow_queries (
+  -- Where the event sat in the topic: the event's identity, so a redelivery can never add a row.
+  src_partition INT NOT NULL,
+  src_offset BIGINT NOT NULL,
+  occurred_at DATETIME(6) NOT NULL,
+  database_id BIGINT UNSIGNED NOT NULL,
+  fingerprint VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  keyspace_id BINARY(8) NOT NULL,
+  proxy_id VARCHAR(255) NOT NULL,
+  duration_us BIGINT UNSIGNED NOT NULL,
+  rows_read BIGINT UNSIGNED NOT NULL,
+  rows_returned BIGINT UNSIGNED NOT NULL,
+  error_text TEXT NULL,
+  query_text MEDIUMTEXT NOT NULL,
+  -- JSON array of table names.
+  tables_used TEXT NOT NULL,
+  -- occurred_at is in the key only because MySQL requires the partitioning column in every unique key.
+  PRIMARY KEY (src_partition, src_offset, occurred_at),
+  KEY by_database (database_id, occurred_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
+const QUERY_PATTERNS: &str = "CREATE TABLE IF NOT EXISTS query_patterns (
+  database_id BIGINT UNSIGNED NOT NULL,
+  fingerprint VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  keyspace_id BINARY(8) NOT NULL,
+  normalized_sql MEDIUMTEXT NOT NULL,
+  -- JSON array of table names.
+  tables_used TEXT NOT NULL,
+  -- Merge rule (consumer and copier alike): first_seen = min, last_seen = max, text kept.
+  first_seen DATETIME(3) NOT NULL,
+  last_seen DATETIME(3) NOT NULL,
+  PRIMARY KEY (database_id, fingerprint)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
+/// One row per (topic, partition): the exactly-once fence and what coverage and
+/// settlement are computed from.
+const OFFSET_FENCE: &str = "CREATE TABLE IF NOT EXISTS dw_offset_fence (
+  topic VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  kafka_partition INT NOT NULL,
+  -- Every message below this offset has been applied to this shard (or was not for it).
+  next_offset BIGINT NOT NULL,
+  -- Where this cluster started on the partition, and that message's timestamp: coverage.
+  first_offset BIGINT NOT NULL,
+  first_message_ms BIGINT NOT NULL,
+  -- Highest message timestamp applied, and whether the batch ended at the partition's end: settlement.
+  max_message_ms BIGINT NOT NULL,
+  reached_end TINYINT NOT NULL DEFAULT 0,
+  high_watermark BIGINT NOT NULL DEFAULT -1,
+  consumer_group VARCHAR(255) NOT NULL,
+  messages_applied BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  updated_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (topic, kafka_partition)
+) ENGINE=InnoDB";
+
+/// Control database: messages no group could apply, with the reason. Keyed by
+/// the message's position so both a retry and the other group's copy of the
+/// same decision are idempotent.
+pub const DEAD_LETTERS: &str = "CREATE TABLE IF NOT EXISTS dw_dead_letters (
+  cluster VARCHAR(64) NOT NULL,
+  topic VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  kafka_partition INT NOT NULL,
+  kafka_offset BIGINT NOT NULL,
+  consumer_group VARCHAR(255) NOT NULL,
+  reason VARCHAR(64) NOT NULL,
+  detail TEXT NOT NULL,
+  message_key VARBINARY(1024) NULL,
+  payload MEDIUMBLOB NULL,
+  message_ms BIGINT NULL,
+  recorded_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (cluster, topic, kafka_partition, kafka_offset),
+  KEY by_reason (cluster, reason)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
+/// Day partitions `[today - days_back, today + days_ahead]` plus the two catch-alls.
+fn partition_clause(column: &str, today: NaiveDate, days_back: u64, days_ahead: u64) -> String {
+    let first = today.checked_sub_days(Days::new(days_back)).unwrap_or(today);
+    let mut parts = vec![format!("PARTITION p_past VALUES LESS THAN (TO_DAYS('{first}'))")];
+    let mut day = first;
+    while day <= today.checked_add_days(Days::new(days_ahead)).unwrap_or(today) {
+        let next = day.succ_opt().unwrap_or(day);
+        parts.push(format!("PARTITION p{} VALUES LESS THAN (TO_DAYS('{next}'))", day.format("%Y%m%d")));
+        day = next;
+    }
+    parts.push("PARTITION p_future VALUES LESS THAN MAXVALUE".to_string());
+    format!("PARTITION BY RANGE (TO_DAYS({column})) (\n  {}\n)", parts.join(",\n  "))
+}
+
+/// The statements that create every shard table, in order.
+pub fn shard_ddl(today: NaiveDate, days_back: u64, days_ahead: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, column) in PARTITIONED_TABLES {
+        let create = if table == "slow_queries" { SLOW_QUERIES.to_string() } else { stats_table(table) };
+        out.push(format!("{create}\n{}", partition_clause(column, today, days_back, days_ahead)));
+    }
+    out.push(QUERY_PATTERNS.to_string());
+    out.push(OFFSET_FENCE.to_string());
+    out
+}
+
+/// The statements for the control database.
+pub fn control_ddl() -> Vec<String> {
+    vec![DEAD_LETTERS.to_string()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_cover_every_day_between_catch_alls() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 21).expect("date");
+        let clause = partition_clause("window_start", today, 1, 2);
+        assert!(clause.starts_with("PARTITION BY RANGE (TO_DAYS(window_start))"));
+        for (name, bound) in [
+            ("p_past", "2026-11-20"),
+            ("p20261120", "2026-11-21"),
+            ("p20261121", "2026-11-22"),
+            ("p20261123", "2026-11-24"),
+        ] {
+            assert!(clause.contains(&format!("PARTITION {name} VALUES LESS THAN (TO_DAYS('{bound}'))")), "{clause}");
+        }
+        assert!(clause.ends_with("PARTITION p_future VALUES LESS THAN MAXVALUE\n)"));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{target}: {source}")]
+    Sql { target: String, source: mysql_async::Error },
+    #[error("{target}: database name: {source}")]
+    Name { target: String, source: crate::config::IdentifierError },
+}
+
+/// Creates each endpoint's database if missing, then runs `statements` in it.
+async fn apply_to(
+    endpoint: &crate::config::Endpoint,
+    auth: &crate::config::Auth,
+    statements: &[String],
+    target: String,
+) -> Result<(), ApplyError> {
+    use mysql_async::prelude::Queryable;
+
+    crate::config::validate_identifier(&endpoint.database)
+        .map_err(|source| ApplyError::Name { target: target.clone(), source })?;
+    let sql_err = |source| ApplyError::Sql { target: target.clone(), source };
+    let server_opts = mysql_async::OptsBuilder::from_opts(crate::pool::opts_for(endpoint, auth)).db_name(None::<String>);
+    let mut conn = mysql_async::Conn::new(server_opts).await.map_err(sql_err)?;
+    // Validated above, so the name can be quoted as an identifier.
+    conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{}`", endpoint.database)).await.map_err(sql_err)?;
+    conn.query_drop(format!("USE `{}`", endpoint.database)).await.map_err(sql_err)?;
+    for stmt in statements {
+        conn.query_drop(stmt).await.map_err(sql_err)?;
+    }
+    conn.disconnect().await.map_err(sql_err)?;
+    Ok(())
+}
+
+/// Applies the store's schema to every shard and the control database.
+/// Idempotent: existing tables are left as they are.
+pub async fn apply(
+    config: &crate::config::ClusterConfig,
+    today: NaiveDate,
+    days_back: u64,
+    days_ahead: u64,
+) -> Result<(), ApplyError> {
+    let shard_statements = shard_ddl(today, days_back, days_ahead);
+    let shards = config.shards.iter().map(|s| {
+        apply_to(&s.endpoint, &config.auth, &shard_statements, format!("cluster {} shard {}", config.name, s.range))
+    });
+    for result in futures::future::join_all(shards).await {
+        result?;
+    }
+    if let Some(control) = &config.control {
+        apply_to(control, &config.auth, &control_ddl(), format!("cluster {} control", config.name)).await?;
+    }
+    tracing::info!(cluster = %config.name, shards = config.shards.len(), "schema applied");
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Everything one consumer process needs, validated before it connects anywhere.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cluster::config::ClusterConfig;
+use rdkafka::config::ClientConfig;
+use topics::{Codec, TopicKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{field}: {why}")]
+    Invalid { field: &'static str, why: String },
+}
+
+/// Where a group with no committed offset starts (more positions arrive with the fleet issue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Kafka consumer group; one group feeds exactly one cluster.
+    pub group: String,
+    pub brokers: String,
+    pub cluster: ClusterConfig,
+    /// Prepended to the topic names (tests use a unique prefix per test).
+    pub topic_prefix: String,
+    /// A batch is cut at this many messages...
+    pub batch_max_messages: usize,
+    /// ...or this long after its first message, whichever comes first.
+    pub batch_max_wait: Duration,
+    pub start: StartPosition,
+    pub codec: Codec,
+    /// Extra librdkafka properties (security settings, timeouts), applied last.
+    pub kafka_overrides: Vec<(String, String)>,
+}
+
+impl ConsumerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, why: &str| Err(ConfigError::Invalid { field, why: why.to_string() });
+        if self.group.trim().is_empty() {
+            return invalid("group", "must not be empty");
+        }
+        if self.brokers.trim().is_empty() {
+            return invalid("brokers", "must not be empty (host:port[,host:port])");
+        }
+        if self.batch_max_messages == 0 {
+            return invalid("batch_max_messages", "must be at least 1");
+        }
+        if self.batch_max_wait.is_zero() {
+            return invalid("batch_max_wait", "must be positive");
+        }
+        if self.cluster.control.is_none() {
+            return invalid("cluster.control", "the cluster file needs a [control] dsn for dead letters");
+        }
+        Ok(())
+    }
+
+    /// Topic name -> what it carries.
+    pub fn topics(&self) -> HashMap<String, TopicKind> {
+        [TopicKind::QueryStats, TopicKind::SlowQueries]
+            .into_iter()
+            .map(|k| (format!("{}{}", self.topic_prefix, k.as_str()), k))
+            .collect()
+    }
+
+    pub fn kafka_client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .set("client.id", format!("dualwrite-consumer-{}", self.cluster.name))
+            // Offsets are stored by hand once every shard has committed; librdkafka
+            // then commits what was stored, periodically and on revoke/close.
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set(
+                "auto.offset.reset",
+                match self.start {
+                    StartPosition::Earliest => "earliest",
+                    StartPosition::Latest => "latest",
+                },
+            )
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", "10000")
+            // The poll thread stops polling while a batch waits on a shard; see source.rs.
+            .set("max.poll.interval.ms", "600000")
+            // Statistics carry the high watermarks used for lag and settlement.
+            .set("statistics.interval.ms", "1000");
+        for (k, v) in &self.kafka_overrides {
+            c.set(k, v);
+        }
+        c
+    }
+}

@@ -1,0 +1,51 @@
+//! The consumer's metrics, all defined here.
+//!
+//! Names follow `dualwrite_consumer_<name>_<unit>`; labels are low-cardinality
+//! (topic, shard index, table, reason, outcome).
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+
+pub fn describe() {
+    describe_counter!("dualwrite_consumer_messages_total", "Messages handled, by topic and outcome (applied, skipped_below_fence, dead_letter).");
+    describe_counter!("dualwrite_consumer_rows_written_total", Unit::Count, "Rows upserted or inserted, by shard and table.");
+    describe_counter!("dualwrite_consumer_dead_letters_total", "Messages dead-lettered, by reason.");
+    describe_counter!("dualwrite_consumer_shard_retries_total", "Retried shard transactions after a retryable error, by shard.");
+    describe_counter!("dualwrite_consumer_offset_gaps_total", "Batches that started past a shard's fence: messages never seen (truncated upstream).");
+    describe_histogram!("dualwrite_consumer_batch_duration_seconds", Unit::Seconds, "Time from batch cut to offsets stored.");
+    describe_histogram!("dualwrite_consumer_batch_messages", Unit::Count, "Messages per batch.");
+    describe_gauge!("dualwrite_consumer_lag_messages", Unit::Count, "High watermark minus the next offset to apply, by topic and partition.");
+}
+
+pub fn messages(topic: &str, outcome: &'static str, n: u64) {
+    counter!("dualwrite_consumer_messages_total", "topic" => topic.to_string(), "outcome" => outcome).increment(n);
+}
+
+pub fn rows(shard: usize, table: &'static str, n: u64) {
+    if n > 0 {
+        counter!("dualwrite_consumer_rows_written_total", "shard" => shard.to_string(), "table" => table).increment(n);
+    }
+}
+
+pub fn dead_letter(reason: &'static str) {
+    counter!("dualwrite_consumer_dead_letters_total", "reason" => reason).increment(1);
+}
+
+pub fn shard_retry(shard: usize) {
+    counter!("dualwrite_consumer_shard_retries_total", "shard" => shard.to_string()).increment(1);
+}
+
+pub fn offset_gap() {
+    counter!("dualwrite_consumer_offset_gaps_total").increment(1);
+}
+
+pub fn batch(duration: Duration, messages: u64) {
+    histogram!("dualwrite_consumer_batch_duration_seconds").record(duration.as_secs_f64());
+    histogram!("dualwrite_consumer_batch_messages").record(messages as f64);
+}
+
+pub fn lag(topic: &str, partition: i32, lag: i64) {
+    gauge!("dualwrite_consumer_lag_messages", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag as f64);
+}

@@ -1,0 +1,162 @@
+//! From a batch of fetched messages to what each shard must write.
+//!
+//! Pure and deterministic: the same messages give the same plan whatever the
+//! batch boundaries, which is what lets both groups reach the same state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cluster::config::ClusterConfig;
+use topics::{Codec, DecodeError, Event, LatencySketch, TopicKind};
+
+use crate::rows::{tables_json, window_start, PatternRow, SlowRow, StatsKey, StatsRow, HOUR_SECONDS, MINUTE_SECONDS};
+use crate::source::Fetched;
+
+/// What a batch holds of one partition: a contiguous run of offsets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionRange {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub first_offset: i64,
+    /// One past the last offset in the batch: the fence after this batch.
+    pub next_offset: i64,
+    pub first_message_ms: i64,
+    pub max_message_ms: i64,
+    pub messages: u64,
+}
+
+/// One decoded message bound for one shard.
+#[derive(Debug, Clone)]
+pub struct ShardItem {
+    /// Index into [`BatchPlan::ranges`].
+    pub range: usize,
+    pub offset: i64,
+    pub body: ItemBody,
+}
+
+#[derive(Debug, Clone)]
+pub enum ItemBody {
+    Stats { minute: StatsKey, hour_window: i64, row: StatsRow, pattern: PatternRow },
+    Slow(SlowRow),
+}
+
+/// A message no group can apply, with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: &'static str,
+    pub detail: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub message_ms: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+pub struct BatchPlan {
+    pub ranges: Vec<PartitionRange>,
+    /// Per shard (index in the cluster's sorted shards), items in fetch order.
+    pub shards: Vec<Vec<ShardItem>>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl BatchPlan {
+    pub fn message_count(&self) -> u64 {
+        self.ranges.iter().map(|r| r.messages).sum()
+    }
+}
+
+/// Decodes and routes `messages` (in fetch order).
+pub fn plan(
+    messages: Vec<Fetched>,
+    codec: &Codec,
+    cluster: &ClusterConfig,
+    kinds: &HashMap<String, TopicKind>,
+) -> BatchPlan {
+    let mut out = BatchPlan { shards: vec![Vec::new(); cluster.shards.len()], ..BatchPlan::default() };
+    let mut range_index: HashMap<(Arc<str>, i32), usize> = HashMap::new();
+    for m in messages {
+        let ts = m.timestamp_ms.unwrap_or(0);
+        let range = *range_index.entry((m.topic.clone(), m.partition)).or_insert_with(|| {
+            out.ranges.push(PartitionRange {
+                topic: m.topic.clone(),
+                partition: m.partition,
+                first_offset: m.offset,
+                next_offset: m.offset,
+                first_message_ms: ts,
+                max_message_ms: ts,
+                messages: 0,
+            });
+            out.ranges.len() - 1
+        });
+        let r = &mut out.ranges[range];
+        r.next_offset = r.next_offset.max(m.offset + 1);
+        r.max_message_ms = r.max_message_ms.max(ts);
+        r.messages += 1;
+
+        let kind = kinds.get(&*m.topic).copied().unwrap_or(TopicKind::QueryStats);
+        match route(&m, kind, codec, cluster) {
+            Ok((shard, body)) => out.shards[shard].push(ShardItem { range, offset: m.offset, body }),
+            Err(e) => out.dead_letters.push(DeadLetter {
+                topic: m.topic.clone(),
+                partition: m.partition,
+                offset: m.offset,
+                reason: e.reason(),
+                detail: e.to_string(),
+                key: m.key,
+                payload: m.payload,
+                message_ms: m.timestamp_ms,
+            }),
+        }
+    }
+    out
+}
+
+fn route(m: &Fetched, kind: TopicKind, codec: &Codec, cluster: &ClusterConfig) -> Result<(usize, ItemBody), DecodeError> {
+    let event = codec.decode(kind, m.payload.as_deref())?;
+    // The codec rejects negative ids, so this conversion cannot fail.
+    let database_id = u64::try_from(event.database_id()).unwrap_or(0);
+    let keyspace_id = cluster::vindex::keyspace_id(database_id);
+    let shard = cluster.shard_index_for(&keyspace_id);
+    let body = match event {
+        Event::QueryStats(q) => {
+            let sketch = LatencySketch::decode(&q.latency_sketch)
+                .map_err(|e| DecodeError::Invalid { field: "latency_sketch", why: e.to_string() })?;
+            let minute = StatsKey {
+                database_id,
+                fingerprint: q.fingerprint.clone(),
+                window_start: window_start(q.interval_start, MINUTE_SECONDS),
+            };
+            let pattern = PatternRow {
+                keyspace_id,
+                normalized_sql: q.normalized_sql.clone(),
+                tables_json: tables_json(&q.tables),
+                first_seen_ms: q.interval_start,
+                last_seen_ms: q.interval_start,
+            };
+            ItemBody::Stats {
+                hour_window: window_start(q.interval_start, HOUR_SECONDS),
+                row: StatsRow::from_event(keyspace_id, &q, sketch),
+                minute,
+                pattern,
+            }
+        }
+        Event::SlowQuery(s) => ItemBody::Slow(SlowRow {
+            src_partition: m.partition,
+            src_offset: m.offset,
+            occurred_at_us: s.occurred_at,
+            database_id,
+            keyspace_id,
+            proxy_id: s.proxy_id,
+            duration_us: u64::try_from(s.duration_us).unwrap_or(0),
+            rows_read: u64::try_from(s.rows_read).unwrap_or(0),
+            rows_returned: u64::try_from(s.rows_returned).unwrap_or(0),
+            error_text: s.error,
+            query_text: s.query_text,
+            tables_json: tables_json(&s.tables),
+            fingerprint: s.fingerprint,
+        }),
+    };
+    Ok((shard, body))
+}

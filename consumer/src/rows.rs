@@ -1,0 +1,166 @@
+//! The rows a batch writes, and the merge rule of each table.
+//!
+//! Merges are folded per key in offset order starting from the stored row, so
+//! the result never depends on where batches were cut: integers add and
+//! compare exactly, and the sketch (whose summary sum is a float) sees the
+//! same sequence of merges on every cluster.
+
+use topics::{LatencySketch, QueryStats};
+
+pub const MINUTE_SECONDS: i64 = 60;
+pub const HOUR_SECONDS: i64 = 3600;
+
+/// Primary key of a time-series row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StatsKey {
+    pub database_id: u64,
+    pub fingerprint: String,
+    /// Window start, seconds since the epoch (UTC), aligned to the window size.
+    pub window_start: i64,
+}
+
+/// One `query_stats_minute` / `query_stats_hour` row.
+#[derive(Debug, Clone)]
+pub struct StatsRow {
+    pub keyspace_id: [u8; 8],
+    pub query_count: u64,
+    pub total_duration_us: u64,
+    pub max_duration_us: u64,
+    pub rows_read: u64,
+    pub rows_returned: u64,
+    pub error_count: u64,
+    pub sketch: LatencySketch,
+}
+
+impl StatsRow {
+    pub fn from_event(keyspace_id: [u8; 8], event: &QueryStats, sketch: LatencySketch) -> Self {
+        Self {
+            keyspace_id,
+            query_count: non_negative(event.query_count),
+            total_duration_us: non_negative(event.total_duration_us),
+            max_duration_us: non_negative(event.max_duration_us),
+            rows_read: non_negative(event.rows_read),
+            rows_returned: non_negative(event.rows_returned),
+            error_count: non_negative(event.error_count),
+            sketch,
+        }
+    }
+
+    /// The table's merge rule: sums, max, sketch merge.
+    pub fn merge(&mut self, other: &StatsRow) {
+        self.query_count = self.query_count.saturating_add(other.query_count);
+        self.total_duration_us = self.total_duration_us.saturating_add(other.total_duration_us);
+        self.max_duration_us = self.max_duration_us.max(other.max_duration_us);
+        self.rows_read = self.rows_read.saturating_add(other.rows_read);
+        self.rows_returned = self.rows_returned.saturating_add(other.rows_returned);
+        self.error_count = self.error_count.saturating_add(other.error_count);
+        // Both sketches passed the codec's accuracy check, so they always merge.
+        let _ = self.sketch.merge(&other.sketch);
+    }
+}
+
+/// One `query_patterns` contribution; merged with LEAST/GREATEST in SQL so
+/// the copier's row images and the consumer's commute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatternRow {
+    pub keyspace_id: [u8; 8],
+    pub normalized_sql: String,
+    /// JSON array of table names.
+    pub tables_json: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+impl PatternRow {
+    pub fn merge(&mut self, other: &PatternRow) {
+        self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
+        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
+    }
+}
+
+/// One `slow_queries` row; its identity is where it sat in the topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowRow {
+    pub src_partition: i32,
+    pub src_offset: i64,
+    pub occurred_at_us: i64,
+    pub database_id: u64,
+    pub fingerprint: String,
+    pub keyspace_id: [u8; 8],
+    pub proxy_id: String,
+    pub duration_us: u64,
+    pub rows_read: u64,
+    pub rows_returned: u64,
+    pub error_text: Option<String>,
+    pub query_text: String,
+    pub tables_json: String,
+}
+
+/// Window start (seconds) of an interval starting at `interval_start_ms`.
+pub fn window_start(interval_start_ms: i64, window_seconds: i64) -> i64 {
+    interval_start_ms.div_euclid(1000).div_euclid(window_seconds) * window_seconds
+}
+
+pub fn tables_json(tables: &[String]) -> String {
+    serde_json::to_string(tables).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// The codec rejects negative counters; this only keeps the types honest.
+fn non_negative(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(count: u64, max: u64, latencies: &[f64]) -> StatsRow {
+        let mut sketch = LatencySketch::new();
+        for l in latencies {
+            sketch.add_ms(*l);
+        }
+        StatsRow {
+            keyspace_id: [0; 8],
+            query_count: count,
+            total_duration_us: count * 10,
+            max_duration_us: max,
+            rows_read: 1,
+            rows_returned: 2,
+            error_count: 0,
+            sketch,
+        }
+    }
+
+    #[test]
+    fn stats_merge_sums_maxes_and_merges_sketches() {
+        let mut a = row(3, 50, &[1.0, 2.0, 3.0]);
+        a.merge(&row(2, 70, &[10.0, 20.0]));
+        assert_eq!(a.query_count, 5);
+        assert_eq!(a.total_duration_us, 50);
+        assert_eq!(a.max_duration_us, 70);
+        assert_eq!(a.rows_read, 2);
+        assert_eq!(a.rows_returned, 4);
+        assert_eq!(a.sketch.count(), 5);
+    }
+
+    #[test]
+    fn windows_align_down() {
+        assert_eq!(window_start(125_999, MINUTE_SECONDS), 120);
+        assert_eq!(window_start(3_599_999, HOUR_SECONDS), 0);
+        assert_eq!(window_start(3_600_000, HOUR_SECONDS), 3600);
+    }
+
+    #[test]
+    fn pattern_merge_keeps_min_first_and_max_last() {
+        let base = PatternRow {
+            keyspace_id: [0; 8],
+            normalized_sql: "select 1".into(),
+            tables_json: "[]".into(),
+            first_seen_ms: 100,
+            last_seen_ms: 200,
+        };
+        let mut a = base.clone();
+        a.merge(&PatternRow { first_seen_ms: 50, last_seen_ms: 150, ..base.clone() });
+        assert_eq!((a.first_seen_ms, a.last_seen_ms), (50, 200));
+    }
+}

@@ -1,0 +1,277 @@
+//! The batcher: cuts batches from the poll thread's stream and applies them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::config::ClusterConfig;
+use cluster::pool::ShardPools;
+use futures::future::join_all;
+use mysql_async::prelude::Queryable;
+use mysql_async::Pool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use topics::{Codec, TopicKind};
+
+use crate::apply::{apply_shard, FenceInfo, ShardOutcome};
+use crate::config::{ConfigError, ConsumerConfig};
+use crate::plan::{plan, BatchPlan};
+use crate::retry::{is_retryable, Backoff};
+use crate::source::{Fetched, Input, Source};
+use crate::{dead_letter, metrics};
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cluster: {0}")]
+    Cluster(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("shard {shard} ({range}): {source}")]
+    Shard { shard: usize, range: String, source: mysql_async::Error },
+    #[error("control database (dead letters): {0}")]
+    Control(mysql_async::Error),
+    #[error("schema missing on shard {shard}: {source}; run `dualwrite-cluster schema apply --cluster <file>` first")]
+    Schema { shard: String, source: mysql_async::Error },
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// What stops a batch: a fatal error, or shutdown while a shard was failing
+/// (the batch is abandoned and redelivered on restart).
+enum BatchError {
+    Fatal(ConsumerError),
+    Abandoned,
+}
+
+/// Read-only state every batch uses.
+struct Shared {
+    codec: Codec,
+    cluster: ClusterConfig,
+    kinds: HashMap<String, TopicKind>,
+}
+
+/// Runs the consumer until `shutdown` fires (then drains the batch being
+/// built and commits) or a fatal error occurs (then stops with offsets where
+/// they were: nothing past the failure is acknowledged).
+pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<(), ConsumerError> {
+    config.validate()?;
+    metrics::describe();
+    let pools = ShardPools::new(&config.cluster);
+    let control = pools.control().cloned().ok_or_else(|| ConsumerError::Cluster("no control database".into()))?;
+    check_schema(&pools, &config.cluster).await?;
+
+    let kinds = config.topics();
+    let mut topic_names: Vec<String> = kinds.keys().cloned().collect();
+    topic_names.sort();
+    // Two batches in flight between the poll thread and the batcher at most.
+    let (source, rx) = Source::start(config.kafka_client_config(), &topic_names, 2 * config.batch_max_messages)?;
+    tracing::info!(group = %config.group, cluster = %config.cluster.name, topics = ?topic_names, "consumer started");
+
+    let shared = Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds });
+    let mut batcher = Batcher { config: &config, shared, pools: &pools, control, source: &source, shutdown: &shutdown };
+    let result = batcher.run(rx).await;
+
+    // The receiver is gone, so a revoke during close cannot block on it.
+    tokio::task::spawn_blocking(move || source.shutdown())
+        .await
+        .map_err(|e| ConsumerError::Internal(format!("joining the poll thread: {e}")))?;
+    pools.disconnect().await;
+    tracing::info!(ok = result.is_ok(), "consumer stopped");
+    result
+}
+
+async fn check_schema(pools: &ShardPools, cluster: &ClusterConfig) -> Result<(), ConsumerError> {
+    for (i, shard) in cluster.shards.iter().enumerate() {
+        let probe = async {
+            let mut conn = pools.shard(i).get_conn().await?;
+            conn.query_drop("SELECT 1 FROM dw_offset_fence LIMIT 0").await
+        };
+        probe.await.map_err(|source| ConsumerError::Schema { shard: shard.range.to_string(), source })?;
+    }
+    Ok(())
+}
+
+struct Batcher<'a> {
+    config: &'a ConsumerConfig,
+    shared: Arc<Shared>,
+    pools: &'a ShardPools,
+    control: Pool,
+    source: &'a Source,
+    shutdown: &'a CancellationToken,
+}
+
+impl Batcher<'_> {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> Result<(), ConsumerError> {
+        let max = self.config.batch_max_messages;
+        let mut pending: Vec<Fetched> = Vec::with_capacity(max);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let input = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                _ = timer => None,
+                input = rx.recv() => match input {
+                    Some(input) => Some(input),
+                    None => break,
+                },
+            };
+            match input {
+                None => {
+                    self.flush(&mut pending).await?;
+                    deadline = None;
+                }
+                Some(Input::Message(m)) => {
+                    if pending.is_empty() {
+                        deadline = Some(tokio::time::Instant::now() + self.config.batch_max_wait);
+                    }
+                    pending.push(m);
+                    if pending.len() >= max {
+                        self.flush(&mut pending).await?;
+                        deadline = None;
+                    }
+                }
+                Some(Input::Revoke { partitions, done }) => {
+                    tracing::debug!(count = partitions.len(), "revoke: finishing the in-flight batch");
+                    let flushed = self.flush(&mut pending).await;
+                    deadline = None;
+                    let _ = done.send(());
+                    flushed?;
+                }
+                Some(Input::Assign { .. }) => {}
+            }
+        }
+        // Drain: what was cut into the batch is applied; what is still in the
+        // channel was never acknowledged and will be fetched again.
+        drop(rx);
+        self.flush(&mut pending).await
+    }
+
+    /// Applies `pending` and stores its offsets; empties it either way.
+    async fn flush(&mut self, pending: &mut Vec<Fetched>) -> Result<(), ConsumerError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let messages = std::mem::take(pending);
+        let shared = self.shared.clone();
+        let plan = tokio::task::spawn_blocking(move || plan(messages, &shared.codec, &shared.cluster, &shared.kinds))
+            .await
+            .map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
+        match self.apply(&plan).await {
+            Ok(()) => {}
+            Err(BatchError::Abandoned) => {
+                tracing::warn!(messages = plan.message_count(), "batch abandoned at shutdown; it will be redelivered");
+                return Ok(());
+            }
+            Err(BatchError::Fatal(e)) => return Err(e),
+        }
+        let offsets: Vec<(String, i32, i64)> =
+            plan.ranges.iter().map(|r| (r.topic.to_string(), r.partition, r.next_offset)).collect();
+        self.source.store(&offsets);
+        metrics::batch(started.elapsed(), plan.message_count());
+        Ok(())
+    }
+
+    async fn apply(&self, plan: &BatchPlan) -> Result<(), BatchError> {
+        // Dead letters first: once the shards' fences move past these
+        // offsets, nothing would bring the messages back.
+        let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
+        loop {
+            match dead_letter::record(&self.control, &self.config.cluster.name, &self.config.group, &plan.dead_letters).await {
+                Ok(()) => break,
+                Err(e) if is_retryable(&e) => self.wait_retry(&mut backoff, "control", &e).await?,
+                Err(e) => return Err(BatchError::Fatal(ConsumerError::Control(e))),
+            }
+        }
+        for d in &plan.dead_letters {
+            metrics::dead_letter(d.reason);
+            metrics::messages(&d.topic, "dead_letter", 1);
+            tracing::warn!(topic = %d.topic, partition = d.partition, offset = d.offset, reason = d.reason, detail = %d.detail, "message dead-lettered");
+        }
+
+        let high_watermarks: Vec<Option<i64>> = {
+            let marks = self.source.watermarks.lock().map_err(|_| {
+                BatchError::Fatal(ConsumerError::Internal("watermark lock poisoned".into()))
+            })?;
+            plan.ranges.iter().map(|r| marks.get(&(r.topic.to_string(), r.partition)).copied()).collect()
+        };
+        let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &high_watermarks, group: &self.config.group };
+        let results = join_all(plan.shards.iter().enumerate().map(|(i, items)| self.apply_with_retry(i, items, &fence))).await;
+        let mut applied = vec![0u64; plan.ranges.len()];
+        let mut skipped = vec![0u64; plan.ranges.len()];
+        for result in results {
+            let outcome = result?;
+            for i in 0..plan.ranges.len() {
+                applied[i] += outcome.applied[i];
+                skipped[i] += outcome.skipped[i];
+            }
+        }
+        for (i, r) in plan.ranges.iter().enumerate() {
+            if let Some(hw) = high_watermarks[i] {
+                metrics::lag(&r.topic, r.partition, (hw - r.next_offset).max(0));
+            }
+            metrics::messages(&r.topic, "applied", applied[i]);
+            metrics::messages(&r.topic, "skipped_below_fence", skipped[i]);
+        }
+        Ok(())
+    }
+
+    async fn apply_with_retry(&self, shard: usize, items: &[crate::plan::ShardItem], fence: &FenceInfo<'_>) -> Result<ShardOutcome, BatchError> {
+        let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
+        let pool = self.pools.shard(shard);
+        loop {
+            match apply_shard(pool, items, fence).await {
+                Ok(outcome) => {
+                    record_outcome(shard, &outcome);
+                    return Ok(outcome);
+                }
+                Err(e) if is_retryable(&e) => {
+                    metrics::shard_retry(shard);
+                    self.wait_retry(&mut backoff, &self.config.cluster.shards[shard].range.to_string(), &e).await?;
+                }
+                Err(source) => {
+                    let range = self.config.cluster.shards[shard].range.to_string();
+                    return Err(BatchError::Fatal(ConsumerError::Shard { shard, range, source }));
+                }
+            }
+        }
+    }
+
+    /// Sleeps before the next try, or gives up if shutdown was requested.
+    async fn wait_retry(&self, backoff: &mut Backoff, target: &str, error: &mysql_async::Error) -> Result<(), BatchError> {
+        if self.shutdown.is_cancelled() {
+            return Err(BatchError::Abandoned);
+        }
+        let delay = backoff.next_delay();
+        // Logged on the first failure and then every tenth, not on every retry.
+        if backoff.attempts() == 1 || backoff.attempts() % 10 == 0 {
+            tracing::warn!(target_db = target, attempt = backoff.attempts(), error = %error, delay_ms = delay.as_millis() as u64, "retryable database error, backing off");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = self.shutdown.cancelled() => Err(BatchError::Abandoned),
+        }
+    }
+}
+
+fn record_outcome(shard: usize, o: &ShardOutcome) {
+    metrics::rows(shard, "query_stats_minute", o.minute_rows);
+    metrics::rows(shard, "query_stats_hour", o.hour_rows);
+    metrics::rows(shard, "query_patterns", o.pattern_rows);
+    metrics::rows(shard, "slow_queries", o.slow_rows);
+    for (topic, partition, fence, first) in &o.gaps {
+        metrics::offset_gap();
+        tracing::error!(shard, %topic, partition, fence, first_offset = first, "offset gap: messages between the fence and this batch were never fetched (truncated upstream?)");
+    }
+}

@@ -1,0 +1,80 @@
+//! Multi-row statements written as SQL text.
+//!
+//! Batches vary in size, so prepared statements would be re-prepared for
+//! every row count; literal escaping through `mysql_common` keeps the text
+//! protocol safe. The session's sql_mode (set by the pool) never includes
+//! NO_BACKSLASH_ESCAPES, which is what `as_sql(false)` assumes.
+
+use mysql_async::Value;
+
+/// Rows per statement: well under max_allowed_packet for our row sizes, and
+/// below MariaDB's IN-list-to-subquery threshold for the lookups.
+pub const CHUNK_ROWS: usize = 400;
+
+/// An SQL literal for `v`.
+pub fn lit(v: impl Into<Value>) -> String {
+    v.into().as_sql(false)
+}
+
+/// A binary literal (`X'..'`); `lit` would send valid UTF-8 bytes as a string.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2 + 3);
+    out.push_str("X'");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out.push('\'');
+    out
+}
+
+/// `(a, b, c)` from literals.
+pub fn tuple(values: &[String]) -> String {
+    let mut out = String::with_capacity(values.iter().map(|v| v.len() + 2).sum::<usize>() + 2);
+    out.push('(');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(v);
+    }
+    out.push(')');
+    out
+}
+
+/// A UTC second count as a DATETIME literal (`'YYYY-MM-DD HH:MM:SS'`).
+pub fn datetime(epoch_seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(epoch_seconds, 0)
+        .map(|t| format!("'{}'", t.format("%Y-%m-%d %H:%M:%S")))
+        .unwrap_or_else(|| "'1970-01-01 00:00:00'".to_string())
+}
+
+/// UTC milliseconds as a DATETIME(3) literal.
+pub fn datetime_ms(epoch_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(epoch_ms)
+        .map(|t| format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.3f")))
+        .unwrap_or_else(|| "'1970-01-01 00:00:00.000'".to_string())
+}
+
+/// UTC microseconds as a DATETIME(6) literal.
+pub fn datetime_us(epoch_us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(epoch_us)
+        .map(|t| format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f")))
+        .unwrap_or_else(|| "'1970-01-01 00:00:00.000000'".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_escape_quotes_and_bytes() {
+        assert_eq!(lit("it's"), "'it\\'s'");
+        assert_eq!(hex(&[0u8, 0x27]), "X'0027'");
+        assert_eq!(hex(&[]), "X''");
+        assert_eq!(lit(42u64), "42");
+        assert_eq!(tuple(&[lit(1i64), lit("a")]), "(1,'a')");
+        assert_eq!(datetime(0), "'1970-01-01 00:00:00'");
+        assert_eq!(datetime_ms(1_500), "'1970-01-01 00:00:01.500'");
+        assert_eq!(datetime_us(1_000_001), "'1970-01-01 00:00:01.000001'");
+    }
+}

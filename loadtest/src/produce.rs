@@ -1,0 +1,141 @@
+//! Produces the workload to Kafka and records the ground truth as it goes.
+
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+use topics::{message_key, Codec, TopicKind};
+
+use crate::truth::{Truth, TruthBuilder};
+use crate::workload::{Generated, Workload, WorkloadConfig, WorkloadError};
+
+#[derive(Debug, Clone)]
+pub struct ProduceConfig {
+    pub brokers: String,
+    pub topic_prefix: String,
+    /// Messages to produce, both topics together.
+    pub messages: u64,
+    /// Target messages per second; `None` as fast as the broker takes them.
+    pub rate: Option<u64>,
+    pub workload: WorkloadConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("encoding: {0}")]
+    Encode(String),
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    #[error("stopped after {0} messages")]
+    Interrupted(u64),
+}
+
+/// Bounds memory and keeps the broker's queue from growing without limit.
+const MAX_IN_FLIGHT: usize = 20_000;
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+pub fn producer_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        // Idempotence keeps per-partition order through retries: the truth and
+        // the consumer fold each pattern's events in the same order.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // The Java client's partitioner, so every client maps a key to the same partition.
+        .set("partitioner", "murmur2_random")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000")
+        .set("message.timeout.ms", "60000");
+    c
+}
+
+/// Produces `config.messages` events; returns the truth once all are acknowledged.
+pub async fn produce(config: &ProduceConfig, shutdown: &CancellationToken) -> Result<Truth, ProduceError> {
+    let codec = Codec::embedded().map_err(|e| ProduceError::Encode(e.to_string()))?;
+    let producer: FutureProducer = producer_config(&config.brokers).create()?;
+    let stats_topic = format!("{}{}", config.topic_prefix, TopicKind::QueryStats.as_str());
+    let slow_topic = format!("{}{}", config.topic_prefix, TopicKind::SlowQueries.as_str());
+    let mut truth = TruthBuilder::default();
+    let mut in_flight = FuturesUnordered::new();
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut sent = 0u64;
+
+    for event in Workload::new(config.workload.clone())?.take(config.messages as usize) {
+        if shutdown.is_cancelled() {
+            return Err(ProduceError::Interrupted(sent));
+        }
+        if let Some(rate) = config.rate.filter(|r| *r > 0) {
+            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let (topic, key, payload, slow) = match &event {
+            Generated::Stats(q) => {
+                truth.add_stats(q);
+                let payload = codec.encode_query_stats(q).map_err(|e| ProduceError::Encode(e.to_string()))?;
+                (&stats_topic, message_key(q.database_id, &q.fingerprint), payload, None)
+            }
+            Generated::Slow(s) => {
+                let payload = codec.encode_slow_query(s).map_err(|e| ProduceError::Encode(e.to_string()))?;
+                (&slow_topic, message_key(s.database_id, &s.fingerprint), payload, Some(s.clone()))
+            }
+        };
+        let mut record = FutureRecord::to(topic).key(&key[..]).payload(&payload).timestamp(event.timestamp_ms());
+        let delivery = loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // librdkafka's queue is full: wait for some deliveries, then retry.
+                    record = back;
+                    match in_flight.next().await {
+                        Some(done) => settle(done, &mut truth)?,
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((e, _)) => return Err(ProduceError::Kafka(e)),
+            }
+        };
+        in_flight.push(async move { (delivery.await, slow) });
+        sent += 1;
+        while in_flight.len() >= MAX_IN_FLIGHT {
+            if let Some(done) = in_flight.next().await {
+                settle(done, &mut truth)?;
+            }
+        }
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            let rate = sent as f64 / started.elapsed().as_secs_f64();
+            let eta = (config.messages - sent) as f64 / rate.max(1.0);
+            tracing::info!(sent, total = config.messages, rate = rate as u64, eta_s = eta as u64, "producing");
+        }
+    }
+    while let Some(done) = in_flight.next().await {
+        settle(done, &mut truth)?;
+    }
+    producer.flush(Timeout::After(Duration::from_secs(60)))?;
+    let rate = sent as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    tracing::info!(sent, rate = rate as u64, "produced");
+    Ok(truth.build())
+}
+
+type Settled = (Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>, Option<topics::SlowQuery>);
+
+fn settle((result, slow): Settled, truth: &mut TruthBuilder) -> Result<(), ProduceError> {
+    let delivery = result
+        .map_err(|_| ProduceError::Kafka(KafkaError::Canceled))?
+        .map_err(|(e, _)| ProduceError::Kafka(e))?;
+    if let Some(s) = slow {
+        truth.add_slow(&s, delivery.partition, delivery.offset);
+    }
+    Ok(())
+}

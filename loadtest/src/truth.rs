@@ -1,0 +1,201 @@
+//! The ground truth: what a cluster must hold after consuming what was produced.
+//!
+//! It is computed independently of the consumer (no shared merge code beyond
+//! the sketch library), from the events as generated, in production order.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use topics::{LatencySketch, QueryStats, SlowQuery};
+
+pub const MINUTE: i64 = 60;
+pub const HOUR: i64 = 3600;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsTruth {
+    pub database_id: u64,
+    pub fingerprint: String,
+    pub window_start: i64,
+    pub query_count: u64,
+    pub total_duration_us: u64,
+    pub max_duration_us: u64,
+    pub rows_read: u64,
+    pub rows_returned: u64,
+    pub error_count: u64,
+    /// Hex of the merged sketch's reference encoding.
+    pub sketch_hex: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternTruth {
+    pub database_id: u64,
+    pub fingerprint: String,
+    pub normalized_sql: String,
+    pub tables_json: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlowTruth {
+    pub partition: i32,
+    pub offset: i64,
+    pub database_id: u64,
+    pub fingerprint: String,
+    pub proxy_id: String,
+    pub occurred_at_us: i64,
+    pub duration_us: u64,
+    pub rows_read: u64,
+    pub rows_returned: u64,
+    pub error_text: Option<String>,
+    pub query_text: String,
+    pub tables_json: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Truth {
+    pub messages: u64,
+    pub minute: Vec<StatsTruth>,
+    pub hour: Vec<StatsTruth>,
+    pub patterns: Vec<PatternTruth>,
+    pub slow: Vec<SlowTruth>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TruthError {
+    #[error("ground truth file {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("ground truth file {0}: {1}")]
+    Json(String, serde_json::Error),
+}
+
+impl Truth {
+    pub fn save(&self, path: &Path) -> Result<(), TruthError> {
+        let text = serde_json::to_vec(self).map_err(|e| TruthError::Json(path.display().to_string(), e))?;
+        std::fs::write(path, text).map_err(|e| TruthError::Io(path.display().to_string(), e))
+    }
+
+    pub fn load(path: &Path) -> Result<Self, TruthError> {
+        let text = std::fs::read(path).map_err(|e| TruthError::Io(path.display().to_string(), e))?;
+        serde_json::from_slice(&text).map_err(|e| TruthError::Json(path.display().to_string(), e))
+    }
+}
+
+struct Acc {
+    query_count: u64,
+    total_duration_us: u64,
+    max_duration_us: u64,
+    rows_read: u64,
+    rows_returned: u64,
+    error_count: u64,
+    sketch: LatencySketch,
+}
+
+/// Accumulates events in production order.
+#[derive(Default)]
+pub struct TruthBuilder {
+    messages: u64,
+    minute: BTreeMap<(u64, String, i64), Acc>,
+    hour: BTreeMap<(u64, String, i64), Acc>,
+    patterns: BTreeMap<(u64, String), PatternTruth>,
+    slow: Vec<SlowTruth>,
+}
+
+impl TruthBuilder {
+    pub fn add_stats(&mut self, q: &QueryStats) {
+        self.messages += 1;
+        let db = q.database_id as u64;
+        // Decoded from the wire bytes, exactly as a consumer sees it.
+        let Ok(sketch) = LatencySketch::decode(&q.latency_sketch) else { return };
+        for (map, size) in [(&mut self.minute, MINUTE), (&mut self.hour, HOUR)] {
+            let window = (q.interval_start / 1000).div_euclid(size) * size;
+            match map.get_mut(&(db, q.fingerprint.clone(), window)) {
+                Some(acc) => {
+                    acc.query_count += q.query_count as u64;
+                    acc.total_duration_us += q.total_duration_us as u64;
+                    acc.max_duration_us = acc.max_duration_us.max(q.max_duration_us as u64);
+                    acc.rows_read += q.rows_read as u64;
+                    acc.rows_returned += q.rows_returned as u64;
+                    acc.error_count += q.error_count as u64;
+                    let _ = acc.sketch.merge(&sketch);
+                }
+                None => {
+                    map.insert(
+                        (db, q.fingerprint.clone(), window),
+                        Acc {
+                            query_count: q.query_count as u64,
+                            total_duration_us: q.total_duration_us as u64,
+                            max_duration_us: q.max_duration_us as u64,
+                            rows_read: q.rows_read as u64,
+                            rows_returned: q.rows_returned as u64,
+                            error_count: q.error_count as u64,
+                            sketch: sketch.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        let p = self.patterns.entry((db, q.fingerprint.clone())).or_insert_with(|| PatternTruth {
+            database_id: db,
+            fingerprint: q.fingerprint.clone(),
+            normalized_sql: q.normalized_sql.clone(),
+            tables_json: serde_json::to_string(&q.tables).unwrap_or_default(),
+            first_seen_ms: q.interval_start,
+            last_seen_ms: q.interval_start,
+        });
+        p.first_seen_ms = p.first_seen_ms.min(q.interval_start);
+        p.last_seen_ms = p.last_seen_ms.max(q.interval_start);
+    }
+
+    /// A slow query, once the broker told us where it landed.
+    pub fn add_slow(&mut self, s: &SlowQuery, partition: i32, offset: i64) {
+        self.messages += 1;
+        self.slow.push(SlowTruth {
+            partition,
+            offset,
+            database_id: s.database_id as u64,
+            fingerprint: s.fingerprint.clone(),
+            proxy_id: s.proxy_id.clone(),
+            occurred_at_us: s.occurred_at,
+            duration_us: s.duration_us as u64,
+            rows_read: s.rows_read as u64,
+            rows_returned: s.rows_returned as u64,
+            error_text: s.error.clone(),
+            query_text: s.query_text.clone(),
+            tables_json: serde_json::to_string(&s.tables).unwrap_or_default(),
+        });
+    }
+
+    pub fn build(self) -> Truth {
+        let stats = |map: BTreeMap<(u64, String, i64), Acc>| -> Vec<StatsTruth> {
+            map.into_iter()
+                .map(|((database_id, fingerprint, window_start), a)| StatsTruth {
+                    database_id,
+                    fingerprint,
+                    window_start,
+                    query_count: a.query_count,
+                    total_duration_us: a.total_duration_us,
+                    max_duration_us: a.max_duration_us,
+                    rows_read: a.rows_read,
+                    rows_returned: a.rows_returned,
+                    error_count: a.error_count,
+                    sketch_hex: to_hex(&a.sketch.encode()),
+                })
+                .collect()
+        };
+        let mut slow = self.slow;
+        slow.sort_by_key(|s| (s.partition, s.offset));
+        Truth {
+            messages: self.messages,
+            minute: stats(self.minute),
+            hour: stats(self.hour),
+            patterns: self.patterns.into_values().collect(),
+            slow,
+        }
+    }
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

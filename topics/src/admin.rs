@@ -1,0 +1,45 @@
+//! Topic creation on a real Kafka cluster through the Admin API.
+//!
+//! The development broker (librdkafka's mock cluster) does not implement
+//! CreateTopics; it creates its topics itself (see [`crate::dev_broker`]).
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::spec::TopicSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("kafka admin client: {0}")]
+    Client(#[from] KafkaError),
+    #[error("creating topic {topic}: {code}")]
+    Create { topic: String, code: RDKafkaErrorCode },
+}
+
+/// Creates the topics that do not exist yet; existing ones are left as they are.
+pub async fn create_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), AdminError> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let retention: Vec<String> = specs.iter().map(|s| s.retention_ms.to_string()).collect();
+    let topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .zip(&retention)
+        .map(|(s, r)| {
+            NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication)).set("retention.ms", r)
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&topics, &opts).await? {
+        match result {
+            Ok(topic) => tracing::info!(%topic, "topic created"),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => tracing::info!(%topic, "topic exists"),
+            Err((topic, code)) => return Err(AdminError::Create { topic, code }),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! Confluent-framed Avro encoding and decoding of the two topics' events.
+//!
+//! Decoding is strict because a message that is accepted is applied to two
+//! clusters: anything that does not frame, resolve or validate becomes a
+//! [`DecodeError`] whose [`DecodeError::reason`] the consumer writes to the
+//! dead letter table.
+
+use apache_avro::Schema;
+
+use crate::events::{Event, QueryStats, SlowQuery};
+use crate::schemas::{record_name, SchemaSet, QUERY_STATS_RECORD, SLOW_QUERY_RECORD};
+use crate::spec::TopicKind;
+
+/// Confluent wire format: magic byte, then a big-endian u32 schema id.
+const MAGIC: u8 = 0;
+const HEADER_LEN: usize = 5;
+/// Caps what a hostile length prefix can make the Avro decoder allocate.
+const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
+const MAX_FINGERPRINT_LEN: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("cannot read {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("schema file {0} is not named <id>-<name>.avsc")]
+    BadFileName(String),
+    #[error("schema file {0} does not parse: {1}")]
+    Parse(String, String),
+    #[error("schema id {0} appears twice")]
+    DuplicateId(u32),
+    #[error("no schema for record {0}")]
+    Missing(&'static str),
+}
+
+/// Why a message could not be turned into an event.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message has no value")]
+    Empty,
+    #[error("message is {0} bytes, shorter than the 5-byte Confluent header")]
+    TruncatedHeader(usize),
+    #[error("magic byte is {0:#04x}, expected 0x00 (Confluent wire format)")]
+    BadMagic(u8),
+    #[error("schema id {0} is not in the schema directory")]
+    UnknownSchemaId(u32),
+    #[error("schema id {id} is record {record}, which does not belong on topic kind {topic}")]
+    WrongRecord { id: u32, record: String, topic: &'static str },
+    #[error("avro decode failed: {0}")]
+    Avro(String),
+    #[error("{0} bytes left over after the avro datum")]
+    TrailingBytes(usize),
+    #[error("invalid field {field}: {why}")]
+    Invalid { field: &'static str, why: String },
+}
+
+impl DecodeError {
+    /// A short stable code for metrics labels and dead letter queries.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty",
+            DecodeError::TruncatedHeader(_) => "truncated_header",
+            DecodeError::BadMagic(_) => "bad_magic",
+            DecodeError::UnknownSchemaId(_) => "unknown_schema_id",
+            DecodeError::WrongRecord { .. } => "wrong_record",
+            DecodeError::Avro(_) => "avro_decode",
+            DecodeError::TrailingBytes(_) => "trailing_bytes",
+            DecodeError::Invalid { .. } => "invalid_field",
+        }
+    }
+}
+
+/// Encodes with this build's schemas; decodes anything in the schema set.
+#[derive(Debug, Clone)]
+pub struct Codec {
+    /// Writer schemas by id: what messages on the topic may carry.
+    writers: SchemaSet,
+    /// This build's own schemas (what the structs mirror) and their ids.
+    query_stats: (u32, Schema),
+    slow_query: (u32, Schema),
+}
+
+impl Codec {
+    /// Uses the schemas compiled into this build.
+    pub fn embedded() -> Result<Self, SchemaError> {
+        Self::with_writers(SchemaSet::embedded()?)
+    }
+
+    /// Resolves writer schema ids from `dir` (files `<id>-<name>.avsc`).
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self, SchemaError> {
+        Self::with_writers(SchemaSet::from_dir(dir)?)
+    }
+
+    pub fn with_writers(writers: SchemaSet) -> Result<Self, SchemaError> {
+        // Set once per process; later calls keep the first value, which is this one.
+        apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
+        let own = SchemaSet::embedded()?;
+        let own_id = |record: &'static str| -> Result<(u32, Schema), SchemaError> {
+            let (_, schema) = own.latest_for(record).ok_or(SchemaError::Missing(record))?;
+            // The id we write under is the id the writer set gives this exact schema.
+            let id = writers
+                .by_id
+                .iter()
+                .rev()
+                .find(|(_, s)| s.canonical_form() == schema.canonical_form())
+                .map(|(id, _)| *id)
+                .ok_or(SchemaError::Missing(record))?;
+            Ok((id, schema.clone()))
+        };
+        Ok(Self { query_stats: own_id(QUERY_STATS_RECORD)?, slow_query: own_id(SLOW_QUERY_RECORD)?, writers })
+    }
+
+    pub fn encode_query_stats(&self, event: &QueryStats) -> Result<Vec<u8>, DecodeError> {
+        frame(&self.query_stats, event)
+    }
+
+    pub fn encode_slow_query(&self, event: &SlowQuery) -> Result<Vec<u8>, DecodeError> {
+        frame(&self.slow_query, event)
+    }
+
+    /// Decodes a message value read from a topic of `kind`.
+    pub fn decode(&self, kind: TopicKind, payload: Option<&[u8]>) -> Result<Event, DecodeError> {
+        let bytes = payload.ok_or(DecodeError::Empty)?;
+        if bytes.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(DecodeError::TruncatedHeader(bytes.len()));
+        }
+        if bytes[0] != MAGIC {
+            return Err(DecodeError::BadMagic(bytes[0]));
+        }
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let writer = self.writers.by_id.get(&id).ok_or(DecodeError::UnknownSchemaId(id))?;
+        let record = record_name(writer).unwrap_or_default();
+        let reader = match (kind, record.as_str()) {
+            (TopicKind::QueryStats, QUERY_STATS_RECORD) => &self.query_stats.1,
+            (TopicKind::SlowQueries, SLOW_QUERY_RECORD) => &self.slow_query.1,
+            _ => return Err(DecodeError::WrongRecord { id, record, topic: kind.as_str() }),
+        };
+        let mut body = &bytes[HEADER_LEN..];
+        let value = apache_avro::from_avro_datum(writer, &mut body, Some(reader))
+            .map_err(|e| DecodeError::Avro(e.to_string()))?;
+        if !body.is_empty() {
+            return Err(DecodeError::TrailingBytes(body.len()));
+        }
+        let event = match kind {
+            TopicKind::QueryStats => {
+                Event::QueryStats(apache_avro::from_value(&value).map_err(|e| DecodeError::Avro(e.to_string()))?)
+            }
+            TopicKind::SlowQueries => {
+                Event::SlowQuery(apache_avro::from_value(&value).map_err(|e| DecodeError::Avro(e.to_string()))?)
+            }
+        };
+        validate(&event)?;
+        Ok(event)
+    }
+}
+
+fn frame<T: serde::Serialize>((id, schema): &(u32, Schema), event: &T) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::with_capacity(256);
+    out.push(MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+    apache_avro::write_avro_datum_ref(schema, event, &mut out).map_err(|e| DecodeError::Avro(e.to_string()))?;
+    Ok(out)
+}
+
+/// Content rules both groups apply identically; a violation is a dead letter.
+/// The latency sketch is checked where it is decoded for merging (the
+/// consumer's plan), so it is decoded once per message.
+fn validate(event: &Event) -> Result<(), DecodeError> {
+    let invalid = |field: &'static str, why: String| DecodeError::Invalid { field, why };
+    if event.database_id() < 0 {
+        return Err(invalid("database_id", format!("{} is negative", event.database_id())));
+    }
+    let fp = event.fingerprint();
+    if fp.is_empty() || fp.len() > MAX_FINGERPRINT_LEN || !fp.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid("fingerprint", format!("must be 1..={MAX_FINGERPRINT_LEN} printable ASCII characters")));
+    }
+    match event {
+        Event::QueryStats(q) => {
+            let counters = [
+                ("query_count", q.query_count),
+                ("total_duration_us", q.total_duration_us),
+                ("max_duration_us", q.max_duration_us),
+                ("rows_read", q.rows_read),
+                ("rows_returned", q.rows_returned),
+                ("error_count", q.error_count),
+                ("interval_start", q.interval_start),
+            ];
+            if let Some((field, v)) = counters.iter().find(|(_, v)| *v < 0) {
+                return Err(invalid(field, format!("{v} is negative")));
+            }
+            if q.interval_seconds <= 0 {
+                return Err(invalid("interval_seconds", format!("{} is not positive", q.interval_seconds)));
+            }
+        }
+        Event::SlowQuery(s) => {
+            let fields = [
+                ("occurred_at", s.occurred_at),
+                ("duration_us", s.duration_us),
+                ("rows_read", s.rows_read),
+                ("rows_returned", s.rows_returned),
+            ];
+            if let Some((field, v)) = fields.iter().find(|(_, v)| *v < 0) {
+                return Err(invalid(field, format!("{v} is negative")));
+            }
+        }
+    }
+    Ok(())
+}

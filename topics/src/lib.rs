@@ -1,0 +1,21 @@
+//! The stream contract shared by every producer and consumer group.
+//!
+//! Both consumer groups must decide everything from message content alone, so
+//! everything that gives a message its meaning lives here: the Avro schemas
+//! (`schemas/*.avsc`), the Confluent wire framing, the Kafka key and the
+//! latency sketch encoding.
+
+pub mod admin;
+pub mod codec;
+pub mod dev_broker;
+pub mod events;
+pub mod key;
+pub mod schemas;
+pub mod sketch;
+pub mod spec;
+
+pub use codec::{Codec, DecodeError};
+pub use events::{Event, QueryStats, SlowQuery};
+pub use key::message_key;
+pub use sketch::LatencySketch;
+pub use spec::{TopicKind, TopicSpec};
