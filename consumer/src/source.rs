@@ -152,7 +152,7 @@ impl Source {
             let _ = thread.join();
         }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::info!(error = %e, "final commit not accepted (nothing new to commit, or rebalancing)");
+            tracing::debug!(error = %e, "final commit not accepted (nothing new to commit, or rebalancing)");
         }
         // Dropping the last handle closes the consumer and leaves the group.
     }
