@@ -1,0 +1,322 @@
+//! Shared harness for the consumer's integration tests: throwaway databases
+//! on the local stack's real mariadbd shards, and an in-process librdkafka
+//! mock broker with unique topic names per test.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cluster::config::ClusterConfig;
+use cluster::pool::ShardPools;
+use consumer::config::{ConsumerConfig, StartPosition};
+use loadtest::produce::{produce, ProduceConfig};
+use loadtest::truth::Truth;
+use loadtest::workload::WorkloadConfig;
+use mysql_async::prelude::Queryable;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use tokio_util::sync::CancellationToken;
+
+pub const PARTITIONS: i32 = 16;
+
+/// A unique suffix: tests run concurrently and must never share names.
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("t_{tag}_{}_{nanos}", std::process::id())
+}
+
+fn stack_dir() -> PathBuf {
+    std::env::var_os("DUALWRITE_STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../compose/local/.state"))
+}
+
+/// A cluster of the local stack (`old` or `new`) pointed at fresh databases,
+/// with the schema applied, and its cluster file for child processes.
+pub struct TestCluster {
+    pub config: ClusterConfig,
+    pub file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn fresh_cluster(which: &str, tag: &str) -> TestCluster {
+    let template_path = stack_dir().join("clusters").join(format!("{which}.toml"));
+    let template = std::fs::read_to_string(&template_path).unwrap_or_else(|e| {
+        panic!("{}: {e}; start the local stack first: compose/local/stack up --no-broker", template_path.display())
+    });
+    let db = unique(tag);
+    let text = template
+        .replace("/dualwrite_control\"", &format!("/{db}_ctl\""))
+        .replace("/dualwrite\"", &format!("/{db}\""));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(format!("{which}.toml"));
+    std::fs::write(&file, text).expect("write cluster file");
+    let config = ClusterConfig::load(&file).expect("load cluster file");
+    cluster::schema::apply(&config, chrono::Utc::now().date_naive(), 8, 3).await.expect("apply schema");
+    TestCluster { config, file, _dir: dir }
+}
+
+/// librdkafka's mock cluster (3 brokers) with this test's topics.
+pub struct Broker {
+    pub mock: MockCluster<'static, DefaultProducerContext>,
+    pub bootstrap: String,
+    pub prefix: String,
+}
+
+impl Broker {
+    pub fn new(tag: &str) -> Self {
+        let mock = MockCluster::new(3).expect("mock cluster");
+        let prefix = format!("{}.", unique(tag));
+        for spec in topics::spec::default_topics(&prefix, PARTITIONS, 1) {
+            mock.create_topic(&spec.name, spec.partitions, spec.replication).expect("create topic");
+        }
+        let bootstrap = mock.bootstrap_servers();
+        Self { mock, bootstrap, prefix }
+    }
+
+    pub fn topic(&self, kind: topics::TopicKind) -> String {
+        format!("{}{}", self.prefix, kind.as_str())
+    }
+
+    pub async fn produce(&self, messages: u64, seed: u64, rate: Option<u64>) -> Truth {
+        let config = ProduceConfig {
+            brokers: self.bootstrap.clone(),
+            topic_prefix: self.prefix.clone(),
+            messages,
+            rate,
+            workload: WorkloadConfig::new(seed, chrono::Utc::now().timestamp_millis() - 3_600_000),
+        };
+        produce(&config, &CancellationToken::new()).await.expect("produce")
+    }
+
+    fn client(&self, group: &str) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("watermark client")
+    }
+
+    /// (low, high) per partition of both topics.
+    pub async fn watermarks(&self) -> HashMap<(String, i32), (i64, i64)> {
+        let client = self.client("watermarks");
+        let topics: Vec<String> =
+            [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries].iter().map(|k| self.topic(*k)).collect();
+        tokio::task::spawn_blocking(move || {
+            let mut out = HashMap::new();
+            for t in &topics {
+                for p in 0..PARTITIONS {
+                    let marks = client.fetch_watermarks(t, p, Duration::from_secs(10)).expect("watermarks");
+                    out.insert((t.clone(), p), marks);
+                }
+            }
+            out
+        })
+        .await
+        .expect("join")
+    }
+
+    /// The offsets `group` has committed, per partition (-1 when none).
+    pub async fn committed(&self, group: &str) -> HashMap<(String, i32), i64> {
+        let client = self.client(group);
+        let mut tpl = TopicPartitionList::new();
+        for kind in [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries] {
+            for p in 0..PARTITIONS {
+                tpl.add_partition(&self.topic(kind), p);
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            let committed = client.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+            committed
+                .elements()
+                .iter()
+                .map(|e| ((e.topic().to_string(), e.partition()), e.offset().to_raw().unwrap_or(-1)))
+                .collect()
+        })
+        .await
+        .expect("join")
+    }
+}
+
+pub fn consumer_config(cluster: &TestCluster, broker: &Broker, group: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        group: group.to_string(),
+        brokers: broker.bootstrap.clone(),
+        cluster: cluster.config.clone(),
+        topic_prefix: broker.prefix.clone(),
+        batch_max_messages: 2000,
+        batch_max_wait: Duration::from_millis(100),
+        start: StartPosition::Earliest,
+        codec: topics::Codec::embedded().expect("codec"),
+        kafka_overrides: vec![("session.timeout.ms".into(), "6000".into())],
+    }
+}
+
+/// Fence rows of every shard: (shard, topic, partition) -> (next_offset, messages_applied).
+pub async fn fences(cluster: &ClusterConfig) -> HashMap<(usize, String, i32), (i64, u64)> {
+    let pools = ShardPools::new(cluster);
+    let mut out = HashMap::new();
+    for i in 0..pools.len() {
+        let mut conn = pools.shard(i).get_conn().await.expect("conn");
+        let rows: Vec<(String, i32, i64, u64)> = conn
+            .query("SELECT topic, kafka_partition, next_offset, messages_applied FROM dw_offset_fence")
+            .await
+            .expect("fences");
+        for (t, p, next, applied) in rows {
+            out.insert((i, t, p), (next, applied));
+        }
+    }
+    pools.disconnect().await;
+    out
+}
+
+/// Waits until every shard's fence has reached the high watermark of every
+/// non-empty partition.
+pub async fn wait_caught_up(cluster: &ClusterConfig, broker: &Broker, timeout: Duration) {
+    let marks = broker.watermarks().await;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let fences = fences(cluster).await;
+        let behind: Vec<_> = marks
+            .iter()
+            .filter(|(_, (_, high))| *high > 0)
+            .filter(|((t, p), (_, high))| {
+                (0..cluster.shards.len()).any(|s| fences.get(&(s, t.clone(), *p)).is_none_or(|(next, _)| next < high))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not caught up after {timeout:?}: {} partitions behind, e.g. {:?}", behind.len(), behind.first());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Total messages applied across every shard and partition (each message is
+/// applied on exactly one shard, so this equals the messages consumed once).
+pub async fn messages_applied(cluster: &ClusterConfig) -> u64 {
+    fences(cluster).await.values().map(|(_, applied)| applied).sum()
+}
+
+pub async fn assert_matches_truth(cluster: &ClusterConfig, truth: &Truth) {
+    let report = loadtest::check::check(cluster, truth).await.expect("check");
+    assert!(
+        report.is_equal(),
+        "{} differences, first ones:\n{}",
+        report.differences.len(),
+        report.differences.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
+    assert!(report.rows_compared > 0);
+}
+
+/// The mock keeps ~5 MiB per partition; a test whose data was truncated
+/// would prove nothing, so each asserts nothing was.
+pub async fn assert_nothing_truncated(broker: &Broker) {
+    for ((t, p), (low, _)) in broker.watermarks().await {
+        assert_eq!(low, 0, "mock broker dropped the head of {t}/{p}: test too large for it");
+    }
+}
+
+pub async fn dead_letters(cluster: &ClusterConfig) -> Vec<(String, i32, i64, String)> {
+    let pools = ShardPools::new(cluster);
+    let mut conn = pools.control().expect("control").get_conn().await.expect("conn");
+    let rows: Vec<(String, i32, i64, String)> = conn
+        .query("SELECT topic, kafka_partition, kafka_offset, reason FROM dw_dead_letters ORDER BY topic, kafka_partition, kafka_offset")
+        .await
+        .expect("dead letters");
+    drop(conn);
+    pools.disconnect().await;
+    rows
+}
+
+/// A `dualwrite-consumer run` child process, with its log lines collected.
+pub struct ConsumerProcess {
+    child: tokio::process::Child,
+    /// Every log line the process wrote so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl ConsumerProcess {
+    pub fn spawn(cluster: &TestCluster, broker: &Broker, group: &str, batch: usize) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dualwrite-consumer"))
+            .args(["run", "--group", group, "--cluster"])
+            .arg(&cluster.file)
+            .args(["--brokers", &broker.bootstrap, "--topic-prefix", &broker.prefix])
+            .args(["--batch-max-messages", &batch.to_string(), "--batch-max-wait", "100ms"])
+            .args(["--metrics-addr", "127.0.0.1:0", "--kafka", "session.timeout.ms=6000"])
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn dualwrite-consumer");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let reader = tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        Self { child, log, reader }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running child has a pid")
+    }
+
+    pub fn lines_containing(&self, needle: &str) -> usize {
+        self.log.lock().expect("log lock").iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits for the `n`th partition assignment logged by the process.
+    pub async fn wait_assigned(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.lines_containing("partitions assigned") < n {
+            assert!(Instant::now() < deadline, "no partition assignment within {timeout:?}; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// SIGKILL: no drain, no commit, no goodbye to the group.
+    pub async fn kill9(mut self) {
+        self.child.kill().await.expect("kill -9");
+        let _ = self.reader.await;
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill -TERM");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.expect("exit after SIGTERM").expect("wait");
+        let _ = self.reader.await;
+        exit
+    }
+}
+
+/// Produces in the background (the loadtest producer, rate-limited).
+pub fn produce_in_background(broker: &Broker, messages: u64, seed: u64, rate: u64) -> tokio::task::JoinHandle<Truth> {
+    let config = ProduceConfig {
+        brokers: broker.bootstrap.clone(),
+        topic_prefix: broker.prefix.clone(),
+        messages,
+        rate: Some(rate),
+        workload: WorkloadConfig::new(seed, chrono::Utc::now().timestamp_millis() - 3_600_000),
+    };
+    tokio::spawn(async move { produce(&config, &CancellationToken::new()).await.expect("produce") })
+}

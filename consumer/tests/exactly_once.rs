@@ -1,0 +1,137 @@
+//! Exactly once per shard: redelivery, overlapping retries and different
+//! batch cuts all leave the same rows, on 4 shards and on 8.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster::pool::ShardPools;
+use common::{assert_matches_truth, consumer_config, fresh_cluster, messages_applied, Broker, TestCluster};
+use consumer::apply::{apply_shard, FenceInfo};
+use consumer::plan::plan;
+use consumer::source::Fetched;
+use loadtest::truth::{Truth, TruthBuilder};
+use loadtest::workload::{Generated, Workload, WorkloadConfig};
+use tokio_util::sync::CancellationToken;
+use topics::{Codec, TopicKind};
+
+async fn run_until_caught_up(cluster: &TestCluster, broker: &Broker, group: &str) {
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(consumer::run(consumer_config(cluster, broker, group), shutdown.clone()));
+    common::wait_caught_up(&cluster.config, broker, Duration::from_secs(120)).await;
+    shutdown.cancel();
+    handle.await.expect("join").expect("consumer run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_stream_changes_nothing() {
+    let cluster = fresh_cluster("old", "redeliver").await;
+    let broker = Broker::new("redeliver");
+    let truth = broker.produce(20_000, 11, None).await;
+    run_until_caught_up(&cluster, &broker, "first").await;
+    assert_matches_truth(&cluster.config, &truth).await;
+    assert_eq!(messages_applied(&cluster.config).await, truth.messages);
+
+    // A group with no committed offsets replays the whole topic into the same
+    // cluster: every message is below every fence.
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(consumer::run(consumer_config(&cluster, &broker, "replay"), shutdown.clone()));
+    let marks = broker.watermarks().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let committed = broker.committed("replay").await;
+        let done = marks.iter().all(|(k, (_, high))| *high == 0 || committed.get(k).copied() == Some(*high));
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "replay group never committed the end: {committed:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    shutdown.cancel();
+    handle.await.expect("join").expect("replay run");
+    assert_matches_truth(&cluster.config, &truth).await;
+    assert_eq!(messages_applied(&cluster.config).await, truth.messages, "a replayed message was applied again");
+    common::assert_nothing_truncated(&broker).await;
+}
+
+/// Messages as a consumer would fetch them: keyed events spread over 4
+/// partitions with per-partition offsets, and the truth in that order.
+fn fetched_workload(n: usize) -> (Vec<Fetched>, Truth) {
+    let codec = Codec::embedded().expect("codec");
+    let stats: Arc<str> = Arc::from("query-stats");
+    let slow: Arc<str> = Arc::from("slow-queries");
+    let mut next_offset: HashMap<(bool, i32), i64> = HashMap::new();
+    let mut truth = TruthBuilder::default();
+    let mut out = Vec::new();
+    let workload = Workload::new(WorkloadConfig::new(5, chrono::Utc::now().timestamp_millis() - 7_200_000)).expect("workload");
+    for event in workload.take(n) {
+        let (is_slow, key, payload) = match &event {
+            Generated::Stats(q) => (false, topics::message_key(q.database_id, &q.fingerprint), codec.encode_query_stats(q)),
+            Generated::Slow(s) => (true, topics::message_key(s.database_id, &s.fingerprint), codec.encode_slow_query(s)),
+        };
+        let partition = i32::from(key[7] % 4);
+        let offset = next_offset.entry((is_slow, partition)).or_insert(0);
+        match &event {
+            Generated::Stats(q) => truth.add_stats(q),
+            Generated::Slow(s) => truth.add_slow(s, partition, *offset),
+        }
+        out.push(Fetched {
+            topic: if is_slow { slow.clone() } else { stats.clone() },
+            partition,
+            offset: *offset,
+            timestamp_ms: Some(event.timestamp_ms()),
+            key: Some(key.to_vec()),
+            payload: Some(payload.expect("encode")),
+        });
+        *offset += 1;
+    }
+    (out, truth.build())
+}
+
+async fn apply_batch(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetched>) -> (u64, u64) {
+    let kinds: HashMap<String, TopicKind> =
+        [("query-stats".to_string(), TopicKind::QueryStats), ("slow-queries".to_string(), TopicKind::SlowQueries)].into();
+    let plan = plan(batch, &Codec::embedded().expect("codec"), &cluster.config, &kinds);
+    assert!(plan.dead_letters.is_empty());
+    let hw = vec![None; plan.ranges.len()];
+    let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test" };
+    let (mut applied, mut skipped) = (0, 0);
+    for (i, items) in plan.shards.iter().enumerate() {
+        let outcome = apply_shard(pools.shard(i), items, &fence).await.expect("apply");
+        applied += outcome.applied.iter().sum::<u64>();
+        skipped += outcome.skipped.iter().sum::<u64>();
+    }
+    (applied, skipped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_retries_and_different_batch_cuts_converge() {
+    let (messages, truth) = fetched_workload(6000);
+    let total = messages.len() as u64;
+
+    // Old cluster (4 shards): one batch, then the same batch redelivered whole.
+    let old = fresh_cluster("old", "cuts_old").await;
+    let pools = ShardPools::new(&old.config);
+    assert_eq!(apply_batch(&pools, &old, messages.clone()).await, (total, 0));
+    assert_eq!(apply_batch(&pools, &old, messages.clone()).await, (0, total));
+    pools.disconnect().await;
+    assert_matches_truth(&old.config, &truth).await;
+
+    // New cluster (8 shards): ragged cuts that overlap, as a consumer that
+    // crashed between shard commits and the Kafka commit would refetch.
+    let new = fresh_cluster("new", "cuts_new").await;
+    let pools = ShardPools::new(&new.config);
+    let cuts = [(0, 700), (300, 2500), (2500, 2501), (1000, 4000), (3999, 6000), (0, 6000)];
+    let mut applied = 0;
+    for (from, to) in cuts {
+        let (a, s) = apply_batch(&pools, &new, messages[from..to].to_vec()).await;
+        assert_eq!(a + s, (to - from) as u64);
+        applied += a;
+    }
+    pools.disconnect().await;
+    assert_eq!(applied, total, "every message applied exactly once across overlapping batches");
+    assert_matches_truth(&new.config, &truth).await;
+    assert_eq!(messages_applied(&new.config).await, total);
+}
