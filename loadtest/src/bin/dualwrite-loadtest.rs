@@ -44,6 +44,10 @@ enum Command {
         cluster: PathBuf,
         #[arg(long)]
         truth: PathBuf,
+        /// Keep checking until the cluster matches or this much time passed
+        /// (for a consumer that is still catching up).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<std::time::Duration>,
     },
 }
 
@@ -79,11 +83,24 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok::<bool, anyhow::Error>(true)
             }
-            Command::Check { cluster, truth } => {
+            Command::Check { cluster, truth, wait } => {
                 let config = cluster::config::ClusterConfig::load(&cluster)
                     .with_context(|| format!("loading cluster file {}", cluster.display()))?;
                 let truth = Truth::load(&truth).context("loading the ground truth")?;
-                let report = loadtest::check::check(&config, &truth).await.context("checking")?;
+                let deadline = std::time::Instant::now() + wait.unwrap_or_default();
+                let report = loop {
+                    let report = loadtest::check::check(&config, &truth).await.context("checking")?;
+                    if report.is_equal() || std::time::Instant::now() >= deadline {
+                        break report;
+                    }
+                    eprintln!(
+                        "cluster {}: {} differences in {} rows compared, still waiting",
+                        config.name,
+                        report.differences.len(),
+                        report.rows_compared
+                    );
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                };
                 for d in &report.differences {
                     println!("{d}");
                 }
