@@ -255,7 +255,7 @@ impl Batcher<'_> {
         }
         let delay = backoff.next_delay();
         // Logged on the first failure and then every tenth, not on every retry.
-        if backoff.attempts() == 1 || backoff.attempts() % 10 == 0 {
+        if backoff.attempts() == 1 || backoff.attempts().is_multiple_of(10) {
             tracing::warn!(target_db = target, attempt = backoff.attempts(), error = %error, delay_ms = delay.as_millis() as u64, "retryable database error, backing off");
         }
         tokio::select! {
