@@ -78,15 +78,22 @@ const OFFSET_FENCE: &str = "CREATE TABLE IF NOT EXISTS dw_offset_fence (
   kafka_partition INT NOT NULL,
   -- Every message below this offset has been applied to this shard (or was not for it).
   next_offset BIGINT NOT NULL,
-  -- Where this cluster started on the partition, and that message's timestamp: coverage.
+  -- Where this cluster started on the partition, and that message's timestamp.
   first_offset BIGINT NOT NULL,
   first_message_ms BIGINT NOT NULL,
+  -- Coverage: from this message time on, the cluster holds every message of the
+  -- partition (0 when it started at offset 0; the lookup time for a time-based start).
+  covered_from_ms BIGINT NOT NULL,
   -- Highest message timestamp applied, and whether the batch ended at the partition's end: settlement.
   max_message_ms BIGINT NOT NULL,
   reached_end TINYINT NOT NULL DEFAULT 0,
   high_watermark BIGINT NOT NULL DEFAULT -1,
   consumer_group VARCHAR(255) NOT NULL,
   messages_applied BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  -- Applied although later than the allowed lateness; and not written because older than retention.
+  late_messages BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  expired_messages BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  -- Last batch, or last time the consumer confirmed an idle partition was fully applied.
   updated_at DATETIME(6) NOT NULL,
   PRIMARY KEY (topic, kafka_partition)
 ) ENGINE=InnoDB";
@@ -102,7 +109,7 @@ pub const DEAD_LETTERS: &str = "CREATE TABLE IF NOT EXISTS dw_dead_letters (
   consumer_group VARCHAR(255) NOT NULL,
   reason VARCHAR(64) NOT NULL,
   detail TEXT NOT NULL,
-  message_key VARBINARY(1024) NULL,
+  message_key BLOB NULL,
   payload MEDIUMBLOB NULL,
   message_ms BIGINT NULL,
   recorded_at DATETIME(6) NOT NULL,

@@ -14,8 +14,9 @@ use mysql_async::{IsolationLevel, Pool, Row, Transaction, TxOpts};
 use topics::LatencySketch;
 
 use crate::plan::{ItemBody, PartitionRange, ShardItem};
+use crate::start::PartitionStart;
 use crate::rows::{PatternRow, SlowRow, StatsKey, StatsRow};
-use crate::sql::{datetime, datetime_ms, datetime_us, hex, lit, tuple, CHUNK_ROWS};
+use crate::sql::{chunks, datetime, datetime_ms, datetime_us, hex, lit, tuple, CHUNK_ROWS};
 
 /// What the transaction did, for metrics and logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -24,6 +25,10 @@ pub struct ShardOutcome {
     pub applied: Vec<u64>,
     /// Below the fence: applied by an earlier attempt or another owner.
     pub skipped: Vec<u64>,
+    /// Applied, but later than the allowed lateness.
+    pub late: Vec<u64>,
+    /// Older than retention: counted, not written.
+    pub expired: Vec<u64>,
     pub minute_rows: u64,
     pub hour_rows: u64,
     pub pattern_rows: u64,
@@ -38,6 +43,22 @@ pub struct FenceInfo<'a> {
     pub ranges: &'a [PartitionRange],
     pub high_watermarks: &'a [Option<i64>],
     pub group: &'a str,
+    /// Time-based starts, for the coverage start of a partition's first batch.
+    pub starts: Option<&'a HashMap<(String, i32), PartitionStart>>,
+}
+
+impl FenceInfo<'_> {
+    /// From which message time the cluster holds all of this partition, if
+    /// this batch is where the cluster starts on it.
+    fn covered_from(&self, r: &PartitionRange) -> i64 {
+        if r.first_offset == 0 {
+            return 0;
+        }
+        match self.starts.and_then(|s| s.get(&(r.topic.to_string(), r.partition))) {
+            Some(start) if start.offset == r.first_offset => start.covered_from_ms,
+            _ => r.first_message_ms,
+        }
+    }
 }
 
 pub async fn apply_shard(pool: &Pool, items: &[ShardItem], fence: &FenceInfo<'_>) -> Result<ShardOutcome, mysql_async::Error> {
@@ -51,6 +72,8 @@ pub async fn apply_shard(pool: &Pool, items: &[ShardItem], fence: &FenceInfo<'_>
     let mut out = ShardOutcome {
         applied: vec![0; fence.ranges.len()],
         skipped: vec![0; fence.ranges.len()],
+        late: vec![0; fence.ranges.len()],
+        expired: vec![0; fence.ranges.len()],
         ..ShardOutcome::default()
     };
     for (i, r) in fence.ranges.iter().enumerate() {
@@ -69,9 +92,18 @@ pub async fn apply_shard(pool: &Pool, items: &[ShardItem], fence: &FenceInfo<'_>
             out.skipped[item.range] += 1;
             continue;
         }
+        match &item.body {
+            ItemBody::Expired => {
+                out.expired[item.range] += 1;
+                continue;
+            }
+            ItemBody::Stats { late: true, .. } | ItemBody::Slow { late: true, .. } => out.late[item.range] += 1,
+            _ => {}
+        }
         out.applied[item.range] += 1;
         match &item.body {
-            ItemBody::Stats { minute: key, hour_window, row, pattern } => {
+            ItemBody::Expired => {}
+            ItemBody::Stats { minute: key, hour_window, row, pattern, .. } => {
                 minute.entry(key.clone()).or_default().push(row);
                 let hour_key = StatsKey { window_start: *hour_window, ..key.clone() };
                 hour.entry(hour_key).or_default().push(row);
@@ -80,7 +112,7 @@ pub async fn apply_shard(pool: &Pool, items: &[ShardItem], fence: &FenceInfo<'_>
                     .and_modify(|p| p.merge(pattern))
                     .or_insert_with(|| pattern.clone());
             }
-            ItemBody::Slow(row) => slow.push(row),
+            ItemBody::Slow { row, .. } => slow.push(row),
         }
     }
 
@@ -88,7 +120,7 @@ pub async fn apply_shard(pool: &Pool, items: &[ShardItem], fence: &FenceInfo<'_>
     out.hour_rows = upsert_stats(&mut tx, "query_stats_hour", &hour).await?;
     out.pattern_rows = upsert_patterns(&mut tx, &patterns).await?;
     out.slow_rows = insert_slow(&mut tx, &slow).await?;
-    advance_fences(&mut tx, fence, &fences, &out.applied).await?;
+    advance_fences(&mut tx, fence, &fences, &out).await?;
     tx.commit().await?;
     Ok(out)
 }
@@ -99,8 +131,10 @@ async fn lock_fences(tx: &mut Transaction<'_>, fence: &FenceInfo<'_>) -> Result<
     if fence.ranges.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<String> = fence
-        .ranges
+    // Sorted, so two writers of overlapping partition sets lock in one order.
+    let mut sorted: Vec<&PartitionRange> = fence.ranges.iter().collect();
+    sorted.sort_by(|a, b| (&*a.topic, a.partition).cmp(&(&*b.topic, b.partition)));
+    let rows: Vec<String> = sorted
         .iter()
         .map(|r| {
             tuple(&[
@@ -109,23 +143,27 @@ async fn lock_fences(tx: &mut Transaction<'_>, fence: &FenceInfo<'_>) -> Result<
                 lit(r.first_offset),
                 lit(r.first_offset),
                 lit(r.first_message_ms),
+                lit(fence.covered_from(r)),
                 lit(r.first_message_ms),
                 lit(fence.group),
                 "UTC_TIMESTAMP(6)".to_string(),
             ])
         })
         .collect();
-    // A no-op update still takes the row's exclusive lock.
+    // A no-op update still takes the row's exclusive lock, held to commit; the
+    // read below is therefore a plain one (a locking read could scan and lock
+    // other partitions' rows).
     tx.query_drop(format!(
         "INSERT INTO dw_offset_fence (topic, kafka_partition, next_offset, first_offset, first_message_ms, \
-         max_message_ms, consumer_group, updated_at) VALUES {} ON DUPLICATE KEY UPDATE next_offset = next_offset",
+         covered_from_ms, max_message_ms, consumer_group, updated_at) VALUES {} \
+         ON DUPLICATE KEY UPDATE next_offset = next_offset",
         rows.join(",")
     ))
     .await?;
     let keys: Vec<String> = fence.ranges.iter().map(|r| tuple(&[lit(&*r.topic), lit(r.partition)])).collect();
     let current: Vec<(String, i32, i64)> = tx
         .query(format!(
-            "SELECT topic, kafka_partition, next_offset FROM dw_offset_fence WHERE (topic, kafka_partition) IN ({}) FOR UPDATE",
+            "SELECT topic, kafka_partition, next_offset FROM dw_offset_fence WHERE (topic, kafka_partition) IN ({})",
             keys.join(",")
         ))
         .await?;
@@ -249,8 +287,7 @@ async fn upsert_patterns(
     let mut sorted: Vec<(&(u64, &str), &PatternRow)> = patterns.iter().collect();
     // Sorted so that concurrent writers lock rows in one order (no deadlocks).
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    for chunk in sorted.chunks(CHUNK_ROWS) {
-        let values: Vec<String> = chunk
+    let values: Vec<String> = sorted
             .iter()
             .map(|((db, fp), p)| {
                 tuple(&[
@@ -264,11 +301,19 @@ async fn upsert_patterns(
                 ])
             })
             .collect();
+    for chunk in chunks(&values) {
+        // The merge rule of PatternRow::merge, in SQL: the text of the
+        // earliest sighting wins (ties by text), so writers commute. The
+        // assignments run left to right, so the text ones read the old first_seen.
         tx.query_drop(format!(
             "INSERT INTO query_patterns (database_id, fingerprint, keyspace_id, normalized_sql, tables_used, \
              first_seen, last_seen) VALUES {} ON DUPLICATE KEY UPDATE \
+             tables_used = IF((VALUES(first_seen), VALUES(normalized_sql), VALUES(tables_used)) < \
+               (first_seen, normalized_sql, tables_used), VALUES(tables_used), tables_used), \
+             normalized_sql = IF((VALUES(first_seen), VALUES(normalized_sql)) < (first_seen, normalized_sql), \
+               VALUES(normalized_sql), normalized_sql), \
              first_seen = LEAST(first_seen, VALUES(first_seen)), last_seen = GREATEST(last_seen, VALUES(last_seen))",
-            values.join(",")
+            chunk.join(",")
         ))
         .await?;
     }
@@ -276,8 +321,7 @@ async fn upsert_patterns(
 }
 
 async fn insert_slow(tx: &mut Transaction<'_>, rows: &[&SlowRow]) -> Result<u64, mysql_async::Error> {
-    for chunk in rows.chunks(CHUNK_ROWS) {
-        let values: Vec<String> = chunk
+    let values: Vec<String> = rows
             .iter()
             .map(|s| {
                 tuple(&[
@@ -297,12 +341,13 @@ async fn insert_slow(tx: &mut Transaction<'_>, rows: &[&SlowRow]) -> Result<u64,
                 ])
             })
             .collect();
+    for chunk in chunks(&values) {
         // A plain INSERT: the fence guarantees each event arrives once, and a
         // duplicate key here would mean the fence was bypassed, which must fail loudly.
         tx.query_drop(format!(
             "INSERT INTO slow_queries (src_partition, src_offset, occurred_at, database_id, fingerprint, keyspace_id, \
              proxy_id, duration_us, rows_read, rows_returned, error_text, query_text, tables_used) VALUES {}",
-            values.join(",")
+            chunk.join(",")
         ))
         .await?;
     }
@@ -313,7 +358,7 @@ async fn advance_fences(
     tx: &mut Transaction<'_>,
     fence: &FenceInfo<'_>,
     current: &[i64],
-    applied: &[u64],
+    outcome: &ShardOutcome,
 ) -> Result<(), mysql_async::Error> {
     let rows: Vec<String> = fence
         .ranges
@@ -329,11 +374,14 @@ async fn advance_fences(
                 lit(r.next_offset),
                 lit(r.first_offset),
                 lit(r.first_message_ms),
+                lit(fence.covered_from(r)),
                 lit(r.max_message_ms),
                 lit(u8::from(reached_end)),
                 lit(hw.unwrap_or(-1)),
                 lit(fence.group),
-                lit(applied[i]),
+                lit(outcome.applied[i]),
+                lit(outcome.late[i]),
+                lit(outcome.expired[i]),
                 "UTC_TIMESTAMP(6)".to_string(),
             ])
         })
@@ -343,12 +391,45 @@ async fn advance_fences(
     }
     tx.query_drop(format!(
         "INSERT INTO dw_offset_fence (topic, kafka_partition, next_offset, first_offset, first_message_ms, \
-         max_message_ms, reached_end, high_watermark, consumer_group, messages_applied, updated_at) VALUES {} \
+         covered_from_ms, max_message_ms, reached_end, high_watermark, consumer_group, messages_applied, late_messages, \
+         expired_messages, updated_at) VALUES {} \
          ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), \
          max_message_ms = GREATEST(max_message_ms, VALUES(max_message_ms)), reached_end = VALUES(reached_end), \
          high_watermark = VALUES(high_watermark), consumer_group = VALUES(consumer_group), \
-         messages_applied = messages_applied + VALUES(messages_applied), updated_at = VALUES(updated_at)",
+         messages_applied = messages_applied + VALUES(messages_applied), \
+         late_messages = late_messages + VALUES(late_messages), \
+         expired_messages = expired_messages + VALUES(expired_messages), updated_at = VALUES(updated_at)",
         rows.join(",")
     ))
     .await
+}
+
+/// Where to resume each partition on this cluster: every shard has applied
+/// everything below the returned offset. A shard without a fence row for a
+/// partition the others have started never applied any of it, so the
+/// partition resumes from where the cluster first started it.
+pub async fn resume_points(
+    pools: &cluster::pool::ShardPools,
+) -> Result<HashMap<(String, i32), i64>, mysql_async::Error> {
+    let mut per_shard: Vec<HashMap<(String, i32), (i64, i64)>> = Vec::with_capacity(pools.len());
+    for pool in pools.shards() {
+        let mut conn = pool.get_conn().await?;
+        let rows: Vec<(String, i32, i64, i64)> =
+            conn.query("SELECT topic, kafka_partition, next_offset, first_offset FROM dw_offset_fence").await?;
+        per_shard.push(rows.into_iter().map(|(t, p, next, first)| ((t, p), (next, first))).collect());
+    }
+    let mut out: HashMap<(String, i32), i64> = HashMap::new();
+    let keys: std::collections::BTreeSet<&(String, i32)> = per_shard.iter().flat_map(|m| m.keys()).collect();
+    for key in keys {
+        let rows: Vec<(i64, i64)> = per_shard.iter().filter_map(|m| m.get(key).copied()).collect();
+        let resume = if rows.len() == per_shard.len() {
+            rows.iter().map(|(next, _)| *next).min()
+        } else {
+            rows.iter().map(|(_, first)| *first).min()
+        };
+        if let Some(offset) = resume {
+            out.insert(key.clone(), offset);
+        }
+    }
+    Ok(out)
 }

@@ -13,12 +13,7 @@ pub enum ConfigError {
     Invalid { field: &'static str, why: String },
 }
 
-/// Where a group with no committed offset starts (more positions arrive with the fleet issue).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartPosition {
-    Earliest,
-    Latest,
-}
+pub use crate::start::StartPosition;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -32,7 +27,15 @@ pub struct ConsumerConfig {
     pub batch_max_messages: usize,
     /// ...or this long after its first message, whichever comes first.
     pub batch_max_wait: Duration,
+    /// Where a partition starts when neither this cluster's fences nor the
+    /// group's committed offsets say.
     pub start: StartPosition,
+    /// An event whose message time is later than its interval's end plus this
+    /// is still applied, and counted as late.
+    pub allowed_lateness: Duration,
+    /// An event whose interval started more than this before its message time
+    /// is counted as expired and not written (retention would drop it).
+    pub retention: Duration,
     pub codec: Codec,
     /// Extra librdkafka properties (security settings, timeouts), applied last.
     pub kafka_overrides: Vec<(String, String)>,
@@ -52,6 +55,13 @@ impl ConsumerConfig {
         }
         if self.batch_max_wait.is_zero() {
             return invalid("batch_max_wait", "must be positive");
+        }
+        // These carry the exactly-once protocol; overriding them would commit
+        // offsets before the writes are durable or read uncommitted data.
+        const PROTECTED: [&str; 5] =
+            ["enable.auto.offset.store", "enable.auto.commit", "isolation.level", "group.id", "bootstrap.servers"];
+        if let Some((k, _)) = self.kafka_overrides.iter().find(|(k, _)| PROTECTED.contains(&k.as_str())) {
+            return Err(ConfigError::Invalid { field: "kafka", why: format!("{k} is set by the consumer and cannot be overridden") });
         }
         if self.cluster.control.is_none() {
             return invalid("cluster.control", "the cluster file needs a [control] dsn for dead letters");
@@ -80,8 +90,8 @@ impl ConsumerConfig {
             .set(
                 "auto.offset.reset",
                 match self.start {
-                    StartPosition::Earliest => "earliest",
                     StartPosition::Latest => "latest",
+                    _ => "earliest",
                 },
             )
             .set("isolation.level", "read_committed")
@@ -89,7 +99,9 @@ impl ConsumerConfig {
             // The poll thread stops polling while a batch waits on a shard; see source.rs.
             .set("max.poll.interval.ms", "600000")
             // Statistics carry the high watermarks used for lag and settlement.
-            .set("statistics.interval.ms", "1000");
+            .set("statistics.interval.ms", "1000")
+            // Bounds librdkafka's prefetch per process while fetching is paused or slow.
+            .set("queued.max.messages.kbytes", "16384");
         for (k, v) in &self.kafka_overrides {
             c.set(k, v);
         }

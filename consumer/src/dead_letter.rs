@@ -6,15 +6,14 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 
 use crate::plan::DeadLetter;
-use crate::sql::{hex, lit, tuple, CHUNK_ROWS};
+use crate::sql::{chunks, hex, lit, tuple};
 
 pub async fn record(control: &Pool, cluster: &str, group: &str, letters: &[DeadLetter]) -> Result<(), mysql_async::Error> {
     if letters.is_empty() {
         return Ok(());
     }
     let mut conn = control.get_conn().await?;
-    for chunk in letters.chunks(CHUNK_ROWS) {
-        let values: Vec<String> = chunk
+    let values: Vec<String> = letters
             .iter()
             .map(|d| {
                 tuple(&[
@@ -32,12 +31,13 @@ pub async fn record(control: &Pool, cluster: &str, group: &str, letters: &[DeadL
                 ])
             })
             .collect();
+    for chunk in chunks(&values) {
         // Autocommit: each statement is durable when it returns.
         conn.query_drop(format!(
             "INSERT INTO dw_dead_letters (cluster, topic, kafka_partition, kafka_offset, consumer_group, reason, \
              detail, message_key, payload, message_ms, recorded_at) VALUES {} \
              ON DUPLICATE KEY UPDATE kafka_offset = kafka_offset",
-            values.join(",")
+            chunk.join(",")
         ))
         .await?;
     }

@@ -15,6 +15,7 @@ pub mod retry;
 pub mod rows;
 pub mod run;
 pub mod source;
+pub mod start;
 pub mod sql;
 
 pub use config::ConsumerConfig;

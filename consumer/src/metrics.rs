@@ -15,6 +15,8 @@ pub fn describe() {
     describe_counter!("dualwrite_consumer_offset_gaps_total", "Batches that started past a shard's fence: messages never seen (truncated upstream).");
     describe_histogram!("dualwrite_consumer_batch_duration_seconds", Unit::Seconds, "Time from batch cut to offsets stored.");
     describe_histogram!("dualwrite_consumer_batch_messages", Unit::Count, "Messages per batch.");
+    describe_gauge!("dualwrite_consumer_paused", "1 while fetching is paused because the batcher is stalled (a shard is slow or down).");
+    describe_counter!("dualwrite_consumer_pauses_total", "Times fetching was paused for backpressure.");
     describe_gauge!("dualwrite_consumer_lag_messages", Unit::Count, "High watermark minus the next offset to apply, by topic and partition.");
 }
 
@@ -48,4 +50,11 @@ pub fn batch(duration: Duration, messages: u64) {
 pub fn lag(topic: &str, partition: i32, lag: i64) {
     gauge!("dualwrite_consumer_lag_messages", "topic" => topic.to_string(), "partition" => partition.to_string())
         .set(lag as f64);
+}
+
+pub fn paused(paused: bool) {
+    gauge!("dualwrite_consumer_paused").set(if paused { 1.0 } else { 0.0 });
+    if paused {
+        counter!("dualwrite_consumer_pauses_total").increment(1);
+    }
 }

@@ -36,8 +36,26 @@ pub struct ShardItem {
 
 #[derive(Debug, Clone)]
 pub enum ItemBody {
-    Stats { minute: StatsKey, hour_window: i64, row: StatsRow, pattern: PatternRow },
-    Slow(SlowRow),
+    Stats { minute: StatsKey, hour_window: i64, row: StatsRow, pattern: PatternRow, late: bool },
+    Slow { row: SlowRow, late: bool },
+    /// Older than retention: counted on its shard, not written.
+    Expired,
+}
+
+/// The rules that decide late and expired from the message alone (its
+/// timestamp and its event time), identically in every group.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeRules {
+    pub allowed_lateness_ms: i64,
+    pub retention_ms: i64,
+}
+
+impl TimeRules {
+    /// (late, expired) for an event whose data ends at `event_end_ms`, sent at `message_ms`.
+    fn judge(&self, event_start_ms: i64, event_end_ms: i64, message_ms: Option<i64>) -> (bool, bool) {
+        let Some(sent) = message_ms else { return (false, false) };
+        (sent - event_end_ms > self.allowed_lateness_ms, sent - event_start_ms > self.retention_ms)
+    }
 }
 
 /// A message no group can apply, with the reason.
@@ -73,6 +91,7 @@ pub fn plan(
     codec: &Codec,
     cluster: &ClusterConfig,
     kinds: &HashMap<String, TopicKind>,
+    rules: TimeRules,
 ) -> BatchPlan {
     let mut out = BatchPlan { shards: vec![Vec::new(); cluster.shards.len()], ..BatchPlan::default() };
     let mut range_index: HashMap<(Arc<str>, i32), usize> = HashMap::new();
@@ -91,12 +110,16 @@ pub fn plan(
             out.ranges.len() - 1
         });
         let r = &mut out.ranges[range];
-        r.next_offset = r.next_offset.max(m.offset + 1);
+        // A message fetched twice into one batch (after a seek) counts once.
+        if m.offset < r.next_offset {
+            continue;
+        }
+        r.next_offset = m.offset + 1;
         r.max_message_ms = r.max_message_ms.max(ts);
         r.messages += 1;
 
         let kind = kinds.get(&*m.topic).copied().unwrap_or(TopicKind::QueryStats);
-        match route(&m, kind, codec, cluster) {
+        match route(&m, kind, codec, cluster, rules) {
             Ok((shard, body)) => out.shards[shard].push(ShardItem { range, offset: m.offset, body }),
             Err(e) => out.dead_letters.push(DeadLetter {
                 topic: m.topic.clone(),
@@ -113,7 +136,13 @@ pub fn plan(
     out
 }
 
-fn route(m: &Fetched, kind: TopicKind, codec: &Codec, cluster: &ClusterConfig) -> Result<(usize, ItemBody), DecodeError> {
+fn route(
+    m: &Fetched,
+    kind: TopicKind,
+    codec: &Codec,
+    cluster: &ClusterConfig,
+    rules: TimeRules,
+) -> Result<(usize, ItemBody), DecodeError> {
     let event = codec.decode(kind, m.payload.as_deref())?;
     // The codec rejects negative ids, so this conversion cannot fail.
     let database_id = u64::try_from(event.database_id()).unwrap_or(0);
@@ -121,8 +150,14 @@ fn route(m: &Fetched, kind: TopicKind, codec: &Codec, cluster: &ClusterConfig) -
     let shard = cluster.shard_index_for(&keyspace_id);
     let body = match event {
         Event::QueryStats(q) => {
+            // Malformed before old: a bad message is a dead letter whatever its age.
             let sketch = LatencySketch::decode(&q.latency_sketch)
                 .map_err(|e| DecodeError::Invalid { field: "latency_sketch", why: e.to_string() })?;
+            let end = q.interval_start + i64::from(q.interval_seconds) * 1000;
+            let (late, expired) = rules.judge(q.interval_start, end, m.timestamp_ms);
+            if expired {
+                return Ok((shard, ItemBody::Expired));
+            }
             let minute = StatsKey {
                 database_id,
                 fingerprint: q.fingerprint.clone(),
@@ -140,9 +175,16 @@ fn route(m: &Fetched, kind: TopicKind, codec: &Codec, cluster: &ClusterConfig) -
                 row: StatsRow::from_event(keyspace_id, &q, sketch),
                 minute,
                 pattern,
+                late,
             }
         }
-        Event::SlowQuery(s) => ItemBody::Slow(SlowRow {
+        Event::SlowQuery(s) => {
+            let at_ms = s.occurred_at.div_euclid(1000);
+            let (late, expired) = rules.judge(at_ms, at_ms, m.timestamp_ms);
+            if expired {
+                return Ok((shard, ItemBody::Expired));
+            }
+            ItemBody::Slow { late, row: SlowRow {
             src_partition: m.partition,
             src_offset: m.offset,
             occurred_at_us: s.occurred_at,
@@ -156,7 +198,8 @@ fn route(m: &Fetched, kind: TopicKind, codec: &Codec, cluster: &ClusterConfig) -
             query_text: s.query_text,
             tables_json: tables_json(&s.tables),
             fingerprint: s.fingerprint,
-        }),
+        } }
+        }
     };
     Ok((shard, body))
 }

@@ -72,7 +72,15 @@ pub struct PatternRow {
 }
 
 impl PatternRow {
+    /// first_seen = min, last_seen = max; the text of the earliest sighting
+    /// wins, ties broken by the text itself, so any merge order gives one result.
     pub fn merge(&mut self, other: &PatternRow) {
+        let mine = (self.first_seen_ms, &self.normalized_sql, &self.tables_json);
+        let theirs = (other.first_seen_ms, &other.normalized_sql, &other.tables_json);
+        if theirs < mine {
+            self.normalized_sql.clone_from(&other.normalized_sql);
+            self.tables_json.clone_from(&other.tables_json);
+        }
         self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
         self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
     }

@@ -9,15 +9,14 @@ use cluster::pool::ShardPools;
 use futures::future::join_all;
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use topics::{Codec, TopicKind};
 
 use crate::apply::{apply_shard, FenceInfo, ShardOutcome};
 use crate::config::{ConfigError, ConsumerConfig};
-use crate::plan::{plan, BatchPlan};
+use crate::plan::{plan, BatchPlan, TimeRules};
 use crate::retry::{is_retryable, Backoff};
-use crate::source::{Fetched, Input, Source};
+use crate::source::{Control, Fetched, Receivers, Resume, Source};
 use crate::{dead_letter, metrics};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -39,6 +38,8 @@ pub enum ConsumerError {
     Schema { shard: String, source: mysql_async::Error },
     #[error("internal: {0}")]
     Internal(String),
+    #[error("start position: {0}")]
+    Start(#[from] crate::start::StartError),
 }
 
 /// What stops a batch: a fatal error, or shutdown while a shard was failing
@@ -53,6 +54,8 @@ struct Shared {
     codec: Codec,
     cluster: ClusterConfig,
     kinds: HashMap<String, TopicKind>,
+    rules: TimeRules,
+    starts: Option<Arc<HashMap<(String, i32), crate::start::PartitionStart>>>,
 }
 
 /// Runs the consumer until `shutdown` fires (then drains the batch being
@@ -61,27 +64,46 @@ struct Shared {
 pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<(), ConsumerError> {
     config.validate()?;
     metrics::describe();
-    let pools = ShardPools::new(&config.cluster);
+    let pools = Arc::new(ShardPools::new(&config.cluster));
     let control = pools.control().cloned().ok_or_else(|| ConsumerError::Cluster("no control database".into()))?;
     check_schema(&pools, &config.cluster).await?;
 
     let kinds = config.topics();
     let mut topic_names: Vec<String> = kinds.keys().cloned().collect();
     topic_names.sort();
+    let client = config.kafka_client_config();
+    let starts = {
+        let (client, topics, start) = (client.clone(), topic_names.clone(), config.start);
+        tokio::task::spawn_blocking(move || crate::start::resolve(&client, &topics, start))
+            .await
+            .map_err(|e| ConsumerError::Internal(format!("resolving start offsets: {e}")))??
+            .map(Arc::new)
+    };
+    let resume = Resume { handle: tokio::runtime::Handle::current(), pools: pools.clone(), starts: starts.clone() };
     // Two batches in flight between the poll thread and the batcher at most.
-    let (source, rx) = Source::start(config.kafka_client_config(), &topic_names, 2 * config.batch_max_messages)?;
+    let (source, receivers) = Source::start(client, &topic_names, 2 * config.batch_max_messages, resume)?;
     tracing::info!(group = %config.group, cluster = %config.cluster.name, topics = ?topic_names, "consumer started");
 
-    let shared = Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds });
+    let rules = TimeRules {
+        allowed_lateness_ms: i64::try_from(config.allowed_lateness.as_millis()).unwrap_or(i64::MAX),
+        retention_ms: i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX),
+    };
+    let shared = Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds, rules, starts });
     let mut batcher = Batcher { config: &config, shared, pools: &pools, control, source: &source, shutdown: &shutdown };
-    let result = batcher.run(rx).await;
+    let result = batcher.run(receivers).await;
 
-    // The receiver is gone, so a revoke during close cannot block on it.
+    // The receivers are gone, so a revoke during close cannot block on them.
     tokio::task::spawn_blocking(move || source.shutdown())
         .await
         .map_err(|e| ConsumerError::Internal(format!("joining the poll thread: {e}")))?;
-    pools.disconnect().await;
-    tracing::info!(ok = result.is_ok(), "consumer stopped");
+    // The poll thread held the other handle; it has been joined.
+    if let Ok(pools) = Arc::try_unwrap(pools) {
+        pools.disconnect().await;
+    }
+    match &result {
+        Ok(()) => tracing::info!("consumer stopped"),
+        Err(e) => tracing::error!(error = %e, "consumer stopped on a fatal error"),
+    }
     result
 }
 
@@ -99,14 +121,14 @@ async fn check_schema(pools: &ShardPools, cluster: &ClusterConfig) -> Result<(),
 struct Batcher<'a> {
     config: &'a ConsumerConfig,
     shared: Arc<Shared>,
-    pools: &'a ShardPools,
+    pools: &'a Arc<ShardPools>,
     control: Pool,
     source: &'a Source,
     shutdown: &'a CancellationToken,
 }
 
 impl Batcher<'_> {
-    async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> Result<(), ConsumerError> {
+    async fn run(&mut self, mut rx: Receivers) -> Result<(), ConsumerError> {
         let max = self.config.batch_max_messages;
         let mut pending: Vec<Fetched> = Vec::with_capacity(max);
         let mut deadline: Option<tokio::time::Instant> = None;
@@ -117,38 +139,42 @@ impl Batcher<'_> {
                     None => std::future::pending().await,
                 }
             };
-            let input = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break,
-                _ = timer => None,
-                input = rx.recv() => match input {
-                    Some(input) => Some(input),
+                control = rx.control.recv() => match control {
+                    Some(Control::Revoke { partitions, done }) => {
+                        // Everything fetched before the revoke is in the data
+                        // channel already: it belongs to the batch being finished.
+                        while let Ok(m) = rx.data.try_recv() {
+                            pending.push(m);
+                        }
+                        tracing::debug!(count = partitions.len(), messages = pending.len(), "revoke: finishing the in-flight batch");
+                        let flushed = self.flush(&mut pending).await;
+                        deadline = None;
+                        let _ = done.send(());
+                        flushed?;
+                    }
+                    Some(Control::Assign { .. }) => {}
                     None => break,
                 },
-            };
-            match input {
-                None => {
+                _ = timer => {
                     self.flush(&mut pending).await?;
                     deadline = None;
                 }
-                Some(Input::Message(m)) => {
-                    if pending.is_empty() {
-                        deadline = Some(tokio::time::Instant::now() + self.config.batch_max_wait);
+                message = rx.data.recv() => match message {
+                    Some(m) => {
+                        if pending.is_empty() {
+                            deadline = Some(tokio::time::Instant::now() + self.config.batch_max_wait);
+                        }
+                        pending.push(m);
+                        if pending.len() >= max {
+                            self.flush(&mut pending).await?;
+                            deadline = None;
+                        }
                     }
-                    pending.push(m);
-                    if pending.len() >= max {
-                        self.flush(&mut pending).await?;
-                        deadline = None;
-                    }
-                }
-                Some(Input::Revoke { partitions, done }) => {
-                    tracing::debug!(count = partitions.len(), "revoke: finishing the in-flight batch");
-                    let flushed = self.flush(&mut pending).await;
-                    deadline = None;
-                    let _ = done.send(());
-                    flushed?;
-                }
-                Some(Input::Assign { .. }) => {}
+                    None => break,
+                },
             }
         }
         // Drain: what was cut into the batch is applied; what is still in the
@@ -165,7 +191,7 @@ impl Batcher<'_> {
         let started = Instant::now();
         let messages = std::mem::take(pending);
         let shared = self.shared.clone();
-        let plan = tokio::task::spawn_blocking(move || plan(messages, &shared.codec, &shared.cluster, &shared.kinds))
+        let plan = tokio::task::spawn_blocking(move || plan(messages, &shared.codec, &shared.cluster, &shared.kinds, shared.rules))
             .await
             .map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
         match self.apply(&plan).await {
@@ -206,7 +232,12 @@ impl Batcher<'_> {
             })?;
             plan.ranges.iter().map(|r| marks.get(&(r.topic.to_string(), r.partition)).copied()).collect()
         };
-        let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &high_watermarks, group: &self.config.group };
+        let fence = FenceInfo {
+            ranges: &plan.ranges,
+            high_watermarks: &high_watermarks,
+            group: &self.config.group,
+            starts: self.shared.starts.as_deref(),
+        };
         let results = join_all(plan.shards.iter().enumerate().map(|(i, items)| self.apply_with_retry(i, items, &fence))).await;
         let mut applied = vec![0u64; plan.ranges.len()];
         let mut skipped = vec![0u64; plan.ranges.len()];

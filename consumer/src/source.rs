@@ -1,20 +1,23 @@
 //! The Kafka side: a librdkafka poll loop on its own thread feeding a bounded
-//! channel, with rebalances delivered in-band as events.
+//! channel, with rebalances delivered as events on a second small channel.
 //!
-//! Backpressure: when the batcher is busy (a slow shard), the channel fills,
-//! the poll thread blocks in `blocking_send` and stops polling. librdkafka keeps
-//! heartbeating from its own threads, but `max.poll.interval.ms` bounds how long
-//! the group tolerates that; the consumer sets it well above the longest shard
-//! retry it expects.
+//! Backpressure: the data channel holds at most two batches. When the batcher
+//! stops taking messages for longer than [`STALL_AFTER`] (a shard is down or
+//! slow), the poll thread pauses every assigned partition and keeps polling, so
+//! the group keeps its membership and rebalances are still served; fetching
+//! resumes once the batcher drains. librdkafka's own prefetch queue is bounded
+//! by `queued.max.messages.kbytes` (set in the consumer config), and pausing
+//! purges it, so memory stays bounded however long the outage lasts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
@@ -22,10 +25,15 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::{ClientContext, Offset};
 use tokio::sync::mpsc;
 
+use crate::start::PartitionStart;
+
 /// How long a revoke waits for the in-flight batch before releasing anyway;
 /// the fence keeps a late write from the old owner harmless.
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// A batcher that takes nothing for this long is stalled (not just busy).
+pub const STALL_AFTER: Duration = Duration::from_secs(5);
+const CONTROL_CAPACITY: usize = 16;
 
 /// One fetched message, copied out of librdkafka's buffers.
 #[derive(Debug, Clone)]
@@ -39,22 +47,43 @@ pub struct Fetched {
     pub payload: Option<Vec<u8>>,
 }
 
-/// What the poll thread hands the batcher, in fetch order.
+/// Group membership changes, in the order librdkafka reported them.
 #[derive(Debug)]
-pub enum Input {
-    Message(Fetched),
-    /// Partitions are about to be taken away: finish (or abandon) what is in
-    /// flight for them, then reply.
+pub enum Control {
+    /// Partitions are about to be taken away: finish (or abandon) what was
+    /// fetched before this point, then reply.
     Revoke { partitions: Vec<(String, i32)>, done: std::sync::mpsc::SyncSender<()> },
     Assign { partitions: Vec<(String, i32)> },
 }
 
-/// High watermarks from librdkafka statistics, for lag and "reached the end".
+/// What the batcher reads.
+pub struct Receivers {
+    pub data: mpsc::Receiver<Fetched>,
+    pub control: mpsc::Receiver<Control>,
+}
+
+/// End offsets (last stable offset) from librdkafka statistics, for lag and "reached the end".
 pub type Watermarks = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
+/// What decides a partition's first offset on assignment.
+pub struct Resume {
+    /// The runtime the shard pools live on; the poll thread blocks on it briefly.
+    pub handle: tokio::runtime::Handle,
+    pub pools: Arc<cluster::pool::ShardPools>,
+    /// Time-based starts for partitions this cluster and group never saw.
+    pub starts: Option<Arc<HashMap<(String, i32), PartitionStart>>>,
+}
+
+/// How long an assignment may wait for the cluster's fences.
+const RESUME_LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct SourceContext {
-    tx: mpsc::Sender<Input>,
+    control: mpsc::Sender<Control>,
+    resume: Resume,
     watermarks: Watermarks,
+    /// Set while fetching is paused for backpressure; a new assignment is
+    /// paused as soon as it arrives.
+    stalled: AtomicBool,
 }
 
 impl ClientContext for SourceContext {
@@ -62,8 +91,10 @@ impl ClientContext for SourceContext {
         let Ok(mut marks) = self.watermarks.lock() else { return };
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.hi_offset >= 0 {
-                    marks.insert((topic.clone(), *partition), p.hi_offset);
+                // The last stable offset: what a read_committed consumer can reach.
+                let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+                if *partition >= 0 && end >= 0 {
+                    marks.insert((topic.clone(), *partition), end);
                 }
             }
         }
@@ -71,26 +102,111 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
+    /// The default rebalance, plus start offsets chosen on assignment.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.set_start_offsets(consumer, tpl);
+                let assigned = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = assigned {
+                    tracing::error!(error = %e, "assigning partitions failed");
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                let released = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = released {
+                    tracing::error!(error = %e, "releasing partitions failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error; dropping the assignment");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else { return };
         let partitions = tpl_pairs(tpl);
         tracing::info!(count = partitions.len(), "partitions revoked, draining in-flight batch");
         let (done, wait) = std::sync::mpsc::sync_channel(1);
-        if self.tx.blocking_send(Input::Revoke { partitions, done }).is_ok() && wait.recv_timeout(REVOKE_WAIT).is_err() {
+        // try_send: a batcher stuck on a down shard must not block the rebalance.
+        if self.control.try_send(Control::Revoke { partitions, done }).is_ok() && wait.recv_timeout(REVOKE_WAIT).is_err() {
             tracing::warn!("in-flight batch not finished before revoke; releasing anyway (fenced)");
         }
         // The mock broker (and Kafka mid-rebalance) may refuse: the fence makes a lost commit harmless.
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::info!(error = %e, "commit on revoke not accepted");
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::info!(error = %e, "commit on revoke not accepted"),
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let partitions = tpl_pairs(tpl);
-            tracing::info!(count = partitions.len(), "partitions assigned");
-            let _ = self.tx.blocking_send(Input::Assign { partitions });
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else { return };
+        let partitions = tpl_pairs(tpl);
+        tracing::info!(count = partitions.len(), "partitions assigned");
+        if self.stalled.load(Ordering::SeqCst) {
+            if let Err(e) = consumer.pause(tpl) {
+                tracing::warn!(error = %e, "pausing the new assignment failed");
+            }
         }
+        let _ = self.control.try_send(Control::Assign { partitions });
+    }
+}
+
+impl SourceContext {
+    /// The cluster's fences come first: they say exactly what every shard has
+    /// applied, even if the group's committed offsets expired or never
+    /// existed (a renamed group). Partitions the cluster never saw start from
+    /// the group's commit, else the time-based start, else `auto.offset.reset`.
+    fn set_start_offsets(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let pools = self.resume.pools.clone();
+        let lookup = self.resume.handle.block_on(async move {
+            tokio::time::timeout(RESUME_LOOKUP_TIMEOUT, crate::apply::resume_points(&pools)).await
+        });
+        let fences = match lookup {
+            Ok(Ok(fences)) => fences,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the cluster's fences; resuming from committed offsets");
+                HashMap::new()
+            }
+            Err(_) => {
+                tracing::warn!("reading the cluster's fences timed out; resuming from committed offsets");
+                HashMap::new()
+            }
+        };
+        let committed = match &self.resume.starts {
+            Some(_) => consumer.committed_offsets(tpl.clone(), RESUME_LOOKUP_TIMEOUT).ok(),
+            None => None,
+        };
+        let (mut from_fence, mut from_time) = (0, 0);
+        for (topic, partition) in tpl_pairs(tpl) {
+            let key = (topic.clone(), partition);
+            let offset = if let Some(fence) = fences.get(&key) {
+                from_fence += 1;
+                Some(*fence)
+            } else {
+                let has_commit = committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(&topic, partition))
+                    .is_some_and(|e| matches!(e.offset(), Offset::Offset(_)));
+                let start = self.resume.starts.as_ref().and_then(|s| s.get(&key)).filter(|_| !has_commit);
+                start.map(|s| {
+                    from_time += 1;
+                    s.offset
+                })
+            };
+            if let Some(offset) = offset {
+                if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(offset)) {
+                    tracing::warn!(%topic, partition, error = %e, "cannot set the start offset");
+                }
+            }
+        }
+        tracing::info!(from_fence, from_time, total = tpl.count(), "start offsets chosen");
     }
 }
 
@@ -106,16 +222,27 @@ pub struct Source {
     thread: Option<JoinHandle<()>>,
 }
 
+impl Drop for Source {
+    /// Stops the poll thread even when `run` is dropped mid-flight.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
 impl Source {
-    /// Subscribes and starts polling; events arrive on the returned receiver.
+    /// Subscribes and starts polling; messages and membership changes arrive
+    /// on the returned receivers.
     pub fn start(
         client: ClientConfig,
         topics: &[String],
         capacity: usize,
-    ) -> Result<(Self, mpsc::Receiver<Input>), KafkaError> {
-        let (tx, rx) = mpsc::channel(capacity);
+        resume: Resume,
+    ) -> Result<(Self, Receivers), KafkaError> {
+        let (data_tx, data) = mpsc::channel(capacity);
+        let (control_tx, control) = mpsc::channel(CONTROL_CAPACITY);
         let watermarks = Watermarks::default();
-        let context = SourceContext { tx: tx.clone(), watermarks: watermarks.clone() };
+        let context =
+            SourceContext { control: control_tx, resume, watermarks: watermarks.clone(), stalled: AtomicBool::new(false) };
         let consumer: Arc<BaseConsumer<SourceContext>> = Arc::new(client.create_with_context(context)?);
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
@@ -125,10 +252,10 @@ impl Source {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("kafka-poll".into())
-                .spawn(move || poll_loop(&consumer, &tx, &stop))
+                .spawn(move || PollLoop { consumer: &consumer, tx: data_tx, stop: &stop }.run())
                 .map_err(|e| KafkaError::ClientCreation(format!("spawning the poll thread: {e}")))?
         };
-        Ok((Self { consumer, watermarks, stop, thread: Some(thread) }, rx))
+        Ok((Self { consumer, watermarks, stop, thread: Some(thread) }, Receivers { data, control }))
     }
 
     /// Marks `offsets` (next offset to read, per partition) for the next commit.
@@ -158,26 +285,102 @@ impl Source {
     }
 }
 
-fn poll_loop(consumer: &BaseConsumer<SourceContext>, tx: &mpsc::Sender<Input>, stop: &AtomicBool) {
-    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
-    while !stop.load(Ordering::SeqCst) {
-        match consumer.poll(POLL_TIMEOUT) {
+struct PollLoop<'a> {
+    consumer: &'a BaseConsumer<SourceContext>,
+    tx: mpsc::Sender<Fetched>,
+    stop: &'a AtomicBool,
+}
+
+impl PollLoop<'_> {
+    fn run(self) {
+        // A private current-thread runtime only to wait on the channel with a
+        // timeout; librdkafka calls never run on the async workers.
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "poll thread cannot start its timer");
+                return;
+            }
+        };
+        let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+        // Messages polled but not yet accepted by the batcher (at most a few
+        // while pausing takes effect).
+        let mut held: VecDeque<Fetched> = VecDeque::new();
+        while !self.stop.load(Ordering::SeqCst) {
+            if let Some(next) = held.pop_front() {
+                let wait = self.wait();
+                match runtime.block_on(async { tokio::time::timeout(wait, self.tx.reserve()).await }) {
+                    Ok(Ok(permit)) => {
+                        permit.send(next);
+                        if held.is_empty() && self.stalled() {
+                            self.set_paused(false);
+                        }
+                    }
+                    Ok(Err(_closed)) => return,
+                    Err(_elapsed) => {
+                        held.push_front(next);
+                        if !self.stalled() {
+                            self.set_paused(true);
+                        }
+                        // Keep serving the group (heartbeats, rebalances) while paused.
+                        self.poll_into(&mut held, &mut topics);
+                    }
+                }
+                continue;
+            }
+            if self.tx.is_closed() {
+                return;
+            }
+            self.poll_into(&mut held, &mut topics);
+        }
+    }
+
+    /// How long to wait for the batcher before polling again.
+    fn wait(&self) -> Duration {
+        if self.stalled() {
+            POLL_TIMEOUT
+        } else {
+            STALL_AFTER
+        }
+    }
+
+    fn stalled(&self) -> bool {
+        self.consumer.context().stalled.load(Ordering::SeqCst)
+    }
+
+    fn poll_into(&self, held: &mut VecDeque<Fetched>, topics: &mut HashMap<String, Arc<str>>) {
+        match self.consumer.poll(POLL_TIMEOUT) {
             None => {}
             Some(Ok(m)) => {
                 let topic = topics.entry(m.topic().to_string()).or_insert_with(|| Arc::from(m.topic())).clone();
-                let fetched = Fetched {
+                held.push_back(Fetched {
                     topic,
                     partition: m.partition(),
                     offset: m.offset(),
                     timestamp_ms: m.timestamp().to_millis(),
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec),
-                };
-                if tx.blocking_send(Input::Message(fetched)).is_err() {
-                    break;
-                }
+                });
             }
             Some(Err(e)) => tracing::warn!(error = %e, "kafka poll error"),
+        }
+    }
+
+    fn set_paused(&self, paused: bool) {
+        self.consumer.context().stalled.store(paused, Ordering::SeqCst);
+        crate::metrics::paused(paused);
+        let assignment = match self.consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the assignment failed");
+                return;
+            }
+        };
+        let result = if paused { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
+        match result {
+            Ok(()) if paused => tracing::warn!(partitions = assignment.count(), "batcher stalled (shard slow or down): fetching paused"),
+            Ok(()) => tracing::info!(partitions = assignment.count(), "batcher accepting again: fetching resumed"),
+            Err(e) => tracing::warn!(error = %e, paused, "pause/resume failed"),
         }
     }
 }

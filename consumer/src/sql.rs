@@ -11,6 +11,30 @@ use mysql_async::Value;
 /// below MariaDB's IN-list-to-subquery threshold for the lookups.
 pub const CHUNK_ROWS: usize = 400;
 
+/// Statement size cap, well under MariaDB's default `max_allowed_packet` (16 MiB;
+/// MySQL 8's is 64 MiB). The codec caps single fields far below this.
+pub const MAX_STATEMENT_BYTES: usize = 4 << 20;
+
+/// Splits value tuples so that no statement exceeds [`CHUNK_ROWS`] rows or
+/// [`MAX_STATEMENT_BYTES`] bytes (a single larger tuple gets a statement of its own).
+pub fn chunks(values: &[String]) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, v) in values.iter().enumerate() {
+        if i > start && (i - start >= CHUNK_ROWS || bytes + v.len() > MAX_STATEMENT_BYTES) {
+            out.push(&values[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += v.len() + 1;
+    }
+    if start < values.len() {
+        out.push(&values[start..]);
+    }
+    out
+}
+
 /// An SQL literal for `v`.
 pub fn lit(v: impl Into<Value>) -> String {
     v.into().as_sql(false)
@@ -65,6 +89,17 @@ pub fn datetime_us(epoch_us: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_respect_rows_and_bytes() {
+        let small: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        let sizes: Vec<usize> = chunks(&small).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![400, 400, 200]);
+        let big: Vec<String> = (0..5).map(|_| "x".repeat(MAX_STATEMENT_BYTES / 2)).collect();
+        let sizes: Vec<usize> = chunks(&big).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![1, 1, 1, 1, 1]);
+        assert!(chunks(&[]).is_empty());
+    }
 
     #[test]
     fn literals_escape_quotes_and_bytes() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster::pool::ShardPools;
-use common::{assert_matches_truth, consumer_config, fresh_cluster, messages_applied, Broker, TestCluster};
+use common::{assert_matches_truth, consumer_config, fresh_cluster, messages_applied, Broker, ConsumerProcess, TestCluster};
 use consumer::apply::{apply_shard, FenceInfo};
 use consumer::plan::plan;
 use consumer::source::Fetched;
@@ -26,33 +26,25 @@ async fn run_until_caught_up(cluster: &TestCluster, broker: &Broker, group: &str
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redelivered_stream_changes_nothing() {
-    let cluster = fresh_cluster("old", "redeliver").await;
-    let broker = Broker::new("redeliver");
-    let truth = broker.produce(20_000, 11, None).await;
+async fn a_new_group_resumes_at_the_clusters_fences() {
+    let cluster = fresh_cluster("old", "resume").await;
+    let broker = Broker::new("resume");
+    let first = broker.produce(20_000, 11, None).await;
     run_until_caught_up(&cluster, &broker, "first").await;
-    assert_matches_truth(&cluster.config, &truth).await;
-    assert_eq!(messages_applied(&cluster.config).await, truth.messages);
+    assert_matches_truth(&cluster.config, &first).await;
+    assert_eq!(messages_applied(&cluster.config).await, first.messages);
 
-    // A group with no committed offsets replays the whole topic into the same
-    // cluster: every message is below every fence.
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(consumer::run(consumer_config(&cluster, &broker, "replay"), shutdown.clone()));
-    let marks = broker.watermarks().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let committed = broker.committed("replay").await;
-        let done = marks.iter().all(|(k, (_, high))| *high == 0 || committed.get(k).copied() == Some(*high));
-        if done {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "replay group never committed the end: {committed:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    shutdown.cancel();
-    handle.await.expect("join").expect("replay run");
-    assert_matches_truth(&cluster.config, &truth).await;
-    assert_eq!(messages_applied(&cluster.config).await, truth.messages, "a replayed message was applied again");
+    // A renamed group (no committed offsets, earliest by default) must not
+    // start the topic over: the cluster's fences say where every shard is.
+    let renamed = ConsumerProcess::spawn(&cluster, &broker, "renamed", 2000);
+    renamed.wait_assigned(1, Duration::from_secs(60)).await;
+    assert_eq!(renamed.lines_containing("from_fence=32"), 1, "{}", renamed.log_text());
+    let second = broker.produce_from(5_000, 12, None, chrono::Utc::now().timestamp_millis() - 3 * 3_600_000).await;
+    common::wait_caught_up(&cluster.config, &broker, Duration::from_secs(120)).await;
+    assert!(renamed.terminate().await.success());
+    assert_eq!(messages_applied(&cluster.config).await, first.messages + second.messages);
+    let both = first.merge(second).expect("disjoint windows");
+    assert_matches_truth(&cluster.config, &both).await;
     common::assert_nothing_truncated(&broker).await;
 }
 
@@ -93,10 +85,11 @@ fn fetched_workload(n: usize) -> (Vec<Fetched>, Truth) {
 async fn apply_batch(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetched>) -> (u64, u64) {
     let kinds: HashMap<String, TopicKind> =
         [("query-stats".to_string(), TopicKind::QueryStats), ("slow-queries".to_string(), TopicKind::SlowQueries)].into();
-    let plan = plan(batch, &Codec::embedded().expect("codec"), &cluster.config, &kinds);
+    let rules = consumer::plan::TimeRules { allowed_lateness_ms: 300_000, retention_ms: 8 * 86_400_000 };
+    let plan = plan(batch, &Codec::embedded().expect("codec"), &cluster.config, &kinds, rules);
     assert!(plan.dead_letters.is_empty());
     let hw = vec![None; plan.ranges.len()];
-    let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test" };
+    let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", starts: None };
     let (mut applied, mut skipped) = (0, 0);
     for (i, items) in plan.shards.iter().enumerate() {
         let outcome = apply_shard(pools.shard(i), items, &fence).await.expect("apply");

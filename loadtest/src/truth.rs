@@ -71,6 +71,37 @@ pub enum TruthError {
 }
 
 impl Truth {
+    /// The truth of a cluster fed by two producer runs. Their time-series
+    /// rows must not share keys (different windows): merging a sketch needs
+    /// the offset order, which two separate runs do not define.
+    pub fn merge(mut self, other: Truth) -> Result<Truth, String> {
+        for (mine, theirs, table) in [(&mut self.minute, other.minute, "minute"), (&mut self.hour, other.hour, "hour")] {
+            let keys: std::collections::HashSet<(u64, String, i64)> =
+                mine.iter().map(|s| (s.database_id, s.fingerprint.clone(), s.window_start)).collect();
+            if let Some(s) = theirs.iter().find(|s| keys.contains(&(s.database_id, s.fingerprint.clone(), s.window_start))) {
+                return Err(format!("both runs wrote {table} window {} of {}/{}", s.window_start, s.database_id, s.fingerprint));
+            }
+            mine.extend(theirs);
+            mine.sort_by(|a, b| (a.database_id, &a.fingerprint, a.window_start).cmp(&(b.database_id, &b.fingerprint, b.window_start)));
+        }
+        let mut patterns: BTreeMap<(u64, String), PatternTruth> =
+            self.patterns.into_iter().map(|p| ((p.database_id, p.fingerprint.clone()), p)).collect();
+        for p in other.patterns {
+            patterns
+                .entry((p.database_id, p.fingerprint.clone()))
+                .and_modify(|e| {
+                    e.first_seen_ms = e.first_seen_ms.min(p.first_seen_ms);
+                    e.last_seen_ms = e.last_seen_ms.max(p.last_seen_ms);
+                })
+                .or_insert(p);
+        }
+        self.patterns = patterns.into_values().collect();
+        self.slow.extend(other.slow);
+        self.slow.sort_by_key(|s| (s.partition, s.offset));
+        self.messages += other.messages;
+        Ok(self)
+    }
+
     pub fn save(&self, path: &Path) -> Result<(), TruthError> {
         let text = serde_json::to_vec(self).map_err(|e| TruthError::Json(path.display().to_string(), e))?;
         std::fs::write(path, text).map_err(|e| TruthError::Io(path.display().to_string(), e))

@@ -17,6 +17,16 @@ const HEADER_LEN: usize = 5;
 /// Caps what a hostile length prefix can make the Avro decoder allocate.
 const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
 const MAX_FINGERPRINT_LEN: usize = 64;
+/// Column limits of the store (see cluster/src/schema.rs): a value beyond
+/// them would make the shard reject the whole batch, forever, so it is a
+/// dead letter instead.
+const MAX_PROXY_ID_LEN: usize = 255;
+/// TEXT columns hold 65,535 bytes; JSON quoting is counted.
+const MAX_TEXT_LEN: usize = 60_000;
+/// SQL texts are MEDIUMTEXT but must also fit a statement.
+const MAX_SQL_LEN: usize = 1 << 20;
+/// 9999-12-31T23:59:59.999Z: the last instant a DATETIME holds.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -176,8 +186,21 @@ fn validate(event: &Event) -> Result<(), DecodeError> {
     if fp.is_empty() || fp.len() > MAX_FINGERPRINT_LEN || !fp.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid("fingerprint", format!("must be 1..={MAX_FINGERPRINT_LEN} printable ASCII characters")));
     }
+    let too_long = |field: &'static str, len: usize, max: usize| -> Result<(), DecodeError> {
+        if len > max {
+            return Err(invalid(field, format!("{len} bytes, more than the store's {max}")));
+        }
+        Ok(())
+    };
+    let tables_len = |tables: &[String]| tables.iter().map(|t| t.len() + 3).sum::<usize>() + 2;
     match event {
         Event::QueryStats(q) => {
+            too_long("proxy_id", q.proxy_id.len(), MAX_PROXY_ID_LEN)?;
+            too_long("tables", tables_len(&q.tables), MAX_TEXT_LEN)?;
+            too_long("normalized_sql", q.normalized_sql.len(), MAX_SQL_LEN)?;
+            if q.interval_start > MAX_TIME_MS {
+                return Err(invalid("interval_start", format!("{} is past year 9999", q.interval_start)));
+            }
             let counters = [
                 ("query_count", q.query_count),
                 ("total_duration_us", q.total_duration_us),
@@ -195,6 +218,13 @@ fn validate(event: &Event) -> Result<(), DecodeError> {
             }
         }
         Event::SlowQuery(s) => {
+            too_long("proxy_id", s.proxy_id.len(), MAX_PROXY_ID_LEN)?;
+            too_long("tables", tables_len(&s.tables), MAX_TEXT_LEN)?;
+            too_long("query_text", s.query_text.len(), MAX_SQL_LEN)?;
+            too_long("error", s.error.as_ref().map_or(0, String::len), MAX_TEXT_LEN)?;
+            if s.occurred_at / 1000 > MAX_TIME_MS {
+                return Err(invalid("occurred_at", format!("{} is past year 9999", s.occurred_at)));
+            }
             let fields = [
                 ("occurred_at", s.occurred_at),
                 ("duration_us", s.duration_us),

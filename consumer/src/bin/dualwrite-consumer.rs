@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use consumer::config::{ConsumerConfig, StartPosition};
 
 #[derive(Parser)]
@@ -21,11 +21,6 @@ enum Command {
     Run(RunArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Start {
-    Earliest,
-    Latest,
-}
 
 #[derive(clap::Args)]
 struct RunArgs {
@@ -40,9 +35,21 @@ struct RunArgs {
     brokers: String,
     #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
-    /// Where a group without committed offsets starts.
-    #[arg(long, value_enum, default_value = "earliest")]
-    start: Start,
+    /// Where a partition starts when this cluster never applied it and the
+    /// group never committed it: earliest, latest, at=<RFC 3339 time>, or
+    /// window-boundary (first message of the first whole --window the topic holds).
+    #[arg(long, env = "DUALWRITE_START", default_value = "earliest", value_parser = parse_start)]
+    start: StartArg,
+    /// Window size for --start window-boundary.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    window: Duration,
+    /// Events later than this past their interval are applied and counted as late.
+    #[arg(long, env = "DUALWRITE_ALLOWED_LATENESS", default_value = "5m", value_parser = humantime::parse_duration)]
+    allowed_lateness: Duration,
+    /// Events older than this at send time are counted as expired and not written.
+    /// Both groups must use the same value.
+    #[arg(long, env = "DUALWRITE_RETENTION", default_value = "8d", value_parser = humantime::parse_duration)]
+    retention: Duration,
     /// Cut a batch at this many messages.
     #[arg(long, env = "DUALWRITE_BATCH_MAX_MESSAGES", default_value_t = 5000)]
     batch_max_messages: usize,
@@ -58,6 +65,31 @@ struct RunArgs {
     /// Extra librdkafka property, `key=value` (repeatable), e.g. security.protocol=ssl.
     #[arg(long = "kafka", value_parser = parse_kv)]
     kafka_overrides: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy)]
+enum StartArg {
+    Earliest,
+    Latest,
+    At(i64),
+    WindowBoundary,
+}
+
+fn parse_start(s: &str) -> Result<StartArg, String> {
+    match s {
+        "earliest" => Ok(StartArg::Earliest),
+        "latest" => Ok(StartArg::Latest),
+        "window-boundary" => Ok(StartArg::WindowBoundary),
+        _ => {
+            let time = s
+                .strip_prefix("at=")
+                .or_else(|| s.strip_prefix("at:"))
+                .ok_or_else(|| format!("expected earliest, latest, window-boundary or at=<RFC 3339 time>, got {s:?}"))?;
+            chrono::DateTime::parse_from_rfc3339(time)
+                .map(|t| StartArg::At(t.timestamp_millis()))
+                .map_err(|e| format!("{time:?} is not an RFC 3339 time: {e}"))
+        }
+    }
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -82,9 +114,15 @@ fn main() -> anyhow::Result<()> {
         batch_max_messages: args.batch_max_messages,
         batch_max_wait: args.batch_max_wait,
         start: match args.start {
-            Start::Earliest => StartPosition::Earliest,
-            Start::Latest => StartPosition::Latest,
+            StartArg::Earliest => StartPosition::Earliest,
+            StartArg::Latest => StartPosition::Latest,
+            StartArg::At(ms) => StartPosition::At(ms),
+            StartArg::WindowBoundary => {
+                StartPosition::WindowBoundary(i64::try_from(args.window.as_secs()).unwrap_or(3600))
+            }
         },
+        allowed_lateness: args.allowed_lateness,
+        retention: args.retention,
         codec,
         kafka_overrides: args.kafka_overrides,
     };

@@ -83,12 +83,17 @@ impl Broker {
     }
 
     pub async fn produce(&self, messages: u64, seed: u64, rate: Option<u64>) -> Truth {
+        self.produce_from(messages, seed, rate, chrono::Utc::now().timestamp_millis() - 3_600_000).await
+    }
+
+    /// Produces a workload whose first interval starts at `start_ms`.
+    pub async fn produce_from(&self, messages: u64, seed: u64, rate: Option<u64>, start_ms: i64) -> Truth {
         let config = ProduceConfig {
             brokers: self.bootstrap.clone(),
             topic_prefix: self.prefix.clone(),
             messages,
             rate,
-            workload: WorkloadConfig::new(seed, chrono::Utc::now().timestamp_millis() - 3_600_000),
+            workload: WorkloadConfig::new(seed, start_ms),
         };
         produce(&config, &CancellationToken::new()).await.expect("produce")
     }
@@ -144,6 +149,7 @@ impl Broker {
 }
 
 pub fn consumer_config(cluster: &TestCluster, broker: &Broker, group: &str) -> ConsumerConfig {
+    cluster::process::init_tracing();
     ConsumerConfig {
         group: group.to_string(),
         brokers: broker.bootstrap.clone(),
@@ -152,6 +158,8 @@ pub fn consumer_config(cluster: &TestCluster, broker: &Broker, group: &str) -> C
         batch_max_messages: 2000,
         batch_max_wait: Duration::from_millis(100),
         start: StartPosition::Earliest,
+        allowed_lateness: Duration::from_secs(300),
+        retention: Duration::from_secs(8 * 86_400),
         codec: topics::Codec::embedded().expect("codec"),
         kafka_overrides: vec![("session.timeout.ms".into(), "6000".into())],
     }
