@@ -14,7 +14,6 @@ use mysql_async::{IsolationLevel, Pool, Row, Transaction, TxOpts};
 use topics::LatencySketch;
 
 use crate::plan::{ItemBody, PartitionRange, ShardItem};
-use crate::start::PartitionStart;
 use crate::rows::{PatternRow, SlowRow, StatsKey, StatsRow};
 use crate::sql::{chunks, datetime, datetime_ms, datetime_us, hex, lit, tuple, CHUNK_ROWS};
 
@@ -43,21 +42,16 @@ pub struct FenceInfo<'a> {
     pub ranges: &'a [PartitionRange],
     pub high_watermarks: &'a [Option<i64>],
     pub group: &'a str,
-    /// Time-based starts, for the coverage start of a partition's first batch.
-    pub starts: Option<&'a HashMap<(String, i32), PartitionStart>>,
+    /// For partitions this cluster has not started yet: from which message
+    /// time it will hold all of them (see `run::coverage_starts`). Only read
+    /// when a fence row is created.
+    pub coverage_starts: &'a HashMap<(String, i32), i64>,
 }
 
 impl FenceInfo<'_> {
-    /// From which message time the cluster holds all of this partition, if
-    /// this batch is where the cluster starts on it.
+    /// Without a better answer, a partition is covered from its first applied message.
     fn covered_from(&self, r: &PartitionRange) -> i64 {
-        if r.first_offset == 0 {
-            return 0;
-        }
-        match self.starts.and_then(|s| s.get(&(r.topic.to_string(), r.partition))) {
-            Some(start) if start.offset == r.first_offset => start.covered_from_ms,
-            _ => r.first_message_ms,
-        }
+        self.coverage_starts.get(&(r.topic.to_string(), r.partition)).copied().unwrap_or(r.first_message_ms)
     }
 }
 
@@ -432,4 +426,31 @@ pub async fn resume_points(
         }
     }
     Ok(out)
+}
+
+/// Marks idle partitions that every shard has applied up to `end` as having
+/// reached the end now, so windows can settle without new messages.
+pub async fn confirm_idle(pool: &Pool, partitions: &[(String, i32, i64)]) -> Result<(), mysql_async::Error> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let statements: Vec<String> = partitions
+        .iter()
+        .map(|(topic, partition, end)| {
+            format!(
+                "UPDATE dw_offset_fence SET reached_end = 1, high_watermark = {end}, updated_at = UTC_TIMESTAMP(6) \
+                 WHERE topic = {} AND kafka_partition = {partition} AND next_offset >= {end}",
+                lit(topic.as_str())
+            )
+        })
+        .collect();
+    let mut conn = pool.get_conn().await?;
+    conn.query_drop(statements.join(";")).await
+}
+
+/// The partitions this cluster has fence rows for (read from one shard:
+/// every batch writes every shard's rows).
+pub async fn started_partitions(pool: &Pool) -> Result<Vec<(String, i32)>, mysql_async::Error> {
+    let mut conn = pool.get_conn().await?;
+    conn.query("SELECT topic, kafka_partition FROM dw_offset_fence").await
 }

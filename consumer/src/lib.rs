@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod coverage;
 pub mod dead_letter;
 pub mod metrics;
 pub mod plan;
@@ -16,6 +17,7 @@ pub mod rows;
 pub mod run;
 pub mod source;
 pub mod start;
+pub mod status;
 pub mod sql;
 
 pub use config::ConsumerConfig;

@@ -21,6 +21,9 @@ use crate::{dead_letter, metrics};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How often an idle consumer confirms its caught-up partitions, so that
+/// windows settle on partitions that receive nothing new.
+const IDLE_CONFIRM_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -89,7 +92,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         retention_ms: i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX),
     };
     let shared = Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds, rules, starts });
-    let mut batcher = Batcher { config: &config, shared, pools: &pools, control, source: &source, shutdown: &shutdown };
+    let mut batcher = Batcher { config: &config, started: Default::default(), shared, pools: &pools, control, source: &source, shutdown: &shutdown };
     let result = batcher.run(receivers).await;
 
     // The receivers are gone, so a revoke during close cannot block on them.
@@ -120,6 +123,8 @@ async fn check_schema(pools: &ShardPools, cluster: &ClusterConfig) -> Result<(),
 
 struct Batcher<'a> {
     config: &'a ConsumerConfig,
+    /// Partitions known to have fence rows on this cluster.
+    started: tokio::sync::Mutex<std::collections::HashSet<(String, i32)>>,
     shared: Arc<Shared>,
     pools: &'a Arc<ShardPools>,
     control: Pool,
@@ -132,6 +137,9 @@ impl Batcher<'_> {
         let max = self.config.batch_max_messages;
         let mut pending: Vec<Fetched> = Vec::with_capacity(max);
         let mut deadline: Option<tokio::time::Instant> = None;
+        let mut assigned: std::collections::BTreeSet<(String, i32)> = Default::default();
+        let mut idle_tick = tokio::time::interval(IDLE_CONFIRM_EVERY);
+        idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timer = async {
                 match deadline {
@@ -144,6 +152,9 @@ impl Batcher<'_> {
                 _ = self.shutdown.cancelled() => break,
                 control = rx.control.recv() => match control {
                     Some(Control::Revoke { partitions, done }) => {
+                        for p in &partitions {
+                            assigned.remove(p);
+                        }
                         // Everything fetched before the revoke is in the data
                         // channel already: it belongs to the batch being finished.
                         while let Ok(m) = rx.data.try_recv() {
@@ -155,13 +166,14 @@ impl Batcher<'_> {
                         let _ = done.send(());
                         flushed?;
                     }
-                    Some(Control::Assign { .. }) => {}
+                    Some(Control::Assign { partitions }) => assigned.extend(partitions),
                     None => break,
                 },
                 _ = timer => {
                     self.flush(&mut pending).await?;
                     deadline = None;
                 }
+                _ = idle_tick.tick(), if pending.is_empty() => self.confirm_idle(&assigned).await,
                 message = rx.data.recv() => match message {
                     Some(m) => {
                         if pending.is_empty() {
@@ -181,6 +193,73 @@ impl Batcher<'_> {
         // channel was never acknowledged and will be fetched again.
         drop(rx);
         self.flush(&mut pending).await
+    }
+
+    /// Coverage starts for the batch's partitions that the cluster has not
+    /// started yet. Starting at offset 0 covers everything; a time-based start
+    /// covers from its lookup time; otherwise the cluster holds every message
+    /// after the one just before its first, whose time is read from the topic.
+    async fn coverage_starts(&self, plan: &BatchPlan) -> HashMap<(String, i32), i64> {
+        let mut out = HashMap::new();
+        let mut known = self.started.lock().await;
+        let unknown: Vec<&crate::plan::PartitionRange> =
+            plan.ranges.iter().filter(|r| !known.contains(&(r.topic.to_string(), r.partition))).collect();
+        if unknown.is_empty() {
+            return out;
+        }
+        match crate::apply::started_partitions(self.pools.shard(0)).await {
+            Ok(rows) => known.extend(rows),
+            Err(e) => tracing::debug!(error = %e, "reading started partitions failed"),
+        }
+        for r in unknown {
+            let key = (r.topic.to_string(), r.partition);
+            if known.contains(&key) {
+                continue;
+            }
+            let from_time = self.shared.starts.as_ref().and_then(|s| s.get(&key)).filter(|s| s.offset == r.first_offset);
+            let covered = if r.first_offset == 0 {
+                0
+            } else if let Some(start) = from_time {
+                start.covered_from_ms
+            } else {
+                self.time_before(&r.topic, r.partition, r.first_offset).await.map_or(r.first_message_ms, |t| t + 1)
+            };
+            out.insert(key, covered);
+        }
+        out
+    }
+
+    /// The time of the message just before `offset`, if it is still in the topic.
+    async fn time_before(&self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+        let client = self.config.kafka_client_config();
+        let topic = topic.to_string();
+        let read = tokio::task::spawn_blocking(move || {
+            let probe = crate::start::probe(&client)?;
+            crate::start::timestamp_at(&probe, &topic, partition, offset - 1)
+        });
+        match read.await {
+            Ok(Ok(t)) => Some(t),
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "previous message unavailable; coverage starts at the first applied message");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Best effort: a failure only delays settlement until the next tick.
+    async fn confirm_idle(&self, assigned: &std::collections::BTreeSet<(String, i32)>) {
+        let ends: Vec<(String, i32, i64)> = match self.source.watermarks.lock() {
+            Ok(marks) => assigned.iter().filter_map(|k| marks.get(k).map(|end| (k.0.clone(), k.1, *end))).collect(),
+            Err(_) => return,
+        };
+        for (i, pool) in self.pools.shards().iter().enumerate() {
+            match tokio::time::timeout(Duration::from_secs(2), crate::apply::confirm_idle(pool, &ends)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(shard = i, error = %e, "confirming idle partitions failed"),
+                Err(_) => tracing::debug!(shard = i, "confirming idle partitions timed out"),
+            }
+        }
     }
 
     /// Applies `pending` and stores its offsets; empties it either way.
@@ -226,6 +305,7 @@ impl Batcher<'_> {
             tracing::warn!(topic = %d.topic, partition = d.partition, offset = d.offset, reason = d.reason, detail = %d.detail, "message dead-lettered");
         }
 
+        let coverage_starts = self.coverage_starts(plan).await;
         let high_watermarks: Vec<Option<i64>> = {
             let marks = self.source.watermarks.lock().map_err(|_| {
                 BatchError::Fatal(ConsumerError::Internal("watermark lock poisoned".into()))
@@ -236,7 +316,7 @@ impl Batcher<'_> {
             ranges: &plan.ranges,
             high_watermarks: &high_watermarks,
             group: &self.config.group,
-            starts: self.shared.starts.as_deref(),
+            coverage_starts: &coverage_starts,
         };
         let results = join_all(plan.shards.iter().enumerate().map(|(i, items)| self.apply_with_retry(i, items, &fence))).await;
         let mut applied = vec![0u64; plan.ranges.len()];

@@ -37,6 +37,11 @@ pub struct PartitionStart {
     pub covered_from_ms: i64,
 }
 
+/// A consumer outside any group for reading single messages by offset.
+pub fn probe(client: &ClientConfig) -> Result<BaseConsumer, StartError> {
+    Ok(client.clone().set("group.id", "dualwrite-start-probe").set("enable.auto.commit", "false").create()?)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("kafka: {0}")]
@@ -64,7 +69,7 @@ pub fn resolve(
         StartPosition::At(ms) => (ms, None),
         StartPosition::WindowBoundary(seconds) => (0, Some(seconds.max(1) * 1000)),
     };
-    let probe: BaseConsumer = client.clone().set("group.id", "dualwrite-start-probe").set("enable.auto.commit", "false").create()?;
+    let probe = probe(client)?;
     let mut parts: Vec<(String, i32, i64, i64)> = Vec::new();
     for topic in topics {
         let metadata = probe.fetch_metadata(Some(topic), TIMEOUT)?;
@@ -125,8 +130,8 @@ fn check_time_lookup(probe: &BaseConsumer, parts: &[(String, i32, i64, i64)]) ->
     Ok(())
 }
 
-/// The timestamp of the message at `offset`.
-fn timestamp_at(probe: &BaseConsumer, topic: &str, partition: i32, offset: i64) -> Result<i64, StartError> {
+/// The timestamp of the message at `offset` (or the first one after it).
+pub fn timestamp_at(probe: &BaseConsumer, topic: &str, partition: i32, offset: i64) -> Result<i64, StartError> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
     probe.assign(&tpl)?;

@@ -89,7 +89,7 @@ async fn apply_batch(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetch
     let plan = plan(batch, &Codec::embedded().expect("codec"), &cluster.config, &kinds, rules);
     assert!(plan.dead_letters.is_empty());
     let hw = vec![None; plan.ranges.len()];
-    let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", starts: None };
+    let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &HashMap::new() };
     let (mut applied, mut skipped) = (0, 0);
     for (i, items) in plan.shards.iter().enumerate() {
         let outcome = apply_shard(pools.shard(i), items, &fence).await.expect("apply");

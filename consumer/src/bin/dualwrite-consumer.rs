@@ -19,6 +19,20 @@ struct Cli {
 enum Command {
     /// Consume until SIGINT/SIGTERM (a second signal exits without draining).
     Run(RunArgs),
+    /// Per partition: applied offset, lag (with --brokers), coverage start, settled-through time.
+    Status {
+        #[arg(long, env = "DUALWRITE_CLUSTER")]
+        cluster: PathBuf,
+        /// Adds end offsets and lag.
+        #[arg(long, env = "DUALWRITE_BROKERS")]
+        brokers: Option<String>,
+        #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
+        topic_prefix: String,
+        #[arg(long, env = "DUALWRITE_ALLOWED_LATENESS", default_value = "5m", value_parser = humantime::parse_duration)]
+        allowed_lateness: Duration,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 
@@ -98,7 +112,12 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 fn main() -> anyhow::Result<()> {
     cluster::process::init_tracing();
-    let Command::Run(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Run(args) => args,
+        Command::Status { cluster, brokers, topic_prefix, allowed_lateness, json } => {
+            return status(cluster, brokers, topic_prefix, allowed_lateness, json);
+        }
+    };
     let cluster = cluster::config::ClusterConfig::load(&args.cluster)
         .with_context(|| format!("loading cluster file {}", args.cluster.display()))?;
     let codec = match &args.schema_dir {
@@ -133,4 +152,24 @@ fn main() -> anyhow::Result<()> {
         let shutdown = cluster::process::shutdown_on_signals();
         consumer::run(config, shutdown).await.context("consumer")
     })
+}
+
+fn status(cluster: PathBuf, brokers: Option<String>, prefix: String, lateness: Duration, json: bool) -> anyhow::Result<()> {
+    let config = cluster::config::ClusterConfig::load(&cluster)
+        .with_context(|| format!("loading cluster file {}", cluster.display()))?;
+    let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]
+        .iter()
+        .map(|k| format!("{prefix}{}", k.as_str()))
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let lateness_ms = i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX);
+    let report = runtime
+        .block_on(consumer::status::status(&config, brokers.as_deref(), &topics, lateness_ms))
+        .context("reading status")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).context("encoding json")?);
+    } else {
+        print!("{}", consumer::status::render(&report));
+    }
+    Ok(())
 }

@@ -186,7 +186,23 @@ pub async fn fences(cluster: &ClusterConfig) -> HashMap<(usize, String, i32), (i
 /// Waits until every shard's fence has reached the high watermark of every
 /// non-empty partition.
 pub async fn wait_caught_up(cluster: &ClusterConfig, broker: &Broker, timeout: Duration) {
-    let marks = broker.watermarks().await;
+    wait_caught_up_since(cluster, broker, &HashMap::new(), timeout).await;
+}
+
+/// Like [`wait_caught_up`], for partitions that grew past `since` (a group
+/// started at the end of the log never applies the partitions that did not).
+pub async fn wait_caught_up_since(
+    cluster: &ClusterConfig,
+    broker: &Broker,
+    since: &HashMap<(String, i32), (i64, i64)>,
+    timeout: Duration,
+) {
+    let marks: HashMap<(String, i32), (i64, i64)> = broker
+        .watermarks()
+        .await
+        .into_iter()
+        .filter(|(k, (_, high))| since.get(k).is_none_or(|(_, before)| high > before))
+        .collect();
     let deadline = Instant::now() + timeout;
     loop {
         let fences = fences(cluster).await;
@@ -253,6 +269,10 @@ pub struct ConsumerProcess {
 
 impl ConsumerProcess {
     pub fn spawn(cluster: &TestCluster, broker: &Broker, group: &str, batch: usize) -> Self {
+        Self::spawn_with(cluster, broker, group, batch, &[])
+    }
+
+    pub fn spawn_with(cluster: &TestCluster, broker: &Broker, group: &str, batch: usize, extra: &[&str]) -> Self {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dualwrite-consumer"))
             .args(["run", "--group", group, "--cluster"])
@@ -260,6 +280,7 @@ impl ConsumerProcess {
             .args(["--brokers", &broker.bootstrap, "--topic-prefix", &broker.prefix])
             .args(["--batch-max-messages", &batch.to_string(), "--batch-max-wait", "100ms"])
             .args(["--metrics-addr", "127.0.0.1:0", "--kafka", "session.timeout.ms=6000"])
+            .args(extra)
             .env("RUST_LOG", "info,rdkafka=warn")
             .env("NO_COLOR", "1")
             .stdin(std::process::Stdio::null())

@@ -1,0 +1,236 @@
+//! The fleet's rules: coverage and settlement of a group started mid-stream,
+//! zombie writers, start positions the broker cannot serve, and late and
+//! expired events decided from the message alone.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster::pool::ShardPools;
+use common::{assert_matches_truth, fresh_cluster, messages_applied, Broker, ConsumerProcess, TestCluster};
+use consumer::apply::{apply_shard, FenceInfo};
+use consumer::coverage::{progress, window_state, WindowState};
+use consumer::plan::{plan, TimeRules};
+use consumer::source::Fetched;
+use consumer::start::{resolve, StartError, StartPosition};
+use topics::{Codec, TopicKind};
+
+const MINUTE_MS: i64 = 60_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_started_mid_stream_covers_only_what_follows_its_start() {
+    let cluster = fresh_cluster("new", "coverage").await;
+    let broker = Broker::new("coverage");
+    let now = chrono::Utc::now().timestamp_millis();
+    let before_start = now - 2 * 3_600_000;
+    let after_start = now - 3_600_000;
+    broker.produce_from(8_000, 31, None, before_start).await;
+
+    let group_b = ConsumerProcess::spawn_with(&cluster, &broker, "b", 1000, &["--start", "latest"]);
+    group_b.wait_assigned(1, Duration::from_secs(60)).await;
+    let at_start = broker.watermarks().await;
+    let truth = broker.produce_from(8_000, 32, None, after_start).await;
+    common::wait_caught_up_since(&cluster.config, &broker, &at_start, Duration::from_secs(120)).await;
+    // Give the idle consumer time to confirm its caught-up partitions.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(group_b.terminate().await.success());
+
+    // Only what was produced after the start is on the cluster.
+    assert_matches_truth(&cluster.config, &truth).await;
+    assert_eq!(messages_applied(&cluster.config).await, truth.messages);
+
+    let pools = ShardPools::new(&cluster.config);
+    let fences = progress(&pools).await.expect("progress");
+    pools.disconnect().await;
+    // The partitions that received messages since the group started; one
+    // idle since then has no fence yet and would read as not covered.
+    let with_data: Vec<(String, i32)> = broker
+        .watermarks()
+        .await
+        .into_iter()
+        .filter(|(k, (_, high))| at_start.get(k).is_some_and(|(_, before)| high > before))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(with_data.len() >= 16);
+    let lateness = 5 * MINUTE_MS;
+    let minute = |start: i64| {
+        let s = start.div_euclid(MINUTE_MS) * MINUTE_MS;
+        window_state(&fences, Some(&with_data), s, s + MINUTE_MS, lateness)
+    };
+    // Windows of the stream before the start: not covered, never "different".
+    for t in [before_start + MINUTE_MS, before_start + 3 * MINUTE_MS] {
+        assert_eq!(minute(t), WindowState::NotCovered, "window at {t}");
+    }
+    // Windows after the start, fully applied: settled.
+    for t in [after_start + 2 * MINUTE_MS, after_start + 5 * MINUTE_MS] {
+        assert_eq!(minute(t), WindowState::Settled, "window at {t}");
+    }
+    // A window still to come: covered, not settled.
+    assert_eq!(minute(now + 3_600_000), WindowState::CoveredNotSettled);
+}
+
+/// Messages over 4 partitions with per-partition offsets; message time =
+/// event end + `delay_ms`.
+fn fetched(events: &[topics::QueryStats], delay_ms: i64) -> Vec<Fetched> {
+    let codec = Codec::embedded().expect("codec");
+    let topic: Arc<str> = Arc::from("query-stats");
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    events
+        .iter()
+        .map(|q| {
+            let key = topics::message_key(q.database_id, &q.fingerprint);
+            let partition = i32::from(key[7] % 4);
+            let offset = next.entry(partition).or_insert(0);
+            let m = Fetched {
+                topic: topic.clone(),
+                partition,
+                offset: *offset,
+                timestamp_ms: Some(q.interval_start + 15_000 + delay_ms),
+                key: Some(key.to_vec()),
+                payload: Some(codec.encode_query_stats(q).expect("encode")),
+            };
+            *offset += 1;
+            m
+        })
+        .collect()
+}
+
+async fn apply(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetched>, rules: TimeRules) -> (u64, u64) {
+    let kinds: HashMap<String, TopicKind> = [("query-stats".to_string(), TopicKind::QueryStats)].into();
+    let plan = plan(batch, &Codec::embedded().expect("codec"), &cluster.config, &kinds, rules);
+    let hw = vec![None; plan.ranges.len()];
+    let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &HashMap::new() };
+    let results = futures::future::join_all(
+        plan.shards.iter().enumerate().map(|(i, items)| apply_shard(pools.shard(i), items, &fence)),
+    )
+    .await;
+    let (mut applied, mut skipped) = (0, 0);
+    for r in results {
+        let o = r.expect("apply");
+        applied += o.applied.iter().sum::<u64>();
+        skipped += o.skipped.iter().sum::<u64>();
+    }
+    (applied, skipped)
+}
+
+fn workload_events(n: usize, seed: u64) -> Vec<topics::QueryStats> {
+    let start = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    loadtest::workload::Workload::new(loadtest::workload::WorkloadConfig::new(seed, start))
+        .expect("workload")
+        .filter_map(|e| match e {
+            loadtest::workload::Generated::Stats(q) => Some(q),
+            loadtest::workload::Generated::Slow(_) => None,
+        })
+        .take(n)
+        .collect()
+}
+
+const RULES: TimeRules = TimeRules { allowed_lateness_ms: 300_000, retention_ms: 8 * 86_400_000 };
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_that_writes_after_losing_its_partitions_changes_nothing() {
+    let events = workload_events(3000, 41);
+    let messages = fetched(&events, 0);
+    let cluster = fresh_cluster("old", "zombie").await;
+    let pools = ShardPools::new(&cluster.config);
+    // The old owner fetched [0, 2000) and stalled; the new owner, resuming
+    // from the last commit (0), applies everything, then the zombie wakes up
+    // and commits its batch. Then both race on an overlapping batch.
+    let (applied, _) = apply(&pools, &cluster, messages.clone(), RULES).await;
+    assert_eq!(applied, messages.len() as u64);
+    let (zombie_applied, zombie_skipped) = apply(&pools, &cluster, messages[..2000].to_vec(), RULES).await;
+    assert_eq!((zombie_applied, zombie_skipped), (0, 2000));
+    let (a, b) = tokio::join!(
+        apply(&pools, &cluster, messages[1000..].to_vec(), RULES),
+        apply(&pools, &cluster, messages[500..2500].to_vec(), RULES),
+    );
+    assert_eq!(a.0 + b.0, 0, "concurrent redeliveries applied something twice");
+    pools.disconnect().await;
+
+    let mut truth = loadtest::truth::TruthBuilder::default();
+    for q in &events {
+        truth.add_stats(q);
+    }
+    assert_matches_truth(&cluster.config, &truth.build()).await;
+    assert_eq!(messages_applied(&cluster.config).await, messages.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_and_expired_are_decided_by_the_message_alone() {
+    let events = workload_events(600, 43);
+    let rules = TimeRules { allowed_lateness_ms: 60_000, retention_ms: 2 * 3_600_000 };
+    // On time, late (applied), and older than retention at send time (not written).
+    let on_time = fetched(&events[..200], 0);
+    let late = fetched(&events[200..400], 10 * 60_000);
+    let expired = fetched(&events[400..], 3 * 3_600_000);
+    let renumber = |parts: [&Vec<Fetched>; 3]| -> Vec<Fetched> {
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        parts
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let o = next.entry(m.partition).or_insert(0);
+                let out = Fetched { offset: *o, ..m.clone() };
+                *o += 1;
+                out
+            })
+            .collect()
+    };
+    let stream = renumber([&on_time, &late, &expired]);
+
+    // Two clusters, cut into batches differently, must agree exactly.
+    let old = fresh_cluster("old", "late_old").await;
+    let new = fresh_cluster("new", "late_new").await;
+    let old_pools = ShardPools::new(&old.config);
+    apply(&old_pools, &old, stream.clone(), rules).await;
+    old_pools.disconnect().await;
+    let new_pools = ShardPools::new(&new.config);
+    for chunk in stream.chunks(77) {
+        apply(&new_pools, &new, chunk.to_vec(), rules).await;
+    }
+    new_pools.disconnect().await;
+
+    let mut truth = loadtest::truth::TruthBuilder::default();
+    for q in &events[..400] {
+        truth.add_stats(q);
+    }
+    let truth = truth.build();
+    for cluster in [&old, &new] {
+        assert_matches_truth(&cluster.config, &truth).await;
+        let pools = ShardPools::new(&cluster.config);
+        let fences = progress(&pools).await.expect("progress");
+        pools.disconnect().await;
+        let late_count: u64 = fences.iter().map(|p| p.late_messages).sum();
+        let expired_count: u64 = fences.iter().map(|p| p.expired_messages).sum();
+        let applied: u64 = fences.iter().map(|p| p.messages_applied).sum();
+        assert_eq!((applied, late_count, expired_count), (400, 200, 200), "cluster {}", cluster.config.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_based_start_on_a_broker_without_time_lookup_is_refused() {
+    let broker = Broker::new("nolookup");
+    broker.produce(2_000, 51, None).await;
+    let client = {
+        let mut c = rdkafka::config::ClientConfig::new();
+        c.set("bootstrap.servers", &broker.bootstrap);
+        c
+    };
+    let topics = vec![broker.topic(TopicKind::QueryStats)];
+    let at = chrono::Utc::now().timestamp_millis() - 1_800_000;
+    for start in [StartPosition::At(at), StartPosition::WindowBoundary(3600)] {
+        let result = tokio::task::spawn_blocking({
+            let (client, topics) = (client.clone(), topics.clone());
+            move || resolve(&client, &topics, start)
+        })
+        .await
+        .expect("join");
+        match result {
+            Err(StartError::NoTimeLookup { low, answered, .. }) => assert_ne!(low, answered),
+            other => panic!("{start:?} on the mock broker: expected NoTimeLookup, got {other:?}"),
+        }
+    }
+    assert!(matches!(resolve(&client, &topics, StartPosition::Earliest), Ok(None)));
+}
