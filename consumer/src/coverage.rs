@@ -37,6 +37,21 @@ pub struct PartitionProgress {
 }
 
 impl PartitionProgress {
+    /// Folds in another shard's row: the cluster is only as far as its slowest shard.
+    fn combine(&mut self, other: &PartitionProgress) {
+        self.shards += 1;
+        self.next_offset = self.next_offset.min(other.next_offset);
+        self.first_offset = self.first_offset.min(other.first_offset);
+        self.covered_from_ms = self.covered_from_ms.max(other.covered_from_ms);
+        self.max_message_ms = self.max_message_ms.min(other.max_message_ms);
+        self.reached_end &= other.reached_end;
+        self.updated_at_ms = self.updated_at_ms.min(other.updated_at_ms);
+        self.high_watermark = self.high_watermark.max(other.high_watermark);
+        self.messages_applied += other.messages_applied;
+        self.late_messages += other.late_messages;
+        self.expired_messages += other.expired_messages;
+    }
+
     /// Every window ending (plus lateness) at or before this is settled here.
     pub fn settled_through_ms(&self, lateness_ms: i64) -> i64 {
         let applied = self.max_message_ms;
@@ -57,49 +72,14 @@ pub async fn progress(pools: &ShardPools) -> Result<Vec<PartitionProgress>, mysq
                  messages_applied, late_messages, expired_messages FROM dw_offset_fence",
             )
             .await?;
-        for mut row in rows {
-            let bad = |i: usize| mysql_async::Error::Other(format!("dw_offset_fence column {i} missing or mistyped").into());
-            let mut get = |i: usize| row.take_opt::<mysql_async::Value, usize>(i).ok_or_else(|| bad(i))?.map_err(|_| bad(i));
-            let (topic, partition, next, first, covered, max_ms, end, hw, updated, group, applied, late, expired): (
-                String, i32, i64, i64, i64, i64, u8, i64, i64, String, u64, u64, u64,
-            ) = (
-                from(get(0)?, 0)?, from(get(1)?, 1)?, from(get(2)?, 2)?, from(get(3)?, 3)?, from(get(4)?, 4)?,
-                from(get(5)?, 5)?, from(get(6)?, 6)?, from(get(7)?, 7)?, from(get(8)?, 8)?, from(get(9)?, 9)?,
-                from(get(10)?, 10)?, from(get(11)?, 11)?, from(get(12)?, 12)?,
-            );
-            let key = (topic.clone(), partition);
-            let fresh = PartitionProgress {
-                topic,
-                partition,
-                shards: 1,
-                next_offset: next,
-                first_offset: first,
-                covered_from_ms: covered,
-                max_message_ms: max_ms,
-                reached_end: end != 0,
-                updated_at_ms: updated,
-                high_watermark: hw,
-                consumer_group: group,
-                messages_applied: applied,
-                late_messages: late,
-                expired_messages: expired,
-            };
-            combined
-                .entry(key)
-                .and_modify(|p| {
-                    p.shards += 1;
-                    p.next_offset = p.next_offset.min(next);
-                    p.first_offset = p.first_offset.min(first);
-                    p.covered_from_ms = p.covered_from_ms.max(covered);
-                    p.max_message_ms = p.max_message_ms.min(max_ms);
-                    p.reached_end &= end != 0;
-                    p.updated_at_ms = p.updated_at_ms.min(updated);
-                    p.high_watermark = p.high_watermark.max(hw);
-                    p.messages_applied += applied;
-                    p.late_messages += late;
-                    p.expired_messages += expired;
-                })
-                .or_insert(fresh);
+        for row in rows {
+            let fresh = parse_fence_row(row)?;
+            match combined.entry((fresh.topic.clone(), fresh.partition)) {
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().combine(&fresh),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(fresh);
+                }
+            }
         }
     }
     let shard_count = pools.len();
@@ -118,9 +98,28 @@ pub async fn progress(pools: &ShardPools) -> Result<Vec<PartitionProgress>, mysq
         .collect())
 }
 
-fn from<T: mysql_async::prelude::FromValue>(v: mysql_async::Value, i: usize) -> Result<T, mysql_async::Error> {
-    mysql_async::from_value_opt(v)
-        .map_err(|_| mysql_async::Error::Other(format!("dw_offset_fence column {i} has an unexpected type").into()))
+fn parse_fence_row(mut row: mysql_async::Row) -> Result<PartitionProgress, mysql_async::Error> {
+    fn col<T: mysql_async::prelude::FromValue>(row: &mut mysql_async::Row, i: usize) -> Result<T, mysql_async::Error> {
+        row.take_opt::<T, usize>(i)
+            .and_then(Result::ok)
+            .ok_or_else(|| mysql_async::Error::Other(format!("dw_offset_fence column {i} missing or mistyped").into()))
+    }
+    Ok(PartitionProgress {
+        topic: col(&mut row, 0)?,
+        partition: col(&mut row, 1)?,
+        shards: 1,
+        next_offset: col(&mut row, 2)?,
+        first_offset: col(&mut row, 3)?,
+        covered_from_ms: col(&mut row, 4)?,
+        max_message_ms: col(&mut row, 5)?,
+        reached_end: col::<u8>(&mut row, 6)? != 0,
+        high_watermark: col(&mut row, 7)?,
+        updated_at_ms: col(&mut row, 8)?,
+        consumer_group: col(&mut row, 9)?,
+        messages_applied: col(&mut row, 10)?,
+        late_messages: col(&mut row, 11)?,
+        expired_messages: col(&mut row, 12)?,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

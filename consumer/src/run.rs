@@ -58,7 +58,7 @@ struct Shared {
     cluster: ClusterConfig,
     kinds: HashMap<String, TopicKind>,
     rules: TimeRules,
-    starts: Option<Arc<HashMap<(String, i32), crate::start::PartitionStart>>>,
+    starts: Option<Arc<crate::start::Starts>>,
 }
 
 /// Runs the consumer until `shutdown` fires (then drains the batch being

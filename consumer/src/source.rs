@@ -25,7 +25,6 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::{ClientContext, Offset};
 use tokio::sync::mpsc;
 
-use crate::start::PartitionStart;
 
 /// How long a revoke waits for the in-flight batch before releasing anyway;
 /// the fence keeps a late write from the old owner harmless.
@@ -71,7 +70,7 @@ pub struct Resume {
     pub handle: tokio::runtime::Handle,
     pub pools: Arc<cluster::pool::ShardPools>,
     /// Time-based starts for partitions this cluster and group never saw.
-    pub starts: Option<Arc<HashMap<(String, i32), PartitionStart>>>,
+    pub starts: Option<Arc<crate::start::Starts>>,
 }
 
 /// How long an assignment may wait for the cluster's fences.

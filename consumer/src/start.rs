@@ -57,13 +57,16 @@ pub enum StartError {
     Empty,
 }
 
+/// Per (topic, partition).
+pub type Starts = HashMap<(String, i32), PartitionStart>;
+
 /// Resolves time-based starts for every partition of `topics`; `Ok(None)`
 /// for earliest/latest, which librdkafka's `auto.offset.reset` handles.
 pub fn resolve(
     client: &ClientConfig,
     topics: &[String],
     position: StartPosition,
-) -> Result<Option<HashMap<(String, i32), PartitionStart>>, StartError> {
+) -> Result<Option<Starts>, StartError> {
     let (at_ms, boundary) = match position {
         StartPosition::Earliest | StartPosition::Latest => return Ok(None),
         StartPosition::At(ms) => (ms, None),

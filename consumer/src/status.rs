@@ -104,10 +104,13 @@ pub async fn status(
 }
 
 /// End offset of every partition of `topics`.
-pub async fn broker_ends(brokers: &str, topics: &[String]) -> Result<Vec<((String, i32), i64)>, StatusError> {
+/// End offset per (topic, partition).
+pub type Ends = Vec<((String, i32), i64)>;
+
+pub async fn broker_ends(brokers: &str, topics: &[String]) -> Result<Ends, StatusError> {
     let brokers = brokers.to_string();
     let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || -> Result<Vec<((String, i32), i64)>, StatusError> {
+    tokio::task::spawn_blocking(move || -> Result<Ends, StatusError> {
         let client: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .set("group.id", "dualwrite-status")
