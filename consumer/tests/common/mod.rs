@@ -60,9 +60,10 @@ pub async fn fresh_cluster(which: &str, tag: &str) -> TestCluster {
     TestCluster { config, file, _dir: dir }
 }
 
-/// librdkafka's mock cluster (3 brokers) with this test's topics.
+/// librdkafka's mock cluster (3 brokers) with this test's topics, or an
+/// external broker whose topics the test created.
 pub struct Broker {
-    pub mock: MockCluster<'static, DefaultProducerContext>,
+    pub mock: Option<MockCluster<'static, DefaultProducerContext>>,
     pub bootstrap: String,
     pub prefix: String,
 }
@@ -75,7 +76,11 @@ impl Broker {
             mock.create_topic(&spec.name, spec.partitions, spec.replication).expect("create topic");
         }
         let bootstrap = mock.bootstrap_servers();
-        Self { mock, bootstrap, prefix }
+        Self { mock: Some(mock), bootstrap, prefix }
+    }
+
+    pub fn external(bootstrap: &str, prefix: &str) -> Self {
+        Self { mock: None, bootstrap: bootstrap.to_string(), prefix: prefix.to_string() }
     }
 
     pub fn topic(&self, kind: topics::TopicKind) -> String {

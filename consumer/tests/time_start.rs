@@ -1,0 +1,108 @@
+//! Time-based start positions against a real, persistent Kafka-protocol
+//! broker with offset lookup by time (Tansu, sqlite storage): a group started
+//! `at` a time or at a `window-boundary` applies exactly what follows it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{assert_matches_truth, fresh_cluster, messages_applied, Broker, ConsumerProcess};
+use consumer::start::{resolve, StartPosition};
+use topics::TopicKind;
+
+/// A Tansu broker in a temporary directory, stopped on drop.
+struct Tansu {
+    child: std::process::Child,
+    bootstrap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tansu_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("DUALWRITE_TANSU") {
+        return PathBuf::from(bin);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../compose/local/tansu");
+    let out = std::process::Command::new(script).output().expect("compose/local/tansu");
+    assert!(out.status.success(), "building tansu failed: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+async fn start_tansu() -> Tansu {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(tansu_binary())
+        .current_dir(dir.path())
+        // sqlite storage, relative to the working directory: memory storage loses messages.
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "sqlite://tansu.db"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("tansu.log")).expect("log file"))
+        .spawn()
+        .expect("spawn tansu");
+    let bootstrap = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&bootstrap).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start listening");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Tansu { child, bootstrap, _dir: dir }
+}
+
+/// The harness's broker handle, pointed at Tansu instead of the mock.
+async fn tansu_broker(tansu: &Tansu, tag: &str) -> Broker {
+    let prefix = format!("{}.", common::unique(tag));
+    let specs = topics::spec::default_topics(&prefix, common::PARTITIONS, 1);
+    topics::admin::create_topics(&tansu.bootstrap, &specs).await.expect("create topics");
+    Broker::external(&tansu.bootstrap, &prefix)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_started_at_a_time_or_a_window_boundary_apply_exactly_what_follows() {
+    let tansu = start_tansu().await;
+    let broker = tansu_broker(&tansu, "timestart").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    // Part one starts 7 minutes into an hour, so its hour is not whole; part
+    // two starts on a later whole hour.
+    let hour = 3_600_000;
+    let part_one_start = (now - 3 * hour).div_euclid(hour) * hour + 7 * 60_000;
+    let part_two_start = (now - hour).div_euclid(hour) * hour;
+    broker.produce_from(6_000, 71, None, part_one_start).await;
+    let part_two = broker.produce_from(6_000, 72, None, part_two_start).await;
+
+    let client = {
+        let mut c = rdkafka::config::ClientConfig::new();
+        c.set("bootstrap.servers", &tansu.bootstrap);
+        c
+    };
+    let topics = vec![broker.topic(TopicKind::QueryStats), broker.topic(TopicKind::SlowQueries)];
+    // A lookup past every message must land on the end of the log, not on 0.
+    let future = resolve(&client, &topics, StartPosition::At(now + hour)).expect("resolve").expect("time start");
+    let marks = broker.watermarks().await;
+    for (key, start) in &future {
+        assert_eq!(start.offset, marks[key].1, "{key:?}: a lookup with no match must answer the end");
+    }
+    let boundary = resolve(&client, &topics, StartPosition::WindowBoundary(3600)).expect("resolve").expect("start");
+    let boundary_ms = boundary.values().next().expect("partitions").covered_from_ms;
+    assert_eq!(boundary_ms, part_one_start.div_euclid(hour) * hour + hour, "first whole hour after part one's start");
+
+    let at = chrono::DateTime::from_timestamp_millis(part_two_start).expect("time").to_rfc3339();
+    for (tag, start) in [("at", format!("at={at}")), ("boundary", "window-boundary".to_string())] {
+        let cluster = fresh_cluster("old", &format!("timestart_{tag}")).await;
+        let group = format!("{}_{tag}", common::unique("g"));
+        let process = ConsumerProcess::spawn_with(&cluster, &broker, &group, 1000, &["--start", &start]);
+        process.wait_assigned(1, Duration::from_secs(60)).await;
+        common::wait_caught_up_since(&cluster.config, &broker, &std::collections::HashMap::new(), Duration::from_secs(120))
+            .await;
+        assert!(process.terminate().await.success());
+        assert_matches_truth(&cluster.config, &part_two).await;
+        assert_eq!(messages_applied(&cluster.config).await, part_two.messages, "start {start}");
+    }
+}
