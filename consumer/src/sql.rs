@@ -42,10 +42,12 @@ pub fn lit(v: impl Into<Value>) -> String {
 
 /// A binary literal (`X'..'`); `lit` would send valid UTF-8 bytes as a string.
 pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2 + 3);
     out.push_str("X'");
     for b in bytes {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     out.push('\'');
     out

@@ -44,6 +44,12 @@ struct RunArgs {
     /// Cluster file (TOML) of the cluster this group writes.
     #[arg(long, env = "DUALWRITE_CLUSTER")]
     cluster: PathBuf,
+    /// Use this database on every shard instead of the cluster file's (rehearsals, benchmarks).
+    #[arg(long)]
+    database: Option<String>,
+    /// Use this control database instead of the cluster file's.
+    #[arg(long)]
+    control_database: Option<String>,
     /// Kafka bootstrap servers.
     #[arg(long, env = "DUALWRITE_BROKERS")]
     brokers: String,
@@ -118,8 +124,14 @@ fn main() -> anyhow::Result<()> {
             return status(cluster, brokers, topic_prefix, allowed_lateness, json);
         }
     };
-    let cluster = cluster::config::ClusterConfig::load(&args.cluster)
+    let mut cluster = cluster::config::ClusterConfig::load(&args.cluster)
         .with_context(|| format!("loading cluster file {}", args.cluster.display()))?;
+    if let Some(db) = &args.database {
+        cluster = cluster.with_database(db).context("--database")?;
+    }
+    if let Some(db) = &args.control_database {
+        cluster = cluster.with_control_database(db).context("--control-database")?;
+    }
     let codec = match &args.schema_dir {
         Some(dir) => topics::Codec::from_dir(dir),
         None => topics::Codec::embedded(),

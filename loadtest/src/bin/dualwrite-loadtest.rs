@@ -38,6 +38,24 @@ enum Command {
         #[arg(long)]
         truth: PathBuf,
     },
+    /// Measure the consumer against the read and write ceilings of the same broker and shards.
+    Bench {
+        /// Kafka to use; default: a private librdkafka mock cluster in this process.
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, env = "DUALWRITE_OLD_CLUSTER")]
+        old: PathBuf,
+        #[arg(long, env = "DUALWRITE_NEW_CLUSTER")]
+        new: PathBuf,
+        #[arg(long, default_value_t = 200_000)]
+        messages: u64,
+        /// Rows for the INSERT ceiling.
+        #[arg(long, default_value_t = 200_000)]
+        insert_rows: u64,
+        /// Where to write the JSON result.
+        #[arg(long, default_value = "bench.json")]
+        json: PathBuf,
+    },
     /// Compare a cluster with a ground truth; prints every difference, exits 1 if any.
     Check {
         #[arg(long, env = "DUALWRITE_CLUSTER")]
@@ -82,6 +100,40 @@ fn main() -> anyhow::Result<()> {
                     truth.display()
                 );
                 Ok::<bool, anyhow::Error>(true)
+            }
+            Command::Bench { brokers, old, new, messages, insert_rows, json } => {
+                let prefix = format!("bench{}.", chrono::Utc::now().format("%H%M%S"));
+                // The mock lives as long as this scope; a real broker needs its topics created.
+                let mock;
+                let brokers = match brokers {
+                    Some(b) => {
+                        let specs = topics::spec::default_topics(&prefix, 16, 1);
+                        topics::admin::create_topics(&b, &specs).await.context("creating bench topics")?;
+                        b
+                    }
+                    None => {
+                        mock = rdkafka::mocking::MockCluster::new(3).context("starting a mock cluster")?;
+                        for spec in topics::spec::default_topics(&prefix, 16, 1) {
+                            mock.create_topic(&spec.name, spec.partitions, spec.replication).context("creating topics")?;
+                        }
+                        mock.bootstrap_servers()
+                    }
+                };
+                let config = loadtest::bench::BenchConfig {
+                    brokers,
+                    topic_prefix: prefix,
+                    messages,
+                    old,
+                    new,
+                    consumer_bin: loadtest::bench::sibling_binary("dualwrite-consumer"),
+                    insert_rows,
+                };
+                let report = loadtest::bench::run(&config).await.context("benchmark")?;
+                print!("{}", loadtest::bench::render(&report));
+                std::fs::write(&json, serde_json::to_vec_pretty(&report).context("encoding json")?)
+                    .with_context(|| format!("writing {}", json.display()))?;
+                println!("json: {}", json.display());
+                Ok(true)
             }
             Command::Check { cluster, truth, wait } => {
                 let config = cluster::config::ClusterConfig::load(&cluster)

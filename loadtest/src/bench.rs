@@ -1,0 +1,343 @@
+//! `dualwrite-loadtest bench`: the consumer's throughput next to the ceilings
+//! it works under, all measured in the same run on the same broker and shards:
+//! (a) a plain librdkafka consumer (and kcat, when installed) reading the same
+//! topics, (b) multi-row INSERTs into the same shards with no consumer in the
+//! way, (c) the consumer for one group and for two groups at once, with its
+//! peak RSS and how many messages it folds into one written row.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cluster::config::ClusterConfig;
+use cluster::pool::ShardPools;
+use mysql_async::prelude::Queryable;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::Offset;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use topics::TopicKind;
+
+use crate::produce::{produce, ProduceConfig};
+use crate::workload::WorkloadConfig;
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub brokers: String,
+    pub topic_prefix: String,
+    pub messages: u64,
+    pub old: PathBuf,
+    pub new: PathBuf,
+    /// Where `dualwrite-consumer` is.
+    pub consumer_bin: PathBuf,
+    pub insert_rows: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConsumerRun {
+    pub group_count: u32,
+    pub messages: u64,
+    pub seconds: f64,
+    /// Messages applied per second, all groups together.
+    pub events_per_s: f64,
+    /// Rows upserted or inserted per second, all groups together.
+    pub rows_per_s: f64,
+    pub peak_rss_mib: f64,
+    /// Messages per written row.
+    pub coalescing_ratio: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BenchReport {
+    pub messages: u64,
+    pub produce_msgs_per_s: f64,
+    /// A plain librdkafka consumer, no decoding: the read ceiling.
+    pub raw_consume_msgs_per_s: f64,
+    /// Debian's kcat reading the same topics, if installed.
+    pub kcat_msgs_per_s: Option<f64>,
+    /// Multi-row INSERTs (500 rows) into the new cluster's shards, one writer per shard.
+    pub insert_ceiling_rows_per_s: f64,
+    pub one_group: ConsumerRun,
+    pub two_groups: ConsumerRun,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("database: {0}")]
+    Db(#[from] mysql_async::Error),
+}
+
+pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
+    let setup = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
+    let old = ClusterConfig::load(&config.old).map_err(|e| setup(&e))?;
+    let new = ClusterConfig::load(&config.new).map_err(|e| setup(&e))?;
+    let mut report = BenchReport { messages: config.messages, ..Default::default() };
+
+    let started = Instant::now();
+    let produce_config = ProduceConfig {
+        brokers: config.brokers.clone(),
+        topic_prefix: config.topic_prefix.clone(),
+        messages: config.messages,
+        rate: None,
+        workload: WorkloadConfig::new(1, chrono::Utc::now().timestamp_millis() - 3_600_000),
+    };
+    produce(&produce_config, &CancellationToken::new()).await.map_err(|e| setup(&e))?;
+    report.produce_msgs_per_s = rate(config.messages, started.elapsed());
+
+    let topics: Vec<String> =
+        [TopicKind::QueryStats, TopicKind::SlowQueries].iter().map(|k| format!("{}{}", config.topic_prefix, k.as_str())).collect();
+    report.raw_consume_msgs_per_s = raw_consume(&config.brokers, &topics, config.messages).await?;
+    report.kcat_msgs_per_s = kcat(&config.brokers, &topics).await;
+    report.insert_ceiling_rows_per_s = insert_ceiling(&new, config.insert_rows).await?;
+
+    let tag = chrono::Utc::now().format("%H%M%S").to_string();
+    report.one_group = consume(config, &[(&config.old, &old, format!("bench_{tag}_a1"))]).await?;
+    report.two_groups = consume(
+        config,
+        &[(&config.old, &old, format!("bench_{tag}_a2")), (&config.new, &new, format!("bench_{tag}_b2"))],
+    )
+    .await?;
+    Ok(report)
+}
+
+fn rate(n: u64, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Reads every message of `topics` from the start with a bare consumer.
+async fn raw_consume(brokers: &str, topics: &[String], expected: u64) -> Result<f64, BenchError> {
+    let (brokers, topics) = (brokers.to_string(), topics.to_vec());
+    tokio::task::spawn_blocking(move || -> Result<f64, BenchError> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "dualwrite-bench-raw")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for topic in &topics {
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+                }
+            }
+        }
+        consumer.assign(&tpl)?;
+        let started = Instant::now();
+        let mut seen = 0u64;
+        while seen < expected && started.elapsed() < Duration::from_secs(300) {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                seen += 1;
+            }
+        }
+        Ok(rate(seen, started.elapsed()))
+    })
+    .await
+    .map_err(|e| BenchError::Setup(e.to_string()))?
+}
+
+/// `kcat -C ... -e` over the same topics, when kcat is installed.
+async fn kcat(brokers: &str, topics: &[String]) -> Option<f64> {
+    let started = Instant::now();
+    let mut total = 0u64;
+    for topic in topics {
+        let out = tokio::process::Command::new("kcat")
+            .args(["-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%o\\n"])
+            .output()
+            .await
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        total += out.stdout.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    Some(rate(total, started.elapsed()))
+}
+
+/// Multi-row INSERTs of stats-shaped rows into a scratch table on every shard at once.
+async fn insert_ceiling(cluster: &ClusterConfig, rows: u64) -> Result<f64, BenchError> {
+    let db = format!("dw_bench_insert_{}", std::process::id());
+    let scratch = cluster.with_database(&db).map_err(|e| BenchError::Setup(e.to_string()))?;
+    cluster::schema::apply(&scratch, chrono::Utc::now().date_naive(), 1, 1).await.map_err(|e| BenchError::Setup(e.to_string()))?;
+    let pools = ShardPools::new(&scratch);
+    let per_shard = rows / pools.len() as u64;
+    let sketch = "X'".to_string() + &"ab".repeat(200) + "'";
+    let started = Instant::now();
+    let writers = pools.shards().iter().enumerate().map(|(s, pool)| {
+        let sketch = sketch.clone();
+        async move {
+            let mut conn = pool.get_conn().await?;
+            let mut written = 0u64;
+            while written < per_shard {
+                let n = (per_shard - written).min(500);
+                let values: Vec<String> = (0..n)
+                    .map(|i| {
+                        let id = (s as u64) << 40 | (written + i);
+                        format!("({id},'{id:016x}','2026-01-01 00:00:00',X'0000000000000000',1,2,3,4,5,6,{sketch})")
+                    })
+                    .collect();
+                conn.query_drop(format!(
+                    "INSERT INTO query_stats_minute (database_id, fingerprint, window_start, keyspace_id, query_count, \
+                     total_duration_us, max_duration_us, rows_read, rows_returned, error_count, latency_sketch) VALUES {}",
+                    values.join(",")
+                ))
+                .await?;
+                written += n;
+            }
+            Ok::<u64, mysql_async::Error>(written)
+        }
+    });
+    let mut total = 0;
+    for r in futures::future::join_all(writers).await {
+        total += r?;
+    }
+    let elapsed = started.elapsed();
+    pools.disconnect().await;
+    drop_databases(&scratch).await?;
+    Ok(rate(total, elapsed))
+}
+
+/// Runs one consumer process per (cluster, database) until every group has
+/// applied every message; fresh databases, dropped afterwards.
+async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String)]) -> Result<ConsumerRun, BenchError> {
+    let mut children = Vec::new();
+    for (file, cluster, db) in runs {
+        let scratch = cluster
+            .with_database(db)
+            .and_then(|c| c.with_control_database(&format!("{db}_ctl")))
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        cluster::schema::apply(&scratch, chrono::Utc::now().date_naive(), 8, 3)
+            .await
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        let port = free_port()?;
+        let child = tokio::process::Command::new(&config.consumer_bin)
+            .args(["run", "--group", db, "--cluster"])
+            .arg(file)
+            .args(["--database", db, "--control-database", &format!("{db}_ctl")])
+            .args(["--brokers", &config.brokers, "--topic-prefix", &config.topic_prefix])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("starting {}: {e}", config.consumer_bin.display())))?;
+        children.push((child, port, scratch));
+    }
+    let started = Instant::now();
+    let mut peak_rss = 0f64;
+    loop {
+        let mut done = true;
+        for (child, port, _) in &children {
+            let applied = metric(*port, "dualwrite_consumer_messages_total", "outcome=\"applied\"").await;
+            done &= applied >= config.messages as f64;
+            if let Some(pid) = child.id() {
+                peak_rss = peak_rss.max(peak_rss_mib(pid));
+            }
+        }
+        if done {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err(BenchError::Setup("consumers did not finish within 10 minutes".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut rows = 0f64;
+    for (_, port, _) in &children {
+        rows += metric(*port, "dualwrite_consumer_rows_written_total", "").await;
+    }
+    for (mut child, _, scratch) in children {
+        if let Some(pid) = child.id() {
+            let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        }
+        let _ = child.wait().await;
+        drop_databases(&scratch).await?;
+    }
+    let messages = config.messages * runs.len() as u64;
+    Ok(ConsumerRun {
+        group_count: runs.len() as u32,
+        messages,
+        seconds,
+        events_per_s: messages as f64 / seconds,
+        rows_per_s: rows / seconds,
+        peak_rss_mib: peak_rss,
+        coalescing_ratio: messages as f64 / rows.max(1.0),
+    })
+}
+
+async fn drop_databases(cluster: &ClusterConfig) -> Result<(), BenchError> {
+    let pools = ShardPools::new(cluster);
+    for (i, shard) in cluster.shards.iter().enumerate() {
+        pools.shard(i).get_conn().await?.query_drop(format!("DROP DATABASE IF EXISTS `{}`", shard.endpoint.database)).await?;
+    }
+    if let (Some(pool), Some(control)) = (pools.control(), &cluster.control) {
+        pool.get_conn().await?.query_drop(format!("DROP DATABASE IF EXISTS `{}`", control.database)).await?;
+    }
+    pools.disconnect().await;
+    Ok(())
+}
+
+fn free_port() -> Result<u16, BenchError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| BenchError::Setup(format!("no free port: {e}")))
+}
+
+/// Sum of a Prometheus counter's series (whose labels contain `filter`) from a `/metrics` page.
+async fn metric(port: u16, name: &str, filter: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return 0.0 };
+    let request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return 0.0;
+    }
+    let mut body = String::new();
+    if stream.read_to_string(&mut body).await.is_err() {
+        return 0.0;
+    }
+    body.lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+pub fn render(r: &BenchReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("{:<44} {:>14}\n", "measure", "value"));
+    let mut line = |name: &str, v: String| out.push_str(&format!("{name:<44} {v:>14}\n"));
+    line("messages", r.messages.to_string());
+    line("produce (msg/s)", format!("{:.0}", r.produce_msgs_per_s));
+    line("raw librdkafka consume (msg/s)", format!("{:.0}", r.raw_consume_msgs_per_s));
+    line("kcat consume (msg/s)", r.kcat_msgs_per_s.map_or("-".into(), |v| format!("{v:.0}")));
+    line("multi-row INSERT ceiling, new cluster (rows/s)", format!("{:.0}", r.insert_ceiling_rows_per_s));
+    for (name, run) in [("one group", &r.one_group), ("two groups", &r.two_groups)] {
+        line(&format!("consumer, {name} (events/s)"), format!("{:.0}", run.events_per_s));
+        line(&format!("consumer, {name} (rows/s)"), format!("{:.0}", run.rows_per_s));
+        line(&format!("consumer, {name} peak RSS (MiB)"), format!("{:.1}", run.peak_rss_mib));
+        line(&format!("consumer, {name} messages per row"), format!("{:.2}", run.coalescing_ratio));
+    }
+    out
+}
+
+/// Where the other binaries are: next to this one.
+pub fn sibling_binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+        .join(name)
+}
