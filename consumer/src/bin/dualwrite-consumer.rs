@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Consume until SIGINT/SIGTERM (a second signal exits without draining).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Per partition: applied offset, lag (with --brokers), coverage start, settled-through time.
     Status {
         #[arg(long, env = "DUALWRITE_CLUSTER")]
@@ -119,7 +119,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 fn main() -> anyhow::Result<()> {
     cluster::process::init_tracing();
     let args = match Cli::parse().command {
-        Command::Run(args) => args,
+        Command::Run(args) => *args,
         Command::Status { cluster, brokers, topic_prefix, allowed_lateness, json } => {
             return status(cluster, brokers, topic_prefix, allowed_lateness, json);
         }
