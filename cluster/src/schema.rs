@@ -65,7 +65,8 @@ const QUERY_PATTERNS: &str = "CREATE TABLE IF NOT EXISTS query_patterns (
   normalized_sql MEDIUMTEXT NOT NULL,
   -- JSON array of table names.
   tables_used TEXT NOT NULL,
-  -- Merge rule (consumer and copier alike): first_seen = min, last_seen = max, text kept.
+  -- Merge rule (consumer and copier alike): first_seen = min, last_seen = max; the text of the
+  -- earliest sighting wins (ties: the smaller text), so writers commute.
   first_seen DATETIME(3) NOT NULL,
   last_seen DATETIME(3) NOT NULL,
   PRIMARY KEY (database_id, fingerprint)

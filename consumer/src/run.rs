@@ -21,6 +21,8 @@ use crate::{dead_letter, metrics};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Longest one shard transaction may take before it is abandoned and retried.
+const SHARD_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often an idle consumer confirms its caught-up partitions, so that
 /// windows settle on partitions that receive nothing new.
 const IDLE_CONFIRM_EVERY: Duration = Duration::from_secs(5);
@@ -92,7 +94,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         retention_ms: i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX),
     };
     let shared = Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds, rules, starts });
-    let mut batcher = Batcher { config: &config, started: Default::default(), shared, pools: &pools, control, source: &source, shutdown: &shutdown };
+    let mut batcher = Batcher { config: &config, progress: Default::default(), started: Default::default(), shared, pools: &pools, control, source: &source, shutdown: &shutdown };
     let result = batcher.run(receivers).await;
 
     // The receivers are gone, so a revoke during close cannot block on them.
@@ -121,8 +123,22 @@ async fn check_schema(pools: &ShardPools, cluster: &ClusterConfig) -> Result<(),
     Ok(())
 }
 
+/// For the periodic progress line.
+#[derive(Default)]
+struct Progress {
+    applied: u64,
+    reported_applied: u64,
+    reported_at: Option<Instant>,
+    /// Lag per partition as of its last batch.
+    lag: HashMap<(String, i32), i64>,
+}
+
+/// How often a running consumer logs its rate and lag.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
 struct Batcher<'a> {
     config: &'a ConsumerConfig,
+    progress: tokio::sync::Mutex<Progress>,
     /// Partitions known to have fence rows on this cluster.
     started: tokio::sync::Mutex<std::collections::HashSet<(String, i32)>>,
     shared: Arc<Shared>,
@@ -247,6 +263,27 @@ impl Batcher<'_> {
         }
     }
 
+    /// One log line every [`PROGRESS_EVERY`]: messages applied, rate, lag and
+    /// the time to catch up at that rate.
+    async fn report_progress(&self) {
+        let mut p = self.progress.lock().await;
+        let now = Instant::now();
+        let Some(since) = p.reported_at else {
+            p.reported_at = Some(now);
+            return;
+        };
+        let elapsed = now.duration_since(since);
+        if elapsed < PROGRESS_EVERY {
+            return;
+        }
+        let rate = (p.applied - p.reported_applied) as f64 / elapsed.as_secs_f64();
+        let lag: i64 = p.lag.values().sum();
+        let eta_s = if lag > 0 && rate > 0.0 { (lag as f64 / rate) as u64 } else { 0 };
+        tracing::info!(applied = p.applied, rate = rate as u64, lag, eta_s, "progress");
+        p.reported_applied = p.applied;
+        p.reported_at = Some(now);
+    }
+
     /// Best effort: a failure only delays settlement until the next tick.
     async fn confirm_idle(&self, assigned: &std::collections::BTreeSet<(String, i32)>) {
         let ends: Vec<(String, i32, i64)> = match self.source.watermarks.lock() {
@@ -285,6 +322,7 @@ impl Batcher<'_> {
             plan.ranges.iter().map(|r| (r.topic.to_string(), r.partition, r.next_offset)).collect();
         self.source.store(&offsets);
         metrics::batch(started.elapsed(), plan.message_count());
+        self.report_progress().await;
         Ok(())
     }
 
@@ -328,10 +366,12 @@ impl Batcher<'_> {
                 skipped[i] += outcome.skipped[i];
             }
         }
+        let mut progress = self.progress.lock().await;
         for (i, r) in plan.ranges.iter().enumerate() {
             if let Some(hw) = high_watermarks[i] {
-                metrics::lag(&r.topic, r.partition, (hw - r.next_offset).max(0));
+                progress.lag.insert((r.topic.to_string(), r.partition), (hw - r.next_offset).max(0));
             }
+            progress.applied += applied[i];
             metrics::messages(&r.topic, "applied", applied[i]);
             metrics::messages(&r.topic, "skipped_below_fence", skipped[i]);
         }
@@ -342,7 +382,13 @@ impl Batcher<'_> {
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
         let pool = self.pools.shard(shard);
         loop {
-            match apply_shard(pool, items, fence).await {
+            // A shard that stops answering (frozen, partitioned) must not hang
+            // the batch or shutdown: a timed-out attempt rolls back and retries.
+            let attempt = match tokio::time::timeout(SHARD_ATTEMPT_TIMEOUT, apply_shard(pool, items, fence)).await {
+                Ok(result) => result,
+                Err(_) => Err(mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed)),
+            };
+            match attempt {
                 Ok(outcome) => {
                     record_outcome(shard, &outcome);
                     return Ok(outcome);

@@ -95,6 +95,10 @@ impl ClientContext for SourceContext {
                 if *partition >= 0 && end >= 0 {
                     marks.insert((topic.clone(), *partition), end);
                 }
+                // librdkafka's own lag (end minus committed), for assigned partitions only.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    crate::metrics::lag(topic, *partition, p.consumer_lag);
+                }
             }
         }
     }
