@@ -15,7 +15,7 @@ use topics::LatencySketch;
 
 use crate::plan::{ItemBody, PartitionRange, ShardItem};
 use crate::rows::{PatternRow, SlowRow, StatsKey, StatsRow};
-use crate::sql::{chunks, datetime, datetime_ms, datetime_us, hex, lit, tuple, CHUNK_ROWS};
+use crate::sql::{chunks, column, datetime, datetime_ms, datetime_us, hex, lit, tuple, CHUNK_ROWS};
 
 /// What the transaction did, for metrics and logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -235,24 +235,20 @@ async fn load_stats(
 }
 
 fn parse_stats_row(mut row: Row) -> Result<(StatsKey, StatsRow), mysql_async::Error> {
-    fn take<T: mysql_async::prelude::FromValue>(row: &mut Row, i: usize) -> Result<T, mysql_async::Error> {
-        row.take_opt::<T, usize>(i)
-            .and_then(Result::ok)
-            .ok_or_else(|| mysql_async::Error::Other(format!("stored stats row: column {i} missing or mistyped").into()))
-    }
-    let key = StatsKey { database_id: take(&mut row, 0)?, fingerprint: take(&mut row, 1)?, window_start: take(&mut row, 2)? };
-    let keyspace_id: Vec<u8> = take(&mut row, 3)?;
-    let sketch_bytes: Vec<u8> = take(&mut row, 10)?;
+    const WHAT: &str = "stored stats row";
+    let key = StatsKey { database_id: column(&mut row, 0, WHAT)?, fingerprint: column(&mut row, 1, WHAT)?, window_start: column(&mut row, 2, WHAT)? };
+    let keyspace_id: Vec<u8> = column(&mut row, 3, WHAT)?;
+    let sketch_bytes: Vec<u8> = column(&mut row, 10, WHAT)?;
     let sketch = LatencySketch::decode(&sketch_bytes)
         .map_err(|e| mysql_async::Error::Other(format!("stored latency_sketch of {key:?}: {e}").into()))?;
     let stats = StatsRow {
         keyspace_id: keyspace_id.try_into().unwrap_or([0; 8]),
-        query_count: take(&mut row, 4)?,
-        total_duration_us: take(&mut row, 5)?,
-        max_duration_us: take(&mut row, 6)?,
-        rows_read: take(&mut row, 7)?,
-        rows_returned: take(&mut row, 8)?,
-        error_count: take(&mut row, 9)?,
+        query_count: column(&mut row, 4, WHAT)?,
+        total_duration_us: column(&mut row, 5, WHAT)?,
+        max_duration_us: column(&mut row, 6, WHAT)?,
+        rows_read: column(&mut row, 7, WHAT)?,
+        rows_returned: column(&mut row, 8, WHAT)?,
+        error_count: column(&mut row, 9, WHAT)?,
         sketch,
     };
     Ok((key, stats))

@@ -99,26 +99,22 @@ pub async fn progress(pools: &ShardPools) -> Result<Vec<PartitionProgress>, mysq
 }
 
 fn parse_fence_row(mut row: mysql_async::Row) -> Result<PartitionProgress, mysql_async::Error> {
-    fn col<T: mysql_async::prelude::FromValue>(row: &mut mysql_async::Row, i: usize) -> Result<T, mysql_async::Error> {
-        row.take_opt::<T, usize>(i)
-            .and_then(Result::ok)
-            .ok_or_else(|| mysql_async::Error::Other(format!("dw_offset_fence column {i} missing or mistyped").into()))
-    }
+    const WHAT: &str = "dw_offset_fence";
     Ok(PartitionProgress {
-        topic: col(&mut row, 0)?,
-        partition: col(&mut row, 1)?,
+        topic: crate::sql::column(&mut row, 0, WHAT)?,
+        partition: crate::sql::column(&mut row, 1, WHAT)?,
         shards: 1,
-        next_offset: col(&mut row, 2)?,
-        first_offset: col(&mut row, 3)?,
-        covered_from_ms: col(&mut row, 4)?,
-        max_message_ms: col(&mut row, 5)?,
-        reached_end: col::<u8>(&mut row, 6)? != 0,
-        high_watermark: col(&mut row, 7)?,
-        updated_at_ms: col(&mut row, 8)?,
-        consumer_group: col(&mut row, 9)?,
-        messages_applied: col(&mut row, 10)?,
-        late_messages: col(&mut row, 11)?,
-        expired_messages: col(&mut row, 12)?,
+        next_offset: crate::sql::column(&mut row, 2, WHAT)?,
+        first_offset: crate::sql::column(&mut row, 3, WHAT)?,
+        covered_from_ms: crate::sql::column(&mut row, 4, WHAT)?,
+        max_message_ms: crate::sql::column(&mut row, 5, WHAT)?,
+        reached_end: crate::sql::column::<u8>(&mut row, 6, WHAT)? != 0,
+        high_watermark: crate::sql::column(&mut row, 7, WHAT)?,
+        updated_at_ms: crate::sql::column(&mut row, 8, WHAT)?,
+        consumer_group: crate::sql::column(&mut row, 9, WHAT)?,
+        messages_applied: crate::sql::column(&mut row, 10, WHAT)?,
+        late_messages: crate::sql::column(&mut row, 11, WHAT)?,
+        expired_messages: crate::sql::column(&mut row, 12, WHAT)?,
     })
 }
 

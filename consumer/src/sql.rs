@@ -35,6 +35,18 @@ pub fn chunks(values: &[String]) -> Vec<&[String]> {
     out
 }
 
+/// Column `i` of a result row, or an error naming the table when it is
+/// missing or of another type (a schema that drifted from this code).
+pub fn column<T: mysql_async::prelude::FromValue>(
+    row: &mut mysql_async::Row,
+    i: usize,
+    table: &str,
+) -> Result<T, mysql_async::Error> {
+    row.take_opt::<T, usize>(i)
+        .and_then(Result::ok)
+        .ok_or_else(|| mysql_async::Error::Other(format!("{table}: column {i} missing or mistyped").into()))
+}
+
 /// An SQL literal for `v`.
 pub fn lit(v: impl Into<Value>) -> String {
     v.into().as_sql(false)

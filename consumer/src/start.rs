@@ -73,16 +73,7 @@ pub fn resolve(
         StartPosition::WindowBoundary(seconds) => (0, Some(seconds.max(1) * 1000)),
     };
     let probe = probe(client)?;
-    let mut parts: Vec<(String, i32, i64, i64)> = Vec::new();
-    for topic in topics {
-        let metadata = probe.fetch_metadata(Some(topic), TIMEOUT)?;
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                let (low, high) = probe.fetch_watermarks(topic, p.id(), TIMEOUT)?;
-                parts.push((topic.clone(), p.id(), low, high));
-            }
-        }
-    }
+    let parts = topics::admin::watermarks(&probe, topics, TIMEOUT)?;
     check_time_lookup(&probe, &parts)?;
     let at_ms = match boundary {
         None => at_ms,

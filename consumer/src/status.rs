@@ -7,7 +7,7 @@ use std::time::Duration;
 use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use crate::coverage::{progress, PartitionProgress};
@@ -116,16 +116,8 @@ pub async fn broker_ends(brokers: &str, topics: &[String]) -> Result<Ends, Statu
             .set("group.id", "dualwrite-status")
             .set("enable.auto.commit", "false")
             .create()?;
-        let mut out = Vec::new();
-        for topic in &topics {
-            let metadata = client.fetch_metadata(Some(topic), BROKER_TIMEOUT)?;
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    let (_, high) = client.fetch_watermarks(topic, p.id(), BROKER_TIMEOUT)?;
-                    out.push(((topic.clone(), p.id()), high));
-                }
-            }
-        }
+        let parts = topics::admin::watermarks(&client, &topics, BROKER_TIMEOUT)?;
+        let out = parts.into_iter().map(|(topic, partition, _, high)| ((topic, partition), high)).collect();
         Ok(out)
     })
     .await

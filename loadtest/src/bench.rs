@@ -119,13 +119,8 @@ async fn raw_consume(brokers: &str, topics: &[String], expected: u64) -> Result<
             .set("enable.auto.commit", "false")
             .create()?;
         let mut tpl = TopicPartitionList::new();
-        for topic in &topics {
-            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-                }
-            }
+        for (topic, partition, _, _) in topics::admin::watermarks(&consumer, &topics, Duration::from_secs(10))? {
+            tpl.add_partition_offset(&topic, partition, Offset::Beginning)?;
         }
         consumer.assign(&tpl)?;
         let started = Instant::now();

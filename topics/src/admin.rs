@@ -43,3 +43,24 @@ pub async fn create_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), Adm
     }
     Ok(())
 }
+
+/// Every partition of `topics` with its (low, high) watermarks. Blocking:
+/// call it off the async workers.
+pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    client: &rdkafka::consumer::BaseConsumer<C>,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<(String, i32, i64, i64)>, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let mut out = Vec::new();
+    for topic in topics {
+        let metadata = client.fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (low, high) = client.fetch_watermarks(topic, p.id(), timeout)?;
+                out.push((topic.clone(), p.id(), low, high));
+            }
+        }
+    }
+    Ok(out)
+}
