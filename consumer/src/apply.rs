@@ -96,6 +96,7 @@ pub async fn apply_shard(pool: &Pool, items: &[ShardItem], fence: &FenceInfo<'_>
         }
         out.applied[item.range] += 1;
         match &item.body {
+            // Counted above and skipped.
             ItemBody::Expired => {}
             ItemBody::Stats { minute: key, hour_window, row, pattern, .. } => {
                 minute.entry(key.clone()).or_default().push(row);
@@ -350,6 +351,7 @@ async fn advance_fences(
     current: &[i64],
     outcome: &ShardOutcome,
 ) -> Result<(), mysql_async::Error> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let rows: Vec<String> = fence
         .ranges
         .iter()
@@ -365,7 +367,8 @@ async fn advance_fences(
                 lit(r.first_offset),
                 lit(r.first_message_ms),
                 lit(fence.covered_from(r)),
-                lit(r.max_message_ms),
+                // A producer clock running ahead must not settle windows early.
+                lit(r.max_message_ms.min(now_ms)),
                 lit(u8::from(reached_end)),
                 lit(hw.unwrap_or(-1)),
                 lit(fence.group),

@@ -17,7 +17,7 @@ pub fn describe() {
     describe_histogram!("dualwrite_consumer_batch_messages", Unit::Count, "Messages per batch.");
     describe_gauge!("dualwrite_consumer_paused", "1 while fetching is paused because the batcher is stalled (a shard is slow or down).");
     describe_counter!("dualwrite_consumer_pauses_total", "Times fetching was paused for backpressure.");
-    describe_gauge!("dualwrite_consumer_lag_messages", Unit::Count, "High watermark minus the next offset to apply, by topic and partition.");
+    describe_gauge!("dualwrite_consumer_lag_messages", Unit::Count, "End offset minus the committed offset, by topic and partition (librdkafka statistics).");
 }
 
 pub fn messages(topic: &str, outcome: &'static str, n: u64) {

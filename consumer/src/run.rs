@@ -8,6 +8,7 @@ use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
 use futures::future::join_all;
 use mysql_async::prelude::Queryable;
+use rdkafka::consumer::Consumer;
 use mysql_async::Pool;
 use tokio_util::sync::CancellationToken;
 use topics::{Codec, TopicKind};
@@ -39,7 +40,7 @@ pub enum ConsumerError {
     Shard { shard: usize, range: String, source: mysql_async::Error },
     #[error("control database (dead letters): {0}")]
     Control(mysql_async::Error),
-    #[error("schema missing on shard {shard}: {source}; run `dualwrite-cluster schema apply --cluster <file>` first")]
+    #[error("schema missing on shard {shard}: {source}; run `dualwrite-cluster schema --cluster <file>` first")]
     Schema { shard: String, source: mysql_async::Error },
     #[error("internal: {0}")]
     Internal(String),
@@ -123,6 +124,9 @@ async fn check_schema(pools: &ShardPools, cluster: &ClusterConfig) -> Result<(),
     Ok(())
 }
 
+/// A number (offset or time) for one (topic, partition).
+type PartitionValue = ((String, i32), i64);
+
 /// For the periodic progress line.
 #[derive(Default)]
 struct Progress {
@@ -153,7 +157,6 @@ impl Batcher<'_> {
         let max = self.config.batch_max_messages;
         let mut pending: Vec<Fetched> = Vec::with_capacity(max);
         let mut deadline: Option<tokio::time::Instant> = None;
-        let mut assigned: std::collections::BTreeSet<(String, i32)> = Default::default();
         let mut idle_tick = tokio::time::interval(IDLE_CONFIRM_EVERY);
         idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -168,11 +171,9 @@ impl Batcher<'_> {
                 _ = self.shutdown.cancelled() => break,
                 control = rx.control.recv() => match control {
                     Some(Control::Revoke { partitions, done }) => {
-                        for p in &partitions {
-                            assigned.remove(p);
-                        }
-                        // Everything fetched before the revoke is in the data
-                        // channel already: it belongs to the batch being finished.
+                        // What was fetched before the revoke and already handed
+                        // over belongs to the batch being finished (a message the
+                        // poll thread still holds comes later and is fenced).
                         while let Ok(m) = rx.data.try_recv() {
                             pending.push(m);
                         }
@@ -182,14 +183,14 @@ impl Batcher<'_> {
                         let _ = done.send(());
                         flushed?;
                     }
-                    Some(Control::Assign { partitions }) => assigned.extend(partitions),
+                    Some(Control::Assign { .. }) => {}
                     None => break,
                 },
                 _ = timer => {
                     self.flush(&mut pending).await?;
                     deadline = None;
                 }
-                _ = idle_tick.tick(), if pending.is_empty() => self.confirm_idle(&assigned).await,
+                _ = idle_tick.tick(), if pending.is_empty() => self.confirm_idle().await,
                 message = rx.data.recv() => match message {
                     Some(m) => {
                         if pending.is_empty() {
@@ -227,39 +228,57 @@ impl Batcher<'_> {
             Ok(rows) => known.extend(rows),
             Err(e) => tracing::debug!(error = %e, "reading started partitions failed"),
         }
+        let mut lookups = Vec::new();
         for r in unknown {
             let key = (r.topic.to_string(), r.partition);
             if known.contains(&key) {
                 continue;
             }
             let from_time = self.shared.starts.as_ref().and_then(|s| s.get(&key)).filter(|s| s.offset == r.first_offset);
-            let covered = if r.first_offset == 0 {
-                0
-            } else if let Some(start) = from_time {
-                start.covered_from_ms
-            } else {
-                self.time_before(&r.topic, r.partition, r.first_offset).await.map_or(r.first_message_ms, |t| t + 1)
-            };
-            out.insert(key, covered);
+            match from_time {
+                _ if r.first_offset == 0 => {
+                    out.insert(key, 0);
+                }
+                Some(start) => {
+                    out.insert(key, start.covered_from_ms);
+                }
+                None => {
+                    out.insert(key.clone(), r.first_message_ms);
+                    lookups.push((key, r.first_offset - 1));
+                }
+            }
+        }
+        for (key, time) in self.times_of(lookups).await {
+            out.insert(key, time + 1);
         }
         out
     }
 
-    /// The time of the message just before `offset`, if it is still in the topic.
-    async fn time_before(&self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+    /// Message times at the given offsets, for those still in the topic;
+    /// one probe consumer for all of them, off the async workers.
+    async fn times_of(&self, wanted: Vec<PartitionValue>) -> Vec<PartitionValue> {
+        if wanted.is_empty() {
+            return Vec::new();
+        }
         let client = self.config.kafka_client_config();
-        let topic = topic.to_string();
-        let read = tokio::task::spawn_blocking(move || {
+        let read = tokio::task::spawn_blocking(move || -> Result<Vec<PartitionValue>, crate::start::StartError> {
             let probe = crate::start::probe(&client)?;
-            crate::start::timestamp_at(&probe, &topic, partition, offset - 1)
+            let mut out = Vec::new();
+            for ((topic, partition), offset) in wanted {
+                let (low, _) = probe.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+                if offset >= low {
+                    out.push(((topic.clone(), partition), crate::start::timestamp_at(&probe, &topic, partition, offset)?));
+                }
+            }
+            Ok(out)
         });
         match read.await {
-            Ok(Ok(t)) => Some(t),
+            Ok(Ok(times)) => times,
             Ok(Err(e)) => {
-                tracing::info!(error = %e, "previous message unavailable; coverage starts at the first applied message");
-                None
+                tracing::info!(error = %e, "previous messages unavailable; coverage starts at the first applied message");
+                Vec::new()
             }
-            Err(_) => None,
+            Err(_) => Vec::new(),
         }
     }
 
@@ -285,9 +304,18 @@ impl Batcher<'_> {
     }
 
     /// Best effort: a failure only delays settlement until the next tick.
-    async fn confirm_idle(&self, assigned: &std::collections::BTreeSet<(String, i32)>) {
+    async fn confirm_idle(&self) {
+        // librdkafka's own view of the assignment: control events may be dropped, this may not.
+        let Ok(assignment) = self.source.consumer.assignment() else { return };
         let ends: Vec<(String, i32, i64)> = match self.source.watermarks.lock() {
-            Ok(marks) => assigned.iter().filter_map(|k| marks.get(k).map(|end| (k.0.clone(), k.1, *end))).collect(),
+            Ok(marks) => assignment
+                .elements()
+                .iter()
+                .filter_map(|e| {
+                    let key = (e.topic().to_string(), e.partition());
+                    marks.get(&key).map(|end| (key.0, key.1, *end))
+                })
+                .collect(),
             Err(_) => return,
         };
         for (i, pool) in self.pools.shards().iter().enumerate() {
@@ -337,10 +365,17 @@ impl Batcher<'_> {
                 Err(e) => return Err(BatchError::Fatal(ConsumerError::Control(e))),
             }
         }
-        for d in &plan.dead_letters {
+        // Every one is counted; only the first few per batch are logged.
+        const LOGGED_PER_BATCH: usize = 5;
+        for (i, d) in plan.dead_letters.iter().enumerate() {
             metrics::dead_letter(d.reason);
             metrics::messages(&d.topic, "dead_letter", 1);
-            tracing::warn!(topic = %d.topic, partition = d.partition, offset = d.offset, reason = d.reason, detail = %d.detail, "message dead-lettered");
+            if i < LOGGED_PER_BATCH {
+                tracing::warn!(topic = %d.topic, partition = d.partition, offset = d.offset, reason = d.reason, detail = %d.detail, "message dead-lettered");
+            }
+        }
+        if plan.dead_letters.len() > LOGGED_PER_BATCH {
+            tracing::warn!(count = plan.dead_letters.len(), "messages dead-lettered in this batch (first ones logged)");
         }
 
         let coverage_starts = self.coverage_starts(plan).await;

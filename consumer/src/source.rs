@@ -83,10 +83,24 @@ pub struct SourceContext {
     /// Set while fetching is paused for backpressure; a new assignment is
     /// paused as soon as it arrives.
     stalled: AtomicBool,
+    /// When fetching last resumed (see [`RESUME_GRACE`]).
+    resumed_at: Mutex<Option<std::time::Instant>>,
 }
+
+/// After fetching resumes, end offsets in statistics may still be the ones
+/// from before the pause (too low); they are ignored for this long.
+const RESUME_GRACE: Duration = Duration::from_secs(3);
 
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
+        // End offsets come from fetch responses: while paused (and just after)
+        // they are stale, and a stale end would claim "caught up" too early.
+        if self.stalled.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.resumed_at.lock().ok().and_then(|t| *t).is_some_and(|t| t.elapsed() < RESUME_GRACE) {
+            return;
+        }
         let Ok(mut marks) = self.watermarks.lock() else { return };
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -172,15 +186,28 @@ impl SourceContext {
             tokio::time::timeout(RESUME_LOOKUP_TIMEOUT, crate::apply::resume_points(&pools)).await
         });
         let fences = match lookup {
-            Ok(Ok(fences)) => fences,
+            Ok(Ok(fences)) => Some(fences),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read the cluster's fences; resuming from committed offsets");
-                HashMap::new()
+                tracing::error!(error = %e, "cannot read the cluster's fences");
+                None
             }
             Err(_) => {
-                tracing::warn!("reading the cluster's fences timed out; resuming from committed offsets");
-                HashMap::new()
+                tracing::error!("reading the cluster's fences timed out");
+                None
             }
+        };
+        let Some(fences) = fences else {
+            // Without the fences, a `latest` or time-based start could jump
+            // past messages this cluster never applied: start uncommitted
+            // partitions from the beginning instead (the fences skip what was applied).
+            tracing::warn!("starting partitions without a committed offset from the beginning");
+            let committed = consumer.committed_offsets(tpl.clone(), RESUME_LOOKUP_TIMEOUT).ok();
+            for (topic, partition) in tpl_pairs(tpl) {
+                if !has_commit(committed.as_ref(), &topic, partition) {
+                    let _ = tpl.set_partition_offset(&topic, partition, Offset::Beginning);
+                }
+            }
+            return;
         };
         let committed = match &self.resume.starts {
             Some(_) => consumer.committed_offsets(tpl.clone(), RESUME_LOOKUP_TIMEOUT).ok(),
@@ -193,11 +220,8 @@ impl SourceContext {
                 from_fence += 1;
                 Some(*fence)
             } else {
-                let has_commit = committed
-                    .as_ref()
-                    .and_then(|c| c.find_partition(&topic, partition))
-                    .is_some_and(|e| matches!(e.offset(), Offset::Offset(_)));
-                let start = self.resume.starts.as_ref().and_then(|s| s.get(&key)).filter(|_| !has_commit);
+                let committed_here = has_commit(committed.as_ref(), &topic, partition);
+                let start = self.resume.starts.as_ref().and_then(|s| s.get(&key)).filter(|_| !committed_here);
                 start.map(|s| {
                     from_time += 1;
                     s.offset
@@ -211,6 +235,13 @@ impl SourceContext {
         }
         tracing::info!(from_fence, from_time, total = tpl.count(), "start offsets chosen");
     }
+}
+
+/// Whether the group has a committed offset for the partition.
+fn has_commit(committed: Option<&TopicPartitionList>, topic: &str, partition: i32) -> bool {
+    committed
+        .and_then(|c| c.find_partition(topic, partition))
+        .is_some_and(|e| matches!(e.offset(), Offset::Offset(_)))
 }
 
 fn tpl_pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
@@ -245,7 +276,13 @@ impl Source {
         let (control_tx, control) = mpsc::channel(CONTROL_CAPACITY);
         let watermarks = Watermarks::default();
         let context =
-            SourceContext { control: control_tx, resume, watermarks: watermarks.clone(), stalled: AtomicBool::new(false) };
+            SourceContext {
+                control: control_tx,
+                resume,
+                watermarks: watermarks.clone(),
+                stalled: AtomicBool::new(false),
+                resumed_at: Mutex::new(None),
+            };
         let consumer: Arc<BaseConsumer<SourceContext>> = Arc::new(client.create_with_context(context)?);
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
@@ -315,7 +352,8 @@ impl PollLoop<'_> {
                 match runtime.block_on(async { tokio::time::timeout(wait, self.tx.reserve()).await }) {
                     Ok(Ok(permit)) => {
                         permit.send(next);
-                        if held.is_empty() && self.stalled() {
+                        // Resume with room for a batch, not at the first free slot.
+                        if held.is_empty() && self.stalled() && self.tx.capacity() >= self.tx.max_capacity() / 2 {
                             self.set_paused(false);
                         }
                     }
@@ -333,6 +371,9 @@ impl PollLoop<'_> {
             }
             if self.tx.is_closed() {
                 return;
+            }
+            if self.stalled() && self.tx.capacity() >= self.tx.max_capacity() / 2 {
+                self.set_paused(false);
             }
             self.poll_into(&mut held, &mut topics);
         }
@@ -370,20 +411,33 @@ impl PollLoop<'_> {
     }
 
     fn set_paused(&self, paused: bool) {
-        self.consumer.context().stalled.store(paused, Ordering::SeqCst);
-        crate::metrics::paused(paused);
+        let context = self.consumer.context();
         let assignment = match self.consumer.assignment() {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "reading the assignment failed");
+                tracing::warn!(error = %e, "reading the assignment failed; will retry");
                 return;
             }
         };
         let result = if paused { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
-        match result {
-            Ok(()) if paused => tracing::warn!(partitions = assignment.count(), "batcher stalled (shard slow or down): fetching paused"),
-            Ok(()) => tracing::info!(partitions = assignment.count(), "batcher accepting again: fetching resumed"),
-            Err(e) => tracing::warn!(error = %e, paused, "pause/resume failed"),
+        if let Err(e) = result {
+            tracing::warn!(error = %e, paused, "pause/resume failed; will retry");
+            return;
+        }
+        // Only once it took effect, so a failure is retried on the next round.
+        context.stalled.store(paused, Ordering::SeqCst);
+        crate::metrics::paused(paused);
+        if paused {
+            // Ends seen before the pause say nothing about when it is over.
+            if let Ok(mut marks) = context.watermarks.lock() {
+                marks.clear();
+            }
+            tracing::warn!(partitions = assignment.count(), "batcher stalled (shard slow or down): fetching paused");
+        } else {
+            if let Ok(mut t) = context.resumed_at.lock() {
+                *t = Some(std::time::Instant::now());
+            }
+            tracing::info!(partitions = assignment.count(), "batcher accepting again: fetching resumed");
         }
     }
 }

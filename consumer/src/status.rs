@@ -103,10 +103,10 @@ pub async fn status(
     Ok(StatusReport { cluster: cluster.name.clone(), partitions, covered_from_ms, settled_through_ms })
 }
 
-/// End offset of every partition of `topics`.
 /// End offset per (topic, partition).
 pub type Ends = Vec<((String, i32), i64)>;
 
+/// End offset of every partition of `topics`.
 pub async fn broker_ends(brokers: &str, topics: &[String]) -> Result<Ends, StatusError> {
     let brokers = brokers.to_string();
     let topics = topics.to_vec();

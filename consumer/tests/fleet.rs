@@ -30,6 +30,9 @@ async fn a_group_started_mid_stream_covers_only_what_follows_its_start() {
 
     let group_b = ConsumerProcess::spawn_with(&cluster, &broker, "b", 1000, &["--start", "latest"]);
     group_b.wait_assigned(1, Duration::from_secs(60)).await;
+    // "latest" is resolved after the assignment is logged; let it settle
+    // before producing, or the first new messages would count as before it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let at_start = broker.watermarks().await;
     let truth = broker.produce_from(8_000, 32, None, after_start).await;
     common::wait_caught_up_since(&cluster.config, &broker, &at_start, Duration::from_secs(120)).await;
@@ -228,9 +231,10 @@ async fn a_time_based_start_on_a_broker_without_time_lookup_is_refused() {
         .await
         .expect("join");
         match result {
-            Err(StartError::NoTimeLookup { low, answered, .. }) => assert_ne!(low, answered),
+            Err(e @ StartError::NoTimeLookup { .. }) => {
+                assert!(e.to_string().contains("use --start earliest or latest"), "unhelpful error: {e}");
+            }
             other => panic!("{start:?} on the mock broker: expected NoTimeLookup, got {other:?}"),
         }
     }
-    assert!(matches!(resolve(&client, &topics, StartPosition::Earliest), Ok(None)));
 }

@@ -101,7 +101,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_order_does_not_change_the_bins() {
+    fn merge_order_does_not_change_counts_or_quantiles() {
         let parts: Vec<LatencySketch> = (0..3)
             .map(|k| {
                 let mut s = LatencySketch::new();
