@@ -158,22 +158,23 @@ fn route(
             if expired {
                 return Ok((shard, ItemBody::Expired));
             }
-            let minute = StatsKey {
-                database_id,
-                fingerprint: q.fingerprint.clone(),
-                window_start: window_start(q.interval_start, MINUTE_SECONDS),
-            };
+            // The event is owned: its strings move into the rows, not copied.
+            let row = StatsRow::from_event(keyspace_id, &q, sketch);
             let pattern = PatternRow {
                 keyspace_id,
-                normalized_sql: q.normalized_sql.clone(),
                 tables_json: tables_json(&q.tables),
+                normalized_sql: q.normalized_sql,
                 first_seen_ms: q.interval_start,
                 last_seen_ms: q.interval_start,
             };
             ItemBody::Stats {
                 hour_window: window_start(q.interval_start, HOUR_SECONDS),
-                row: StatsRow::from_event(keyspace_id, &q, sketch),
-                minute,
+                minute: StatsKey {
+                    database_id,
+                    fingerprint: q.fingerprint,
+                    window_start: window_start(q.interval_start, MINUTE_SECONDS),
+                },
+                row,
                 pattern,
                 late,
             }
