@@ -183,7 +183,6 @@ impl Batcher<'_> {
                         let _ = done.send(());
                         flushed?;
                     }
-                    Some(Control::Assign { .. }) => {}
                     None => break,
                 },
                 _ = timer => {

@@ -46,13 +46,12 @@ pub struct Fetched {
     pub payload: Option<Vec<u8>>,
 }
 
-/// Group membership changes, in the order librdkafka reported them.
+/// Group membership changes the batcher must act on.
 #[derive(Debug)]
 pub enum Control {
     /// Partitions are about to be taken away: finish (or abandon) what was
     /// fetched before this point, then reply.
     Revoke { partitions: Vec<(String, i32)>, done: std::sync::mpsc::SyncSender<()> },
-    Assign { partitions: Vec<(String, i32)> },
 }
 
 /// What the batcher reads.
@@ -164,14 +163,12 @@ impl ConsumerContext for SourceContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else { return };
-        let partitions = tpl_pairs(tpl);
-        tracing::info!(count = partitions.len(), "partitions assigned");
+        tracing::info!(count = tpl.count(), "partitions assigned");
         if self.stalled.load(Ordering::SeqCst) {
             if let Err(e) = consumer.pause(tpl) {
                 tracing::warn!(error = %e, "pausing the new assignment failed");
             }
         }
-        let _ = self.control.try_send(Control::Assign { partitions });
     }
 }
 
