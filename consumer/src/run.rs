@@ -97,6 +97,10 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     let shared = Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds, rules, starts });
     let mut batcher = Batcher { config: &config, progress: Default::default(), started: Default::default(), shared, pools: &pools, control, source: &source, shutdown: &shutdown };
     let result = batcher.run(receivers).await;
+    let (applied, skipped) = {
+        let p = batcher.progress.lock().await;
+        (p.applied, p.skipped)
+    };
 
     // The receivers are gone, so a revoke during close cannot block on them.
     tokio::task::spawn_blocking(move || source.shutdown())
@@ -107,7 +111,8 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         pools.disconnect().await;
     }
     match &result {
-        Ok(()) => tracing::info!("consumer stopped"),
+        // Totals for this process's lifetime: skipped = redelivered below a fence.
+        Ok(()) => tracing::info!(applied, skipped, "consumer stopped"),
         Err(e) => tracing::error!(error = %e, "consumer stopped on a fatal error"),
     }
     result
@@ -131,6 +136,7 @@ type PartitionValue = ((String, i32), i64);
 #[derive(Default)]
 struct Progress {
     applied: u64,
+    skipped: u64,
     reported_applied: u64,
     reported_at: Option<Instant>,
     /// Lag per partition as of its last batch.
@@ -406,6 +412,7 @@ impl Batcher<'_> {
                 progress.lag.insert((r.topic.to_string(), r.partition), (hw - r.next_offset).max(0));
             }
             progress.applied += applied[i];
+            progress.skipped += skipped[i];
             metrics::messages(&r.topic, "applied", applied[i]);
             metrics::messages(&r.topic, "skipped_below_fence", skipped[i]);
         }

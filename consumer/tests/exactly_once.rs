@@ -41,8 +41,14 @@ async fn a_new_group_resumes_at_the_clusters_fences() {
     assert_eq!(renamed.lines_containing("from_fence=32"), 1, "{}", renamed.log_text());
     let second = broker.produce_from(5_000, 12, None, chrono::Utc::now().timestamp_millis() - 3 * 3_600_000).await;
     common::wait_caught_up(&cluster.config, &broker, Duration::from_secs(120)).await;
+    let log = renamed.log.clone();
     assert!(renamed.terminate().await.success());
     assert_eq!(messages_applied(&cluster.config).await, first.messages + second.messages);
+    // Resuming at the fences means the first run's messages were not even
+    // fetched again (a replay would show up as skipped, not applied).
+    let lines = log.lock().expect("log").join("\n");
+    let expected = format!("applied={} skipped=0", second.messages);
+    assert!(lines.contains(&expected), "expected {expected:?} in the renamed group's log:\n{lines}");
     let both = first.merge(second).expect("disjoint windows");
     assert_matches_truth(&cluster.config, &both).await;
     common::assert_nothing_truncated(&broker).await;
