@@ -134,19 +134,11 @@ impl ClusterConfig {
     }
 
     /// [`ClusterConfig::load`] with an injected environment lookup.
-    pub fn load_with_env(
-        path: impl AsRef<Path>,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load_with_env(path: impl AsRef<Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(error) => {
-                return Err(ConfigError::ReadFile {
-                    path: path.to_owned(),
-                    error,
-                })
-            }
+            Err(error) => return Err(ConfigError::ReadFile { path: path.to_owned(), error }),
         };
         let base_dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -172,23 +164,16 @@ impl ClusterConfig {
         let password = PasswordSource::from_fields(raw.auth.password_env, raw.auth.password_file)
             .and_then(|source| source.map(|s| s.load(base_dir, env)).transpose())
             .map_err(|error| ConfigError::Password { error })?;
-        let auth = Auth {
-            user: raw.auth.user,
-            password,
-        };
+        let auth = Auth { user: raw.auth.user, password };
 
         if raw.shards.is_empty() {
             return Err(ConfigError::NoShards);
         }
         let mut shards = Vec::with_capacity(raw.shards.len());
         for (index, shard) in raw.shards.iter().enumerate() {
-            let range = KeyRange::parse(&shard.range)
-                .map_err(|error| ConfigError::Range { index, error })?;
-            let endpoint =
-                Endpoint::from_dsn(&shard.dsn, &auth.user).map_err(|error| ConfigError::Dsn {
-                    field: format!("shards[{index}].dsn"),
-                    error,
-                })?;
+            let range = KeyRange::parse(&shard.range).map_err(|error| ConfigError::Range { index, error })?;
+            let endpoint = Endpoint::from_dsn(&shard.dsn, &auth.user)
+                .map_err(|error| ConfigError::Dsn { field: format!("shards[{index}].dsn"), error })?;
             shards.push(ShardConfig { range, endpoint });
         }
         let ranges: Vec<KeyRange> = shards.iter().map(|s| s.range.clone()).collect();
@@ -197,21 +182,14 @@ impl ClusterConfig {
         shards.sort_by(|a, b| a.range.start.cmp(&b.range.start));
 
         let control = match raw.control {
-            Some(control) => Some(Endpoint::from_dsn(&control.dsn, &auth.user).map_err(
-                |error| ConfigError::Dsn {
-                    field: "control.dsn".to_owned(),
-                    error,
-                },
-            )?),
+            Some(control) => Some(
+                Endpoint::from_dsn(&control.dsn, &auth.user)
+                    .map_err(|error| ConfigError::Dsn { field: "control.dsn".to_owned(), error })?,
+            ),
             None => None,
         };
 
-        Ok(Self {
-            name: raw.name,
-            shards,
-            control,
-            auth,
-        })
+        Ok(Self { name: raw.name, shards, control, auth })
     }
 
     /// Index of the shard owning `keyspace_id` (a binary search over the
@@ -222,9 +200,7 @@ impl ClusterConfig {
     /// 8-byte [`vindex::keyspace_id`] with the usual 1- to 8-byte bounds.
     pub fn shard_index_for(&self, keyspace_id: &[u8]) -> usize {
         // The first start is empty, so at least one shard passes the test.
-        self.shards
-            .partition_point(|s| s.range.start.as_slice() <= keyspace_id)
-            .saturating_sub(1)
+        self.shards.partition_point(|s| s.range.start.as_slice() <= keyspace_id).saturating_sub(1)
     }
 
     /// Index of the shard owning `database_id`'s rows (through the Vitess
@@ -236,10 +212,7 @@ impl ClusterConfig {
     /// A copy whose shards (not the control endpoint) all use database `db`:
     /// tests give each run its own throwaway database on the same servers.
     pub fn with_database(&self, db: &str) -> Result<Self, ConfigError> {
-        validate_identifier(db).map_err(|error| ConfigError::Identifier {
-            field: "database".to_owned(),
-            error,
-        })?;
+        validate_identifier(db).map_err(|error| ConfigError::Identifier { field: "database".to_owned(), error })?;
         let mut copy = self.clone();
         for shard in &mut copy.shards {
             shard.endpoint.database = db.to_owned();
@@ -250,10 +223,8 @@ impl ClusterConfig {
     /// A copy whose control endpoint uses database `db` (shards untouched).
     /// A cluster without a control endpoint is returned unchanged.
     pub fn with_control_database(&self, db: &str) -> Result<Self, ConfigError> {
-        validate_identifier(db).map_err(|error| ConfigError::Identifier {
-            field: "control database".to_owned(),
-            error,
-        })?;
+        validate_identifier(db)
+            .map_err(|error| ConfigError::Identifier { field: "control database".to_owned(), error })?;
         let mut copy = self.clone();
         if let Some(control) = &mut copy.control {
             control.database = db.to_owned();
@@ -305,12 +276,7 @@ impl Endpoint {
             "" => default_user.to_owned(),
             encoded => percent_decode(encoded).ok_or(DsnError::User)?,
         };
-        Ok(Self {
-            host,
-            port,
-            user,
-            database: database.to_owned(),
-        })
+        Ok(Self { host, port, user, database: database.to_owned() })
     }
 }
 
@@ -318,17 +284,9 @@ impl Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
-            write!(
-                f,
-                "mysql://{}@[{}]:{}/{}",
-                self.user, self.host, self.port, self.database
-            )
+            write!(f, "mysql://{}@[{}]:{}/{}", self.user, self.host, self.port, self.database)
         } else {
-            write!(
-                f,
-                "mysql://{}@{}:{}/{}",
-                self.user, self.host, self.port, self.database
-            )
+            write!(f, "mysql://{}@{}:{}/{}", self.user, self.host, self.port, self.database)
         }
     }
 }
@@ -338,50 +296,33 @@ impl fmt::Display for Endpoint {
 /// Stricter than MySQL on purpose (no `$`, no unicode, no leading digit).
 pub fn validate_identifier(s: &str) -> Result<(), IdentifierError> {
     let mut chars = s.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if first_ok && rest_ok && s.len() <= 64 {
         return Ok(());
     }
-    Err(IdentifierError {
-        value: s.to_owned(),
-    })
+    Err(IdentifierError { value: s.to_owned() })
 }
 
 fn validate_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         return Ok(());
     }
-    Err(ConfigError::Name {
-        value: name.to_owned(),
-    })
+    Err(ConfigError::Name { value: name.to_owned() })
 }
 
 fn partition_error(error: PartitionError) -> ConfigError {
     match error {
         PartitionError::NoRanges => ConfigError::NoShards,
-        PartitionError::EmptyRange { index, range } => ConfigError::Range {
-            index,
-            error: KeyRangeError::Empty(range.to_string()),
-        },
-        PartitionError::Overlap {
-            index,
-            range,
-            other,
-            other_range,
-        } => ConfigError::Overlap {
-            index,
-            range,
-            other,
-            other_range,
-        },
+        PartitionError::EmptyRange { index, range } => {
+            ConfigError::Range { index, error: KeyRangeError::Empty(range.to_string()) }
+        }
+        PartitionError::Overlap { index, range, other, other_range } => {
+            ConfigError::Overlap { index, range, other, other_range }
+        }
         PartitionError::Gap { lower, upper } => ConfigError::Gap { lower, upper },
     }
 }
@@ -415,14 +356,10 @@ mod tests {
     use super::*;
 
     const FOUR: [&str; 4] = ["-40", "40-80", "80-c0", "c0-"];
-    const EIGHT: [&str; 8] = [
-        "-20", "20-40", "40-60", "60-80", "80-a0", "a0-c0", "c0-e0", "e0-",
-    ];
+    const EIGHT: [&str; 8] = ["-20", "20-40", "40-60", "60-80", "80-a0", "a0-c0", "c0-e0", "e0-"];
 
     fn env(name: &str) -> Option<String> {
-        HashMap::from([("DW_PW", "from-env")])
-            .get(name)
-            .map(|v| (*v).to_owned())
+        HashMap::from([("DW_PW", "from-env")]).get(name).map(|v| (*v).to_owned())
     }
 
     fn parse(text: &str) -> Result<ClusterConfig, ConfigError> {
@@ -437,10 +374,7 @@ mod tests {
     fn cluster_toml(ranges: &[&str]) -> String {
         let mut text = String::from("name = \"new\"\n[auth]\nuser = \"dualwrite\"\n");
         for (i, range) in ranges.iter().enumerate() {
-            text += &format!(
-                "[[shards]]\nrange = \"{range}\"\ndsn = \"mysql://127.0.0.1:{}/dualwrite\"\n",
-                33301 + i
-            );
+            text += &format!("[[shards]]\nrange = \"{range}\"\ndsn = \"mysql://127.0.0.1:{}/dualwrite\"\n", 33301 + i);
         }
         text
     }
@@ -476,45 +410,26 @@ dsn = "mysql://reader@db-1.internal/dualwrite"
 
         let config = ClusterConfig::load_with_env(&path, &env).expect("valid");
         assert_eq!(config.name, "old");
-        assert_eq!(
-            config.password().map(|s| s.expose_secret().to_owned()),
-            Some("pw-from-file".to_owned())
-        );
+        assert_eq!(config.password().map(|s| s.expose_secret().to_owned()), Some("pw-from-file".to_owned()));
         let names: Vec<String> = config.shards.iter().map(|s| s.range.to_string()).collect();
         assert_eq!(names, ["-80", "80-"], "sorted by range start");
         assert_eq!(
             config.shards[0].endpoint,
-            Endpoint {
-                host: "db-1.internal".into(),
-                port: 3306,
-                user: "reader".into(),
-                database: "dualwrite".into()
-            }
+            Endpoint { host: "db-1.internal".into(), port: 3306, user: "reader".into(), database: "dualwrite".into() }
         );
         assert_eq!(config.shards[1].endpoint.port, 33302);
         let control = config.control.as_ref().expect("control");
         assert_eq!(control.database, "dualwrite_control");
-        assert_eq!(
-            control.to_string(),
-            "mysql://dualwrite@127.0.0.1:33300/dualwrite_control"
-        );
-        assert!(
-            !format!("{config:?}").contains("pw-from-file"),
-            "Debug must not print the password"
-        );
+        assert_eq!(control.to_string(), "mysql://dualwrite@127.0.0.1:33300/dualwrite_control");
+        assert!(!format!("{config:?}").contains("pw-from-file"), "Debug must not print the password");
     }
 
     #[test]
     fn password_from_env_or_none() {
-        let text = cluster_toml(&["-"]).replace(
-            "user = \"dualwrite\"\n",
-            "user = \"dualwrite\"\npassword_env = \"DW_PW\"\n",
-        );
+        let text =
+            cluster_toml(&["-"]).replace("user = \"dualwrite\"\n", "user = \"dualwrite\"\npassword_env = \"DW_PW\"\n");
         let config = parse(&text).expect("valid");
-        assert_eq!(
-            config.password().map(|s| s.expose_secret().to_owned()),
-            Some("from-env".to_owned())
-        );
+        assert_eq!(config.password().map(|s| s.expose_secret().to_owned()), Some("from-env".to_owned()));
 
         assert_eq!(cluster(&["-"]).password(), None);
     }
@@ -525,17 +440,9 @@ dsn = "mysql://reader@db-1.internal/dualwrite"
         let endpoint = &parse(&text).expect("valid").shards[0].endpoint;
         assert_eq!(
             *endpoint,
-            Endpoint {
-                host: "::1".into(),
-                port: 3306,
-                user: "dualwrite".into(),
-                database: "dualwrite".into()
-            }
+            Endpoint { host: "::1".into(), port: 3306, user: "dualwrite".into(), database: "dualwrite".into() }
         );
-        assert_eq!(
-            endpoint.to_string(),
-            "mysql://dualwrite@[::1]:3306/dualwrite"
-        );
+        assert_eq!(endpoint.to_string(), "mysql://dualwrite@[::1]:3306/dualwrite");
 
         let endpoint = Endpoint::from_dsn("mysql://app%40ops@h:1/db", "x").expect("valid");
         assert_eq!(endpoint.user, "app@ops");
@@ -547,11 +454,8 @@ dsn = "mysql://reader@db-1.internal/dualwrite"
             must_fail(&cluster_toml(&["-40", "40-80", "90-"])),
             "shards: gap between shards[1] \"40-80\" and shards[2] \"90-\": keyspace ids from 80 to 90 are in no shard"
         );
-        assert!(
-            must_fail(&cluster_toml(&["40-"])).starts_with("shards: gap before shards[0] \"40-\"")
-        );
-        assert!(must_fail(&cluster_toml(&["-40", "40-c0"]))
-            .starts_with("shards: gap after shards[1] \"40-c0\""));
+        assert!(must_fail(&cluster_toml(&["40-"])).starts_with("shards: gap before shards[0] \"40-\""));
+        assert!(must_fail(&cluster_toml(&["-40", "40-c0"])).starts_with("shards: gap after shards[1] \"40-c0\""));
     }
 
     #[test]
@@ -560,59 +464,33 @@ dsn = "mysql://reader@db-1.internal/dualwrite"
             must_fail(&cluster_toml(&["-40", "40-90", "40-80", "80-"])),
             "shards[2].range: \"40-80\" overlaps shards[1] \"40-90\""
         );
-        assert_eq!(
-            must_fail(&cluster_toml(&["-", "80-"])),
-            "shards[1].range: \"80-\" overlaps shards[0] \"-\""
-        );
+        assert_eq!(must_fail(&cluster_toml(&["-", "80-"])), "shards[1].range: \"80-\" overlaps shards[0] \"-\"");
     }
 
     #[test]
     fn rejects_bad_hex_in_a_range() {
         let message = must_fail(&cluster_toml(&["-40", "40-8g", "80-"]));
-        assert!(
-            message.starts_with("shards[1].range: \"40-8g\": end bound \"8g\" contains 'g'"),
-            "{message}"
-        );
+        assert!(message.starts_with("shards[1].range: \"40-8g\": end bound \"8g\" contains 'g'"), "{message}");
         let message = must_fail(&cluster_toml(&["-4", "4-"]));
-        assert!(
-            message.starts_with("shards[0].range:") && message.contains("odd number"),
-            "{message}"
-        );
+        assert!(message.starts_with("shards[0].range:") && message.contains("odd number"), "{message}");
         let message = must_fail(&cluster_toml(&["0"]));
-        assert!(
-            message.starts_with("shards[0].range: \"0\" is not a key range"),
-            "{message}"
-        );
+        assert!(message.starts_with("shards[0].range: \"0\" is not a key range"), "{message}");
         let message = must_fail(&cluster_toml(&["80-40"]));
-        assert_eq!(
-            message,
-            "shards[0].range: \"80-40\" is empty: its start is not below its end"
-        );
+        assert_eq!(message, "shards[0].range: \"80-40\" is empty: its start is not below its end");
     }
 
     #[test]
     fn rejects_a_dsn_with_a_password_without_echoing_it() {
-        let text = cluster_toml(&["-80", "80-"]).replace(
-            "mysql://127.0.0.1:33302/",
-            "mysql://dw:hunter2@127.0.0.1:33302/",
-        );
+        let text =
+            cluster_toml(&["-80", "80-"]).replace("mysql://127.0.0.1:33302/", "mysql://dw:hunter2@127.0.0.1:33302/");
         let message = must_fail(&text);
-        assert!(
-            message.starts_with("shards[1].dsn: contains a password"),
-            "{message}"
-        );
-        assert!(
-            message.contains("auth.password_file or auth.password_env"),
-            "{message}"
-        );
+        assert!(message.starts_with("shards[1].dsn: contains a password"), "{message}");
+        assert!(message.contains("auth.password_file or auth.password_env"), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
 
         let text = cluster_toml(&["-"]) + "[control]\ndsn = \"mysql://:hunter2@h/control\"\n";
         let message = must_fail(&text);
-        assert!(
-            message.starts_with("control.dsn: contains a password"),
-            "{message}"
-        );
+        assert!(message.starts_with("control.dsn: contains a password"), "{message}");
     }
 
     #[test]
@@ -632,19 +510,10 @@ dsn = "mysql://reader@db-1.internal/dualwrite"
     #[test]
     fn rejects_other_bad_dsns() {
         let cases = [
-            (
-                "postgres://h/db",
-                "shards[0].dsn: scheme must be mysql, got \"postgres\"",
-            ),
+            ("postgres://h/db", "shards[0].dsn: scheme must be mysql, got \"postgres\""),
             ("mysql:///db", "shards[0].dsn: has no host"),
-            (
-                "mysql://h/db?ssl-mode=required",
-                "shards[0].dsn: query parameters are not supported",
-            ),
-            (
-                "mysql://h/db#x",
-                "shards[0].dsn: fragments are not supported",
-            ),
+            ("mysql://h/db?ssl-mode=required", "shards[0].dsn: query parameters are not supported"),
+            ("mysql://h/db#x", "shards[0].dsn: fragments are not supported"),
             ("mysql://h:0/db", "shards[0].dsn: port 0"),
             ("127.0.0.1:3306/db", "shards[0].dsn: not a valid URL"),
         ];
@@ -658,93 +527,54 @@ dsn = "mysql://reader@db-1.internal/dualwrite"
     #[test]
     fn rejects_unknown_fields_everywhere() {
         for (from, to, field) in [
-            (
-                "name = \"new\"\n",
-                "name = \"new\"\nshard_count = 4\n",
-                "shard_count",
-            ),
-            (
-                "user = \"dualwrite\"\n",
-                "user = \"dualwrite\"\npassword = \"x\"\n",
-                "password",
-            ),
+            ("name = \"new\"\n", "name = \"new\"\nshard_count = 4\n", "shard_count"),
+            ("user = \"dualwrite\"\n", "user = \"dualwrite\"\npassword = \"x\"\n", "password"),
             ("range = \"-\"\n", "range = \"-\"\nweight = 2\n", "weight"),
         ] {
             let message = must_fail(&cluster_toml(&["-"]).replace(from, to));
             assert!(message.starts_with("invalid cluster file:"), "{message}");
-            assert!(
-                message.contains(&format!("unknown field `{field}`")),
-                "{message}"
-            );
+            assert!(message.contains(&format!("unknown field `{field}`")), "{message}");
         }
-        let message =
-            must_fail(&(cluster_toml(&["-"]) + "[control]\ndsn = \"mysql://h/c\"\nuser = \"x\"\n"));
+        let message = must_fail(&(cluster_toml(&["-"]) + "[control]\ndsn = \"mysql://h/c\"\nuser = \"x\"\n"));
         assert!(message.contains("unknown field `user`"), "{message}");
     }
 
     #[test]
     fn rejects_bad_names_and_users() {
         for name in ["Old", "old-cluster", "", "caf\u{e9}", &"x".repeat(65)] {
-            let message = must_fail(
-                &cluster_toml(&["-"]).replace("name = \"new\"", &format!("name = \"{name}\"")),
-            );
-            assert!(
-                message.starts_with("name: must match [a-z0-9_]+"),
-                "{name}: {message}"
-            );
+            let message = must_fail(&cluster_toml(&["-"]).replace("name = \"new\"", &format!("name = \"{name}\"")));
+            assert!(message.starts_with("name: must match [a-z0-9_]+"), "{name}: {message}");
         }
-        let message =
-            must_fail(&cluster_toml(&["-"]).replace("user = \"dualwrite\"", "user = \"\""));
+        let message = must_fail(&cluster_toml(&["-"]).replace("user = \"dualwrite\"", "user = \"\""));
         assert_eq!(message, "auth.user: must not be empty");
     }
 
     #[test]
     fn rejects_unusable_password_sources() {
         let with_auth = |lines: &str| {
-            cluster_toml(&["-"]).replace(
-                "user = \"dualwrite\"\n",
-                &format!("user = \"dualwrite\"\n{lines}\n"),
-            )
+            cluster_toml(&["-"]).replace("user = \"dualwrite\"\n", &format!("user = \"dualwrite\"\n{lines}\n"))
         };
         let message = must_fail(&with_auth("password_file = \"secrets/mysql_password\""));
         assert!(
-            message.starts_with(
-                "auth.password_file: cannot read /nonexistent/secrets/mysql_password: No such file"
-            ),
+            message.starts_with("auth.password_file: cannot read /nonexistent/secrets/mysql_password: No such file"),
             "{message}"
         );
         let message = must_fail(&with_auth("password_env = \"DW_UNSET\""));
-        assert_eq!(
-            message,
-            "auth.password_env: environment variable DW_UNSET is not set"
-        );
-        let message = must_fail(&with_auth(
-            "password_env = \"DW_PW\"\npassword_file = \"f\"",
-        ));
-        assert!(
-            message.starts_with("auth.password_env: cannot be combined with password_file"),
-            "{message}"
-        );
+        assert_eq!(message, "auth.password_env: environment variable DW_UNSET is not set");
+        let message = must_fail(&with_auth("password_env = \"DW_PW\"\npassword_file = \"f\""));
+        assert!(message.starts_with("auth.password_env: cannot be combined with password_file"), "{message}");
     }
 
     #[test]
     fn rejects_a_cluster_without_shards() {
-        assert_eq!(
-            must_fail(&cluster_toml(&[])),
-            "shards: at least one [[shards]] entry is needed"
-        );
+        assert_eq!(must_fail(&cluster_toml(&[])), "shards: at least one [[shards]] entry is needed");
     }
 
     #[test]
     fn reports_an_unreadable_cluster_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let message = ClusterConfig::load(dir.path().join("missing.toml"))
-            .expect_err("missing")
-            .to_string();
-        assert!(
-            message.starts_with("cannot read cluster file "),
-            "{message}"
-        );
+        let message = ClusterConfig::load(dir.path().join("missing.toml")).expect_err("missing").to_string();
+        assert!(message.starts_with("cannot read cluster file "), "{message}");
     }
 
     #[test]
@@ -774,10 +604,7 @@ dsn = "mysql://reader@db-1.internal/dualwrite"
             let start = u8::try_from(i * 0x20).expect("fits");
             let last = start.wrapping_add(0x1f);
             assert_eq!(config.shard_index_for(&[start, 0, 0, 0, 0, 0, 0, 0]), i);
-            assert_eq!(
-                config.shard_index_for(&[last, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
-                i
-            );
+            assert_eq!(config.shard_index_for(&[last, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), i);
             assert_eq!(shard.range.to_string(), EIGHT[i]);
         }
     }
@@ -788,25 +615,9 @@ dsn = "mysql://reader@db-1.internal/dualwrite"
         let eight = cluster(&EIGHT);
         // Keyspace ids from Vitess's hash vindex tests (see vindex.rs):
         // 1 -> 16…, 2 -> 06…, 3 -> 4e…, 4 -> d2…, 5 -> 70…, 6 -> f0…, 0 -> 8c….
-        for (id, on_four, on_eight) in [
-            (1, 0, 0),
-            (2, 0, 0),
-            (3, 1, 2),
-            (4, 3, 6),
-            (5, 1, 3),
-            (6, 3, 7),
-            (0, 2, 4),
-        ] {
-            assert_eq!(
-                four.shard_index_for_database_id(id),
-                on_four,
-                "id {id} on 4 shards"
-            );
-            assert_eq!(
-                eight.shard_index_for_database_id(id),
-                on_eight,
-                "id {id} on 8 shards"
-            );
+        for (id, on_four, on_eight) in [(1, 0, 0), (2, 0, 0), (3, 1, 2), (4, 3, 6), (5, 1, 3), (6, 3, 7), (0, 2, 4)] {
+            assert_eq!(four.shard_index_for_database_id(id), on_four, "id {id} on 4 shards");
+            assert_eq!(eight.shard_index_for_database_id(id), on_eight, "id {id} on 8 shards");
         }
         // Every id lands on the shard that contains it, and the 8-shard map
         // splits each of the 4 old shards in two.
@@ -821,67 +632,30 @@ dsn = "mysql://reader@db-1.internal/dualwrite"
 
     #[test]
     fn with_database_repoints_shards_only() {
-        let text = cluster_toml(&FOUR)
-            + "[control]\ndsn = \"mysql://127.0.0.1:33300/dualwrite_control\"\n";
+        let text = cluster_toml(&FOUR) + "[control]\ndsn = \"mysql://127.0.0.1:33300/dualwrite_control\"\n";
         let config = parse(&text).expect("valid");
 
         let copy = config.with_database("dw_test_1a2b").expect("valid name");
-        assert!(copy
-            .shards
-            .iter()
-            .all(|s| s.endpoint.database == "dw_test_1a2b"));
+        assert!(copy.shards.iter().all(|s| s.endpoint.database == "dw_test_1a2b"));
         assert_eq!(copy.control, config.control);
-        assert_eq!(
-            config.shards[0].endpoint.database, "dualwrite",
-            "original untouched"
-        );
+        assert_eq!(config.shards[0].endpoint.database, "dualwrite", "original untouched");
 
-        let copy = config
-            .with_control_database("dw_ctl_1a2b")
-            .expect("valid name");
-        assert_eq!(
-            copy.control.as_ref().map(|c| c.database.as_str()),
-            Some("dw_ctl_1a2b")
-        );
+        let copy = config.with_control_database("dw_ctl_1a2b").expect("valid name");
+        assert_eq!(copy.control.as_ref().map(|c| c.database.as_str()), Some("dw_ctl_1a2b"));
         assert_eq!(copy.shards, config.shards);
 
-        let message = config
-            .with_database("x`; DROP DATABASE y")
-            .expect_err("injection")
-            .to_string();
+        let message = config.with_database("x`; DROP DATABASE y").expect_err("injection").to_string();
         assert!(message.starts_with("database: must match"), "{message}");
         assert!(config.with_control_database("1abc").is_err());
     }
 
     #[test]
     fn validates_identifiers() {
-        for ok in [
-            "a",
-            "_",
-            "dualwrite",
-            "query_stats_minute",
-            "Db_2",
-            &"x".repeat(64),
-        ] {
+        for ok in ["a", "_", "dualwrite", "query_stats_minute", "Db_2", &"x".repeat(64)] {
             assert_eq!(validate_identifier(ok), Ok(()), "{ok}");
         }
-        for bad in [
-            "",
-            "1abc",
-            "a-b",
-            "a b",
-            "a`b",
-            "caf\u{e9}",
-            "a$",
-            &"x".repeat(65),
-        ] {
-            assert_eq!(
-                validate_identifier(bad),
-                Err(IdentifierError {
-                    value: bad.to_owned()
-                }),
-                "{bad}"
-            );
+        for bad in ["", "1abc", "a-b", "a b", "a`b", "caf\u{e9}", "a$", &"x".repeat(65)] {
+            assert_eq!(validate_identifier(bad), Err(IdentifierError { value: bad.to_owned() }), "{bad}");
         }
     }
 }

@@ -154,9 +154,7 @@ pub enum DsnError {
     Scheme(String),
 
     /// A password in the DSN would end up in files, logs and `ps` output.
-    #[error(
-        "contains a password: remove it from the DSN and set auth.password_file or auth.password_env"
-    )]
+    #[error("contains a password: remove it from the DSN and set auth.password_file or auth.password_env")]
     Password,
 
     /// `mysql:///db` and friends.

@@ -104,14 +104,12 @@ fn gap_message(lower: Option<&(usize, KeyRange)>, upper: Option<&(usize, KeyRang
             hex(&l.end),
             hex(&u.start)
         ),
-        (None, Some((_, u))) => format!(
-            "gap before \"{u}\": keyspace ids from the beginning to {} are in no range",
-            hex(&u.start)
-        ),
-        (Some((_, l)), None) => format!(
-            "gap after \"{l}\": keyspace ids from {} to the end are in no range",
-            hex(&l.end)
-        ),
+        (None, Some((_, u))) => {
+            format!("gap before \"{u}\": keyspace ids from the beginning to {} are in no range", hex(&u.start))
+        }
+        (Some((_, l)), None) => {
+            format!("gap after \"{l}\": keyspace ids from {} to the end are in no range", hex(&l.end))
+        }
         (None, None) => "gap: no range covers the keyspace".to_owned(),
     }
 }
@@ -128,10 +126,7 @@ impl KeyRange {
         let Some((start, end)) = name.split_once('-') else {
             return Err(KeyRangeError::MissingDash(name.to_owned()));
         };
-        let range = Self {
-            start: decode_bound(name, "start", start)?,
-            end: decode_bound(name, "end", end)?,
-        };
+        let range = Self { start: decode_bound(name, "start", start)?, end: decode_bound(name, "end", end)? };
         if range.is_empty() {
             return Err(KeyRangeError::Empty(name.to_owned()));
         }
@@ -181,10 +176,7 @@ pub fn validate_partition(ranges: &[KeyRange]) -> Result<(), PartitionError> {
         return Err(PartitionError::NoRanges);
     }
     if let Some((index, range)) = ranges.iter().enumerate().find(|(_, r)| r.is_empty()) {
-        return Err(PartitionError::EmptyRange {
-            index,
-            range: range.clone(),
-        });
+        return Err(PartitionError::EmptyRange { index, range: range.clone() });
     }
 
     let mut order: Vec<usize> = (0..ranges.len()).collect();
@@ -195,10 +187,7 @@ pub fn validate_partition(ranges: &[KeyRange]) -> Result<(), PartitionError> {
 
     let first = order[0];
     if !significant(&ranges[first].start).is_empty() {
-        return Err(PartitionError::Gap {
-            lower: None,
-            upper: Some(entry(first)),
-        });
+        return Err(PartitionError::Gap { lower: None, upper: Some(entry(first)) });
     }
     for pair in order.windows(2) {
         let (lo, hi) = (pair[0], pair[1]);
@@ -214,19 +203,13 @@ pub fn validate_partition(ranges: &[KeyRange]) -> Result<(), PartitionError> {
                 });
             }
             Ordering::Less => {
-                return Err(PartitionError::Gap {
-                    lower: Some(entry(lo)),
-                    upper: Some(entry(hi)),
-                });
+                return Err(PartitionError::Gap { lower: Some(entry(lo)), upper: Some(entry(hi)) });
             }
         }
     }
     let last = order[order.len() - 1];
     if !ranges[last].end.is_empty() {
-        return Err(PartitionError::Gap {
-            lower: Some(entry(last)),
-            upper: None,
-        });
+        return Err(PartitionError::Gap { lower: Some(entry(last)), upper: None });
     }
     Ok(())
 }
@@ -250,25 +233,16 @@ fn compare_end_to_start(end: &[u8], start: &[u8]) -> Ordering {
 }
 
 fn decode_bound(name: &str, which: &'static str, bound: &str) -> Result<Vec<u8>, KeyRangeError> {
-    let bad = |reason: String| KeyRangeError::BadHex {
-        name: name.to_owned(),
-        which,
-        bound: bound.to_owned(),
-        reason,
-    };
+    let bad = |reason: String| KeyRangeError::BadHex { name: name.to_owned(), which, bound: bound.to_owned(), reason };
     if let Some(c) = bound.chars().find(|c| !c.is_ascii_hexdigit()) {
         return Err(bad(format!("contains {c:?}, which is not a hex digit")));
     }
     // All ASCII hex digits from here on, so byte pairs are whole characters.
     let pairs = bound.as_bytes().chunks_exact(2);
     if !pairs.remainder().is_empty() {
-        return Err(bad(
-            "has an odd number of hex digits (bounds are whole bytes)".to_owned(),
-        ));
+        return Err(bad("has an odd number of hex digits (bounds are whole bytes)".to_owned()));
     }
-    Ok(pairs
-        .map(|pair| (nibble(pair[0]) << 4) | nibble(pair[1]))
-        .collect())
+    Ok(pairs.map(|pair| (nibble(pair[0]) << 4) | nibble(pair[1])).collect())
 }
 
 /// Value of an ASCII hex digit; only called on checked digits.
@@ -302,69 +276,22 @@ mod tests {
 
     #[test]
     fn parses_vitess_shard_names() {
-        assert_eq!(
-            kr("-40"),
-            KeyRange {
-                start: vec![],
-                end: vec![0x40]
-            }
-        );
-        assert_eq!(
-            kr("40-80"),
-            KeyRange {
-                start: vec![0x40],
-                end: vec![0x80]
-            }
-        );
-        assert_eq!(
-            kr("80-"),
-            KeyRange {
-                start: vec![0x80],
-                end: vec![]
-            }
-        );
+        assert_eq!(kr("-40"), KeyRange { start: vec![], end: vec![0x40] });
+        assert_eq!(kr("40-80"), KeyRange { start: vec![0x40], end: vec![0x80] });
+        assert_eq!(kr("80-"), KeyRange { start: vec![0x80], end: vec![] });
         assert_eq!(kr("-"), KeyRange::full());
         assert!(kr("-").is_full());
-        assert_eq!(
-            kr("40-8000"),
-            KeyRange {
-                start: vec![0x40],
-                end: vec![0x80, 0x00]
-            }
-        );
-        assert_eq!(
-            kr("-4000"),
-            KeyRange {
-                start: vec![],
-                end: vec![0x40, 0x00]
-            }
-        );
-        assert_eq!(
-            kr("AB-CDEF"),
-            KeyRange {
-                start: vec![0xab],
-                end: vec![0xcd, 0xef]
-            }
-        );
-        assert_eq!(
-            "c0-".parse::<KeyRange>(),
-            Ok(KeyRange {
-                start: vec![0xc0],
-                end: vec![]
-            })
-        );
+        assert_eq!(kr("40-8000"), KeyRange { start: vec![0x40], end: vec![0x80, 0x00] });
+        assert_eq!(kr("-4000"), KeyRange { start: vec![], end: vec![0x40, 0x00] });
+        assert_eq!(kr("AB-CDEF"), KeyRange { start: vec![0xab], end: vec![0xcd, 0xef] });
+        assert_eq!("c0-".parse::<KeyRange>(), Ok(KeyRange { start: vec![0xc0], end: vec![] }));
     }
 
     #[test]
     fn displays_canonical_lowercase() {
-        for (input, canonical) in [
-            ("-40", "-40"),
-            ("40-80", "40-80"),
-            ("80-", "80-"),
-            ("-", "-"),
-            ("AB-CDEF", "ab-cdef"),
-            ("-4000", "-4000"),
-        ] {
+        for (input, canonical) in
+            [("-40", "-40"), ("40-80", "40-80"), ("80-", "80-"), ("-", "-"), ("AB-CDEF", "ab-cdef"), ("-4000", "-4000")]
+        {
             assert_eq!(kr(input).to_string(), canonical);
             assert_eq!(kr(canonical), kr(input), "round trip of {input}");
         }
@@ -373,48 +300,23 @@ mod tests {
     #[test]
     fn rejects_bad_hex() {
         let err = KeyRange::parse("4-80").expect_err("must be rejected");
-        assert!(
-            matches!(err, KeyRangeError::BadHex { which: "start", .. }),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains("odd number of hex digits"),
-            "{err}"
-        );
+        assert!(matches!(err, KeyRangeError::BadHex { which: "start", .. }), "{err}");
+        assert!(err.to_string().contains("odd number of hex digits"), "{err}");
 
         let err = KeyRange::parse("40-8g").expect_err("must be rejected");
-        assert!(
-            matches!(err, KeyRangeError::BadHex { which: "end", .. }),
-            "{err}"
-        );
+        assert!(matches!(err, KeyRangeError::BadHex { which: "end", .. }), "{err}");
         assert!(err.to_string().contains("'g'"), "{err}");
 
-        assert!(matches!(
-            KeyRange::parse("40-80-c0"),
-            Err(KeyRangeError::BadHex { .. })
-        ));
-        assert!(matches!(
-            KeyRange::parse(" 40-80"),
-            Err(KeyRangeError::BadHex { .. })
-        ));
-        assert!(matches!(
-            KeyRange::parse("0"),
-            Err(KeyRangeError::MissingDash(_))
-        ));
-        assert!(matches!(
-            KeyRange::parse(""),
-            Err(KeyRangeError::MissingDash(_))
-        ));
+        assert!(matches!(KeyRange::parse("40-80-c0"), Err(KeyRangeError::BadHex { .. })));
+        assert!(matches!(KeyRange::parse(" 40-80"), Err(KeyRangeError::BadHex { .. })));
+        assert!(matches!(KeyRange::parse("0"), Err(KeyRangeError::MissingDash(_))));
+        assert!(matches!(KeyRange::parse(""), Err(KeyRangeError::MissingDash(_))));
     }
 
     #[test]
     fn rejects_empty_ranges() {
         for name in ["80-40", "40-40", "40-4000", "-00"] {
-            assert_eq!(
-                KeyRange::parse(name),
-                Err(KeyRangeError::Empty(name.to_owned())),
-                "{name}"
-            );
+            assert_eq!(KeyRange::parse(name), Err(KeyRangeError::Empty(name.to_owned())), "{name}");
         }
     }
 
@@ -441,9 +343,7 @@ mod tests {
             vec!["-80", "80-"],
             vec!["80-", "-40", "40-80"],
             vec!["-40", "40-80", "80-c0", "c0-"],
-            vec![
-                "-20", "20-40", "40-60", "60-80", "80-a0", "a0-c0", "c0-e0", "e0-",
-            ],
+            vec!["-20", "20-40", "40-60", "60-80", "80-a0", "a0-c0", "c0-e0", "e0-"],
             // Trailing zero bytes name the same point (Vitess strips them too).
             vec!["-40", "4000-80", "800000-"],
         ] {
@@ -453,101 +353,37 @@ mod tests {
 
     #[test]
     fn reports_which_ranges_overlap() {
-        let err = validate_partition(&ranges(&["-40", "40-90", "40-80", "80-"]))
-            .expect_err("must be rejected");
-        assert_eq!(
-            err,
-            PartitionError::Overlap {
-                index: 2,
-                range: kr("40-80"),
-                other: 1,
-                other_range: kr("40-90")
-            }
-        );
+        let err = validate_partition(&ranges(&["-40", "40-90", "40-80", "80-"])).expect_err("must be rejected");
+        assert_eq!(err, PartitionError::Overlap { index: 2, range: kr("40-80"), other: 1, other_range: kr("40-90") });
         assert_eq!(err.to_string(), "\"40-80\" overlaps \"40-90\"");
 
         let err = validate_partition(&ranges(&["-", "80-"])).expect_err("must be rejected");
-        assert!(
-            matches!(
-                err,
-                PartitionError::Overlap {
-                    index: 1,
-                    other: 0,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, PartitionError::Overlap { index: 1, other: 0, .. }), "{err}");
 
-        let err =
-            validate_partition(&ranges(&["-80", "-80", "80-"])).expect_err("must be rejected");
-        assert!(
-            matches!(
-                err,
-                PartitionError::Overlap {
-                    index: 1,
-                    other: 0,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        let err = validate_partition(&ranges(&["-80", "-80", "80-"])).expect_err("must be rejected");
+        assert!(matches!(err, PartitionError::Overlap { index: 1, other: 0, .. }), "{err}");
     }
 
     #[test]
     fn reports_where_the_gap_is() {
-        let err =
-            validate_partition(&ranges(&["-40", "40-80", "90-"])).expect_err("must be rejected");
-        assert_eq!(
-            err,
-            PartitionError::Gap {
-                lower: Some((1, kr("40-80"))),
-                upper: Some((2, kr("90-")))
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "gap between \"40-80\" and \"90-\": keyspace ids from 80 to 90 are in no range"
-        );
+        let err = validate_partition(&ranges(&["-40", "40-80", "90-"])).expect_err("must be rejected");
+        assert_eq!(err, PartitionError::Gap { lower: Some((1, kr("40-80"))), upper: Some((2, kr("90-"))) });
+        assert_eq!(err.to_string(), "gap between \"40-80\" and \"90-\": keyspace ids from 80 to 90 are in no range");
 
         let err = validate_partition(&ranges(&["40-80", "80-"])).expect_err("must be rejected");
-        assert_eq!(
-            err,
-            PartitionError::Gap {
-                lower: None,
-                upper: Some((0, kr("40-80")))
-            }
-        );
-        assert!(
-            err.to_string().contains("from the beginning to 40"),
-            "{err}"
-        );
+        assert_eq!(err, PartitionError::Gap { lower: None, upper: Some((0, kr("40-80"))) });
+        assert!(err.to_string().contains("from the beginning to 40"), "{err}");
 
         let err = validate_partition(&ranges(&["-40", "40-c0"])).expect_err("must be rejected");
-        assert_eq!(
-            err,
-            PartitionError::Gap {
-                lower: Some((1, kr("40-c0"))),
-                upper: None
-            }
-        );
+        assert_eq!(err, PartitionError::Gap { lower: Some((1, kr("40-c0"))), upper: None });
         assert!(err.to_string().contains("from c0 to the end"), "{err}");
     }
 
     #[test]
     fn rejects_no_ranges_and_hand_built_empty_ones() {
         assert_eq!(validate_partition(&[]), Err(PartitionError::NoRanges));
-        let inverted = KeyRange {
-            start: vec![0x80],
-            end: vec![0x40],
-        };
+        let inverted = KeyRange { start: vec![0x80], end: vec![0x40] };
         let err = validate_partition(&[kr("-80"), inverted.clone()]).expect_err("must be rejected");
-        assert_eq!(
-            err,
-            PartitionError::EmptyRange {
-                index: 1,
-                range: inverted
-            }
-        );
+        assert_eq!(err, PartitionError::EmptyRange { index: 1, range: inverted });
     }
 }

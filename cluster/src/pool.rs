@@ -18,12 +18,11 @@ pub const MIN_CONNECTIONS: usize = 1;
 /// and a comparator without one process exhausting a shard's `max_connections`.
 pub const MAX_CONNECTIONS: usize = 8;
 
-const POOL_CONSTRAINTS: PoolConstraints =
-    match PoolConstraints::new(MIN_CONNECTIONS, MAX_CONNECTIONS) {
-        Some(constraints) => constraints,
-        // Evaluated at compile time: a bad pair of constants fails the build.
-        None => panic!("MIN_CONNECTIONS must be <= MAX_CONNECTIONS and MAX_CONNECTIONS > 0"),
-    };
+const POOL_CONSTRAINTS: PoolConstraints = match PoolConstraints::new(MIN_CONNECTIONS, MAX_CONNECTIONS) {
+    Some(constraints) => constraints,
+    // Evaluated at compile time: a bad pair of constants fails the build.
+    None => panic!("MIN_CONNECTIONS must be <= MAX_CONNECTIONS and MAX_CONNECTIONS > 0"),
+};
 
 /// Session settings every connection runs with.
 ///
@@ -36,10 +35,8 @@ const POOL_CONSTRAINTS: PoolConstraints =
 /// `COM_RESET_CONNECTION` when it returns to the pool (mysql_async's default),
 /// which drops session variables; mysql_async re-runs `setup` after every
 /// reset but `init` only once per physical connection.
-pub const SESSION_SETUP: [&str; 2] = [
-    "SET time_zone = '+00:00'",
-    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
-];
+pub const SESSION_SETUP: [&str; 2] =
+    ["SET time_zone = '+00:00'", "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"];
 
 /// Connection options for one endpoint: TCP (never a Unix socket, even on
 /// localhost: the local stack runs several servers on one host and the port
@@ -73,15 +70,8 @@ pub struct ShardPools {
 impl ShardPools {
     /// Builds a pool per shard and one for the control endpoint, if any.
     pub fn new(config: &ClusterConfig) -> Self {
-        let shards = config
-            .shards
-            .iter()
-            .map(|shard| Pool::new(opts_for(&shard.endpoint, &config.auth)))
-            .collect();
-        let control = config
-            .control
-            .as_ref()
-            .map(|endpoint| Pool::new(opts_for(endpoint, &config.auth)));
+        let shards = config.shards.iter().map(|shard| Pool::new(opts_for(&shard.endpoint, &config.auth))).collect();
+        let control = config.control.as_ref().map(|endpoint| Pool::new(opts_for(endpoint, &config.auth)));
         Self { shards, control }
     }
 
@@ -187,20 +177,11 @@ dsn = "mysql://other@localhost:33302/dualwrite"
 
     #[test]
     fn opts_without_password() {
-        let auth = Auth {
-            user: "dualwrite".into(),
-            password: None,
-        };
+        let auth = Auth { user: "dualwrite".into(), password: None };
         let config = config();
         assert_eq!(opts_for(&config.shards[0].endpoint, &auth).pass(), None);
-        let auth = Auth {
-            password: Some(Secret::new("x")),
-            ..auth
-        };
-        assert_eq!(
-            opts_for(&config.shards[0].endpoint, &auth).pass(),
-            Some("x")
-        );
+        let auth = Auth { password: Some(Secret::new("x")), ..auth };
+        assert_eq!(opts_for(&config.shards[0].endpoint, &auth).pass(), Some("x"));
     }
 
     #[test]

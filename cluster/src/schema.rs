@@ -190,7 +190,8 @@ async fn apply_to(
     crate::config::validate_identifier(&endpoint.database)
         .map_err(|source| ApplyError::Name { target: target.clone(), source })?;
     let sql_err = |source| ApplyError::Sql { target: target.clone(), source };
-    let server_opts = mysql_async::OptsBuilder::from_opts(crate::pool::opts_for(endpoint, auth)).db_name(None::<String>);
+    let server_opts =
+        mysql_async::OptsBuilder::from_opts(crate::pool::opts_for(endpoint, auth)).db_name(None::<String>);
     let mut conn = mysql_async::Conn::new(server_opts).await.map_err(sql_err)?;
     // Validated above, so the name can be quoted as an identifier.
     conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{}`", endpoint.database)).await.map_err(sql_err)?;

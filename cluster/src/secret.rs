@@ -104,11 +104,7 @@ impl PasswordSource {
     /// Reads the password. `base_dir` resolves a relative `password_file`;
     /// `env` looks variables up (the process environment in production, a
     /// map in tests, so tests never touch global state).
-    pub fn load(
-        &self,
-        base_dir: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Secret, SecretError> {
+    pub fn load(&self, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, SecretError> {
         match self {
             Self::Env(var) => {
                 let value = env(var).ok_or_else(|| SecretError::EnvUnset(var.clone()))?;
@@ -175,48 +171,29 @@ mod tests {
         ));
         let both = PasswordSource::from_fields(Some("X".into()), Some("f".into()));
         assert!(matches!(both, Err(SecretError::BothSet)));
-        assert!(matches!(
-            PasswordSource::from_fields(Some(String::new()), None),
-            Err(SecretError::EmptyEnvName)
-        ));
+        assert!(matches!(PasswordSource::from_fields(Some(String::new()), None), Err(SecretError::EmptyEnvName)));
     }
 
     #[test]
     fn reads_env_through_the_injected_lookup() {
-        let vars = HashMap::from([
-            ("DW_PW".to_owned(), "s3cret".to_owned()),
-            ("DW_EMPTY".to_owned(), String::new()),
-        ]);
+        let vars = HashMap::from([("DW_PW".to_owned(), "s3cret".to_owned()), ("DW_EMPTY".to_owned(), String::new())]);
         let env = |name: &str| vars.get(name).cloned();
         let base = Path::new("/nonexistent");
 
-        let secret = PasswordSource::Env("DW_PW".into())
-            .load(base, &env)
-            .expect("set");
+        let secret = PasswordSource::Env("DW_PW".into()).load(base, &env).expect("set");
         assert_eq!(secret.expose_secret(), "s3cret");
 
-        let err = PasswordSource::Env("DW_MISSING".into())
-            .load(base, &env)
-            .expect_err("unset");
-        assert_eq!(
-            err.to_string(),
-            "password_env: environment variable DW_MISSING is not set"
-        );
+        let err = PasswordSource::Env("DW_MISSING".into()).load(base, &env).expect_err("unset");
+        assert_eq!(err.to_string(), "password_env: environment variable DW_MISSING is not set");
 
-        let err = PasswordSource::Env("DW_EMPTY".into())
-            .load(base, &env)
-            .expect_err("empty");
+        let err = PasswordSource::Env("DW_EMPTY".into()).load(base, &env).expect_err("empty");
         assert!(matches!(err, SecretError::EnvEmpty(_)), "{err}");
     }
 
     #[test]
     fn reads_file_relative_to_base_dir_and_trims_trailing_newline() {
         let dir = scratch_dir();
-        std::fs::write(
-            dir.path().join("secrets/mysql_password"),
-            "p@ss word \r\n\n",
-        )
-        .expect("write");
+        std::fs::write(dir.path().join("secrets/mysql_password"), "p@ss word \r\n\n").expect("write");
 
         let source = PasswordSource::File("secrets/mysql_password".into());
         let secret = source.load(dir.path(), &no_env).expect("readable");
@@ -224,33 +201,21 @@ mod tests {
 
         // An absolute path ignores the base directory.
         let absolute = PasswordSource::File(dir.path().join("secrets/mysql_password"));
-        let secret = absolute
-            .load(Path::new("/elsewhere"), &no_env)
-            .expect("readable");
+        let secret = absolute.load(Path::new("/elsewhere"), &no_env).expect("readable");
         assert_eq!(secret.expose_secret(), "p@ss word ");
     }
 
     #[test]
     fn names_the_missing_or_empty_file() {
         let dir = scratch_dir();
-        let err = PasswordSource::File("secrets/nope".into())
-            .load(dir.path(), &no_env)
-            .expect_err("missing");
+        let err = PasswordSource::File("secrets/nope".into()).load(dir.path(), &no_env).expect_err("missing");
         let message = err.to_string();
         let resolved = dir.path().join("secrets/nope");
-        assert!(
-            message.starts_with(&format!(
-                "password_file: cannot read {}: ",
-                resolved.display()
-            )),
-            "{message}"
-        );
+        assert!(message.starts_with(&format!("password_file: cannot read {}: ", resolved.display())), "{message}");
         assert!(message.contains("No such file"), "{message}");
 
         std::fs::write(dir.path().join("secrets/empty"), "\n").expect("write");
-        let err = PasswordSource::File("secrets/empty".into())
-            .load(dir.path(), &no_env)
-            .expect_err("empty");
+        let err = PasswordSource::File("secrets/empty".into()).load(dir.path(), &no_env).expect_err("empty");
         assert!(matches!(err, SecretError::FileEmpty(_)), "{err}");
     }
 }

@@ -89,35 +89,16 @@ mod tests {
 
     #[test]
     fn maps_ids_like_vitess() {
-        for &(id, want) in VITESS_VECTORS
-            .iter()
-            .chain(VITESS_CONVERT_VECTORS)
-            .chain(TIDB_VECTORS)
-        {
-            assert_eq!(
-                keyspace_id(id),
-                want.to_be_bytes(),
-                "keyspace_id({id}) diverged from Vitess"
-            );
+        for &(id, want) in VITESS_VECTORS.iter().chain(VITESS_CONVERT_VECTORS).chain(TIDB_VECTORS) {
+            assert_eq!(keyspace_id(id), want.to_be_bytes(), "keyspace_id({id}) diverged from Vitess");
         }
-        assert_eq!(
-            keyspace_id(1),
-            [0x16, 0x6b, 0x40, 0xb4, 0x4a, 0xba, 0x4b, 0xd6]
-        );
+        assert_eq!(keyspace_id(1), [0x16, 0x6b, 0x40, 0xb4, 0x4a, 0xba, 0x4b, 0xd6]);
     }
 
     #[test]
     fn reverse_maps_keyspace_ids_like_vitess() {
-        for &(id, ksid) in VITESS_VECTORS
-            .iter()
-            .chain(VITESS_CONVERT_VECTORS)
-            .chain(TIDB_VECTORS)
-        {
-            assert_eq!(
-                database_id_from_keyspace_id(ksid.to_be_bytes()),
-                id,
-                "reverse of {ksid:016x}"
-            );
+        for &(id, ksid) in VITESS_VECTORS.iter().chain(VITESS_CONVERT_VECTORS).chain(TIDB_VECTORS) {
+            assert_eq!(database_id_from_keyspace_id(ksid.to_be_bytes()), id, "reverse of {ksid:016x}");
         }
     }
 
@@ -126,9 +107,7 @@ mod tests {
         let mut id: u64 = 0;
         for step in 0..10_000u64 {
             assert_eq!(database_id_from_keyspace_id(keyspace_id(id)), id);
-            id = id
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(step | 1);
+            id = id.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(step | 1);
         }
     }
 }

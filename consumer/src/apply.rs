@@ -55,7 +55,11 @@ impl FenceInfo<'_> {
     }
 }
 
-pub async fn apply_shard(pool: &Pool, items: &[ShardItem], fence: &FenceInfo<'_>) -> Result<ShardOutcome, mysql_async::Error> {
+pub async fn apply_shard(
+    pool: &Pool,
+    items: &[ShardItem],
+    fence: &FenceInfo<'_>,
+) -> Result<ShardOutcome, mysql_async::Error> {
     let mut conn = pool.get_conn().await?;
     // READ COMMITTED: locking reads take no gap locks, so partitions never block each other.
     let mut opts = TxOpts::new();
@@ -237,7 +241,11 @@ async fn load_stats(
 
 fn parse_stats_row(mut row: Row) -> Result<(StatsKey, StatsRow), mysql_async::Error> {
     const WHAT: &str = "stored stats row";
-    let key = StatsKey { database_id: column(&mut row, 0, WHAT)?, fingerprint: column(&mut row, 1, WHAT)?, window_start: column(&mut row, 2, WHAT)? };
+    let key = StatsKey {
+        database_id: column(&mut row, 0, WHAT)?,
+        fingerprint: column(&mut row, 1, WHAT)?,
+        window_start: column(&mut row, 2, WHAT)?,
+    };
     let keyspace_id: Vec<u8> = column(&mut row, 3, WHAT)?;
     let sketch_bytes: Vec<u8> = column(&mut row, 10, WHAT)?;
     let sketch = LatencySketch::decode(&sketch_bytes)
@@ -279,19 +287,19 @@ async fn upsert_patterns(
     // Sorted so that concurrent writers lock rows in one order (no deadlocks).
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let values: Vec<String> = sorted
-            .iter()
-            .map(|((db, fp), p)| {
-                tuple(&[
-                    lit(*db),
-                    lit(*fp),
-                    hex(&p.keyspace_id),
-                    lit(p.normalized_sql.as_str()),
-                    lit(p.tables_json.as_str()),
-                    datetime_ms(p.first_seen_ms),
-                    datetime_ms(p.last_seen_ms),
-                ])
-            })
-            .collect();
+        .iter()
+        .map(|((db, fp), p)| {
+            tuple(&[
+                lit(*db),
+                lit(*fp),
+                hex(&p.keyspace_id),
+                lit(p.normalized_sql.as_str()),
+                lit(p.tables_json.as_str()),
+                datetime_ms(p.first_seen_ms),
+                datetime_ms(p.last_seen_ms),
+            ])
+        })
+        .collect();
     for chunk in chunks(&values) {
         // The merge rule of PatternRow::merge, in SQL: the text of the
         // earliest sighting wins (ties by text), so writers commute. The
@@ -313,25 +321,25 @@ async fn upsert_patterns(
 
 async fn insert_slow(tx: &mut Transaction<'_>, rows: &[&SlowRow]) -> Result<u64, mysql_async::Error> {
     let values: Vec<String> = rows
-            .iter()
-            .map(|s| {
-                tuple(&[
-                    lit(s.src_partition),
-                    lit(s.src_offset),
-                    datetime_us(s.occurred_at_us),
-                    lit(s.database_id),
-                    lit(s.fingerprint.as_str()),
-                    hex(&s.keyspace_id),
-                    lit(s.proxy_id.as_str()),
-                    lit(s.duration_us),
-                    lit(s.rows_read),
-                    lit(s.rows_returned),
-                    lit(s.error_text.as_deref()),
-                    lit(s.query_text.as_str()),
-                    lit(s.tables_json.as_str()),
-                ])
-            })
-            .collect();
+        .iter()
+        .map(|s| {
+            tuple(&[
+                lit(s.src_partition),
+                lit(s.src_offset),
+                datetime_us(s.occurred_at_us),
+                lit(s.database_id),
+                lit(s.fingerprint.as_str()),
+                hex(&s.keyspace_id),
+                lit(s.proxy_id.as_str()),
+                lit(s.duration_us),
+                lit(s.rows_read),
+                lit(s.rows_returned),
+                lit(s.error_text.as_deref()),
+                lit(s.query_text.as_str()),
+                lit(s.tables_json.as_str()),
+            ])
+        })
+        .collect();
     for chunk in chunks(&values) {
         // A plain INSERT: the fence guarantees each event arrives once, and a
         // duplicate key here would mean the fence was bypassed, which must fail loudly.

@@ -61,7 +61,10 @@ impl ConsumerConfig {
         const PROTECTED: [&str; 5] =
             ["enable.auto.offset.store", "enable.auto.commit", "isolation.level", "group.id", "bootstrap.servers"];
         if let Some((k, _)) = self.kafka_overrides.iter().find(|(k, _)| PROTECTED.contains(&k.as_str())) {
-            return Err(ConfigError::Invalid { field: "kafka", why: format!("{k} is set by the consumer and cannot be overridden") });
+            return Err(ConfigError::Invalid {
+                field: "kafka",
+                why: format!("{k} is set by the consumer and cannot be overridden"),
+            });
         }
         if self.cluster.control.is_none() {
             return invalid("cluster.control", "the cluster file needs a [control] dsn for dead letters");

@@ -8,29 +8,34 @@ use mysql_async::Pool;
 use crate::plan::DeadLetter;
 use crate::sql::{chunks, hex, lit, tuple};
 
-pub async fn record(control: &Pool, cluster: &str, group: &str, letters: &[DeadLetter]) -> Result<(), mysql_async::Error> {
+pub async fn record(
+    control: &Pool,
+    cluster: &str,
+    group: &str,
+    letters: &[DeadLetter],
+) -> Result<(), mysql_async::Error> {
     if letters.is_empty() {
         return Ok(());
     }
     let mut conn = control.get_conn().await?;
     let values: Vec<String> = letters
-            .iter()
-            .map(|d| {
-                tuple(&[
-                    lit(cluster),
-                    lit(&*d.topic),
-                    lit(d.partition),
-                    lit(d.offset),
-                    lit(group),
-                    lit(d.reason),
-                    lit(d.detail.as_str()),
-                    d.key.as_deref().map(hex).unwrap_or_else(|| "NULL".into()),
-                    d.payload.as_deref().map(hex).unwrap_or_else(|| "NULL".into()),
-                    lit(d.message_ms),
-                    "UTC_TIMESTAMP(6)".to_string(),
-                ])
-            })
-            .collect();
+        .iter()
+        .map(|d| {
+            tuple(&[
+                lit(cluster),
+                lit(&*d.topic),
+                lit(d.partition),
+                lit(d.offset),
+                lit(group),
+                lit(d.reason),
+                lit(d.detail.as_str()),
+                d.key.as_deref().map(hex).unwrap_or_else(|| "NULL".into()),
+                d.payload.as_deref().map(hex).unwrap_or_else(|| "NULL".into()),
+                lit(d.message_ms),
+                "UTC_TIMESTAMP(6)".to_string(),
+            ])
+        })
+        .collect();
     for chunk in chunks(&values) {
         // Autocommit: each statement is durable when it returns.
         conn.query_drop(format!(

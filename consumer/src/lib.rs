@@ -16,9 +16,9 @@ pub mod retry;
 pub mod rows;
 pub mod run;
 pub mod source;
+pub mod sql;
 pub mod start;
 pub mod status;
-pub mod sql;
 
 pub use config::ConsumerConfig;
 pub use run::run;

@@ -8,16 +8,40 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 
 pub fn describe() {
-    describe_counter!("dualwrite_consumer_messages_total", "Messages handled, by topic and outcome (applied, skipped_below_fence, dead_letter).");
-    describe_counter!("dualwrite_consumer_rows_written_total", Unit::Count, "Rows upserted or inserted, by shard and table.");
+    describe_counter!(
+        "dualwrite_consumer_messages_total",
+        "Messages handled, by topic and outcome (applied, skipped_below_fence, dead_letter)."
+    );
+    describe_counter!(
+        "dualwrite_consumer_rows_written_total",
+        Unit::Count,
+        "Rows upserted or inserted, by shard and table."
+    );
     describe_counter!("dualwrite_consumer_dead_letters_total", "Messages dead-lettered, by reason.");
-    describe_counter!("dualwrite_consumer_shard_retries_total", "Retried shard transactions after a retryable error, by shard.");
-    describe_counter!("dualwrite_consumer_offset_gaps_total", "Batches that started past a shard's fence: messages never seen (truncated upstream).");
-    describe_histogram!("dualwrite_consumer_batch_duration_seconds", Unit::Seconds, "Time from batch cut to offsets stored.");
+    describe_counter!(
+        "dualwrite_consumer_shard_retries_total",
+        "Retried shard transactions after a retryable error, by shard."
+    );
+    describe_counter!(
+        "dualwrite_consumer_offset_gaps_total",
+        "Batches that started past a shard's fence: messages never seen (truncated upstream)."
+    );
+    describe_histogram!(
+        "dualwrite_consumer_batch_duration_seconds",
+        Unit::Seconds,
+        "Time from batch cut to offsets stored."
+    );
     describe_histogram!("dualwrite_consumer_batch_messages", Unit::Count, "Messages per batch.");
-    describe_gauge!("dualwrite_consumer_paused", "1 while fetching is paused because the batcher is stalled (a shard is slow or down).");
+    describe_gauge!(
+        "dualwrite_consumer_paused",
+        "1 while fetching is paused because the batcher is stalled (a shard is slow or down)."
+    );
     describe_counter!("dualwrite_consumer_pauses_total", "Times fetching was paused for backpressure.");
-    describe_gauge!("dualwrite_consumer_lag_messages", Unit::Count, "End offset minus the committed offset, by topic and partition (librdkafka statistics).");
+    describe_gauge!(
+        "dualwrite_consumer_lag_messages",
+        Unit::Count,
+        "End offset minus the committed offset, by topic and partition (librdkafka statistics)."
+    );
 }
 
 pub fn messages(topic: &str, outcome: &'static str, n: u64) {

@@ -36,8 +36,17 @@ pub struct ShardItem {
 
 #[derive(Debug, Clone)]
 pub enum ItemBody {
-    Stats { minute: StatsKey, hour_window: i64, row: StatsRow, pattern: PatternRow, late: bool },
-    Slow { row: SlowRow, late: bool },
+    Stats {
+        minute: StatsKey,
+        hour_window: i64,
+        row: StatsRow,
+        pattern: PatternRow,
+        late: bool,
+    },
+    Slow {
+        row: SlowRow,
+        late: bool,
+    },
     /// Older than retention: counted on its shard, not written.
     Expired,
 }
@@ -185,21 +194,24 @@ fn route(
             if expired {
                 return Ok((shard, ItemBody::Expired));
             }
-            ItemBody::Slow { late, row: SlowRow {
-            src_partition: m.partition,
-            src_offset: m.offset,
-            occurred_at_us: s.occurred_at,
-            database_id,
-            keyspace_id,
-            proxy_id: s.proxy_id,
-            duration_us: u64::try_from(s.duration_us).unwrap_or(0),
-            rows_read: u64::try_from(s.rows_read).unwrap_or(0),
-            rows_returned: u64::try_from(s.rows_returned).unwrap_or(0),
-            error_text: s.error,
-            query_text: s.query_text,
-            tables_json: tables_json(&s.tables),
-            fingerprint: s.fingerprint,
-        } }
+            ItemBody::Slow {
+                late,
+                row: SlowRow {
+                    src_partition: m.partition,
+                    src_offset: m.offset,
+                    occurred_at_us: s.occurred_at,
+                    database_id,
+                    keyspace_id,
+                    proxy_id: s.proxy_id,
+                    duration_us: u64::try_from(s.duration_us).unwrap_or(0),
+                    rows_read: u64::try_from(s.rows_read).unwrap_or(0),
+                    rows_returned: u64::try_from(s.rows_returned).unwrap_or(0),
+                    error_text: s.error,
+                    query_text: s.query_text,
+                    tables_json: tables_json(&s.tables),
+                    fingerprint: s.fingerprint,
+                },
+            }
         }
     };
     Ok((shard, body))

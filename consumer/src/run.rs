@@ -8,8 +8,8 @@ use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
 use futures::future::join_all;
 use mysql_async::prelude::Queryable;
-use rdkafka::consumer::Consumer;
 use mysql_async::Pool;
+use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 use topics::{Codec, TopicKind};
 
@@ -94,8 +94,18 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         allowed_lateness_ms: i64::try_from(config.allowed_lateness.as_millis()).unwrap_or(i64::MAX),
         retention_ms: i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX),
     };
-    let shared = Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds, rules, starts });
-    let mut batcher = Batcher { config: &config, progress: Default::default(), started: Default::default(), shared, pools: &pools, control, source: &source, shutdown: &shutdown };
+    let shared =
+        Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds, rules, starts });
+    let mut batcher = Batcher {
+        config: &config,
+        progress: Default::default(),
+        started: Default::default(),
+        shared,
+        pools: &pools,
+        control,
+        source: &source,
+        shutdown: &shutdown,
+    };
     let result = batcher.run(receivers).await;
     let (applied, skipped) = {
         let p = batcher.progress.lock().await;
@@ -239,7 +249,8 @@ impl Batcher<'_> {
             if known.contains(&key) {
                 continue;
             }
-            let from_time = self.shared.starts.as_ref().and_then(|s| s.get(&key)).filter(|s| s.offset == r.first_offset);
+            let from_time =
+                self.shared.starts.as_ref().and_then(|s| s.get(&key)).filter(|s| s.offset == r.first_offset);
             match from_time {
                 _ if r.first_offset == 0 => {
                     out.insert(key, 0);
@@ -272,7 +283,10 @@ impl Batcher<'_> {
             for ((topic, partition), offset) in wanted {
                 let (low, _) = probe.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
                 if offset >= low {
-                    out.push(((topic.clone(), partition), crate::start::timestamp_at(&probe, &topic, partition, offset)?));
+                    out.push((
+                        (topic.clone(), partition),
+                        crate::start::timestamp_at(&probe, &topic, partition, offset)?,
+                    ));
                 }
             }
             Ok(out)
@@ -340,9 +354,11 @@ impl Batcher<'_> {
         let started = Instant::now();
         let messages = std::mem::take(pending);
         let shared = self.shared.clone();
-        let plan = tokio::task::spawn_blocking(move || plan(messages, &shared.codec, &shared.cluster, &shared.kinds, shared.rules))
-            .await
-            .map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
+        let plan = tokio::task::spawn_blocking(move || {
+            plan(messages, &shared.codec, &shared.cluster, &shared.kinds, shared.rules)
+        })
+        .await
+        .map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
         match self.apply(&plan).await {
             Ok(()) => {}
             Err(BatchError::Abandoned) => {
@@ -364,7 +380,9 @@ impl Batcher<'_> {
         // offsets, nothing would bring the messages back.
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
         loop {
-            match dead_letter::record(&self.control, &self.config.cluster.name, &self.config.group, &plan.dead_letters).await {
+            match dead_letter::record(&self.control, &self.config.cluster.name, &self.config.group, &plan.dead_letters)
+                .await
+            {
                 Ok(()) => break,
                 Err(e) if is_retryable(&e) => self.wait_retry(&mut backoff, "control", &e).await?,
                 Err(e) => return Err(BatchError::Fatal(ConsumerError::Control(e))),
@@ -385,9 +403,11 @@ impl Batcher<'_> {
 
         let coverage_starts = self.coverage_starts(plan).await;
         let high_watermarks: Vec<Option<i64>> = {
-            let marks = self.source.watermarks.lock().map_err(|_| {
-                BatchError::Fatal(ConsumerError::Internal("watermark lock poisoned".into()))
-            })?;
+            let marks = self
+                .source
+                .watermarks
+                .lock()
+                .map_err(|_| BatchError::Fatal(ConsumerError::Internal("watermark lock poisoned".into())))?;
             plan.ranges.iter().map(|r| marks.get(&(r.topic.to_string(), r.partition)).copied()).collect()
         };
         let fence = FenceInfo {
@@ -396,7 +416,8 @@ impl Batcher<'_> {
             group: &self.config.group,
             coverage_starts: &coverage_starts,
         };
-        let results = join_all(plan.shards.iter().enumerate().map(|(i, items)| self.apply_with_retry(i, items, &fence))).await;
+        let results =
+            join_all(plan.shards.iter().enumerate().map(|(i, items)| self.apply_with_retry(i, items, &fence))).await;
         let mut applied = vec![0u64; plan.ranges.len()];
         let mut skipped = vec![0u64; plan.ranges.len()];
         for result in results {
@@ -419,7 +440,12 @@ impl Batcher<'_> {
         Ok(())
     }
 
-    async fn apply_with_retry(&self, shard: usize, items: &[crate::plan::ShardItem], fence: &FenceInfo<'_>) -> Result<ShardOutcome, BatchError> {
+    async fn apply_with_retry(
+        &self,
+        shard: usize,
+        items: &[crate::plan::ShardItem],
+        fence: &FenceInfo<'_>,
+    ) -> Result<ShardOutcome, BatchError> {
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
         let pool = self.pools.shard(shard);
         loop {
@@ -447,7 +473,12 @@ impl Batcher<'_> {
     }
 
     /// Sleeps before the next try, or gives up if shutdown was requested.
-    async fn wait_retry(&self, backoff: &mut Backoff, target: &str, error: &mysql_async::Error) -> Result<(), BatchError> {
+    async fn wait_retry(
+        &self,
+        backoff: &mut Backoff,
+        target: &str,
+        error: &mysql_async::Error,
+    ) -> Result<(), BatchError> {
         if self.shutdown.is_cancelled() {
             return Err(BatchError::Abandoned);
         }

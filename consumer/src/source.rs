@@ -17,14 +17,13 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
-use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset};
 use tokio::sync::mpsc;
-
 
 /// How long a revoke waits for the in-flight batch before releasing anyway;
 /// the fence keeps a late write from the old owner harmless.
@@ -150,7 +149,9 @@ impl ConsumerContext for SourceContext {
         tracing::info!(count = partitions.len(), "partitions revoked, draining in-flight batch");
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         // try_send: a batcher stuck on a down shard must not block the rebalance.
-        if self.control.try_send(Control::Revoke { partitions, done }).is_ok() && wait.recv_timeout(REVOKE_WAIT).is_err() {
+        if self.control.try_send(Control::Revoke { partitions, done }).is_ok()
+            && wait.recv_timeout(REVOKE_WAIT).is_err()
+        {
             tracing::warn!("in-flight batch not finished before revoke; releasing anyway (fenced)");
         }
         // The mock broker (and Kafka mid-rebalance) may refuse: the fence makes a lost commit harmless.
@@ -236,9 +237,7 @@ impl SourceContext {
 
 /// Whether the group has a committed offset for the partition.
 fn has_commit(committed: Option<&TopicPartitionList>, topic: &str, partition: i32) -> bool {
-    committed
-        .and_then(|c| c.find_partition(topic, partition))
-        .is_some_and(|e| matches!(e.offset(), Offset::Offset(_)))
+    committed.and_then(|c| c.find_partition(topic, partition)).is_some_and(|e| matches!(e.offset(), Offset::Offset(_)))
 }
 
 fn tpl_pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
@@ -272,14 +271,13 @@ impl Source {
         let (data_tx, data) = mpsc::channel(capacity);
         let (control_tx, control) = mpsc::channel(CONTROL_CAPACITY);
         let watermarks = Watermarks::default();
-        let context =
-            SourceContext {
-                control: control_tx,
-                resume,
-                watermarks: watermarks.clone(),
-                stalled: AtomicBool::new(false),
-                resumed_at: Mutex::new(None),
-            };
+        let context = SourceContext {
+            control: control_tx,
+            resume,
+            watermarks: watermarks.clone(),
+            stalled: AtomicBool::new(false),
+            resumed_at: Mutex::new(None),
+        };
         let consumer: Arc<BaseConsumer<SourceContext>> = Arc::new(client.create_with_context(context)?);
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;

@@ -97,9 +97,11 @@ pub async fn status(
     let partitions: Vec<PartitionStatus> = rows.into_values().collect();
     // A partition with messages that the cluster never started leaves the cluster uncovered.
     let started_all = partitions.iter().all(|p| p.progress.is_some() || p.end_offset == Some(0));
-    let covered_from_ms =
-        started_all.then(|| partitions.iter().filter_map(|p| p.progress.as_ref().map(|g| g.covered_from_ms)).max()).flatten();
-    let settled_through_ms = started_all.then(|| partitions.iter().filter_map(|p| p.settled_through_ms).min()).flatten();
+    let covered_from_ms = started_all
+        .then(|| partitions.iter().filter_map(|p| p.progress.as_ref().map(|g| g.covered_from_ms)).max())
+        .flatten();
+    let settled_through_ms =
+        started_all.then(|| partitions.iter().filter_map(|p| p.settled_through_ms).min()).flatten();
     Ok(StatusReport { cluster: cluster.name.clone(), partitions, covered_from_ms, settled_through_ms })
 }
 

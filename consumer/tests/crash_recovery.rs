@@ -34,7 +34,10 @@ async fn survives_sigkill_at_random_points() {
     }
     let truth = producing.await.expect("producer");
     assert!(progress.iter().any(|a| *a > 0), "the killed consumers applied nothing: the test exercised nothing");
-    assert!(progress.last() < Some(&truth.messages), "everything was applied before the last kill: kills did not overlap the load");
+    assert!(
+        progress.last() < Some(&truth.messages),
+        "everything was applied before the last kill: kills did not overlap the load"
+    );
 
     let last = ConsumerProcess::spawn(&cluster, &broker, "sigkill", 500);
     common::wait_caught_up(&cluster.config, &broker, Duration::from_secs(180)).await;

@@ -21,13 +21,13 @@ async fn bad_messages_are_dead_lettered_and_nothing_else_is_lost() {
 
     // The corpus goes first, spread over partitions, so good messages follow
     // it in the same partitions and the same batches.
-    let producer: FutureProducer =
-        loadtest::produce::producer_config(&broker.bootstrap).create().expect("producer");
+    let producer: FutureProducer = loadtest::produce::producer_config(&broker.bootstrap).create().expect("producer");
     let mut expected = BTreeMap::new();
     for (i, bad) in corpus.iter().enumerate() {
         let topic = broker.topic(bad.kind);
         let partition = i as i32 % common::PARTITIONS;
-        let mut record: FutureRecord<'_, [u8], Vec<u8>> = FutureRecord::to(&topic).partition(partition).key(&b"bad"[..]);
+        let mut record: FutureRecord<'_, [u8], Vec<u8>> =
+            FutureRecord::to(&topic).partition(partition).key(&b"bad"[..]);
         if let Some(payload) = &bad.payload {
             record = record.payload(payload);
         }

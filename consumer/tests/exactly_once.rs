@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster::pool::ShardPools;
-use common::{assert_matches_truth, consumer_config, fresh_cluster, messages_applied, Broker, ConsumerProcess, TestCluster};
+use common::{
+    assert_matches_truth, consumer_config, fresh_cluster, messages_applied, Broker, ConsumerProcess, TestCluster,
+};
 use consumer::apply::{apply_shard, FenceInfo};
 use consumer::plan::plan;
 use consumer::source::Fetched;
@@ -63,11 +65,16 @@ fn fetched_workload(n: usize) -> (Vec<Fetched>, Truth) {
     let mut next_offset: HashMap<(bool, i32), i64> = HashMap::new();
     let mut truth = TruthBuilder::default();
     let mut out = Vec::new();
-    let workload = Workload::new(WorkloadConfig::new(5, chrono::Utc::now().timestamp_millis() - 7_200_000)).expect("workload");
+    let workload =
+        Workload::new(WorkloadConfig::new(5, chrono::Utc::now().timestamp_millis() - 7_200_000)).expect("workload");
     for event in workload.take(n) {
         let (is_slow, key, payload) = match &event {
-            Generated::Stats(q) => (false, topics::message_key(q.database_id, &q.fingerprint), codec.encode_query_stats(q)),
-            Generated::Slow(s) => (true, topics::message_key(s.database_id, &s.fingerprint), codec.encode_slow_query(s)),
+            Generated::Stats(q) => {
+                (false, topics::message_key(q.database_id, &q.fingerprint), codec.encode_query_stats(q))
+            }
+            Generated::Slow(s) => {
+                (true, topics::message_key(s.database_id, &s.fingerprint), codec.encode_slow_query(s))
+            }
         };
         let partition = i32::from(key[7] % 4);
         let offset = next_offset.entry((is_slow, partition)).or_insert(0);
@@ -90,12 +97,14 @@ fn fetched_workload(n: usize) -> (Vec<Fetched>, Truth) {
 
 async fn apply_batch(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetched>) -> (u64, u64) {
     let kinds: HashMap<String, TopicKind> =
-        [("query-stats".to_string(), TopicKind::QueryStats), ("slow-queries".to_string(), TopicKind::SlowQueries)].into();
+        [("query-stats".to_string(), TopicKind::QueryStats), ("slow-queries".to_string(), TopicKind::SlowQueries)]
+            .into();
     let rules = consumer::plan::TimeRules { allowed_lateness_ms: 300_000, retention_ms: 8 * 86_400_000 };
     let plan = plan(batch, &Codec::embedded().expect("codec"), &cluster.config, &kinds, rules);
     assert!(plan.dead_letters.is_empty());
     let hw = vec![None; plan.ranges.len()];
-    let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &HashMap::new() };
+    let fence =
+        FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &HashMap::new() };
     let (mut applied, mut skipped) = (0, 0);
     for (i, items) in plan.shards.iter().enumerate() {
         let outcome = apply_shard(pools.shard(i), items, &fence).await.expect("apply");

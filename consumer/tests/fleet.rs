@@ -104,7 +104,8 @@ async fn apply(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetched>, r
     let kinds: HashMap<String, TopicKind> = [("query-stats".to_string(), TopicKind::QueryStats)].into();
     let plan = plan(batch, &Codec::embedded().expect("codec"), &cluster.config, &kinds, rules);
     let hw = vec![None; plan.ranges.len()];
-    let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &HashMap::new() };
+    let fence =
+        FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &HashMap::new() };
     let results = futures::future::join_all(
         plan.shards.iter().enumerate().map(|(i, items)| apply_shard(pools.shard(i), items, &fence)),
     )
@@ -249,17 +250,21 @@ async fn an_idle_partition_confirmed_caught_up_settles_its_last_window() {
     let plan = plan(messages, &Codec::embedded().expect("codec"), &cluster.config, &kinds, RULES);
     // The broker says one more message exists on every partition: not at the end.
     let hw: Vec<Option<i64>> = plan.ranges.iter().map(|r| Some(r.next_offset + 1)).collect();
-    let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &HashMap::new() };
+    let fence =
+        FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &HashMap::new() };
     for (i, items) in plan.shards.iter().enumerate() {
         apply_shard(pools.shard(i), items, &fence).await.expect("apply");
     }
     let last_event = plan.ranges.iter().map(|r| r.max_message_ms).max().expect("ranges");
-    let window = (last_event.div_euclid(MINUTE_MS) * MINUTE_MS, last_event.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS);
-    let state = |fences: &[consumer::coverage::PartitionProgress]| window_state(fences, None, window.0, window.1, 60_000);
+    let window =
+        (last_event.div_euclid(MINUTE_MS) * MINUTE_MS, last_event.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS);
+    let state =
+        |fences: &[consumer::coverage::PartitionProgress]| window_state(fences, None, window.0, window.1, 60_000);
     assert_eq!(state(&progress(&pools).await.expect("progress")), WindowState::CoveredNotSettled);
 
     // The consumer later sees the partitions end where its fences are, and confirms them.
-    let ends: Vec<(String, i32, i64)> = plan.ranges.iter().map(|r| (r.topic.to_string(), r.partition, r.next_offset)).collect();
+    let ends: Vec<(String, i32, i64)> =
+        plan.ranges.iter().map(|r| (r.topic.to_string(), r.partition, r.next_offset)).collect();
     for pool in pools.shards() {
         consumer::apply::confirm_idle(pool, &ends).await.expect("confirm");
     }
@@ -272,6 +277,9 @@ async fn an_idle_partition_confirmed_caught_up_settles_its_last_window() {
         consumer::apply::confirm_idle(pool, &ahead).await.expect("confirm");
     }
     let after = progress(&pools).await.expect("progress");
-    assert!(after.iter().zip(&before).all(|(a, b)| a.high_watermark == b.high_watermark), "an unapplied end was confirmed");
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a.high_watermark == b.high_watermark),
+        "an unapplied end was confirmed"
+    );
     pools.disconnect().await;
 }

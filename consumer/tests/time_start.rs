@@ -42,7 +42,15 @@ async fn start_tansu() -> Tansu {
     let child = std::process::Command::new(tansu_binary())
         .current_dir(dir.path())
         // sqlite storage, relative to the working directory: memory storage loses messages.
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "sqlite://tansu.db"])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "sqlite://tansu.db",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("tansu.log")).expect("log file"))
         .spawn()
@@ -99,8 +107,13 @@ async fn groups_started_at_a_time_or_a_window_boundary_apply_exactly_what_follow
         let group = format!("{}_{tag}", common::unique("g"));
         let process = ConsumerProcess::spawn_with(&cluster, &broker, &group, 1000, &["--start", &start]);
         process.wait_assigned(1, Duration::from_secs(60)).await;
-        common::wait_caught_up_since(&cluster.config, &broker, &std::collections::HashMap::new(), Duration::from_secs(120))
-            .await;
+        common::wait_caught_up_since(
+            &cluster.config,
+            &broker,
+            &std::collections::HashMap::new(),
+            Duration::from_secs(120),
+        )
+        .await;
         assert!(process.terminate().await.success());
         assert_matches_truth(&cluster.config, &part_two).await;
         assert_eq!(messages_applied(&cluster.config).await, part_two.messages, "start {start}");

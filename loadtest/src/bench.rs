@@ -89,8 +89,10 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     produce(&produce_config, &CancellationToken::new()).await.map_err(|e| setup(&e))?;
     report.produce_msgs_per_s = rate(config.messages, started.elapsed());
 
-    let topics: Vec<String> =
-        [TopicKind::QueryStats, TopicKind::SlowQueries].iter().map(|k| format!("{}{}", config.topic_prefix, k.as_str())).collect();
+    let topics: Vec<String> = [TopicKind::QueryStats, TopicKind::SlowQueries]
+        .iter()
+        .map(|k| format!("{}{}", config.topic_prefix, k.as_str()))
+        .collect();
     report.raw_consume_msgs_per_s = raw_consume(&config.brokers, &topics, config.messages).await?;
     report.kcat_msgs_per_s = kcat(&config.brokers, &topics).await;
     report.insert_ceiling_rows_per_s = insert_ceiling(&new, config.insert_rows).await?;
@@ -158,7 +160,9 @@ async fn kcat(brokers: &str, topics: &[String]) -> Option<f64> {
 async fn insert_ceiling(cluster: &ClusterConfig, rows: u64) -> Result<f64, BenchError> {
     let db = format!("dw_bench_insert_{}", std::process::id());
     let scratch = cluster.with_database(&db).map_err(|e| BenchError::Setup(e.to_string()))?;
-    cluster::schema::apply(&scratch, chrono::Utc::now().date_naive(), 1, 1).await.map_err(|e| BenchError::Setup(e.to_string()))?;
+    cluster::schema::apply(&scratch, chrono::Utc::now().date_naive(), 1, 1)
+        .await
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
     let pools = ShardPools::new(&scratch);
     let per_shard = rows / pools.len() as u64;
     let sketch = "X'".to_string() + &"ab".repeat(200) + "'";
@@ -268,7 +272,12 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
 async fn drop_databases(cluster: &ClusterConfig) -> Result<(), BenchError> {
     let pools = ShardPools::new(cluster);
     for (i, shard) in cluster.shards.iter().enumerate() {
-        pools.shard(i).get_conn().await?.query_drop(format!("DROP DATABASE IF EXISTS `{}`", shard.endpoint.database)).await?;
+        pools
+            .shard(i)
+            .get_conn()
+            .await?
+            .query_drop(format!("DROP DATABASE IF EXISTS `{}`", shard.endpoint.database))
+            .await?;
     }
     if let (Some(pool), Some(control)) = (pools.control(), &cluster.control) {
         pool.get_conn().await?.query_drop(format!("DROP DATABASE IF EXISTS `{}`", control.database)).await?;
@@ -330,9 +339,5 @@ pub fn render(r: &BenchReport) -> String {
 
 /// Where the other binaries are: next to this one.
 pub fn sibling_binary(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default()
-        .join(name)
+    std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default().join(name)
 }

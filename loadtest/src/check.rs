@@ -132,10 +132,21 @@ async fn check_with(pools: &ShardPools, cluster: &ClusterConfig, truth: &Truth) 
     Ok(report)
 }
 
-fn placement(cluster: &ClusterConfig, shard: usize, table: &str, database_id: u64, ksid: &[u8], report: &mut CheckReport) {
+fn placement(
+    cluster: &ClusterConfig,
+    shard: usize,
+    table: &str,
+    database_id: u64,
+    ksid: &[u8],
+    report: &mut CheckReport,
+) {
     let expected = cluster::vindex::keyspace_id(database_id);
     if ksid != expected {
-        report.differences.push(format!("{table}: database_id {database_id} has keyspace_id {} (expected {})", to_hex(ksid), to_hex(&expected)));
+        report.differences.push(format!(
+            "{table}: database_id {database_id} has keyspace_id {} (expected {})",
+            to_hex(ksid),
+            to_hex(&expected)
+        ));
     }
     let home = cluster.shard_index_for(&expected);
     if home != shard {
@@ -146,8 +157,18 @@ fn placement(cluster: &ClusterConfig, shard: usize, table: &str, database_id: u6
     }
 }
 
-fn compare_stats(table: &str, expected: &[StatsTruth], actual: BTreeMap<(u64, String, i64), StatsTruth>, report: &mut CheckReport) {
-    compare(table, expected.iter().map(|s| ((s.database_id, s.fingerprint.clone(), s.window_start), s.clone())), actual, report);
+fn compare_stats(
+    table: &str,
+    expected: &[StatsTruth],
+    actual: BTreeMap<(u64, String, i64), StatsTruth>,
+    report: &mut CheckReport,
+) {
+    compare(
+        table,
+        expected.iter().map(|s| ((s.database_id, s.fingerprint.clone(), s.window_start), s.clone())),
+        actual,
+        report,
+    );
 }
 
 /// Every key missing, extra, or with any column different (both values shown).
@@ -194,7 +215,11 @@ impl Describe for StatsTruth {
             }
         }
         if self.sketch_hex != a.sketch_hex {
-            out.push(format!("latency_sketch expected {} got {}", sketch_summary(&self.sketch_hex), sketch_summary(&a.sketch_hex)));
+            out.push(format!(
+                "latency_sketch expected {} got {}",
+                sketch_summary(&self.sketch_hex),
+                sketch_summary(&a.sketch_hex)
+            ));
         }
         out.join(", ")
     }
@@ -213,7 +238,8 @@ impl Describe for SlowTruth {
 }
 
 fn sketch_summary(hex: &str) -> String {
-    let bytes: Vec<u8> = (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
+    let bytes: Vec<u8> =
+        (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
     match LatencySketch::decode(&bytes) {
         Ok(s) => format!("(count {}, p50 {:?}, p99 {:?})", s.count(), s.quantile(0.5), s.quantile(0.99)),
         Err(e) => format!("(undecodable: {e})"),

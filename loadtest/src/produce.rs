@@ -131,9 +131,8 @@ pub async fn produce(config: &ProduceConfig, shutdown: &CancellationToken) -> Re
 type Settled = (Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>, Option<topics::SlowQuery>);
 
 fn settle((result, slow): Settled, truth: &mut TruthBuilder) -> Result<(), ProduceError> {
-    let delivery = result
-        .map_err(|_| ProduceError::Kafka(KafkaError::Canceled))?
-        .map_err(|(e, _)| ProduceError::Kafka(e))?;
+    let delivery =
+        result.map_err(|_| ProduceError::Kafka(KafkaError::Canceled))?.map_err(|(e, _)| ProduceError::Kafka(e))?;
     if let Some(s) = slow {
         truth.add_slow(&s, delivery.partition, delivery.offset);
     }

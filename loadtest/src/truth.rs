@@ -75,14 +75,22 @@ impl Truth {
     /// rows must not share keys (different windows): merging a sketch needs
     /// the offset order, which two separate runs do not define.
     pub fn merge(mut self, other: Truth) -> Result<Truth, String> {
-        for (mine, theirs, table) in [(&mut self.minute, other.minute, "minute"), (&mut self.hour, other.hour, "hour")] {
+        for (mine, theirs, table) in [(&mut self.minute, other.minute, "minute"), (&mut self.hour, other.hour, "hour")]
+        {
             let keys: std::collections::HashSet<(u64, String, i64)> =
                 mine.iter().map(|s| (s.database_id, s.fingerprint.clone(), s.window_start)).collect();
-            if let Some(s) = theirs.iter().find(|s| keys.contains(&(s.database_id, s.fingerprint.clone(), s.window_start))) {
-                return Err(format!("both runs wrote {table} window {} of {}/{}", s.window_start, s.database_id, s.fingerprint));
+            if let Some(s) =
+                theirs.iter().find(|s| keys.contains(&(s.database_id, s.fingerprint.clone(), s.window_start)))
+            {
+                return Err(format!(
+                    "both runs wrote {table} window {} of {}/{}",
+                    s.window_start, s.database_id, s.fingerprint
+                ));
             }
             mine.extend(theirs);
-            mine.sort_by(|a, b| (a.database_id, &a.fingerprint, a.window_start).cmp(&(b.database_id, &b.fingerprint, b.window_start)));
+            mine.sort_by(|a, b| {
+                (a.database_id, &a.fingerprint, a.window_start).cmp(&(b.database_id, &b.fingerprint, b.window_start))
+            });
         }
         let mut patterns: BTreeMap<(u64, String), PatternTruth> =
             self.patterns.into_iter().map(|p| ((p.database_id, p.fingerprint.clone()), p)).collect();
@@ -229,5 +237,8 @@ impl TruthBuilder {
 
 pub fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes.iter().flat_map(|b| [char::from(DIGITS[usize::from(b >> 4)]), char::from(DIGITS[usize::from(b & 0x0f)])]).collect()
+    bytes
+        .iter()
+        .flat_map(|b| [char::from(DIGITS[usize::from(b >> 4)]), char::from(DIGITS[usize::from(b & 0x0f)])])
+        .collect()
 }

@@ -186,14 +186,16 @@ mod tests {
 
     #[test]
     fn same_seed_same_events() {
-        let a: Vec<i64> = Workload::new(WorkloadConfig::new(7, 1_700_000_000_000)).expect("workload")
+        let a: Vec<i64> = Workload::new(WorkloadConfig::new(7, 1_700_000_000_000))
+            .expect("workload")
             .take(2000)
             .map(|e| match e {
                 Generated::Stats(q) => q.total_duration_us,
                 Generated::Slow(s) => -s.duration_us,
             })
             .collect();
-        let b: Vec<i64> = Workload::new(WorkloadConfig::new(7, 1_700_000_000_000)).expect("workload")
+        let b: Vec<i64> = Workload::new(WorkloadConfig::new(7, 1_700_000_000_000))
+            .expect("workload")
             .take(2000)
             .map(|e| match e {
                 Generated::Stats(q) => q.total_duration_us,

@@ -71,11 +71,7 @@ impl SchemaSet {
 
     /// The newest (highest) id whose record has this full name.
     pub fn latest_for(&self, record: &str) -> Option<(u32, &Schema)> {
-        self.by_id
-            .iter()
-            .rev()
-            .find(|(_, s)| record_name(s).as_deref() == Some(record))
-            .map(|(id, s)| (*id, s))
+        self.by_id.iter().rev().find(|(_, s)| record_name(s).as_deref() == Some(record)).map(|(id, s)| (*id, s))
     }
 }
 

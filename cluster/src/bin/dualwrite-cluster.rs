@@ -44,7 +44,13 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("loading cluster file {}", cluster.display()))?;
             println!("cluster {}: {} shards", config.name, config.shards.len());
             for s in &config.shards {
-                println!("  {:<8} {}:{}/{}", s.range.to_string(), s.endpoint.host, s.endpoint.port, s.endpoint.database);
+                println!(
+                    "  {:<8} {}:{}/{}",
+                    s.range.to_string(),
+                    s.endpoint.host,
+                    s.endpoint.port,
+                    s.endpoint.database
+                );
             }
             Ok(())
         }
@@ -65,7 +71,11 @@ fn main() -> anyhow::Result<()> {
             runtime
                 .block_on(cluster::schema::apply(&config, today, days_back, days_ahead))
                 .context("applying the schema")?;
-            println!("schema applied to {} shards of cluster {} and its control database", config.shards.len(), config.name);
+            println!(
+                "schema applied to {} shards of cluster {} and its control database",
+                config.shards.len(),
+                config.name
+            );
             Ok(())
         }
     }

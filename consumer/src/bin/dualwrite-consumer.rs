@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use consumer::config::{ConsumerConfig, StartPosition};
 
 #[derive(Parser)]
-#[command(name = "dualwrite-consumer", version, about = "Feed one cluster from the telemetry topics, exactly once per shard")]
+#[command(
+    name = "dualwrite-consumer",
+    version,
+    about = "Feed one cluster from the telemetry topics, exactly once per shard"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,7 +38,6 @@ enum Command {
         json: bool,
     },
 }
-
 
 #[derive(clap::Args)]
 struct RunArgs {
@@ -101,10 +104,9 @@ fn parse_start(s: &str) -> Result<StartArg, String> {
         "latest" => Ok(StartArg::Latest),
         "window-boundary" => Ok(StartArg::WindowBoundary),
         _ => {
-            let time = s
-                .strip_prefix("at=")
-                .or_else(|| s.strip_prefix("at:"))
-                .ok_or_else(|| format!("expected earliest, latest, window-boundary or at=<RFC 3339 time>, got {s:?}"))?;
+            let time = s.strip_prefix("at=").or_else(|| s.strip_prefix("at:")).ok_or_else(|| {
+                format!("expected earliest, latest, window-boundary or at=<RFC 3339 time>, got {s:?}")
+            })?;
             chrono::DateTime::parse_from_rfc3339(time)
                 .map(|t| StartArg::At(t.timestamp_millis()))
                 .map_err(|e| format!("{time:?} is not an RFC 3339 time: {e}"))
@@ -113,7 +115,9 @@ fn parse_start(s: &str) -> Result<StartArg, String> {
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("expected key=value, got {s:?}"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -166,7 +170,13 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-fn status(cluster: PathBuf, brokers: Option<String>, prefix: String, lateness: Duration, json: bool) -> anyhow::Result<()> {
+fn status(
+    cluster: PathBuf,
+    brokers: Option<String>,
+    prefix: String,
+    lateness: Duration,
+    json: bool,
+) -> anyhow::Result<()> {
     let config = cluster::config::ClusterConfig::load(&cluster)
         .with_context(|| format!("loading cluster file {}", cluster.display()))?;
     let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]

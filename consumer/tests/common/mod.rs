@@ -25,7 +25,8 @@ pub const PARTITIONS: i32 = 16;
 
 /// A unique suffix: tests run concurrently and must never share names.
 pub fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("t_{tag}_{}_{nanos}", std::process::id())
 }
 
@@ -49,9 +50,8 @@ pub async fn fresh_cluster(which: &str, tag: &str) -> TestCluster {
         panic!("{}: {e}; start the local stack first: compose/local/stack up --no-broker", template_path.display())
     });
     let db = unique(tag);
-    let text = template
-        .replace("/dualwrite_control\"", &format!("/{db}_ctl\""))
-        .replace("/dualwrite\"", &format!("/{db}\""));
+    let text =
+        template.replace("/dualwrite_control\"", &format!("/{db}_ctl\"")).replace("/dualwrite\"", &format!("/{db}\""));
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join(format!("{which}.toml"));
     std::fs::write(&file, text).expect("write cluster file");
@@ -222,7 +222,12 @@ pub async fn wait_caught_up_since(
         if behind.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "not caught up after {timeout:?}: {} partitions behind, e.g. {:?}", behind.len(), behind.first());
+        assert!(
+            Instant::now() < deadline,
+            "not caught up after {timeout:?}: {} partitions behind, e.g. {:?}",
+            behind.len(),
+            behind.first()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -335,9 +340,13 @@ impl ConsumerProcess {
 
     /// SIGTERM, then waits for a clean exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
-        let status = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill -TERM");
+        let status =
+            std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill -TERM");
         assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.expect("exit after SIGTERM").expect("wait");
+        let exit = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("exit after SIGTERM")
+            .expect("wait");
         let _ = self.reader.await;
         exit
     }
