@@ -250,8 +250,10 @@ async fn an_idle_partition_confirmed_caught_up_settles_its_last_window() {
     let plan = plan(messages, &Codec::embedded().expect("codec"), &cluster.config, &kinds, RULES);
     // The broker says one more message exists on every partition: not at the end.
     let hw: Vec<Option<i64>> = plan.ranges.iter().map(|r| Some(r.next_offset + 1)).collect();
-    let fence =
-        FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &HashMap::new() };
+    // Offsets start at 0, so (as the batcher records) the cluster covers the partitions from the beginning.
+    let from_start: HashMap<(String, i32), i64> =
+        plan.ranges.iter().map(|r| ((r.topic.to_string(), r.partition), 0)).collect();
+    let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &from_start };
     for (i, items) in plan.shards.iter().enumerate() {
         apply_shard(pools.shard(i), items, &fence).await.expect("apply");
     }
