@@ -35,8 +35,8 @@ async fn survives_sigkill_at_random_points() {
     let truth = producing.await.expect("producer");
     assert!(progress.iter().any(|a| *a > 0), "the killed consumers applied nothing: the test exercised nothing");
     assert!(
-        progress.last() < Some(&truth.messages),
-        "everything was applied before the last kill: kills did not overlap the load"
+        progress[KILLS / 2] < truth.messages,
+        "everything was applied before half the kills: they did not overlap the load ({progress:?})"
     );
 
     let last = ConsumerProcess::spawn(&cluster, &broker, "sigkill", 500);
