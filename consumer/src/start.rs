@@ -39,7 +39,7 @@ pub struct PartitionStart {
 
 /// A consumer outside any group for reading single messages by offset.
 pub fn probe(client: &ClientConfig) -> Result<BaseConsumer, StartError> {
-    Ok(client.clone().set("group.id", "dualwrite-start-probe").set("enable.auto.commit", "false").create()?)
+    Ok(topics::admin::standalone_consumer(client, "start-probe")?)
 }
 
 #[derive(Debug, thiserror::Error)]

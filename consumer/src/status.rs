@@ -7,7 +7,6 @@ use std::time::Duration;
 use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use crate::coverage::{progress, PartitionProgress};
@@ -113,11 +112,8 @@ pub async fn broker_ends(brokers: &str, topics: &[String]) -> Result<Ends, Statu
     let brokers = brokers.to_string();
     let topics = topics.to_vec();
     tokio::task::spawn_blocking(move || -> Result<Ends, StatusError> {
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", "dualwrite-status")
-            .set("enable.auto.commit", "false")
-            .create()?;
+        let client =
+            topics::admin::standalone_consumer(ClientConfig::new().set("bootstrap.servers", &brokers), "status")?;
         let parts = topics::admin::watermarks(&client, &topics, BROKER_TIMEOUT)?;
         let out = parts.into_iter().map(|(topic, partition, _, high)| ((topic, partition), high)).collect();
         Ok(out)

@@ -11,13 +11,11 @@ use cluster::pool::ShardPools;
 use common::{
     assert_matches_truth, consumer_config, fresh_cluster, messages_applied, Broker, ConsumerProcess, TestCluster,
 };
-use consumer::apply::{apply_shard, FenceInfo};
-use consumer::plan::plan;
 use consumer::source::Fetched;
 use loadtest::truth::{Truth, TruthBuilder};
 use loadtest::workload::{Generated, Workload, WorkloadConfig};
 use tokio_util::sync::CancellationToken;
-use topics::{Codec, TopicKind};
+use topics::Codec;
 
 async fn run_until_caught_up(cluster: &TestCluster, broker: &Broker, group: &str) {
     let shutdown = CancellationToken::new();
@@ -95,23 +93,12 @@ fn fetched_workload(n: usize) -> (Vec<Fetched>, Truth) {
     (out, truth.build())
 }
 
+const RULES: consumer::plan::TimeRules =
+    consumer::plan::TimeRules { allowed_lateness_ms: 300_000, retention_ms: 8 * 86_400_000 };
+
 async fn apply_batch(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetched>) -> (u64, u64) {
-    let kinds: HashMap<String, TopicKind> =
-        [("query-stats".to_string(), TopicKind::QueryStats), ("slow-queries".to_string(), TopicKind::SlowQueries)]
-            .into();
-    let rules = consumer::plan::TimeRules { allowed_lateness_ms: 300_000, retention_ms: 8 * 86_400_000 };
-    let plan = plan(batch, &Codec::embedded().expect("codec"), &cluster.config, &kinds, rules);
-    assert!(plan.dead_letters.is_empty());
-    let hw = vec![None; plan.ranges.len()];
-    let fence =
-        FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &HashMap::new() };
-    let (mut applied, mut skipped) = (0, 0);
-    for (i, items) in plan.shards.iter().enumerate() {
-        let outcome = apply_shard(pools.shard(i), items, &fence).await.expect("apply");
-        applied += outcome.applied.iter().sum::<u64>();
-        skipped += outcome.skipped.iter().sum::<u64>();
-    }
-    (applied, skipped)
+    let done = common::apply_batch(pools, cluster, batch, RULES, false).await;
+    (done.applied, done.skipped)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use cluster::pool::ShardPools;
 use common::{assert_matches_truth, fresh_cluster, messages_applied, Broker, ConsumerProcess, TestCluster};
-use consumer::apply::{apply_shard, FenceInfo};
 use consumer::coverage::{progress, window_state, WindowState};
-use consumer::plan::{plan, TimeRules};
+use consumer::plan::TimeRules;
 use consumer::source::Fetched;
 use consumer::start::{resolve, StartError, StartPosition};
 use topics::{Codec, TopicKind};
@@ -101,22 +100,8 @@ fn fetched(events: &[topics::QueryStats], delay_ms: i64) -> Vec<Fetched> {
 }
 
 async fn apply(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetched>, rules: TimeRules) -> (u64, u64) {
-    let kinds: HashMap<String, TopicKind> = [("query-stats".to_string(), TopicKind::QueryStats)].into();
-    let plan = plan(batch, &Codec::embedded().expect("codec"), &cluster.config, &kinds, rules);
-    let hw = vec![None; plan.ranges.len()];
-    let fence =
-        FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &HashMap::new() };
-    let results = futures::future::join_all(
-        plan.shards.iter().enumerate().map(|(i, items)| apply_shard(pools.shard(i), items, &fence)),
-    )
-    .await;
-    let (mut applied, mut skipped) = (0, 0);
-    for r in results {
-        let o = r.expect("apply");
-        applied += o.applied.iter().sum::<u64>();
-        skipped += o.skipped.iter().sum::<u64>();
-    }
-    (applied, skipped)
+    let done = common::apply_batch(pools, cluster, batch, rules, false).await;
+    (done.applied, done.skipped)
 }
 
 fn workload_events(n: usize, seed: u64) -> Vec<topics::QueryStats> {
@@ -246,17 +231,8 @@ async fn an_idle_partition_confirmed_caught_up_settles_its_last_window() {
     let messages = fetched(&events, 0);
     let cluster = fresh_cluster("old", "idle").await;
     let pools = ShardPools::new(&cluster.config);
-    let kinds: HashMap<String, TopicKind> = [("query-stats".to_string(), TopicKind::QueryStats)].into();
-    let plan = plan(messages, &Codec::embedded().expect("codec"), &cluster.config, &kinds, RULES);
     // The broker says one more message exists on every partition: not at the end.
-    let hw: Vec<Option<i64>> = plan.ranges.iter().map(|r| Some(r.next_offset + 1)).collect();
-    // Offsets start at 0, so (as the batcher records) the cluster covers the partitions from the beginning.
-    let from_start: HashMap<(String, i32), i64> =
-        plan.ranges.iter().map(|r| ((r.topic.to_string(), r.partition), 0)).collect();
-    let fence = FenceInfo { ranges: &plan.ranges, high_watermarks: &hw, group: "test", coverage_starts: &from_start };
-    for (i, items) in plan.shards.iter().enumerate() {
-        apply_shard(pools.shard(i), items, &fence).await.expect("apply");
-    }
+    let plan = common::apply_batch(&pools, &cluster, messages, RULES, true).await;
     let last_event = plan.ranges.iter().map(|r| r.max_message_ms).max().expect("ranges");
     let window =
         (last_event.div_euclid(MINUTE_MS) * MINUTE_MS, last_event.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS);

@@ -12,7 +12,7 @@ use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
 use mysql_async::prelude::Queryable;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
 use serde::Serialize;
@@ -115,11 +115,8 @@ fn rate(n: u64, elapsed: Duration) -> f64 {
 async fn raw_consume(brokers: &str, topics: &[String], expected: u64) -> Result<f64, BenchError> {
     let (brokers, topics) = (brokers.to_string(), topics.to_vec());
     tokio::task::spawn_blocking(move || -> Result<f64, BenchError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", "dualwrite-bench-raw")
-            .set("enable.auto.commit", "false")
-            .create()?;
+        let consumer =
+            topics::admin::standalone_consumer(ClientConfig::new().set("bootstrap.servers", &brokers), "bench-raw")?;
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, _, _) in topics::admin::watermarks(&consumer, &topics, Duration::from_secs(10))? {
             tpl.add_partition_offset(&topic, partition, Offset::Beginning)?;

@@ -63,3 +63,13 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
     }
     Ok(out)
 }
+
+/// A consumer outside any consumer group's work (no subscription, nothing
+/// committed), for reading watermarks and single messages. `purpose` names its
+/// group id so brokers' logs tell the tools apart.
+pub fn standalone_consumer(
+    client: &ClientConfig,
+    purpose: &str,
+) -> Result<rdkafka::consumer::BaseConsumer, KafkaError> {
+    client.clone().set("group.id", format!("dualwrite-{purpose}")).set("enable.auto.commit", "false").create()
+}

@@ -363,3 +363,48 @@ pub fn produce_in_background(broker: &Broker, messages: u64, seed: u64, rate: u6
     };
     tokio::spawn(async move { produce(&config, &CancellationToken::new()).await.expect("produce") })
 }
+
+/// What [`apply_batch`] did.
+pub struct Applied {
+    pub applied: u64,
+    pub skipped: u64,
+    pub ranges: Vec<consumer::plan::PartitionRange>,
+}
+
+/// Plans and applies one batch on every shard, as the batcher does (coverage
+/// from 0 where a partition starts at offset 0). `end_beyond_batch` tells the
+/// shards the broker holds one more message per partition (not caught up).
+pub async fn apply_batch(
+    pools: &ShardPools,
+    cluster: &TestCluster,
+    batch: Vec<consumer::source::Fetched>,
+    rules: consumer::plan::TimeRules,
+    end_beyond_batch: bool,
+) -> Applied {
+    use topics::TopicKind;
+    let kinds: HashMap<String, TopicKind> =
+        [("query-stats".to_string(), TopicKind::QueryStats), ("slow-queries".to_string(), TopicKind::SlowQueries)]
+            .into();
+    let plan = consumer::plan::plan(batch, &topics::Codec::embedded().expect("codec"), &cluster.config, &kinds, rules);
+    assert!(plan.dead_letters.is_empty(), "unexpected dead letters: {:?}", plan.dead_letters);
+    let ends: Vec<Option<i64>> = plan.ranges.iter().map(|r| end_beyond_batch.then_some(r.next_offset + 1)).collect();
+    let coverage: HashMap<(String, i32), i64> =
+        plan.ranges.iter().filter(|r| r.first_offset == 0).map(|r| ((r.topic.to_string(), r.partition), 0)).collect();
+    let fence = consumer::apply::FenceInfo {
+        ranges: &plan.ranges,
+        high_watermarks: &ends,
+        group: "test",
+        coverage_starts: &coverage,
+    };
+    let outcomes = futures::future::join_all(
+        plan.shards.iter().enumerate().map(|(i, items)| consumer::apply::apply_shard(pools.shard(i), items, &fence)),
+    )
+    .await;
+    let (mut applied, mut skipped) = (0, 0);
+    for outcome in outcomes {
+        let o = outcome.expect("apply");
+        applied += o.applied.iter().sum::<u64>();
+        skipped += o.skipped.iter().sum::<u64>();
+    }
+    Applied { applied, skipped, ranges: plan.ranges }
+}
