@@ -30,6 +30,7 @@ use url::{Host, Url};
 use crate::error::{ConfigError, DsnError};
 use crate::keyrange::{validate_partition, KeyRange, KeyRangeError, PartitionError};
 use crate::secret::{process_env, PasswordSource, Secret};
+use crate::time::{RawTime, TimeConfig};
 use crate::vindex;
 
 /// Re-exported next to [`validate_identifier`], which returns it.
@@ -58,6 +59,8 @@ pub struct ClusterConfig {
     pub control: Option<Endpoint>,
     /// Credentials shared by every endpoint of the cluster.
     pub auth: Auth,
+    /// Window sizes, lateness, retention and partitioning (`[time]`).
+    pub time: TimeConfig,
 }
 
 /// One shard: the keyspace ids it owns and where it lives.
@@ -103,6 +106,8 @@ struct RawCluster {
     control: Option<RawControl>,
     #[serde(default)]
     shards: Vec<RawShard>,
+    #[serde(default)]
+    time: RawTime,
 }
 
 #[derive(Deserialize)]
@@ -189,7 +194,9 @@ impl ClusterConfig {
             None => None,
         };
 
-        Ok(Self { name: raw.name, shards, control, auth })
+        let time = raw.time.validate().map_err(|error| ConfigError::Time { error })?;
+
+        Ok(Self { name: raw.name, shards, control, auth, time })
     }
 
     /// Index of the shard owning `keyspace_id` (a binary search over the
@@ -381,6 +388,17 @@ mod tests {
 
     fn cluster(ranges: &[&str]) -> ClusterConfig {
         parse(&cluster_toml(ranges)).expect("valid cluster")
+    }
+
+    #[test]
+    fn time_section_is_validated_and_defaults_apply() {
+        assert_eq!(cluster(&["-"]).time, crate::time::TimeConfig::default());
+        let compressed = parse(&(cluster_toml(&["-"]) + "[time]\nminute_window = \"10s\"\nhour_window = \"60s\"\n"));
+        assert_eq!(compressed.expect("valid").time.minute_secs(), 10);
+        let got = must_fail(&(cluster_toml(&["-"]) + "[time]\npartition = \"7s\"\n"));
+        assert!(got.starts_with("time.partition: must be a positive multiple of hour_window"), "{got}");
+        let got = must_fail(&(cluster_toml(&["-"]) + "[time]\nwindow = \"7s\"\n"));
+        assert!(got.contains("unknown field `window`"), "{got}");
     }
 
     #[test]

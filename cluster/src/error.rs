@@ -59,6 +59,14 @@ pub enum ConfigError {
     #[error("shards: at least one [[shards]] entry is needed")]
     NoShards,
 
+    /// A `[time]` field is malformed or breaks the nesting of windows and
+    /// partitions (the error names the field).
+    #[error("{error}")]
+    Time {
+        /// Which field, and why.
+        error: crate::time::TimeError,
+    },
+
     /// A shard's `range` is not a Vitess key range.
     #[error("shards[{index}].range: {error}")]
     Range {

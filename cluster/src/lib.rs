@@ -9,4 +9,5 @@ pub mod pool;
 pub mod process;
 pub mod schema;
 pub mod secret;
+pub mod time;
 pub mod vindex;

@@ -30,12 +30,6 @@ pub struct ConsumerConfig {
     /// Where a partition starts when neither this cluster's fences nor the
     /// group's committed offsets say.
     pub start: StartPosition,
-    /// An event whose message time is later than its interval's end plus this
-    /// is still applied, and counted as late.
-    pub allowed_lateness: Duration,
-    /// An event whose interval started more than this before its message time
-    /// is counted as expired and not written (retention would drop it).
-    pub retention: Duration,
     pub codec: Codec,
     /// Extra librdkafka properties (security settings, timeouts), applied last.
     pub kafka_overrides: Vec<(String, String)>,

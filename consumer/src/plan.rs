@@ -9,8 +9,9 @@ use std::sync::Arc;
 use cluster::config::ClusterConfig;
 use topics::{Codec, DecodeError, Event, LatencySketch, TopicKind};
 
-use crate::rows::{tables_json, window_start, PatternRow, SlowRow, StatsKey, StatsRow, HOUR_SECONDS, MINUTE_SECONDS};
+use crate::rows::{tables_json, PatternRow, SlowRow, StatsKey, StatsRow};
 use crate::source::Fetched;
+use cluster::time::{window_start, TimeConfig};
 
 /// What a batch holds of one partition: a contiguous run of offsets.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +58,20 @@ pub enum ItemBody {
 pub struct TimeRules {
     pub allowed_lateness_ms: i64,
     pub retention_ms: i64,
+    /// `query_stats_minute` / `query_stats_hour` window sizes.
+    pub minute_secs: i64,
+    pub hour_secs: i64,
+}
+
+impl From<&TimeConfig> for TimeRules {
+    fn from(t: &TimeConfig) -> Self {
+        Self {
+            allowed_lateness_ms: t.allowed_lateness_ms(),
+            retention_ms: t.retention_ms(),
+            minute_secs: t.minute_secs(),
+            hour_secs: t.hour_secs(),
+        }
+    }
 }
 
 impl TimeRules {
@@ -177,11 +192,11 @@ fn route(
                 last_seen_ms: q.interval_start,
             };
             ItemBody::Stats {
-                hour_window: window_start(q.interval_start, HOUR_SECONDS),
+                hour_window: window_start(q.interval_start, rules.hour_secs),
                 minute: StatsKey {
                     database_id,
                     fingerprint: q.fingerprint,
-                    window_start: window_start(q.interval_start, MINUTE_SECONDS),
+                    window_start: window_start(q.interval_start, rules.minute_secs),
                 },
                 row,
                 pattern,

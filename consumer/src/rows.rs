@@ -7,9 +7,6 @@
 
 use topics::{LatencySketch, QueryStats};
 
-pub const MINUTE_SECONDS: i64 = 60;
-pub const HOUR_SECONDS: i64 = 3600;
-
 /// Primary key of a time-series row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StatsKey {
@@ -104,11 +101,6 @@ pub struct SlowRow {
     pub tables_json: String,
 }
 
-/// Window start (seconds) of an interval starting at `interval_start_ms`.
-pub fn window_start(interval_start_ms: i64, window_seconds: i64) -> i64 {
-    interval_start_ms.div_euclid(1000).div_euclid(window_seconds) * window_seconds
-}
-
 pub fn tables_json(tables: &[String]) -> String {
     serde_json::to_string(tables).unwrap_or_else(|_| "[]".to_string())
 }
@@ -149,13 +141,6 @@ mod tests {
         assert_eq!(a.rows_read, 2);
         assert_eq!(a.rows_returned, 4);
         assert_eq!(a.sketch.count(), 5);
-    }
-
-    #[test]
-    fn windows_align_down() {
-        assert_eq!(window_start(125_999, MINUTE_SECONDS), 120);
-        assert_eq!(window_start(3_599_999, HOUR_SECONDS), 0);
-        assert_eq!(window_start(3_600_000, HOUR_SECONDS), 3600);
     }
 
     #[test]

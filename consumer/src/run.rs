@@ -90,10 +90,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     let (source, receivers) = Source::start(client, &topic_names, 2 * config.batch_max_messages, resume)?;
     tracing::info!(group = %config.group, cluster = %config.cluster.name, topics = ?topic_names, "consumer started");
 
-    let rules = TimeRules {
-        allowed_lateness_ms: i64::try_from(config.allowed_lateness.as_millis()).unwrap_or(i64::MAX),
-        retention_ms: i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX),
-    };
+    let rules = TimeRules::from(&config.cluster.time);
     let shared =
         Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds, rules, starts });
     let mut batcher = Batcher {

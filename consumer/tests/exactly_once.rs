@@ -93,8 +93,12 @@ fn fetched_workload(n: usize) -> (Vec<Fetched>, Truth) {
     (out, truth.build())
 }
 
-const RULES: consumer::plan::TimeRules =
-    consumer::plan::TimeRules { allowed_lateness_ms: 300_000, retention_ms: 8 * 86_400_000 };
+const RULES: consumer::plan::TimeRules = consumer::plan::TimeRules {
+    allowed_lateness_ms: 300_000,
+    retention_ms: 8 * 86_400_000,
+    minute_secs: 60,
+    hour_secs: 3600,
+};
 
 async fn apply_batch(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetched>) -> (u64, u64) {
     let done = common::apply_batch(pools, cluster, batch, RULES, false).await;

@@ -32,8 +32,6 @@ enum Command {
         brokers: Option<String>,
         #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
         topic_prefix: String,
-        #[arg(long, env = "DUALWRITE_ALLOWED_LATENESS", default_value = "5m", value_parser = humantime::parse_duration)]
-        allowed_lateness: Duration,
         #[arg(long)]
         json: bool,
     },
@@ -63,16 +61,11 @@ struct RunArgs {
     /// window-boundary (first message of the first whole --window the topic holds).
     #[arg(long, env = "DUALWRITE_START", default_value = "earliest", value_parser = parse_start)]
     start: StartArg,
-    /// Window size for --start window-boundary.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    window: Duration,
-    /// Events later than this past their interval are applied and counted as late.
-    #[arg(long, env = "DUALWRITE_ALLOWED_LATENESS", default_value = "5m", value_parser = humantime::parse_duration)]
-    allowed_lateness: Duration,
-    /// Events older than this at send time are counted as expired and not written.
-    /// Both groups must use the same value.
-    #[arg(long, env = "DUALWRITE_RETENTION", default_value = "8d", value_parser = humantime::parse_duration)]
-    retention: Duration,
+    /// Window size for --start window-boundary (default: the cluster file's
+    /// `time.hour_window`). Lateness, retention and window sizes come from
+    /// the cluster file's `[time]`, which both groups must share.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
     /// Cut a batch at this many messages.
     #[arg(long, env = "DUALWRITE_BATCH_MAX_MESSAGES", default_value_t = 5000)]
     batch_max_messages: usize,
@@ -124,8 +117,8 @@ fn main() -> anyhow::Result<()> {
     cluster::process::init_tracing();
     let args = match Cli::parse().command {
         Command::Run(args) => *args,
-        Command::Status { cluster, brokers, topic_prefix, allowed_lateness, json } => {
-            return status(cluster, brokers, topic_prefix, allowed_lateness, json);
+        Command::Status { cluster, brokers, topic_prefix, json } => {
+            return status(cluster, brokers, topic_prefix, json);
         }
     };
     let mut cluster = cluster::config::ClusterConfig::load(&args.cluster)
@@ -141,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         None => topics::Codec::embedded(),
     }
     .context("loading schemas")?;
+    let default_window = cluster.time.hour_window;
     let config = ConsumerConfig {
         group: args.group,
         brokers: args.brokers,
@@ -153,11 +147,10 @@ fn main() -> anyhow::Result<()> {
             StartArg::Latest => StartPosition::Latest,
             StartArg::At(ms) => StartPosition::At(ms),
             StartArg::WindowBoundary => {
-                StartPosition::WindowBoundary(i64::try_from(args.window.as_secs()).unwrap_or(3600))
+                let window = args.window.unwrap_or(default_window);
+                StartPosition::WindowBoundary(i64::try_from(window.as_secs()).unwrap_or(3600))
             }
         },
-        allowed_lateness: args.allowed_lateness,
-        retention: args.retention,
         codec,
         kafka_overrides: args.kafka_overrides,
     };
@@ -170,13 +163,7 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-fn status(
-    cluster: PathBuf,
-    brokers: Option<String>,
-    prefix: String,
-    lateness: Duration,
-    json: bool,
-) -> anyhow::Result<()> {
+fn status(cluster: PathBuf, brokers: Option<String>, prefix: String, json: bool) -> anyhow::Result<()> {
     let config = cluster::config::ClusterConfig::load(&cluster)
         .with_context(|| format!("loading cluster file {}", cluster.display()))?;
     let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]
@@ -184,7 +171,7 @@ fn status(
         .map(|k| format!("{prefix}{}", k.as_str()))
         .collect();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    let lateness_ms = i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX);
+    let lateness_ms = config.time.allowed_lateness_ms();
     let report = runtime
         .block_on(consumer::status::status(&config, brokers.as_deref(), &topics, lateness_ms))
         .context("reading status")?;

@@ -163,8 +163,6 @@ pub fn consumer_config(cluster: &TestCluster, broker: &Broker, group: &str) -> C
         batch_max_messages: 2000,
         batch_max_wait: Duration::from_millis(100),
         start: StartPosition::Earliest,
-        allowed_lateness: Duration::from_secs(300),
-        retention: Duration::from_secs(8 * 86_400),
         codec: topics::Codec::embedded().expect("codec"),
         kafka_overrides: vec![("session.timeout.ms".into(), "6000".into())],
     }
