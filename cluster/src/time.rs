@@ -162,12 +162,12 @@ mod tests {
 
     fn raw(pairs: &[(&str, &str)]) -> Result<TimeConfig, TimeError> {
         let text: String = pairs.iter().map(|(k, v)| format!("{k} = \"{v}\"\n")).collect();
-        toml::from_str::<RawTime>(&text).unwrap().validate()
+        toml::from_str::<RawTime>(&text).expect("toml").validate()
     }
 
     #[test]
     fn defaults_are_production_sizes() {
-        let t = raw(&[]).unwrap();
+        let t = raw(&[]).expect("defaults");
         assert_eq!(t, TimeConfig::default());
         assert_eq!((t.minute_secs(), t.hour_secs(), t.partition_secs()), (60, 3600, 86_400));
     }
@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn compressed_time_is_accepted() {
         let t = raw(&[("minute_window", "10s"), ("hour_window", "60s"), ("partition", "60s"), ("retention", "80s")])
-            .unwrap();
+            .expect("compressed");
         assert_eq!((t.minute_secs(), t.hour_secs(), t.retention_ms()), (10, 60, 80_000));
     }
 
@@ -190,7 +190,7 @@ mod tests {
             (&[("retention", "soon")], "time.retention: "),
         ];
         for (pairs, want) in cases {
-            let got = raw(pairs).unwrap_err().to_string();
+            let got = raw(pairs).expect_err("must be rejected").to_string();
             assert!(got.starts_with(want), "{pairs:?}: {got}");
         }
     }
