@@ -167,7 +167,7 @@ pub(crate) fn retained_from(parts: &[Part], plan: &TablePlan, width: i64) -> i64
         .iter()
         .filter(|p| p.name != PAST && !plan.drop.contains(&p.name))
         .filter_map(|p| p.upper)
-        .chain(plan.create.iter().map(|c| c.1))
+        .chain(plan.create.iter().filter(|c| !plan.drop.contains(&c.0)).map(|c| c.1))
         .min()
         .map_or(past_upper, |upper| (upper - width).max(past_upper))
 }

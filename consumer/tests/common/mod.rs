@@ -274,6 +274,18 @@ pub async fn dead_letters(cluster: &ClusterConfig) -> Vec<(String, i32, i64, Str
 }
 
 /// A `dualwrite-consumer run` child process, with its log lines collected.
+/// The consumer binary: Cargo's path inside the consumer crate's tests; next
+/// to the test executable for other crates' tests sharing this harness.
+fn consumer_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_dualwrite-consumer") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("dualwrite-consumer");
+    assert!(path.exists(), "{} missing: build it first (cargo build --release -p consumer)", path.display());
+    path
+}
+
 pub struct ConsumerProcess {
     child: tokio::process::Child,
     /// Every log line the process wrote so far.
@@ -288,7 +300,7 @@ impl ConsumerProcess {
 
     pub fn spawn_with(cluster: &TestCluster, broker: &Broker, group: &str, batch: usize, extra: &[&str]) -> Self {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dualwrite-consumer"))
+        let mut child = tokio::process::Command::new(consumer_binary())
             .args(["run", "--group", group, "--cluster"])
             .arg(&cluster.file)
             .args(["--brokers", &broker.bootstrap, "--topic-prefix", &broker.prefix])
