@@ -194,8 +194,9 @@ pub(crate) async fn read_layout(
         let Some(name) = name else { return Err(layout("table is not partitioned".into())) };
         if method.as_deref() != Some("RANGE COLUMNS") {
             return Err(layout(format!(
-                "partitioned by {} instead of RANGE COLUMNS on its time column; recreate it with \
-                 `dualwrite-cluster schema` (this layout predates configurable partitions)",
+                "partitioned by {} instead of RANGE COLUMNS on its time column (a layout from before \
+                 configurable partitions): drop the table, or point the cluster at a new database, and run \
+                 `dualwrite-cluster schema`",
                 method.unwrap_or_default()
             )));
         }

@@ -76,12 +76,8 @@ pub fn plan(parts: &[Part], policy: Policy, now: i64) -> Result<TablePlan, Layou
         lower = upper;
         upper += width;
     }
-    out.drop = reals
-        .iter()
-        .chain(&out.create)
-        .filter(|(_, upper)| *upper <= cutoff)
-        .map(|(name, _)| name.clone())
-        .collect();
+    out.drop =
+        reals.iter().chain(&out.create).filter(|(_, upper)| *upper <= cutoff).map(|(name, _)| name.clone()).collect();
     out.empty_past = past_upper <= cutoff;
     Ok(out)
 }
