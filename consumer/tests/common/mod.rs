@@ -282,7 +282,10 @@ impl ConsumerProcess {
 
     pub fn spawn_with(cluster: &TestCluster, broker: &Broker, group: &str, batch: usize, extra: &[&str]) -> Self {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dualwrite-consumer"))
+        let mut child = tokio::process::Command::new(
+            // option_env!: other crates' tests share this harness in-process and never spawn the binary.
+            option_env!("CARGO_BIN_EXE_dualwrite-consumer").expect("only the consumer crate's tests spawn consumers"),
+        )
             .args(["run", "--group", group, "--cluster"])
             .arg(&cluster.file)
             .args(["--brokers", &broker.bootstrap, "--topic-prefix", &broker.prefix])
