@@ -181,7 +181,7 @@ impl TableSpec {
             .map(|(name, col)| match col {
                 Col::Int | Col::DateTime => format!("CAST({name} AS CHAR)"),
                 Col::Text | Col::NullText => name.to_string(),
-                Col::Bytes => format!("HEX({name})"),
+                Col::Bytes => format!("LOWER(HEX({name}))"),
             })
             .collect();
         parts.join(", ")
