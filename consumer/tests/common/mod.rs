@@ -282,10 +282,9 @@ impl ConsumerProcess {
 
     pub fn spawn_with(cluster: &TestCluster, broker: &Broker, group: &str, batch: usize, extra: &[&str]) -> Self {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(
-            // option_env!: other crates' tests share this harness in-process and never spawn the binary.
-            option_env!("CARGO_BIN_EXE_dualwrite-consumer").expect("only the consumer crate's tests spawn consumers"),
-        )
+        // option_env!: the verify tests share this harness but run consumers in-process.
+        let program = option_env!("CARGO_BIN_EXE_dualwrite-consumer").expect("only the consumer tests spawn consumers");
+        let mut child = tokio::process::Command::new(program)
             .args(["run", "--group", group, "--cluster"])
             .arg(&cluster.file)
             .args(["--brokers", &broker.bootstrap, "--topic-prefix", &broker.prefix])
