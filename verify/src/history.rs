@@ -289,6 +289,9 @@ pub async fn run(pool: &Pool, run_id: u64) -> Result<Option<RunRecord>, VerifyEr
     row.map(run_from_row).transpose()
 }
 
+/// A `dw_verify_windows` row joined with its run's late-message counts.
+type WindowRow = (String, i64, i64, String, Option<u64>, Option<u64>, u64, u64, u64, u64);
+
 /// The latest state of every window of `tbl` starting in `[from, to)`.
 pub async fn windows(pool: &Pool, tbl: &str, from: i64, to: i64) -> Result<BTreeMap<i64, WindowRecord>, VerifyError> {
     let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
@@ -309,18 +312,8 @@ pub async fn windows(pool: &Pool, tbl: &str, from: i64, to: i64) -> Result<BTree
         .map_err(VerifyError::Control)?;
     let mut out = BTreeMap::new();
     for row in rows {
-        let (tbl, start, end, state, old_rows, new_rows, run_id, differences, late_old, late_new): (
-            String,
-            i64,
-            i64,
-            String,
-            Option<u64>,
-            Option<u64>,
-            u64,
-            u64,
-            u64,
-            u64,
-        ) = mysql_async::from_row_opt(row).map_err(|e| VerifyError::Unexpected(format!("dw_verify_windows: {e}")))?;
+        let (tbl, start, end, state, old_rows, new_rows, run_id, differences, late_old, late_new): WindowRow =
+            mysql_async::from_row_opt(row).map_err(|e| VerifyError::Unexpected(format!("dw_verify_windows: {e}")))?;
         let state = WindowVerdict::parse(&state)
             .ok_or_else(|| VerifyError::Unexpected(format!("dw_verify_windows: state {state:?}")))?;
         out.insert(

@@ -296,7 +296,7 @@ pub fn html(report: &Report) -> String {
         }
         let _ = write!(
             out,
-            "</div><div class=\"counts\">{} equal, {} different, {} unsettled, {} not covered</div></div>\n",
+            "</div><div class=\"counts\">{} equal, {} different, {} unsettled, {} not covered</div></div>",
             c[0], c[1], c[2], c[3]
         );
     }
@@ -309,7 +309,7 @@ pub fn html(report: &Report) -> String {
         let _ = write!(
             out,
             "<div class=\"row\"><div class=\"label\">{} (full)</div><div class=\"cells\"><div class=\"{state}\" \
-             title=\"run {} {}\"></div></div><div class=\"counts\">{} rows, {} differences</div></div>\n",
+             title=\"run {} {}\"></div></div><div class=\"counts\">{} rows, {} differences</div></div>",
             escape(&run.target),
             run.run_id,
             escape(&run.outcome),
@@ -324,7 +324,7 @@ pub fn html(report: &Report) -> String {
         time(report.from + (report.to - report.from) / 2),
         time(report.to)
     );
-    let _ = write!(out, "<h2>Differing keys ({})</h2>\n", report.open_differences.len());
+    let _ = writeln!(out, "<h2>Differing keys ({})</h2>", report.open_differences.len());
     if report.open_differences.is_empty() {
         out.push_str("<p>None.</p>\n");
     } else {
@@ -339,7 +339,7 @@ pub fn html(report: &Report) -> String {
             }
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td class=\"kind k-{kind}\">{kind}</td><td>{}</td><td class=\"detail\">{}</td></tr>\n",
+                "<tr><td>{}</td><td>{}</td><td class=\"kind k-{kind}\">{kind}</td><td>{}</td><td class=\"detail\">{}</td></tr>",
                 escape(&d.tbl),
                 d.window_start.map(time).unwrap_or_else(|| "-".to_string()),
                 escape(&d.key),
@@ -350,7 +350,7 @@ pub fn html(report: &Report) -> String {
         out.push_str("</table>\n");
         if report.open_differences.len() > HTML_DIFFERENCES {
             let _ =
-                write!(out, "<p>... {} more in report.json</p>\n", report.open_differences.len() - HTML_DIFFERENCES);
+                writeln!(out, "<p>... {} more in report.json</p>", report.open_differences.len() - HTML_DIFFERENCES);
         }
     }
     out.push_str("</body></html>\n");

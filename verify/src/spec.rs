@@ -245,7 +245,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Bytes from hex (either case); `None` if malformed.
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len() / 2).map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()).collect()

@@ -283,7 +283,9 @@ impl ConsumerProcess {
     pub fn spawn_with(cluster: &TestCluster, broker: &Broker, group: &str, batch: usize, extra: &[&str]) -> Self {
         use tokio::io::AsyncBufReadExt;
         // option_env!: the verify tests share this harness but run consumers in-process.
-        let program = option_env!("CARGO_BIN_EXE_dualwrite-consumer").expect("only the consumer tests spawn consumers");
+        let Some(program) = option_env!("CARGO_BIN_EXE_dualwrite-consumer") else {
+            panic!("only the consumer crate's tests spawn consumer processes")
+        };
         let mut child = tokio::process::Command::new(program)
             .args(["run", "--group", group, "--cluster"])
             .arg(&cluster.file)

@@ -163,7 +163,7 @@ fn exit_for(outcome: &str) -> ExitCode {
     }
 }
 
-async fn write_report(new: &ClusterConfig, from: i64, to: i64, out: &PathBuf) -> anyhow::Result<()> {
+async fn write_report(new: &ClusterConfig, from: i64, to: i64, out: &std::path::Path) -> anyhow::Result<()> {
     let side = Side::new(new.clone());
     let control = side.pools.control().context("the new cluster file has no [control] dsn")?;
     let report = verify::report::build(control, &new.time, from, to).await;
