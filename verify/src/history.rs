@@ -164,6 +164,9 @@ pub struct WindowRecord {
     /// Late-message counts of the run that checked it (for re-check decisions).
     #[serde(skip)]
     pub late: (u64, u64),
+    /// The (old, new) clusters of the run that checked it.
+    #[serde(skip)]
+    pub clusters: (String, String),
 }
 
 /// A recorded difference with the run that found it.
@@ -290,7 +293,7 @@ pub async fn run(pool: &Pool, run_id: u64) -> Result<Option<RunRecord>, VerifyEr
 }
 
 /// A `dw_verify_windows` row joined with its run's late-message counts.
-type WindowRow = (String, i64, i64, String, Option<u64>, Option<u64>, u64, u64, u64, u64);
+type WindowRow = (String, i64, i64, String, Option<u64>, Option<u64>, u64, u64, u64, u64, String, String);
 
 /// The latest state of every window of `tbl` starting in `[from, to)`.
 pub async fn windows(pool: &Pool, tbl: &str, from: i64, to: i64) -> Result<BTreeMap<i64, WindowRecord>, VerifyError> {
@@ -300,7 +303,8 @@ pub async fn windows(pool: &Pool, tbl: &str, from: i64, to: i64) -> Result<BTree
             format!(
                 "SELECT w.tbl, TIMESTAMPDIFF(SECOND, '1970-01-01', w.window_start), \
                  TIMESTAMPDIFF(SECOND, '1970-01-01', w.window_end), w.state, w.old_rows, w.new_rows, w.run_id, \
-                 w.differences, IFNULL(r.late_old, 0), IFNULL(r.late_new, 0) \
+                 w.differences, IFNULL(r.late_old, 0), IFNULL(r.late_new, 0), IFNULL(r.old_cluster, ''), \
+                 IFNULL(r.new_cluster, '') \
                  FROM dw_verify_windows w LEFT JOIN dw_verify_runs r ON r.run_id = w.run_id \
                  WHERE w.tbl = ? AND w.window_start >= {} AND w.window_start < {} ORDER BY w.window_start",
                 datetime(from),
@@ -312,7 +316,7 @@ pub async fn windows(pool: &Pool, tbl: &str, from: i64, to: i64) -> Result<BTree
         .map_err(VerifyError::Control)?;
     let mut out = BTreeMap::new();
     for row in rows {
-        let (tbl, start, end, state, old_rows, new_rows, run_id, differences, late_old, late_new): WindowRow =
+        let (tbl, start, end, state, old_rows, new_rows, run_id, differences, late_old, late_new, old, new): WindowRow =
             mysql_async::from_row_opt(row).map_err(|e| VerifyError::Unexpected(format!("dw_verify_windows: {e}")))?;
         let state = WindowVerdict::parse(&state)
             .ok_or_else(|| VerifyError::Unexpected(format!("dw_verify_windows: state {state:?}")))?;
@@ -328,6 +332,7 @@ pub async fn windows(pool: &Pool, tbl: &str, from: i64, to: i64) -> Result<BTree
                 run_id,
                 differences,
                 late: (late_old, late_new),
+                clusters: (old, new),
             },
         );
     }

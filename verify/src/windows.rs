@@ -292,17 +292,23 @@ async fn check_table(
             new_digest: None,
             differences: 0,
         };
-        match verdict {
-            Some(v) => state.windows.push(result(v, None, None)),
-            None => match previous.get(&start) {
-                // Settled then and now, equal then, and no late message since:
-                // nothing can have changed it.
-                Some(p) if !config.recheck_all && p.state == WindowVerdict::Equal && p.late == late => {
-                    run.windows_reused += 1;
-                    state.windows.push(result(WindowVerdict::Equal, p.old_rows, p.new_rows));
-                }
-                _ => to_check.push(start),
-            },
+        // Proven equal by an earlier run of this pair, and no late message
+        // since: a settled window cannot have changed (a window that reads as
+        // unsettled or uncovered now, e.g. while a new partition's first
+        // fence reaches one cluster before the other, keeps its proof too).
+        let proven = previous.get(&start).filter(|p| {
+            !config.recheck_all
+                && p.state == WindowVerdict::Equal
+                && p.late == late
+                && p.clusters == (old.name().to_string(), new.name().to_string())
+        });
+        match (proven, verdict) {
+            (Some(p), _) => {
+                run.windows_reused += 1;
+                state.windows.push(result(WindowVerdict::Equal, p.old_rows, p.new_rows));
+            }
+            (None, Some(v)) => state.windows.push(result(v, None, None)),
+            (None, None) => to_check.push(start),
         }
     }
     run.windows_checked += u64::try_from(to_check.len()).unwrap_or(0);

@@ -166,3 +166,11 @@ pub fn screenshot(html: &std::path::Path, png: &std::path::Path) -> std::path::P
     assert_eq!(&head[..8], b"\x89PNG\r\n\x1a\n");
     png.to_path_buf()
 }
+
+/// Gives a test cluster another `[time]` section (compressed windows), in
+/// its file and its loaded config.
+pub fn set_time(cluster: &mut TestCluster, time_toml: &str) {
+    let text = std::fs::read_to_string(&cluster.file).expect("read cluster file");
+    std::fs::write(&cluster.file, format!("{text}\n[time]\n{time_toml}\n")).expect("write cluster file");
+    cluster.config = ClusterConfig::load(&cluster.file).expect("reload cluster file");
+}
