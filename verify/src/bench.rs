@@ -96,11 +96,12 @@ pub async fn bench(old: &Side, new: &Side, from: i64, to: i64) -> Result<BenchRe
 
 /// Writes the same `rows` synthetic rows (60% minute stats, 20% hour stats,
 /// 20% slow queries) into both sides, each row on the shard that owns it,
-/// with windows from `start` (epoch seconds) on. Deterministic.
+/// spread over the 5 hours from `start` (epoch seconds). Deterministic.
 pub async fn generate(sides: &[&Side], rows: u64, start: i64) -> Result<(), VerifyError> {
     let minute = sides.first().map(|s| s.config.time.minute_secs()).unwrap_or(60);
     let hour = sides.first().map(|s| s.config.time.hour_secs()).unwrap_or(3600);
-    let per_window = 500u64;
+    // Rows spread over 300 minute windows and 5 hour windows.
+    let spread = |n: u64, count: u64, windows: u64| i64::try_from(n * windows / count.max(1)).unwrap_or(0);
     let stats = |i: u64, window: i64| -> (u64, String) {
         let database_id = 1 + i % 997;
         let sketch: String = (0..48).map(|b| format!("{:02x}", (i.wrapping_mul(31).wrapping_add(b)) % 251)).collect();
@@ -148,11 +149,9 @@ pub async fn generate(sides: &[&Side], rows: u64, start: i64) -> Result<(), Veri
                 let mut per_shard: Vec<Vec<String>> = vec![Vec::new(); side.config.shards.len()];
                 for n in i..end {
                     let (db, values) = match table {
-                        "query_stats_minute" => stats(n, start + i64::try_from(n / per_window).unwrap_or(0) * minute),
-                        "query_stats_hour" => {
-                            stats(n, start + i64::try_from(n / (per_window * 20)).unwrap_or(0) * hour)
-                        }
-                        _ => slow(n, start + i64::try_from(n / per_window).unwrap_or(0) * minute),
+                        "query_stats_minute" => stats(n, start + spread(n, count, 300) * minute),
+                        "query_stats_hour" => stats(n, start + spread(n, count, 5) * hour),
+                        _ => slow(n, start + spread(n, count, 300) * minute),
                     };
                     per_shard[side.config.shard_index_for_database_id(db)].push(values);
                 }

@@ -82,6 +82,9 @@ enum Command {
         /// Database to generate into (and bench on).
         #[arg(long)]
         database: Option<String>,
+        /// Keep the generated database.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -226,7 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_report(&load(&new)?, from, to, &out).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { clusters, range, generate, database } => {
+        Command::Bench { clusters, range, generate, database, keep } => {
             let (mut old, mut new) = (load(&clusters.old)?, load(&clusters.new)?);
             if let Some(db) = &database {
                 old = old.with_database(db)?;
@@ -240,7 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let today = chrono::Utc::now().date_naive();
                 cluster::schema::apply(&old, today, 8, 3).await?;
                 cluster::schema::apply(&new, today, 8, 3).await?;
-                from = to - 6 * 3600;
+                from = (to - 6 * 3600) / 3600 * 3600;
                 let (o, n) = (Side::new(old.clone()), Side::new(new.clone()));
                 tracing::info!(rows, "generating rows on both clusters");
                 verify::bench::generate(&[&o, &n], rows, from).await?;
@@ -251,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let result = verify::bench::bench(&o, &n, from, to).await;
             o.pools.disconnect().await;
             n.pools.disconnect().await;
-            if generate.is_some() {
+            if generate.is_some() && !keep {
                 drop_database(&old).await?;
                 drop_database(&new).await?;
             }
