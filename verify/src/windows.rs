@@ -243,6 +243,7 @@ async fn run_with(
         rows = run.rows_compared,
         differences = run.differences,
         duration_ms = run.duration_ms,
+        skipped_for_retention = state.skipped_for_retention,
         "window comparison finished"
     );
     outcome?;
@@ -366,6 +367,34 @@ fn table_order(name: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cluster(time: &str) -> ClusterConfig {
+        let text = format!(
+            "name = \"c\"\n[auth]\nuser = \"u\"\n[[shards]]\nrange = \"-\"\ndsn = \"mysql://h/db\"\n[time]\n{time}\n"
+        );
+        ClusterConfig::from_toml_str(&text, std::path::Path::new("."), &|_| None).expect("cluster")
+    }
+
+    #[test]
+    fn refuses_clusters_whose_windows_differ() {
+        let a = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"");
+        let b = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"120s\"\nretention = \"1h\"");
+        assert!(check_same_windows(&a, &b).is_ok(), "retention and partitioning may differ");
+        let c = cluster("minute_window = \"20s\"\nhour_window = \"60s\"\npartition = \"60s\"");
+        let message = check_same_windows(&a, &c).expect_err("different windows").to_string();
+        assert!(message.starts_with("the clusters' [time] sections differ"), "{message}");
+        let d =
+            cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"\nallowed_lateness = \"1s\"");
+        assert!(check_same_windows(&a, &d).is_err(), "lateness decides settlement");
+    }
+
+    #[test]
+    fn skips_windows_retention_may_have_dropped() {
+        // The smaller retention (1 h) plus the larger partition (120 s).
+        let a = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"");
+        let b = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"120s\"\nretention = \"1h\"");
+        assert_eq!(retention_floor(&a, &b, 100_000), 100_000 - 3600 + 120);
+    }
 
     #[test]
     fn windows_align_and_coalesce() {
