@@ -254,8 +254,11 @@ async fn finds_every_injected_divergence_and_nothing_else() {
 
     // The binary: exit 1 on differences, 2 when the [time] sections disagree.
     let bin = env!("CARGO_BIN_EXE_dualwrite-verify");
+    let cli_out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verify-report-cli");
     let status = std::process::Command::new(bin)
-        .args(["windows", "--old"])
+        .args(["windows", "--out"])
+        .arg(&cli_out)
+        .arg("--old")
         .arg(&fed.old.file)
         .arg("--new")
         .arg(&fed.new.file)
@@ -269,6 +272,11 @@ async fn finds_every_injected_divergence_and_nothing_else() {
         .output()
         .expect("run dualwrite-verify");
     assert_eq!(status.status.code(), Some(1), "{}", String::from_utf8_lossy(&status.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&status.stdout).expect("run as JSON on stdout");
+    assert_eq!(printed["outcome"], "different");
+    for file in ["report.json", "report.md", "report.html", "verify.prom"] {
+        assert!(cli_out.join(file).is_file(), "{file} written by --out");
+    }
     let other_time = fed.new.file.with_file_name("new-30s.toml");
     std::fs::write(
         &other_time,
