@@ -146,6 +146,23 @@ async fn finds_every_injected_divergence_and_nothing_else() {
         on_shard(new, shard, &format!("DELETE FROM query_stats_minute WHERE {}", w(3))).await;
     }
 
+    // 4b. A keyspace id that is not its database_id's (last byte flipped, so
+    // the shard still owns it): the column differs, and the row is misplaced.
+    let (s, db, fp) = first_stats_row(new, "query_stats_minute", &w(4)).await;
+    on_shard(
+        new,
+        s,
+        &format!(
+            "UPDATE query_stats_minute SET keyspace_id = CONCAT(LEFT(keyspace_id, 7), CHAR(ASCII(RIGHT(keyspace_id, 1)) ^ 1)) \
+             WHERE database_id = {db} AND fingerprint = '{fp}' AND {}",
+            w(4)
+        ),
+    )
+    .await;
+    let bad_ksid = stats_key(db, &fp, minute(4));
+    expected.insert(("query_stats_minute".into(), Some(minute(4)), bad_ksid.clone(), DiffKind::Changed));
+    expected.insert(("query_stats_minute".into(), Some(minute(4)), bad_ksid.clone(), DiffKind::Misplaced));
+
     // 5. An extra row in query_stats_hour, on the shard that owns it.
     let hour = fed.start;
     let extra_db = 4_242_424_242u64;
@@ -239,6 +256,19 @@ async fn finds_every_injected_divergence_and_nothing_else() {
     let misplaced = diverged.differences.iter().find(|d| d.kind == DiffKind::Misplaced).expect("misplaced row");
     assert_eq!(misplaced.detail["shard"], new.shards[wrong].range.to_string());
     assert_eq!(misplaced.detail["cluster"], "new");
+    let wrong_ksid = diverged
+        .differences
+        .iter()
+        .find(|d| d.key == bad_ksid && d.kind == DiffKind::Misplaced)
+        .expect("wrong keyspace id");
+    assert_eq!(wrong_ksid.detail["shard"], wrong_ksid.detail["owner_of_keyspace_id"], "on the shard owning the id");
+    assert_ne!(wrong_ksid.detail["keyspace_id"], wrong_ksid.detail["vindex_keyspace_id"]);
+    let ksid_change =
+        diverged.differences.iter().find(|d| d.key == bad_ksid && d.kind == DiffKind::Changed).expect("changed");
+    assert_eq!(
+        ksid_change.detail["columns"].as_object().map(|c| c.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["keyspace_id".to_string()])
+    );
 
     // A re-run with nothing changed re-checks only the differing windows.
     let again = windows(old, new, from, to, false).await;
