@@ -226,11 +226,11 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 .legend i { display: inline-block; width: 14px; height: 14px; margin-right: 5px; border-radius: 2px; }
 .timeline { margin-top: 10px; border: 1px solid #d5d9e0; border-radius: 6px; padding: 10px 12px; }
 .row { display: flex; align-items: center; margin: 6px 0; }
-.label { width: 190px; flex: none; font-size: 13px; font-family: monospace; }
+.label { width: 230px; flex: none; font-size: 13px; font-family: monospace; }
 .cells { display: flex; flex: 1; height: 26px; background: #e4e6eb; border-radius: 3px; overflow: hidden; }
 .cells div { flex: 1 1 0; min-width: 0; }
 .counts { width: 270px; flex: none; font-size: 12px; color: #5b6272; padding-left: 10px; }
-.axis { display: flex; justify-content: space-between; margin-left: 190px; margin-right: 270px; font-size: 11px;
+.axis { display: flex; justify-content: space-between; margin-left: 230px; margin-right: 270px; font-size: 11px;
   color: #5b6272; }
 .equal { background: #2e9d4f; } .different { background: #d7263d; } .not_settled { background: #f2b134; }
 .not_covered { background: #8a8fa3; } .unchecked { background: #e4e6eb; }

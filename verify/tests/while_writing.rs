@@ -73,6 +73,17 @@ async fn reports_no_difference_while_both_groups_are_writing() {
 
     wait_caught_up(&old.config, &broker, Duration::from_secs(180)).await;
     wait_caught_up(&new.config, &broker, Duration::from_secs(180)).await;
+    // The report while the newest windows still settle: all four states show.
+    let pools = cluster::pool::ShardPools::new(&new.config);
+    let control = pools.control().expect("control");
+    let report = verify::report::build(control, &new.config.time, start - 60, start + 180).await.expect("report");
+    pools.disconnect().await;
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verify-report-live");
+    verify::report::write(&report, &out).expect("write report");
+    let html = std::fs::read_to_string(out.join("report.html")).expect("html");
+    assert!(html.contains("class=\"not_settled\"") && html.contains("class=\"equal\""));
+    support::screenshot(&out.join("report.html"), &out.join("timeline.png"));
+
     // One idle confirmation later, every window that ended a little while ago is settled.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let settle_to = chrono::Utc::now().timestamp() - 10;
