@@ -92,14 +92,12 @@ pub fn decode_mariadb_gtid(data: &[u8], server_id: u32) -> Option<MariadbGtid> {
 }
 
 /// The file name a ROTATE event announces. The first (fake) ROTATE of a
-/// MariaDB stream carries the 4 checksum bytes after the name; binlog names
-/// are printable ASCII, so anything after the last printable byte run is cut.
-pub fn rotate_file_name(name: &[u8], log_pos: u32) -> String {
-    let name = if log_pos == 0 && name.len() > 4 && name[name.len() - 4..].iter().any(|b| !b.is_ascii_graphic()) {
-        &name[..name.len() - 4]
-    } else {
-        name
-    };
+/// stream arrives before the FORMAT_DESCRIPTION event that tells the reader
+/// checksums are on, so its 4 checksum bytes are still on the name:
+/// `before_format_description` strips them. (Guessing from the bytes does not
+/// work: a checksum can be 4 printable characters.)
+pub fn rotate_file_name(name: &[u8], before_format_description: bool) -> String {
+    let name = if before_format_description && name.len() > 4 { &name[..name.len() - 4] } else { name };
     String::from_utf8_lossy(name).into_owned()
 }
 
@@ -194,6 +192,7 @@ pub enum Decoded {
 /// stream's own map, `BinlogStream::get_tme`).
 pub fn decode<'a>(
     event: &'a Event,
+    before_format_description: bool,
     database: &str,
     table: &str,
     tme: impl Fn(u64) -> Option<&'a mysql_async::binlog::events::TableMapEvent<'static>>,
@@ -211,7 +210,9 @@ pub fn decode<'a>(
         Err(e) => return Err(format!("event type {raw_type}: {e}")),
     };
     match data {
-        EventData::RotateEvent(rotate) => Ok(Decoded::Rotate(rotate_file_name(rotate.name_raw(), header.log_pos()))),
+        EventData::RotateEvent(rotate) => {
+            Ok(Decoded::Rotate(rotate_file_name(rotate.name_raw(), before_format_description)))
+        }
         EventData::XidEvent(_) => Ok(Decoded::Commit),
         EventData::GtidEvent(_) => Ok(Decoded::Begin(None)),
         EventData::QueryEvent(query) => match classify_statement(&query.query(), &query.schema(), database, table) {
@@ -321,9 +322,10 @@ mod tests {
     fn strips_checksum_bytes_from_the_fake_rotate() {
         let mut name = b"binlog.000007".to_vec();
         name.extend([0x9a, 0x01, 0xfe, 0x33]);
-        assert_eq!(rotate_file_name(&name, 0), "binlog.000007");
-        assert_eq!(rotate_file_name(b"binlog.000008", 0), "binlog.000008");
-        assert_eq!(rotate_file_name(b"binlog.000008", 120), "binlog.000008");
+        assert_eq!(rotate_file_name(&name, true), "binlog.000007");
+        // A checksum of printable bytes (the case that once stalled a stream).
+        assert_eq!(rotate_file_name(b"binlog.000003Ab1)", true), "binlog.000003");
+        assert_eq!(rotate_file_name(b"binlog.000008", false), "binlog.000008");
     }
 
     #[test]

@@ -279,6 +279,7 @@ impl<'a> Run<'a> {
     ) -> Result<(), CopierError> {
         let s = self.stream;
         self.set_phase(phase).await?;
+        tracing::debug!(source_shard = %s.source_shard, %from, until = ?until.as_ref().map(ToString::to_string), %phase, "applying binlog");
         let server_id = rand::random::<u32>() | 0x8000_0000;
         let mut events =
             source::open_binlog(s.source_opts.clone(), &from, server_id, &s.table, &s.source_shard).await?;
@@ -292,6 +293,7 @@ impl<'a> Run<'a> {
         let mut txn_gtid: Option<String> = None;
         let mut pending: Vec<PositionedOp> = Vec::new();
         let mut pending_since: Option<Instant> = None;
+        let mut before_format_description = true;
         loop {
             if until.as_ref().is_some_and(|u| &boundary >= u) || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
@@ -307,11 +309,23 @@ impl<'a> Run<'a> {
                 Ok(Some(Ok(event))) => {
                     let header = event.header();
                     let log_pos = u64::from(header.log_pos());
-                    let decoded = binlog::decode(&event, &s.source_db, &s.table, |id| events.get_tme(id))
-                        .map_err(|why| CopierError::Decode { position: format!("{file}:{log_pos}"), why })?;
+                    tracing::trace!(source_shard = %s.source_shard, event_type = header.event_type_raw(), log_pos, in_txn, "binlog event");
+                    let decoded = binlog::decode(&event, before_format_description, &s.source_db, &s.table, |id| {
+                        events.get_tme(id)
+                    })
+                    .map_err(|why| CopierError::Decode { position: format!("{file}:{log_pos}"), why })?;
+                    if header.event_type_raw() == mysql_async::binlog::EventType::FORMAT_DESCRIPTION_EVENT as u8 {
+                        before_format_description = false;
+                    }
                     if log_pos == 0 {
                         // Artificial events at the start of a stream: the fake ROTATE names the file.
                         if let Decoded::Rotate(name) = decoded {
+                            if before_format_description && name != from.file {
+                                return Err(CopierError::Decode {
+                                    position: from.to_string(),
+                                    why: format!("the source streams file {name:?}, not the requested {:?}", from.file),
+                                });
+                            }
                             file = name;
                         }
                         continue;
@@ -391,6 +405,7 @@ impl<'a> Run<'a> {
         if boundary != written || !pending.is_empty() {
             self.flush(&mut pending, &boundary, phase).await?;
         }
+        tracing::debug!(source_shard = %s.source_shard, %boundary, "binlog applied");
         // The dump connection is not reusable; a failed close only leaks a socket the server times out.
         let _ = events.close().await;
         Ok(())

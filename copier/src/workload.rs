@@ -52,17 +52,29 @@ pub fn pattern(database_id: u64, fingerprint: &str, seen_us: i64, variant: u64) 
 /// Writes images with the merge upsert (as the consumer does), each on the
 /// shard `config` routes it to, one transaction per shard.
 pub async fn upsert(config: &ClusterConfig, pools: &ShardPools, images: &[PatternImage]) -> Result<(), anyhow::Error> {
-    let mut per_shard: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    // Sorted by key, like the consumer's writes, so concurrent writers lock rows in one order.
+    let mut per_shard: BTreeMap<usize, BTreeMap<&PatternKey, String>> = BTreeMap::new();
     for image in images {
         per_shard
             .entry(config.shard_index_for_database_id(image.key.database_id))
             .or_default()
-            .push(image.values_tuple());
+            .insert(&image.key, image.values_tuple());
     }
     let writes = per_shard.into_iter().map(|(shard, tuples)| async move {
+        let tuples: Vec<String> = tuples.into_values().collect();
         let mut conn = pools.shard(shard).get_conn().await?;
         for chunk in tuples.chunks(1000) {
-            conn.query_drop(upsert_sql(chunk)).await?;
+            // Deadlocks with other writers of the same rows are retried, as the consumer retries.
+            let mut attempts = 0;
+            loop {
+                match conn.query_drop(upsert_sql(chunk)).await {
+                    Err(mysql_async::Error::Server(e)) if matches!(e.code, 1213 | 1205) && attempts < 20 => {
+                        attempts += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(10 * attempts)).await;
+                    }
+                    other => break other?,
+                }
+            }
         }
         Ok::<_, mysql_async::Error>(())
     });
