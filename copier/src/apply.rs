@@ -34,7 +34,7 @@ use crate::status::Phase;
 use crate::table::{delete_sql, upsert_sql, PatternImage, PatternKey};
 
 /// Rows per INSERT / DELETE statement.
-const STATEMENT_ROWS: usize = 500;
+const STATEMENT_ROWS: usize = 1000;
 
 /// A binlog row operation and the end of the source transaction it belongs to.
 #[derive(Debug, Clone)]

@@ -39,6 +39,12 @@ pub struct Position {
 }
 
 impl Position {
+    /// Parses `file:pos`, the form `Display` writes (and `status` shows).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (file, pos) = s.rsplit_once(':')?;
+        Some(Self { file: file.to_owned(), pos: pos.parse().ok()? })
+    }
+
     /// The numeric suffix of the file name: files sort by it, not by name
     /// (`binlog.999999` is followed by `binlog.1000000`).
     fn file_seq(&self) -> u64 {

@@ -97,11 +97,14 @@ pub async fn ensure_table(pools: &[Pool]) -> Result<(), CopierError> {
     Ok(())
 }
 
+/// copy_done, last_key, binlog_file, binlog_pos, gtid, rows_copied, events_applied.
+type FenceRow = (u8, Option<String>, String, u64, String, u64, u64);
+
 /// Reads every target shard's fence for the stream (default where a shard has none).
 pub async fn load_fences(pools: &[Pool], table: &str, source_shard: &str) -> Result<Vec<Fence>, CopierError> {
     let mut fences = Vec::with_capacity(pools.len());
     for pool in pools {
-        let row: Option<(u8, Option<String>, String, u64, String, u64, u64)> = pool
+        let row: Option<FenceRow> = pool
             .get_conn()
             .await?
             .exec_first(

@@ -183,7 +183,7 @@ fn merge_row(merged: &mut BTreeMap<(String, String), StreamStatus>, row: Row) {
     let (table, source_shard, copy_done, file, pos, gtid, rows_copied, events_applied, phase, rows_total) =
         (row.0, row.1, row.2 != 0, row.3, row.4, row.5, row.6, row.7, row.8, row.9);
     let updated_at = DateTime::parse_from_rfc3339(&row.15).map(|t| t.with_timezone(&Utc)).unwrap_or_default();
-    let position = (!file.is_empty()).then(|| crate::binlog::Position { file, pos });
+    let position = (!file.is_empty()).then_some(crate::binlog::Position { file, pos });
     let this = StreamStatus {
         table: table.clone(),
         source_shard: source_shard.clone(),
@@ -223,8 +223,7 @@ fn merge_row(merged: &mut BTreeMap<(String, String), StreamStatus>, row: Row) {
 }
 
 fn parse_position(s: &str) -> Option<crate::binlog::Position> {
-    let (file, pos) = s.rsplit_once(':')?;
-    Some(crate::binlog::Position { file: file.to_owned(), pos: pos.parse().ok()? })
+    crate::binlog::Position::parse(s)
 }
 
 /// The human view: one line per stream.

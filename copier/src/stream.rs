@@ -168,6 +168,20 @@ impl Stream {
     }
 }
 
+/// The next `limit` snapshot rows after `after`, in key order.
+async fn read_chunk(
+    conn: &mut mysql_async::Conn,
+    after: Option<&crate::table::PatternKey>,
+    limit: usize,
+    table: &str,
+) -> Result<Vec<PatternImage>, CopierError> {
+    let rows: Vec<mysql_async::Row> = conn.query(copy_chunk_sql(after, limit)).await?;
+    rows.into_iter()
+        .map(|row| PatternImage::from_values(&row.unwrap()))
+        .collect::<Result<_, _>>()
+        .map_err(|why| CopierError::Schema { table: table.to_owned(), why })
+}
+
 /// A stream's moving parts during one attempt.
 struct Run<'a> {
     stream: &'a Stream,
@@ -216,16 +230,11 @@ impl<'a> Run<'a> {
         let s = self.stream;
         self.set_phase(Phase::Copying).await?;
         let started = Instant::now();
-        let mut after = self.fences.iter().filter(|f| !f.copy_done).map(|f| f.last_key.clone()).min().flatten();
+        let after = self.fences.iter().filter(|f| !f.copy_done).map(|f| f.last_key.clone()).min().flatten();
+        let mut images = read_chunk(&mut snapshot.conn, after.as_ref(), s.settings.chunk_rows, &s.table).await?;
+        let mut after = after;
         loop {
-            let rows: Vec<mysql_async::Row> =
-                snapshot.conn.query(copy_chunk_sql(after.as_ref(), s.settings.chunk_rows)).await?;
-            let done = rows.len() < s.settings.chunk_rows;
-            let images: Vec<PatternImage> = rows
-                .into_iter()
-                .map(|row| PatternImage::from_values(&row.unwrap()))
-                .collect::<Result<_, _>>()
-                .map_err(|why| CopierError::Schema { table: s.table.clone(), why })?;
+            let done = images.len() < s.settings.chunk_rows;
             let last = images.last().map(|i| i.key.clone()).or(after.clone());
             let writes = plan_copy(&s.target, &self.fences, images);
             let copied: u64 = writes.iter().map(|w| w.applied).sum();
@@ -242,7 +251,8 @@ impl<'a> Run<'a> {
                     events_applied: f.events_applied,
                 })
                 .collect();
-            let latency = write_shards(
+            let more = !done && started.elapsed() < s.settings.copy_phase && !s.shutdown.is_cancelled();
+            let write = write_shards(
                 &s.target,
                 &s.table,
                 &s.source_shard,
@@ -250,21 +260,30 @@ impl<'a> Run<'a> {
                 &mut self.fences,
                 new_fences,
                 Phase::Copying,
-            )
-            .await?;
+            );
+            // The next chunk is read from the snapshot while this one is written.
+            let (latency, next) = if more {
+                let (latency, next) =
+                    tokio::join!(write, read_chunk(&mut snapshot.conn, last.as_ref(), s.settings.chunk_rows, &s.table));
+                (latency?, Some(next?))
+            } else {
+                (write.await?, None)
+            };
             self.copied_this_run += copied;
             crate::metrics::rows_copied(&s.table, &s.source_shard, copied);
             s.progress.inc(copied);
             self.throttle(latency).await;
             self.tick(Some(&snapshot.position)).await?;
             if done {
-                tracing::info!(source_shard = %s.source_shard, rows = self.fences.iter().map(|f| f.rows_copied).sum::<u64>(), "copy done");
+                let rows: u64 = self.fences.iter().map(|f| f.rows_copied).sum();
+                tracing::info!(source_shard = %s.source_shard, rows, "copy done");
                 return Ok(true);
             }
-            after = last;
-            if started.elapsed() >= s.settings.copy_phase || s.shutdown.is_cancelled() {
-                return Ok(false);
+            match next {
+                Some(next) => images = next,
+                None => return Ok(false),
             }
+            after = last;
         }
     }
 

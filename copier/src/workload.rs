@@ -212,6 +212,5 @@ pub async fn caught_up(
 
 /// Parses `file:pos` as `status` prints it.
 pub fn parse_position(s: &str) -> Option<crate::binlog::Position> {
-    let (file, pos) = s.rsplit_once(':')?;
-    Some(crate::binlog::Position { file: file.to_owned(), pos: pos.parse().ok()? })
+    crate::binlog::Position::parse(s)
 }
