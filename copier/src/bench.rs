@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{CopierConfig, Settings};
 use crate::workload;
 
+/// Fingerprints per database in the generated table.
+const PER_DATABASE: u64 = 50;
+
 /// Benchmark flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -30,6 +33,9 @@ pub struct BenchArgs {
     /// Row changes the concurrent writer makes during the catch-up measurement.
     #[arg(long, default_value_t = 200_000)]
     pub catch_up_changes: u64,
+    /// Snapshot rows per chunk for the copier.
+    #[arg(long, default_value_t = Settings::default().chunk_rows)]
+    pub chunk_rows: usize,
     /// Keep the throwaway databases.
     #[arg(long)]
     pub keep: bool,
@@ -64,14 +70,13 @@ async fn measure(
     let old_pools = ShardPools::new(old);
     let base_us = chrono::Utc::now().timestamp_micros() - 86_400_000_000;
     let load_started = Instant::now();
-    let per_database = 50;
     let mut loaded = 0;
     while loaded < args.rows {
         let batch: Vec<_> = (loaded..(loaded + 8000).min(args.rows))
             .map(|i| {
                 workload::pattern(
-                    i / per_database + 1,
-                    &format!("fp{:016x}", i % per_database),
+                    i / PER_DATABASE + 1,
+                    &format!("fp{:016x}", i % PER_DATABASE),
                     base_us + i as i64 * 1000,
                     0,
                 )
@@ -96,6 +101,7 @@ async fn measure(
         progress: false,
     };
     let copy_started = Instant::now();
+    let config_template = config.clone();
     let copier = tokio::spawn(crate::run(config, copier_shutdown.clone()));
     loop {
         let streams = crate::status::streams(new).await?;
@@ -110,33 +116,33 @@ async fn measure(
     let copy_seconds = copy_started.elapsed().as_secs_f64();
     let copied = workload::count(new).await?;
 
-    // Catch-up: a writer changes rows on the old cluster while the copier replicates.
-    let before: u64 = crate::status::streams(new).await?.iter().map(|s| s.events_applied).sum();
-    let write_started = Instant::now();
-    let mut written = 0;
-    while written < args.catch_up_changes {
-        let batch: Vec<_> = (written..(written + 2000).min(args.catch_up_changes))
-            .map(|i| {
-                let row = (i * 7919) % args.rows;
-                let mut image =
-                    workload::pattern(row / per_database + 1, &format!("fp{:016x}", row % per_database), base_us, 0);
-                image.last_seen_us = base_us + 86_400_000_000 + i as i64;
-                image
-            })
-            .collect();
-        written += batch.len() as u64;
-        workload::upsert(old, &old_pools, &batch).await?;
-    }
-    let write_seconds = write_started.elapsed().as_secs_f64();
+    // Live: a writer changes rows on the old cluster while the copier replicates.
+    let applied_before = events_applied(new).await?;
+    let live_started = Instant::now();
+    let live_write_seconds = write_changes(old, &old_pools, args, 0, args.catch_up_changes, base_us).await?;
     let ends = workload::binlog_ends(old).await?;
-    while !workload::caught_up(old, new, &ends).await? {
-        if copier.is_finished() || shutdown.is_cancelled() {
-            anyhow::bail!("copier stopped before catching up");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let catch_up_seconds = write_started.elapsed().as_secs_f64();
-    let after: u64 = crate::status::streams(new).await?.iter().map(|s| s.events_applied).sum();
+    wait_caught_up(old, new, &ends, &copier, &shutdown).await?;
+    let live_seconds = live_started.elapsed().as_secs_f64();
+    let live_applied = events_applied(new).await? - applied_before;
+    copier_shutdown.cancel();
+    copier.await.context("copier task")??;
+
+    // Backlog: changes pile up while the copier is down; then it catches up
+    // while the writer keeps writing (half as many more changes).
+    write_changes(old, &old_pools, args, args.catch_up_changes, args.catch_up_changes, base_us).await?;
+    let applied_before = events_applied(new).await?;
+    let copier_shutdown = shutdown.child_token();
+    let config = CopierConfig {
+        settings: Settings { status_interval: Duration::from_millis(500), ..Settings::default() },
+        ..config_template
+    };
+    let catch_up_started = Instant::now();
+    let copier = tokio::spawn(crate::run(config, copier_shutdown.clone()));
+    write_changes(old, &old_pools, args, 2 * args.catch_up_changes, args.catch_up_changes / 2, base_us).await?;
+    let ends = workload::binlog_ends(old).await?;
+    wait_caught_up(old, new, &ends, &copier, &shutdown).await?;
+    let catch_up_seconds = catch_up_started.elapsed().as_secs_f64();
+    let catch_up_applied = events_applied(new).await? - applied_before;
     copier_shutdown.cancel();
     copier.await.context("copier task")??;
     old_pools.disconnect().await;
@@ -169,7 +175,6 @@ async fn measure(
     let dump_seconds = dump_started.elapsed().as_secs_f64();
     let dumped = workload::count(dump_target).await?;
 
-    let applied = after.saturating_sub(before);
     Ok(serde_json::json!({
         "bench": "copier",
         "rows": args.rows,
@@ -179,11 +184,63 @@ async fn measure(
         "dump_rows": dumped,
         "dump_seconds": dump_seconds,
         "dump_rows_per_sec": dumped as f64 / dump_seconds,
-        "catch_up_changes": written,
-        "writer_changes_per_sec": written as f64 / write_seconds,
-        "catch_up_row_events_applied": applied,
+        "live_changes": args.catch_up_changes,
+        "live_writer_changes_per_sec": args.catch_up_changes as f64 / live_write_seconds,
+        "live_row_events_applied": live_applied,
+        "live_seconds_to_caught_up": live_seconds,
+        "live_apply_events_per_sec": live_applied as f64 / live_seconds,
+        "catch_up_backlog_changes": args.catch_up_changes,
+        "catch_up_concurrent_writer_changes": args.catch_up_changes / 2,
+        "catch_up_row_events_applied": catch_up_applied,
         "catch_up_seconds": catch_up_seconds,
-        "catch_up_apply_events_per_sec": applied as f64 / catch_up_seconds,
+        "catch_up_apply_events_per_sec": catch_up_applied as f64 / catch_up_seconds,
     })
     .to_string())
+}
+
+async fn events_applied(new: &ClusterConfig) -> anyhow::Result<u64> {
+    Ok(crate::status::streams(new).await?.iter().map(|s| s.events_applied).sum())
+}
+
+async fn wait_caught_up(
+    old: &ClusterConfig,
+    new: &ClusterConfig,
+    ends: &[crate::binlog::Position],
+    copier: &tokio::task::JoinHandle<Result<(), crate::CopierError>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    while !workload::caught_up(old, new, ends).await? {
+        if copier.is_finished() || shutdown.is_cancelled() {
+            anyhow::bail!("copier stopped before catching up");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Changes `count` existing rows (later last_seen) through the merge upsert; returns the seconds it took.
+async fn write_changes(
+    old: &ClusterConfig,
+    pools: &ShardPools,
+    args: &BenchArgs,
+    from: u64,
+    count: u64,
+    base_us: i64,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut written = from;
+    while written < from + count {
+        let batch: Vec<_> = (written..(written + 2000).min(from + count))
+            .map(|i| {
+                let row = (i * 7919) % args.rows;
+                let mut image =
+                    workload::pattern(row / PER_DATABASE + 1, &format!("fp{:016x}", row % PER_DATABASE), base_us, 0);
+                image.last_seen_us = base_us + 86_400_000_000 + i as i64;
+                image
+            })
+            .collect();
+        written += batch.len() as u64;
+        workload::upsert(old, pools, &batch).await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }

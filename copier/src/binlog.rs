@@ -155,6 +155,11 @@ pub fn classify_statement(query: &str, schema: &str, database: &str, table: &str
     if !matches!(first, "alter" | "drop" | "truncate" | "rename" | "create") {
         return Statement::Other;
     }
+    // The schema tool re-applies `CREATE TABLE IF NOT EXISTS` (logged even
+    // when the table exists); the table being copied exists, so it is a no-op.
+    if first == "create" && normalized.contains(" if not exists ") && !normalized.contains(" or replace ") {
+        return Statement::Other;
+    }
     let database = database.to_ascii_lowercase();
     let table = table.to_ascii_lowercase();
     let words: Vec<&str> = normalized
@@ -358,5 +363,8 @@ mod tests {
             Statement::Other
         );
         assert_eq!(c("INSERT INTO query_patterns VALUES (1)", "t_db"), Statement::Other);
+        // Re-applying the schema is harmless; replacing the table is not.
+        assert_eq!(c("CREATE TABLE IF NOT EXISTS query_patterns (a INT)", "t_db"), Statement::Other);
+        assert_eq!(c("CREATE OR REPLACE TABLE query_patterns (a INT)", "t_db"), Statement::DdlOnCopiedTable);
     }
 }
