@@ -26,6 +26,11 @@ use crate::table::{PatternImage, PatternKey, COLUMNS};
 pub const MARIADB_GTID_EVENT: u8 = 162;
 /// MariaDB's GTID list event (at the start of every binlog file).
 pub const MARIADB_GTID_LIST_EVENT: u8 = 163;
+/// A heartbeat: sent by the source when it has nothing to send.
+pub const HEARTBEAT_EVENT: u8 = 27;
+/// MariaDB's compressed query and row events (`log_bin_compress=ON`), which
+/// mysql_common cannot read: skipping them would lose rows silently.
+pub const MARIADB_COMPRESSED_EVENTS: std::ops::RangeInclusive<u8> = 165..=171;
 /// `FL_STANDALONE` in a MariaDB GTID event: the group is one statement with no COMMIT/XID.
 const MARIADB_FL_STANDALONE: u8 = 1;
 
@@ -195,7 +200,9 @@ pub enum Decoded {
     Standalone,
     /// A statement changing the copied table: the stream must stop.
     Ddl(String),
-    /// Anything else (table maps, format descriptions, heartbeats, other tables' rows).
+    /// The source is alive and has nothing to send.
+    Heartbeat,
+    /// Anything else (table maps, format descriptions, other tables' rows).
     Skip,
 }
 
@@ -210,6 +217,15 @@ pub fn decode<'a>(
 ) -> Result<Decoded, String> {
     let header = event.header();
     let raw_type = header.event_type_raw();
+    if raw_type == HEARTBEAT_EVENT {
+        return Ok(Decoded::Heartbeat);
+    }
+    if MARIADB_COMPRESSED_EVENTS.contains(&raw_type) {
+        return Err(format!(
+            "compressed binlog event (type {raw_type}); remedy: SET GLOBAL log_bin_compress=OFF on the source \
+             (and in its config), then start again"
+        ));
+    }
     if raw_type == MARIADB_GTID_EVENT {
         let gtid = decode_mariadb_gtid(event.data(), header.server_id())
             .ok_or_else(|| "short MariaDB GTID event".to_owned())?;

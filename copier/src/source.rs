@@ -130,6 +130,9 @@ pub async fn open_binlog(
     let mut conn = Conn::new(opts).await?;
     // Without it MariaDB rewrites its GTID events into dummy queries.
     conn.query_drop("SET @mariadb_slave_capability=4").await?;
+    // A heartbeat every second when the source is idle (nanoseconds): a
+    // silent connection can then be told from an idle source.
+    conn.query_drop("SET @master_heartbeat_period=1000000000").await?;
     let request = BinlogStreamRequest::new(server_id).with_filename(from.file.as_bytes()).with_pos(from.pos);
     conn.get_binlog_stream(request).await.map_err(|e| classify_binlog_error(e, from, table, source_shard))
 }

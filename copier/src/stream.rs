@@ -41,6 +41,9 @@ use crate::state::{self, Fence, ViewUpdate};
 use crate::status::Phase;
 use crate::table::{copy_chunk_sql, PatternImage, TableSpec};
 
+/// A binlog connection without any event (heartbeats included) for this long is dead.
+const SILENT_LIMIT: Duration = Duration::from_secs(15);
+
 /// Longest pause between retries of a failing stream.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -313,6 +316,7 @@ impl<'a> Run<'a> {
         let mut pending: Vec<PositionedOp> = Vec::new();
         let mut pending_since: Option<Instant> = None;
         let mut before_format_description = true;
+        let mut last_event = Instant::now();
         loop {
             if until.as_ref().is_some_and(|u| &boundary >= u) || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
@@ -322,10 +326,19 @@ impl<'a> Run<'a> {
                 next = tokio::time::timeout(s.settings.batch_wait, events.next()) => next,
             };
             match next {
-                Err(_idle) => {}
+                Err(_idle) => {
+                    // Heartbeats come every second (see source::open_binlog); silence means a dead connection.
+                    if last_event.elapsed() > SILENT_LIMIT {
+                        return Err(mysql_async::Error::Other(
+                            format!("no binlog event or heartbeat for {SILENT_LIMIT:?}").into(),
+                        )
+                        .into());
+                    }
+                }
                 Ok(None) => return Err(mysql_async::Error::Other("the source closed the binlog stream".into()).into()),
                 Ok(Some(Err(e))) => return Err(source::classify_binlog_error(e, &boundary, &s.table, &s.source_shard)),
                 Ok(Some(Ok(event))) => {
+                    last_event = Instant::now();
                     let header = event.header();
                     let log_pos = u64::from(header.log_pos());
                     tracing::trace!(source_shard = %s.source_shard, event_type = header.event_type_raw(), log_pos, in_txn, "binlog event");
@@ -394,6 +407,7 @@ impl<'a> Run<'a> {
                                 position: here.to_string(),
                             });
                         }
+                        Decoded::Heartbeat => {}
                         Decoded::Skip => {
                             if !in_txn {
                                 boundary = boundary.max(here);
