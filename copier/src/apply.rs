@@ -33,6 +33,9 @@ use crate::state::{write_fence, Fence};
 use crate::status::Phase;
 use crate::table::{delete_sql, upsert_sql, PatternImage, PatternKey};
 
+/// Times a shard transaction rolled back by a deadlock is run again before the stream restarts.
+const LOCK_RETRIES: u32 = 5;
+
 /// Rows per INSERT / DELETE statement.
 const STATEMENT_ROWS: usize = 1000;
 
@@ -157,29 +160,60 @@ pub async fn write_shards(
     debug_assert_eq!(writes.len(), fences.len());
     let started = Instant::now();
     let tasks = writes.into_iter().zip(new_fences.iter()).enumerate().map(|(shard, (write, fence))| async move {
-        let shard_started = Instant::now();
-        let mut conn = target.pools.shard(shard).get_conn().await?;
-        let mut opts = TxOpts::default();
-        opts.with_isolation_level(IsolationLevel::ReadCommitted);
-        let mut tx = conn.start_transaction(opts).await?;
-        for chunk in write.deletes.chunks(STATEMENT_ROWS) {
-            let keys: Vec<String> = chunk.iter().map(PatternKey::tuple).collect();
-            tx.query_drop(delete_sql(&keys)).await?;
+        // A deadlock or lock wait timeout with group B rolls back only this
+        // shard's transaction: run it again (the others are unaffected).
+        let mut attempt = 0;
+        loop {
+            let shard_started = Instant::now();
+            match write_shard(target, shard, &write, fence, table, source_shard, phase).await {
+                Err(mysql_async::Error::Server(e)) if matches!(e.code, 1213 | 1205) && attempt < LOCK_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(
+                        shard,
+                        attempt,
+                        code = e.code,
+                        "target transaction rolled back by a lock conflict, retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                result => {
+                    crate::metrics::target_write(shard_started.elapsed());
+                    break result;
+                }
+            }
         }
-        for chunk in write.upserts.chunks(STATEMENT_ROWS) {
-            let tuples: Vec<String> = chunk.iter().map(PatternImage::values_tuple).collect();
-            tx.query_drop(upsert_sql(&tuples)).await?;
-        }
-        write_fence(&mut tx, table, source_shard, fence, phase).await?;
-        tx.commit().await?;
-        crate::metrics::target_write(shard_started.elapsed());
-        Ok::<_, mysql_async::Error>(())
     });
     for result in futures::future::join_all(tasks).await {
         result?;
     }
     fences.clone_from_slice(&new_fences);
     Ok(started.elapsed())
+}
+
+/// One shard's rows and fence, in one transaction.
+async fn write_shard(
+    target: &Target,
+    shard: usize,
+    write: &ShardWrite,
+    fence: &Fence,
+    table: &str,
+    source_shard: &str,
+    phase: Phase,
+) -> Result<(), mysql_async::Error> {
+    let mut conn = target.pools.shard(shard).get_conn().await?;
+    let mut opts = TxOpts::default();
+    opts.with_isolation_level(IsolationLevel::ReadCommitted);
+    let mut tx = conn.start_transaction(opts).await?;
+    for chunk in write.deletes.chunks(STATEMENT_ROWS) {
+        let keys: Vec<String> = chunk.iter().map(PatternKey::tuple).collect();
+        tx.query_drop(delete_sql(&keys)).await?;
+    }
+    for chunk in write.upserts.chunks(STATEMENT_ROWS) {
+        let tuples: Vec<String> = chunk.iter().map(PatternImage::values_tuple).collect();
+        tx.query_drop(upsert_sql(&tuples)).await?;
+    }
+    write_fence(&mut tx, table, source_shard, fence, phase).await?;
+    tx.commit().await
 }
 
 #[cfg(test)]

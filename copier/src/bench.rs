@@ -46,6 +46,7 @@ pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result
     let old_template = ClusterConfig::load(&args.from).with_context(|| format!("loading {}", args.from.display()))?;
     let new_template = ClusterConfig::load(&args.to).with_context(|| format!("loading {}", args.to.display()))?;
     let db = workload::unique_database("copierbench");
+    tracing::info!(database = %db, dump_database = %format!("{db}_dump"), keep = args.keep, "benchmark databases");
     let old = workload::create_cluster(&old_template, &db).await?;
     let new = workload::create_cluster(&new_template, &db).await?;
     let dump_target = workload::create_cluster(&new_template, &format!("{db}_dump")).await?;

@@ -46,9 +46,12 @@ fn spawn_copier(c: &Clusters) -> Child {
 
 /// The copier's log, appended over restarts: `target/copier-crash-<db>.log`.
 fn log_file(c: &Clusters) -> std::fs::File {
-    let path =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../target/copier-crash-{}.log", c.db));
-    std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file")
+    std::fs::OpenOptions::new().create(true).append(true).open(log_path(c)).expect("log file")
+}
+
+/// Kept when the test fails, removed when it passes.
+fn log_path(c: &Clusters) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../target/copier-crash-{}.log", c.db))
 }
 
 /// History on the old cluster only (what group B never saw): `h*` keys, and
@@ -242,5 +245,6 @@ async fn survives_sigkill_during_copy_catch_up_and_replication_with_concurrent_w
     assert!(rows_copied <= HISTORY_ROWS + ab_rows + changed, "rows copied {rows_copied}");
 
     c.assert_equal().await;
+    let _ = std::fs::remove_file(log_path(&c));
     c.cleanup().await;
 }
