@@ -206,6 +206,10 @@ impl<'a> Run<'a> {
     fn new(stream: &'a Stream, fences: Vec<Fence>) -> Self {
         let gtid = fences.iter().map(|f| f.gtid.clone()).max().unwrap_or_default();
         let copied: u64 = fences.iter().map(|f| f.rows_copied).sum();
+        if fences.iter().all(|f| f.copy_done) {
+            // No snapshot (and no row count) when resuming after the copy: the bar is full.
+            stream.progress.set_length(copied);
+        }
         stream.progress.set_position(copied);
         Self {
             stream,
