@@ -383,4 +383,148 @@ mod tests {
         assert_eq!(c("CREATE TABLE IF NOT EXISTS query_patterns (a INT)", "t_db"), Statement::Other);
         assert_eq!(c("CREATE OR REPLACE TABLE query_patterns (a INT)", "t_db"), Statement::DdlOnCopiedTable);
     }
+
+    /// Hand-built binlog events for `db.query_patterns`: a TABLE_MAP and rows
+    /// events, fed through mysql_common's reader and [`decode`] the way the
+    /// stream does it. MariaDB writes rows events V1 (23-25), MySQL 8 V2 (30-32).
+    mod rows_events {
+        use mysql_common::binlog::consts::BinlogVersion;
+        use mysql_common::binlog::EventStreamReader;
+
+        use super::super::*;
+
+        fn event(kind: u8, body: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend(1_700_000_000_u32.to_le_bytes());
+            out.push(kind);
+            out.extend(33301_u32.to_le_bytes());
+            out.extend((19 + body.len() as u32).to_le_bytes());
+            out.extend(1000_u32.to_le_bytes());
+            out.extend(0_u16.to_le_bytes());
+            out.extend(body);
+            out
+        }
+
+        fn table_map(table_id: u8, table: &str) -> Vec<u8> {
+            table_map_with(table_id, table, 7)
+        }
+
+        /// A table map of the first `columns` columns of `query_patterns`.
+        fn table_map_with(table_id: u8, table: &str, columns: usize) -> Vec<u8> {
+            let mut body = vec![table_id, 0, 0, 0, 0, 0, 1, 0];
+            body.push(2);
+            body.extend(b"db\0");
+            body.push(table.len() as u8);
+            body.extend(table.as_bytes());
+            body.push(0);
+            body.push(columns as u8);
+            // LONGLONG, VARCHAR, STRING, BLOB, BLOB, DATETIME2, DATETIME2
+            body.extend(&[8, 15, 254, 252, 252, 18, 18][..columns]);
+            let meta_len = [0, 2, 4, 5, 6, 7, 8][columns - 1];
+            let meta = &[64, 0, 254, 8, 3, 2, 3, 3][..meta_len];
+            body.push(meta.len() as u8);
+            body.extend(meta);
+            body.push(0); // null bitmap
+            event(19, &body)
+        }
+
+        fn datetime2_ms(y: u64, mo: u64, d: u64, h: u64, mi: u64, s: u64, ms: u64) -> Vec<u8> {
+            let packed = 0x80_0000_0000_u64 + (((y * 13 + mo) << 22) | (d << 17) | (h << 12) | (mi << 6) | s);
+            let mut out = packed.to_be_bytes()[3..].to_vec();
+            out.extend(((ms * 10) as u16).to_be_bytes());
+            out
+        }
+
+        fn row(id: u64, fingerprint: &str, sql: &str, last_second: u64) -> Vec<u8> {
+            let mut out = vec![0]; // null bitmap
+            out.extend(id.to_le_bytes());
+            out.push(fingerprint.len() as u8);
+            out.extend(fingerprint.as_bytes());
+            out.push(8);
+            out.extend(cluster::vindex::keyspace_id(id));
+            out.extend(&(sql.len() as u32).to_le_bytes()[..3]);
+            out.extend(sql.as_bytes());
+            out.extend((2_u16).to_le_bytes());
+            out.extend(b"[]");
+            out.extend(datetime2_ms(2026, 1, 2, 3, 4, 5, 123));
+            out.extend(datetime2_ms(2026, 1, 2, 3, 4, last_second, 0));
+            out
+        }
+
+        fn rows_event(kind: u8, v2: bool, table_id: u8, rows: &[Vec<u8>]) -> Vec<u8> {
+            let mut body = vec![table_id, 0, 0, 0, 0, 0, 1, 0];
+            if v2 {
+                body.extend(2_u16.to_le_bytes());
+            }
+            body.push(7);
+            body.push(0x7f);
+            if matches!(kind, 24 | 31) {
+                body.push(0x7f);
+            }
+            for r in rows {
+                body.extend(r);
+            }
+            event(kind, &body)
+        }
+
+        fn decode_all(stream: Vec<Vec<u8>>) -> Vec<Decoded> {
+            let mut reader = EventStreamReader::new(BinlogVersion::Version4);
+            let bytes: Vec<u8> = stream.concat();
+            let mut input = &bytes[..];
+            let mut out = Vec::new();
+            while let Some(ev) = reader.read(&mut input).expect("event") {
+                out.push(decode(&ev, false, "db", "query_patterns", |id| reader.get_tme(id)).expect("decode"));
+            }
+            out
+        }
+
+        fn ops(decoded: &[Decoded]) -> Vec<RowOp> {
+            decoded.iter().flat_map(|d| if let Decoded::Rows(ops) = d { ops.clone() } else { Vec::new() }).collect()
+        }
+
+        #[test]
+        fn decodes_v1_and_v2_writes_updates_and_deletes() {
+            for (write, update, delete, v2) in [(23, 24, 25, false), (30, 31, 32, true)] {
+                let decoded = decode_all(vec![
+                    table_map(9, "query_patterns"),
+                    rows_event(write, v2, 9, &[row(7, "fa", "select 1", 6)]),
+                    rows_event(update, v2, 9, &[row(7, "fa", "select 1", 6), row(7, "fa", "select 1", 9)]),
+                    rows_event(update, v2, 9, &[row(7, "fa", "select 1", 9), row(7, "fb", "select 1", 9)]),
+                    rows_event(delete, v2, 9, &[row(7, "fb", "select 1", 9)]),
+                ]);
+                let ops = ops(&decoded);
+                let key = |fp: &str| PatternKey { database_id: 7, fingerprint: fp.into() };
+                let RowOp::Upsert(first) = &ops[0] else { panic!("insert: {ops:?}") };
+                assert_eq!(first.key, key("fa"));
+                assert_eq!(first.normalized_sql, "select 1");
+                assert_eq!(first.tables_used, "[]");
+                assert_eq!(first.first_seen_us % 1_000_000, 123_000);
+                assert_eq!(first.last_seen_us - first.first_seen_us, 1_000_000 - 123_000);
+                // An update is an upsert of its after image; a key change also deletes the old key.
+                assert!(matches!(&ops[1], RowOp::Upsert(i) if i.last_seen_us == first.last_seen_us + 3_000_000));
+                assert_eq!(ops[2], RowOp::Delete(key("fa")));
+                assert!(matches!(&ops[3], RowOp::Upsert(i) if i.key == key("fb")));
+                assert_eq!(ops[4], RowOp::Delete(key("fb")));
+                assert_eq!(ops.len(), 5, "v2={v2}");
+            }
+        }
+
+        #[test]
+        fn ignores_other_tables_and_refuses_a_changed_column_count() {
+            let decoded = decode_all(vec![
+                table_map(3, "query_patterns_old"),
+                rows_event(23, false, 3, &[row(1, "x", "select 2", 7)]),
+            ]);
+            assert!(ops(&decoded).is_empty());
+            // 6 columns instead of 7: a schema change the copier did not see.
+            let bytes = [table_map_with(4, "query_patterns", 6), rows_event(23, false, 4, &[])].concat();
+            let mut reader = EventStreamReader::new(BinlogVersion::Version4);
+            let mut input = &bytes[..];
+            let map = reader.read(&mut input).expect("read").expect("table map");
+            assert!(matches!(decode(&map, false, "db", "query_patterns", |id| reader.get_tme(id)), Ok(Decoded::Skip)));
+            let rows = reader.read(&mut input).expect("read").expect("rows");
+            let error = decode(&rows, false, "db", "query_patterns", |id| reader.get_tme(id)).expect_err("refused");
+            assert!(error.contains("has 6 columns, expected 7"), "{error}");
+        }
+    }
 }
