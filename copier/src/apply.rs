@@ -1,0 +1,315 @@
+//! Routing row images to the new shards and writing them, with each shard's
+//! fence, in one transaction per shard.
+//!
+//! ## Why an UPDATE is an upsert of its after image
+//!
+//! Group A changes a source row only through the merge rule (the consumer's
+//! upsert), so an UPDATE's after image is `merge(before image, new sightings)`.
+//! The target row is `merge(everything copied so far, group B's writes)`,
+//! which already includes the before image (it was copied or applied
+//! earlier). Merging the after image in therefore gives exactly
+//! `merge(after image, group B's writes)`: the before image adds nothing, and
+//! because the merge is a join the result does not depend on whether group B
+//! wrote before or after. An UPDATE that moves a row *against* the merge rule
+//! (a manual fix) cannot be carried this way; it is counted
+//! (`copier_non_merge_updates_total`) and logged. An UPDATE that changes the
+//! key is a delete of the old key plus an upsert of the new one.
+//!
+//! Deletes are applied as deletes: they remove what group B wrote for the key
+//! too, which is what the source did (the old cluster's group A data is gone
+//! as well).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cluster::config::ClusterConfig;
+use cluster::pool::ShardPools;
+use mysql_async::prelude::Queryable;
+use mysql_async::{IsolationLevel, TxOpts};
+
+use crate::binlog::{Position, RowOp};
+use crate::error::CopierError;
+use crate::state::{write_fence, Fence};
+use crate::status::Phase;
+use crate::table::{delete_sql, upsert_sql, PatternImage, PatternKey};
+
+/// Times a shard transaction rolled back by a deadlock is run again before the stream restarts.
+const LOCK_RETRIES: u32 = 5;
+
+/// Rows per INSERT / DELETE statement.
+const STATEMENT_ROWS: usize = 1000;
+
+/// A binlog row operation and the end of the source transaction it belongs to.
+#[derive(Debug, Clone)]
+pub struct PositionedOp {
+    /// The operation.
+    pub op: RowOp,
+    /// End position of its transaction: the fence compared against.
+    pub txn_end: Position,
+}
+
+/// The new cluster: where rows go and how to reach it.
+pub struct Target {
+    /// The new cluster's shard map (routing by its vindex).
+    pub config: ClusterConfig,
+    /// One pool per new shard.
+    pub pools: ShardPools,
+}
+
+impl Target {
+    /// The new shard owning `key`'s row.
+    pub fn route(&self, key: &PatternKey) -> usize {
+        self.config.shard_index_for_database_id(key.database_id)
+    }
+}
+
+/// What one shard gets from a batch: deletes first, then merge upserts.
+#[derive(Debug, Default, PartialEq)]
+pub struct ShardWrite {
+    /// Keys deleted by the batch (and possibly re-inserted by `upserts`).
+    pub deletes: Vec<PatternKey>,
+    /// One merged image per key: the join of the key's images after its last delete.
+    pub upserts: Vec<PatternImage>,
+    /// Operations the batch applied to this shard (before coalescing).
+    pub applied: u64,
+}
+
+/// Splits binlog operations by target shard, dropping what each shard's
+/// fence says it must not apply (transactions it already applied, keys it
+/// does not cover yet), and folds each key's operations in order: a key's
+/// net effect is "delete if any delete, then upsert the merge of the images
+/// after the last delete". Deletes run before upserts in the shard's
+/// transaction, so that is exactly the sequential result.
+pub fn plan_binlog(target: &Target, fences: &[Fence], ops: &[PositionedOp]) -> Vec<ShardWrite> {
+    plan_with(|key| target.route(key), fences, ops)
+}
+
+fn plan_with(route: impl Fn(&PatternKey) -> usize, fences: &[Fence], ops: &[PositionedOp]) -> Vec<ShardWrite> {
+    struct Effect {
+        delete: bool,
+        upsert: Option<PatternImage>,
+    }
+    let mut per_shard: Vec<BTreeMap<PatternKey, Effect>> = (0..fences.len()).map(|_| BTreeMap::new()).collect();
+    let mut applied = vec![0_u64; fences.len()];
+    for positioned in ops {
+        let key = positioned.op.key();
+        let shard = route(key);
+        let fence = &fences[shard];
+        if fence.has_applied(&positioned.txn_end) || !fence.covers(key) {
+            continue;
+        }
+        applied[shard] += 1;
+        let effect = per_shard[shard].entry(key.clone()).or_insert(Effect { delete: false, upsert: None });
+        match &positioned.op {
+            RowOp::Delete(_) => {
+                effect.delete = true;
+                effect.upsert = None;
+            }
+            RowOp::Upsert(image) => match &mut effect.upsert {
+                Some(merged) => merged.merge(image),
+                None => effect.upsert = Some(image.clone()),
+            },
+        }
+    }
+    per_shard
+        .into_iter()
+        .zip(applied)
+        .map(|(effects, applied)| {
+            let mut write = ShardWrite { applied, ..ShardWrite::default() };
+            for (key, effect) in effects {
+                if effect.delete {
+                    write.deletes.push(key);
+                }
+                if let Some(image) = effect.upsert {
+                    write.upserts.push(image);
+                }
+            }
+            write
+        })
+        .collect()
+}
+
+/// Splits snapshot rows by target shard, dropping rows a shard already covers
+/// (after a crash a shard may be ahead of the others).
+pub fn plan_copy(target: &Target, fences: &[Fence], rows: Vec<PatternImage>) -> Vec<ShardWrite> {
+    let mut writes: Vec<ShardWrite> = (0..fences.len()).map(|_| ShardWrite::default()).collect();
+    for row in rows {
+        let shard = target.route(&row.key);
+        if fences[shard].covers(&row.key) {
+            continue;
+        }
+        writes[shard].applied += 1;
+        writes[shard].upserts.push(row);
+    }
+    writes
+}
+
+/// Writes each shard's rows and its new fence in one transaction per shard,
+/// all shards at once. On success `fences` is replaced by `new_fences`; on
+/// error the caller reloads the fences from the shards (some committed).
+/// Returns the slowest shard's latency, for the throttle.
+pub async fn write_shards(
+    target: &Target,
+    table: &str,
+    source_shard: &str,
+    writes: Vec<ShardWrite>,
+    fences: &mut [Fence],
+    new_fences: Vec<Fence>,
+    phase: Phase,
+) -> Result<Duration, CopierError> {
+    debug_assert_eq!(writes.len(), fences.len());
+    let started = Instant::now();
+    let tasks = writes.into_iter().zip(new_fences.iter()).enumerate().map(|(shard, (write, fence))| async move {
+        // A deadlock or lock wait timeout with group B rolls back only this
+        // shard's transaction: run it again (the others are unaffected).
+        let mut attempt = 0;
+        loop {
+            let shard_started = Instant::now();
+            match write_shard(target, shard, &write, fence, table, source_shard, phase).await {
+                Err(mysql_async::Error::Server(e)) if matches!(e.code, 1213 | 1205) && attempt < LOCK_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(
+                        shard,
+                        attempt,
+                        code = e.code,
+                        "target transaction rolled back by a lock conflict, retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                result => {
+                    crate::metrics::target_write(shard_started.elapsed());
+                    break result;
+                }
+            }
+        }
+    });
+    for result in futures::future::join_all(tasks).await {
+        result?;
+    }
+    fences.clone_from_slice(&new_fences);
+    Ok(started.elapsed())
+}
+
+/// One shard's rows and fence, in one transaction.
+async fn write_shard(
+    target: &Target,
+    shard: usize,
+    write: &ShardWrite,
+    fence: &Fence,
+    table: &str,
+    source_shard: &str,
+    phase: Phase,
+) -> Result<(), mysql_async::Error> {
+    let mut conn = target.pools.shard(shard).get_conn().await?;
+    let mut opts = TxOpts::default();
+    opts.with_isolation_level(IsolationLevel::ReadCommitted);
+    let mut tx = conn.start_transaction(opts).await?;
+    for chunk in write.deletes.chunks(STATEMENT_ROWS) {
+        let keys: Vec<String> = chunk.iter().map(PatternKey::tuple).collect();
+        tx.query_drop(delete_sql(&keys)).await?;
+    }
+    for chunk in write.upserts.chunks(STATEMENT_ROWS) {
+        let tuples: Vec<String> = chunk.iter().map(PatternImage::values_tuple).collect();
+        tx.query_drop(upsert_sql(&tuples)).await?;
+    }
+    write_fence(&mut tx, table, source_shard, fence, phase).await?;
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: u64) -> PatternKey {
+        PatternKey { database_id: id, fingerprint: "f".into() }
+    }
+
+    fn image(id: u64, last: i64) -> PatternImage {
+        PatternImage {
+            key: key(id),
+            normalized_sql: "select 1".into(),
+            tables_used: "[]".into(),
+            first_seen_us: 0,
+            last_seen_us: last,
+        }
+    }
+
+    fn at(op: RowOp, pos: u64) -> PositionedOp {
+        PositionedOp { op, txn_end: Position { file: "binlog.000001".into(), pos } }
+    }
+
+    fn fence(last: u64, pos: u64) -> Fence {
+        Fence {
+            last_key: Some(key(last)),
+            position: Some(Position { file: "binlog.000001".into(), pos }),
+            ..Fence::default()
+        }
+    }
+
+    #[test]
+    fn folds_each_key_in_binlog_order() {
+        let ops = [
+            at(RowOp::Upsert(image(1, 5)), 100),
+            at(RowOp::Upsert(image(1, 9)), 200),
+            at(RowOp::Upsert(image(2, 1)), 200),
+            at(RowOp::Delete(key(2)), 300),
+            at(RowOp::Delete(key(3)), 300),
+            at(RowOp::Upsert(image(3, 4)), 400),
+            at(RowOp::Upsert(image(3, 2)), 400),
+        ];
+        let writes = plan_with(|_| 0, &[fence(10, 0)], &ops);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].deletes, vec![key(2), key(3)]);
+        let mut three = image(3, 4);
+        three.merge(&image(3, 2));
+        assert_eq!(writes[0].upserts, vec![image(1, 9), three]);
+        assert_eq!(writes[0].applied, 7);
+    }
+
+    #[test]
+    fn each_shard_applies_only_past_its_fence_and_within_its_keys() {
+        // Shard 0 already applied through 200 and covers keys <= 5; shard 1
+        // is behind (through 100) and covers keys <= 2.
+        let fences = [fence(5, 200), fence(2, 100)];
+        let route = |k: &PatternKey| usize::from(k.database_id % 2 == 1);
+        let ops = [
+            at(RowOp::Upsert(image(2, 1)), 150), // shard 0, already applied
+            at(RowOp::Upsert(image(4, 1)), 250), // shard 0, new
+            at(RowOp::Upsert(image(6, 1)), 250), // shard 0, not copied yet
+            at(RowOp::Upsert(image(1, 1)), 150), // shard 1, new for it
+            at(RowOp::Delete(key(3)), 250),      // shard 1, not copied yet
+        ];
+        let writes = plan_with(route, &fences, &ops);
+        assert_eq!(writes[0].upserts, vec![image(4, 1)]);
+        assert!(writes[0].deletes.is_empty());
+        assert_eq!(writes[1].upserts, vec![image(1, 1)]);
+        assert!(writes[1].deletes.is_empty());
+    }
+
+    #[test]
+    fn routes_by_the_new_clusters_vindex() {
+        let text = r#"
+name = "new"
+[auth]
+user = "u"
+[[shards]]
+range = "-80"
+dsn = "mysql://127.0.0.1:1/db"
+[[shards]]
+range = "80-"
+dsn = "mysql://127.0.0.1:2/db"
+"#;
+        let config = ClusterConfig::from_toml_str(text, std::path::Path::new("."), &|_| None).expect("config");
+        let target = Target { pools: ShardPools::new(&config), config };
+        for id in [1_u64, 2, 3, 1000, u64::MAX] {
+            let expected = usize::from(cluster::vindex::keyspace_id(id)[0] >= 0x80);
+            assert_eq!(target.route(&key(id)), expected, "database_id {id}");
+        }
+        let fences = vec![Fence::default(), Fence { copy_done: true, ..Fence::default() }];
+        let rows: Vec<PatternImage> = (1..50).map(|id| image(id, 0)).collect();
+        let writes = plan_copy(&target, &fences, rows);
+        assert!(writes[1].upserts.is_empty(), "a shard that finished its copy gets no snapshot rows");
+        assert_eq!(writes[0].upserts.len() as u64, writes[0].applied);
+        assert!(writes[0].upserts.iter().all(|r| target.route(&r.key) == 0));
+    }
+}

@@ -1,0 +1,247 @@
+//! `dualwrite-copier bench`: the copier's snapshot rate on a generated
+//! `query_patterns` (old -> new, re-sharded) against `mariadb-dump
+//! --single-transaction | mariadb` of the same rows (no re-sharding: old shard
+//! i into new shard i), and the binlog apply rate while a writer keeps
+//! changing the old cluster. Prints one JSON line.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cluster::config::ClusterConfig;
+use cluster::pool::ShardPools;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CopierConfig, Settings};
+use crate::workload;
+
+/// Fingerprints per database in the generated table.
+const PER_DATABASE: u64 = 50;
+
+/// Benchmark flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Old cluster file (its servers get a throwaway database).
+    #[arg(long, default_value = "compose/local/.state/clusters/old.toml")]
+    pub from: PathBuf,
+    /// New cluster file (its servers get throwaway databases).
+    #[arg(long, default_value = "compose/local/.state/clusters/new.toml")]
+    pub to: PathBuf,
+    /// Rows in the generated table.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Row changes the concurrent writer makes during the catch-up measurement.
+    #[arg(long, default_value_t = 200_000)]
+    pub catch_up_changes: u64,
+    /// Snapshot rows per chunk for the copier.
+    #[arg(long, default_value_t = Settings::default().chunk_rows)]
+    pub chunk_rows: usize,
+    /// Keep the throwaway databases.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Runs the benchmark and returns its JSON line.
+pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result<String> {
+    let old_template = ClusterConfig::load(&args.from).with_context(|| format!("loading {}", args.from.display()))?;
+    let new_template = ClusterConfig::load(&args.to).with_context(|| format!("loading {}", args.to.display()))?;
+    let db = workload::unique_database("copierbench");
+    tracing::info!(database = %db, dump_database = %format!("{db}_dump"), keep = args.keep, "benchmark databases");
+    let old = workload::create_cluster(&old_template, &db).await?;
+    let new = workload::create_cluster(&new_template, &db).await?;
+    let dump_target = workload::create_cluster(&new_template, &format!("{db}_dump")).await?;
+    let result = measure(&args, &old, &new, &dump_target, shutdown).await;
+    if !args.keep {
+        for config in [&old, &new, &dump_target] {
+            if let Err(error) = workload::drop_cluster(config).await {
+                tracing::warn!(%error, "dropping a benchmark database failed");
+            }
+        }
+    }
+    result
+}
+
+async fn measure(
+    args: &BenchArgs,
+    old: &ClusterConfig,
+    new: &ClusterConfig,
+    dump_target: &ClusterConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<String> {
+    let old_pools = ShardPools::new(old);
+    let base_us = chrono::Utc::now().timestamp_micros() - 86_400_000_000;
+    let load_started = Instant::now();
+    let mut loaded = 0;
+    while loaded < args.rows {
+        let batch: Vec<_> = (loaded..(loaded + 8000).min(args.rows))
+            .map(|i| {
+                workload::pattern(
+                    i / PER_DATABASE + 1,
+                    &format!("fp{:016x}", i % PER_DATABASE),
+                    base_us + i as i64 * 1000,
+                    0,
+                )
+            })
+            .collect();
+        loaded += batch.len() as u64;
+        workload::upsert(old, &old_pools, &batch).await?;
+    }
+    tracing::info!(rows = loaded, seconds = load_started.elapsed().as_secs_f64(), "benchmark table loaded");
+
+    // Copier: snapshot copy of every row, 4 streams at once.
+    let copier_shutdown = shutdown.child_token();
+    let config = CopierConfig {
+        from: old.clone(),
+        to: new.clone(),
+        table: crate::table::QUERY_PATTERNS.to_owned(),
+        settings: Settings {
+            copy_phase: Duration::from_secs(3600),
+            status_interval: Duration::from_millis(500),
+            ..Settings::default()
+        },
+        progress: false,
+    };
+    let copy_started = Instant::now();
+    let config_template = config.clone();
+    let copier = tokio::spawn(crate::run(config, copier_shutdown.clone()));
+    loop {
+        let streams = crate::status::streams(new).await?;
+        if streams.len() == old.shards.len() && streams.iter().all(|s| s.copy_done) {
+            break;
+        }
+        if copier.is_finished() || shutdown.is_cancelled() {
+            anyhow::bail!("copier stopped before the copy finished");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let copy_seconds = copy_started.elapsed().as_secs_f64();
+    let copied = workload::count(new).await?;
+
+    // Live: a writer changes rows on the old cluster while the copier replicates.
+    let applied_before = events_applied(new).await?;
+    let live_started = Instant::now();
+    let live_write_seconds = write_changes(old, &old_pools, args, 0, args.catch_up_changes, base_us).await?;
+    let ends = workload::binlog_ends(old).await?;
+    wait_caught_up(old, new, &ends, &copier, &shutdown).await?;
+    let live_seconds = live_started.elapsed().as_secs_f64();
+    let live_applied = events_applied(new).await? - applied_before;
+    copier_shutdown.cancel();
+    copier.await.context("copier task")??;
+
+    // Backlog: changes pile up while the copier is down; then it catches up
+    // while the writer keeps writing (half as many more changes).
+    write_changes(old, &old_pools, args, args.catch_up_changes, args.catch_up_changes, base_us).await?;
+    let applied_before = events_applied(new).await?;
+    let copier_shutdown = shutdown.child_token();
+    let config = CopierConfig {
+        settings: Settings { status_interval: Duration::from_millis(500), ..Settings::default() },
+        ..config_template
+    };
+    let catch_up_started = Instant::now();
+    let copier = tokio::spawn(crate::run(config, copier_shutdown.clone()));
+    write_changes(old, &old_pools, args, 2 * args.catch_up_changes, args.catch_up_changes / 2, base_us).await?;
+    let ends = workload::binlog_ends(old).await?;
+    wait_caught_up(old, new, &ends, &copier, &shutdown).await?;
+    let catch_up_seconds = catch_up_started.elapsed().as_secs_f64();
+    let catch_up_applied = events_applied(new).await? - applied_before;
+    copier_shutdown.cancel();
+    copier.await.context("copier task")??;
+    old_pools.disconnect().await;
+
+    // Baseline: mariadb-dump --single-transaction | mariadb, old shard i -> new shard i, all at once.
+    let defaults = tempfile::NamedTempFile::new()?;
+    let password = old.password().map(|p| p.expose_secret().to_owned()).unwrap_or_default();
+    std::fs::write(defaults.path(), format!("[client]\nuser={}\npassword={password}\n", old.auth.user))?;
+    let dump_started = Instant::now();
+    let mut pipes = Vec::new();
+    for (source, target) in old.shards.iter().zip(&dump_target.shards) {
+        let script = format!(
+            "set -o pipefail; mariadb-dump --defaults-extra-file={d} --protocol=tcp -h {sh} -P {sp} --single-transaction \
+             --skip-add-locks --no-create-info {sdb} query_patterns | mariadb --defaults-extra-file={d} --protocol=tcp \
+             -h {th} -P {tp} {tdb}",
+            d = defaults.path().display(),
+            sh = source.endpoint.host,
+            sp = source.endpoint.port,
+            sdb = source.endpoint.database,
+            th = target.endpoint.host,
+            tp = target.endpoint.port,
+            tdb = target.endpoint.database,
+        );
+        pipes.push(tokio::process::Command::new("bash").arg("-c").arg(script).status());
+    }
+    for status in futures::future::join_all(pipes).await {
+        let status = status.context("running mariadb-dump | mariadb")?;
+        anyhow::ensure!(status.success(), "mariadb-dump | mariadb failed: {status}");
+    }
+    let dump_seconds = dump_started.elapsed().as_secs_f64();
+    let dumped = workload::count(dump_target).await?;
+
+    Ok(serde_json::json!({
+        "bench": "copier",
+        "rows": args.rows,
+        "copier_rows": copied,
+        "copier_seconds": copy_seconds,
+        "copier_rows_per_sec": copied as f64 / copy_seconds,
+        "dump_rows": dumped,
+        "dump_seconds": dump_seconds,
+        "dump_rows_per_sec": dumped as f64 / dump_seconds,
+        "live_changes": args.catch_up_changes,
+        "live_writer_changes_per_sec": args.catch_up_changes as f64 / live_write_seconds,
+        "live_row_events_applied": live_applied,
+        "live_seconds_to_caught_up": live_seconds,
+        "live_apply_events_per_sec": live_applied as f64 / live_seconds,
+        "catch_up_backlog_changes": args.catch_up_changes,
+        "catch_up_concurrent_writer_changes": args.catch_up_changes / 2,
+        "catch_up_row_events_applied": catch_up_applied,
+        "catch_up_seconds": catch_up_seconds,
+        "catch_up_apply_events_per_sec": catch_up_applied as f64 / catch_up_seconds,
+    })
+    .to_string())
+}
+
+async fn events_applied(new: &ClusterConfig) -> anyhow::Result<u64> {
+    Ok(crate::status::streams(new).await?.iter().map(|s| s.events_applied).sum())
+}
+
+async fn wait_caught_up(
+    old: &ClusterConfig,
+    new: &ClusterConfig,
+    ends: &[crate::binlog::Position],
+    copier: &tokio::task::JoinHandle<Result<(), crate::CopierError>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    while !workload::caught_up(old, new, ends).await? {
+        if copier.is_finished() || shutdown.is_cancelled() {
+            anyhow::bail!("copier stopped before catching up");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Changes `count` existing rows (later last_seen) through the merge upsert; returns the seconds it took.
+async fn write_changes(
+    old: &ClusterConfig,
+    pools: &ShardPools,
+    args: &BenchArgs,
+    from: u64,
+    count: u64,
+    base_us: i64,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut written = from;
+    while written < from + count {
+        let batch: Vec<_> = (written..(written + 2000).min(from + count))
+            .map(|i| {
+                let row = (i * 7919) % args.rows;
+                let mut image =
+                    workload::pattern(row / PER_DATABASE + 1, &format!("fp{:016x}", row % PER_DATABASE), base_us, 0);
+                image.last_seen_us = base_us + 86_400_000_000 + i as i64;
+                image
+            })
+            .collect();
+        written += batch.len() as u64;
+        workload::upsert(old, pools, &batch).await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}

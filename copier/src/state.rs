@@ -1,0 +1,266 @@
+//! The sidecar table: each target shard's record of what it holds of each stream.
+//!
+//! One source stream writes to every target shard, and a transaction cannot
+//! span shards. So, like the consumer's offset fences, the state is kept
+//! **per target shard**, in `dw_copier_streams` on that shard, and written in
+//! the same transaction as the rows it covers. A shard's row says: "for this
+//! (table, source shard), I hold every source row with key <= `last_key`
+//! (every key once `copy_done`) as of binlog position `binlog_file:binlog_pos`".
+//!
+//! After a crash the shards may disagree (a batch committed on some shards
+//! and not others). Nothing is lost or applied twice because each shard
+//! filters by its own fence: the stream resumes from the smallest position
+//! and the smallest key, and a shard skips binlog transactions ending at or
+//! before its own position and snapshot rows at or below its own last key.
+//! Every batch writes every shard's fence (also shards that got no rows), so
+//! in a clean run all shards agree and a resume replays nothing.
+//!
+//! The operator-view columns (phase, rate, lag, error) are the same for all
+//! shards of a stream; `status` shows the newest row's.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Pool, Transaction};
+
+use crate::binlog::Position;
+use crate::error::CopierError;
+use crate::status::Phase;
+use crate::table::PatternKey;
+
+/// The sidecar table, created on every target shard by `start`.
+pub const STREAMS_DDL: &str = "CREATE TABLE IF NOT EXISTS dw_copier_streams (
+  table_name VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  -- The old cluster's shard (Vitess range name) the stream reads.
+  source_shard VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  -- Fence: written only in the transaction that writes the rows it covers.
+  copy_done TINYINT NOT NULL DEFAULT 0,
+  -- JSON of the last copied key; NULL = nothing copied yet (no key covered).
+  last_key TEXT NULL,
+  binlog_file VARCHAR(255) NOT NULL DEFAULT '',
+  binlog_pos BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  -- GTID of the last applied source transaction, for operators (MariaDB domain-server-seq).
+  gtid VARCHAR(255) NOT NULL DEFAULT '',
+  -- Snapshot rows and binlog row changes applied to this shard.
+  rows_copied BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  events_applied BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  -- Operator view, the same on every shard of the stream.
+  phase VARCHAR(16) CHARACTER SET ascii NOT NULL DEFAULT 'copying',
+  rows_total BIGINT UNSIGNED NULL,
+  rows_per_sec DOUBLE NULL,
+  lag_events BIGINT UNSIGNED NULL,
+  lag_seconds DOUBLE NULL,
+  error TEXT NULL,
+  error_kind VARCHAR(32) NULL,
+  updated_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (table_name, source_shard)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
+/// One target shard's fence for one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fence {
+    /// Every source key is covered (the copy finished).
+    pub copy_done: bool,
+    /// Keys up to this one are covered; `None`: none.
+    pub last_key: Option<PatternKey>,
+    /// Covered keys hold the source's state as of this position; `None`
+    /// when the shard has no fence yet.
+    pub position: Option<Position>,
+    /// GTID of the last transaction applied (display only).
+    pub gtid: String,
+    /// Snapshot rows written to this shard.
+    pub rows_copied: u64,
+    /// Binlog row operations applied to this shard.
+    pub events_applied: u64,
+}
+
+impl Fence {
+    /// Whether this shard already holds (and must keep up to date) `key`.
+    pub fn covers(&self, key: &PatternKey) -> bool {
+        self.copy_done || self.last_key.as_ref().is_some_and(|last| key <= last)
+    }
+
+    /// Whether this shard covers any key at all.
+    pub fn covers_any(&self) -> bool {
+        self.copy_done || self.last_key.is_some()
+    }
+
+    /// Whether a binlog transaction ending at `end` is already applied here.
+    pub fn has_applied(&self, end: &Position) -> bool {
+        self.position.as_ref().is_some_and(|p| end <= p)
+    }
+}
+
+/// Creates the sidecar table on every target shard.
+pub async fn ensure_table(pools: &[Pool]) -> Result<(), CopierError> {
+    for pool in pools {
+        pool.get_conn().await?.query_drop(STREAMS_DDL).await?;
+    }
+    Ok(())
+}
+
+/// copy_done, last_key, binlog_file, binlog_pos, gtid, rows_copied, events_applied.
+type FenceRow = (u8, Option<String>, String, u64, String, u64, u64);
+
+/// Reads every target shard's fence for the stream (default where a shard has none).
+pub async fn load_fences(pools: &[Pool], table: &str, source_shard: &str) -> Result<Vec<Fence>, CopierError> {
+    let mut fences = Vec::with_capacity(pools.len());
+    for pool in pools {
+        let row: Option<FenceRow> = pool
+            .get_conn()
+            .await?
+            .exec_first(
+                "SELECT copy_done, last_key, binlog_file, binlog_pos, gtid, rows_copied, events_applied \
+                 FROM dw_copier_streams WHERE table_name = ? AND source_shard = ?",
+                (table, source_shard),
+            )
+            .await?;
+        let fence = match row {
+            None => Fence::default(),
+            Some((copy_done, last_key, file, pos, gtid, rows_copied, events_applied)) => {
+                let last_key = match last_key {
+                    None => None,
+                    Some(json) => Some(serde_json::from_str(&json).map_err(|e| CopierError::Schema {
+                        table: "dw_copier_streams".into(),
+                        why: format!("last_key {json:?} is not a key: {e}"),
+                    })?),
+                };
+                let position = (!file.is_empty()).then_some(Position { file, pos });
+                Fence { copy_done: copy_done != 0, last_key, position, gtid, rows_copied, events_applied }
+            }
+        };
+        fences.push(fence);
+    }
+    Ok(fences)
+}
+
+/// Writes `fence` inside the transaction that wrote the rows it covers.
+pub async fn write_fence(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    source_shard: &str,
+    fence: &Fence,
+    phase: Phase,
+) -> Result<(), mysql_async::Error> {
+    let last_key = fence.last_key.as_ref().map(|k| serde_json::to_string(k).unwrap_or_default());
+    let (file, pos) = fence.position.as_ref().map(|p| (p.file.as_str(), p.pos)).unwrap_or(("", 0));
+    tx.exec_drop(
+        "INSERT INTO dw_copier_streams (table_name, source_shard, copy_done, last_key, binlog_file, binlog_pos, gtid, \
+         rows_copied, events_applied, phase, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6)) \
+         ON DUPLICATE KEY UPDATE copy_done = VALUES(copy_done), last_key = VALUES(last_key), \
+         binlog_file = VALUES(binlog_file), binlog_pos = VALUES(binlog_pos), gtid = VALUES(gtid), \
+         rows_copied = VALUES(rows_copied), events_applied = VALUES(events_applied), phase = VALUES(phase), \
+         error = NULL, error_kind = NULL, updated_at = VALUES(updated_at)",
+        (
+            table,
+            source_shard,
+            u8::from(fence.copy_done),
+            last_key,
+            file,
+            pos,
+            fence.gtid.as_str(),
+            fence.rows_copied,
+            fence.events_applied,
+            phase.as_str(),
+        ),
+    )
+    .await
+}
+
+/// The operator view of a stream, written to every target shard's row.
+#[derive(Debug, Clone, Default)]
+pub struct ViewUpdate {
+    /// Current phase.
+    pub phase: Phase,
+    /// Source rows at the stream's first snapshot (for the ETA).
+    pub rows_total: Option<u64>,
+    /// Measured copy rate over the last interval.
+    pub rows_per_sec: Option<f64>,
+    /// Binlog events between the applied position and the source's end.
+    pub lag_events: Option<u64>,
+    /// Seconds behind the source (0 when caught up).
+    pub lag_seconds: Option<f64>,
+    /// Why the stream stopped, when it failed.
+    pub error: Option<(String, String)>,
+}
+
+/// Writes the operator view to every target shard (it never touches the
+/// fence columns; a shard without a row gets an empty fence, which covers nothing).
+pub async fn write_view(pools: &[Pool], table: &str, source_shard: &str, view: &ViewUpdate) -> Result<(), CopierError> {
+    let (error_kind, error) = match &view.error {
+        Some((kind, text)) => (Some(kind.as_str()), Some(text.as_str())),
+        None => (None, None),
+    };
+    let writes = pools.iter().map(|pool| async move {
+        pool.get_conn()
+            .await?
+            .exec_drop(
+                "INSERT INTO dw_copier_streams (table_name, source_shard, phase, rows_total, rows_per_sec, lag_events, \
+                 lag_seconds, error, error_kind, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6)) \
+                 ON DUPLICATE KEY UPDATE phase = VALUES(phase), rows_total = COALESCE(VALUES(rows_total), rows_total), \
+                 rows_per_sec = VALUES(rows_per_sec), lag_events = VALUES(lag_events), \
+                 lag_seconds = VALUES(lag_seconds), error = VALUES(error), error_kind = VALUES(error_kind), \
+                 updated_at = VALUES(updated_at)",
+                (
+                    table,
+                    source_shard,
+                    view.phase.as_str(),
+                    view.rows_total,
+                    view.rows_per_sec,
+                    view.lag_events,
+                    view.lag_seconds,
+                    error,
+                    error_kind,
+                ),
+            )
+            .await
+    });
+    for result in futures::future::join_all(writes).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Forgets a stream on every target shard, so the next `start` copies it from scratch.
+pub async fn reset(pools: &[Pool], table: &str, source_shard: &str) -> Result<u64, CopierError> {
+    let mut removed = 0;
+    for pool in pools {
+        let mut conn = pool.get_conn().await?;
+        conn.exec_drop(
+            "DELETE FROM dw_copier_streams WHERE table_name = ? AND source_shard = ?",
+            (table, source_shard),
+        )
+        .await?;
+        removed += conn.affected_rows();
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: u64) -> PatternKey {
+        PatternKey { database_id: id, fingerprint: "f".into() }
+    }
+
+    #[test]
+    fn fences_cover_keys_up_to_the_last_copied_one() {
+        let empty = Fence::default();
+        assert!(!empty.covers(&key(0)));
+        assert!(!empty.covers_any());
+        let partial = Fence { last_key: Some(key(10)), ..Fence::default() };
+        assert!(partial.covers(&key(10)));
+        assert!(!partial.covers(&key(11)));
+        let done = Fence { copy_done: true, ..Fence::default() };
+        assert!(done.covers(&key(u64::MAX)));
+    }
+
+    #[test]
+    fn fences_skip_transactions_at_or_before_their_position() {
+        let p = |pos| Position { file: "binlog.000002".into(), pos };
+        let fence = Fence { position: Some(p(500)), ..Fence::default() };
+        assert!(fence.has_applied(&p(500)));
+        assert!(fence.has_applied(&Position { file: "binlog.000001".into(), pos: 9000 }));
+        assert!(!fence.has_applied(&p(501)));
+        assert!(!Fence::default().has_applied(&p(4)));
+    }
+}

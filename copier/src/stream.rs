@@ -1,0 +1,532 @@
+//! One stream: one old shard's table copied into the new shards, then kept
+//! up to date from the old shard's binlog.
+//!
+//! ## The cycle
+//!
+//! The invariant, per target shard (its fence, `state.rs`): every source key
+//! <= `last_key` is on the shard as of binlog position `position`.
+//!
+//! 1. Open a consistent snapshot at binlog position S.
+//! 2. Fast-forward: apply the binlog from the smallest fence position up to
+//!    exactly S, each shard only for keys it covers and transactions past its
+//!    own position. Now every covered key is as of S.
+//! 3. Copy: read rows after the smallest last key from the snapshot in key
+//!    order, in chunks, for `copy_phase`; each chunk and the advanced fences
+//!    (last key = the chunk's last key, position = S) commit together on
+//!    every target shard. Covered keys stay as of S.
+//! 4. Catch up: apply the binlog from S for `catch_up_phase` (or to the
+//!    source's end), for the covered keys only: keys not copied yet are read
+//!    from a later snapshot, which already has those changes.
+//! 5. Repeat; once the copy is done, keep applying the binlog until stopped.
+//!
+//! The binlog never runs past S in step 2: a row copied as of S must not be
+//! fenced past changes it did not get. Positions are transaction ends, so a
+//! resume starts at a whole transaction.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Opts, Pool};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{plan_binlog, plan_copy, write_shards, PositionedOp, Target};
+use crate::binlog::{self, Decoded, Position, RowOp};
+use crate::config::Settings;
+use crate::error::CopierError;
+use crate::source::{self, Snapshot};
+use crate::state::{self, Fence, ViewUpdate};
+use crate::status::Phase;
+use crate::table::{copy_chunk_sql, PatternImage, TableSpec};
+
+/// A binlog connection without any event (heartbeats included) for this long is dead.
+const SILENT_LIMIT: Duration = Duration::from_secs(15);
+
+/// Longest pause between retries of a failing stream.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A stream's fixed inputs.
+pub struct Stream {
+    /// The copied table.
+    pub table: String,
+    /// The old shard's range name: the stream's name.
+    pub source_shard: String,
+    /// The old shard's database.
+    pub source_db: String,
+    /// Snapshot and metadata connections to the old shard.
+    pub source_pool: Pool,
+    /// Connection options for the binlog connection (its own, never pooled).
+    pub source_opts: Opts,
+    /// The new cluster.
+    pub target: Arc<Target>,
+    /// Pacing.
+    pub settings: Settings,
+    /// Cancelled to stop the stream (it flushes what it holds first).
+    pub shutdown: CancellationToken,
+    /// Progress bar (hidden when not on a terminal).
+    pub progress: ProgressBar,
+}
+
+impl Stream {
+    /// Runs until shutdown (Ok) or a fatal error (Err, also recorded in the
+    /// sidecar tables). Retryable errors restart the stream from the fences
+    /// the target shards hold, with backoff.
+    pub async fn run(&self) -> Result<(), CopierError> {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let error = match self.run_once().await {
+                Ok(()) => {
+                    self.final_view(Phase::Stopped, None).await;
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            let fatal = error.is_fatal();
+            crate::metrics::stream_error(&self.table, &self.source_shard, error.kind(), fatal);
+            if fatal {
+                tracing::error!(table = %self.table, source_shard = %self.source_shard, kind = error.kind(), %error, "stream failed");
+                self.final_view(Phase::Failed, Some(&error)).await;
+                return Err(error);
+            }
+            tracing::warn!(table = %self.table, source_shard = %self.source_shard, %error, ?backoff, "stream error, retrying from the target's fences");
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    self.final_view(Phase::Stopped, None).await;
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn final_view(&self, phase: Phase, error: Option<&CopierError>) {
+        let view =
+            ViewUpdate { phase, error: error.map(|e| (e.kind().to_owned(), e.to_string())), ..ViewUpdate::default() };
+        crate::metrics::phase(&self.table, &self.source_shard, phase);
+        self.progress.set_message(phase.to_string());
+        self.progress.abandon();
+        if let Err(e) = state::write_view(self.target.pools.shards(), &self.table, &self.source_shard, &view).await {
+            tracing::warn!(source_shard = %self.source_shard, error = %e, "could not record the stream's end on the target");
+        }
+    }
+
+    async fn run_once(&self) -> Result<(), CopierError> {
+        {
+            let mut conn = self.source_pool.get_conn().await?;
+            source::check_settings(&mut conn).await?;
+            TableSpec::check_source(&mut conn, &self.source_db, &self.table).await?;
+        }
+        state::ensure_table(self.target.pools.shards()).await?;
+        let fences = state::load_fences(self.target.pools.shards(), &self.table, &self.source_shard).await?;
+        let mut run = Run::new(self, fences);
+        tracing::info!(
+            source_shard = %self.source_shard,
+            resume_position = ?run.resume_position().map(|p| p.to_string()),
+            copy_done = run.copy_done(),
+            "stream starting"
+        );
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if run.copy_done() {
+                let from =
+                    run.resume_position().ok_or_else(|| CopierError::Config("copy done without a position".into()))?;
+                return run.apply_binlog(from, None, None, Phase::Replicating).await;
+            }
+            let mut snapshot = Snapshot::open(&self.source_pool).await?;
+            if run.view.rows_total.is_none() {
+                let total: Option<u64> =
+                    snapshot.conn.query_first(format!("SELECT COUNT(*) FROM {}", self.table)).await?;
+                run.view.rows_total = total;
+                self.progress.set_length(total.unwrap_or(0));
+            }
+            if let Some(from) = run.resume_position() {
+                if from < snapshot.position {
+                    run.apply_binlog(from, Some(snapshot.position.clone()), None, Phase::CatchingUp).await?;
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                snapshot.close().await?;
+                return Ok(());
+            }
+            let done = run.copy(&mut snapshot).await?;
+            let snapshot_position = snapshot.position.clone();
+            snapshot.close().await?;
+            if done || self.shutdown.is_cancelled() {
+                continue;
+            }
+            let end = {
+                let mut conn = self.source_pool.get_conn().await?;
+                source::binlog_end(&mut conn).await?
+            };
+            let deadline = Instant::now() + self.settings.catch_up_phase;
+            if snapshot_position < end {
+                run.apply_binlog(snapshot_position, Some(end), Some(deadline), Phase::CatchingUp).await?;
+            }
+        }
+    }
+}
+
+/// The next `limit` snapshot rows after `after`, in key order.
+async fn read_chunk(
+    conn: &mut mysql_async::Conn,
+    after: Option<&crate::table::PatternKey>,
+    limit: usize,
+    table: &str,
+) -> Result<Vec<PatternImage>, CopierError> {
+    let rows: Vec<mysql_async::Row> = conn.query(copy_chunk_sql(after, limit)).await?;
+    rows.into_iter()
+        .map(|row| PatternImage::from_values(&row.unwrap()))
+        .collect::<Result<_, _>>()
+        .map_err(|why| CopierError::Schema { table: table.to_owned(), why })
+}
+
+/// A stream's moving parts during one attempt.
+struct Run<'a> {
+    stream: &'a Stream,
+    /// Each target shard's fence, as committed.
+    fences: Vec<Fence>,
+    /// The operator view, refreshed every `status_interval`.
+    view: ViewUpdate,
+    last_view: Instant,
+    started: Instant,
+    /// Rows copied in this attempt (for the rate).
+    copied_this_run: u64,
+    /// Timestamp of the last applied binlog transaction (for the lag).
+    last_event_time: Option<u32>,
+    /// GTID of the last transaction seen.
+    gtid: String,
+}
+
+impl<'a> Run<'a> {
+    fn new(stream: &'a Stream, fences: Vec<Fence>) -> Self {
+        let gtid = fences.iter().map(|f| f.gtid.clone()).max().unwrap_or_default();
+        let copied: u64 = fences.iter().map(|f| f.rows_copied).sum();
+        if fences.iter().all(|f| f.copy_done) {
+            // No snapshot (and no row count) when resuming after the copy: the bar is full.
+            stream.progress.set_length(copied);
+        }
+        stream.progress.set_position(copied);
+        Self {
+            stream,
+            fences,
+            view: ViewUpdate::default(),
+            last_view: Instant::now() - stream.settings.status_interval,
+            started: Instant::now(),
+            copied_this_run: 0,
+            last_event_time: None,
+            gtid,
+        }
+    }
+
+    fn copy_done(&self) -> bool {
+        self.fences.iter().all(|f| f.copy_done)
+    }
+
+    /// Where the binlog must be read from: the smallest position of a shard that covers keys.
+    fn resume_position(&self) -> Option<Position> {
+        self.fences.iter().filter(|f| f.covers_any()).filter_map(|f| f.position.clone()).min()
+    }
+
+    /// Copies chunks from the snapshot for one copy phase; true when the table is done.
+    async fn copy(&mut self, snapshot: &mut Snapshot) -> Result<bool, CopierError> {
+        let s = self.stream;
+        self.set_phase(Phase::Copying).await?;
+        let started = Instant::now();
+        let after = self.fences.iter().filter(|f| !f.copy_done).map(|f| f.last_key.clone()).min().flatten();
+        let mut images = read_chunk(&mut snapshot.conn, after.as_ref(), s.settings.chunk_rows, &s.table).await?;
+        let mut after = after;
+        loop {
+            let done = images.len() < s.settings.chunk_rows;
+            let last = images.last().map(|i| i.key.clone()).or(after.clone());
+            let writes = plan_copy(&s.target, &self.fences, images);
+            let copied: u64 = writes.iter().map(|w| w.applied).sum();
+            let new_fences: Vec<Fence> = self
+                .fences
+                .iter()
+                .zip(&writes)
+                .map(|(f, w)| Fence {
+                    copy_done: f.copy_done || done,
+                    last_key: f.last_key.clone().max(last.clone()),
+                    position: Some(snapshot.position.clone()),
+                    gtid: snapshot.gtid.clone(),
+                    rows_copied: f.rows_copied + w.applied,
+                    events_applied: f.events_applied,
+                })
+                .collect();
+            let more = !done && started.elapsed() < s.settings.copy_phase && !s.shutdown.is_cancelled();
+            let write = write_shards(
+                &s.target,
+                &s.table,
+                &s.source_shard,
+                writes,
+                &mut self.fences,
+                new_fences,
+                Phase::Copying,
+            );
+            // The next chunk is read from the snapshot while this one is written.
+            let (latency, next) = if more {
+                let (latency, next) =
+                    tokio::join!(write, read_chunk(&mut snapshot.conn, last.as_ref(), s.settings.chunk_rows, &s.table));
+                (latency?, Some(next?))
+            } else {
+                (write.await?, None)
+            };
+            self.copied_this_run += copied;
+            crate::metrics::rows_copied(&s.table, &s.source_shard, copied);
+            s.progress.inc(copied);
+            self.throttle(latency).await;
+            self.tick(Some(&snapshot.position)).await?;
+            if done {
+                let rows: u64 = self.fences.iter().map(|f| f.rows_copied).sum();
+                tracing::info!(source_shard = %s.source_shard, rows, "copy done");
+                return Ok(true);
+            }
+            match next {
+                Some(next) => images = next,
+                None => return Ok(false),
+            }
+            after = last;
+        }
+    }
+
+    /// Applies the binlog from `from` (a transaction boundary) until `until`
+    /// (exactly), `deadline`, or shutdown, whichever comes first.
+    async fn apply_binlog(
+        &mut self,
+        from: Position,
+        until: Option<Position>,
+        deadline: Option<Instant>,
+        phase: Phase,
+    ) -> Result<(), CopierError> {
+        let s = self.stream;
+        self.set_phase(phase).await?;
+        tracing::debug!(source_shard = %s.source_shard, %from, until = ?until.as_ref().map(ToString::to_string), %phase, "applying binlog");
+        let server_id = rand::random::<u32>() | 0x8000_0000;
+        let mut events =
+            source::open_binlog(s.source_opts.clone(), &from, server_id, &s.table, &s.source_shard).await?;
+        let mut file = from.file.clone();
+        let mut boundary = from.clone();
+        let mut written = from.clone();
+        let mut last_write = Instant::now();
+        let mut in_txn = false;
+        let mut standalone = false;
+        let mut txn_ops: Vec<RowOp> = Vec::new();
+        let mut txn_gtid: Option<String> = None;
+        let mut pending: Vec<PositionedOp> = Vec::new();
+        let mut pending_since: Option<Instant> = None;
+        let mut before_format_description = true;
+        let mut last_event = Instant::now();
+        loop {
+            if until.as_ref().is_some_and(|u| &boundary >= u) || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let next = tokio::select! {
+                _ = s.shutdown.cancelled() => break,
+                next = tokio::time::timeout(s.settings.batch_wait, events.next()) => next,
+            };
+            match next {
+                Err(_idle) => {
+                    // Heartbeats come every second (see source::open_binlog); silence means a dead connection.
+                    if last_event.elapsed() > SILENT_LIMIT {
+                        return Err(mysql_async::Error::Other(
+                            format!("no binlog event or heartbeat for {SILENT_LIMIT:?}").into(),
+                        )
+                        .into());
+                    }
+                }
+                Ok(None) => return Err(mysql_async::Error::Other("the source closed the binlog stream".into()).into()),
+                Ok(Some(Err(e))) => return Err(source::classify_binlog_error(e, &boundary, &s.table, &s.source_shard)),
+                Ok(Some(Ok(event))) => {
+                    last_event = Instant::now();
+                    let header = event.header();
+                    let log_pos = u64::from(header.log_pos());
+                    tracing::trace!(source_shard = %s.source_shard, event_type = header.event_type_raw(), log_pos, in_txn, "binlog event");
+                    let decoded = binlog::decode(&event, before_format_description, &s.source_db, &s.table, |id| {
+                        events.get_tme(id)
+                    })
+                    .map_err(|why| CopierError::Decode { position: format!("{file}:{log_pos}"), why })?;
+                    if header.event_type_raw() == mysql_async::binlog::EventType::FORMAT_DESCRIPTION_EVENT as u8 {
+                        before_format_description = false;
+                    }
+                    if log_pos == 0 {
+                        // Artificial events at the start of a stream: the fake ROTATE names the file.
+                        if let Decoded::Rotate(name) = decoded {
+                            if before_format_description && name != from.file {
+                                return Err(CopierError::Decode {
+                                    position: from.to_string(),
+                                    why: format!("the source streams file {name:?}, not the requested {:?}", from.file),
+                                });
+                            }
+                            file = name;
+                        }
+                        continue;
+                    }
+                    let here = Position { file: file.clone(), pos: log_pos };
+                    let ends_group = match &decoded {
+                        Decoded::Commit => true,
+                        Decoded::Standalone => !in_txn || standalone,
+                        _ => false,
+                    };
+                    match decoded {
+                        Decoded::Rotate(name) => {
+                            file = name;
+                            if !in_txn {
+                                boundary = boundary.max(Position { file: file.clone(), pos: 4 });
+                            }
+                        }
+                        Decoded::Begin(gtid) => {
+                            in_txn = true;
+                            standalone = gtid.is_some_and(|g| g.standalone);
+                            txn_gtid = gtid.map(|g| g.to_string());
+                            txn_ops.clear();
+                        }
+                        Decoded::Rows(ops) => txn_ops.extend(ops),
+                        Decoded::Commit | Decoded::Standalone if ends_group => {
+                            in_txn = false;
+                            standalone = false;
+                            boundary = boundary.max(here);
+                            for op in txn_ops.drain(..) {
+                                pending.push(PositionedOp { op, txn_end: boundary.clone() });
+                            }
+                            if let Some(gtid) = txn_gtid.take() {
+                                self.gtid = gtid;
+                            }
+                            self.last_event_time = Some(header.timestamp());
+                            if !pending.is_empty() && pending_since.is_none() {
+                                pending_since = Some(Instant::now());
+                            }
+                        }
+                        Decoded::Commit | Decoded::Standalone => {}
+                        Decoded::Ddl(statement) => {
+                            self.flush(&mut pending, &boundary, phase).await?;
+                            return Err(CopierError::Ddl {
+                                table: s.table.clone(),
+                                source_shard: s.source_shard.clone(),
+                                statement,
+                                position: here.to_string(),
+                            });
+                        }
+                        Decoded::Heartbeat => {}
+                        Decoded::Skip => {
+                            if !in_txn {
+                                boundary = boundary.max(here);
+                            }
+                        }
+                    }
+                    if let Some(u) = &until {
+                        if &boundary > u {
+                            return Err(CopierError::Decode {
+                                position: boundary.to_string(),
+                                why: format!("passed the snapshot position {u} without stopping on it"),
+                            });
+                        }
+                    }
+                }
+            }
+            let due = pending.len() >= s.settings.batch_ops
+                || pending_since.is_some_and(|t| t.elapsed() >= s.settings.batch_wait)
+                || (boundary != written && last_write.elapsed() >= s.settings.status_interval);
+            if due {
+                self.flush(&mut pending, &boundary, phase).await?;
+                pending_since = None;
+                written = boundary.clone();
+                last_write = Instant::now();
+            }
+            self.tick(Some(&boundary)).await?;
+        }
+        if boundary != written || !pending.is_empty() {
+            self.flush(&mut pending, &boundary, phase).await?;
+        }
+        tracing::debug!(source_shard = %s.source_shard, %boundary, "binlog applied");
+        // The dump connection is not reusable; a failed close only leaks a socket the server times out.
+        let _ = events.close().await;
+        Ok(())
+    }
+
+    /// Writes the pending operations and every shard's fence at `boundary`.
+    async fn flush(
+        &mut self,
+        pending: &mut Vec<PositionedOp>,
+        boundary: &Position,
+        phase: Phase,
+    ) -> Result<(), CopierError> {
+        let s = self.stream;
+        let writes = plan_binlog(&s.target, &self.fences, pending);
+        let applied: u64 = writes.iter().map(|w| w.applied).sum();
+        let new_fences: Vec<Fence> = self
+            .fences
+            .iter()
+            .zip(&writes)
+            .map(|(f, w)| Fence {
+                position: f.position.clone().max(Some(boundary.clone())),
+                gtid: self.gtid.clone(),
+                events_applied: f.events_applied + w.applied,
+                ..f.clone()
+            })
+            .collect();
+        let latency =
+            write_shards(&s.target, &s.table, &s.source_shard, writes, &mut self.fences, new_fences, phase).await?;
+        pending.clear();
+        crate::metrics::events_applied(&s.table, &s.source_shard, applied);
+        self.throttle(latency).await;
+        Ok(())
+    }
+
+    /// Pauses after a slow target write, as long as the write took.
+    async fn throttle(&self, latency: Duration) {
+        let s = self.stream;
+        if latency <= s.settings.throttle_latency {
+            return;
+        }
+        crate::metrics::throttled(&s.table, &s.source_shard, latency);
+        tracing::debug!(source_shard = %s.source_shard, ?latency, "target writes slow, pausing");
+        tokio::select! {
+            _ = s.shutdown.cancelled() => {}
+            _ = tokio::time::sleep(latency) => {}
+        }
+    }
+
+    async fn set_phase(&mut self, phase: Phase) -> Result<(), CopierError> {
+        if self.view.phase != phase {
+            self.view.phase = phase;
+            self.last_view = Instant::now() - self.stream.settings.status_interval;
+        }
+        self.tick(None).await
+    }
+
+    /// Refreshes the operator view (rate, lag) when due.
+    async fn tick(&mut self, position: Option<&Position>) -> Result<(), CopierError> {
+        let s = self.stream;
+        if self.last_view.elapsed() < s.settings.status_interval {
+            return Ok(());
+        }
+        self.last_view = Instant::now();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.view.rows_per_sec = (elapsed > 0.0 && !self.copy_done()).then(|| self.copied_this_run as f64 / elapsed);
+        let applied = position.cloned().or_else(|| self.resume_position());
+        if let Some(applied) = applied {
+            let mut conn = s.source_pool.get_conn().await?;
+            let end = source::binlog_end(&mut conn).await?;
+            let lag = source::events_after(&mut conn, &applied, &end, s.settings.lag_events_cap).await?;
+            self.view.lag_events = Some(lag);
+            self.view.lag_seconds = if lag == 0 {
+                Some(0.0)
+            } else {
+                self.last_event_time.map(|t| (chrono::Utc::now().timestamp() - i64::from(t)).max(0) as f64)
+            };
+        }
+        crate::metrics::lag(&s.table, &s.source_shard, self.view.lag_events, self.view.lag_seconds);
+        crate::metrics::phase(&s.table, &s.source_shard, self.view.phase);
+        s.progress.set_message(format!(
+            "{} lag {} events",
+            self.view.phase,
+            self.view.lag_events.map(|l| l.to_string()).unwrap_or_else(|| "-".into())
+        ));
+        state::write_view(s.target.pools.shards(), &s.table, &s.source_shard, &self.view).await
+    }
+}
