@@ -15,8 +15,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 
 use crate::gates::{
-    DifferentWindow, GateInputs, GroupLag, LagInput, RetentionInput, ShadowInput, StreamStatus, VerifyInput,
-    VerifyRun,
+    DifferentWindow, GateInputs, GroupLag, LagInput, RetentionInput, ShadowInput, StreamStatus, VerifyInput, VerifyRun,
 };
 
 /// Where the collectors look.
@@ -99,7 +98,11 @@ fn group_lag(report: &consumer::status::StatusReport) -> GroupLag {
 /// Provisional retention readiness: the new cluster covers every retained
 /// window once its coverage start is at least one retention period old.
 /// To be replaced by `retention::readiness::assess(old, new)`.
-pub fn retention_from_coverage(covered_from_ms: Option<i64>, new: &ClusterConfig, now: DateTime<Utc>) -> RetentionInput {
+pub fn retention_from_coverage(
+    covered_from_ms: Option<i64>,
+    new: &ClusterConfig,
+    now: DateTime<Utc>,
+) -> RetentionInput {
     let retention_ms = new.time.retention_ms();
     let Some(covered) = covered_from_ms.filter(|c| *c != i64::MAX) else {
         return RetentionInput {
@@ -110,8 +113,7 @@ pub fn retention_from_coverage(covered_from_ms: Option<i64>, new: &ClusterConfig
     };
     let needed_from = now.timestamp_millis() - retention_ms;
     let ready_at = DateTime::from_timestamp_millis(covered.saturating_add(retention_ms));
-    let from_text =
-        DateTime::from_timestamp_millis(covered).map_or_else(|| covered.to_string(), |t| t.to_rfc3339());
+    let from_text = DateTime::from_timestamp_millis(covered).map_or_else(|| covered.to_string(), |t| t.to_rfc3339());
     RetentionInput {
         ready: covered <= needed_from,
         ready_at,

@@ -255,13 +255,20 @@ pub fn evaluate(inputs: &GateInputs, thresholds: &Thresholds, groups: &[TableGro
 
 fn retention(r: &RetentionInput) -> GateResult {
     if r.ready {
-        return GateResult::pass(Gate::Retention, format!("the new cluster covers every retained window: {}", r.explanation));
+        return GateResult::pass(
+            Gate::Retention,
+            format!("the new cluster covers every retained window: {}", r.explanation),
+        );
     }
     let clear = match r.ready_at {
         Some(at) => format!("wait until {} (dual writes then cover the whole retention period)", at.to_rfc3339()),
         None => "keep group B writing the new cluster from a point the retention period can reach".to_owned(),
     };
-    GateResult::fail(Gate::Retention, format!("the new cluster does not cover the retention window: {}", r.explanation), clear)
+    GateResult::fail(
+        Gate::Retention,
+        format!("the new cluster does not cover the retention window: {}", r.explanation),
+        clear,
+    )
 }
 
 fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
@@ -301,7 +308,12 @@ fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool,
         if run_age > t.verify_max_age {
             return GateResult::fail(
                 Gate::Verify,
-                format!("latest equivalence run #{} is {} old (max {})", run.run_id, human(run_age), human(t.verify_max_age)),
+                format!(
+                    "latest equivalence run #{} is {} old (max {})",
+                    run.run_id,
+                    human(run_age),
+                    human(t.verify_max_age)
+                ),
                 "re-run the window comparator",
             );
         }
@@ -336,7 +348,10 @@ fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool,
             if run.outcome != "equal" {
                 return GateResult::fail(
                     Gate::Verify,
-                    format!("latest full diff of {table} (#{}) finished {}: {} differences", run.run_id, run.outcome, run.differences),
+                    format!(
+                        "latest full diff of {table} (#{}) finished {}: {} differences",
+                        run.run_id, run.outcome, run.differences
+                    ),
                     format!("repair {table} on the new cluster (or let the copier converge) and re-run its full diff"),
                 );
             }
@@ -435,7 +450,10 @@ fn lag(l: &LagInput, t: &Thresholds) -> GateResult {
         if g.unstarted > 0 {
             return GateResult::fail(
                 Gate::ConsumerLag,
-                format!("the group writing {} has not applied {} of {} partitions", g.cluster, g.unstarted, g.partitions),
+                format!(
+                    "the group writing {} has not applied {} of {} partitions",
+                    g.cluster, g.unstarted, g.partitions
+                ),
                 format!("start (or fix) the consumer group writing {}", g.cluster),
             );
         }

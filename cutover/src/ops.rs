@@ -66,8 +66,14 @@ pub struct SwitchRequest {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum SwitchOutcome {
     /// Every requested group already reads from the target.
-    Unchanged { groups: Vec<TableGroup> },
-    DryRun { changes: Vec<(TableGroup, String, String)>, live_routers: Vec<RouterSeen>, failed_gates: Vec<GateResult> },
+    Unchanged {
+        groups: Vec<TableGroup>,
+    },
+    DryRun {
+        changes: Vec<(TableGroup, String, String)>,
+        live_routers: Vec<RouterSeen>,
+        failed_gates: Vec<GateResult>,
+    },
     Switched {
         changes: Vec<(TableGroup, String, String)>,
         version: u64,
@@ -87,7 +93,11 @@ fn abandoned_after(config: &OpsConfig) -> Duration {
 
 /// Switches (or rolls back) reads of `request.groups` to `request.to`.
 /// `gates` are the evaluated gates (empty for a rollback, which is never gated).
-pub async fn switch(config: &OpsConfig, request: &SwitchRequest, gates: &[GateResult]) -> Result<SwitchOutcome, OpsError> {
+pub async fn switch(
+    config: &OpsConfig,
+    request: &SwitchRequest,
+    gates: &[GateResult],
+) -> Result<SwitchOutcome, OpsError> {
     let routing = state::load(&config.control).await?;
     let target = config.name(request.to).to_owned();
     let mut changes = Vec::new();
@@ -96,7 +106,9 @@ pub async fn switch(config: &OpsConfig, request: &SwitchRequest, gates: &[GateRe
             return Err(OpsError::Refused(format!("no routing state for {group}: start a router (serve) first")));
         };
         if row.retired.as_deref() == Some(target.as_str()) {
-            return Err(OpsError::Refused(format!("cluster {target} is retired for {group}: reads can no longer go there")));
+            return Err(OpsError::Refused(format!(
+                "cluster {target} is retired for {group}: reads can no longer go there"
+            )));
         }
         if let Some(pending) = &row.pending {
             let age_ms = chrono::Utc::now().timestamp_millis() - row.changed_at_ms;
@@ -149,7 +161,12 @@ pub async fn switch(config: &OpsConfig, request: &SwitchRequest, gates: &[GateRe
             Ok(())
         })
         .await?;
-        return Err(OpsError::NotAcknowledged { step: "prepare (aborted, reads stay where they were)", version: v1, timeout: config.ack_timeout, routers });
+        return Err(OpsError::NotAcknowledged {
+            step: "prepare (aborted, reads stay where they were)",
+            version: v1,
+            timeout: config.ack_timeout,
+            routers,
+        });
     }
     let held_from = Instant::now();
     let flip = audit(request.action, format!("{{\"gates\":{gate_json}}}"));

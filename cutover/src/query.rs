@@ -283,10 +283,8 @@ pub async fn execute(cluster: &ClusterConfig, pools: &ShardPools, query: &Query)
             type Row = (i64, u64, u64, u64, u64, Vec<u8>);
             let rows: Vec<Row> = run(pools, shard, &sql, (database_id, fingerprint, from, to), on).await?;
             let window = granularity.window_secs(cluster);
-            series(rows, window, step.unwrap_or(window)).map_err(|source| QueryError::Sketch {
-                cluster: cluster.name.clone(),
-                source,
-            })
+            series(rows, window, step.unwrap_or(window))
+                .map_err(|source| QueryError::Sketch { cluster: cluster.name.clone(), source })
         }
         Query::SlowQueries { database_id, from, to, limit } => {
             let shard = cluster.shard_index_for_database_id(*database_id);

@@ -316,9 +316,7 @@ impl Router {
                 }
                 Ok(shadow_answer) => match query::compare(&primary_answer, &shadow_answer, settled) {
                     Ok(()) => task_inner.shadow.record(&query, primary, Outcome::Equal, None),
-                    Err(difference) => {
-                        task_inner.shadow.record(&query, primary, Outcome::Mismatch, Some(&difference))
-                    }
+                    Err(difference) => task_inner.shadow.record(&query, primary, Outcome::Mismatch, Some(&difference)),
                 },
             }
         });
@@ -540,6 +538,12 @@ async fn follow(inner: Arc<Inner>, mut applied: u64, mut held: [Option<u64>; 2])
 async fn refresh_bounds(inner: Arc<Inner>) {
     loop {
         for role in [Role::Old, Role::New] {
+            let retired = inner.snapshot.borrow().groups.iter().all(|g| g.retired == Some(role));
+            if retired {
+                // A retired cluster is not read at all, not even its fences.
+                inner.shadow.set_bounds(role, None);
+                continue;
+            }
             let handle = &inner.clusters[role.index()];
             let lateness = handle.config.time.allowed_lateness_ms();
             match shadow::read_bounds(&handle.pools, lateness).await {

@@ -38,9 +38,8 @@ pub async fn run(config: ServeConfig, listener: TcpListener, shutdown: Cancellat
     let router = Router::start(config.router, config.old, config.new, control).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "query api listening");
-    let served = axum::serve(listener, crate::api::app(router.clone()))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let served =
+        axum::serve(listener, crate::api::app(router.clone())).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     router.shutdown().await;
     served?;
     Ok(())

@@ -156,7 +156,8 @@ pub async fn ensure_initial(pool: &Pool, old_cluster: &str, changed_by: &str) ->
 
 type GroupRow = (String, String, Option<String>, Option<String>, u64, String, i64, String, u8);
 
-const SELECT_GROUPS: &str = "SELECT table_group, active_cluster, pending_cluster, retired_cluster, version, changed_by, \
+const SELECT_GROUPS: &str =
+    "SELECT table_group, active_cluster, pending_cluster, retired_cluster, version, changed_by, \
      CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', changed_at) DIV 1000 AS SIGNED), reason, forced \
      FROM dw_read_routing";
 
@@ -423,7 +424,12 @@ pub async fn shadow_totals(pool: &Pool, since_s: i64) -> Result<ShadowTotals, St
 }
 
 /// Appends audit rows without changing the routing (e.g. "every router acknowledged").
-pub async fn note(pool: &Pool, groups: &[(TableGroup, String, String)], version: u64, audit: &Audit) -> Result<(), StateError> {
+pub async fn note(
+    pool: &Pool,
+    groups: &[(TableGroup, String, String)],
+    version: u64,
+    audit: &Audit,
+) -> Result<(), StateError> {
     let mut conn = pool.get_conn().await?;
     for (group, from, to) in groups {
         conn.exec_drop(

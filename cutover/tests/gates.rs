@@ -29,7 +29,15 @@ async fn insert_run(conn: &mut mysql_async::Conn, kind: &str, target: &str, outc
         "INSERT INTO dw_verify_runs (kind, target, old_cluster, new_cluster, started_at, finished_at, outcome, \
          windows_equal, windows_different, windows_not_settled, windows_not_covered, rows_compared, differences) \
          VALUES (?, ?, 'old', 'new', NOW(3) - INTERVAL ? SECOND, NOW(3) - INTERVAL ? SECOND, ?, 120, ?, 3, 0, 5000, ?)",
-        (kind, target, finished_ago_s + 30, finished_ago_s, outcome, u8::from(outcome == "different"), u8::from(outcome == "different")),
+        (
+            kind,
+            target,
+            finished_ago_s + 30,
+            finished_ago_s,
+            outcome,
+            u8::from(outcome == "different"),
+            u8::from(outcome == "different"),
+        ),
     )
     .await
     .expect("insert run");
@@ -100,7 +108,10 @@ async fn verify_collector_reads_the_verify_tables_and_the_gate_follows_them() {
     assert_eq!(input.different_windows, 1);
     let gate = verify_gate(&inputs_with(Ok(input)), &[TableGroup::Timeseries]);
     assert!(!gate.passed, "{gate}");
-    assert!(gate.detail.contains("1 windows marked different, e.g. query_stats_hour @ 2026-11-20T10:00:00+00:00"), "{gate}");
+    assert!(
+        gate.detail.contains("1 windows marked different, e.g. query_stats_hour @ 2026-11-20T10:00:00+00:00"),
+        "{gate}"
+    );
     assert!(gate.to_clear.as_deref().is_some_and(|c| c.contains("re-verify")), "{gate}");
 
     // The difference is repaired and re-verified: the time-series gate clears.
@@ -162,7 +173,8 @@ async fn switch_reads_refuses_naming_each_failing_gate_and_changes_nothing() {
         ("consumer_lag", "no --brokers given"),
         ("retention", "no --brokers given"),
     ] {
-        let line = err.lines().position(|l| l.contains(&format!("FAIL {gate}"))).unwrap_or_else(|| panic!("{gate}: {err}"));
+        let line =
+            err.lines().position(|l| l.contains(&format!("FAIL {gate}"))).unwrap_or_else(|| panic!("{gate}: {err}"));
         let explained: String = err.lines().skip(line).take(2).collect::<Vec<_>>().join("\n");
         assert!(explained.contains(clear) && explained.contains("to clear:"), "{gate}: {explained}");
     }
@@ -180,7 +192,11 @@ async fn switch_reads_refuses_naming_each_failing_gate_and_changes_nothing() {
     assert!(out.stderr.contains("--reason"), "{}", out.stderr);
     let out = cutover_command(&old, &new, &["switch-reads", "--to", "new", "--dry-run"]).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(out.stdout.contains("would switch timeseries from") && out.stdout.contains("a real run would refuse"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("would switch timeseries from") && out.stdout.contains("a real run would refuse"),
+        "{}",
+        out.stdout
+    );
     // complete refuses while reads are on the old cluster.
     let out = cutover_command(&old, &new, &["complete"]).await;
     assert_eq!(out.code, Some(2), "{}", out.stderr);

@@ -63,7 +63,9 @@ async fn an_injected_difference_on_the_new_cluster_is_caught_by_shadow_reads_bef
         let fingerprint = rows[0]["fingerprint"].as_str().expect("fingerprint");
         for url in [
             format!("{base}/v1/databases/{db}/patterns/top?from={from}&to={to}&by=count&granularity=minute"),
-            format!("{base}/v1/databases/{db}/patterns/{fingerprint}/series?from={from}&to={to}&granularity=minute&step=5m"),
+            format!(
+                "{base}/v1/databases/{db}/patterns/{fingerprint}/series?from={from}&to={to}&granularity=minute&step=5m"
+            ),
             format!("{base}/v1/databases/{db}/patterns/{fingerprint}/series?from={from}&to={to}"),
             format!("{base}/v1/databases/{db}/slow-queries?from={from}&to={to}&limit=50"),
             format!("{base}/v1/patterns/search?q=select&database_id={db}&limit=200"),
@@ -74,14 +76,25 @@ async fn an_injected_difference_on_the_new_cluster_is_caught_by_shadow_reads_bef
         }
         reads += 1;
     }
-    let series = get(&client, &format!("{base}/v1/databases/{}/patterns/{}/series?from={from}&to={to}&granularity=minute",
-        hot_database(1), get(&client, &top_url(hot_database(1))).await["data"][0]["fingerprint"].as_str().expect("fp"))).await;
+    let series = get(
+        &client,
+        &format!(
+            "{base}/v1/databases/{}/patterns/{}/series?from={from}&to={to}&granularity=minute",
+            hot_database(1),
+            get(&client, &top_url(hot_database(1))).await["data"][0]["fingerprint"].as_str().expect("fp")
+        ),
+    )
+    .await;
     let points = series["data"]["points"].as_array().expect("points");
-    assert!(!points.is_empty() && points.iter().all(|p| p["p50_ms"].is_number() && p["p99_ms"].is_number()), "{series}");
+    assert!(
+        !points.is_empty() && points.iter().all(|p| p["p50_ms"].is_number() && p["p99_ms"].is_number()),
+        "{series}"
+    );
     assert_eq!(series["data"]["window_secs"], old.config.time.minute_secs());
 
     // Equal data compares equal: every shadow read done, none mismatched.
-    let stats = wait_for(&api, |s| s["shadow"]["equal"].as_u64().unwrap_or(0) >= reads - 2, "shadow reads compared").await;
+    let stats =
+        wait_for(&api, |s| s["shadow"]["equal"].as_u64().unwrap_or(0) >= reads - 2, "shadow reads compared").await;
     assert_eq!(stats["shadow"]["mismatches"], 0, "{stats}");
     assert_eq!(stats["shadow"]["errors"], 0, "{stats}");
 
@@ -109,7 +122,13 @@ async fn an_injected_difference_on_the_new_cluster_is_caught_by_shadow_reads_bef
     let out = cutover_command(&old, &new, &["status", "--json", "--shadow-min-compared", "1"]).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let report: Value = serde_json::from_str(&out.stdout).expect("status json");
-    let gate = report["gates"].as_array().expect("gates").iter().find(|g| g["gate"] == "shadow_reads").expect("shadow gate").clone();
+    let gate = report["gates"]
+        .as_array()
+        .expect("gates")
+        .iter()
+        .find(|g| g["gate"] == "shadow_reads")
+        .expect("shadow gate")
+        .clone();
     assert_eq!(gate["passed"], false, "{gate}");
     let detail = gate["detail"].as_str().expect("detail");
     assert!(detail.contains("mismatched") && detail.contains(&format!("\"database_id\":{db}")), "{detail}");

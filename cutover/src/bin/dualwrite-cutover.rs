@@ -15,7 +15,11 @@ use cutover::ops::{self, OpsConfig, OpsError, SwitchOutcome, SwitchRequest};
 use cutover::{Role, RouterConfig, TableGroup};
 
 #[derive(Parser)]
-#[command(name = "dualwrite-cutover", version, about = "Route reads between the old and new clusters, gate and switch them")]
+#[command(
+    name = "dualwrite-cutover",
+    version,
+    about = "Route reads between the old and new clusters, gate and switch them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -167,8 +171,7 @@ struct ServeArgs {
 }
 
 fn load(path: &PathBuf, control_database: Option<&str>) -> anyhow::Result<ClusterConfig> {
-    let mut config =
-        ClusterConfig::load(path).with_context(|| format!("loading cluster file {}", path.display()))?;
+    let mut config = ClusterConfig::load(path).with_context(|| format!("loading cluster file {}", path.display()))?;
     if let Some(db) = control_database {
         config = config.with_control_database(db).context("--control-database")?;
     }
@@ -195,11 +198,8 @@ async fn setup(common: &Common) -> anyhow::Result<Loaded> {
     anyhow::ensure!(old.name != new.name, "--old and --new name the same cluster {:?}", old.name);
     let control = cutover::serve::control_pool(&new)?;
     cutover::state::ensure_schema(&control).await.context("creating the routing tables")?;
-    let operator = common
-        .operator
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".to_owned());
+    let operator =
+        common.operator.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".to_owned());
     cutover::state::ensure_initial(&control, &old.name, &operator).await.context("initial routing state")?;
     let ops = OpsConfig {
         old_name: old.name.clone(),
@@ -213,7 +213,11 @@ async fn setup(common: &Common) -> anyhow::Result<Loaded> {
     Ok(Loaded { old, new, ops })
 }
 
-async fn evaluate(loaded: &Loaded, args: &GateArgs, groups: &[TableGroup]) -> (gates::GateInputs, Vec<gates::GateResult>) {
+async fn evaluate(
+    loaded: &Loaded,
+    args: &GateArgs,
+    groups: &[TableGroup],
+) -> (gates::GateInputs, Vec<gates::GateResult>) {
     let collect = CollectConfig {
         old: loaded.old.clone(),
         new: loaded.new.clone(),
@@ -253,7 +257,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Refusals are answers, not failures of the tool: exit 2 so scripts can tell.
-            let refused = error.downcast_ref::<OpsError>().is_some_and(|e| matches!(e, OpsError::Refused(_) | OpsError::Gates(_)));
+            let refused = error
+                .downcast_ref::<OpsError>()
+                .is_some_and(|e| matches!(e, OpsError::Refused(_) | OpsError::Gates(_)));
             eprintln!("error: {error:#}");
             if refused {
                 ExitCode::from(2)
@@ -351,8 +357,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Complete { common, reason, dry_run } => {
             let loaded = setup(&common).await?;
-            let outcome =
-                ops::complete(&loaded.ops, reason.as_deref().unwrap_or("cutover complete"), dry_run).await?;
+            let outcome = ops::complete(&loaded.ops, reason.as_deref().unwrap_or("cutover complete"), dry_run).await?;
             let verb = if outcome.dry_run { "would retire" } else { "retired" };
             println!(
                 "{verb} cluster {} (routing version {}); {} live routers no longer read it",
@@ -412,9 +417,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     router.shadow_fraction = args.shadow_fraction;
     router.shadow_flush_interval = args.shadow_flush_interval;
     anyhow::ensure!((0.0..=1.0).contains(&args.shadow_fraction), "--shadow-fraction must be within 0..=1");
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let shutdown = cluster::process::shutdown_on_signals();
     cutover::serve::run(cutover::serve::ServeConfig { old, new, router }, listener, shutdown).await?;
     Ok(())

@@ -54,7 +54,14 @@ fn green() -> GateInputs {
         copier: Ok(vec![stream("-80", StreamPhase::Replicating, 0.2), stream("80-", StreamPhase::Replicating, 1.0)]),
         shadow: Ok(ShadowInput {
             period: Duration::from_secs(900),
-            totals: ShadowTotals { compared: 500, mismatches: 0, errors: 0, skipped: 20, routers: 2, last_mismatch: None },
+            totals: ShadowTotals {
+                compared: 500,
+                mismatches: 0,
+                errors: 0,
+                skipped: 20,
+                routers: 2,
+                last_mismatch: None,
+            },
         }),
         lag: Ok(LagInput { old: group("old", 10), new: group("new", 200) }),
     }
@@ -118,7 +125,11 @@ fn refuses_while_a_verify_difference_is_open() {
 fn refuses_on_a_different_old_or_missing_equivalence_run() {
     let cases: [(Option<VerifyRun>, &str, &str); 3] = [
         (Some(run("windows", "windows", "different", 60)), "finished different", "re-run the window comparator"),
-        (Some(run("windows", "windows", "equal", 30 * 3600)), "is 1day 6h old (max 1day 2h)", "re-run the window comparator"),
+        (
+            Some(run("windows", "windows", "equal", 30 * 3600)),
+            "is 1day 6h old (max 1day 2h)",
+            "re-run the window comparator",
+        ),
         (None, "no finished equivalence run", "run the window comparator"),
     ];
     for (windows_run, detail, clear) in cases {
@@ -147,7 +158,8 @@ fn refuses_when_a_copied_table_diff_is_not_equal() {
 #[test]
 fn refuses_while_the_copier_lags_or_is_not_replicating() {
     let mut inputs = green();
-    inputs.copier = Ok(vec![stream("-80", StreamPhase::Replicating, 0.2), stream("80-", StreamPhase::Replicating, 42.0)]);
+    inputs.copier =
+        Ok(vec![stream("-80", StreamPhase::Replicating, 0.2), stream("80-", StreamPhase::Replicating, 42.0)]);
     let r = only_failure(&inputs, &[TableGroup::QueryPatterns]);
     assert_eq!(r.gate, Gate::Copier);
     assert!(r.detail.contains("stream query_patterns/80- lags 42.0 s"), "{r}");
@@ -186,8 +198,10 @@ fn refuses_on_shadow_mismatches_or_too_few_comparisons() {
     assert_eq!(r.gate, Gate::ShadowReads);
     assert!(r.detail.contains("3 of 500 shadow reads mismatched in the last 15m") && r.detail.contains("db 42"), "{r}");
 
-    inputs.shadow =
-        Ok(ShadowInput { period: Duration::from_secs(900), totals: ShadowTotals { compared: 3, ..ShadowTotals::default() } });
+    inputs.shadow = Ok(ShadowInput {
+        period: Duration::from_secs(900),
+        totals: ShadowTotals { compared: 3, ..ShadowTotals::default() },
+    });
     let r = only_failure(&inputs, &TableGroup::ALL);
     assert!(r.detail.contains("need 50"), "{r}");
 }

@@ -166,12 +166,18 @@ pub async fn wait_caught_up(cluster: &ClusterConfig, broker: &Broker, timeout: D
             .partitions
             .iter()
             .filter(|p| p.end_offset.is_some_and(|e| e > 0))
-            .filter(|p| p.lag_messages != Some(0) || p.progress.as_ref().is_none_or(|g| g.shards < cluster.shards.len()))
+            .filter(|p| {
+                p.lag_messages != Some(0) || p.progress.as_ref().is_none_or(|g| g.shards < cluster.shards.len())
+            })
             .count();
         if behind == 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "cluster {} not caught up after {timeout:?}: {behind} partitions behind", cluster.name);
+        assert!(
+            Instant::now() < deadline,
+            "cluster {} not caught up after {timeout:?}: {behind} partitions behind",
+            cluster.name
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
