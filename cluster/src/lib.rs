@@ -5,6 +5,7 @@
 pub mod config;
 pub mod error;
 pub mod keyrange;
+pub mod partitions;
 pub mod pool;
 pub mod process;
 pub mod schema;

@@ -5,11 +5,11 @@
 //! accepted) on MySQL 8.0.20+, which prefers a row alias that MariaDB lacks;
 //! we use `VALUES()` everywhere.
 //!
-//! Time-partitioned tables are partitioned by day on `TO_DAYS(window)`, with a
-//! catch-all partition below and above the daily ones so that no insert ever
-//! fails for a missing partition; the retention job splits and drops them.
+//! Time-partitioned tables are laid out by [`crate::partitions`]: partitions
+//! of `[time] partition` width between two catch-alls, so no insert ever fails
+//! for a missing partition; the retention job splits and drops them.
 
-use chrono::{Days, NaiveDate};
+use crate::time::TimeConfig;
 
 /// Tables whose rows age out with their time partition.
 pub const PARTITIONED_TABLES: [(&str, &str); 3] =
@@ -118,26 +118,12 @@ pub const DEAD_LETTERS: &str = "CREATE TABLE IF NOT EXISTS dw_dead_letters (
   KEY by_reason (cluster, reason)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
 
-/// Day partitions `[today - days_back, today + days_ahead]` plus the two catch-alls.
-fn partition_clause(column: &str, today: NaiveDate, days_back: u64, days_ahead: u64) -> String {
-    let first = today.checked_sub_days(Days::new(days_back)).unwrap_or(today);
-    let mut parts = vec![format!("PARTITION p_past VALUES LESS THAN (TO_DAYS('{first}'))")];
-    let mut day = first;
-    while day <= today.checked_add_days(Days::new(days_ahead)).unwrap_or(today) {
-        let next = day.succ_opt().unwrap_or(day);
-        parts.push(format!("PARTITION p{} VALUES LESS THAN (TO_DAYS('{next}'))", day.format("%Y%m%d")));
-        day = next;
-    }
-    parts.push("PARTITION p_future VALUES LESS THAN MAXVALUE".to_string());
-    format!("PARTITION BY RANGE (TO_DAYS({column})) (\n  {}\n)", parts.join(",\n  "))
-}
-
 /// The statements that create every shard table, in order.
-pub fn shard_ddl(today: NaiveDate, days_back: u64, days_ahead: u64) -> Vec<String> {
+pub fn shard_ddl(time: &TimeConfig, now_secs: i64) -> Vec<String> {
     let mut out = Vec::new();
     for (table, column) in PARTITIONED_TABLES {
         let create = if table == "slow_queries" { SLOW_QUERIES.to_string() } else { stats_table(table) };
-        out.push(format!("{create}\n{}", partition_clause(column, today, days_back, days_ahead)));
+        out.push(format!("{create}\n{}", crate::partitions::clause(column, time, now_secs)));
     }
     out.push(QUERY_PATTERNS.to_string());
     out.push(OFFSET_FENCE.to_string());
@@ -147,27 +133,6 @@ pub fn shard_ddl(today: NaiveDate, days_back: u64, days_ahead: u64) -> Vec<Strin
 /// The statements for the control database.
 pub fn control_ddl() -> Vec<String> {
     vec![DEAD_LETTERS.to_string()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partitions_cover_every_day_between_catch_alls() {
-        let today = NaiveDate::from_ymd_opt(2026, 11, 21).expect("date");
-        let clause = partition_clause("window_start", today, 1, 2);
-        assert!(clause.starts_with("PARTITION BY RANGE (TO_DAYS(window_start))"));
-        for (name, bound) in [
-            ("p_past", "2026-11-20"),
-            ("p20261120", "2026-11-21"),
-            ("p20261121", "2026-11-22"),
-            ("p20261123", "2026-11-24"),
-        ] {
-            assert!(clause.contains(&format!("PARTITION {name} VALUES LESS THAN (TO_DAYS('{bound}'))")), "{clause}");
-        }
-        assert!(clause.ends_with("PARTITION p_future VALUES LESS THAN MAXVALUE\n)"));
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,15 +168,11 @@ async fn apply_to(
     Ok(())
 }
 
-/// Applies the store's schema to every shard and the control database.
+/// Applies the store's schema to every shard and the control database, with
+/// the partitions the cluster's `[time]` wants at `now_secs`.
 /// Idempotent: existing tables are left as they are.
-pub async fn apply(
-    config: &crate::config::ClusterConfig,
-    today: NaiveDate,
-    days_back: u64,
-    days_ahead: u64,
-) -> Result<(), ApplyError> {
-    let shard_statements = shard_ddl(today, days_back, days_ahead);
+pub async fn apply(config: &crate::config::ClusterConfig, now_secs: i64) -> Result<(), ApplyError> {
+    let shard_statements = shard_ddl(&config.time, now_secs);
     let shards = config.shards.iter().map(|s| {
         apply_to(&s.endpoint, &config.auth, &shard_statements, format!("cluster {} shard {}", config.name, s.range))
     });

@@ -3,8 +3,7 @@
 //! - verify: the verify crate's tables in the new cluster's control database;
 //! - shadow reads: the routers' counts in the same database;
 //! - consumer lag: each cluster's fences against the broker's end offsets;
-//! - retention: provisional, from the new cluster's coverage (fences) and its
-//!   `[time] retention`, until `retention::readiness::assess` is linked;
+//! - retention: `retention::readiness::assess` (both clusters' fences and partitions);
 //! - copier: not linked here; `copier::status::streams` is wired by the lead.
 
 use std::time::Duration;
@@ -37,10 +36,9 @@ pub struct CollectConfig {
 /// Collects every input concurrently; a collector's failure becomes its gate's `Err`.
 pub async fn collect(config: &CollectConfig) -> GateInputs {
     let now = Utc::now();
-    let statuses = async {
+    let lag = async {
         let Some(brokers) = config.brokers.as_deref() else {
-            let why = "no --brokers given: consumer lag and coverage need the topics' end offsets".to_owned();
-            return (Err(why.clone()), Err(why));
+            return Err("no --brokers given: consumer lag needs the topics' end offsets".to_owned());
         };
         let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]
             .iter()
@@ -48,21 +46,17 @@ pub async fn collect(config: &CollectConfig) -> GateInputs {
             .collect();
         let old = status(&config.old, brokers, &topics).await;
         let new = status(&config.new, brokers, &topics).await;
-        let retention = match &new {
-            Ok(report) => Ok(retention_from_coverage(report.covered_from_ms, &config.new, now)),
-            Err(e) => Err(e.clone()),
-        };
-        let lag = match (old, new) {
+        match (old, new) {
             (Ok(o), Ok(n)) => Ok(LagInput { old: group_lag(&o), new: group_lag(&n) }),
             (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        (retention, lag)
+        }
     };
-    let (verify, shadow, copier, (retention, lag)) = tokio::join!(
+    let (verify, shadow, copier, retention, lag) = tokio::join!(
         verify_input(&config.control, &config.copied_tables),
         shadow_input(&config.control, config.shadow_period, now),
         copier_streams(&config.new),
-        statuses
+        retention_input(&config.old, &config.new),
+        lag
     );
     GateInputs {
         now,
@@ -95,34 +89,10 @@ fn group_lag(report: &consumer::status::StatusReport) -> GroupLag {
     }
 }
 
-/// Provisional retention readiness: the new cluster covers every retained
-/// window once its coverage start is at least one retention period old.
-/// To be replaced by `retention::readiness::assess(old, new)`.
-pub fn retention_from_coverage(
-    covered_from_ms: Option<i64>,
-    new: &ClusterConfig,
-    now: DateTime<Utc>,
-) -> RetentionInput {
-    let retention_ms = new.time.retention_ms();
-    let Some(covered) = covered_from_ms.filter(|c| *c != i64::MAX) else {
-        return RetentionInput {
-            ready: false,
-            ready_at: None,
-            explanation: format!("cluster {} has not started every partition: no coverage yet", new.name),
-        };
-    };
-    let needed_from = now.timestamp_millis() - retention_ms;
-    let ready_at = DateTime::from_timestamp_millis(covered.saturating_add(retention_ms));
-    let from_text = DateTime::from_timestamp_millis(covered).map_or_else(|| covered.to_string(), |t| t.to_rfc3339());
-    RetentionInput {
-        ready: covered <= needed_from,
-        ready_at,
-        explanation: format!(
-            "cluster {} holds every event since {from_text}; retention is {}",
-            new.name,
-            humantime::format_duration(new.time.retention)
-        ),
-    }
+/// Retention readiness of the new cluster, from the retention crate.
+pub async fn retention_input(old: &ClusterConfig, new: &ClusterConfig) -> Result<RetentionInput, String> {
+    let readiness = retention::readiness::assess(old, new).await.map_err(|e| format!("retention readiness: {e}"))?;
+    Ok(RetentionInput { ready: readiness.ready, ready_at: readiness.ready_at, explanation: readiness.explanation })
 }
 
 /// Copier streams feeding the new cluster. Not linked on this branch: the
@@ -228,25 +198,4 @@ async fn read_verify(control: &Pool, copied_tables: &[String]) -> Result<VerifyI
             .collect(),
         table_runs,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    #[test]
-    fn provisional_retention_is_ready_one_retention_after_coverage_starts() {
-        let text = "name = \"new\"\n[auth]\nuser = \"u\"\n[[shards]]\nrange = \"-\"\ndsn = \"mysql://h/db\"\n\
-                    [time]\nminute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"\nretention = \"80s\"\n";
-        let new = ClusterConfig::from_toml_str(text, Path::new("."), &|_| None).expect("config");
-        let now = DateTime::from_timestamp(1_000_000, 0).expect("now");
-        let not_yet = retention_from_coverage(Some(now.timestamp_millis() - 30_000), &new, now);
-        assert!(!not_yet.ready);
-        assert_eq!(not_yet.ready_at.map(|t| t.timestamp()), Some(1_000_050));
-        assert!(retention_from_coverage(Some(now.timestamp_millis() - 80_000), &new, now).ready);
-        assert!(!retention_from_coverage(None, &new, now).ready);
-        assert!(!retention_from_coverage(Some(i64::MAX), &new, now).ready);
-    }
 }

@@ -171,7 +171,7 @@ async fn switch_reads_refuses_naming_each_failing_gate_and_changes_nothing() {
         ("copier", "not evaluated: copier status is not linked"),
         ("shadow_reads", "--shadow-fraction"),
         ("consumer_lag", "no --brokers given"),
-        ("retention", "no --brokers given"),
+        ("retention", "does not cover the retention window"),
     ] {
         let line =
             err.lines().position(|l| l.contains(&format!("FAIL {gate}"))).unwrap_or_else(|| panic!("{gate}: {err}"));

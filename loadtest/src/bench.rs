@@ -157,7 +157,7 @@ async fn kcat(brokers: &str, topics: &[String]) -> Option<f64> {
 async fn insert_ceiling(cluster: &ClusterConfig, rows: u64) -> Result<f64, BenchError> {
     let db = format!("dw_bench_insert_{}", std::process::id());
     let scratch = cluster.with_database(&db).map_err(|e| BenchError::Setup(e.to_string()))?;
-    cluster::schema::apply(&scratch, chrono::Utc::now().date_naive(), 1, 1)
+    cluster::schema::apply(&scratch, chrono::Utc::now().timestamp())
         .await
         .map_err(|e| BenchError::Setup(e.to_string()))?;
     let pools = ShardPools::new(&scratch);
@@ -207,7 +207,7 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
             .with_database(db)
             .and_then(|c| c.with_control_database(&format!("{db}_ctl")))
             .map_err(|e| BenchError::Setup(e.to_string()))?;
-        cluster::schema::apply(&scratch, chrono::Utc::now().date_naive(), 8, 3)
+        cluster::schema::apply(&scratch, chrono::Utc::now().timestamp())
             .await
             .map_err(|e| BenchError::Setup(e.to_string()))?;
         let port = free_port()?;

@@ -65,7 +65,7 @@ pub async fn produce(config: &ProduceConfig, shutdown: &CancellationToken) -> Re
     let producer: FutureProducer = producer_config(&config.brokers).create()?;
     let stats_topic = format!("{}{}", config.topic_prefix, TopicKind::QueryStats.as_str());
     let slow_topic = format!("{}{}", config.topic_prefix, TopicKind::SlowQueries.as_str());
-    let mut truth = TruthBuilder::default();
+    let mut truth = TruthBuilder::new(config.workload.minute_secs, config.workload.hour_secs);
     let mut in_flight = FuturesUnordered::new();
     let started = Instant::now();
     let mut last_report = Instant::now();
@@ -74,6 +74,12 @@ pub async fn produce(config: &ProduceConfig, shutdown: &CancellationToken) -> Re
     for event in Workload::new(config.workload.clone())?.take(config.messages as usize) {
         if shutdown.is_cancelled() {
             return Err(ProduceError::Interrupted(sent));
+        }
+        if config.workload.realtime {
+            let wait = event.timestamp_ms() - chrono::Utc::now().timestamp_millis();
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            }
         }
         if let Some(rate) = config.rate.filter(|r| *r > 0) {
             let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);

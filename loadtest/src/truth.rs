@@ -9,9 +9,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use topics::{LatencySketch, QueryStats, SlowQuery};
 
-pub const MINUTE: i64 = 60;
-pub const HOUR: i64 = 3600;
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsTruth {
     pub database_id: u64,
@@ -110,6 +107,16 @@ impl Truth {
         Ok(self)
     }
 
+    /// Only the rows of windows starting at or after `from_secs` (what a
+    /// cluster keeps once retention dropped everything older); patterns have
+    /// no retention and are all kept.
+    pub fn retained_from(mut self, from_secs: i64) -> Truth {
+        self.minute.retain(|s| s.window_start >= from_secs);
+        self.hour.retain(|s| s.window_start >= from_secs);
+        self.slow.retain(|s| s.occurred_at_us >= from_secs.saturating_mul(1_000_000));
+        self
+    }
+
     pub fn save(&self, path: &Path) -> Result<(), TruthError> {
         let text = serde_json::to_vec(self).map_err(|e| TruthError::Json(path.display().to_string(), e))?;
         std::fs::write(path, text).map_err(|e| TruthError::Io(path.display().to_string(), e))
@@ -132,8 +139,9 @@ struct Acc {
 }
 
 /// Accumulates events in production order.
-#[derive(Default)]
 pub struct TruthBuilder {
+    minute_secs: i64,
+    hour_secs: i64,
     messages: u64,
     minute: BTreeMap<(u64, String, i64), Acc>,
     hour: BTreeMap<(u64, String, i64), Acc>,
@@ -141,13 +149,33 @@ pub struct TruthBuilder {
     slow: Vec<SlowTruth>,
 }
 
+/// Production windows: one minute, one hour.
+impl Default for TruthBuilder {
+    fn default() -> Self {
+        Self::new(60, 3600)
+    }
+}
+
 impl TruthBuilder {
+    /// Folding into `minute_secs` / `hour_secs` windows (the clusters' `[time]`).
+    pub fn new(minute_secs: i64, hour_secs: i64) -> Self {
+        Self {
+            minute_secs,
+            hour_secs,
+            messages: 0,
+            minute: BTreeMap::new(),
+            hour: BTreeMap::new(),
+            patterns: BTreeMap::new(),
+            slow: Vec::new(),
+        }
+    }
+
     pub fn add_stats(&mut self, q: &QueryStats) {
         self.messages += 1;
         let db = q.database_id as u64;
         // Decoded from the wire bytes, exactly as a consumer sees it.
         let Ok(sketch) = LatencySketch::decode(&q.latency_sketch) else { return };
-        for (map, size) in [(&mut self.minute, MINUTE), (&mut self.hour, HOUR)] {
+        for (map, size) in [(&mut self.minute, self.minute_secs), (&mut self.hour, self.hour_secs)] {
             let window = (q.interval_start / 1000).div_euclid(size) * size;
             match map.get_mut(&(db, q.fingerprint.clone(), window)) {
                 Some(acc) => {

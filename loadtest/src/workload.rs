@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Zipf};
 use topics::{LatencySketch, QueryStats, SlowQuery};
 
+/// The proxies' reporting interval in production.
 pub const INTERVAL_SECONDS: i64 = 15;
 const SLOW_THRESHOLD_US: i64 = 200_000;
 const TEMPLATES: &[&str] = &[
@@ -34,11 +35,30 @@ pub struct WorkloadConfig {
     pub proxies: u32,
     /// Aggregates each proxy reports per interval.
     pub aggregates_per_proxy: u32,
+    /// Reporting interval (compressed-time rehearsals use 1 s).
+    pub interval_seconds: i64,
+    /// Release each event only once its time has come (wall clock), as live
+    /// proxies do; otherwise as fast as the rate allows.
+    pub realtime: bool,
+    /// Window sizes the ground truth folds into (the clusters' `[time]`).
+    pub minute_secs: i64,
+    pub hour_secs: i64,
 }
 
 impl WorkloadConfig {
     pub fn new(seed: u64, start_ms: i64) -> Self {
-        Self { seed, start_ms, databases: 300, patterns_per_database: 40, proxies: 3, aggregates_per_proxy: 120 }
+        Self {
+            seed,
+            start_ms,
+            databases: 300,
+            patterns_per_database: 40,
+            proxies: 3,
+            aggregates_per_proxy: 120,
+            interval_seconds: INTERVAL_SECONDS,
+            realtime: false,
+            minute_secs: 60,
+            hour_secs: 3600,
+        }
     }
 }
 
@@ -75,7 +95,11 @@ pub struct Workload {
 
 impl Workload {
     pub fn new(config: WorkloadConfig) -> Result<Self, WorkloadError> {
-        let start = config.start_ms.div_euclid(INTERVAL_SECONDS * 1000) * INTERVAL_SECONDS * 1000;
+        if config.interval_seconds <= 0 || config.interval_seconds > 3600 {
+            return Err(WorkloadError(format!("interval_seconds must be 1..=3600, got {}", config.interval_seconds)));
+        }
+        let interval_ms = config.interval_seconds * 1000;
+        let start = config.start_ms.div_euclid(interval_ms) * interval_ms;
         let zipf = |n: u32, s: f64| Zipf::new(f64::from(n.max(1)), s).map_err(|e| WorkloadError(e.to_string()));
         Ok(Self {
             rng: StdRng::seed_from_u64(config.seed),
@@ -89,7 +113,7 @@ impl Workload {
     }
 
     fn fill_interval(&mut self) {
-        let interval_start = self.config.start_ms + self.interval * INTERVAL_SECONDS * 1000;
+        let interval_start = self.config.start_ms + self.interval * self.config.interval_seconds * 1000;
         self.interval += 1;
         for proxy in 0..self.config.proxies {
             let mut seen = std::collections::HashSet::new();
@@ -130,7 +154,7 @@ impl Workload {
                 errors += 1;
             }
             if us >= SLOW_THRESHOLD_US && slow.is_none() {
-                let offset_us = self.rng.random_range(0..INTERVAL_SECONDS * 1_000_000);
+                let offset_us = self.rng.random_range(0..self.config.interval_seconds * 1_000_000);
                 slow = Some((interval_start * 1000 + offset_us, us));
             }
         }
@@ -157,7 +181,7 @@ impl Workload {
             tables,
             proxy_id,
             interval_start,
-            interval_seconds: INTERVAL_SECONDS as i32,
+            interval_seconds: self.config.interval_seconds as i32,
             query_count: count,
             total_duration_us: total_us,
             max_duration_us: max_us,

@@ -23,12 +23,6 @@ enum Command {
     Schema {
         #[arg(long, env = "DUALWRITE_CLUSTER")]
         cluster: PathBuf,
-        /// Daily partitions kept behind today at creation.
-        #[arg(long, default_value_t = 8)]
-        days_back: u64,
-        /// Daily partitions created ahead of today.
-        #[arg(long, default_value_t = 3)]
-        days_ahead: u64,
         /// Print the statements instead of running them.
         #[arg(long)]
         dry_run: bool,
@@ -54,12 +48,13 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Schema { cluster, days_back, days_ahead, dry_run } => {
+        Command::Schema { cluster, dry_run } => {
             let config = cluster::config::ClusterConfig::load(&cluster)
                 .with_context(|| format!("loading cluster file {}", cluster.display()))?;
-            let today = chrono::Utc::now().date_naive();
+            // Partitions from `[time] retention` behind now to `ahead` beyond it.
+            let now = chrono::Utc::now().timestamp();
             if dry_run {
-                for stmt in cluster::schema::shard_ddl(today, days_back, days_ahead) {
+                for stmt in cluster::schema::shard_ddl(&config.time, now) {
                     println!("{stmt};\n");
                 }
                 for stmt in cluster::schema::control_ddl() {
@@ -68,9 +63,7 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-            runtime
-                .block_on(cluster::schema::apply(&config, today, days_back, days_ahead))
-                .context("applying the schema")?;
+            runtime.block_on(cluster::schema::apply(&config, now)).context("applying the schema")?;
             println!(
                 "schema applied to {} shards of cluster {} and its control database",
                 config.shards.len(),

@@ -45,6 +45,12 @@ pub struct TestCluster {
 }
 
 pub async fn fresh_cluster(which: &str, tag: &str) -> TestCluster {
+    fresh_cluster_with(which, tag, "").await
+}
+
+/// [`fresh_cluster`] with `extra` appended to the cluster file (e.g. a
+/// compressed-time `[time]` section).
+pub async fn fresh_cluster_with(which: &str, tag: &str, extra: &str) -> TestCluster {
     let template_path = stack_dir().join("clusters").join(format!("{which}.toml"));
     let template = std::fs::read_to_string(&template_path).unwrap_or_else(|e| {
         panic!("{}: {e}; start the local stack first: compose/local/stack up --no-broker", template_path.display())
@@ -54,9 +60,9 @@ pub async fn fresh_cluster(which: &str, tag: &str) -> TestCluster {
         template.replace("/dualwrite_control\"", &format!("/{db}_ctl\"")).replace("/dualwrite\"", &format!("/{db}\""));
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join(format!("{which}.toml"));
-    std::fs::write(&file, text).expect("write cluster file");
+    std::fs::write(&file, text + "\n" + extra).expect("write cluster file");
     let config = ClusterConfig::load(&file).expect("load cluster file");
-    cluster::schema::apply(&config, chrono::Utc::now().date_naive(), 8, 3).await.expect("apply schema");
+    cluster::schema::apply(&config, chrono::Utc::now().timestamp()).await.expect("apply schema");
     TestCluster { config, file, _dir: dir }
 }
 

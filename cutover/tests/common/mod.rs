@@ -60,7 +60,7 @@ pub async fn fresh_cluster(which: &str, tag: &str) -> TestCluster {
     let file = dir.path().join(format!("{which}.toml"));
     std::fs::write(&file, text).expect("write cluster file");
     let config = ClusterConfig::load(&file).expect("load cluster file");
-    cluster::schema::apply(&config, chrono::Utc::now().date_naive(), 8, 3).await.expect("apply schema");
+    cluster::schema::apply(&config, chrono::Utc::now().timestamp()).await.expect("apply schema");
     TestCluster { config, file, _dir: dir }
 }
 

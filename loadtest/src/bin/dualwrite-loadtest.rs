@@ -37,6 +37,16 @@ enum Command {
         /// Where to write the ground truth (JSON).
         #[arg(long)]
         truth: PathBuf,
+        /// Fold the ground truth into this cluster file's `[time]` windows
+        /// (default: one minute, one hour).
+        #[arg(long)]
+        windows_from: Option<PathBuf>,
+        /// The proxies' reporting interval (compressed-time rehearsals: 1s).
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Send each event when its interval ends (wall clock), like live proxies.
+        #[arg(long)]
+        realtime: bool,
     },
     /// Measure the consumer against the read and write ceilings of the same broker and shards.
     Bench {
@@ -75,18 +85,22 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let equal = runtime.block_on(async move {
         match cli.command {
-            Command::Produce { brokers, topic_prefix, messages, rate, seed, start, truth } => {
+            Command::Produce { brokers, topic_prefix, messages, rate, seed, start, truth, windows_from, interval, realtime } => {
                 let start_ms = match start {
                     Some(s) => chrono::DateTime::parse_from_rfc3339(&s).context("--start")?.timestamp_millis(),
                     None => chrono::Utc::now().timestamp_millis() - 3_600_000,
                 };
-                let config = ProduceConfig {
-                    brokers,
-                    topic_prefix,
-                    messages,
-                    rate: Some(rate).filter(|r| *r > 0),
-                    workload: WorkloadConfig::new(seed, start_ms),
-                };
+                let mut workload = WorkloadConfig::new(seed, start_ms);
+                workload.interval_seconds = i64::try_from(interval.as_secs()).context("--interval")?;
+                workload.realtime = realtime;
+                if let Some(path) = windows_from {
+                    let time = cluster::config::ClusterConfig::load(&path)
+                        .with_context(|| format!("loading cluster file {}", path.display()))?
+                        .time;
+                    (workload.minute_secs, workload.hour_secs) = (time.minute_secs(), time.hour_secs());
+                }
+                let config =
+                    ProduceConfig { brokers, topic_prefix, messages, rate: Some(rate).filter(|r| *r > 0), workload };
                 let shutdown = cluster::process::shutdown_on_signals();
                 let result = produce(&config, &shutdown).await.context("producing")?;
                 result.save(&truth).context("writing the ground truth")?;

@@ -1,0 +1,27 @@
+//! Errors of the retention job, classified for the daemon's retry decision.
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error("shard {shard}: {source}")]
+    Sql { shard: String, source: Box<mysql_async::Error> },
+    /// The table is not laid out the way this job manages (fatal until fixed).
+    #[error("shard {shard}: {table}: {why}")]
+    Layout { shard: String, table: &'static str, why: String },
+    /// A partition change failed; the table is as it was before the statement.
+    #[error("shard {shard}: {table}: {statement}: {source}")]
+    Alter { shard: String, table: &'static str, statement: String, source: Box<mysql_async::Error> },
+    #[error("{field}: {why}")]
+    Config { field: &'static str, why: String },
+}
+
+impl RetentionError {
+    pub fn sql(shard: impl Into<String>, source: mysql_async::Error) -> Self {
+        Self::Sql { shard: shard.into(), source: Box::new(source) }
+    }
+
+    /// Worth another attempt on the next run (a lock wait, a server away);
+    /// layout and configuration errors need an operator.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Sql { .. } | Self::Alter { .. })
+    }
+}

@@ -1,0 +1,214 @@
+//! Runs the plan on every shard of a cluster.
+//!
+//! Safe next to live consumers and other retention jobs:
+//! - Each shard is worked on under a named lock (`GET_LOCK`) per database, so
+//!   two jobs never interleave their ALTERs; the loser skips the shard.
+//! - The layout is re-read under that lock right before planning, so a
+//!   re-run, or a run after another job, plans nothing twice.
+//! - `ALTER TABLE ... PARTITION` needs an exclusive metadata lock; while it
+//!   waits for a consumer's open transaction, new transactions queue behind
+//!   it. `lock_wait_timeout` bounds that wait (default 5 s, well inside the
+//!   consumer's shard timeout); a timeout leaves the table as it was and is
+//!   retried on the next run.
+//! - Splitting `p_future` moves any rows already in it (events dated beyond
+//!   the partitions ahead) into the new partitions: nothing is lost.
+
+use std::time::Duration;
+
+use cluster::config::ClusterConfig;
+use cluster::partitions::{self, FUTURE, PAST};
+use cluster::pool::ShardPools;
+use cluster::schema::PARTITIONED_TABLES;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Pool};
+use serde::Serialize;
+
+use crate::error::RetentionError;
+use crate::plan::{plan, Part, Policy, TablePlan};
+
+/// What one run does (or, dry, would do) to one table on one shard.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableOutcome {
+    pub shard: String,
+    pub table: &'static str,
+    pub plan: TablePlan,
+    /// `p_past` held rows and was emptied.
+    pub emptied_past: bool,
+    /// Oldest window start every row of the table is kept from (seconds).
+    pub retained_from: i64,
+    pub statements: Vec<String>,
+}
+
+/// One shard's result: its tables, or why it was skipped or failed.
+#[derive(Debug, Serialize)]
+pub struct ShardOutcome {
+    pub shard: String,
+    pub tables: Vec<TableOutcome>,
+    /// Another job held the shard's retention lock.
+    pub busy: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub policy: Policy,
+    pub dry_run: bool,
+    pub lock_wait: Duration,
+}
+
+/// Plans and (unless dry) applies retention on every shard, in parallel.
+/// A failing shard does not stop the others; its error is in its outcome.
+pub async fn run_cluster(
+    config: &ClusterConfig,
+    pools: &ShardPools,
+    options: RunOptions,
+    now: i64,
+) -> Vec<ShardOutcome> {
+    let work = config.shards.iter().zip(pools.shards()).map(|(shard, pool)| {
+        let name = shard.range.to_string();
+        async move {
+            match run_shard(pool, &name, options, now).await {
+                Ok(Some(tables)) => ShardOutcome { shard: name, tables, busy: false, error: None },
+                Ok(None) => ShardOutcome { shard: name, tables: Vec::new(), busy: true, error: None },
+                Err(e) => ShardOutcome { shard: name, tables: Vec::new(), busy: false, error: Some(e.to_string()) },
+            }
+        }
+    });
+    futures::future::join_all(work).await
+}
+
+/// `None` when another job holds the shard.
+async fn run_shard(
+    pool: &Pool,
+    shard: &str,
+    options: RunOptions,
+    now: i64,
+) -> Result<Option<Vec<TableOutcome>>, RetentionError> {
+    let sql = |source| RetentionError::sql(shard, source);
+    let mut conn = pool.get_conn().await.map_err(sql)?;
+    conn.query_drop(format!("SET SESSION lock_wait_timeout = {}", options.lock_wait.as_secs().max(1)))
+        .await
+        .map_err(sql)?;
+    let got: Option<i64> =
+        conn.query_first("SELECT GET_LOCK(CONCAT('dualwrite_retention.', DATABASE()), 0)").await.map_err(sql)?;
+    if got != Some(1) {
+        tracing::info!(shard, "another retention job holds this shard, skipped");
+        return Ok(None);
+    }
+    let result = run_tables(&mut conn, shard, options, now).await;
+    // Released explicitly so a pooled connection never carries the lock.
+    let released: Result<Option<i64>, _> =
+        conn.query_first("SELECT RELEASE_LOCK(CONCAT('dualwrite_retention.', DATABASE()))").await;
+    released.map_err(sql)?;
+    result.map(Some)
+}
+
+async fn run_tables(
+    conn: &mut Conn,
+    shard: &str,
+    options: RunOptions,
+    now: i64,
+) -> Result<Vec<TableOutcome>, RetentionError> {
+    let mut out = Vec::new();
+    for (table, _column) in PARTITIONED_TABLES {
+        let parts = read_layout(conn, shard, table).await?;
+        let plan = plan(&parts, options.policy, now).map_err(|e| RetentionError::Layout {
+            shard: shard.to_owned(),
+            table,
+            why: e.0,
+        })?;
+        let mut statements = statements(table, &plan);
+        let mut emptied_past = false;
+        if plan.empty_past && past_has_rows(conn, shard, table).await? {
+            statements.push(format!("ALTER TABLE {table} TRUNCATE PARTITION {PAST}"));
+            emptied_past = true;
+        }
+        if !options.dry_run {
+            for stmt in &statements {
+                tracing::info!(shard, table, statement = %stmt, "retention statement");
+                conn.query_drop(stmt).await.map_err(|source| RetentionError::Alter {
+                    shard: shard.to_owned(),
+                    table,
+                    statement: stmt.clone(),
+                    source: Box::new(source),
+                })?;
+            }
+        }
+        let retained_from = retained_from(&parts, &plan, options.policy.width);
+        out.push(TableOutcome { shard: shard.to_owned(), table, plan, emptied_past, retained_from, statements });
+    }
+    Ok(out)
+}
+
+fn statements(table: &str, plan: &TablePlan) -> Vec<String> {
+    let mut out = Vec::new();
+    if !plan.create.is_empty() {
+        let mut parts: Vec<String> = plan
+            .create
+            .iter()
+            .map(|(name, upper)| format!("PARTITION {name} VALUES LESS THAN ({})", partitions::literal(*upper)))
+            .collect();
+        parts.push(format!("PARTITION {FUTURE} VALUES LESS THAN (MAXVALUE)"));
+        out.push(format!("ALTER TABLE {table} REORGANIZE PARTITION {FUTURE} INTO ({})", parts.join(", ")));
+    }
+    if !plan.drop.is_empty() {
+        out.push(format!("ALTER TABLE {table} DROP PARTITION {}", plan.drop.join(", ")));
+    }
+    out
+}
+
+/// The oldest window start the table holds in full after the plan: the lower
+/// bound of its oldest remaining real partition, taken as its upper bound
+/// minus one width (the lower bound of a partition after drops below it is
+/// not in the catalog; for the wide catch-up partition this is conservative).
+pub(crate) fn retained_from(parts: &[Part], plan: &TablePlan, width: i64) -> i64 {
+    let past_upper = parts.first().and_then(|p| p.upper).unwrap_or(i64::MIN);
+    parts
+        .iter()
+        .filter(|p| p.name != PAST && !plan.drop.contains(&p.name))
+        .filter_map(|p| p.upper)
+        .chain(plan.create.iter().map(|c| c.1))
+        .min()
+        .map_or(past_upper, |upper| (upper - width).max(past_upper))
+}
+
+pub(crate) async fn read_layout(
+    conn: &mut Conn,
+    shard: &str,
+    table: &'static str,
+) -> Result<Vec<Part>, RetentionError> {
+    let rows: Vec<(Option<String>, Option<String>, Option<String>)> = conn
+        .exec(
+            "SELECT PARTITION_NAME, PARTITION_METHOD, PARTITION_DESCRIPTION FROM information_schema.PARTITIONS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY PARTITION_ORDINAL_POSITION",
+            (table,),
+        )
+        .await
+        .map_err(|source| RetentionError::sql(shard, source))?;
+    let layout = |why: String| RetentionError::Layout { shard: shard.to_owned(), table, why };
+    if rows.is_empty() {
+        return Err(layout("table does not exist (run `dualwrite-cluster schema` first)".into()));
+    }
+    let mut parts = Vec::with_capacity(rows.len());
+    for (name, method, description) in rows {
+        let Some(name) = name else { return Err(layout("table is not partitioned".into())) };
+        if method.as_deref() != Some("RANGE COLUMNS") {
+            return Err(layout(format!(
+                "partitioned by {} instead of RANGE COLUMNS on its time column; recreate it with \
+                 `dualwrite-cluster schema` (this layout predates configurable partitions)",
+                method.unwrap_or_default()
+            )));
+        }
+        let upper = partitions::parse_bound(description.as_deref().unwrap_or_default()).map_err(layout)?;
+        parts.push(Part { name, upper });
+    }
+    Ok(parts)
+}
+
+async fn past_has_rows(conn: &mut Conn, shard: &str, table: &str) -> Result<bool, RetentionError> {
+    let row: Option<u8> = conn
+        .query_first(format!("SELECT 1 FROM {table} PARTITION ({PAST}) LIMIT 1"))
+        .await
+        .map_err(|source| RetentionError::sql(shard, source))?;
+    Ok(row.is_some())
+}
