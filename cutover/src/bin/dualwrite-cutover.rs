@@ -84,8 +84,9 @@ enum Command {
     },
 }
 
+/// The two clusters of the move.
 #[derive(Args)]
-struct Common {
+struct Clusters {
     /// Cluster file of the old cluster (group A).
     #[arg(long, env = "DUALWRITE_OLD_CLUSTER")]
     old: PathBuf,
@@ -95,6 +96,21 @@ struct Common {
     /// Use this control database instead of the new cluster file's.
     #[arg(long, env = "DUALWRITE_CONTROL_DATABASE")]
     control_database: Option<String>,
+}
+
+impl Clusters {
+    fn load(&self) -> anyhow::Result<(ClusterConfig, ClusterConfig)> {
+        let old = load(&self.old, None)?;
+        let new = load(&self.new, self.control_database.as_deref())?;
+        anyhow::ensure!(old.name != new.name, "--old and --new name the same cluster {:?}", old.name);
+        Ok((old, new))
+    }
+}
+
+#[derive(Args)]
+struct Common {
+    #[command(flatten)]
+    clusters: Clusters,
     /// Who is making the change (audited); default $USER.
     #[arg(long, env = "DUALWRITE_OPERATOR")]
     operator: Option<String>,
@@ -140,13 +156,8 @@ struct GateArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    #[arg(long, env = "DUALWRITE_OLD_CLUSTER")]
-    old: PathBuf,
-    #[arg(long, env = "DUALWRITE_NEW_CLUSTER")]
-    new: PathBuf,
-    /// Use this control database instead of the new cluster file's.
-    #[arg(long, env = "DUALWRITE_CONTROL_DATABASE")]
-    control_database: Option<String>,
+    #[command(flatten)]
+    clusters: Clusters,
     /// HTTP address of the query API.
     #[arg(long, env = "DUALWRITE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -193,9 +204,7 @@ struct Loaded {
 }
 
 async fn setup(common: &Common) -> anyhow::Result<Loaded> {
-    let old = load(&common.old, None)?;
-    let new = load(&common.new, common.control_database.as_deref())?;
-    anyhow::ensure!(old.name != new.name, "--old and --new name the same cluster {:?}", old.name);
+    let (old, new) = common.clusters.load()?;
     let control = cutover::serve::control_pool(&new)?;
     cutover::state::ensure_schema(&control).await.context("creating the routing tables")?;
     let operator =
@@ -404,8 +413,7 @@ fn report_switch(outcome: SwitchOutcome) {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let old = load(&args.old, None)?;
-    let new = load(&args.new, args.control_database.as_deref())?;
+    let (old, new) = args.clusters.load()?;
     cluster::process::install_metrics(args.metrics_addr)?;
     let router_id = args.router_id.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
