@@ -293,7 +293,7 @@ pub async fn complete(config: &OpsConfig, reason: &str, dry_run: bool) -> Result
             changed_by: config.operator.clone(),
             reason: reason.to_owned(),
             forced: false,
-            detail: "{}".to_owned(),
+            detail: serde_json::json!({ "retired": old }).to_string(),
         };
         let retire = old.clone();
         state::transition(&config.control, &TableGroup::ALL, &audit, |row| {

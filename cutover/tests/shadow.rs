@@ -76,6 +76,34 @@ async fn an_injected_difference_on_the_new_cluster_is_caught_by_shadow_reads_bef
         }
         reads += 1;
     }
+    // Across databases: every shard of each cluster (4 and 8), merged; the shadow read compares the two merges.
+    let needle = "orders";
+    let search = get(&client, &format!("{base}/v1/patterns/search?q={needle}&limit=1000")).await;
+    let hits = search["data"].as_array().expect("hits");
+    let mut expected = 0;
+    for i in 0..old.config.shards.len() {
+        let pools = cluster::pool::ShardPools::new(&old.config);
+        let mut conn = pools.shard(i).get_conn().await.expect("conn");
+        let n: Option<u64> = mysql_async::prelude::Queryable::query_first(
+            &mut conn,
+            format!("SELECT COUNT(*) FROM query_patterns WHERE LOCATE('{needle}', LOWER(normalized_sql)) > 0"),
+        )
+        .await
+        .expect("count");
+        expected += n.unwrap_or(0);
+        drop(conn);
+        pools.disconnect().await;
+    }
+    assert!(expected > 0 && expected < 1000, "{expected}");
+    assert_eq!(hits.len() as u64, expected, "every shard's matches, merged");
+    let keys: Vec<(u64, String)> = hits
+        .iter()
+        .map(|h| (h["database_id"].as_u64().expect("id"), h["fingerprint"].as_str().expect("fp").to_owned()))
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "merged in (database_id, fingerprint) order");
+    assert!(keys.iter().any(|k| k.0 != keys[0].0), "more than one database");
+    reads += 1;
+
     let series = get(
         &client,
         &format!(
