@@ -130,27 +130,27 @@ pub async fn ensure_schema(pool: &Pool) -> Result<(), StateError> {
 }
 
 /// Creates a group's row on first use: reads start on `old_cluster`.
+/// Safe when several routers start at once: `INSERT IGNORE` keeps the first
+/// row, and only the insert that created it writes the `init` audit row.
 pub async fn ensure_initial(pool: &Pool, old_cluster: &str, changed_by: &str) -> Result<(), StateError> {
-    let mut tx = pool.start_transaction(TxOpts::default()).await?;
-    let existing: Vec<String> = tx.query("SELECT table_group FROM dw_read_routing FOR UPDATE").await?;
+    let mut conn = pool.get_conn().await?;
     for group in TableGroup::ALL {
-        if existing.iter().any(|g| g == group.as_str()) {
-            continue;
-        }
-        tx.exec_drop(
-            "INSERT INTO dw_read_routing (table_group, active_cluster, version, changed_by, changed_at, reason) \
+        conn.exec_drop(
+            "INSERT IGNORE INTO dw_read_routing (table_group, active_cluster, version, changed_by, changed_at, reason) \
              VALUES (?, ?, 1, ?, NOW(6), 'initial state: reads on the old cluster')",
             (group.as_str(), old_cluster, changed_by),
         )
         .await?;
-        tx.exec_drop(
+        if conn.affected_rows() == 0 {
+            continue;
+        }
+        conn.exec_drop(
             "INSERT INTO dw_read_routing_audit (at, table_group, action, from_cluster, to_cluster, version, changed_by, \
              reason, forced, detail) VALUES (NOW(6), ?, 'init', '', ?, 1, ?, 'initial state', 0, '{}')",
             (group.as_str(), old_cluster, changed_by),
         )
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

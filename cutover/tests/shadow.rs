@@ -7,9 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fleet::wait_caught_up;
 use common::{
-    control, cutover_command, drop_databases, fresh_cluster, hot_database, on_shard_of, router_config, wait_caught_up,
-    Api, Broker, Group,
+    control, cutover_command, drop_databases, fresh_cluster, hot_database, on_shard_of, router_config, Api, Broker,
+    Group,
 };
 use serde_json::Value;
 
@@ -25,7 +26,7 @@ async fn an_injected_difference_on_the_new_cluster_is_caught_by_shadow_reads_bef
     let new = fresh_cluster("new", "shadow").await;
     let broker = Broker::new("shadow");
     let now_ms = chrono::Utc::now().timestamp_millis();
-    broker.produce_from(15_000, 11, now_ms - 3 * 3_600_000).await;
+    broker.produce_from(15_000, 11, None, now_ms - 3 * 3_600_000).await;
     let group_a = Group::start(&old, &broker, "shadow-a");
     let group_b = Group::start(&new, &broker, "shadow-b");
     wait_caught_up(&old.config, &broker, Duration::from_secs(120)).await;

@@ -89,8 +89,13 @@ async fn switch_and_rollback_under_load_finish_in_under_a_second_and_fail_no_rea
     let new = fresh_cluster("new", "switch").await;
     let broker = Broker::new("switch");
     let stop_producing = CancellationToken::new();
-    let produce_config =
-        broker.produce_config(200_000, 5, Some(1500), chrono::Utc::now().timestamp_millis() - 2 * 3_600_000);
+    let produce_config = loadtest::produce::ProduceConfig {
+        brokers: broker.bootstrap.clone(),
+        topic_prefix: broker.prefix.clone(),
+        messages: 200_000,
+        rate: Some(1500),
+        workload: loadtest::workload::WorkloadConfig::new(5, chrono::Utc::now().timestamp_millis() - 2 * 3_600_000),
+    };
     let producer = {
         let stop = stop_producing.clone();
         tokio::spawn(async move { loadtest::produce::produce(&produce_config, &stop).await })

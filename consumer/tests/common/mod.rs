@@ -288,21 +288,25 @@ impl ConsumerProcess {
 
     pub fn spawn_with(cluster: &TestCluster, broker: &Broker, group: &str, batch: usize, extra: &[&str]) -> Self {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dualwrite-consumer"))
-            .args(["run", "--group", group, "--cluster"])
-            .arg(&cluster.file)
-            .args(["--brokers", &broker.bootstrap, "--topic-prefix", &broker.prefix])
-            .args(["--batch-max-messages", &batch.to_string(), "--batch-max-wait", "100ms"])
-            .args(["--metrics-addr", "127.0.0.1:0", "--kafka", "session.timeout.ms=6000"])
-            .args(extra)
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn dualwrite-consumer");
+        let mut child = tokio::process::Command::new(
+            // option_env!: other crates' tests reuse this harness without the binary.
+            option_env!("CARGO_BIN_EXE_dualwrite-consumer")
+                .expect("dualwrite-consumer is built for the consumer's tests"),
+        )
+        .args(["run", "--group", group, "--cluster"])
+        .arg(&cluster.file)
+        .args(["--brokers", &broker.bootstrap, "--topic-prefix", &broker.prefix])
+        .args(["--batch-max-messages", &batch.to_string(), "--batch-max-wait", "100ms"])
+        .args(["--metrics-addr", "127.0.0.1:0", "--kafka", "session.timeout.ms=6000"])
+        .args(extra)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn dualwrite-consumer");
         let stderr = child.stderr.take().expect("stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = log.clone();
