@@ -1,5 +1,5 @@
 //! Gates against real servers: the SQL-backed verify collector over
-//! fixtures of the verify crate's tables, and `switch-reads` refusing with
+//! fixtures in the verify crate's own tables (its DDL), and `switch-reads` refusing with
 //! the gate's name and what would clear it.
 
 mod common;
@@ -9,20 +9,6 @@ use cutover::gates::{evaluate, Gate, GateInputs, RetentionInput, ShadowInput, Th
 use cutover::state::ShadowTotals;
 use cutover::TableGroup;
 use mysql_async::prelude::Queryable;
-
-/// The verify crate's tables, exactly as its results are stored (fixture only).
-const VERIFY_DDL: [&str; 2] = [
-    "CREATE TABLE IF NOT EXISTS dw_verify_runs (run_id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, kind VARCHAR(16) NOT NULL, \
-     target VARCHAR(64) NOT NULL, old_cluster VARCHAR(64) NOT NULL, new_cluster VARCHAR(64) NOT NULL, \
-     started_at DATETIME(3) NOT NULL, finished_at DATETIME(3) NULL, outcome VARCHAR(16) NOT NULL, \
-     windows_equal INT UNSIGNED NULL, windows_different INT UNSIGNED NULL, windows_not_settled INT UNSIGNED NULL, \
-     windows_not_covered INT UNSIGNED NULL, rows_compared BIGINT UNSIGNED NULL, differences BIGINT UNSIGNED NULL, \
-     error TEXT NULL)",
-    "CREATE TABLE IF NOT EXISTS dw_verify_windows (tbl VARCHAR(64) NOT NULL, window_start DATETIME NOT NULL, \
-     window_end DATETIME NOT NULL, state VARCHAR(16) NOT NULL, old_rows BIGINT UNSIGNED NOT NULL, \
-     new_rows BIGINT UNSIGNED NOT NULL, run_id BIGINT UNSIGNED NOT NULL, checked_at DATETIME(3) NOT NULL, \
-     PRIMARY KEY (tbl, window_start))",
-];
 
 async fn insert_run(conn: &mut mysql_async::Conn, kind: &str, target: &str, outcome: &str, finished_ago_s: i64) -> u64 {
     conn.exec_drop(
@@ -82,9 +68,7 @@ async fn verify_collector_reads_the_verify_tables_and_the_gate_follows_them() {
     assert!(!gate.passed && gate.detail.contains("no finished equivalence run"), "{gate}");
 
     let mut conn = pool.get_conn().await.expect("conn");
-    for ddl in VERIFY_DDL {
-        conn.query_drop(ddl).await.expect("fixture ddl");
-    }
+    verify::history::ensure_tables(&pool).await.expect("the verify crate's tables");
     let run = insert_run(&mut conn, "windows", "windows", "equal", 600).await;
     // A newer run still running does not count; an older different one is superseded.
     insert_run(&mut conn, "windows", "windows", "different", 7200).await;
@@ -96,7 +80,7 @@ async fn verify_collector_reads_the_verify_tables_and_the_gate_follows_them() {
     .await
     .expect("running run");
     conn.exec_drop(
-        "INSERT INTO dw_verify_windows VALUES ('query_stats_hour', '2026-11-20 10:00:00', '2026-11-20 11:00:00', \
+        "INSERT INTO dw_verify_windows (tbl, window_start, window_end, state, old_rows, new_rows, run_id, checked_at) VALUES ('query_stats_hour', '2026-11-20 10:00:00', '2026-11-20 11:00:00', \
          'different', 40, 39, ?, NOW(3)), ('query_stats_minute', '2026-11-20 10:00:00', '2026-11-20 10:01:00', 'equal', 3, 3, ?, NOW(3))",
         (run, run),
     )
@@ -149,12 +133,10 @@ async fn switch_reads_refuses_naming_each_failing_gate_and_changes_nothing() {
     let pool = control(&new);
     {
         let mut conn = pool.get_conn().await.expect("conn");
-        for ddl in VERIFY_DDL {
-            conn.query_drop(ddl).await.expect("fixture ddl");
-        }
+        verify::history::ensure_tables(&pool).await.expect("the verify crate's tables");
         let run = insert_run(&mut conn, "windows", "windows", "equal", 60).await;
         conn.exec_drop(
-            "INSERT INTO dw_verify_windows VALUES ('slow_queries', '2026-11-20 10:00:00', '2026-11-20 11:00:00', \
+            "INSERT INTO dw_verify_windows (tbl, window_start, window_end, state, old_rows, new_rows, run_id, checked_at) VALUES ('slow_queries', '2026-11-20 10:00:00', '2026-11-20 11:00:00', \
              'different', 4, 3, ?, NOW(3))",
             (run,),
         )

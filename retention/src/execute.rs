@@ -167,7 +167,7 @@ pub(crate) fn retained_from(parts: &[Part], plan: &TablePlan, width: i64) -> i64
         .iter()
         .filter(|p| p.name != PAST && !plan.drop.contains(&p.name))
         .filter_map(|p| p.upper)
-        .chain(plan.create.iter().map(|c| c.1))
+        .chain(plan.create.iter().filter(|c| !plan.drop.contains(&c.0)).map(|c| c.1))
         .min()
         .map_or(past_upper, |upper| (upper - width).max(past_upper))
 }
@@ -194,8 +194,9 @@ pub(crate) async fn read_layout(
         let Some(name) = name else { return Err(layout("table is not partitioned".into())) };
         if method.as_deref() != Some("RANGE COLUMNS") {
             return Err(layout(format!(
-                "partitioned by {} instead of RANGE COLUMNS on its time column; recreate it with \
-                 `dualwrite-cluster schema` (this layout predates configurable partitions)",
+                "partitioned by {} instead of RANGE COLUMNS on its time column (a layout from before \
+                 configurable partitions): drop the table, or point the cluster at a new database, and run \
+                 `dualwrite-cluster schema`",
                 method.unwrap_or_default()
             )));
         }

@@ -62,16 +62,22 @@ pub fn plan(parts: &[Part], policy: Policy, now: i64) -> Result<TablePlan, Layou
     let last_upper = reals.last().map_or(past_upper, |p| p.1);
     let target_upper = partitions::floor(now.saturating_add(policy.ahead), width) + width;
     // A table nobody maintained for a while would need a partition per missed
-    // period; the first new partition starts at the last bound and reaches
-    // past the cutoff instead, so it is never created only to be dropped.
-    let mut upper = partitions::floor(last_upper.max(cutoff), width) + width;
+    // period: everything below the cutoff gets one partition instead, dropped
+    // in this same run (rows dated there, sitting in p_future, go with it).
     let mut lower = last_upper;
+    let aligned_cutoff = partitions::floor(cutoff, width);
+    if aligned_cutoff > lower && aligned_cutoff < target_upper {
+        out.create.push((partitions::name(lower, width), aligned_cutoff));
+        lower = aligned_cutoff;
+    }
+    let mut upper = partitions::floor(lower, width) + width;
     while upper <= target_upper {
         out.create.push((partitions::name(lower, width), upper));
         lower = upper;
         upper += width;
     }
-    out.drop = reals.into_iter().filter(|(_, upper)| *upper <= cutoff).map(|(name, _)| name).collect();
+    out.drop =
+        reals.iter().chain(&out.create).filter(|(_, upper)| *upper <= cutoff).map(|(name, _)| name.clone()).collect();
     out.empty_past = past_upper <= cutoff;
     Ok(out)
 }
@@ -149,7 +155,9 @@ mod tests {
             let after = apply(&parts, &p);
             let cutoff = now - POLICY.keep;
             for d in &p.drop {
-                let upper = parts.iter().find(|x| &x.name == d).and_then(|x| x.upper).expect("dropped exists");
+                let existing = parts.iter().find(|x| &x.name == d).and_then(|x| x.upper);
+                let created = p.create.iter().find(|c| &c.0 == d).map(|c| c.1);
+                let upper = existing.or(created).expect("dropped partition exists");
                 assert!(upper <= cutoff, "dropped {d} ending {upper} with cutoff {cutoff}");
             }
             // Every retained second still falls into a real partition or p_future.
@@ -174,9 +182,9 @@ mod tests {
         let parts = layout(1_000_000, &[1_000_010]);
         let p = plan(&parts, POLICY, now).expect("plan");
         assert!(p.create.len() <= 9, "{p:?}");
-        // [1_000_010, 1_999_970): everything the table missed, dropped by a later run.
-        assert_eq!(p.create.first().cloned(), Some((partitions::name(1_000_010, W), 1_999_970)));
-        assert_eq!(p.drop, vec![partitions::name(1_000_000, W)]);
+        // [1_000_010, 1_999_960): everything the table missed, dropped at once.
+        assert_eq!(p.create.first().cloned(), Some((partitions::name(1_000_010, W), 1_999_960)));
+        assert_eq!(p.drop, vec![partitions::name(1_000_000, W), partitions::name(1_000_010, W)]);
         let after = apply(&parts, &p);
         let uppers: Vec<i64> = after.iter().filter_map(|x| x.upper).collect();
         assert!(uppers.windows(2).all(|w| w[0] < w[1]), "{uppers:?}");

@@ -119,14 +119,26 @@ pub fn evaluate(inputs: Inputs<'_>, now: i64) -> Readiness {
     // Every partition either cluster has seen must be covered by the new one.
     let all: BTreeSet<(&str, i32)> =
         inputs.old_progress.iter().chain(inputs.new_progress).map(|p| (p.topic.as_str(), p.partition)).collect();
-    let mut uncovered = Vec::new();
+    let mut missing = Vec::new();
     let mut covered_from_ms = i64::MIN;
-    for (topic, partition) in &all {
-        match inputs.new_progress.iter().find(|p| p.topic == *topic && p.partition == *partition) {
+    for key in &all {
+        match inputs.new_progress.iter().find(|p| (p.topic.as_str(), p.partition) == *key) {
             Some(p) if p.covered_from_ms != i64::MAX => covered_from_ms = covered_from_ms.max(p.covered_from_ms),
-            _ => uncovered.push(format!("{topic}/{partition}")),
+            _ => missing.push(*key),
         }
     }
+    // A partition the new group has not written yet (a group started at the
+    // end of the log records nothing until a message arrives) is still
+    // covered if the old cluster, fully caught up on it, saw no message at or
+    // after the coverage start: there was nothing for the new one to hold.
+    let uncovered: Vec<String> = missing
+        .into_iter()
+        .filter(|key| {
+            let witness = inputs.old_progress.iter().find(|p| (p.topic.as_str(), p.partition) == *key);
+            !witness.is_some_and(|o| o.reached_end && covered_from_ms != i64::MIN && o.max_message_ms < covered_from_ms)
+        })
+        .map(|(topic, partition)| format!("{topic}/{partition}"))
+        .collect();
     let hour = new_t.hour_secs();
     let covered_from = (uncovered.is_empty() && !all.is_empty()).then(|| ceil_ms_to_window(covered_from_ms, hour));
     let ready_at = covered_from.map(|c| ceil(c, old_width) + old_retention);
@@ -276,6 +288,32 @@ mod tests {
         let after = at(1_000_050);
         assert!(after.ready, "{}", after.explanation);
         assert_eq!(after.required_from.timestamp(), 1_000_010);
+    }
+
+    #[test]
+    fn a_partition_idle_since_the_new_group_started_counts_as_covered_only_with_a_caught_up_witness() {
+        let (old, new) = (cluster("old", "40s"), cluster("new", "40s"));
+        let idle = |reached_end, max_message_ms| PartitionProgress { reached_end, max_message_ms, ..fence(1, 0) };
+        let new_progress = [fence(0, 1_000_003_500)];
+        let at = |old_progress: &[PartitionProgress]| {
+            evaluate(
+                Inputs {
+                    old: &old,
+                    new: &new,
+                    old_progress,
+                    new_progress: &new_progress,
+                    old_oldest: None,
+                    new_oldest: None,
+                },
+                1_000_100,
+            )
+        };
+        assert!(at(&[fence(0, 0), idle(true, 1_000_002_000)]).ready);
+        // The old cluster saw a message after the new group's coverage start...
+        assert!(!at(&[fence(0, 0), idle(true, 1_000_004_000)]).ready);
+        // ...or is not caught up, so there may be one.
+        let lagging = at(&[fence(0, 0), idle(false, 1_000_002_000)]);
+        assert_eq!(lagging.uncovered_partitions, vec!["query-stats/1".to_string()]);
     }
 
     #[test]

@@ -274,6 +274,18 @@ pub async fn dead_letters(cluster: &ClusterConfig) -> Vec<(String, i32, i64, Str
 }
 
 /// A `dualwrite-consumer run` child process, with its log lines collected.
+/// The consumer binary: Cargo's path inside the consumer crate's tests; next
+/// to the test executable for other crates' tests sharing this harness.
+fn consumer_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_dualwrite-consumer") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("dualwrite-consumer");
+    assert!(path.exists(), "{} missing: build it first (cargo build --release -p consumer)", path.display());
+    path
+}
+
 pub struct ConsumerProcess {
     child: tokio::process::Child,
     /// Every log line the process wrote so far.
@@ -288,25 +300,21 @@ impl ConsumerProcess {
 
     pub fn spawn_with(cluster: &TestCluster, broker: &Broker, group: &str, batch: usize, extra: &[&str]) -> Self {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(
-            // option_env!: other crates' tests reuse this harness without the binary.
-            option_env!("CARGO_BIN_EXE_dualwrite-consumer")
-                .expect("dualwrite-consumer is built for the consumer's tests"),
-        )
-        .args(["run", "--group", group, "--cluster"])
-        .arg(&cluster.file)
-        .args(["--brokers", &broker.bootstrap, "--topic-prefix", &broker.prefix])
-        .args(["--batch-max-messages", &batch.to_string(), "--batch-max-wait", "100ms"])
-        .args(["--metrics-addr", "127.0.0.1:0", "--kafka", "session.timeout.ms=6000"])
-        .args(extra)
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn dualwrite-consumer");
+        let mut child = tokio::process::Command::new(consumer_binary())
+            .args(["run", "--group", group, "--cluster"])
+            .arg(&cluster.file)
+            .args(["--brokers", &broker.bootstrap, "--topic-prefix", &broker.prefix])
+            .args(["--batch-max-messages", &batch.to_string(), "--batch-max-wait", "100ms"])
+            .args(["--metrics-addr", "127.0.0.1:0", "--kafka", "session.timeout.ms=6000"])
+            .args(extra)
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn dualwrite-consumer");
         let stderr = child.stderr.take().expect("stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = log.clone();

@@ -60,7 +60,7 @@ struct RunArgs {
     lock_wait: Duration,
     #[arg(long)]
     json: bool,
-    #[arg(long, env = "DUALWRITE_METRICS_ADDR", default_value = "127.0.0.1:9465")]
+    #[arg(long, env = "DUALWRITE_METRICS_ADDR", default_value = "127.0.0.1:9466")]
     metrics_addr: SocketAddr,
 }
 

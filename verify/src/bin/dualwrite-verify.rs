@@ -1,0 +1,276 @@
+//! `dualwrite-verify`: prove the old and new clusters hold the same data.
+//!
+//! Exit codes: 0 equal, 1 different, 2 could not run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use cluster::config::ClusterConfig;
+use tokio_util::sync::CancellationToken;
+use verify::digest::Side;
+use verify::table::TableConfig;
+use verify::windows::{Range, WindowsConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "dualwrite-verify",
+    version,
+    about = "Compare the old and new clusters window by window and table by table"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Prometheus endpoint serving the last run's gauges while the process runs.
+    #[arg(long, global = true, env = "DUALWRITE_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compare every settled window of query_stats_minute, query_stats_hour and slow_queries.
+    Windows {
+        #[command(flatten)]
+        clusters: Clusters,
+        #[command(flatten)]
+        range: RangeArgs,
+        /// Re-digest windows an earlier run already proved equal.
+        #[arg(long)]
+        recheck_all: bool,
+        /// Also write the report (JSON, Markdown, HTML, textfile metrics) here.
+        #[arg(long, env = "DUALWRITE_VERIFY_OUT")]
+        out: Option<PathBuf>,
+    },
+    /// Full diff of an unbounded table (query_patterns), resumable.
+    Table {
+        /// The table: query_patterns.
+        table: String,
+        #[command(flatten)]
+        clusters: Clusters,
+        /// Rows read per shard per query (and per checkpoint).
+        #[arg(long, default_value_t = 5000)]
+        page_rows: usize,
+        /// Start from the first key even if an earlier run was interrupted.
+        #[arg(long)]
+        restart: bool,
+        #[arg(long, env = "DUALWRITE_VERIFY_OUT")]
+        out: Option<PathBuf>,
+    },
+    /// Write the report from the history in the new cluster's control database.
+    Report {
+        /// The new cluster's file (its [control] database holds the history).
+        #[arg(long, env = "DUALWRITE_NEW_CLUSTER")]
+        new: PathBuf,
+        #[command(flatten)]
+        range: RangeArgs,
+        #[arg(long, env = "DUALWRITE_VERIFY_OUT", default_value = "verify-report")]
+        out: PathBuf,
+    },
+    /// Comparator rows/s against CHECKSUM TABLE on the same shards; one JSON line.
+    Bench {
+        #[command(flatten)]
+        clusters: Clusters,
+        #[command(flatten)]
+        range: RangeArgs,
+        /// First fill a throwaway database (this name, on every shard of both
+        /// clusters) with this many synthetic rows per cluster; dropped afterwards.
+        #[arg(long, requires = "database")]
+        generate: Option<u64>,
+        /// Database to generate into (and bench on).
+        #[arg(long)]
+        database: Option<String>,
+        /// Keep the generated database.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Args)]
+struct Clusters {
+    /// The old cluster's file.
+    #[arg(long, env = "DUALWRITE_OLD_CLUSTER")]
+    old: PathBuf,
+    /// The new cluster's file; results go to its [control] database.
+    #[arg(long, env = "DUALWRITE_NEW_CLUSTER")]
+    new: PathBuf,
+}
+
+#[derive(Args)]
+struct RangeArgs {
+    /// Windows starting in the last this long.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, conflicts_with_all = ["from", "to"])]
+    since: Duration,
+    /// Windows starting at or after this time (RFC 3339, UTC).
+    #[arg(long, requires = "to", value_parser = parse_time)]
+    from: Option<i64>,
+    /// ...and before this time.
+    #[arg(long, requires = "from", value_parser = parse_time)]
+    to: Option<i64>,
+}
+
+impl RangeArgs {
+    fn range(&self) -> Range {
+        match (self.from, self.to) {
+            (Some(from), Some(to)) => Range::Between(from, to),
+            _ => Range::Since(self.since),
+        }
+    }
+
+    fn bounds(&self) -> (i64, i64) {
+        let now = chrono::Utc::now().timestamp();
+        match self.range() {
+            Range::Between(from, to) => (from, to),
+            Range::Since(d) => (now - i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2), now),
+        }
+    }
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    let t = humantime::parse_rfc3339_weak(text).map_err(|e| format!("{e} (expected e.g. 2026-11-21T12:00:00Z)"))?;
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+    i64::try_from(secs).map_err(|e| e.to_string())
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<ClusterConfig> {
+    ClusterConfig::load(path).with_context(|| format!("loading cluster file {}", path.display()))
+}
+
+fn main() -> ExitCode {
+    cluster::process::init_tracing();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dualwrite-verify: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "could not run");
+            eprintln!("dualwrite-verify: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn exit_for(outcome: &str) -> ExitCode {
+    match outcome {
+        "equal" => ExitCode::SUCCESS,
+        "different" => ExitCode::from(1),
+        _ => ExitCode::from(2),
+    }
+}
+
+async fn write_report(new: &ClusterConfig, from: i64, to: i64, out: &std::path::Path) -> anyhow::Result<()> {
+    let side = Side::new(new.clone());
+    let control = side.pools.control().context("the new cluster file has no [control] dsn")?;
+    let report = verify::report::build(control, &new.time, from, to).await;
+    side.pools.disconnect().await;
+    let files = verify::report::write(&report?, out)?;
+    for f in files {
+        tracing::info!(file = %f.display(), "report written");
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(addr) = cli.metrics_addr {
+        cluster::process::install_metrics(addr)?;
+    }
+    let shutdown: CancellationToken = cluster::process::shutdown_on_signals();
+    match cli.command {
+        Command::Windows { clusters, range, recheck_all, out } => {
+            let config = WindowsConfig {
+                old: load(&clusters.old)?,
+                new: load(&clusters.new)?,
+                range: range.range(),
+                recheck_all,
+            };
+            let outcome = verify::windows::run_windows(&config, &shutdown).await?;
+            if let Some(out) = out {
+                let (from, to) = range.bounds();
+                write_report(&config.new, from, to, &out).await?;
+            }
+            println!("{}", serde_json::to_string(&outcome.run)?);
+            Ok(exit_for(&outcome.run.outcome))
+        }
+        Command::Table { table, clusters, page_rows, restart, out } => {
+            let spec = verify::spec::UNBOUNDED
+                .iter()
+                .find(|t| t.name == table)
+                .copied()
+                .with_context(|| format!("unknown unbounded table {table:?} (expected query_patterns)"))?;
+            let config = TableConfig {
+                old: load(&clusters.old)?,
+                new: load(&clusters.new)?,
+                table: spec,
+                page_rows,
+                restart,
+                stop_after_rows: None,
+            };
+            let outcome = verify::table::run_table(&config, &shutdown).await?;
+            if let Some(out) = out {
+                let now = chrono::Utc::now().timestamp();
+                write_report(&config.new, now - 86_400, now, &out).await?;
+            }
+            println!("{}", serde_json::to_string(&outcome.run)?);
+            if !outcome.complete {
+                return Ok(ExitCode::from(2));
+            }
+            Ok(exit_for(&outcome.run.outcome))
+        }
+        Command::Report { new, range, out } => {
+            let (from, to) = range.bounds();
+            write_report(&load(&new)?, from, to, &out).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { clusters, range, generate, database, keep } => {
+            let (mut old, mut new) = (load(&clusters.old)?, load(&clusters.new)?);
+            if let Some(db) = &database {
+                old = old.with_database(db)?;
+                new = new.with_database(db)?;
+                // The bench never writes history: keep it off the control database.
+                old.control = None;
+                new.control = None;
+            }
+            let (mut from, to) = range.bounds();
+            if let Some(rows) = generate {
+                let now = chrono::Utc::now().timestamp();
+                cluster::schema::apply(&old, now).await?;
+                cluster::schema::apply(&new, now).await?;
+                from = (to - 6 * 3600) / 3600 * 3600;
+                let (o, n) = (Side::new(old.clone()), Side::new(new.clone()));
+                tracing::info!(rows, "generating rows on both clusters");
+                verify::bench::generate(&[&o, &n], rows, from).await?;
+                o.pools.disconnect().await;
+                n.pools.disconnect().await;
+            }
+            let (o, n) = (Side::new(old.clone()), Side::new(new.clone()));
+            let result = verify::bench::bench(&o, &n, from, to).await;
+            o.pools.disconnect().await;
+            n.pools.disconnect().await;
+            if generate.is_some() && !keep {
+                drop_database(&old).await?;
+                drop_database(&new).await?;
+            }
+            println!("{}", serde_json::to_string(&result?)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn drop_database(config: &ClusterConfig) -> anyhow::Result<()> {
+    use mysql_async::prelude::Queryable;
+    let pools = cluster::pool::ShardPools::new(config);
+    for (i, shard) in config.shards.iter().enumerate() {
+        let mut conn = pools.shard(i).get_conn().await?;
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", shard.endpoint.database)).await?;
+    }
+    pools.disconnect().await;
+    Ok(())
+}

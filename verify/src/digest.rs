@@ -1,0 +1,128 @@
+//! Pushed-down digests: one grouped query per shard (all shards at once),
+//! combined across shards. See [`crate::spec`] for the digest itself.
+
+use std::collections::BTreeMap;
+
+use cluster::config::ClusterConfig;
+use cluster::pool::ShardPools;
+use mysql_async::prelude::Queryable;
+use serde::Serialize;
+
+use crate::error::VerifyError;
+use crate::spec::{misplaced_sql, TableSpec, LANES_SQL};
+
+/// Row count and multiset digest of a set of rows, plus how many of them sit
+/// on a shard whose key range does not hold their keyspace id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Digest {
+    pub rows: u64,
+    /// Sum modulo 2^64 of the rows' first hash lane.
+    pub lane_a: u64,
+    /// Sum modulo 2^64 of the rows' second hash lane.
+    pub lane_b: u64,
+    /// Rows outside their shard's key range (not part of the content).
+    pub misplaced: u64,
+}
+
+impl Digest {
+    /// Folds in another shard's digest of the same group.
+    pub fn add(&mut self, other: &Digest) {
+        self.rows += other.rows;
+        self.lane_a = self.lane_a.wrapping_add(other.lane_a);
+        self.lane_b = self.lane_b.wrapping_add(other.lane_b);
+        self.misplaced += other.misplaced;
+    }
+
+    /// Same rows (as a multiset), wherever they sit.
+    pub fn same_content(&self, other: &Digest) -> bool {
+        (self.rows, self.lane_a, self.lane_b) == (other.rows, other.lane_a, other.lane_b)
+    }
+
+    /// The lanes as 32 hex digits, for the history table.
+    pub fn hex(&self) -> String {
+        format!("{:016x}{:016x}", self.lane_a, self.lane_b)
+    }
+}
+
+/// A cluster's pools with its config: one side of a comparison.
+pub struct Side {
+    pub config: ClusterConfig,
+    pub pools: ShardPools,
+}
+
+impl Side {
+    pub fn new(config: ClusterConfig) -> Self {
+        let pools = ShardPools::new(&config);
+        Self { config, pools }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub(crate) fn shard_error(&self, shard: usize, source: mysql_async::Error) -> VerifyError {
+        let name = self.config.shards.get(shard).map(|s| s.range.to_string()).unwrap_or_default();
+        VerifyError::Shard { cluster: self.config.name.clone(), shard: name, source }
+    }
+}
+
+/// `SELECT group, COUNT(*), SUM(lane a), SUM(lane b), SUM(misplaced) ... GROUP BY group`
+/// on every shard of `side` at once, combined by group.
+pub async fn grouped(
+    side: &Side,
+    table: &TableSpec,
+    group_sql: &str,
+    where_sql: &str,
+) -> Result<BTreeMap<i64, Digest>, VerifyError> {
+    let queries = side.config.shards.iter().enumerate().map(|(i, shard)| {
+        let sql = format!(
+            "SELECT g, COUNT(*), SUM(a), SUM(b), SUM(m) FROM (SELECT g, m, {LANES_SQL} FROM \
+             (SELECT {group_sql} AS g, {misplaced} AS m, {hash} AS h FROM {name} WHERE {where_sql}) x) y GROUP BY g",
+            misplaced = misplaced_sql(&shard.range),
+            hash = table.row_hash_sql(),
+            name = table.name,
+        );
+        async move {
+            let mut conn = side.pools.shard(i).get_conn().await.map_err(|e| side.shard_error(i, e))?;
+            let rows: Vec<(i64, u64, String, String, String)> =
+                conn.query(sql).await.map_err(|e| side.shard_error(i, e))?;
+            Ok::<_, VerifyError>(rows)
+        }
+    });
+    let mut combined: BTreeMap<i64, Digest> = BTreeMap::new();
+    for result in futures::future::join_all(queries).await {
+        for (group, rows, a, b, m) in result? {
+            let digest = Digest { rows, lane_a: mod64(&a)?, lane_b: mod64(&b)?, misplaced: mod64(&m)? };
+            combined.entry(group).or_default().add(&digest);
+        }
+    }
+    Ok(combined)
+}
+
+/// An exact DECIMAL sum reduced modulo 2^64.
+fn mod64(text: &str) -> Result<u64, VerifyError> {
+    let value: u128 = text.trim().parse().map_err(|_| VerifyError::Unexpected(format!("digest sum {text:?}")))?;
+    // Truncation is the reduction modulo 2^64 the digest is defined with.
+    Ok(value as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_combine_in_any_order_and_keep_duplicates() {
+        let a = Digest { rows: 1, lane_a: u64::MAX, lane_b: 7, misplaced: 0 };
+        let b = Digest { rows: 2, lane_a: 5, lane_b: u64::MAX - 1, misplaced: 1 };
+        let (mut ab, mut ba) = (a, b);
+        ab.add(&b);
+        ba.add(&a);
+        assert_eq!(ab, ba);
+        assert_eq!((ab.rows, ab.lane_a, ab.lane_b, ab.misplaced), (3, 4, 5, 1));
+        let mut twice = a;
+        twice.add(&a);
+        assert!(!twice.same_content(&a), "a duplicated row must change the digest");
+        assert_eq!(mod64("18446744073709551617").ok(), Some(1));
+        assert!(mod64("1e5").is_err());
+    }
+}

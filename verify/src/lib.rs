@@ -1,0 +1,23 @@
+//! Comparators between an old and a new cluster of different shard counts.
+//!
+//! - [`windows`]: per-window equivalence of the retention-bounded tables,
+//!   pushed down to the shards ([`digest`]), narrowed to keys by [`drill`].
+//! - [`table`]: resumable full diff of the unbounded `query_patterns`.
+//! - [`history`]: runs, window states and differences in the control
+//!   database; what the next run and cutover read.
+//! - [`report`]: the nightly JSON / Markdown / HTML report; [`metrics`].
+//! - [`bench`]: comparator throughput against `CHECKSUM TABLE`.
+
+pub mod bench;
+pub mod diff;
+pub mod digest;
+pub mod drill;
+pub mod error;
+pub mod history;
+pub mod metrics;
+pub mod report;
+pub mod spec;
+pub mod table;
+pub mod windows;
+
+pub use error::VerifyError;

@@ -1,0 +1,65 @@
+//! The comparators' metrics, all defined here: gauges describing the last
+//! run of each kind, served by the process's Prometheus exporter and written
+//! next to the report as a textfile-collector file.
+
+use crate::history::RunRecord;
+
+/// Windows by state in the last window run (`state` = equal|different|not_settled|not_covered).
+pub const WINDOWS: &str = "dualwrite_verify_windows";
+/// Rows read on both clusters by the last run (`kind`, `target`).
+pub const ROWS_COMPARED: &str = "dualwrite_verify_rows_compared";
+/// Differing keys found by the last run.
+pub const DIFFERENCES: &str = "dualwrite_verify_differences";
+/// Wall time of the last run.
+pub const DURATION: &str = "dualwrite_verify_last_run_duration_seconds";
+/// 1 when the last run ended `equal`, 0 otherwise.
+pub const EQUAL: &str = "dualwrite_verify_last_run_equal";
+
+/// Sets the gauges from a finished run.
+pub fn record_run(run: &RunRecord) {
+    let labels = [("kind", run.kind.clone()), ("target", run.target.clone())];
+    if run.kind == "windows" {
+        for (state, n) in states(run) {
+            metrics::gauge!(WINDOWS, "state" => state).set(n as f64);
+        }
+    }
+    metrics::gauge!(ROWS_COMPARED, &labels).set(run.rows_compared as f64);
+    metrics::gauge!(DIFFERENCES, &labels).set(run.differences as f64);
+    metrics::gauge!(DURATION, &labels).set(run.duration_ms as f64 / 1000.0);
+    metrics::gauge!(EQUAL, &labels).set(if run.outcome == "equal" { 1.0 } else { 0.0 });
+}
+
+fn states(run: &RunRecord) -> [(&'static str, u64); 4] {
+    [
+        ("equal", run.windows_equal),
+        ("different", run.windows_different),
+        ("not_settled", run.windows_not_settled),
+        ("not_covered", run.windows_not_covered),
+    ]
+}
+
+/// The same gauges in the Prometheus text format, for node_exporter's
+/// textfile collector (a nightly job exits before anyone scrapes it). Each
+/// family's samples follow its HELP and TYPE lines.
+pub fn textfile(runs: &[&RunRecord]) -> String {
+    let mut out = String::new();
+    let family = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&RunRecord) -> String| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for run in runs {
+            out.push_str(&format!("{name}{{kind=\"{}\",target=\"{}\"}} {}\n", run.kind, run.target, value(run)));
+        }
+    };
+    out.push_str(&format!(
+        "# HELP {WINDOWS} Windows by state in the last window comparison.\n# TYPE {WINDOWS} gauge\n"
+    ));
+    for run in runs.iter().filter(|r| r.kind == "windows") {
+        for (state, n) in states(run) {
+            out.push_str(&format!("{WINDOWS}{{state=\"{state}\"}} {n}\n"));
+        }
+    }
+    family(&mut out, ROWS_COMPARED, "Rows read on both clusters by the last run.", &|r| r.rows_compared.to_string());
+    family(&mut out, DIFFERENCES, "Differing keys found by the last run.", &|r| r.differences.to_string());
+    family(&mut out, DURATION, "Wall time of the last run.", &|r| (r.duration_ms as f64 / 1000.0).to_string());
+    family(&mut out, EQUAL, "1 when the last run ended equal.", &|r| u8::from(r.outcome == "equal").to_string());
+    out
+}

@@ -1,0 +1,358 @@
+//! The nightly equivalence report, built from the history tables: JSON for
+//! machines, Markdown for a summary, and one self-contained HTML page (inline
+//! CSS, no external assets) with a timeline per table and the open
+//! differences listed below it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use mysql_async::Pool;
+use serde::Serialize;
+
+use crate::error::VerifyError;
+use crate::history::{self, RunRecord, StoredDifference, WindowRecord, WindowVerdict};
+use crate::spec::{UNBOUNDED, WINDOWED};
+
+/// Most differences listed in the HTML page (the JSON holds all of them).
+const HTML_DIFFERENCES: usize = 2000;
+/// Most differences listed in the Markdown summary.
+const MARKDOWN_DIFFERENCES: usize = 50;
+
+/// Everything the report shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub generated_at: String,
+    /// Epoch seconds, `[from, to)`.
+    pub from: i64,
+    pub to: i64,
+    pub latest_windows_run: Option<RunRecord>,
+    /// The latest full diff of each unbounded table.
+    pub table_runs: Vec<RunRecord>,
+    pub timelines: Vec<Timeline>,
+    pub open_differences: Vec<StoredDifference>,
+}
+
+/// One table's row of the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    pub tbl: String,
+    pub window_secs: i64,
+    /// One cell per window of the range; `state` None = never checked.
+    pub cells: Vec<Cell>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub window_start: i64,
+    pub state: Option<WindowVerdict>,
+    pub old_rows: Option<u64>,
+    pub new_rows: Option<u64>,
+    pub differences: u64,
+}
+
+/// Reads the history for windows starting in `[from, to)`.
+pub async fn build(
+    control: &Pool,
+    time: &cluster::time::TimeConfig,
+    from: i64,
+    to: i64,
+) -> Result<Report, VerifyError> {
+    history::ensure_tables(control).await?;
+    let mut timelines = Vec::new();
+    for table in WINDOWED {
+        let size = table.window.map(|(_, w)| w.secs(time)).unwrap_or(60);
+        let records = history::windows(control, table.name, from, to).await?;
+        let mut start = from.div_euclid(size) * size;
+        if start < from {
+            start += size;
+        }
+        let mut cells = Vec::new();
+        while start < to {
+            let record: Option<&WindowRecord> = records.get(&start);
+            cells.push(Cell {
+                window_start: start,
+                state: record.map(|r| r.state),
+                old_rows: record.and_then(|r| r.old_rows),
+                new_rows: record.and_then(|r| r.new_rows),
+                differences: record.map_or(0, |r| r.differences),
+            });
+            start += size;
+        }
+        timelines.push(Timeline { tbl: table.name.to_string(), window_secs: size, cells });
+    }
+    let mut table_runs = Vec::new();
+    for table in UNBOUNDED {
+        if let Some(run) = history::latest_run(control, "table", table.name).await? {
+            table_runs.push(run);
+        }
+    }
+    Ok(Report {
+        generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        from,
+        to,
+        latest_windows_run: history::latest_run(control, "windows", "windows").await?,
+        table_runs,
+        timelines,
+        open_differences: history::open_differences(control).await?,
+    })
+}
+
+/// Writes `report.json`, `report.md`, `report.html` and `verify.prom` into `dir`.
+pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| VerifyError::Report { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let json = serde_json::to_string_pretty(report).map_err(|e| VerifyError::Unexpected(e.to_string()))?;
+    let runs: Vec<&RunRecord> = report.latest_windows_run.iter().chain(&report.table_runs).collect();
+    let files = [
+        ("report.json", json),
+        ("report.md", markdown(report)),
+        ("report.html", html(report)),
+        ("verify.prom", crate::metrics::textfile(&runs)),
+    ];
+    let mut written = Vec::new();
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(io(&path))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn time(epoch_secs: i64) -> String {
+    chrono::DateTime::from_timestamp(epoch_secs, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| epoch_secs.to_string())
+}
+
+fn counts(timeline: &Timeline) -> [usize; 5] {
+    let mut out = [0; 5];
+    for cell in &timeline.cells {
+        let i = match cell.state {
+            Some(WindowVerdict::Equal) => 0,
+            Some(WindowVerdict::Different) => 1,
+            Some(WindowVerdict::NotSettled) => 2,
+            Some(WindowVerdict::NotCovered) => 3,
+            None => 4,
+        };
+        out[i] += 1;
+    }
+    out
+}
+
+fn verdict(report: &Report) -> &'static str {
+    let different =
+        report.timelines.iter().any(|t| counts(t)[1] > 0) || report.table_runs.iter().any(|r| r.outcome == "different");
+    let errored = report.latest_windows_run.as_ref().is_some_and(|r| r.outcome == "error")
+        || report.table_runs.iter().any(|r| r.outcome == "error");
+    match (different, errored) {
+        (true, _) => "DIFFERENT",
+        (false, true) => "ERROR",
+        (false, false) => "EQUAL",
+    }
+}
+
+fn run_line(run: &RunRecord) -> String {
+    format!(
+        "run {} ({} {}, {} vs {}): {}; {} rows compared, {} differences, {:.1} s{}",
+        run.run_id,
+        run.kind,
+        run.target,
+        run.old_cluster,
+        run.new_cluster,
+        run.outcome,
+        run.rows_compared,
+        run.differences,
+        run.duration_ms as f64 / 1000.0,
+        run.error.as_ref().map(|e| format!(", error: {e}")).unwrap_or_default()
+    )
+}
+
+/// The Markdown summary.
+pub fn markdown(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Equivalence report: {}\n", verdict(report));
+    let _ = writeln!(
+        out,
+        "Generated {}; windows from {} to {} UTC.\n",
+        report.generated_at,
+        time(report.from),
+        time(report.to)
+    );
+    for run in report.latest_windows_run.iter().chain(&report.table_runs) {
+        let _ = writeln!(out, "- {}", run_line(run));
+    }
+    let _ = writeln!(out, "\n| table | equal | different | not settled | not covered | not checked |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    for t in &report.timelines {
+        let c = counts(t);
+        let _ = writeln!(out, "| {} | {} | {} | {} | {} | {} |", t.tbl, c[0], c[1], c[2], c[3], c[4]);
+    }
+    for run in &report.table_runs {
+        let _ = writeln!(out, "| {} (full diff) | | {} differences | | | |", run.target, run.differences);
+    }
+    let _ = writeln!(out, "\n## Open differences: {}\n", report.open_differences.len());
+    for d in report.open_differences.iter().take(MARKDOWN_DIFFERENCES) {
+        let window = d.difference.window_start.map(time).unwrap_or_else(|| "-".to_string());
+        let _ = writeln!(
+            out,
+            "- `{}` {} `{}` **{}**",
+            d.difference.tbl,
+            window,
+            d.difference.key,
+            d.difference.kind.as_str()
+        );
+    }
+    if report.open_differences.len() > MARKDOWN_DIFFERENCES {
+        let _ = writeln!(out, "- ... {} more in report.json", report.open_differences.len() - MARKDOWN_DIFFERENCES);
+    }
+    out
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const CSS: &str = "
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #1d2330; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
+.meta { color: #5b6272; font-size: 13px; margin-bottom: 12px; }
+.verdict { display: inline-block; padding: 2px 10px; border-radius: 4px; color: #fff; font-weight: 600; }
+.v-EQUAL { background: #2e9d4f; } .v-DIFFERENT { background: #d7263d; } .v-ERROR { background: #6b4fa0; }
+.runs { font-size: 13px; margin: 8px 0 0; padding-left: 18px; }
+.legend span { display: inline-flex; align-items: center; margin-right: 16px; font-size: 13px; }
+.legend i { display: inline-block; width: 14px; height: 14px; margin-right: 5px; border-radius: 2px; }
+.timeline { margin-top: 10px; border: 1px solid #d5d9e0; border-radius: 6px; padding: 10px 12px; }
+.row { display: flex; align-items: center; margin: 6px 0; }
+.label { width: 230px; flex: none; font-size: 13px; font-family: monospace; }
+.cells { display: flex; flex: 1; height: 26px; background: #e4e6eb; border-radius: 3px; overflow: hidden; }
+.cells div { flex: 1 1 0; min-width: 0; }
+.counts { width: 270px; flex: none; font-size: 12px; color: #5b6272; padding-left: 10px; }
+.axis { display: flex; justify-content: space-between; margin-left: 230px; margin-right: 270px; font-size: 11px;
+  color: #5b6272; }
+.equal { background: #2e9d4f; } .different { background: #d7263d; } .not_settled { background: #f2b134; }
+.not_covered { background: #8a8fa3; } .unchecked { background: #e4e6eb; }
+table { border-collapse: collapse; font-size: 12px; width: 100%; }
+th, td { border-bottom: 1px solid #e4e6eb; padding: 4px 6px; text-align: left; vertical-align: top; }
+td.detail { font-family: monospace; color: #3c4353; word-break: break-all; }
+.kind { font-weight: 600; } .k-misplaced { color: #6b4fa0; } .k-changed { color: #b86e00; }
+.k-missing_on_new { color: #d7263d; } .k-extra_on_new { color: #1769aa; }
+";
+
+fn class(state: Option<WindowVerdict>) -> &'static str {
+    state.map_or("unchecked", WindowVerdict::as_str)
+}
+
+/// The self-contained HTML page.
+pub fn html(report: &Report) -> String {
+    let mut out = String::new();
+    let verdict = verdict(report);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dualwrite equivalence report</title>\
+         <style>{CSS}</style></head><body>\n<h1>Equivalence report <span class=\"verdict v-{verdict}\">{verdict}</span></h1>\n\
+         <div class=\"meta\">Generated {} &middot; windows from {} to {} UTC</div>\n<ul class=\"runs\">",
+        escape(&report.generated_at),
+        time(report.from),
+        time(report.to)
+    );
+    for run in report.latest_windows_run.iter().chain(&report.table_runs) {
+        let _ = write!(out, "<li>{}</li>", escape(&run_line(run)));
+    }
+    out.push_str("</ul>\n<h2>Timeline</h2>\n<div class=\"legend\">");
+    for (c, label) in [
+        ("equal", "equal"),
+        ("different", "different"),
+        ("not_settled", "not settled"),
+        ("not_covered", "not covered"),
+        ("unchecked", "not checked"),
+    ] {
+        let _ = write!(out, "<span><i class=\"{c}\"></i>{label}</span>");
+    }
+    out.push_str("</div>\n<div class=\"timeline\">\n");
+    for t in &report.timelines {
+        let c = counts(t);
+        let _ = write!(
+            out,
+            "<div class=\"row\"><div class=\"label\">{} ({} s)</div><div class=\"cells\">",
+            t.tbl, t.window_secs
+        );
+        for cell in &t.cells {
+            let rows = match (cell.old_rows, cell.new_rows) {
+                (Some(o), Some(n)) => format!(", rows old {o} new {n}"),
+                _ => String::new(),
+            };
+            let diffs =
+                if cell.differences > 0 { format!(", {} differences", cell.differences) } else { String::new() };
+            let _ = write!(
+                out,
+                "<div class=\"{}\" title=\"{} {}{rows}{diffs}\"></div>",
+                class(cell.state),
+                time(cell.window_start),
+                class(cell.state)
+            );
+        }
+        let _ = write!(
+            out,
+            "</div><div class=\"counts\">{} equal, {} different, {} unsettled, {} not covered</div></div>",
+            c[0], c[1], c[2], c[3]
+        );
+    }
+    for run in &report.table_runs {
+        let state = match run.outcome.as_str() {
+            "equal" => "equal",
+            "different" => "different",
+            _ => "unchecked",
+        };
+        let _ = write!(
+            out,
+            "<div class=\"row\"><div class=\"label\">{} (full)</div><div class=\"cells\"><div class=\"{state}\" \
+             title=\"run {} {}\"></div></div><div class=\"counts\">{} rows, {} differences</div></div>",
+            escape(&run.target),
+            run.run_id,
+            escape(&run.outcome),
+            run.rows_compared,
+            run.differences
+        );
+    }
+    let _ = write!(
+        out,
+        "<div class=\"axis\"><span>{}</span><span>{}</span><span>{}</span></div>\n</div>\n",
+        time(report.from),
+        time(report.from + (report.to - report.from) / 2),
+        time(report.to)
+    );
+    let _ = writeln!(out, "<h2>Differing keys ({})</h2>", report.open_differences.len());
+    if report.open_differences.is_empty() {
+        out.push_str("<p>None.</p>\n");
+    } else {
+        out.push_str("<table><tr><th>table</th><th>window</th><th>kind</th><th>key</th><th>detail</th></tr>\n");
+        for d in report.open_differences.iter().take(HTML_DIFFERENCES) {
+            let d = &d.difference;
+            let mut detail = d.detail.to_string();
+            if detail.len() > 400 {
+                let cut = (0..=400).rev().find(|&i| detail.is_char_boundary(i)).unwrap_or(0);
+                detail.truncate(cut);
+                detail.push_str("...");
+            }
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td class=\"kind k-{kind}\">{kind}</td><td>{}</td><td class=\"detail\">{}</td></tr>",
+                escape(&d.tbl),
+                d.window_start.map(time).unwrap_or_else(|| "-".to_string()),
+                escape(&d.key),
+                escape(&detail),
+                kind = d.kind.as_str(),
+            );
+        }
+        out.push_str("</table>\n");
+        if report.open_differences.len() > HTML_DIFFERENCES {
+            let _ =
+                writeln!(out, "<p>... {} more in report.json</p>", report.open_differences.len() - HTML_DIFFERENCES);
+        }
+    }
+    out.push_str("</body></html>\n");
+    out
+}

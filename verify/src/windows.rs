@@ -1,0 +1,406 @@
+//! The window comparator: for every window of the retention-bounded tables,
+//! settled on both clusters, a pushed-down row count and digest per side,
+//! compared; differing windows are drilled down to their keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use cluster::config::ClusterConfig;
+use consumer::coverage::{progress, window_state, PartitionProgress, WindowState};
+use tokio_util::sync::CancellationToken;
+
+use crate::diff::Difference;
+use crate::digest::{grouped, Digest, Side};
+use crate::drill::drill_window;
+use crate::error::VerifyError;
+use crate::history::{self, RunRecord, WindowResult, WindowVerdict};
+use crate::spec::{TableSpec, WINDOWED};
+
+/// Which windows to look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    /// Windows starting in the last this long.
+    Since(Duration),
+    /// Windows starting in `[from, to)`, epoch seconds.
+    Between(i64, i64),
+}
+
+/// One `windows` run.
+#[derive(Debug, Clone)]
+pub struct WindowsConfig {
+    pub old: ClusterConfig,
+    pub new: ClusterConfig,
+    pub range: Range,
+    /// Re-digest windows already proven equal (a periodic full re-check).
+    pub recheck_all: bool,
+}
+
+/// What a run found.
+#[derive(Debug, Clone)]
+pub struct WindowsOutcome {
+    pub run: RunRecord,
+    /// Every window in the range, by table, in time order.
+    pub windows: Vec<WindowResult>,
+    pub differences: Vec<Difference>,
+    /// Windows left out because a cluster's retention may already have dropped them.
+    pub skipped_for_retention: u64,
+}
+
+/// Refuses clusters that fold events into different windows.
+pub fn check_same_windows(old: &ClusterConfig, new: &ClusterConfig) -> Result<(), VerifyError> {
+    if old.time.same_windows(&new.time) {
+        return Ok(());
+    }
+    Err(VerifyError::TimeMismatch {
+        old_minute: old.time.minute_window,
+        old_hour: old.time.hour_window,
+        old_lateness: old.time.allowed_lateness,
+        new_minute: new.time.minute_window,
+        new_hour: new.time.hour_window,
+        new_lateness: new.time.allowed_lateness,
+    })
+}
+
+/// The oldest window start (epoch seconds) both clusters surely still hold:
+/// now minus the smaller retention, plus one partition (the retention job
+/// drops whole partitions, so a window up to one partition younger than the
+/// retention may already be gone).
+pub fn retention_floor(old: &ClusterConfig, new: &ClusterConfig, now_secs: i64) -> i64 {
+    let retention = old.time.retention.min(new.time.retention).as_secs();
+    let partition = old.time.partition.max(new.time.partition).as_secs();
+    let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+    now_secs.saturating_sub(secs(retention)).saturating_add(secs(partition))
+}
+
+/// Window starts of size `size` in `[from, to)`.
+fn window_starts(from: i64, to: i64, size: i64) -> Vec<i64> {
+    let mut start = from.div_euclid(size) * size;
+    if start < from {
+        start += size;
+    }
+    let mut out = Vec::new();
+    while start < to {
+        out.push(start);
+        start += size;
+    }
+    out
+}
+
+/// Contiguous runs of windows as `[from, to)` ranges.
+fn coalesce(starts: &[i64], size: i64) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for &s in starts {
+        match out.last_mut() {
+            Some((_, to)) if *to == s => *to = s + size,
+            _ => out.push((s, s + size)),
+        }
+    }
+    out
+}
+
+fn late_total(progress: &[PartitionProgress]) -> u64 {
+    progress.iter().map(|p| p.late_messages).sum()
+}
+
+async fn cluster_progress(side: &Side) -> Result<Vec<PartitionProgress>, VerifyError> {
+    progress(&side.pools).await.map_err(|source| VerifyError::Shard {
+        cluster: side.name().to_string(),
+        shard: "(offset fences)".to_string(),
+        source,
+    })
+}
+
+/// Runs the comparator over the configured range, records the results in the
+/// new cluster's control database, and returns them.
+pub async fn run_windows(config: &WindowsConfig, shutdown: &CancellationToken) -> Result<WindowsOutcome, VerifyError> {
+    check_same_windows(&config.old, &config.new)?;
+    let old = Side::new(config.old.clone());
+    let new = Side::new(config.new.clone());
+    let result = run_with(config, &old, &new, shutdown).await;
+    old.pools.disconnect().await;
+    new.pools.disconnect().await;
+    result
+}
+
+async fn run_with(
+    config: &WindowsConfig,
+    old: &Side,
+    new: &Side,
+    shutdown: &CancellationToken,
+) -> Result<WindowsOutcome, VerifyError> {
+    let control = new.pools.control().ok_or_else(|| VerifyError::NoControl(new.name().to_string()))?;
+    history::ensure_tables(control).await?;
+    let now_secs = chrono::Utc::now().timestamp();
+    let (requested_from, to) = match config.range {
+        Range::Since(d) => (now_secs.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)), now_secs),
+        Range::Between(from, to) => (from, to),
+    };
+    if requested_from >= to {
+        return Err(VerifyError::Usage(format!("empty time range: from {requested_from} is not before to {to}")));
+    }
+    let from = requested_from.max(retention_floor(&config.old, &config.new, now_secs));
+
+    // Progress first: a window settled now stays as it is, so digests read
+    // afterwards cannot see it half-written.
+    let (old_progress, new_progress) = futures::try_join!(cluster_progress(old), cluster_progress(new))?;
+    let late = (late_total(&old_progress), late_total(&new_progress));
+    let partitions: Vec<(String, i32)> = old_progress
+        .iter()
+        .chain(&new_progress)
+        .map(|p| (p.topic.clone(), p.partition))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+
+    let started = Instant::now();
+    let run_id =
+        history::start_run(control, "windows", "windows", old.name(), new.name(), late, Some((from, to))).await?;
+    tracing::info!(run_id, old = old.name(), new = new.name(), from, to, "window comparison started");
+    let mut run = RunRecord {
+        run_id,
+        kind: "windows".into(),
+        target: "windows".into(),
+        old_cluster: old.name().into(),
+        new_cluster: new.name().into(),
+        ..RunRecord::default()
+    };
+    let mut state = RunState { windows: Vec::new(), differences: Vec::new(), skipped_for_retention: 0 };
+    let outcome = async {
+        for table in WINDOWED {
+            if shutdown.is_cancelled() {
+                return Err(VerifyError::Cancelled);
+            }
+            let size = table.window.map(|(_, w)| w.secs(&config.old.time)).unwrap_or(60);
+            state.skipped_for_retention +=
+                u64::try_from(window_starts(requested_from, from.min(to), size).len()).unwrap_or(0);
+            let windows = window_starts(from, to, size);
+            let lateness_ms = config.old.time.allowed_lateness_ms();
+            let verdicts: Vec<(i64, Option<WindowVerdict>)> = windows
+                .iter()
+                .map(|&start| {
+                    let (start_ms, end_ms) = (start * 1000, (start + size) * 1000);
+                    let o = window_state(&old_progress, Some(&partitions), start_ms, end_ms, lateness_ms);
+                    let n = window_state(&new_progress, Some(&partitions), start_ms, end_ms, lateness_ms);
+                    let verdict = match (o, n) {
+                        (WindowState::NotCovered, _) | (_, WindowState::NotCovered) => Some(WindowVerdict::NotCovered),
+                        (WindowState::CoveredNotSettled, _) | (_, WindowState::CoveredNotSettled) => {
+                            Some(WindowVerdict::NotSettled)
+                        }
+                        (WindowState::Settled, WindowState::Settled) => None,
+                    };
+                    (start, verdict)
+                })
+                .collect();
+            check_table(config, old, new, table, size, &verdicts, late, control, &mut run, &mut state).await?;
+        }
+        Ok(())
+    }
+    .await;
+
+    run.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    for w in &state.windows {
+        match w.state {
+            WindowVerdict::Equal => run.windows_equal += 1,
+            WindowVerdict::Different => run.windows_different += 1,
+            WindowVerdict::NotSettled => run.windows_not_settled += 1,
+            WindowVerdict::NotCovered => run.windows_not_covered += 1,
+        }
+    }
+    run.differences = u64::try_from(state.differences.len()).unwrap_or(u64::MAX);
+    let saved = match &outcome {
+        Ok(()) => {
+            async {
+                let fresh: Vec<WindowResult> = state
+                    .windows
+                    .iter()
+                    .filter(|w| w.old_digest.is_some() || w.state != WindowVerdict::Equal)
+                    .cloned()
+                    .collect();
+                history::save_windows(control, run_id, &fresh).await?;
+                history::save_differences(control, run_id, &state.differences).await
+            }
+            .await
+        }
+        Err(_) => Ok(()),
+    };
+    run.outcome = match (&outcome, &saved) {
+        (Ok(()), Ok(())) if run.windows_different > 0 => "different".into(),
+        (Ok(()), Ok(())) => "equal".into(),
+        _ => "error".into(),
+    };
+    run.error = outcome.as_ref().err().or(saved.as_ref().err()).map(ToString::to_string);
+    history::finish_run(control, &run).await?;
+    crate::metrics::record_run(&run);
+    tracing::info!(
+        run_id,
+        outcome = %run.outcome,
+        equal = run.windows_equal,
+        different = run.windows_different,
+        not_settled = run.windows_not_settled,
+        not_covered = run.windows_not_covered,
+        checked = run.windows_checked,
+        reused = run.windows_reused,
+        rows = run.rows_compared,
+        differences = run.differences,
+        duration_ms = run.duration_ms,
+        skipped_for_retention = state.skipped_for_retention,
+        "window comparison finished"
+    );
+    outcome?;
+    saved?;
+    Ok(WindowsOutcome {
+        run,
+        windows: state.windows,
+        differences: state.differences,
+        skipped_for_retention: state.skipped_for_retention,
+    })
+}
+
+struct RunState {
+    windows: Vec<WindowResult>,
+    differences: Vec<Difference>,
+    skipped_for_retention: u64,
+}
+
+/// Compares the windows of one table: reuses earlier `equal` verdicts that
+/// nothing can have changed, digests the rest of the settled windows in one
+/// grouped query per shard, and drills into the ones that differ.
+#[allow(clippy::too_many_arguments)]
+async fn check_table(
+    config: &WindowsConfig,
+    old: &Side,
+    new: &Side,
+    table: TableSpec,
+    size: i64,
+    verdicts: &[(i64, Option<WindowVerdict>)],
+    late: (u64, u64),
+    control: &mysql_async::Pool,
+    run: &mut RunRecord,
+    state: &mut RunState,
+) -> Result<(), VerifyError> {
+    let (Some(first), Some(last)) = (verdicts.first(), verdicts.last()) else { return Ok(()) };
+    let previous = history::windows(control, table.name, first.0, last.0 + size).await?;
+    let mut to_check = Vec::new();
+    for &(start, verdict) in verdicts {
+        let result = |state, old_rows, new_rows| WindowResult {
+            tbl: table.name,
+            window_start: start,
+            window_end: start + size,
+            state,
+            old_rows,
+            new_rows,
+            old_digest: None,
+            new_digest: None,
+            differences: 0,
+        };
+        // Proven equal by an earlier run of this pair, and no late message
+        // since: a settled window cannot have changed (a window that reads as
+        // unsettled or uncovered now, e.g. while a new partition's first
+        // fence reaches one cluster before the other, keeps its proof too).
+        let proven = previous.get(&start).filter(|p| {
+            !config.recheck_all
+                && p.state == WindowVerdict::Equal
+                && p.late == late
+                && p.clusters == (old.name().to_string(), new.name().to_string())
+        });
+        match (proven, verdict) {
+            (Some(p), _) => {
+                run.windows_reused += 1;
+                state.windows.push(result(WindowVerdict::Equal, p.old_rows, p.new_rows));
+            }
+            (None, Some(v)) => state.windows.push(result(v, None, None)),
+            (None, None) => to_check.push(start),
+        }
+    }
+    run.windows_checked += u64::try_from(to_check.len()).unwrap_or(0);
+    if to_check.is_empty() {
+        return Ok(());
+    }
+    let ranges = coalesce(&to_check, size);
+    let group = table.window_sql(size);
+    let range = table.range_sql(&ranges);
+    let (o, n): (BTreeMap<i64, Digest>, BTreeMap<i64, Digest>) =
+        futures::try_join!(grouped(old, &table, &group, &range), grouped(new, &table, &group, &range))?;
+    let checked: BTreeSet<i64> = to_check.iter().copied().collect();
+    for group_start in o.keys().chain(n.keys()) {
+        if !checked.contains(group_start) {
+            return Err(VerifyError::Unexpected(format!(
+                "{}: rows grouped into window {group_start}, outside the windows asked for",
+                table.name
+            )));
+        }
+    }
+    for start in to_check {
+        let (a, b) = (o.get(&start).copied().unwrap_or_default(), n.get(&start).copied().unwrap_or_default());
+        run.rows_compared += a.rows + b.rows;
+        let equal = a.same_content(&b) && a.misplaced == 0 && b.misplaced == 0;
+        let mut result = WindowResult {
+            tbl: table.name,
+            window_start: start,
+            window_end: start + size,
+            state: if equal { WindowVerdict::Equal } else { WindowVerdict::Different },
+            old_rows: Some(a.rows),
+            new_rows: Some(b.rows),
+            old_digest: Some(a.hex()),
+            new_digest: Some(b.hex()),
+            differences: 0,
+        };
+        if !equal {
+            let found = drill_window(old, new, &table, start, start + size).await?;
+            if found.is_empty() {
+                tracing::warn!(table = table.name, start, "window digests differ but no differing key was found");
+            }
+            tracing::info!(table = table.name, start, differences = found.len(), "window differs");
+            result.differences = u64::try_from(found.len()).unwrap_or(u64::MAX);
+            state.differences.extend(found);
+        }
+        state.windows.push(result);
+    }
+    state.windows.sort_by_key(|w| (table_order(w.tbl), w.window_start));
+    Ok(())
+}
+
+fn table_order(name: &str) -> usize {
+    WINDOWED.iter().position(|t| t.name == name).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(time: &str) -> ClusterConfig {
+        let text = format!(
+            "name = \"c\"\n[auth]\nuser = \"u\"\n[[shards]]\nrange = \"-\"\ndsn = \"mysql://h/db\"\n[time]\n{time}\n"
+        );
+        ClusterConfig::from_toml_str(&text, std::path::Path::new("."), &|_| None).expect("cluster")
+    }
+
+    #[test]
+    fn refuses_clusters_whose_windows_differ() {
+        let a = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"");
+        let b = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"120s\"\nretention = \"1h\"");
+        assert!(check_same_windows(&a, &b).is_ok(), "retention and partitioning may differ");
+        let c = cluster("minute_window = \"20s\"\nhour_window = \"60s\"\npartition = \"60s\"");
+        let message = check_same_windows(&a, &c).expect_err("different windows").to_string();
+        assert!(message.starts_with("the clusters' [time] sections differ"), "{message}");
+        let d =
+            cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"\nallowed_lateness = \"1s\"");
+        assert!(check_same_windows(&a, &d).is_err(), "lateness decides settlement");
+    }
+
+    #[test]
+    fn skips_windows_retention_may_have_dropped() {
+        // The smaller retention (1 h) plus the larger partition (120 s).
+        let a = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"");
+        let b = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"120s\"\nretention = \"1h\"");
+        assert_eq!(retention_floor(&a, &b, 100_000), 100_000 - 3600 + 120);
+    }
+
+    #[test]
+    fn windows_align_and_coalesce() {
+        assert_eq!(window_starts(5, 35, 10), vec![10, 20, 30]);
+        assert_eq!(window_starts(10, 30, 10), vec![10, 20]);
+        assert_eq!(window_starts(-15, 0, 10), vec![-10]);
+        assert_eq!(coalesce(&[10, 20, 40, 50, 70], 10), vec![(10, 30), (40, 60), (70, 80)]);
+    }
+}

@@ -1,0 +1,176 @@
+//! The verify tests' harness: the consumer tests' throwaway clusters and mock
+//! broker, plus two consumer groups run in-process, settlement waits and
+//! cleanup of every database a test created.
+#![allow(dead_code)]
+
+#[path = "../../../consumer/tests/common/mod.rs"]
+pub mod common;
+
+use std::time::{Duration, Instant};
+
+use cluster::config::ClusterConfig;
+use cluster::pool::ShardPools;
+use common::{consumer_config, Broker, TestCluster};
+use consumer::coverage::{progress, window_state, WindowState};
+use mysql_async::prelude::Queryable;
+use tokio_util::sync::CancellationToken;
+
+pub use common::fresh_cluster;
+
+/// Start of the hour two hours ago: its hour window and every minute window
+/// of it are long past their allowed lateness (5 min) when the test runs.
+pub fn two_hours_ago() -> i64 {
+    let now = chrono::Utc::now().timestamp();
+    (now / 3600) * 3600 - 2 * 3600
+}
+
+/// A consumer group running in this process until stopped.
+pub struct Group {
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), consumer::run::ConsumerError>>,
+}
+
+impl Group {
+    pub fn start(cluster: &TestCluster, broker: &Broker, group: &str) -> Self {
+        let config = consumer_config(cluster, broker, group);
+        let token = CancellationToken::new();
+        let task = tokio::spawn(consumer::run(config, token.clone()));
+        Self { token, task }
+    }
+
+    pub async fn stop(self) {
+        self.token.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(60), self.task).await.expect("consumer stops");
+        result.expect("join").expect("consumer run");
+    }
+}
+
+/// Waits until every window in `[from, to)` (minute and hour sizes) is
+/// settled on `cluster`.
+pub async fn wait_settled(cluster: &ClusterConfig, from: i64, to: i64, timeout: Duration) {
+    let pools = ShardPools::new(cluster);
+    let deadline = Instant::now() + timeout;
+    let lateness = cluster.time.allowed_lateness_ms();
+    loop {
+        let p = progress(&pools).await.expect("progress");
+        let hour = cluster.time.hour_secs();
+        let first_hour = (from / hour) * hour;
+        let last_end = to.div_euclid(hour) * hour + if to % hour == 0 { 0 } else { hour };
+        if !p.is_empty() && window_state(&p, None, first_hour * 1000, last_end * 1000, lateness) == WindowState::Settled
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "windows {from}..{to} not settled on {} after {timeout:?}", cluster.name);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    pools.disconnect().await;
+}
+
+/// Drops the test's shard and control databases.
+pub async fn drop_databases(cluster: &ClusterConfig) {
+    let pools = ShardPools::new(cluster);
+    for (i, shard) in cluster.shards.iter().enumerate() {
+        let mut conn = pools.shard(i).get_conn().await.expect("conn");
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", shard.endpoint.database)).await.expect("drop shard db");
+    }
+    if let (Some(pool), Some(control)) = (pools.control(), &cluster.control) {
+        let mut conn = pool.get_conn().await.expect("conn");
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", control.database)).await.expect("drop control db");
+    }
+    pools.disconnect().await;
+}
+
+/// Runs one statement on one shard.
+pub async fn on_shard(cluster: &ClusterConfig, shard: usize, sql: &str) {
+    let pools = ShardPools::new(cluster);
+    let mut conn = pools.shard(shard).get_conn().await.expect("conn");
+    conn.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(conn);
+    pools.disconnect().await;
+}
+
+/// Rows of one query on one shard.
+pub async fn query_shard<T: mysql_async::prelude::FromRow + Send + 'static>(
+    cluster: &ClusterConfig,
+    shard: usize,
+    sql: &str,
+) -> Vec<T> {
+    let pools = ShardPools::new(cluster);
+    let mut conn = pools.shard(shard).get_conn().await.expect("conn");
+    let rows = conn.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(conn);
+    pools.disconnect().await;
+    rows
+}
+
+/// A cluster's two test clusters fed by two groups from one produced load,
+/// stopped once both are caught up and settled.
+pub struct Fed {
+    pub old: TestCluster,
+    pub new: TestCluster,
+    pub broker: Broker,
+    pub start: i64,
+}
+
+pub async fn feed_both(tag: &str, messages: u64) -> Fed {
+    let (old_tag, new_tag) = (format!("{tag}_o"), format!("{tag}_n"));
+    let (old, new) = tokio::join!(fresh_cluster("old", &old_tag), fresh_cluster("new", &new_tag));
+    let broker = Broker::new(tag);
+    let start = two_hours_ago();
+    broker.produce_from(messages, 7, None, start * 1000).await;
+    let (a, b) = (Group::start(&old, &broker, "a"), Group::start(&new, &broker, "b"));
+    common::wait_caught_up(&old.config, &broker, Duration::from_secs(180)).await;
+    common::wait_caught_up(&new.config, &broker, Duration::from_secs(180)).await;
+    wait_settled(&old.config, start, start + 3600, Duration::from_secs(60)).await;
+    wait_settled(&new.config, start, start + 3600, Duration::from_secs(60)).await;
+    a.stop().await;
+    b.stop().await;
+    common::assert_nothing_truncated(&broker).await;
+    Fed { old, new, broker, start }
+}
+
+/// Renders `html` in headless Chromium into `png` and returns its path.
+/// Chromium comes from `compose/local/deps` (Debian's `chromium`);
+/// `DUALWRITE_CHROMIUM` names another binary.
+pub fn screenshot(html: &std::path::Path, png: &std::path::Path) -> std::path::PathBuf {
+    let chromium = std::env::var("DUALWRITE_CHROMIUM").unwrap_or_else(|_| "chromium".to_string());
+    let profile = tempfile::tempdir().expect("profile dir");
+    let _ = std::fs::remove_file(png);
+    let output = std::process::Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1400,900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.canonicalize().expect("html path").display()))
+        .output()
+        .unwrap_or_else(|e| panic!("{chromium}: {e}; install it with compose/local/deps"));
+    let size = std::fs::metadata(png).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        output.status.success() && size > 10_000,
+        "chromium wrote {size} bytes to {}: {}",
+        png.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // PNG signature.
+    let head = std::fs::read(png).expect("png");
+    assert_eq!(&head[..8], b"\x89PNG\r\n\x1a\n");
+    png.to_path_buf()
+}
+
+/// Gives a test cluster another `[time]` section (compressed windows), in
+/// its file and its loaded config.
+pub fn set_time(cluster: &mut TestCluster, time_toml: &str) {
+    let text = std::fs::read_to_string(&cluster.file).expect("read cluster file");
+    std::fs::write(&cluster.file, format!("{text}\n[time]\n{time_toml}\n")).expect("write cluster file");
+    cluster.config = ClusterConfig::load(&cluster.file).expect("reload cluster file");
+}
