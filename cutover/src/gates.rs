@@ -1,0 +1,476 @@
+//! The cutover gates: a pure evaluation over plain inputs (collected by
+//! [`crate::collect`]), so every rule is unit-tested without servers. Each
+//! result says whether the gate passes, why, and what would clear it.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::group::TableGroup;
+use crate::state::ShadowTotals;
+
+/// Retention readiness of the new cluster (the shape of the retention
+/// crate's `retention::readiness::Readiness`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetentionInput {
+    pub ready: bool,
+    pub ready_at: Option<DateTime<Utc>>,
+    pub explanation: String,
+}
+
+/// One row of `dw_verify_runs`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyRun {
+    pub run_id: u64,
+    pub kind: String,
+    pub target: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: String,
+    pub windows_equal: u64,
+    pub windows_different: u64,
+    pub windows_not_settled: u64,
+    pub windows_not_covered: u64,
+    pub differences: u64,
+    pub error: Option<String>,
+}
+
+/// A `dw_verify_windows` row in state `different`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DifferentWindow {
+    pub table: String,
+    pub window_start: DateTime<Utc>,
+    pub run_id: u64,
+}
+
+/// What the comparators last found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyInput {
+    /// The latest finished `windows` run.
+    pub windows_run: Option<VerifyRun>,
+    /// How many windows are currently marked different, and a few of them.
+    pub different_windows: u64,
+    pub different_examples: Vec<DifferentWindow>,
+    /// Per copied table, its latest finished `table` run.
+    pub table_runs: Vec<(String, Option<VerifyRun>)>,
+}
+
+/// A copier stream's phase (the copier crate's `Display` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamPhase {
+    Copying,
+    CatchingUp,
+    Replicating,
+    Stopped,
+    Failed,
+}
+
+impl fmt::Display for StreamPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StreamPhase::Copying => "copying",
+            StreamPhase::CatchingUp => "catching_up",
+            StreamPhase::Replicating => "replicating",
+            StreamPhase::Stopped => "stopped",
+            StreamPhase::Failed => "failed",
+        })
+    }
+}
+
+/// One copier stream (the fields of `copier::status::StreamStatus`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamStatus {
+    pub table: String,
+    pub source_shard: String,
+    pub phase: StreamPhase,
+    pub rows_copied: u64,
+    pub lag_events: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    pub error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Shadow reads over the recent period, every router summed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShadowInput {
+    pub period: Duration,
+    pub totals: ShadowTotals,
+}
+
+/// One consumer group's lag behind the topics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupLag {
+    pub cluster: String,
+    pub partitions: usize,
+    /// Partitions holding messages the group never applied.
+    pub unstarted: usize,
+    pub max_lag_messages: i64,
+    pub max_lag_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LagInput {
+    pub old: GroupLag,
+    pub new: GroupLag,
+}
+
+/// Every gate's input; `Err` says why it could not be collected.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateInputs {
+    pub now: DateTime<Utc>,
+    pub retention: Result<RetentionInput, String>,
+    pub verify: Result<VerifyInput, String>,
+    pub copier: Result<Vec<StreamStatus>, String>,
+    pub shadow: Result<ShadowInput, String>,
+    pub lag: Result<LagInput, String>,
+}
+
+/// Limits the gates apply.
+#[derive(Debug, Clone, Serialize)]
+pub struct Thresholds {
+    /// The latest equivalence run must have finished within this.
+    pub verify_max_age: Duration,
+    /// Tables the copier fills (their streams and full diffs are gated).
+    pub copied_tables: Vec<String>,
+    pub copier_max_lag_seconds: f64,
+    pub copier_max_lag_events: u64,
+    /// A stream's status must have been updated within this.
+    pub copier_max_staleness: Duration,
+    /// Mismatches / compared over the shadow period must not exceed this.
+    pub shadow_max_mismatch_rate: f64,
+    /// Fewer comparisons than this prove nothing.
+    pub shadow_min_compared: u64,
+    pub lag_max_messages: i64,
+    pub lag_max_seconds: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            verify_max_age: Duration::from_secs(26 * 3600),
+            copied_tables: vec!["query_patterns".to_owned()],
+            copier_max_lag_seconds: 5.0,
+            copier_max_lag_events: 1000,
+            copier_max_staleness: Duration::from_secs(60),
+            shadow_max_mismatch_rate: 0.0,
+            shadow_min_compared: 50,
+            lag_max_messages: 50_000,
+            lag_max_seconds: 60.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    Retention,
+    Verify,
+    Copier,
+    ShadowReads,
+    ConsumerLag,
+}
+
+impl fmt::Display for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Gate::Retention => "retention",
+            Gate::Verify => "verify",
+            Gate::Copier => "copier",
+            Gate::ShadowReads => "shadow_reads",
+            Gate::ConsumerLag => "consumer_lag",
+        })
+    }
+}
+
+/// One gate's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateResult {
+    pub gate: Gate,
+    pub passed: bool,
+    /// What was found.
+    pub detail: String,
+    /// What would clear a failed gate.
+    pub to_clear: Option<String>,
+}
+
+impl GateResult {
+    fn pass(gate: Gate, detail: impl Into<String>) -> Self {
+        Self { gate, passed: true, detail: detail.into(), to_clear: None }
+    }
+
+    fn fail(gate: Gate, detail: impl Into<String>, to_clear: impl Into<String>) -> Self {
+        Self { gate, passed: false, detail: detail.into(), to_clear: Some(to_clear.into()) }
+    }
+
+    fn unavailable(gate: Gate, why: &str) -> Self {
+        Self::fail(gate, format!("not evaluated: {why}"), "make the gate's input available (see detail)")
+    }
+}
+
+impl fmt::Display for GateResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = if self.passed { "pass" } else { "FAIL" };
+        write!(f, "{mark:<4} {:<13} {}", self.gate.to_string(), self.detail)?;
+        if let Some(clear) = &self.to_clear {
+            write!(f, "\n     {:<13} to clear: {clear}", "")?;
+        }
+        Ok(())
+    }
+}
+
+/// The gates that apply to switching `groups`, evaluated.
+pub fn evaluate(inputs: &GateInputs, thresholds: &Thresholds, groups: &[TableGroup]) -> Vec<GateResult> {
+    let timeseries = groups.contains(&TableGroup::Timeseries);
+    let copied = groups.iter().any(|g| g.is_copied());
+    let mut out = Vec::new();
+    if timeseries {
+        out.push(match &inputs.retention {
+            Ok(r) => retention(r),
+            Err(why) => GateResult::unavailable(Gate::Retention, why),
+        });
+    }
+    out.push(match &inputs.verify {
+        Ok(v) => verify(v, inputs.now, thresholds, timeseries, copied),
+        Err(why) => GateResult::unavailable(Gate::Verify, why),
+    });
+    if copied {
+        out.push(match &inputs.copier {
+            Ok(streams) => copier(streams, inputs.now, thresholds),
+            Err(why) => GateResult::unavailable(Gate::Copier, why),
+        });
+    }
+    out.push(match &inputs.shadow {
+        Ok(s) => shadow(s, thresholds),
+        Err(why) => GateResult::unavailable(Gate::ShadowReads, why),
+    });
+    out.push(match &inputs.lag {
+        Ok(l) => lag(l, thresholds),
+        Err(why) => GateResult::unavailable(Gate::ConsumerLag, why),
+    });
+    out
+}
+
+fn retention(r: &RetentionInput) -> GateResult {
+    if r.ready {
+        return GateResult::pass(
+            Gate::Retention,
+            format!("the new cluster covers every retained window: {}", r.explanation),
+        );
+    }
+    let clear = match r.ready_at {
+        Some(at) => format!("wait until {} (dual writes then cover the whole retention period)", at.to_rfc3339()),
+        None => "keep group B writing the new cluster from a point the retention period can reach".to_owned(),
+    };
+    GateResult::fail(
+        Gate::Retention,
+        format!("the new cluster does not cover the retention window: {}", r.explanation),
+        clear,
+    )
+}
+
+fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
+    (now - then).to_std().unwrap_or(Duration::ZERO)
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool, copied: bool) -> GateResult {
+    let mut found = Vec::new();
+    if timeseries {
+        let Some(run) = &v.windows_run else {
+            return GateResult::fail(
+                Gate::Verify,
+                "no finished equivalence run (kind 'windows')",
+                "run the window comparator and let it finish with outcome equal",
+            );
+        };
+        if run.outcome != "equal" {
+            return GateResult::fail(
+                Gate::Verify,
+                format!(
+                    "latest equivalence run #{} finished {}: {} windows different, {} differences{}",
+                    run.run_id,
+                    run.outcome,
+                    run.windows_different,
+                    run.differences,
+                    run.error.as_deref().map(|e| format!(", error: {e}")).unwrap_or_default()
+                ),
+                "resolve the differences (dw_verify_windows state 'different') and re-run the window comparator until it finishes equal",
+            );
+        }
+        let finished = run.finished_at.unwrap_or(run.started_at);
+        let run_age = age(now, finished);
+        if run_age > t.verify_max_age {
+            return GateResult::fail(
+                Gate::Verify,
+                format!(
+                    "latest equivalence run #{} is {} old (max {})",
+                    run.run_id,
+                    human(run_age),
+                    human(t.verify_max_age)
+                ),
+                "re-run the window comparator",
+            );
+        }
+        if v.different_windows > 0 {
+            let examples: Vec<String> =
+                v.different_examples.iter().map(|w| format!("{} @ {}", w.table, w.window_start.to_rfc3339())).collect();
+            return GateResult::fail(
+                Gate::Verify,
+                format!("{} windows marked different, e.g. {}", v.different_windows, examples.join(", ")),
+                "find why those windows differ, repair them, and re-verify them until they are equal",
+            );
+        }
+        found.push(format!(
+            "run #{} equal ({} windows equal, {} not settled, {} not covered), {} old",
+            run.run_id,
+            run.windows_equal,
+            run.windows_not_settled,
+            run.windows_not_covered,
+            human(run_age)
+        ));
+    }
+    if copied {
+        for table in &t.copied_tables {
+            let run = v.table_runs.iter().find(|(name, _)| name == table).and_then(|(_, run)| run.as_ref());
+            let Some(run) = run else {
+                return GateResult::fail(
+                    Gate::Verify,
+                    format!("no finished full diff of copied table {table}"),
+                    format!("run the full diff of {table} and let it finish equal"),
+                );
+            };
+            if run.outcome != "equal" {
+                return GateResult::fail(
+                    Gate::Verify,
+                    format!(
+                        "latest full diff of {table} (#{}) finished {}: {} differences",
+                        run.run_id, run.outcome, run.differences
+                    ),
+                    format!("repair {table} on the new cluster (or let the copier converge) and re-run its full diff"),
+                );
+            }
+            found.push(format!("{table} full diff #{} equal", run.run_id));
+        }
+    }
+    GateResult::pass(Gate::Verify, found.join("; "))
+}
+
+fn copier(streams: &[StreamStatus], now: DateTime<Utc>, t: &Thresholds) -> GateResult {
+    let mut found = Vec::new();
+    for table in &t.copied_tables {
+        let mine: Vec<&StreamStatus> = streams.iter().filter(|s| &s.table == table).collect();
+        if mine.is_empty() {
+            return GateResult::fail(
+                Gate::Copier,
+                format!("no copier stream for {table}"),
+                format!("start the copier for {table}"),
+            );
+        }
+        for s in &mine {
+            let name = format!("{}/{}", s.table, s.source_shard);
+            if s.phase != StreamPhase::Replicating {
+                let why = s.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+                let clear = match s.phase {
+                    StreamPhase::Failed | StreamPhase::Stopped => format!("fix and restart stream {name}"),
+                    _ => format!("wait for stream {name} to finish its snapshot and catch up"),
+                };
+                return GateResult::fail(Gate::Copier, format!("stream {name} is {}{why}", s.phase), clear);
+            }
+            let lag_s = s.lag_seconds.unwrap_or(f64::INFINITY);
+            let lag_events = s.lag_events.unwrap_or(u64::MAX);
+            if lag_s > t.copier_max_lag_seconds || lag_events > t.copier_max_lag_events {
+                return GateResult::fail(
+                    Gate::Copier,
+                    format!(
+                        "stream {name} lags {} s / {} events (max {} s / {} events)",
+                        s.lag_seconds.map_or("unknown".into(), |l| format!("{l:.1}")),
+                        s.lag_events.map_or("unknown".into(), |l| l.to_string()),
+                        t.copier_max_lag_seconds,
+                        t.copier_max_lag_events
+                    ),
+                    format!("wait for stream {name} to catch up"),
+                );
+            }
+            let stale = age(now, s.updated_at);
+            if stale > t.copier_max_staleness {
+                return GateResult::fail(
+                    Gate::Copier,
+                    format!("stream {name} last reported {} ago (max {})", human(stale), human(t.copier_max_staleness)),
+                    format!("check that the copier for {name} is running"),
+                );
+            }
+        }
+        found.push(format!("{table}: {} streams replicating", mine.len()));
+    }
+    GateResult::pass(Gate::Copier, found.join("; "))
+}
+
+fn shadow(s: &ShadowInput, t: &Thresholds) -> GateResult {
+    let c = &s.totals;
+    let period = human(s.period);
+    if c.compared < t.shadow_min_compared {
+        return GateResult::fail(
+            Gate::ShadowReads,
+            format!(
+                "{} shadow comparisons in the last {period} from {} routers ({} skipped as not comparable, {} errors); need {}",
+                c.compared, c.routers, c.skipped, c.errors, t.shadow_min_compared
+            ),
+            "serve reads with --shadow-fraction above 0 until enough settled reads have been compared",
+        );
+    }
+    let rate = c.mismatches as f64 / c.compared as f64;
+    if rate > t.shadow_max_mismatch_rate {
+        return GateResult::fail(
+            Gate::ShadowReads,
+            format!(
+                "{} of {} shadow reads mismatched in the last {period} (rate {rate:.4}, max {}); last: {}",
+                c.mismatches,
+                c.compared,
+                t.shadow_max_mismatch_rate,
+                c.last_mismatch.as_deref().unwrap_or("-")
+            ),
+            format!("find and repair the difference; the gate clears once the last {period} holds no more mismatches than allowed"),
+        );
+    }
+    GateResult::pass(
+        Gate::ShadowReads,
+        format!("{} of {} shadow reads mismatched in the last {period}", c.mismatches, c.compared),
+    )
+}
+
+fn lag(l: &LagInput, t: &Thresholds) -> GateResult {
+    let mut found = Vec::new();
+    for g in [&l.old, &l.new] {
+        if g.unstarted > 0 {
+            return GateResult::fail(
+                Gate::ConsumerLag,
+                format!(
+                    "the group writing {} has not applied {} of {} partitions",
+                    g.cluster, g.unstarted, g.partitions
+                ),
+                format!("start (or fix) the consumer group writing {}", g.cluster),
+            );
+        }
+        if g.max_lag_messages > t.lag_max_messages || g.max_lag_seconds > t.lag_max_seconds {
+            return GateResult::fail(
+                Gate::ConsumerLag,
+                format!(
+                    "the group writing {} lags {} messages / {:.1} s on its worst partition (max {} / {} s)",
+                    g.cluster, g.max_lag_messages, g.max_lag_seconds, t.lag_max_messages, t.lag_max_seconds
+                ),
+                format!("wait for the group writing {} to catch up (or add consumers)", g.cluster),
+            );
+        }
+        found.push(format!("{}: {} msgs / {:.1} s", g.cluster, g.max_lag_messages, g.max_lag_seconds));
+    }
+    GateResult::pass(Gate::ConsumerLag, found.join("; "))
+}
+
+#[cfg(test)]
+mod tests;

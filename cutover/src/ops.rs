@@ -1,0 +1,314 @@
+//! The operator's side of the protocol (see [`crate::router`]): switch,
+//! roll back, complete. Every change is a transition of the routing state
+//! (audited) followed by a wait for every live router's acknowledgement.
+
+use std::time::{Duration, Instant};
+
+use mysql_async::Pool;
+use serde::Serialize;
+
+use crate::gates::GateResult;
+use crate::group::{Role, TableGroup};
+use crate::state::{self, Audit, RouterSeen, RoutingState, StateError};
+
+/// How the commands talk to the routing state.
+#[derive(Clone)]
+pub struct OpsConfig {
+    /// Cluster names of the two roles.
+    pub old_name: String,
+    pub new_name: String,
+    pub control: Pool,
+    /// Who runs the command (audited).
+    pub operator: String,
+    /// Longest wait for the routers' acknowledgements, per step.
+    pub ack_timeout: Duration,
+    /// A router whose last heartbeat is older than this is not waited for.
+    pub liveness: Duration,
+    /// How often acknowledgements are polled.
+    pub poll: Duration,
+}
+
+impl OpsConfig {
+    pub fn name(&self, role: Role) -> &str {
+        match role {
+            Role::Old => &self.old_name,
+            Role::New => &self.new_name,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("refused by the gates:\n{}", .0.iter().filter(|g| !g.passed).map(|g| g.to_string()).collect::<Vec<_>>().join("\n"))]
+    Gates(Vec<GateResult>),
+    #[error("{step}: routers did not acknowledge version {version} within {timeout:?}: {}", .routers.join(", "))]
+    NotAcknowledged { step: &'static str, version: u64, timeout: Duration, routers: Vec<String> },
+}
+
+/// A switch of some groups' reads to one cluster.
+#[derive(Debug, Clone)]
+pub struct SwitchRequest {
+    pub to: Role,
+    pub groups: Vec<TableGroup>,
+    /// Switch despite failed gates (requires a reason; audited).
+    pub force: bool,
+    pub reason: String,
+    pub dry_run: bool,
+    /// `switch` or `rollback` (audit action).
+    pub action: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SwitchOutcome {
+    /// Every requested group already reads from the target.
+    Unchanged {
+        groups: Vec<TableGroup>,
+    },
+    DryRun {
+        changes: Vec<(TableGroup, String, String)>,
+        live_routers: Vec<RouterSeen>,
+        failed_gates: Vec<GateResult>,
+    },
+    Switched {
+        changes: Vec<(TableGroup, String, String)>,
+        version: u64,
+        /// From the first state change to the last acknowledgement.
+        elapsed_ms: f64,
+        /// Of which: until every router had drained and held the groups' reads.
+        prepare_ms: f64,
+        routers: Vec<String>,
+        forced: bool,
+    },
+}
+
+/// A pending switch older than this is an abandoned one (its command died) and may be taken over.
+fn abandoned_after(config: &OpsConfig) -> Duration {
+    config.ack_timeout * 2 + config.liveness
+}
+
+/// Switches (or rolls back) reads of `request.groups` to `request.to`.
+/// `gates` are the evaluated gates (empty for a rollback, which is never gated).
+pub async fn switch(
+    config: &OpsConfig,
+    request: &SwitchRequest,
+    gates: &[GateResult],
+) -> Result<SwitchOutcome, OpsError> {
+    let routing = state::load(&config.control).await?;
+    let target = config.name(request.to).to_owned();
+    let mut changes = Vec::new();
+    for group in &request.groups {
+        let Some(row) = routing.group(*group) else {
+            return Err(OpsError::Refused(format!("no routing state for {group}: start a router (serve) first")));
+        };
+        if row.retired.as_deref() == Some(target.as_str()) {
+            return Err(OpsError::Refused(format!(
+                "cluster {target} is retired for {group}: reads can no longer go there"
+            )));
+        }
+        if let Some(pending) = &row.pending {
+            let age_ms = chrono::Utc::now().timestamp_millis() - row.changed_at_ms;
+            if age_ms < i64::try_from(abandoned_after(config).as_millis()).unwrap_or(i64::MAX) {
+                return Err(OpsError::Refused(format!(
+                    "a switch of {group} to {pending} is in progress (by {}, {age_ms} ms ago); retry when it has finished",
+                    row.changed_by
+                )));
+            }
+            tracing::warn!(%group, %pending, age_ms, "taking over an abandoned switch");
+        }
+        if row.active != target {
+            changes.push((*group, row.active.clone(), target.clone()));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(SwitchOutcome::Unchanged { groups: request.groups.clone() });
+    }
+    let failed: Vec<GateResult> = gates.iter().filter(|g| !g.passed).cloned().collect();
+    if request.dry_run {
+        let live = live_routers(config).await?;
+        return Ok(SwitchOutcome::DryRun { changes, live_routers: live, failed_gates: failed });
+    }
+    if !failed.is_empty() && !request.force {
+        return Err(OpsError::Gates(gates.to_vec()));
+    }
+    let forced = request.force && !failed.is_empty();
+    let groups: Vec<TableGroup> = changes.iter().map(|(g, _, _)| *g).collect();
+    let gate_json = serde_json::to_string(gates).unwrap_or_default();
+    let audit = |action: &'static str, detail: String| Audit {
+        action,
+        changed_by: config.operator.clone(),
+        reason: request.reason.clone(),
+        forced,
+        detail,
+    };
+
+    let started = Instant::now();
+    let prepare = audit("prepare", format!("{{\"gates\":{gate_json}}}"));
+    let pending_target = target.clone();
+    let v1 = state::transition(&config.control, &groups, &prepare, |row| {
+        row.pending = Some(pending_target.clone());
+        Ok(())
+    })
+    .await?;
+    if let Err(routers) = wait_for_acks(config, v1, None).await? {
+        let abort = audit("abort", serde_json::json!({ "not_acknowledged": routers }).to_string());
+        state::transition(&config.control, &groups, &abort, |row| {
+            row.pending = None;
+            Ok(())
+        })
+        .await?;
+        return Err(OpsError::NotAcknowledged {
+            step: "prepare (aborted, reads stay where they were)",
+            version: v1,
+            timeout: config.ack_timeout,
+            routers,
+        });
+    }
+    let held_from = Instant::now();
+    let flip = audit(request.action, format!("{{\"gates\":{gate_json}}}"));
+    let flip_target = target.clone();
+    let v2 = state::transition(&config.control, &groups, &flip, |row| {
+        row.active = flip_target.clone();
+        row.pending = None;
+        Ok(())
+    })
+    .await?;
+    let acked = match wait_for_acks(config, v2, None).await? {
+        Ok(routers) => routers,
+        Err(routers) => {
+            return Err(OpsError::NotAcknowledged {
+                step: "switch (routing changed; these routers may still read the previous cluster)",
+                version: v2,
+                timeout: config.ack_timeout,
+                routers,
+            })
+        }
+    };
+    let elapsed = started.elapsed();
+    let prepared_in = held_from - started;
+    let detail = serde_json::json!({ "elapsed_ms": elapsed.as_secs_f64() * 1000.0, "routers": acked }).to_string();
+    state::note(&config.control, &changes, v2, &audit("acknowledged", detail)).await?;
+    tracing::info!(to = %target, version = v2, elapsed_ms = elapsed.as_secs_f64() * 1000.0, routers = acked.len(), forced, "reads switched");
+    Ok(SwitchOutcome::Switched {
+        changes,
+        version: v2,
+        elapsed_ms: elapsed.as_secs_f64() * 1000.0,
+        prepare_ms: prepared_in.as_secs_f64() * 1000.0,
+        routers: acked,
+        forced,
+    })
+}
+
+/// Routers whose last heartbeat is recent.
+pub async fn live_routers(config: &OpsConfig) -> Result<Vec<RouterSeen>, OpsError> {
+    Ok(state::routers(&config.control).await?.into_iter().filter(|r| r.is_live(config.liveness)).collect())
+}
+
+/// Waits until every live router has applied `version` (and, with
+/// `not_reading`, no longer reads that cluster). `Ok(Ok(acked))` or
+/// `Ok(Err(laggards))` after the timeout.
+async fn wait_for_acks(
+    config: &OpsConfig,
+    version: u64,
+    not_reading: Option<&str>,
+) -> Result<Result<Vec<String>, Vec<String>>, OpsError> {
+    let deadline = Instant::now() + config.ack_timeout;
+    loop {
+        let live = live_routers(config).await?;
+        let behind: Vec<String> = live
+            .iter()
+            .filter(|r| r.version_seen < version || not_reading.is_some_and(|c| r.may_read.iter().any(|m| m == c)))
+            .map(|r| r.router_id.clone())
+            .collect();
+        if behind.is_empty() {
+            return Ok(Ok(live.into_iter().map(|r| r.router_id).collect()));
+        }
+        if Instant::now() >= deadline {
+            return Ok(Err(behind));
+        }
+        tokio::time::sleep(config.poll).await;
+    }
+}
+
+/// What `complete` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompleteOutcome {
+    pub retired: String,
+    pub version: u64,
+    pub dry_run: bool,
+    pub routers: Vec<String>,
+    /// What the operator still has to do.
+    pub remaining: Vec<String>,
+}
+
+/// Retires the old cluster: every group must read from the new one and
+/// every live router must have acknowledged that; routers then stop reading
+/// the old cluster (no shadow reads either), and this waits until none does.
+pub async fn complete(config: &OpsConfig, reason: &str, dry_run: bool) -> Result<CompleteOutcome, OpsError> {
+    let routing: RoutingState = state::load(&config.control).await?;
+    let (old, new) = (config.old_name.clone(), config.new_name.clone());
+    for row in &routing.groups {
+        if row.active != new {
+            return Err(OpsError::Refused(format!(
+                "{} still reads from {}: run switch-reads --to new first",
+                row.group, row.active
+            )));
+        }
+        if let Some(pending) = &row.pending {
+            return Err(OpsError::Refused(format!("a switch of {} to {pending} is in progress", row.group)));
+        }
+    }
+    let live = live_routers(config).await?;
+    let stale: Vec<String> = live
+        .iter()
+        .filter(|r| r.version_seen < routing.version())
+        .map(|r| format!("{} (at version {} < {})", r.router_id, r.version_seen, routing.version()))
+        .collect();
+    if !stale.is_empty() {
+        return Err(OpsError::Refused(format!(
+            "routers that may still route reads to {old}: {}; wait for them or stop them",
+            stale.join(", ")
+        )));
+    }
+    let remaining = vec![
+        format!("stop consumer group A (the group writing cluster {old})"),
+        "stop the copier (its streams feed the new cluster from the old one)".to_owned(),
+        format!("decommission cluster {old}'s shards once their backups are no longer needed"),
+        format!("remove cluster {old} from the routers' configuration (--old) at their next restart"),
+    ];
+    let routers: Vec<String> = live.iter().map(|r| r.router_id.clone()).collect();
+    if dry_run {
+        return Ok(CompleteOutcome { retired: old, version: routing.version(), dry_run, routers, remaining });
+    }
+    let already = routing.groups.iter().all(|g| g.retired.as_deref() == Some(old.as_str()));
+    let version = if already {
+        routing.version()
+    } else {
+        let audit = Audit {
+            action: "complete",
+            changed_by: config.operator.clone(),
+            reason: reason.to_owned(),
+            forced: false,
+            detail: serde_json::json!({ "retired": old }).to_string(),
+        };
+        let retire = old.clone();
+        state::transition(&config.control, &TableGroup::ALL, &audit, |row| {
+            row.retired = Some(retire.clone());
+            Ok(())
+        })
+        .await?
+    };
+    match wait_for_acks(config, version, Some(&old)).await? {
+        Ok(routers) => Ok(CompleteOutcome { retired: old, version, dry_run, routers, remaining }),
+        Err(routers) => Err(OpsError::NotAcknowledged {
+            step: "complete (old cluster retired in the routing state; run complete again to re-check)",
+            version,
+            timeout: config.ack_timeout,
+            routers,
+        }),
+    }
+}

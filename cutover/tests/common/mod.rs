@@ -1,0 +1,158 @@
+//! Harness for the cutover tests: the consumer crate's harness (throwaway
+//! databases on the local stack's real mariadbd shards, an in-process
+//! librdkafka mock broker) plus in-process consumer groups, the query API
+//! in-process, and the `dualwrite-cutover` binary for the operator's commands.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use cluster::config::ClusterConfig;
+use cluster::pool::ShardPools;
+use cutover::serve::{run as serve_run, ServeConfig};
+use cutover::RouterConfig;
+use mysql_async::prelude::Queryable;
+use tokio_util::sync::CancellationToken;
+
+#[path = "../../../consumer/tests/common/mod.rs"]
+pub mod fleet;
+
+pub use fleet::{fresh_cluster, Broker, TestCluster};
+
+/// Drops every database of the cluster (shards and control).
+pub async fn drop_databases(cluster: &ClusterConfig) {
+    let mut endpoints: Vec<&cluster::config::Endpoint> = cluster.shards.iter().map(|s| &s.endpoint).collect();
+    endpoints.extend(cluster.control.as_ref());
+    for endpoint in endpoints {
+        let opts = mysql_async::OptsBuilder::from_opts(cluster::pool::opts_for(endpoint, &cluster.auth))
+            .db_name(None::<String>);
+        match mysql_async::Conn::new(opts).await {
+            Ok(mut conn) => {
+                let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", endpoint.database)).await;
+                let _ = conn.disconnect().await;
+            }
+            Err(error) => eprintln!("cleanup of {endpoint}: {error}"),
+        }
+    }
+}
+
+/// A consumer group running in this process.
+pub struct Group {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), consumer::run::ConsumerError>>,
+}
+
+impl Group {
+    pub fn start(cluster: &TestCluster, broker: &Broker, group: &str) -> Self {
+        let config = fleet::consumer_config(cluster, broker, group);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(consumer::run(config, shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("consumer stops within 60 s")
+            .expect("join")
+            .expect("consumer ran cleanly");
+    }
+}
+
+/// The query API over a router, running in this process on an ephemeral port.
+pub struct Api {
+    pub base: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), cutover::serve::ServeError>>,
+}
+
+impl Api {
+    pub async fn start(old: &TestCluster, new: &TestCluster, router: RouterConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        let config = ServeConfig { old: old.config.clone(), new: new.config.clone(), router };
+        let task = tokio::spawn(serve_run(config, listener, shutdown.clone()));
+        let api = Self { base, shutdown, task };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client.get(format!("{}/healthz", api.base)).send().await.is_err() {
+            assert!(Instant::now() < deadline, "api did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        api
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/v1/router", self.base)).await.expect("stats").json().await.expect("json")
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("api stops within 30 s")
+            .expect("join")
+            .expect("api ran cleanly");
+    }
+}
+
+/// A router config for tests: fast polls, shadow as given.
+pub fn router_config(id: &str, shadow_fraction: f64) -> RouterConfig {
+    let mut config = RouterConfig::new(id);
+    config.shadow_fraction = shadow_fraction;
+    config.shadow_max_concurrent = 8;
+    config.shadow_flush_interval = Duration::from_millis(500);
+    config.bounds_refresh = Duration::from_millis(300);
+    config
+}
+
+/// Output of one `dualwrite-cutover` run.
+pub struct CommandOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `dualwrite-cutover <args> --old <old> --new <new>`.
+pub async fn cutover_command(old: &TestCluster, new: &TestCluster, args: &[&str]) -> CommandOutput {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dualwrite-cutover"))
+        .args(args)
+        .arg("--old")
+        .arg(&old.file)
+        .arg("--new")
+        .arg(&new.file)
+        .args(["--operator", "cutover-test"])
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run dualwrite-cutover");
+    CommandOutput {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The control pool of the new cluster.
+pub fn control(new: &TestCluster) -> mysql_async::Pool {
+    cutover::serve::control_pool(&new.config).expect("control endpoint")
+}
+
+/// Runs one statement on the shard of `database_id` in `cluster`.
+pub async fn on_shard_of(cluster: &ClusterConfig, database_id: u64, sql: &str) -> u64 {
+    let pools = ShardPools::new(cluster);
+    let mut conn = pools.shard(cluster.shard_index_for_database_id(database_id)).get_conn().await.expect("conn");
+    conn.query_drop(sql).await.expect("statement");
+    let affected = conn.affected_rows();
+    drop(conn);
+    pools.disconnect().await;
+    affected
+}
+
+/// Database ids the workload writes most (Zipf rank 1, 2, ...).
+pub fn hot_database(rank: u64) -> u64 {
+    rank * 7919 + 100_000
+}
