@@ -55,7 +55,7 @@ pub async fn collect(config: &CollectConfig) -> GateInputs {
     let (verify, shadow, copier, retention, lag) = tokio::join!(
         verify_input(&config.control, &config.copied_tables),
         shadow_input(&config.control, config.shadow_period, now),
-        copier_streams(&config.new),
+        copier_streams(&config.old, &config.new, &config.copied_tables),
         retention_input(&config.old, &config.new),
         lag
     );
@@ -96,11 +96,16 @@ pub async fn retention_input(old: &ClusterConfig, new: &ClusterConfig) -> Result
     Ok(RetentionInput { ready: readiness.ready, ready_at: readiness.ready_at, explanation: readiness.explanation })
 }
 
-/// Copier streams feeding the new cluster. Not linked on this branch: the
-/// lead wires `copier::status::streams(new)` here and maps its fields.
-pub async fn copier_streams(new: &ClusterConfig) -> Result<Vec<StreamStatus>, String> {
+/// Copier streams feeding the new cluster, one per copied table and old
+/// shard. An old shard with no stream at all is reported as a stopped stream,
+/// so a copy started for only some shards never passes the gate.
+pub async fn copier_streams(
+    old: &ClusterConfig,
+    new: &ClusterConfig,
+    copied_tables: &[String],
+) -> Result<Vec<StreamStatus>, String> {
     let streams = copier::status::streams(new).await.map_err(|e| e.to_string())?;
-    Ok(streams
+    let mut out: Vec<StreamStatus> = streams
         .into_iter()
         .map(|s| StreamStatus {
             table: s.table,
@@ -118,7 +123,25 @@ pub async fn copier_streams(new: &ClusterConfig) -> Result<Vec<StreamStatus>, St
             error: s.error,
             updated_at: s.updated_at,
         })
-        .collect())
+        .collect();
+    for table in copied_tables {
+        for shard in &old.shards {
+            let source_shard = shard.range.to_string();
+            if !out.iter().any(|s| &s.table == table && s.source_shard == source_shard) {
+                out.push(StreamStatus {
+                    table: table.clone(),
+                    source_shard,
+                    phase: StreamPhase::Stopped,
+                    rows_copied: 0,
+                    lag_events: None,
+                    lag_seconds: None,
+                    error: Some("never started from this old shard".to_owned()),
+                    updated_at: Utc::now(),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 async fn shadow_input(control: &Pool, period: Duration, now: DateTime<Utc>) -> Result<ShadowInput, String> {
