@@ -95,7 +95,11 @@ fn plan_with(route: impl Fn(&PatternKey) -> usize, fences: &[Fence], ops: &[Posi
         let key = positioned.op.key();
         let shard = route(key);
         let fence = &fences[shard];
-        if fence.has_applied(&positioned.txn_end) || !fence.covers(key) {
+        // A delete applies even above the copied key: the next snapshot (taken
+        // after it) will not hold the key either, and group B's row for it
+        // must go whenever the delete is seen, not only if it was copied first.
+        let delete = matches!(positioned.op, RowOp::Delete(_));
+        if fence.has_applied(&positioned.txn_end) || (!delete && !fence.covers(key)) {
             continue;
         }
         applied[shard] += 1;
@@ -277,13 +281,14 @@ mod tests {
             at(RowOp::Upsert(image(4, 1)), 250), // shard 0, new
             at(RowOp::Upsert(image(6, 1)), 250), // shard 0, not copied yet
             at(RowOp::Upsert(image(1, 1)), 150), // shard 1, new for it
-            at(RowOp::Delete(key(3)), 250),      // shard 1, not copied yet
+            at(RowOp::Delete(key(3)), 250),      // shard 1, not copied yet: still deleted (group B's row)
+            at(RowOp::Delete(key(5)), 150),      // shard 1, past its fence
         ];
         let writes = plan_with(route, &fences, &ops);
         assert_eq!(writes[0].upserts, vec![image(4, 1)]);
         assert!(writes[0].deletes.is_empty());
         assert_eq!(writes[1].upserts, vec![image(1, 1)]);
-        assert!(writes[1].deletes.is_empty());
+        assert_eq!(writes[1].deletes, vec![key(3), key(5)]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! - shadow reads: the routers' counts in the same database;
 //! - consumer lag: each cluster's fences against the broker's end offsets;
 //! - retention: `retention::readiness::assess` (both clusters' fences and partitions);
-//! - copier: not linked here; `copier::status::streams` is wired by the lead.
+//! - copier: `copier::status::streams` on the new cluster, plus a stopped stream for every old shard without one.
 
 use std::time::Duration;
 
@@ -135,7 +135,7 @@ pub async fn copier_streams(
                     rows_copied: 0,
                     lag_events: None,
                     lag_seconds: None,
-                    error: Some("never started from this old shard".to_owned()),
+                    error: Some("never started from this old shard: run dualwrite-copier start".to_owned()),
                     updated_at: Utc::now(),
                 });
             }

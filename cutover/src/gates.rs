@@ -303,6 +303,16 @@ fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool,
                 "resolve the differences (dw_verify_windows state 'different') and re-run the window comparator until it finishes equal",
             );
         }
+        if run.windows_equal == 0 {
+            return GateResult::fail(
+                Gate::Verify,
+                format!(
+                    "latest equivalence run #{} compared no window ({} not settled, {} not covered): equal proves nothing",
+                    run.run_id, run.windows_not_settled, run.windows_not_covered
+                ),
+                "wait until windows are settled on both clusters and re-run the window comparator",
+            );
+        }
         let finished = run.finished_at.unwrap_or(run.started_at);
         let run_age = age(now, finished);
         if run_age > t.verify_max_age {
@@ -353,6 +363,19 @@ fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool,
                         run.run_id, run.outcome, run.differences
                     ),
                     format!("repair {table} on the new cluster (or let the copier converge) and re-run its full diff"),
+                );
+            }
+            let diff_age = age(now, run.finished_at.unwrap_or(run.started_at));
+            if diff_age > t.verify_max_age {
+                return GateResult::fail(
+                    Gate::Verify,
+                    format!(
+                        "latest full diff of {table} (#{}) is {} old (max {})",
+                        run.run_id,
+                        human(diff_age),
+                        human(t.verify_max_age)
+                    ),
+                    format!("re-run the full diff of {table}"),
                 );
             }
             found.push(format!("{table} full diff #{} equal", run.run_id));

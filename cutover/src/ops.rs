@@ -149,7 +149,15 @@ pub async fn switch(
     let started = Instant::now();
     let prepare = audit("prepare", format!("{{\"gates\":{gate_json}}}"));
     let pending_target = target.clone();
+    // Each step re-checks under the routing rows' lock what it read before
+    // (compare-and-set), so two operators' switches cannot interleave.
     let v1 = state::transition(&config.control, &groups, &prepare, |row| {
+        if let Some(other) = &row.pending {
+            return Err(format!("another switch to {other} is in progress"));
+        }
+        if row.retired.as_ref() == Some(&pending_target) {
+            return Err(format!("{pending_target} is retired"));
+        }
         row.pending = Some(pending_target.clone());
         Ok(())
     })
@@ -157,6 +165,9 @@ pub async fn switch(
     if let Err(routers) = wait_for_acks(config, v1, None).await? {
         let abort = audit("abort", serde_json::json!({ "not_acknowledged": routers }).to_string());
         state::transition(&config.control, &groups, &abort, |row| {
+            if row.pending.as_ref() != Some(&target) {
+                return Err("the pending switch changed under this one; nothing aborted".to_owned());
+            }
             row.pending = None;
             Ok(())
         })
@@ -172,6 +183,9 @@ pub async fn switch(
     let flip = audit(request.action, format!("{{\"gates\":{gate_json}}}"));
     let flip_target = target.clone();
     let v2 = state::transition(&config.control, &groups, &flip, |row| {
+        if row.pending.as_ref() != Some(&flip_target) {
+            return Err("the pending switch changed under this one (another operator); nothing flipped".to_owned());
+        }
         row.active = flip_target.clone();
         row.pending = None;
         Ok(())
@@ -297,6 +311,9 @@ pub async fn complete(config: &OpsConfig, reason: &str, dry_run: bool) -> Result
         };
         let retire = old.clone();
         state::transition(&config.control, &TableGroup::ALL, &audit, |row| {
+            if row.active == retire || row.pending.is_some() {
+                return Err(format!("{retire} is active or a switch is in progress; nothing retired"));
+            }
             row.retired = Some(retire.clone());
             Ok(())
         })

@@ -150,7 +150,7 @@ async fn switch_reads_refuses_naming_each_failing_gate_and_changes_nothing() {
     assert!(err.contains("refused by the gates"), "{err}");
     for (gate, clear) in [
         ("verify", "re-verify"),
-        ("copier", "not evaluated: copier status is not linked"),
+        ("copier", "never started from this old shard"),
         ("shadow_reads", "--shadow-fraction"),
         ("consumer_lag", "no --brokers given"),
         ("retention", "does not cover the retention window"),

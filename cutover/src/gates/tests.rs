@@ -221,10 +221,10 @@ fn refuses_while_a_group_lags() {
 #[test]
 fn an_uncollected_input_fails_its_gate_and_says_why() {
     let mut inputs = green();
-    inputs.copier = Err("copier status is not linked in this build".into());
+    inputs.copier = Err("copier status unreadable: connection refused".into());
     let r = only_failure(&inputs, &TableGroup::ALL);
     assert_eq!(r.gate, Gate::Copier);
-    assert_eq!(r.detail, "not evaluated: copier status is not linked in this build");
+    assert_eq!(r.detail, "not evaluated: copier status unreadable: connection refused");
     let text = r.to_string();
     assert!(text.starts_with("FAIL copier") && text.contains("to clear:"), "{text}");
 }
