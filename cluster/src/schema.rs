@@ -118,6 +118,24 @@ pub const DEAD_LETTERS: &str = "CREATE TABLE IF NOT EXISTS dw_dead_letters (
   KEY by_reason (cluster, reason)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
 
+/// The merge-rule upsert of `query_patterns` rows (`values`: comma-separated
+/// `(database_id, fingerprint, keyspace_id, normalized_sql, tables_used,
+/// first_seen, last_seen)` tuples), shared by the consumer and the copier so
+/// their writes commute: first_seen = min, last_seen = max, and the text of
+/// the earliest sighting wins (ties by text). The assignments run left to
+/// right, so the text ones read the old first_seen.
+pub fn query_patterns_upsert(values: &str) -> String {
+    format!(
+        "INSERT INTO query_patterns (database_id, fingerprint, keyspace_id, normalized_sql, tables_used, \
+         first_seen, last_seen) VALUES {values} ON DUPLICATE KEY UPDATE \
+         tables_used = IF((VALUES(first_seen), VALUES(normalized_sql), VALUES(tables_used)) < \
+           (first_seen, normalized_sql, tables_used), VALUES(tables_used), tables_used), \
+         normalized_sql = IF((VALUES(first_seen), VALUES(normalized_sql)) < (first_seen, normalized_sql), \
+           VALUES(normalized_sql), normalized_sql), \
+         first_seen = LEAST(first_seen, VALUES(first_seen)), last_seen = GREATEST(last_seen, VALUES(last_seen))"
+    )
+}
+
 /// The statements that create every shard table, in order.
 pub fn shard_ddl(time: &TimeConfig, now_secs: i64) -> Vec<String> {
     let mut out = Vec::new();

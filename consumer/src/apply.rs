@@ -301,20 +301,8 @@ async fn upsert_patterns(
         })
         .collect();
     for chunk in chunks(&values) {
-        // The merge rule of PatternRow::merge, in SQL: the text of the
-        // earliest sighting wins (ties by text), so writers commute. The
-        // assignments run left to right, so the text ones read the old first_seen.
-        tx.query_drop(format!(
-            "INSERT INTO query_patterns (database_id, fingerprint, keyspace_id, normalized_sql, tables_used, \
-             first_seen, last_seen) VALUES {} ON DUPLICATE KEY UPDATE \
-             tables_used = IF((VALUES(first_seen), VALUES(normalized_sql), VALUES(tables_used)) < \
-               (first_seen, normalized_sql, tables_used), VALUES(tables_used), tables_used), \
-             normalized_sql = IF((VALUES(first_seen), VALUES(normalized_sql)) < (first_seen, normalized_sql), \
-               VALUES(normalized_sql), normalized_sql), \
-             first_seen = LEAST(first_seen, VALUES(first_seen)), last_seen = GREATEST(last_seen, VALUES(last_seen))",
-            chunk.join(",")
-        ))
-        .await?;
+        // The merge rule of PatternRow::merge, in SQL (shared with the copier).
+        tx.query_drop(cluster::schema::query_patterns_upsert(&chunk.join(","))).await?;
     }
     Ok(sorted.len() as u64)
 }

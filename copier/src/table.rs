@@ -131,20 +131,10 @@ impl PatternKey {
     }
 }
 
-/// The merge-rule upsert of a batch of images: byte for byte the consumer's
-/// `query_patterns` statement, so both writers apply the same rule. The
-/// assignments run left to right, so the text ones read the old first_seen.
+/// The merge-rule upsert of a batch of images: the consumer's statement
+/// (`cluster::schema::query_patterns_upsert`), so both writers apply one rule.
 pub fn upsert_sql(tuples: &[String]) -> String {
-    format!(
-        "INSERT INTO query_patterns (database_id, fingerprint, keyspace_id, normalized_sql, tables_used, \
-         first_seen, last_seen) VALUES {} ON DUPLICATE KEY UPDATE \
-         tables_used = IF((VALUES(first_seen), VALUES(normalized_sql), VALUES(tables_used)) < \
-           (first_seen, normalized_sql, tables_used), VALUES(tables_used), tables_used), \
-         normalized_sql = IF((VALUES(first_seen), VALUES(normalized_sql)) < (first_seen, normalized_sql), \
-           VALUES(normalized_sql), normalized_sql), \
-         first_seen = LEAST(first_seen, VALUES(first_seen)), last_seen = GREATEST(last_seen, VALUES(last_seen))",
-        tuples.join(",")
-    )
+    cluster::schema::query_patterns_upsert(&tuples.join(","))
 }
 
 /// Deletes a batch of keys.

@@ -22,6 +22,8 @@ const COMPRESSED: &str = "[time]\nminute_window = \"2s\"\nhour_window = \"10s\"\
                           retention = \"40s\"\nahead = \"30s\"\nallowed_lateness = \"2s\"\n";
 
 type MinuteRow = (u64, u64, u64, u64, String);
+/// database_id, fingerprint, window, then the [`MinuteRow`] columns.
+type StoredRow = (u64, String, i64, u64, u64, u64, u64, String);
 
 /// Every minute-table row of windows in `[from, to)`, keyed by (db, fingerprint, window).
 async fn minute_rows(config: &ClusterConfig, from: i64, to: i64) -> BTreeMap<(u64, String, i64), MinuteRow> {
@@ -29,7 +31,7 @@ async fn minute_rows(config: &ClusterConfig, from: i64, to: i64) -> BTreeMap<(u6
     let mut out = BTreeMap::new();
     for pool in pools.shards() {
         let mut conn = pool.get_conn().await.expect("conn");
-        let rows: Vec<(u64, String, i64, u64, u64, u64, u64, String)> = conn
+        let rows: Vec<StoredRow> = conn
             .exec(
                 "SELECT database_id, fingerprint, UNIX_TIMESTAMP(window_start), query_count, total_duration_us, \
                  max_duration_us, rows_read, HEX(latency_sketch) FROM query_stats_minute \
