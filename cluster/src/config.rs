@@ -132,6 +132,24 @@ struct RawShard {
 }
 
 impl ClusterConfig {
+    /// [`ClusterConfig::load`], then re-pointed at other shard and control
+    /// databases when given (the binaries' `--database` / `--control-database`
+    /// for rehearsals and benchmarks on the same servers).
+    pub fn load_redirected(
+        path: impl AsRef<Path>,
+        database: Option<&str>,
+        control_database: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Self::load(path)?;
+        if let Some(db) = database {
+            config = config.with_database(db)?;
+        }
+        if let Some(db) = control_database {
+            config = config.with_control_database(db)?;
+        }
+        Ok(config)
+    }
+
     /// Reads and validates a cluster file; the password comes from the
     /// process environment or from a file next to the cluster file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {

@@ -141,8 +141,7 @@ async fn a_consumer_writing_while_partitions_are_split_and_dropped_loses_nothing
         tokio::spawn(
             async move { loadtest::produce::produce(&produce, &CancellationToken::new()).await.expect("produce") },
         );
-    let stop = CancellationToken::new();
-    let consumer = tokio::spawn(consumer::run(common::consumer_config(&cluster, &broker, "ret-live-a"), stop.clone()));
+    let group = common::Group::start(&cluster, &broker, "ret-live-a");
 
     let pools = ShardPools::new(&cluster.config);
     let started = Instant::now();
@@ -162,8 +161,7 @@ async fn a_consumer_writing_while_partitions_are_split_and_dropped_loses_nothing
     common::wait_caught_up(&cluster.config, &broker, Duration::from_secs(120)).await;
     let last = run_once(&config, &pools, start_ms / 1000 + i64::from(span_s)).await;
     assert_eq!(last.errors, 0, "{last:?}");
-    stop.cancel();
-    consumer.await.expect("join").expect("consumer");
+    group.stop().await;
     assert!(
         runs >= 5 && dropped + last.dropped > 0,
         "retention ran {runs} times and dropped {dropped}: proves nothing"

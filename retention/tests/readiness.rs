@@ -84,11 +84,11 @@ async fn readiness_predicts_when_the_new_cluster_holds_every_retained_window() {
             }
         }));
     }
-    let group_a = tokio::spawn(consumer::run(common::consumer_config(&old, &broker, "ready-a"), stop.clone()));
+    let group_a = common::Group::start(&old, &broker, "ready-a");
     tokio::time::sleep(Duration::from_secs(15)).await;
     let mut b_config = common::consumer_config(&new, &broker, "ready-b");
     b_config.start = StartPosition::Latest;
-    let group_b = tokio::spawn(consumer::run(b_config, stop.clone()));
+    let group_b = common::Group::start_with(b_config);
 
     // Poll once a second. Before T: "not ready, ready at T", with T stable;
     // from T on: ready.
@@ -163,6 +163,6 @@ async fn readiness_predicts_when_the_new_cluster_holds_every_retained_window() {
     for t in tasks {
         t.await.expect("retention task");
     }
-    group_a.await.expect("join").expect("group a");
-    group_b.await.expect("join").expect("group b");
+    group_a.stop().await;
+    group_b.stop().await;
 }

@@ -226,17 +226,7 @@ pub fn misplaced_sql(range: &KeyRange) -> String {
 pub const LANES_SQL: &str =
     "CAST(CONV(SUBSTRING(h, 1, 16), 16, 10) AS UNSIGNED) AS a, CAST(CONV(SUBSTRING(h, 17, 16), 16, 10) AS UNSIGNED) AS b";
 
-/// An epoch second count as a DATETIME literal.
-pub fn datetime(epoch_seconds: i64) -> String {
-    chrono::DateTime::from_timestamp(epoch_seconds, 0)
-        .map(|t| format!("'{}'", t.format("%Y-%m-%d %H:%M:%S")))
-        .unwrap_or_else(|| "'1970-01-01 00:00:00'".to_string())
-}
-
-/// `X'..'`.
-pub fn hex_literal(bytes: &[u8]) -> String {
-    format!("X'{}'", hex(bytes))
-}
+pub use consumer::sql::{datetime, hex as hex_literal};
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {

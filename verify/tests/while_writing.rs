@@ -16,19 +16,18 @@ use std::time::Duration;
 use loadtest::produce::{produce, ProduceConfig};
 use loadtest::workload::WorkloadConfig;
 use support::common::{wait_caught_up, Broker};
-use support::{fresh_cluster, set_time, Group};
+use support::{fresh_cluster_with, Group};
 use tokio_util::sync::CancellationToken;
 use verify::windows::{run_windows, Range, WindowsConfig};
 
 /// Compressed time: 5 s "minute" windows, 15 s "hour" windows, 2 s lateness.
-const TIME: &str =
-    "minute_window = \"5s\"\nhour_window = \"15s\"\nallowed_lateness = \"2s\"\npartition = \"60s\"\nretention = \"1h\"";
+const TIME: &str = "[time]\nminute_window = \"5s\"\nhour_window = \"15s\"\nallowed_lateness = \"2s\"\n\
+                    partition = \"60s\"\nretention = \"1h\"";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_no_difference_while_both_groups_are_writing() {
-    let (mut old, mut new) = tokio::join!(fresh_cluster("old", "writing_o"), fresh_cluster("new", "writing_n"));
-    set_time(&mut old, TIME);
-    set_time(&mut new, TIME);
+    let (old, new) =
+        tokio::join!(fresh_cluster_with("old", "writing_o", TIME), fresh_cluster_with("new", "writing_n", TIME));
     let broker = Broker::new("writing");
     let now = chrono::Utc::now().timestamp();
     // Event times never fall behind the wall clock: the first interval (15 s)

@@ -121,14 +121,12 @@ fn main() -> anyhow::Result<()> {
             return status(cluster, brokers, topic_prefix, json);
         }
     };
-    let mut cluster = cluster::config::ClusterConfig::load(&args.cluster)
-        .with_context(|| format!("loading cluster file {}", args.cluster.display()))?;
-    if let Some(db) = &args.database {
-        cluster = cluster.with_database(db).context("--database")?;
-    }
-    if let Some(db) = &args.control_database {
-        cluster = cluster.with_control_database(db).context("--control-database")?;
-    }
+    let cluster = cluster::config::ClusterConfig::load_redirected(
+        &args.cluster,
+        args.database.as_deref(),
+        args.control_database.as_deref(),
+    )
+    .with_context(|| format!("loading cluster file {}", args.cluster.display()))?;
     let codec = match &args.schema_dir {
         Some(dir) => topics::Codec::from_dir(dir),
         None => topics::Codec::embedded(),

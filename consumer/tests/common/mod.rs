@@ -424,3 +424,47 @@ pub async fn apply_batch(
     }
     Applied { applied, skipped, ranges: plan.ranges }
 }
+
+/// A consumer group running in this process until stopped.
+pub struct Group {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), consumer::run::ConsumerError>>,
+}
+
+impl Group {
+    pub fn start(cluster: &TestCluster, broker: &Broker, group: &str) -> Self {
+        Self::start_with(consumer_config(cluster, broker, group))
+    }
+
+    pub fn start_with(config: ConsumerConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(consumer::run(config, shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("consumer stops within 60 s")
+            .expect("join")
+            .expect("consumer ran cleanly");
+    }
+}
+
+/// Drops every database of a test cluster (shards and control); best effort.
+pub async fn drop_databases(cluster: &ClusterConfig) {
+    let mut endpoints: Vec<&cluster::config::Endpoint> = cluster.shards.iter().map(|s| &s.endpoint).collect();
+    endpoints.extend(cluster.control.as_ref());
+    for endpoint in endpoints {
+        let opts = mysql_async::OptsBuilder::from_opts(cluster::pool::opts_for(endpoint, &cluster.auth))
+            .db_name(None::<String>);
+        match mysql_async::Conn::new(opts).await {
+            Ok(mut conn) => {
+                let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", endpoint.database)).await;
+                let _ = conn.disconnect().await;
+            }
+            Err(error) => eprintln!("cleanup of {endpoint}: {error}"),
+        }
+    }
+}

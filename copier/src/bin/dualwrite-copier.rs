@@ -96,11 +96,7 @@ struct StartArgs {
 }
 
 fn load(path: &PathBuf, database: Option<&str>) -> anyhow::Result<ClusterConfig> {
-    let config = ClusterConfig::load(path).with_context(|| format!("loading {}", path.display()))?;
-    match database {
-        Some(db) => config.with_database(db).context("database override"),
-        None => Ok(config),
-    }
+    ClusterConfig::load_redirected(path, database, None).with_context(|| format!("loading {}", path.display()))
 }
 
 #[tokio::main]

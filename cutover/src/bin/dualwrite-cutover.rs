@@ -182,11 +182,8 @@ struct ServeArgs {
 }
 
 fn load(path: &PathBuf, control_database: Option<&str>) -> anyhow::Result<ClusterConfig> {
-    let mut config = ClusterConfig::load(path).with_context(|| format!("loading cluster file {}", path.display()))?;
-    if let Some(db) = control_database {
-        config = config.with_control_database(db).context("--control-database")?;
-    }
-    Ok(config)
+    ClusterConfig::load_redirected(path, None, control_database)
+        .with_context(|| format!("loading cluster file {}", path.display()))
 }
 
 fn groups_or_all(groups: Vec<TableGroup>) -> Vec<TableGroup> {

@@ -2,7 +2,7 @@
 //! databases on the local stack's real mariadbd shards, an in-process
 //! librdkafka mock broker) plus in-process consumer groups, the query API
 //! in-process, and the `dualwrite-cutover` binary for the operator's commands.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::time::{Duration, Instant};
 
@@ -16,48 +16,7 @@ use tokio_util::sync::CancellationToken;
 #[path = "../../../consumer/tests/common/mod.rs"]
 pub mod fleet;
 
-pub use fleet::{fresh_cluster, Broker, TestCluster};
-
-/// Drops every database of the cluster (shards and control).
-pub async fn drop_databases(cluster: &ClusterConfig) {
-    let mut endpoints: Vec<&cluster::config::Endpoint> = cluster.shards.iter().map(|s| &s.endpoint).collect();
-    endpoints.extend(cluster.control.as_ref());
-    for endpoint in endpoints {
-        let opts = mysql_async::OptsBuilder::from_opts(cluster::pool::opts_for(endpoint, &cluster.auth))
-            .db_name(None::<String>);
-        match mysql_async::Conn::new(opts).await {
-            Ok(mut conn) => {
-                let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", endpoint.database)).await;
-                let _ = conn.disconnect().await;
-            }
-            Err(error) => eprintln!("cleanup of {endpoint}: {error}"),
-        }
-    }
-}
-
-/// A consumer group running in this process.
-pub struct Group {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), consumer::run::ConsumerError>>,
-}
-
-impl Group {
-    pub fn start(cluster: &TestCluster, broker: &Broker, group: &str) -> Self {
-        let config = fleet::consumer_config(cluster, broker, group);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(consumer::run(config, shutdown.clone()));
-        Self { shutdown, task }
-    }
-
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("consumer stops within 60 s")
-            .expect("join")
-            .expect("consumer ran cleanly");
-    }
-}
+pub use fleet::{drop_databases, fresh_cluster, Broker, Group, TestCluster};
 
 /// The query API over a router, running in this process on an ephemeral port.
 pub struct Api {

@@ -65,11 +65,8 @@ struct RunArgs {
 }
 
 fn load(path: &Path, database: Option<&str>) -> anyhow::Result<ClusterConfig> {
-    let config = ClusterConfig::load(path).with_context(|| format!("loading cluster file {}", path.display()))?;
-    match database {
-        Some(db) => config.with_database(db).context("--database"),
-        None => Ok(config),
-    }
+    ClusterConfig::load_redirected(path, database, None)
+        .with_context(|| format!("loading cluster file {}", path.display()))
 }
 
 fn main() -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! The verify tests' harness: the consumer tests' throwaway clusters and mock
 //! broker, plus two consumer groups run in-process, settlement waits and
 //! cleanup of every database a test created.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 #[path = "../../../consumer/tests/common/mod.rs"]
 pub mod common;
@@ -10,39 +10,17 @@ use std::time::{Duration, Instant};
 
 use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
-use common::{consumer_config, Broker, TestCluster};
+use common::{Broker, TestCluster};
 use consumer::coverage::{progress, window_state, WindowState};
 use mysql_async::prelude::Queryable;
-use tokio_util::sync::CancellationToken;
 
-pub use common::fresh_cluster;
+pub use common::{drop_databases, fresh_cluster, fresh_cluster_with, Group};
 
 /// Start of the hour two hours ago: its hour window and every minute window
 /// of it are long past their allowed lateness (5 min) when the test runs.
 pub fn two_hours_ago() -> i64 {
     let now = chrono::Utc::now().timestamp();
     (now / 3600) * 3600 - 2 * 3600
-}
-
-/// A consumer group running in this process until stopped.
-pub struct Group {
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), consumer::run::ConsumerError>>,
-}
-
-impl Group {
-    pub fn start(cluster: &TestCluster, broker: &Broker, group: &str) -> Self {
-        let config = consumer_config(cluster, broker, group);
-        let token = CancellationToken::new();
-        let task = tokio::spawn(consumer::run(config, token.clone()));
-        Self { token, task }
-    }
-
-    pub async fn stop(self) {
-        self.token.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(60), self.task).await.expect("consumer stops");
-        result.expect("join").expect("consumer run");
-    }
 }
 
 /// Waits until every window in `[from, to)` (minute and hour sizes) is
@@ -62,20 +40,6 @@ pub async fn wait_settled(cluster: &ClusterConfig, from: i64, to: i64, timeout: 
         }
         assert!(Instant::now() < deadline, "windows {from}..{to} not settled on {} after {timeout:?}", cluster.name);
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    pools.disconnect().await;
-}
-
-/// Drops the test's shard and control databases.
-pub async fn drop_databases(cluster: &ClusterConfig) {
-    let pools = ShardPools::new(cluster);
-    for (i, shard) in cluster.shards.iter().enumerate() {
-        let mut conn = pools.shard(i).get_conn().await.expect("conn");
-        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", shard.endpoint.database)).await.expect("drop shard db");
-    }
-    if let (Some(pool), Some(control)) = (pools.control(), &cluster.control) {
-        let mut conn = pool.get_conn().await.expect("conn");
-        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", control.database)).await.expect("drop control db");
     }
     pools.disconnect().await;
 }
@@ -165,12 +129,4 @@ pub fn screenshot(html: &std::path::Path, png: &std::path::Path) -> std::path::P
     let head = std::fs::read(png).expect("png");
     assert_eq!(&head[..8], b"\x89PNG\r\n\x1a\n");
     png.to_path_buf()
-}
-
-/// Gives a test cluster another `[time]` section (compressed windows), in
-/// its file and its loaded config.
-pub fn set_time(cluster: &mut TestCluster, time_toml: &str) {
-    let text = std::fs::read_to_string(&cluster.file).expect("read cluster file");
-    std::fs::write(&cluster.file, format!("{text}\n[time]\n{time_toml}\n")).expect("write cluster file");
-    cluster.config = ClusterConfig::load(&cluster.file).expect("reload cluster file");
 }
