@@ -21,6 +21,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Most time partitions a table may need at once.
+pub const MAX_PARTITIONS: u64 = 1000;
+
 /// Validated `[time]` section. All durations are whole seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeConfig {
@@ -115,6 +118,15 @@ impl TimeConfig {
         if self.ahead < self.partition {
             return err("ahead", format!("must be at least one partition ({:?})", self.partition));
         }
+        // Every retained and every ready partition exists at once; thousands
+        // make each ALTER slow (MariaDB's hard limit is 8192).
+        let count = (s(self.retention) + s(self.ahead)) / s(self.partition);
+        if count > MAX_PARTITIONS {
+            return err(
+                "partition",
+                format!("(retention + ahead) / partition = {count} partitions, more than {MAX_PARTITIONS}: widen it"),
+            );
+        }
         Ok(())
     }
 
@@ -174,20 +186,30 @@ mod tests {
 
     #[test]
     fn compressed_time_is_accepted() {
-        let t = raw(&[("minute_window", "10s"), ("hour_window", "60s"), ("partition", "60s"), ("retention", "80s")])
-            .expect("compressed");
+        let t = raw(&[
+            ("minute_window", "10s"),
+            ("hour_window", "60s"),
+            ("partition", "60s"),
+            ("retention", "80s"),
+            ("ahead", "3m"),
+        ])
+        .expect("compressed");
         assert_eq!((t.minute_secs(), t.hour_secs(), t.retention_ms()), (10, 60, 80_000));
     }
 
     #[test]
     fn errors_name_the_field() {
-        let cases: [(&[(&str, &str)], &str); 6] = [
+        let cases: [(&[(&str, &str)], &str); 7] = [
             (&[("minute_window", "0s")], "time.minute_window: must be positive"),
             (&[("minute_window", "1500ms")], "time.minute_window: must be whole seconds"),
             (&[("minute_window", "7s"), ("hour_window", "60s")], "time.hour_window: must be a positive multiple"),
             (&[("partition", "90m")], "time.partition: must be a positive multiple of hour_window"),
             (&[("retention", "10m")], "time.retention: must be at least hour_window"),
             (&[("retention", "soon")], "time.retention: "),
+            (
+                &[("minute_window", "1m"), ("hour_window", "5m"), ("partition", "5m")],
+                "time.partition: (retention + ahead) / partition = 3168 partitions",
+            ),
         ];
         for (pairs, want) in cases {
             let got = raw(pairs).expect_err("must be rejected").to_string();

@@ -22,7 +22,7 @@ use verify::windows::{run_windows, Range, WindowsConfig};
 
 /// Compressed time: 5 s "minute" windows, 15 s "hour" windows, 2 s lateness.
 const TIME: &str = "[time]\nminute_window = \"5s\"\nhour_window = \"15s\"\nallowed_lateness = \"2s\"\n\
-                    partition = \"60s\"\nretention = \"1h\"";
+                    partition = \"60s\"\nretention = \"1h\"\nahead = \"10m\"";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_no_difference_while_both_groups_are_writing() {
