@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cluster::config::ClusterConfig;
 use topics::{Codec, DecodeError, Event, LatencySketch, TopicKind};
 
-use crate::rows::{tables_json, PatternRow, SlowRow, StatsKey, StatsRow};
+use crate::rows::{fits, tables_json, PatternRow, SlowRow, StatsKey, StatsRow, TooLong, TEXT_COLUMN_BYTES};
 use crate::source::Fetched;
 use cluster::time::{window_start, TimeConfig};
 
@@ -61,6 +61,9 @@ pub struct TimeRules {
     /// `query_stats_minute` / `query_stats_hour` window sizes.
     pub minute_secs: i64,
     pub hour_secs: i64,
+    /// `[time] ahead`: an event dated further than this past its message
+    /// timestamp is a dead letter (`future_event`), not a row in `p_future`.
+    pub ahead_ms: i64,
 }
 
 impl From<&TimeConfig> for TimeRules {
@@ -70,6 +73,7 @@ impl From<&TimeConfig> for TimeRules {
             retention_ms: t.retention_ms(),
             minute_secs: t.minute_secs(),
             hour_secs: t.hour_secs(),
+            ahead_ms: i64::try_from(t.ahead.as_millis()).unwrap_or(i64::MAX),
         }
     }
 }
@@ -78,7 +82,76 @@ impl TimeRules {
     /// (late, expired) for an event whose data ends at `event_end_ms`, sent at `message_ms`.
     fn judge(&self, event_start_ms: i64, event_end_ms: i64, message_ms: Option<i64>) -> (bool, bool) {
         let Some(sent) = message_ms else { return (false, false) };
-        (sent - event_end_ms > self.allowed_lateness_ms, sent - event_start_ms > self.retention_ms)
+        // Saturating: a producer's timestamp can be any i64.
+        (
+            sent.saturating_sub(event_end_ms) > self.allowed_lateness_ms,
+            sent.saturating_sub(event_start_ms) > self.retention_ms,
+        )
+    }
+
+    /// An event dated more than `ahead` past the time it was sent: decided
+    /// from the message alone, like lateness (no timestamp, no verdict).
+    fn future(&self, event_start_ms: i64, message_ms: Option<i64>) -> Result<(), Rejected> {
+        match message_ms {
+            Some(sent) if event_start_ms.saturating_sub(sent) > self.ahead_ms => Err(Rejected::Future(format!(
+                "event time {event_start_ms} ms is {} ms after its message timestamp {sent} ms, more than \
+                 [time] ahead ({} ms)",
+                event_start_ms - sent,
+                self.ahead_ms
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Longest dead-letter `detail` kept (the column is TEXT; server errors and
+/// panic messages can quote whole values).
+pub const MAX_DETAIL_BYTES: usize = 2_000;
+
+/// `detail` cut to [`MAX_DETAIL_BYTES`] on a character boundary.
+pub fn capped_detail(detail: &str) -> String {
+    if detail.len() <= MAX_DETAIL_BYTES {
+        return detail.to_string();
+    }
+    let mut end = MAX_DETAIL_BYTES;
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &detail[..end], detail.len())
+}
+
+/// Why `route` refused a message.
+#[derive(Debug)]
+enum Rejected {
+    Decode(DecodeError),
+    Future(String),
+}
+
+impl From<DecodeError> for Rejected {
+    fn from(e: DecodeError) -> Self {
+        Rejected::Decode(e)
+    }
+}
+
+impl From<TooLong> for Rejected {
+    fn from(e: TooLong) -> Self {
+        Rejected::Decode(DecodeError::Invalid { field: e.field, why: e.to_string() })
+    }
+}
+
+impl Rejected {
+    fn reason(&self) -> &'static str {
+        match self {
+            Rejected::Decode(e) => e.reason(),
+            Rejected::Future(_) => "future_event",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Rejected::Decode(e) => e.to_string(),
+            Rejected::Future(why) => why.clone(),
+        }
     }
 }
 
@@ -143,21 +216,50 @@ pub fn plan(
         r.messages += 1;
 
         let kind = kinds.get(&*m.topic).copied().unwrap_or(TopicKind::QueryStats);
-        match route(&m, kind, codec, cluster, rules) {
-            Ok((shard, body)) => out.shards[shard].push(ShardItem { range, offset: m.offset, body }),
-            Err(e) => out.dead_letters.push(DeadLetter {
-                topic: m.topic.clone(),
-                partition: m.partition,
-                offset: m.offset,
-                reason: e.reason(),
-                detail: e.to_string(),
-                key: m.key,
-                payload: m.payload,
-                message_ms: m.timestamp_ms,
-            }),
-        }
+        // The last line of defence: a panic in decoding or routing (a library
+        // bug a crafted message reaches) costs this message, not the process.
+        // Nothing outside `route` is mutated, so unwinding leaves no torn state.
+        let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route(&m, kind, codec, cluster, rules)));
+        let (reason, detail) = match routed {
+            Ok(Ok((shard, body))) => {
+                out.shards[shard].push(ShardItem { range, offset: m.offset, body });
+                continue;
+            }
+            Ok(Err(e)) => (e.reason(), e.detail()),
+            Err(panic) => ("decoder_panic", format!("panicked while decoding: {}", panic_message(&*panic))),
+        };
+        out.dead_letters.push(DeadLetter {
+            topic: m.topic.clone(),
+            partition: m.partition,
+            offset: m.offset,
+            reason,
+            detail: capped_detail(&detail),
+            key: m.key,
+            payload: m.payload,
+            message_ms: m.timestamp_ms,
+        });
     }
     out
+}
+
+/// Test-only fault injection: a predicate on a message that makes decoding
+/// it panic, standing in for a library bug a crafted message reaches (the
+/// known ones are checked before the library sees them). Never set outside tests.
+static PANIC_PROBE: std::sync::OnceLock<fn(&Fetched) -> bool> = std::sync::OnceLock::new();
+
+/// Installs the probe once per process (later calls are ignored).
+#[doc(hidden)]
+pub fn set_panic_probe(probe: fn(&Fetched) -> bool) {
+    let _ = PANIC_PROBE.set(probe);
+}
+
+/// The text of a panic payload (`panic!` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_string())
 }
 
 fn route(
@@ -166,7 +268,10 @@ fn route(
     codec: &Codec,
     cluster: &ClusterConfig,
     rules: TimeRules,
-) -> Result<(usize, ItemBody), DecodeError> {
+) -> Result<(usize, ItemBody), Rejected> {
+    if PANIC_PROBE.get().is_some_and(|probe| probe(m)) {
+        panic!("injected decoder panic at offset {}", m.offset);
+    }
     let event = codec.decode(kind, m.payload.as_deref())?;
     // The codec rejects negative ids, so this conversion cannot fail.
     let database_id = u64::try_from(event.database_id()).unwrap_or(0);
@@ -175,8 +280,10 @@ fn route(
     let body = match event {
         Event::QueryStats(q) => {
             // Malformed before old: a bad message is a dead letter whatever its age.
-            let sketch = LatencySketch::decode(&q.latency_sketch)
+            let sketch = LatencySketch::decode_message(&q.latency_sketch)
                 .map_err(|e| DecodeError::Invalid { field: "latency_sketch", why: e.to_string() })?;
+            let tables_json = tables_json(&q.tables)?;
+            rules.future(q.interval_start, m.timestamp_ms)?;
             let end = q.interval_start + i64::from(q.interval_seconds) * 1000;
             let (late, expired) = rules.judge(q.interval_start, end, m.timestamp_ms);
             if expired {
@@ -186,7 +293,7 @@ fn route(
             let row = StatsRow::from_event(keyspace_id, &q, sketch);
             let pattern = PatternRow {
                 keyspace_id,
-                tables_json: tables_json(&q.tables),
+                tables_json,
                 normalized_sql: q.normalized_sql,
                 first_seen_ms: q.interval_start,
                 last_seen_ms: q.interval_start,
@@ -205,6 +312,9 @@ fn route(
         }
         Event::SlowQuery(s) => {
             let at_ms = s.occurred_at.div_euclid(1000);
+            let tables_json = tables_json(&s.tables)?;
+            fits("error", s.error.as_ref().map_or(0, String::len), TEXT_COLUMN_BYTES)?;
+            rules.future(at_ms, m.timestamp_ms)?;
             let (late, expired) = rules.judge(at_ms, at_ms, m.timestamp_ms);
             if expired {
                 return Ok((shard, ItemBody::Expired));
@@ -223,7 +333,7 @@ fn route(
                     rows_returned: u64::try_from(s.rows_returned).unwrap_or(0),
                     error_text: s.error,
                     query_text: s.query_text,
-                    tables_json: tables_json(&s.tables),
+                    tables_json,
                     fingerprint: s.fingerprint,
                 },
             }

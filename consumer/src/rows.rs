@@ -101,8 +101,33 @@ pub struct SlowRow {
     pub tables_json: String,
 }
 
-pub fn tables_json(tables: &[String]) -> String {
-    serde_json::to_string(tables).unwrap_or_else(|_| "[]".to_string())
+/// What a `TEXT` column (`tables_used`, `error_text`) holds, in bytes.
+pub const TEXT_COLUMN_BYTES: usize = 65_535;
+
+/// A value no column of the store can hold: the message is a dead letter.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {bytes} bytes as stored, more than the column's {max}")]
+pub struct TooLong {
+    pub field: &'static str,
+    pub bytes: usize,
+    pub max: usize,
+}
+
+/// The JSON array stored in `tables_used`, measured as stored: quotes,
+/// backslashes and control characters are escaped, so a list can pass a
+/// check on its raw length and still not fit (MariaDB error 1406).
+pub fn tables_json(tables: &[String]) -> Result<String, TooLong> {
+    let json = serde_json::to_string(tables).unwrap_or_else(|_| "[]".to_string());
+    fits("tables", json.len(), TEXT_COLUMN_BYTES)?;
+    Ok(json)
+}
+
+/// `bytes` (the UTF-8 length the column stores) against the column's limit.
+pub fn fits(field: &'static str, bytes: usize, max: usize) -> Result<(), TooLong> {
+    if bytes > max {
+        return Err(TooLong { field, bytes, max });
+    }
+    Ok(())
 }
 
 /// The codec rejects negative counters; this only keeps the types honest.
@@ -141,6 +166,19 @@ mod tests {
         assert_eq!(a.rows_read, 2);
         assert_eq!(a.rows_returned, 4);
         assert_eq!(a.sketch.count(), 5);
+    }
+
+    #[test]
+    fn tables_are_measured_escaped() {
+        // 20,000 bytes raw, but every quote and backslash doubles as JSON.
+        let tables = vec!["\"\\".repeat(10_000), "t".repeat(10_000)];
+        assert!(tables.iter().map(String::len).sum::<usize>() < 60_000);
+        let too_long = tables_json(&[tables[0].repeat(2)]).expect_err("80,000 bytes escaped");
+        assert_eq!((too_long.field, too_long.max), ("tables", TEXT_COLUMN_BYTES));
+        assert_eq!(too_long.bytes, serde_json::to_string(&[tables[0].repeat(2)]).expect("json").len());
+        let control = vec!["\u{1}".repeat(11_000)];
+        assert!(tables_json(&control).is_err(), "control characters are six bytes each");
+        assert_eq!(tables_json(&["a".to_string()]).expect("fits"), r#"["a"]"#);
     }
 
     #[test]

@@ -98,6 +98,7 @@ const RULES: consumer::plan::TimeRules = consumer::plan::TimeRules {
     retention_ms: 8 * 86_400_000,
     minute_secs: 60,
     hour_secs: 3600,
+    ahead_ms: 3 * 86_400_000,
 };
 
 async fn apply_batch(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetched>) -> (u64, u64) {

@@ -176,15 +176,42 @@ pub fn bad_messages(codec: &Codec) -> Vec<BadMessage> {
     // Pinned by the codec tests; see `random_body`.
     push(RANDOM_BODY_NAME, TopicKind::QueryStats, header.map(random_body), "avro_decode");
 
-    out.push(BadMessage {
-        name: "garbage_latency_sketch",
-        kind: TopicKind::QueryStats,
-        payload: stats(&QueryStats { latency_sketch: vec![0xff, 0x00, 0x13, 0x37], ..valid }),
-        reason: "invalid_field",
-        codec_accepts: true,
-    });
+    // The codec accepts these; the consumer's planner rejects them where it
+    // decodes the sketch, measures stored sizes and compares clocks.
+    let mut planner = |name, payload, reason| {
+        out.push(BadMessage { name, kind: TopicKind::QueryStats, payload, reason, codec_accepts: true });
+    };
+    planner(
+        "garbage_latency_sketch",
+        stats(&QueryStats { latency_sketch: vec![0xff, 0x00, 0x13, 0x37], ..valid.clone() }),
+        "invalid_field",
+    );
+    planner(
+        FAR_APART_SKETCH_NAME,
+        stats(&QueryStats { latency_sketch: FAR_APART_SKETCH.to_vec(), ..valid.clone() }),
+        "invalid_field",
+    );
+    // 40,000 bytes raw (under the old 60,000-byte check), 80,004 as stored JSON.
+    planner(
+        "tables_longer_once_escaped",
+        stats(&QueryStats { tables: vec!["\"\\".repeat(20_000)], ..valid.clone() }),
+        "invalid_field",
+    );
+    // Sent now (any test timestamp), dated 2100-01-01: beyond any `[time] ahead`.
+    planner(
+        "interval_start_in_2100",
+        stats(&QueryStats { interval_start: 4_102_444_800_000, ..valid }),
+        "future_event",
+    );
     out
 }
+
+/// The corpus entry carrying [`FAR_APART_SKETCH`].
+pub const FAR_APART_SKETCH_NAME: &str = "sketch_bins_0_and_2pow31";
+
+/// A positive store of two bins, at indexes 0 and 2^31-1: the bytes that made
+/// `sketches-ddsketch` panic (`assertion failed: k <= self.len()`).
+pub const FAR_APART_SKETCH: [u8; 10] = [0x05, 0x02, 0x00, 0x02, 0xfe, 0xff, 0xff, 0xff, 0x0f, 0x02];
 
 /// The Avro encoding of a record that is not QueryStats: its first field is
 /// a string where QueryStats has a long. Read as QueryStats, the string's

@@ -13,6 +13,7 @@ pub mod events;
 pub mod key;
 pub mod schemas;
 pub mod sketch;
+mod sketch_check;
 pub mod spec;
 
 pub use codec::{Codec, DecodeError};

@@ -20,6 +20,10 @@ pub enum SketchError {
     Decode(String),
     #[error("latency_sketch relative accuracy is not the contract's 1%")]
     Accuracy,
+    /// Decodes, but holds what the contract's 2048-bin sketch cannot (and what
+    /// the library would mishandle or panic on).
+    #[error("latency_sketch is outside the contract: {0}")]
+    Contract(String),
 }
 
 /// A mergeable latency distribution in milliseconds.
@@ -45,13 +49,29 @@ impl LatencySketch {
         Self { inner: DDSketch::new(contract_config()) }
     }
 
+    /// Values above [`MAX_VALUE_MS`] are recorded as that value, so a sketch
+    /// built here always passes [`LatencySketch::decode_message`].
     pub fn add_ms(&mut self, value_ms: f64) {
-        self.inner.add(value_ms);
+        self.inner.add(value_ms.min(MAX_VALUE_MS));
     }
 
-    /// Decodes and checks that the sketch uses the contract's accuracy: sketches
-    /// with another gamma cannot be merged.
+    /// Decodes a sketch read back from the store (the result of merges):
+    /// checked like a message's, with a total count bound only by `u64`.
     pub fn decode(bytes: &[u8]) -> Result<Self, SketchError> {
+        Self::decode_bounded(bytes, MAX_STORED_COUNT)
+    }
+
+    /// Decodes a sketch carried by one message. Its total count is bounded
+    /// far below `u64`, so no number of merges a window sees can overflow.
+    pub fn decode_message(bytes: &[u8]) -> Result<Self, SketchError> {
+        Self::decode_bounded(bytes, MAX_MESSAGE_COUNT)
+    }
+
+    /// Checks everything the library would trust before handing it the bytes,
+    /// then checks that the sketch uses the contract's accuracy: sketches with
+    /// another gamma cannot be merged.
+    fn decode_bounded(bytes: &[u8], max_count: f64) -> Result<Self, SketchError> {
+        crate::sketch_check::check(bytes, max_count)?;
         let inner = DDSketch::from_java_bytes(bytes).map_err(|e| SketchError::Decode(format!("{e:?}")))?;
         let mut probe = DDSketch::new(contract_config());
         if probe.merge(&inner).is_err() {
@@ -65,7 +85,8 @@ impl LatencySketch {
     }
 
     /// Merges `other` into `self`. Both come from [`LatencySketch::decode`]
-    /// (or both from `new`), so their configurations agree.
+    /// (or both from `new`), so their configurations agree and their bins lie
+    /// in the contract's key window: the merged store never collapses.
     pub fn merge(&mut self, other: &LatencySketch) -> Result<(), SketchError> {
         self.inner.merge(&other.inner).map_err(|_| SketchError::Accuracy)
     }
@@ -77,6 +98,30 @@ impl LatencySketch {
     pub fn quantile(&self, q: f64) -> Option<f64> {
         self.inner.quantile(q).ok().flatten()
     }
+}
+
+/// Largest value a contract sketch holds in its own bin: the top of the
+/// 2048-key window that starts at the mapping's smallest value (1e-9 ms), about
+/// 6.6e8 ms (7.6 days). Latencies never come near it.
+pub const MAX_VALUE_MS: f64 = 6.0e8;
+
+/// Total count one message's sketch may carry (about 1.1e12 queries in one
+/// aggregate): 2^24 such messages in one window still fit a `u64`.
+const MAX_MESSAGE_COUNT: f64 = (1u64 << 40) as f64;
+/// A stored (merged) sketch's total count.
+const MAX_STORED_COUNT: f64 = (1u64 << 62) as f64;
+
+/// The keys a contract sketch may hold: `[first, first + 2047]`, where
+/// `first` is the key of the mapping's smallest value. Bins outside it would
+/// make the library collapse its store, whose code panics on far-apart keys.
+pub(crate) fn key_window() -> (i64, i64) {
+    let config = contract_config();
+    let first = i64::from(config.key(config.min_possible()));
+    (first, first + i64::from(config.max_num_bins) - 1)
+}
+
+pub(crate) fn contract_gamma() -> f64 {
+    contract_config().gamma
 }
 
 #[cfg(test)]
@@ -121,6 +166,124 @@ mod tests {
         for q in [0.1, 0.5, 0.9, 0.99] {
             assert_eq!(ab.quantile(q), ba.quantile(q));
         }
+    }
+
+    /// Encodes `(index, count)` bins of a positive store in mode 1, behind
+    /// the contract's index mapping and the given summary.
+    fn encoded(bins: &[(i64, f64)], min: f64, max: f64, sum: f64) -> Vec<u8> {
+        fn var_u64(out: &mut Vec<u8>, mut v: u64) {
+            let len = ((63 - v.leading_zeros() as i32) / 7).clamp(0, 8);
+            for _ in 0..len {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+        fn var_f64(out: &mut Vec<u8>, v: f64) {
+            let mut bits = (v + 1.0).to_bits().wrapping_sub(1.0f64.to_bits()).rotate_left(6);
+            for _ in 0..8 {
+                let next = (bits >> 57) as u8;
+                bits <<= 7;
+                if bits == 0 {
+                    out.push(next);
+                    return;
+                }
+                out.push(next | 0x80);
+            }
+            out.push((bits >> 56) as u8);
+        }
+        let mut out = vec![0x88];
+        out.extend_from_slice(&min.to_le_bytes());
+        out.push(0x8C);
+        out.extend_from_slice(&max.to_le_bytes());
+        out.push(0x84);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out.push(0x02);
+        out.extend_from_slice(&contract_config().gamma.to_le_bytes());
+        out.extend_from_slice(&0.0f64.to_le_bytes());
+        out.push(0x05);
+        var_u64(&mut out, bins.len() as u64);
+        let mut previous = 0i64;
+        for (index, count) in bins {
+            let delta = index.wrapping_sub(previous);
+            var_u64(&mut out, ((delta >> 63) ^ (delta << 1)) as u64);
+            var_f64(&mut out, *count);
+            previous = *index;
+        }
+        out
+    }
+
+    fn rejected(bytes: &[u8]) -> String {
+        match LatencySketch::decode_message(bytes) {
+            Err(SketchError::Contract(why)) => why,
+            other => panic!("expected a contract violation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_encoding_helper_matches_the_library() {
+        let ok = encoded(&[(100, 3.0), (101, 1.0)], 2.0, 2.1, 8.0);
+        let s = LatencySketch::decode_message(&ok).expect("valid");
+        assert_eq!(s.count(), 4);
+    }
+
+    #[test]
+    fn far_apart_bins_that_panic_the_library_are_rejected_first() {
+        let bytes = encoded(&[(0, 1.0), (i64::from(i32::MAX), 1.0)], 1.0, 2.0, 3.0);
+        // The library alone panics on these bytes (the crash).
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let library = std::panic::catch_unwind(|| DDSketch::from_java_bytes(&bytes).map(|s| s.count()));
+        std::panic::set_hook(quiet);
+        assert!(library.is_err(), "the library no longer panics: the check may be relaxed");
+        assert!(rejected(&bytes).contains("outside the contract's keys"));
+        let (first, last) = key_window();
+        assert_eq!(last - first + 1, 2048);
+        assert!(LatencySketch::decode_message(&encoded(&[(first, 1.0), (last, 1.0)], 1.0, 2.0, 3.0)).is_ok());
+        rejected(&encoded(&[(first - 1, 1.0)], 1.0, 2.0, 3.0));
+        rejected(&encoded(&[(last + 1, 1.0)], 1.0, 2.0, 3.0));
+        // Wrapping deltas are caught, not wrapped back into the window.
+        rejected(&encoded(&[(i64::MAX, 1.0), (0, 1.0)], 1.0, 2.0, 3.0));
+    }
+
+    #[test]
+    fn counts_must_be_finite_non_negative_integers() {
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 1.5] {
+            let why = rejected(&encoded(&[(10, bad)], 1.0, 2.0, 3.0));
+            assert!(why.contains("bin count"), "{bad}: {why}");
+        }
+        rejected(&encoded(&[(10, 2e12)], 1.0, 2.0, 3.0));
+        assert!(LatencySketch::decode(&encoded(&[(10, 2e12)], 1.0, 2.0, 3.0)).is_ok(), "stored rows may be large");
+    }
+
+    #[test]
+    fn summary_must_be_finite_and_present() {
+        for (min, max, sum) in [(f64::NAN, 1.0, 1.0), (1.0, f64::INFINITY, 1.0), (1.0, 2.0, f64::NEG_INFINITY)] {
+            rejected(&encoded(&[(10, 1.0)], min, max, sum));
+        }
+        rejected(&encoded(&[(10, 1.0)], 1.0, 2.0, 1e300));
+        // A non-empty sketch without min/max would be stored with infinities.
+        let mut no_summary = encoded(&[(10, 1.0)], 1.0, 2.0, 3.0);
+        no_summary.drain(..27);
+        rejected(&no_summary);
+    }
+
+    #[test]
+    fn more_bins_than_the_contract_holds_are_rejected() {
+        let mut bytes = encoded(&[], 1.0, 2.0, 3.0);
+        bytes.pop();
+        bytes.extend_from_slice(&[0x81, 0x10]); // 2049 bins
+        assert!(rejected(&bytes).contains("2049 bins"));
+    }
+
+    #[test]
+    fn sketches_built_here_always_decode() {
+        let mut s = LatencySketch::new();
+        for v in [1e-12, 1e-9, 0.001, 1.0, 1e6, MAX_VALUE_MS, 1e12, f64::MAX] {
+            s.add_ms(v);
+        }
+        let back = LatencySketch::decode_message(&s.encode()).expect("own sketch");
+        assert_eq!(back.count(), 8);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::types::Value;
 use apache_avro::Schema;
-use topics::corpus::{bad_messages, sample_query_stats, sample_slow_query, RANDOM_BODY_NAME};
+use topics::corpus::{bad_messages, sample_query_stats, sample_slow_query, FAR_APART_SKETCH_NAME, RANDOM_BODY_NAME};
 use topics::schemas::SchemaSet;
 use topics::{message_key, Codec, DecodeError, Event, LatencySketch, QueryStats, SlowQuery, TopicKind};
 
@@ -122,7 +122,16 @@ fn random_body_is_deterministic_and_rejected() {
 fn garbage_sketch_passes_the_codec_and_fails_the_sketch_decoder() {
     let codec = Codec::embedded().expect("codec");
     let accepted: Vec<_> = bad_messages(&codec).into_iter().filter(|m| m.codec_accepts).collect();
-    assert_eq!(accepted.len(), 1);
+    let names: Vec<&str> = accepted.iter().map(|m| m.name).collect();
+    assert_eq!(
+        names,
+        ["garbage_latency_sketch", FAR_APART_SKETCH_NAME, "tables_longer_once_escaped", "interval_start_in_2100"]
+    );
+    let far = &accepted[1];
+    let Ok(Event::QueryStats(q)) = codec.decode(far.kind, far.payload.as_deref()) else {
+        panic!("codec must accept the far-apart sketch");
+    };
+    assert!(matches!(LatencySketch::decode_message(&q.latency_sketch), Err(topics::sketch::SketchError::Contract(_))));
     let m = &accepted[0];
     assert_eq!((m.name, m.reason), ("garbage_latency_sketch", "invalid_field"));
     let Ok(Event::QueryStats(q)) = codec.decode(m.kind, m.payload.as_deref()) else {
