@@ -9,8 +9,8 @@ use std::sync::Arc;
 use cluster::config::ClusterConfig;
 use topics::{Codec, DecodeError, Event, LatencySketch, TopicKind};
 
+use crate::message::Fetched;
 use crate::rows::{fits, tables_json, PatternRow, SlowRow, StatsKey, StatsRow, TooLong, TEXT_COLUMN_BYTES};
-use crate::source::Fetched;
 use cluster::time::{window_start, TimeConfig};
 
 /// What a batch holds of one partition: a contiguous run of offsets.
@@ -33,6 +33,17 @@ pub struct ShardItem {
     pub range: usize,
     pub offset: i64,
     pub body: ItemBody,
+    /// The message as fetched: what a `store_rejected` dead letter keeps
+    /// (so it can be replayed) if the shard refuses this item.
+    pub raw: RawMessage,
+}
+
+/// A message's key, value and timestamp, kept with its item.
+#[derive(Debug, Clone, Default)]
+pub struct RawMessage {
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub message_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -222,7 +233,8 @@ pub fn plan(
         let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route(&m, kind, codec, cluster, rules)));
         let (reason, detail) = match routed {
             Ok(Ok((shard, body))) => {
-                out.shards[shard].push(ShardItem { range, offset: m.offset, body });
+                let raw = RawMessage { key: m.key, payload: m.payload, message_ms: m.timestamp_ms };
+                out.shards[shard].push(ShardItem { range, offset: m.offset, body, raw });
                 continue;
             }
             Ok(Err(e)) => (e.reason(), e.detail()),

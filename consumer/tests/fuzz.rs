@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use cluster::config::ClusterConfig;
+use consumer::message::Fetched;
 use consumer::plan::{plan, ItemBody, TimeRules, MAX_DETAIL_BYTES};
-use consumer::source::Fetched;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use topics::corpus::{bad_messages, sample_query_stats, sample_slow_query};

@@ -14,11 +14,19 @@ use tokio_util::sync::CancellationToken;
 use topics::{Codec, TopicKind};
 
 use crate::apply::{apply_shard, FenceInfo, ShardOutcome};
-use crate::config::{ConfigError, ConsumerConfig};
+use crate::config::ConsumerConfig;
+use crate::error::ConsumerError;
+use crate::isolate::{rejected_items, IsolateError};
+use crate::log_limit::RateLimit;
+use crate::message::{Control, Fetched, Receivers};
+use crate::plan::{capped_detail, DeadLetter, ShardItem};
 use crate::plan::{plan, BatchPlan, TimeRules};
-use crate::retry::{is_retryable, Backoff};
-use crate::source::{Control, Fetched, Receivers, Resume, Source};
+use crate::source::{Resume, Source};
 use crate::{dead_letter, metrics};
+use cluster::retry::{classify, is_retryable, Backoff, ErrorClass};
+
+/// Dead letters are counted one by one; this many lines a minute are logged.
+static DEAD_LETTER_LOG: RateLimit = RateLimit::new(Duration::from_secs(60), 20);
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -27,26 +35,6 @@ const SHARD_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often an idle consumer confirms its caught-up partitions, so that
 /// windows settle on partitions that receive nothing new.
 const IDLE_CONFIRM_EVERY: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConsumerError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cluster: {0}")]
-    Cluster(String),
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("shard {shard} ({range}): {source}")]
-    Shard { shard: usize, range: String, source: mysql_async::Error },
-    #[error("control database (dead letters): {0}")]
-    Control(mysql_async::Error),
-    #[error("schema missing on shard {shard}: {source}; run `dualwrite-cluster schema --cluster <file>` first")]
-    Schema { shard: String, source: mysql_async::Error },
-    #[error("internal: {0}")]
-    Internal(String),
-    #[error("start position: {0}")]
-    Start(#[from] crate::start::StartError),
-}
 
 /// What stops a batch: a fatal error, or shutdown while a shard was failing
 /// (the batch is abandoned and redelivered on restart).
@@ -236,7 +224,7 @@ impl Batcher<'_> {
         if unknown.is_empty() {
             return out;
         }
-        match crate::apply::started_partitions(self.pools.shard(0)).await {
+        match cluster::fence::started_partitions(self.pools.shard(0)).await {
             Ok(rows) => known.extend(rows),
             Err(e) => tracing::debug!(error = %e, "reading started partitions failed"),
         }
@@ -375,28 +363,7 @@ impl Batcher<'_> {
     async fn apply(&self, plan: &BatchPlan) -> Result<(), BatchError> {
         // Dead letters first: once the shards' fences move past these
         // offsets, nothing would bring the messages back.
-        let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
-        loop {
-            match dead_letter::record(&self.control, &self.config.cluster.name, &self.config.group, &plan.dead_letters)
-                .await
-            {
-                Ok(()) => break,
-                Err(e) if is_retryable(&e) => self.wait_retry(&mut backoff, "control", &e).await?,
-                Err(e) => return Err(BatchError::Fatal(ConsumerError::Control(e))),
-            }
-        }
-        // Every one is counted; only the first few per batch are logged.
-        const LOGGED_PER_BATCH: usize = 5;
-        for (i, d) in plan.dead_letters.iter().enumerate() {
-            metrics::dead_letter(d.reason);
-            metrics::messages(&d.topic, "dead_letter", 1);
-            if i < LOGGED_PER_BATCH {
-                tracing::warn!(topic = %d.topic, partition = d.partition, offset = d.offset, reason = d.reason, detail = %d.detail, "message dead-lettered");
-            }
-        }
-        if plan.dead_letters.len() > LOGGED_PER_BATCH {
-            tracing::warn!(count = plan.dead_letters.len(), "messages dead-lettered in this batch (first ones logged)");
-        }
+        self.record_dead_letters(&plan.dead_letters).await?;
 
         let coverage_starts = self.coverage_starts(plan).await;
         let high_watermarks: Vec<Option<i64>> = {
@@ -437,15 +404,87 @@ impl Batcher<'_> {
         Ok(())
     }
 
+    /// Makes `letters` durable in the control database (retrying while it is
+    /// unreachable), then counts and (at a bounded rate) logs them.
+    async fn record_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), BatchError> {
+        let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
+        loop {
+            match dead_letter::record(&self.control, &self.config.cluster.name, &self.config.group, letters).await {
+                Ok(()) => break,
+                Err(e) if is_retryable(&e) => self.wait_retry(&mut backoff, "control", &e).await?,
+                Err(e) => return Err(BatchError::Fatal(ConsumerError::Control(e))),
+            }
+        }
+        for d in letters {
+            metrics::dead_letter(d.reason);
+            metrics::messages(&d.topic, "dead_letter", 1);
+            if let Some(suppressed) = DEAD_LETTER_LOG.allow() {
+                tracing::warn!(topic = %d.topic, partition = d.partition, offset = d.offset, reason = d.reason, detail = %d.detail, not_logged_before = suppressed, "message dead-lettered");
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard refused some of `items` (a data error): finds them by
+    /// bisection, dead-letters them (`store_rejected`, with the server's
+    /// error) and returns the others, to be applied with the fence.
+    async fn set_aside_rejected(
+        &self,
+        shard: usize,
+        items: &[ShardItem],
+        fence: &FenceInfo<'_>,
+        failure: mysql_async::Error,
+    ) -> Result<Vec<ShardItem>, Result<mysql_async::Error, BatchError>> {
+        let bad = match rejected_items(self.pools.shard(shard), items, fence, failure).await {
+            Ok(bad) => bad,
+            Err(IsolateError::Database(e)) => return Err(Ok(e)),
+            Err(IsolateError::Combination(source)) => {
+                let range = self.config.cluster.shards[shard].range.to_string();
+                return Err(Err(BatchError::Fatal(ConsumerError::Shard { shard, range, source })));
+            }
+        };
+        let letters: Vec<DeadLetter> = bad
+            .iter()
+            .map(|(i, error)| {
+                let item = &items[*i];
+                let r = &fence.ranges[item.range];
+                DeadLetter {
+                    topic: r.topic.clone(),
+                    partition: r.partition,
+                    offset: item.offset,
+                    reason: "store_rejected",
+                    detail: capped_detail(error),
+                    key: item.raw.key.clone(),
+                    payload: item.raw.payload.clone(),
+                    message_ms: item.raw.message_ms,
+                }
+            })
+            .collect();
+        self.record_dead_letters(&letters).await.map_err(Err)?;
+        let mut rejected = bad.into_iter().map(|(i, _)| i).peekable();
+        let mut rest = Vec::with_capacity(items.len() - letters.len());
+        for (i, item) in items.iter().enumerate() {
+            if rejected.peek() == Some(&i) {
+                rejected.next();
+            } else {
+                rest.push(item.clone());
+            }
+        }
+        Ok(rest)
+    }
+
     async fn apply_with_retry(
         &self,
         shard: usize,
-        items: &[crate::plan::ShardItem],
+        items: &[ShardItem],
         fence: &FenceInfo<'_>,
     ) -> Result<ShardOutcome, BatchError> {
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
         let pool = self.pools.shard(shard);
+        // Replaced by the items left once rejected ones are set aside.
+        let mut remaining: Option<Vec<ShardItem>> = None;
         loop {
+            let items = remaining.as_deref().unwrap_or(items);
             // A shard that stops answering (frozen, partitioned) must not hang
             // the batch or shutdown: a timed-out attempt rolls back and retries.
             let attempt = match tokio::time::timeout(SHARD_ATTEMPT_TIMEOUT, apply_shard(pool, items, fence)).await {
@@ -460,6 +499,21 @@ impl Batcher<'_> {
                 Err(e) if is_retryable(&e) => {
                     metrics::shard_retry(shard);
                     self.wait_retry(&mut backoff, &self.config.cluster.shards[shard].range.to_string(), &e).await?;
+                }
+                Err(e) if classify(&e) == ErrorClass::Rejected => {
+                    match self.set_aside_rejected(shard, items, fence, e).await {
+                        Ok(rest) => remaining = Some(rest),
+                        Err(Err(stop)) => return Err(stop),
+                        Err(Ok(e)) if is_retryable(&e) => {
+                            metrics::shard_retry(shard);
+                            self.wait_retry(&mut backoff, &self.config.cluster.shards[shard].range.to_string(), &e)
+                                .await?;
+                        }
+                        Err(Ok(source)) => {
+                            let range = self.config.cluster.shards[shard].range.to_string();
+                            return Err(BatchError::Fatal(ConsumerError::Shard { shard, range, source }));
+                        }
+                    }
                 }
                 Err(source) => {
                     let range = self.config.cluster.shards[shard].range.to_string();
