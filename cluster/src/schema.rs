@@ -148,9 +148,26 @@ pub fn shard_ddl(time: &TimeConfig, now_secs: i64) -> Vec<String> {
     out
 }
 
+/// Control database: dead letters re-produced to their topic after their
+/// cause was fixed (`dualwrite-consumer dead-letters replay`). A row is
+/// written before the message is produced, so a letter is replayed at most
+/// once; a row left `pending` (crash mid-replay) needs an operator's look.
+pub const DEAD_LETTER_REPLAYS: &str = "CREATE TABLE IF NOT EXISTS dw_dead_letter_replays (
+  cluster VARCHAR(64) NOT NULL,
+  topic VARCHAR(249) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  kafka_partition INT NOT NULL,
+  kafka_offset BIGINT NOT NULL,
+  state VARCHAR(16) NOT NULL,
+  -- Where the replayed copy landed (set when state = 'done').
+  new_partition INT NULL,
+  new_offset BIGINT NULL,
+  started_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (cluster, topic, kafka_partition, kafka_offset)
+) ENGINE=InnoDB";
+
 /// The statements for the control database.
 pub fn control_ddl() -> Vec<String> {
-    vec![DEAD_LETTERS.to_string()]
+    vec![DEAD_LETTERS.to_string(), DEAD_LETTER_REPLAYS.to_string()]
 }
 
 #[derive(Debug, thiserror::Error)]

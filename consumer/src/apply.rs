@@ -363,6 +363,13 @@ async fn insert_slow(tx: &mut Transaction<'_>, rows: &[&SlowRow]) -> Result<u64,
     Ok(rows.len() as u64)
 }
 
+/// A gap (the stored fence is below the batch's first offset: the messages
+/// between expired from the topic before this group applied them) restarts
+/// the partition's coverage at the batch's first message, so readiness and
+/// verify treat every window before it as not covered. `covered_from_ms` is
+/// assigned before `next_offset`: MariaDB and MySQL 8 alike evaluate
+/// `ON DUPLICATE KEY UPDATE` assignments left to right, later ones seeing the
+/// new values.
 async fn advance_fences(
     tx: &mut Transaction<'_>,
     fence: &FenceInfo<'_>,
@@ -404,7 +411,10 @@ async fn advance_fences(
         "INSERT INTO dw_offset_fence (topic, kafka_partition, next_offset, first_offset, first_message_ms, \
          covered_from_ms, max_message_ms, reached_end, high_watermark, consumer_group, messages_applied, late_messages, \
          expired_messages, updated_at) VALUES {} \
-         ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), \
+         ON DUPLICATE KEY UPDATE \
+         covered_from_ms = IF(next_offset < VALUES(first_offset), \
+           GREATEST(covered_from_ms, VALUES(first_message_ms)), covered_from_ms), \
+         next_offset = VALUES(next_offset), \
          max_message_ms = GREATEST(max_message_ms, VALUES(max_message_ms)), reached_end = VALUES(reached_end), \
          high_watermark = VALUES(high_watermark), consumer_group = VALUES(consumer_group), \
          messages_applied = messages_applied + VALUES(messages_applied), \

@@ -74,8 +74,10 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
             .map(Arc::new)
     };
     let resume = Resume { handle: tokio::runtime::Handle::current(), pools: pools.clone(), starts: starts.clone() };
-    // Two batches in flight between the poll thread and the batcher at most.
-    let (source, receivers) = Source::start(client, &topic_names, 2 * config.batch_max_messages, resume)?;
+    // Two batches in flight between the poll thread and the batcher at most,
+    // in messages and in bytes.
+    let (source, receivers) =
+        Source::start(client, &topic_names, 2 * config.batch_max_messages, 2 * config.batch_max_bytes, resume)?;
     tracing::info!(group = %config.group, cluster = %config.cluster.name, topics = ?topic_names, "consumer started");
 
     let rules = TimeRules::from(&config.cluster.time);
@@ -156,7 +158,9 @@ struct Batcher<'a> {
 impl Batcher<'_> {
     async fn run(&mut self, mut rx: Receivers) -> Result<(), ConsumerError> {
         let max = self.config.batch_max_messages;
-        let mut pending: Vec<Fetched> = Vec::with_capacity(max);
+        let max_bytes = self.config.batch_max_bytes;
+        let mut pending: Vec<Fetched> = Vec::with_capacity(max.min(4096));
+        let mut pending_bytes = 0usize;
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut idle_tick = tokio::time::interval(IDLE_CONFIRM_EVERY);
         idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -176,11 +180,12 @@ impl Batcher<'_> {
                         // over belongs to the batch being finished (a message the
                         // poll thread still holds comes later and is fenced).
                         while let Ok(m) = rx.data.try_recv() {
+                            rx.bytes.give_back(&m);
                             pending.push(m);
                         }
                         tracing::debug!(count = partitions.len(), messages = pending.len(), "revoke: finishing the in-flight batch");
                         let flushed = self.flush(&mut pending).await;
-                        deadline = None;
+                        (deadline, pending_bytes) = (None, 0);
                         let _ = done.send(());
                         flushed?;
                     }
@@ -188,18 +193,20 @@ impl Batcher<'_> {
                 },
                 _ = timer => {
                     self.flush(&mut pending).await?;
-                    deadline = None;
+                    (deadline, pending_bytes) = (None, 0);
                 }
                 _ = idle_tick.tick(), if pending.is_empty() => self.confirm_idle().await,
                 message = rx.data.recv() => match message {
                     Some(m) => {
+                        rx.bytes.give_back(&m);
                         if pending.is_empty() {
                             deadline = Some(tokio::time::Instant::now() + self.config.batch_max_wait);
                         }
+                        pending_bytes += m.size();
                         pending.push(m);
-                        if pending.len() >= max {
+                        if pending.len() >= max || pending_bytes >= max_bytes {
                             self.flush(&mut pending).await?;
-                            deadline = None;
+                            (deadline, pending_bytes) = (None, 0);
                         }
                     }
                     None => break,
@@ -551,7 +558,8 @@ fn record_outcome(shard: usize, o: &ShardOutcome) {
     metrics::rows(shard, "query_patterns", o.pattern_rows);
     metrics::rows(shard, "slow_queries", o.slow_rows);
     for (topic, partition, fence, first) in &o.gaps {
-        metrics::offset_gap();
-        tracing::error!(shard, %topic, partition, fence, first_offset = first, "offset gap: messages between the fence and this batch were never fetched (truncated upstream?)");
+        let lost = u64::try_from(first - fence).unwrap_or(0);
+        metrics::offset_gap(topic, *partition, lost);
+        tracing::error!(shard, %topic, partition, fence, first_offset = first, lost, "offset gap: messages between the fence and this batch expired from the topic before this group applied them; coverage of the partition restarts after the gap");
     }
 }

@@ -25,6 +25,10 @@ pub struct ConsumerConfig {
     pub topic_prefix: String,
     /// A batch is cut at this many messages...
     pub batch_max_messages: usize,
+    /// ...or at this many bytes of message keys and values, whichever comes
+    /// first; the poll channel holds at most twice this. Memory is then
+    /// bounded in bytes whatever the message sizes (see the README's RSS figure).
+    pub batch_max_bytes: usize,
     /// ...or this long after its first message, whichever comes first.
     pub batch_max_wait: Duration,
     /// Where a partition starts when neither this cluster's fences nor the
@@ -46,6 +50,9 @@ impl ConsumerConfig {
         }
         if self.batch_max_messages == 0 {
             return invalid("batch_max_messages", "must be at least 1");
+        }
+        if self.batch_max_bytes < 1 << 20 {
+            return invalid("batch_max_bytes", "must be at least 1 MiB (one message of the largest size)");
         }
         if self.batch_max_wait.is_zero() {
             return invalid("batch_max_wait", "must be positive");

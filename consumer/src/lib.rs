@@ -16,6 +16,7 @@ mod log_limit;
 pub mod message;
 pub mod metrics;
 pub mod plan;
+pub mod replay;
 pub mod rows;
 pub mod source;
 pub mod start;

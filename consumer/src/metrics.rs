@@ -26,6 +26,17 @@ pub fn describe() {
         "dualwrite_consumer_offset_gaps_total",
         "Batches that started past a shard's fence: messages never seen (truncated upstream)."
     );
+    describe_counter!(
+        "dualwrite_consumer_offsets_lost_total",
+        Unit::Count,
+        "Offsets between a shard's fence and a batch's first offset: messages that expired from the topic \
+         before this group applied them, by topic and partition."
+    );
+    describe_gauge!(
+        "dualwrite_consumer_partition_stopped",
+        "1 while a partition is stopped because this cluster's fence is above its end offset (topic recreated, \
+         or the wrong Kafka)."
+    );
     describe_histogram!(
         "dualwrite_consumer_batch_duration_seconds",
         Unit::Seconds,
@@ -62,8 +73,15 @@ pub fn shard_retry(shard: usize) {
     counter!("dualwrite_consumer_shard_retries_total", "shard" => shard.to_string()).increment(1);
 }
 
-pub fn offset_gap() {
+pub fn offset_gap(topic: &str, partition: i32, lost: u64) {
     counter!("dualwrite_consumer_offset_gaps_total").increment(1);
+    counter!("dualwrite_consumer_offsets_lost_total", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .increment(lost);
+}
+
+pub fn partition_stopped(topic: &str, partition: i32, stopped: bool) {
+    gauge!("dualwrite_consumer_partition_stopped", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(if stopped { 1.0 } else { 0.0 });
 }
 
 pub fn batch(duration: Duration, messages: u64) {

@@ -25,7 +25,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset};
 use tokio::sync::mpsc;
 
-use crate::message::{Control, Fetched, Receivers, Watermarks};
+use crate::message::{ChannelBytes, Control, Fetched, Receivers, Watermarks};
 
 /// How long a revoke waits for the in-flight batch before releasing anyway;
 /// the fence keeps a late write from the old owner harmless.
@@ -56,6 +56,21 @@ pub struct SourceContext {
     stalled: AtomicBool,
     /// When fetching last resumed (see [`RESUME_GRACE`]).
     resumed_at: Mutex<Option<std::time::Instant>>,
+    /// Partitions whose fence is above their end (see [`fence_above_end`]):
+    /// kept paused, never resumed by backpressure, until an operator acts.
+    stopped: Mutex<std::collections::HashSet<(String, i32)>>,
+}
+
+/// Why a partition is stopped: the message operators act on.
+fn fence_above_end(topic: &str, partition: i32, fence: i64, end: i64) -> String {
+    format!(
+        "partition {topic}/{partition}: this cluster's fence ({fence}) is above the partition's end offset ({end}): \
+         the topic was deleted and recreated, or this consumer points at another Kafka. The partition is \
+         stopped (nothing below the old fence is skipped). Remedy: point --brokers at the right cluster; \
+         or, if the topic really was recreated, replay it into a fresh cluster database, or delete this \
+         partition's rows from dw_offset_fence on every shard (its windows are then counted again from \
+         the new topic) and restart"
+    )
 }
 
 /// After fetching resumes, end offsets in statistics may still be the ones
@@ -100,10 +115,17 @@ impl ConsumerContext for SourceContext {
                 if let Err(e) = assigned {
                     tracing::error!(error = %e, "assigning partitions failed");
                 }
+                self.pause_stopped(consumer, tpl);
                 self.post_rebalance(consumer, &Rebalance::Assign(tpl));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                // Judged again by whoever is assigned them next.
+                if let Ok(mut stopped) = self.stopped.lock() {
+                    for key in tpl_pairs(tpl) {
+                        stopped.remove(&key);
+                    }
+                }
                 let released = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
                 if let Err(e) = released {
                     tracing::error!(error = %e, "releasing partitions failed");
@@ -147,6 +169,42 @@ impl ConsumerContext for SourceContext {
 }
 
 impl SourceContext {
+    /// Keeps the newly assigned partitions whose fence is above their end paused.
+    fn pause_stopped(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let Ok(stopped) = self.stopped.lock() else { return };
+        let mut pause = TopicPartitionList::new();
+        for (topic, partition) in tpl_pairs(tpl).into_iter().filter(|k| stopped.contains(k)) {
+            pause.add_partition(&topic, partition);
+        }
+        if pause.count() > 0 {
+            if let Err(e) = consumer.pause(&pause) {
+                tracing::error!(error = %e, "pausing partitions whose fence is above their end failed");
+            }
+        }
+    }
+
+    /// A fence above the partition's end offset means the log this cluster
+    /// applied is not this one; resuming there would skip every new message
+    /// below the old fence without a word. Such a partition is stopped.
+    fn check_fence_against_end(&self, consumer: &BaseConsumer<Self>, topic: &str, partition: i32, fence: i64) {
+        let end = match consumer.fetch_watermarks(topic, partition, RESUME_LOOKUP_TIMEOUT) {
+            Ok((_, end)) => end,
+            Err(e) => {
+                tracing::warn!(%topic, partition, error = %e, "cannot read the partition's end to check its fence");
+                return;
+            }
+        };
+        if fence <= end {
+            crate::metrics::partition_stopped(topic, partition, false);
+            return;
+        }
+        tracing::error!(%topic, partition, fence, end, "{}", fence_above_end(topic, partition, fence, end));
+        crate::metrics::partition_stopped(topic, partition, true);
+        if let Ok(mut stopped) = self.stopped.lock() {
+            stopped.insert((topic.to_string(), partition));
+        }
+    }
+
     /// The cluster's fences come first: they say exactly what every shard has
     /// applied, even if the group's committed offsets expired or never
     /// existed (a renamed group). Partitions the cluster never saw start from
@@ -189,6 +247,7 @@ impl SourceContext {
             let key = (topic.clone(), partition);
             let offset = if let Some(fence) = fences.get(&key) {
                 from_fence += 1;
+                self.check_fence_against_end(consumer, &topic, partition, *fence);
                 Some(*fence)
             } else {
                 let committed_here = has_commit(committed.as_ref(), &topic, partition);
@@ -239,9 +298,12 @@ impl Source {
         client: ClientConfig,
         topics: &[String],
         capacity: usize,
+        capacity_bytes: usize,
         resume: Resume,
     ) -> Result<(Self, Receivers), KafkaError> {
         let (data_tx, data) = mpsc::channel(capacity);
+        let bytes = ChannelBytes::new(capacity_bytes);
+        let poll_bytes = bytes.clone();
         let (control_tx, control) = mpsc::channel(CONTROL_CAPACITY);
         let watermarks = Watermarks::default();
         let context = SourceContext {
@@ -250,6 +312,7 @@ impl Source {
             watermarks: watermarks.clone(),
             stalled: AtomicBool::new(false),
             resumed_at: Mutex::new(None),
+            stopped: Mutex::new(Default::default()),
         };
         let consumer: Arc<BaseConsumer<SourceContext>> = Arc::new(client.create_with_context(context)?);
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -260,10 +323,10 @@ impl Source {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("kafka-poll".into())
-                .spawn(move || PollLoop { consumer: &consumer, tx: data_tx, stop: &stop }.run())
+                .spawn(move || PollLoop { consumer: &consumer, tx: data_tx, bytes: poll_bytes, stop: &stop }.run())
                 .map_err(|e| KafkaError::ClientCreation(format!("spawning the poll thread: {e}")))?
         };
-        Ok((Self { consumer, watermarks, stop, thread: Some(thread) }, Receivers { data, control }))
+        Ok((Self { consumer, watermarks, stop, thread: Some(thread) }, Receivers { data, control, bytes }))
     }
 
     /// Marks `offsets` (next offset to read, per partition) for the next commit.
@@ -296,6 +359,8 @@ impl Source {
 struct PollLoop<'a> {
     consumer: &'a BaseConsumer<SourceContext>,
     tx: mpsc::Sender<Fetched>,
+    /// The channel's byte budget (the batcher gives bytes back on receipt).
+    bytes: ChannelBytes,
     stop: &'a AtomicBool,
 }
 
@@ -314,19 +379,32 @@ impl PollLoop<'_> {
         // Messages polled but not yet accepted by the batcher (at most a few
         // while pausing takes effect).
         let mut held: VecDeque<Fetched> = VecDeque::new();
+        // The front of `held` already holds its share of the byte budget.
+        let mut front_has_bytes = false;
         while !self.stop.load(Ordering::SeqCst) {
             if let Some(next) = held.pop_front() {
                 let wait = self.wait();
-                match runtime.block_on(async { tokio::time::timeout(wait, self.tx.reserve()).await }) {
-                    Ok(Ok(permit)) => {
+                // First the message's bytes, then a slot: the channel is full
+                // when either runs out.
+                let has_bytes = front_has_bytes
+                    || runtime.block_on(async { tokio::time::timeout(wait, self.bytes.take(&next)).await }).is_ok();
+                let reserved = if has_bytes {
+                    runtime.block_on(async { tokio::time::timeout(wait, self.tx.reserve()).await })
+                } else {
+                    Ok(Err(mpsc::error::SendError(())))
+                };
+                match (has_bytes, reserved) {
+                    (true, Ok(Ok(permit))) => {
                         permit.send(next);
+                        front_has_bytes = false;
                         // Resume with room for a batch, not at the first free slot.
-                        if held.is_empty() && self.stalled() && self.tx.capacity() >= self.tx.max_capacity() / 2 {
+                        if held.is_empty() && self.stalled() && self.room_for_a_batch() {
                             self.set_paused(false);
                         }
                     }
-                    Ok(Err(_closed)) => return,
-                    Err(_elapsed) => {
+                    (true, Ok(Err(_closed))) => return,
+                    (_, _) => {
+                        front_has_bytes = has_bytes;
                         held.push_front(next);
                         if !self.stalled() {
                             self.set_paused(true);
@@ -340,11 +418,16 @@ impl PollLoop<'_> {
             if self.tx.is_closed() {
                 return;
             }
-            if self.stalled() && self.tx.capacity() >= self.tx.max_capacity() / 2 {
+            if self.stalled() && self.room_for_a_batch() {
                 self.set_paused(false);
             }
             self.poll_into(&mut held, &mut topics);
         }
+    }
+
+    /// Half the channel free, in messages and in bytes.
+    fn room_for_a_batch(&self) -> bool {
+        self.tx.capacity() >= self.tx.max_capacity() / 2 && self.bytes.available() >= self.bytes.cap() / 2
     }
 
     /// How long to wait for the batcher before polling again.
@@ -387,7 +470,17 @@ impl PollLoop<'_> {
                 return;
             }
         };
-        let result = if paused { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
+        let result = if paused {
+            self.consumer.pause(&assignment)
+        } else {
+            // A stopped partition stays paused when backpressure ends.
+            let stopped = context.stopped.lock().map(|s| s.clone()).unwrap_or_default();
+            let mut resume = TopicPartitionList::new();
+            for (topic, partition) in tpl_pairs(&assignment).into_iter().filter(|k| !stopped.contains(k)) {
+                resume.add_partition(&topic, partition);
+            }
+            self.consumer.resume(&resume)
+        };
         if let Err(e) = result {
             tracing::warn!(error = %e, paused, "pause/resume failed; will retry");
             return;

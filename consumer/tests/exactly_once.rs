@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cluster::pool::ShardPools;
@@ -12,10 +10,7 @@ use common::{
     assert_matches_truth, consumer_config, fresh_cluster, messages_applied, Broker, ConsumerProcess, TestCluster,
 };
 use consumer::message::Fetched;
-use loadtest::truth::{Truth, TruthBuilder};
-use loadtest::workload::{Generated, Workload, WorkloadConfig};
 use tokio_util::sync::CancellationToken;
-use topics::Codec;
 
 async fn run_until_caught_up(cluster: &TestCluster, broker: &Broker, group: &str) {
     let shutdown = CancellationToken::new();
@@ -54,45 +49,6 @@ async fn a_new_group_resumes_at_the_clusters_fences() {
     common::assert_nothing_truncated(&broker).await;
 }
 
-/// Messages as a consumer would fetch them: keyed events spread over 4
-/// partitions with per-partition offsets, and the truth in that order.
-fn fetched_workload(n: usize) -> (Vec<Fetched>, Truth) {
-    let codec = Codec::embedded().expect("codec");
-    let stats: Arc<str> = Arc::from("query-stats");
-    let slow: Arc<str> = Arc::from("slow-queries");
-    let mut next_offset: HashMap<(bool, i32), i64> = HashMap::new();
-    let mut truth = TruthBuilder::default();
-    let mut out = Vec::new();
-    let workload =
-        Workload::new(WorkloadConfig::new(5, chrono::Utc::now().timestamp_millis() - 7_200_000)).expect("workload");
-    for event in workload.take(n) {
-        let (is_slow, key, payload) = match &event {
-            Generated::Stats(q) => {
-                (false, topics::message_key(q.database_id, &q.fingerprint), codec.encode_query_stats(q))
-            }
-            Generated::Slow(s) => {
-                (true, topics::message_key(s.database_id, &s.fingerprint), codec.encode_slow_query(s))
-            }
-        };
-        let partition = i32::from(key[7] % 4);
-        let offset = next_offset.entry((is_slow, partition)).or_insert(0);
-        match &event {
-            Generated::Stats(q) => truth.add_stats(q),
-            Generated::Slow(s) => truth.add_slow(s, partition, *offset),
-        }
-        out.push(Fetched {
-            topic: if is_slow { slow.clone() } else { stats.clone() },
-            partition,
-            offset: *offset,
-            timestamp_ms: Some(event.timestamp_ms()),
-            key: Some(key.to_vec()),
-            payload: Some(payload.expect("encode")),
-        });
-        *offset += 1;
-    }
-    (out, truth.build())
-}
-
 const RULES: consumer::plan::TimeRules = consumer::plan::TimeRules {
     allowed_lateness_ms: 300_000,
     retention_ms: 8 * 86_400_000,
@@ -108,7 +64,7 @@ async fn apply_batch(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_retries_and_different_batch_cuts_converge() {
-    let (messages, truth) = fetched_workload(6000);
+    let (messages, truth) = common::fetched_workload(6000);
     let total = messages.len() as u64;
 
     // Old cluster (4 shards): one batch, then the same batch redelivered whole.

@@ -24,7 +24,7 @@ use mysql_async::{Conn, Pool};
 use serde::Serialize;
 
 use crate::error::RetentionError;
-use crate::plan::{plan, Part, Policy, TablePlan};
+use crate::plan::{plan_guarded, Part, Policy, TablePlan};
 
 /// What one run does (or, dry, would do) to one table on one shard.
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +47,8 @@ pub struct ShardOutcome {
     /// Another job held the shard's retention lock.
     pub busy: bool,
     pub error: Option<String>,
+    /// Why no partition was dropped on this shard, when a clock guard refused.
+    pub drops_refused: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +56,64 @@ pub struct RunOptions {
     pub policy: Policy,
     pub dry_run: bool,
     pub lock_wait: Duration,
+    /// Largest difference between the shard's clock and this job's before
+    /// drops are refused.
+    pub max_clock_skew: Duration,
+}
+
+/// Where drops may go on one shard, and why not further.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DropGuard {
+    /// Drop partitions ending at or before this (seconds); `None`: drop nothing.
+    pub cutoff: Option<i64>,
+    pub refused: Option<String>,
+    /// The clocks disagree by more than allowed.
+    pub skewed: bool,
+}
+
+/// The clock guards: the shard's `UNIX_TIMESTAMP()` must agree with `now`
+/// within `max_skew`, and nothing is dropped past the newest message this
+/// cluster has applied minus `keep` (a producer or job clock days ahead can
+/// then never age out windows the cluster still holds the only copy of).
+pub(crate) fn drop_guard(
+    now: i64,
+    shard_now: i64,
+    newest_applied_ms: Option<i64>,
+    keep: i64,
+    max_skew: Duration,
+) -> DropGuard {
+    let skew = now - shard_now;
+    let max = i64::try_from(max_skew.as_secs()).unwrap_or(i64::MAX);
+    if skew.abs() > max {
+        return DropGuard {
+            cutoff: None,
+            skewed: true,
+            refused: Some(format!(
+                "clock skew: this job's clock says {now}, the shard's UNIX_TIMESTAMP() {shard_now} ({skew:+} s, more \
+                 than the allowed {max} s); nothing dropped until they agree"
+            )),
+        };
+    }
+    let Some(newest_ms) = newest_applied_ms else {
+        return DropGuard {
+            cutoff: None,
+            skewed: false,
+            refused: Some(
+                "no applied message recorded on this shard (dw_offset_fence is empty); nothing dropped".into(),
+            ),
+        };
+    };
+    // Within the allowed skew the job's clock is trusted (its `now` may be simulated).
+    let by_clock = now - keep;
+    let by_data = newest_ms.div_euclid(1000) - keep;
+    let refused = (by_data < by_clock).then(|| {
+        format!(
+            "newest applied message is at {} s, {} s before now: drops stop at {by_data} (newest - keep)",
+            newest_ms.div_euclid(1000),
+            now - newest_ms.div_euclid(1000)
+        )
+    });
+    DropGuard { cutoff: Some(by_clock.min(by_data)), refused, skewed: false }
 }
 
 /// Plans and (unless dry) applies retention on every shard, in parallel.
@@ -68,9 +128,19 @@ pub async fn run_cluster(
         let name = shard.range.to_string();
         async move {
             match run_shard(pool, &name, options, now).await {
-                Ok(Some(tables)) => ShardOutcome { shard: name, tables, busy: false, error: None },
-                Ok(None) => ShardOutcome { shard: name, tables: Vec::new(), busy: true, error: None },
-                Err(e) => ShardOutcome { shard: name, tables: Vec::new(), busy: false, error: Some(e.to_string()) },
+                Ok(Some((tables, drops_refused))) => {
+                    ShardOutcome { shard: name, tables, busy: false, error: None, drops_refused }
+                }
+                Ok(None) => {
+                    ShardOutcome { shard: name, tables: Vec::new(), busy: true, error: None, drops_refused: None }
+                }
+                Err(e) => ShardOutcome {
+                    shard: name,
+                    tables: Vec::new(),
+                    busy: false,
+                    error: Some(e.to_string()),
+                    drops_refused: None,
+                },
             }
         }
     });
@@ -83,7 +153,7 @@ async fn run_shard(
     shard: &str,
     options: RunOptions,
     now: i64,
-) -> Result<Option<Vec<TableOutcome>>, RetentionError> {
+) -> Result<Option<(Vec<TableOutcome>, Option<String>)>, RetentionError> {
     let sql = |source| RetentionError::sql(shard, source);
     let mut conn = pool.get_conn().await.map_err(sql)?;
     conn.query_drop(format!("SET SESSION lock_wait_timeout = {}", options.lock_wait.as_secs().max(1)))
@@ -95,7 +165,19 @@ async fn run_shard(
         tracing::info!(shard, "another retention job holds this shard, skipped");
         return Ok(None);
     }
-    let result = run_tables(&mut conn, shard, options, now).await;
+    let result = match read_clocks(&mut conn, shard).await {
+        Ok((shard_now, newest)) => {
+            let guard = drop_guard(now, shard_now, newest, options.policy.keep, options.max_clock_skew);
+            if let Some(why) = &guard.refused {
+                tracing::warn!(shard, reason = %why, "retention drops limited");
+            }
+            // A clock that disagrees with the shard's plans nothing from it:
+            // partitions ahead follow the shard's clock, none are dropped.
+            let plan_now = if guard.skewed { shard_now } else { now };
+            run_tables(&mut conn, shard, options, plan_now, guard.cutoff).await.map(|t| (t, guard.refused))
+        }
+        Err(e) => Err(e),
+    };
     // Released explicitly so a pooled connection never carries the lock.
     let released: Result<Option<i64>, _> =
         conn.query_first("SELECT RELEASE_LOCK(CONCAT('dualwrite_retention.', DATABASE()))").await;
@@ -103,16 +185,26 @@ async fn run_shard(
     result.map(Some)
 }
 
+/// The shard's clock and the newest message time (ms) applied on it.
+async fn read_clocks(conn: &mut Conn, shard: &str) -> Result<(i64, Option<i64>), RetentionError> {
+    let sql = |source| RetentionError::sql(shard, source);
+    let shard_now: Option<i64> = conn.query_first("SELECT CAST(UNIX_TIMESTAMP() AS SIGNED)").await.map_err(sql)?;
+    let newest: Option<Option<i64>> =
+        conn.query_first("SELECT MAX(max_message_ms) FROM dw_offset_fence").await.map_err(sql)?;
+    Ok((shard_now.unwrap_or_default(), newest.flatten()))
+}
+
 async fn run_tables(
     conn: &mut Conn,
     shard: &str,
     options: RunOptions,
     now: i64,
+    drop_cutoff: Option<i64>,
 ) -> Result<Vec<TableOutcome>, RetentionError> {
     let mut out = Vec::new();
     for (table, _column) in PARTITIONED_TABLES {
         let parts = read_layout(conn, shard, table).await?;
-        let plan = plan(&parts, options.policy, now).map_err(|e| RetentionError::Layout {
+        let plan = plan_guarded(&parts, options.policy, now, drop_cutoff).map_err(|e| RetentionError::Layout {
             shard: shard.to_owned(),
             table,
             why: e.0,
@@ -212,4 +304,30 @@ async fn past_has_rows(conn: &mut Conn, shard: &str, table: &str) -> Result<bool
         .await
         .map_err(|source| RetentionError::sql(shard, source))?;
     Ok(row.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SKEW: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn clocks_that_disagree_refuse_every_drop() {
+        let g = drop_guard(1_000_000 + 2 * 86_400, 1_000_000, Some(1_000_000_000), 3600, SKEW);
+        assert_eq!(g.cutoff, None);
+        assert!(g.refused.as_deref().is_some_and(|r| r.contains("clock skew")), "{g:?}");
+        assert_eq!(drop_guard(1_000_000, 1_000_000 + 301, Some(1_000_000_000), 3600, SKEW).cutoff, None);
+    }
+
+    #[test]
+    fn drops_stop_at_the_newest_applied_message_minus_keep() {
+        let now = 1_000_000;
+        let fresh = drop_guard(now, now + 10, Some(now * 1000), 3600, SKEW);
+        assert_eq!(fresh, DropGuard { cutoff: Some(now - 3600), refused: None, skewed: false });
+        let stale = drop_guard(now, now, Some((now - 86_400) * 1000), 3600, SKEW);
+        assert_eq!(stale.cutoff, Some(now - 86_400 - 3600));
+        assert!(stale.refused.is_some());
+        assert_eq!(drop_guard(now, now, None, 3600, SKEW).cutoff, None);
+    }
 }

@@ -54,8 +54,21 @@ pub struct Policy {
 /// cutoff, and since bounds are multiples of the width (itself a multiple of
 /// the hour window) a window never straddles two partitions.
 pub fn plan(parts: &[Part], policy: Policy, now: i64) -> Result<TablePlan, LayoutError> {
+    plan_guarded(parts, policy, now, Some(now.saturating_sub(policy.keep)))
+}
+
+/// [`plan`], dropping only partitions whose upper bound is at or below
+/// `drop_cutoff` (itself at most `now - keep`); `None` drops nothing (the
+/// guards in `execute` refused, e.g. the clocks disagree).
+pub fn plan_guarded(
+    parts: &[Part],
+    policy: Policy,
+    now: i64,
+    drop_cutoff: Option<i64>,
+) -> Result<TablePlan, LayoutError> {
     let (past_upper, reals) = check_layout(parts)?;
     let cutoff = now.saturating_sub(policy.keep);
+    let drop_below = drop_cutoff.map_or(i64::MIN, |c| c.min(cutoff));
     let width = policy.width;
     let mut out = TablePlan::default();
 
@@ -76,9 +89,13 @@ pub fn plan(parts: &[Part], policy: Policy, now: i64) -> Result<TablePlan, Layou
         lower = upper;
         upper += width;
     }
-    out.drop =
-        reals.iter().chain(&out.create).filter(|(_, upper)| *upper <= cutoff).map(|(name, _)| name.clone()).collect();
-    out.empty_past = past_upper <= cutoff;
+    out.drop = reals
+        .iter()
+        .chain(&out.create)
+        .filter(|(_, upper)| *upper <= drop_below)
+        .map(|(name, _)| name.clone())
+        .collect();
+    out.empty_past = past_upper <= drop_below;
     Ok(out)
 }
 
@@ -134,6 +151,21 @@ mod tests {
     }
 
     const POLICY: Policy = Policy { width: W, keep: 40, ahead: 30 };
+
+    #[test]
+    fn a_guard_lowers_the_drop_cutoff_or_forbids_drops() {
+        let now = 1_000_005;
+        let parts = layout(999_950, &[999_960, 999_970, 999_980, 999_990, 1_000_000, 1_000_010]);
+        let none = plan_guarded(&parts, POLICY, now, None).expect("plan");
+        assert!(none.drop.is_empty() && !none.empty_past, "{none:?}");
+        assert_eq!(none.create, plan(&parts, POLICY, now).expect("plan").create, "creation is not guarded");
+        // Newest applied message at 999_990: cutoff 999_950 instead of 999_965.
+        let lowered = plan_guarded(&parts, POLICY, now, Some(999_990 - 40)).expect("plan");
+        assert!(lowered.drop.is_empty() && lowered.empty_past, "{lowered:?}");
+        // A guard never raises the cutoff above now - keep.
+        let high = plan_guarded(&parts, POLICY, now, Some(now + 1000)).expect("plan");
+        assert_eq!(high, plan(&parts, POLICY, now).expect("plan"));
+    }
 
     #[test]
     fn creates_ahead_and_drops_only_wholly_expired() {

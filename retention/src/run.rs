@@ -23,6 +23,10 @@ pub struct RetentionConfig {
     pub dry_run: bool,
     /// Longest wait for a table's metadata lock per statement.
     pub lock_wait: Duration,
+    /// Drops are refused on a shard whose clock differs from this job's by more.
+    pub max_clock_skew: Duration,
+    /// Why `keep` may be shorter than `[time] retention` (`--force --reason`).
+    pub force_reason: Option<String>,
 }
 
 impl RetentionConfig {
@@ -36,6 +40,8 @@ impl RetentionConfig {
             every: None,
             dry_run: false,
             lock_wait: Duration::from_secs(5),
+            max_clock_skew: Duration::from_secs(300),
+            force_reason: None,
         }
     }
 
@@ -45,6 +51,17 @@ impl RetentionConfig {
             return Err(RetentionError::Config {
                 field: "keep",
                 why: format!("must be at least one hour window ({:?})", time.hour_window),
+            });
+        }
+        if self.keep < time.retention && self.force_reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Err(RetentionError::Config {
+                field: "keep",
+                why: format!(
+                    "{} is shorter than [time] retention ({}): windows the consumers still write would be dropped; \
+                     pass --force --reason <why> to do it anyway",
+                    humantime::format_duration(self.keep),
+                    humantime::format_duration(time.retention)
+                ),
             });
         }
         if self.ahead < time.partition {
@@ -72,6 +89,7 @@ impl RetentionConfig {
             },
             dry_run: self.dry_run,
             lock_wait: self.lock_wait,
+            max_clock_skew: self.max_clock_skew,
         }
     }
 }
@@ -87,6 +105,8 @@ pub struct RunSummary {
     pub errors: usize,
     /// Oldest window start held in full by every table on every shard.
     pub oldest_retained: Option<i64>,
+    /// Shards where a clock guard limited or refused drops, with why.
+    pub drops_refused: Vec<(String, String)>,
 }
 
 /// One pass over every shard at `now` (seconds since the epoch).
@@ -98,6 +118,8 @@ pub async fn run_once(config: &RetentionConfig, pools: &ShardPools, now: i64) ->
     let dropped = tables.clone().map(|t| t.plan.drop.len()).sum();
     let oldest_retained = tables.map(|t| t.retained_from).max();
     let errors = shards.iter().filter(|s| s.error.is_some()).count();
+    let drops_refused: Vec<(String, String)> =
+        shards.iter().filter_map(|s| Some((s.shard.clone(), s.drops_refused.clone()?))).collect();
     for s in shards.iter().filter(|s| s.error.is_some()) {
         tracing::error!(cluster = %config.cluster.name, shard = %s.shard, error = s.error.as_deref().unwrap_or(""), "retention failed on shard");
     }
@@ -134,6 +156,7 @@ pub async fn run_once(config: &RetentionConfig, pools: &ShardPools, now: i64) ->
         dropped,
         errors,
         oldest_retained,
+        drops_refused,
     }
 }
 

@@ -18,6 +18,28 @@ use tokio_util::sync::CancellationToken;
 const COMPRESSED: &str = "[time]\nminute_window = \"2s\"\nhour_window = \"10s\"\npartition = \"10s\"\n\
                           retention = \"40s\"\nahead = \"30s\"\nallowed_lateness = \"2s\"\n";
 
+/// Retention for a test whose `now` is simulated, not the shards' clock.
+fn simulated(config: &ClusterConfig) -> RetentionConfig {
+    RetentionConfig { max_clock_skew: Duration::from_secs(86_400), ..RetentionConfig::for_cluster(config.clone()) }
+}
+
+/// A fence row on every shard as if a consumer had applied a message at `ms`.
+async fn record_newest_applied(config: &ClusterConfig, ms: i64) {
+    let pools = ShardPools::new(config);
+    for pool in pools.shards() {
+        let mut conn = pool.get_conn().await.expect("conn");
+        conn.query_drop(format!(
+            "INSERT INTO dw_offset_fence (topic, kafka_partition, next_offset, first_offset, first_message_ms, \
+             covered_from_ms, max_message_ms, consumer_group, updated_at) \
+             VALUES ('query-stats', 0, 1, 0, 0, 0, {ms}, 'test', UTC_TIMESTAMP(6)) \
+             ON DUPLICATE KEY UPDATE max_message_ms = {ms}"
+        ))
+        .await
+        .expect("fence row");
+    }
+    pools.disconnect().await;
+}
+
 async fn minute_windows(config: &ClusterConfig) -> BTreeSet<i64> {
     let pools = ShardPools::new(config);
     let mut out = BTreeSet::new();
@@ -51,8 +73,12 @@ async fn layout(config: &ClusterConfig, table: &str) -> Vec<(String, Option<Stri
 #[tokio::test]
 async fn drops_only_expired_partitions_keeps_rows_dated_ahead_and_reruns_are_no_ops() {
     let cluster = common::fresh_cluster_with("old", "ret_parts", COMPRESSED).await;
-    let config = RetentionConfig::for_cluster(cluster.config.clone());
+    // Simulated time runs up to 1000 s ahead of the shards' clocks.
+    let config = RetentionConfig { max_clock_skew: Duration::from_secs(3600), ..simulated(&cluster.config) };
     let now0 = chrono::Utc::now().timestamp();
+    // The newest applied message is later than any simulated now, so only
+    // `now - keep` limits drops here.
+    record_newest_applied(&cluster.config, (now0 + 2000) * 1000).await;
 
     // One row per 2 s window from 2 minutes back to 5 minutes ahead, on every
     // shard: below p_past's bound, in the real partitions, and in p_future.
@@ -119,7 +145,7 @@ async fn drops_only_expired_partitions_keeps_rows_dated_ahead_and_reruns_are_no_
 async fn a_consumer_writing_while_partitions_are_split_and_dropped_loses_nothing() {
     let cluster = common::fresh_cluster_with("new", "ret_live", COMPRESSED).await;
     let broker = common::Broker::new("ret_live");
-    let config = RetentionConfig::for_cluster(cluster.config.clone());
+    let config = simulated(&cluster.config);
     let time = cluster.config.time;
 
     // Ten minutes of event time, produced over ~12 s while the consumer
@@ -185,4 +211,54 @@ async fn a_consumer_writing_while_partitions_are_split_and_dropped_loses_nothing
     assert!(kept.minute.len() > 100, "only {} retained minute rows: proves little", kept.minute.len());
     common::assert_matches_truth(&cluster.config, &kept).await;
     common::assert_nothing_truncated(&broker).await;
+}
+
+#[tokio::test]
+async fn a_clock_two_days_ahead_drops_nothing_and_says_why() {
+    let cluster = common::fresh_cluster_with("old", "ret_clock", COMPRESSED).await;
+    let config = RetentionConfig::for_cluster(cluster.config.clone());
+    let pools = ShardPools::new(&cluster.config);
+    let now = chrono::Utc::now().timestamp();
+
+    // Clocks agree (100 s on is within the 5 min allowed), but the newest
+    // applied message is a day old: nothing newer than it minus keep goes.
+    record_newest_applied(&cluster.config, (now - 86_400) * 1000).await;
+    let stale = run_once(&config, &pools, now + 100).await;
+    assert_eq!((stale.errors, stale.dropped), (0, 0), "{stale:?}");
+    assert_eq!(stale.drops_refused.len(), cluster.config.shards.len(), "{stale:?}");
+    assert!(stale.drops_refused.iter().all(|(_, why)| why.contains("newest applied message")), "{stale:?}");
+
+    // A job clock two days ahead of the shards: nothing dropped, and why.
+    record_newest_applied(&cluster.config, (now + 2 * 86_400) * 1000).await;
+    let before = layout(&cluster.config, "query_stats_minute").await;
+    let ahead = run_once(&config, &pools, now + 2 * 86_400).await;
+    assert_eq!((ahead.errors, ahead.dropped), (0, 0), "{ahead:?}");
+    assert_eq!(ahead.drops_refused.len(), cluster.config.shards.len(), "every shard says why: {ahead:?}");
+    assert!(ahead.drops_refused.iter().all(|(_, why)| why.contains("clock skew")), "{:?}", ahead.drops_refused);
+    let after = layout(&cluster.config, "query_stats_minute").await;
+    assert!(before.iter().all(|p| after.contains(p)), "a partition was dropped: {before:?} -> {after:?}");
+
+    // The same run with an up-to-date cluster and agreeing clocks does drop:
+    // the guards, not the layout, held the drops back above.
+    record_newest_applied(&cluster.config, (now + 100) * 1000).await;
+    let fresh = run_once(&config, &pools, now + 100).await;
+    assert_eq!(fresh.errors, 0, "{fresh:?}");
+    assert!(fresh.dropped > 0 && fresh.drops_refused.is_empty(), "{fresh:?}");
+    pools.disconnect().await;
+}
+
+#[test]
+fn a_keep_shorter_than_retention_needs_force_and_a_reason() {
+    let text = format!(
+        "{}\n{COMPRESSED}",
+        "name = \"k\"\n[auth]\nuser = \"u\"\n[[shards]]\nrange = \"-\"\ndsn = \"mysql://u@127.0.0.1:1/k\"\n"
+    );
+    let cluster = ClusterConfig::from_toml_str(&text, std::path::Path::new("."), &|_| None).expect("cluster");
+    let short = RetentionConfig { keep: Duration::from_secs(20), ..RetentionConfig::for_cluster(cluster) };
+    let err = short.validate().expect_err("refused").to_string();
+    assert!(err.starts_with("keep:") && err.contains("--force --reason"), "{err}");
+    let blank = RetentionConfig { force_reason: Some(" ".into()), ..short.clone() };
+    assert!(blank.validate().is_err(), "an empty reason is no reason");
+    let forced = RetentionConfig { force_reason: Some("disk full, approved by ops".into()), ..short };
+    forced.validate().expect("forced with a reason");
 }

@@ -35,6 +35,56 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Dead letters of a cluster: list them, or replay them once their cause is fixed.
+    #[command(subcommand)]
+    DeadLetters(DeadLetterCommand),
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Every dead letter of the cluster (or of --reason, or one by position), with its replay state.
+    List {
+        #[command(flatten)]
+        select: SelectArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Produce the selected letters' stored key and value again to their topic and
+    /// partition (each at most once); both groups then apply the copy exactly once.
+    Replay {
+        #[command(flatten)]
+        select: SelectArgs,
+        #[arg(long, env = "DUALWRITE_BROKERS")]
+        brokers: String,
+        /// Replay every selected letter (without it, a --reason or --offset is required).
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct SelectArgs {
+    #[arg(long, env = "DUALWRITE_CLUSTER")]
+    cluster: PathBuf,
+    #[arg(long)]
+    reason: Option<String>,
+    /// One letter: --topic T --partition P --offset O.
+    #[arg(long, requires_all = ["partition", "offset"])]
+    topic: Option<String>,
+    #[arg(long, requires = "topic")]
+    partition: Option<i32>,
+    #[arg(long, requires = "topic")]
+    offset: Option<i64>,
+}
+
+impl SelectArgs {
+    fn selection(&self) -> consumer::replay::Selection {
+        let position = match (&self.topic, self.partition, self.offset) {
+            (Some(t), Some(p), Some(o)) => Some((t.clone(), p, o)),
+            _ => None,
+        };
+        consumer::replay::Selection { reason: self.reason.clone(), position }
+    }
 }
 
 #[derive(clap::Args)]
@@ -69,6 +119,10 @@ struct RunArgs {
     /// Cut a batch at this many messages.
     #[arg(long, env = "DUALWRITE_BATCH_MAX_MESSAGES", default_value_t = 5000)]
     batch_max_messages: usize,
+    /// ...or at this many bytes of messages (humantime-free: a plain byte
+    /// count); the poll channel holds at most twice this.
+    #[arg(long, env = "DUALWRITE_BATCH_MAX_BYTES", default_value_t = 16 << 20)]
+    batch_max_bytes: usize,
     /// ...or this long after its first message.
     #[arg(long, env = "DUALWRITE_BATCH_MAX_WAIT", default_value = "250ms", value_parser = humantime::parse_duration)]
     batch_max_wait: Duration,
@@ -120,6 +174,7 @@ fn main() -> anyhow::Result<()> {
         Command::Status { cluster, brokers, topic_prefix, json } => {
             return status(cluster, brokers, topic_prefix, json);
         }
+        Command::DeadLetters(command) => return dead_letters(command),
     };
     let cluster = cluster::config::ClusterConfig::load_redirected(
         &args.cluster,
@@ -139,6 +194,7 @@ fn main() -> anyhow::Result<()> {
         cluster,
         topic_prefix: args.topic_prefix,
         batch_max_messages: args.batch_max_messages,
+        batch_max_bytes: args.batch_max_bytes,
         batch_max_wait: args.batch_max_wait,
         start: match args.start {
             StartArg::Earliest => StartPosition::Earliest,
@@ -159,6 +215,68 @@ fn main() -> anyhow::Result<()> {
         let shutdown = service::shutdown_on_signals();
         consumer::run(config, shutdown).await.context("consumer")
     })
+}
+
+fn dead_letters(command: DeadLetterCommand) -> anyhow::Result<()> {
+    let select = match &command {
+        DeadLetterCommand::List { select, .. } | DeadLetterCommand::Replay { select, .. } => select,
+    };
+    let config = cluster::config::ClusterConfig::load(&select.cluster)
+        .with_context(|| format!("loading cluster file {}", select.cluster.display()))?;
+    let selection = select.selection();
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let pools = cluster::pool::ShardPools::new(&config);
+        let control = pools.control().cloned().context("the cluster file has no [control] database")?;
+        let result = match &command {
+            DeadLetterCommand::List { json, .. } => {
+                let letters = consumer::replay::list(&control, &config.name, &selection).await?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&letters).context("encoding json")?);
+                } else {
+                    for l in &letters {
+                        println!(
+                            "{}/{}@{}\t{}\t{}\t{}\t{}",
+                            l.topic,
+                            l.partition,
+                            l.offset,
+                            l.reason,
+                            l.recorded_at,
+                            l.replay.as_deref().unwrap_or("-"),
+                            l.detail
+                        );
+                    }
+                    println!("{} dead letters", letters.len());
+                }
+                Ok(())
+            }
+            DeadLetterCommand::Replay { brokers, all, .. } => {
+                anyhow::ensure!(
+                    *all || selection.reason.is_some() || selection.position.is_some(),
+                    "replay: select letters with --reason, --topic/--partition/--offset, or --all"
+                );
+                let producer: rdkafka::producer::FutureProducer =
+                    replay_producer(brokers).create().context("creating the producer")?;
+                let replayed = consumer::replay::replay(&control, &config.name, &producer, &selection).await?;
+                for r in &replayed {
+                    match &r.outcome {
+                        Ok((p, o)) => println!("{}/{}@{} -> {}/{p}@{o}", r.topic, r.partition, r.offset, r.topic),
+                        Err(why) => println!("{}/{}@{} skipped: {why}", r.topic, r.partition, r.offset),
+                    }
+                }
+                Ok(())
+            }
+        };
+        pools.disconnect().await;
+        result
+    })
+}
+
+/// An idempotent producer (per-partition order kept through retries).
+fn replay_producer(brokers: &str) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", brokers).set("enable.idempotence", "true").set("acks", "all");
+    c
 }
 
 fn status(cluster: PathBuf, brokers: Option<String>, prefix: String, json: bool) -> anyhow::Result<()> {

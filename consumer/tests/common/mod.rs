@@ -167,6 +167,7 @@ pub fn consumer_config(cluster: &TestCluster, broker: &Broker, group: &str) -> C
         cluster: cluster.config.clone(),
         topic_prefix: broker.prefix.clone(),
         batch_max_messages: 2000,
+        batch_max_bytes: 16 << 20,
         batch_max_wait: Duration::from_millis(100),
         start: StartPosition::Earliest,
         codec: topics::Codec::embedded().expect("codec"),
@@ -442,6 +443,11 @@ impl Group {
         Self { shutdown, task }
     }
 
+    /// Still running: no fatal error stopped it.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(60), self.task)
@@ -467,4 +473,46 @@ pub async fn drop_databases(cluster: &ClusterConfig) {
             Err(error) => eprintln!("cleanup of {endpoint}: {error}"),
         }
     }
+}
+
+/// Messages as a consumer would fetch them: keyed events spread over 4
+/// partitions with per-partition offsets, and the truth in that order.
+pub fn fetched_workload(n: usize) -> (Vec<consumer::message::Fetched>, Truth) {
+    let codec = topics::Codec::embedded().expect("codec");
+    let stats: std::sync::Arc<str> = std::sync::Arc::from("query-stats");
+    let slow: std::sync::Arc<str> = std::sync::Arc::from("slow-queries");
+    let mut next_offset: HashMap<(bool, i32), i64> = HashMap::new();
+    let mut truth = loadtest::truth::TruthBuilder::default();
+    let mut out = Vec::new();
+    let workload = loadtest::workload::Workload::new(loadtest::workload::WorkloadConfig::new(
+        5,
+        chrono::Utc::now().timestamp_millis() - 7_200_000,
+    ))
+    .expect("workload");
+    for event in workload.take(n) {
+        let (is_slow, key, payload) = match &event {
+            loadtest::workload::Generated::Stats(q) => {
+                (false, topics::message_key(q.database_id, &q.fingerprint), codec.encode_query_stats(q))
+            }
+            loadtest::workload::Generated::Slow(s) => {
+                (true, topics::message_key(s.database_id, &s.fingerprint), codec.encode_slow_query(s))
+            }
+        };
+        let partition = i32::from(key[7] % 4);
+        let offset = next_offset.entry((is_slow, partition)).or_insert(0);
+        match &event {
+            loadtest::workload::Generated::Stats(q) => truth.add_stats(q),
+            loadtest::workload::Generated::Slow(s) => truth.add_slow(s, partition, *offset),
+        }
+        out.push(consumer::message::Fetched {
+            topic: if is_slow { slow.clone() } else { stats.clone() },
+            partition,
+            offset: *offset,
+            timestamp_ms: Some(event.timestamp_ms()),
+            key: Some(key.to_vec()),
+            payload: Some(payload.expect("encode")),
+        });
+        *offset += 1;
+    }
+    (out, truth.build())
 }

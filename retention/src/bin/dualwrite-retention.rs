@@ -58,6 +58,15 @@ struct RunArgs {
     /// Longest wait for a table's metadata lock (consumers' transactions) per statement.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     lock_wait: Duration,
+    /// Allow a --keep shorter than `[time] retention` (needs --reason).
+    #[arg(long, requires = "reason")]
+    force: bool,
+    /// Why --keep is shorter than `[time] retention`; logged with the run.
+    #[arg(long, requires = "force")]
+    reason: Option<String>,
+    /// Refuse drops on a shard whose clock (UNIX_TIMESTAMP()) differs from this host's by more.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    max_clock_skew: Duration,
     #[arg(long)]
     json: bool,
     #[arg(long, env = "DUALWRITE_METRICS_ADDR", default_value = "127.0.0.1:9466")]
@@ -100,12 +109,15 @@ fn main() -> anyhow::Result<()> {
             config.every = args.every;
             config.dry_run = args.dry_run;
             config.lock_wait = args.lock_wait;
+            config.max_clock_skew = args.max_clock_skew;
+            config.force_reason = args.reason.filter(|_| args.force);
             config.validate().context("invalid configuration")?;
             if config.keep < config.cluster.time.retention {
                 tracing::warn!(
                     keep = %humantime::format_duration(config.keep),
                     retention = %humantime::format_duration(config.cluster.time.retention),
-                    "--keep is shorter than the cluster's [time] retention: windows the consumers still write will be dropped"
+                    reason = config.force_reason.as_deref().unwrap_or_default(),
+                    "--keep is shorter than the cluster's [time] retention (forced): windows the consumers still write will be dropped"
                 );
             }
             let summary = runtime.block_on(async {
@@ -126,6 +138,9 @@ fn main() -> anyhow::Result<()> {
                     }
                     if shard.busy {
                         println!("-- shard {}: skipped, another retention job holds it", shard.shard);
+                    }
+                    if let Some(why) = &shard.drops_refused {
+                        println!("-- shard {}: drops limited: {why}", shard.shard);
                     }
                     if let Some(e) = &shard.error {
                         println!("-- shard {}: FAILED: {e}", shard.shard);
