@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     window: Duration,
     max: u32,
     /// (window start, lines logged in it, events not logged since the last line)
@@ -14,13 +14,13 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    pub const fn new(window: Duration, max: u32) -> Self {
+    pub(crate) const fn new(window: Duration, max: u32) -> Self {
         Self { window, max, state: Mutex::new((None, 0, 0)) }
     }
 
     /// `Some(suppressed)` if this event may be logged (with the count of
     /// events not logged before it), `None` if it must not.
-    pub fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         let Ok(mut state) = self.state.lock() else { return None };
         let now = Instant::now();
         if state.0.is_none_or(|start| now.duration_since(start) >= self.window) {

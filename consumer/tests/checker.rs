@@ -2,7 +2,7 @@
 //! cluster corrupted in each of several ways behind its back is reported
 //! with every difference, one per corruption, and nothing else.
 
-mod common;
+use testkit as common;
 
 use cluster::pool::ShardPools;
 use common::fresh_cluster;

@@ -4,7 +4,7 @@
 //! bad message is dead-lettered on both clusters with the same reason, and
 //! everything else equals the ground truth exactly.
 
-mod common;
+use testkit as common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! texts) keeps the consumer process under a stated RSS bound, because the
 //! batch and the poll channel are capped in bytes as well as in messages.
 
-mod common;
+use testkit as common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! expired before this group applied them) restarts the partition's coverage
 //! after it, so readiness and verify see the windows before as not covered.
 
-mod common;
+use testkit as common;
 
 use std::time::{Duration, Instant};
 
