@@ -110,6 +110,15 @@ pub enum ConfigError {
         error: DsnError,
     },
 
+    /// A `tls` table (`tls`, `shards[i].tls`, `control.tls`) is unusable.
+    #[error("{field}.{error}")]
+    Tls {
+        /// Which table: the endpoint's own, or `tls` when it inherits.
+        field: String,
+        /// Which of its fields, and why.
+        error: crate::tls::TlsConfigError,
+    },
+
     /// A database name given to `with_database` / `with_control_database`
     /// is not a plain identifier.
     #[error("{field}: {error}")]

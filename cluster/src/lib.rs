@@ -11,4 +11,5 @@ pub mod process;
 pub mod schema;
 pub mod secret;
 pub mod time;
+pub mod tls;
 pub mod vindex;

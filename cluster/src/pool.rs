@@ -41,7 +41,8 @@ pub const SESSION_SETUP: [&str; 2] =
 /// Connection options for one endpoint: TCP (never a Unix socket, even on
 /// localhost: the local stack runs several servers on one host and the port
 /// is what tells them apart), the endpoint's database, UTC and strict mode
-/// (see [`SESSION_SETUP`]), 1 to 8 connections.
+/// (see [`SESSION_SETUP`]), 1 to 8 connections, TLS as the endpoint's
+/// `[tls]` says (the copier's binlog connection uses these options too).
 ///
 /// The result holds the password: do not log it with `{:?}`.
 pub fn opts_for(endpoint: &Endpoint, auth: &Auth) -> Opts {
@@ -52,6 +53,7 @@ pub fn opts_for(endpoint: &Endpoint, auth: &Auth) -> Opts {
         .user(Some(endpoint.user.as_str()))
         .pass(auth.password.as_ref().map(|secret| secret.expose_secret()))
         .db_name(Some(endpoint.database.as_str()))
+        .ssl_opts(endpoint.tls.ssl_opts())
         .setup(SESSION_SETUP.to_vec())
         .pool_opts(PoolOpts::default().with_constraints(POOL_CONSTRAINTS))
         .into()
