@@ -508,7 +508,7 @@ mode = "verify-identity"
 ca_file = "ca.pem"
 [control]
 dsn = "mysql://db-control/c"
-tls = { mode = "verify-ca" }
+tls = { mode = "required" }
 [[shards]]
 range = "-80"
 dsn = "mysql://db-0/dualwrite"
@@ -524,7 +524,7 @@ tls = { server_name = "db-1.internal" }
         assert_eq!(config.shards[1].endpoint.tls.mode, TlsMode::VerifyIdentity, "inherited, though loopback");
         assert_eq!(config.shards[1].endpoint.tls.server_name.as_deref(), Some("db-1.internal"));
         let control = config.control.as_ref().expect("control");
-        assert_eq!((control.tls.mode, &control.tls.ca_file), (TlsMode::VerifyCa, &ca));
+        assert_eq!((control.tls.mode, &control.tls.ca_file), (TlsMode::Required, &ca));
     }
 
     #[test]

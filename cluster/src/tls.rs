@@ -143,6 +143,16 @@ pub enum TlsConfigError {
         /// What the OS said.
         error: std::io::Error,
     },
+    /// `verify-ca` cannot be honoured by this build: mysql_async 0.37.1's
+    /// rustls verifier decides "name mismatch only" by the error's text,
+    /// which rustls 0.23 no longer renders that way, so it would check the
+    /// name anyway (blackbeam/mysql_async#404, fixed by #408, not released).
+    /// Refused rather than silently stricter; `server_name` covers the need.
+    #[error(
+        "mode: verify-ca is not supported yet (mysql_async 0.37.1 still checks the name on its rustls path, \
+         blackbeam/mysql_async#404); use verify-identity with server_name set to a name the certificate holds"
+    )]
+    VerifyCaUnsupported,
     /// `server_name = ""`.
     #[error("server_name: must not be empty")]
     EmptyServerName,
@@ -164,6 +174,7 @@ impl RawTls {
     /// to `base_dir` (the cluster file's directory).
     pub(crate) fn resolve(&self, host: &str, base_dir: &Path) -> Result<TlsConfig, TlsConfigError> {
         let mode = match self.mode.as_deref() {
+            Some("verify-ca") => return Err(TlsConfigError::VerifyCaUnsupported),
             Some(text) => TlsMode::parse(text).ok_or_else(|| TlsConfigError::Mode(text.to_owned()))?,
             None if is_loopback(host) && self.ca_file.is_none() => TlsMode::Disabled,
             None => TlsMode::VerifyIdentity,
@@ -215,14 +226,21 @@ pub fn is_loopback(host: &str) -> bool {
 /// (`None` for any other error). Used to name the cause next to the shard:
 /// rustls' and the server's own messages are accurate but say neither what
 /// to check nor which side refused.
-pub fn explain(error: &mysql_async::Error) -> Option<&'static str> {
+pub fn explain(error: &mysql_async::Error, tls: &TlsConfig) -> Option<&'static str> {
     if let mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) = error {
         return Some("the server does not offer TLS (its ssl_cert/ssl_key are not set), but tls.mode requires it");
     }
     if let mysql_async::Error::Server(server) = error {
-        // MariaDB: ER_SECURE_TRANSPORT_REQUIRED 4049?; MySQL 8: 3159.
-        if server.code == 3159 || server.message.contains("insecure transport") {
+        // MySQL 8 says so (3159); MariaDB 10.11 answers a plaintext login to a
+        // require_secure_transport server with a plain access denied (1045).
+        if server.code == 3159 {
             return Some("the server requires TLS (require_secure_transport=ON): set [tls] mode");
+        }
+        if server.code == 1045 && tls.mode == TlsMode::Disabled {
+            return Some(
+                "access denied in plaintext: a wrong user or password, or a server that requires TLS \
+                 (MariaDB reports require_secure_transport this way): check [auth], or set [tls] mode",
+            );
         }
         return None;
     }
@@ -232,8 +250,8 @@ pub fn explain(error: &mysql_async::Error) -> Option<&'static str> {
     }
     if text.contains("NotValidForName") || text.contains("not valid for name") {
         return Some(
-            "the server certificate does not name this host (check the DSN host or tls.server_name; \
-             verify-ca skips the name check)",
+            "the server certificate does not name this host (check the DSN host, or set tls.server_name \
+             to a name it holds)",
         );
     }
     if text.contains("Expired") || text.contains("expired") {
@@ -278,6 +296,8 @@ mod tests {
     #[test]
     fn rejects_contradictions_and_missing_files() {
         let here = Path::new("/nonexistent");
+        let message = raw(Some("verify-ca")).resolve("h", here).expect_err("not honoured").to_string();
+        assert!(message.starts_with("mode: verify-ca is not supported yet"), "{message}");
         let message = raw(Some("verify")).resolve("h", here).expect_err("bad mode").to_string();
         assert_eq!(message, "mode: must be disabled, required, verify-ca or verify-identity, got \"verify\"");
         let tls = RawTls { ca_file: Some("ca.pem".into()), ..raw(Some("disabled")) };
@@ -286,7 +306,7 @@ mod tests {
         let tls = RawTls { cert_file: Some("c.pem".into()), ..raw(Some("required")) };
         let message = tls.resolve("h", here).expect_err("half").to_string();
         assert!(message.starts_with("key_file: cert_file and key_file go together"), "{message}");
-        let tls = RawTls { ca_file: Some("ca.pem".into()), ..raw(Some("verify-ca")) };
+        let tls = RawTls { ca_file: Some("ca.pem".into()), ..raw(Some("verify-identity")) };
         let message = tls.resolve("h", here).expect_err("missing").to_string();
         assert!(message.starts_with("ca_file: cannot read /nonexistent/ca.pem: "), "{message}");
     }
