@@ -28,11 +28,13 @@ pub enum ConfigError {
 
     /// Not TOML, a missing or mistyped field, or an unknown field (every
     /// table denies unknown fields so a typo never silently means "default").
-    /// The TOML error names the line, the column and the field.
+    /// The message names the line, the column and the field, but never
+    /// quotes the line (the parser's usual snippet): it may be a password
+    /// someone pasted into the wrong field.
     #[error("invalid cluster file: {error}")]
     Toml {
-        /// The parser's message.
-        error: toml::de::Error,
+        /// `line L, column C: <the parser's message>`.
+        error: String,
     },
 
     /// `name` does not match `[a-z0-9_]+`: it becomes part of metric labels,
