@@ -42,7 +42,7 @@ pub async fn collect(config: &CollectConfig) -> GateInputs {
         let kafka = config.kafka.as_ref().map_err(Clone::clone)?;
         let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]
             .iter()
-            .map(|k| format!("{}{}", config.topic_prefix, k.as_str()))
+            .map(|k| k.topic_name(&config.topic_prefix))
             .collect();
         let old = status(&config.old, kafka, &topics).await;
         let new = status(&config.new, kafka, &topics).await;

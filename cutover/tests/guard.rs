@@ -5,9 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{drop_databases, fresh_cluster, router_config, Api, API_TOKEN};
+use common::{router_config, Api, API_TOKEN};
 use cutover::query::bounded;
 use mysql_async::prelude::Queryable;
+use testkit::{drop_databases, fresh_cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_wants_a_token_caps_ranges_and_reports_health() {
