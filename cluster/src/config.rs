@@ -31,6 +31,7 @@ use crate::error::{ConfigError, DsnError};
 use crate::keyrange::{validate_partition, KeyRange, KeyRangeError, PartitionError};
 use crate::secret::{process_env, PasswordSource, Secret};
 use crate::time::{RawTime, TimeConfig};
+use crate::tls::{RawTls, TlsConfig};
 use crate::vindex;
 
 /// Re-exported next to [`validate_identifier`], which returns it.
@@ -85,6 +86,8 @@ pub struct Endpoint {
     pub user: String,
     /// Default database; always set so tables land where we expect.
     pub database: String,
+    /// How connections to it are secured (`[tls]`, overridable per shard).
+    pub tls: TlsConfig,
 }
 
 /// The cluster's credentials, from `[auth]`.
@@ -108,6 +111,13 @@ struct RawCluster {
     shards: Vec<RawShard>,
     #[serde(default)]
     time: RawTime,
+    #[serde(default)]
+    tls: RawTls,
+    /// The Kafka client settings (`topics::kafka` reads them from the same
+    /// file); accepted here so the file can hold them.
+    #[serde(default)]
+    #[allow(dead_code)]
+    kafka: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +132,7 @@ struct RawAuth {
 #[serde(deny_unknown_fields)]
 struct RawControl {
     dsn: String,
+    tls: Option<RawTls>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +140,7 @@ struct RawControl {
 struct RawShard {
     range: String,
     dsn: String,
+    tls: Option<RawTls>,
 }
 
 impl ClusterConfig {
@@ -178,7 +190,8 @@ impl ClusterConfig {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let raw: RawCluster = toml::from_str(text).map_err(|error| ConfigError::Toml { error })?;
+        let raw: RawCluster = toml::from_str(text)
+            .map_err(|error| ConfigError::Toml { error: toml_error_without_source(text, &error) })?;
 
         validate_name(&raw.name)?;
         if raw.auth.user.is_empty() {
@@ -195,8 +208,10 @@ impl ClusterConfig {
         let mut shards = Vec::with_capacity(raw.shards.len());
         for (index, shard) in raw.shards.iter().enumerate() {
             let range = KeyRange::parse(&shard.range).map_err(|error| ConfigError::Range { index, error })?;
-            let endpoint = Endpoint::from_dsn(&shard.dsn, &auth.user)
+            let mut endpoint = Endpoint::from_dsn(&shard.dsn, &auth.user)
                 .map_err(|error| ConfigError::Dsn { field: format!("shards[{index}].dsn"), error })?;
+            let field = if shard.tls.is_some() { format!("shards[{index}].tls") } else { "tls".to_owned() };
+            endpoint.tls = resolve_tls(shard.tls.as_ref(), &raw.tls, &endpoint.host, base_dir, field)?;
             shards.push(ShardConfig { range, endpoint });
         }
         let ranges: Vec<KeyRange> = shards.iter().map(|s| s.range.clone()).collect();
@@ -205,10 +220,13 @@ impl ClusterConfig {
         shards.sort_by(|a, b| a.range.start.cmp(&b.range.start));
 
         let control = match raw.control {
-            Some(control) => Some(
-                Endpoint::from_dsn(&control.dsn, &auth.user)
-                    .map_err(|error| ConfigError::Dsn { field: "control.dsn".to_owned(), error })?,
-            ),
+            Some(control) => {
+                let mut endpoint = Endpoint::from_dsn(&control.dsn, &auth.user)
+                    .map_err(|error| ConfigError::Dsn { field: "control.dsn".to_owned(), error })?;
+                let field = if control.tls.is_some() { "control.tls" } else { "tls" }.to_owned();
+                endpoint.tls = resolve_tls(control.tls.as_ref(), &raw.tls, &endpoint.host, base_dir, field)?;
+                Some(endpoint)
+            }
             None => None,
         };
 
@@ -266,7 +284,8 @@ impl ClusterConfig {
 impl Endpoint {
     /// Parses `mysql://[user@]host[:port]/database`. The user defaults to
     /// `default_user`, the port to 3306. A DSN holding a password is refused:
-    /// DSNs get copied into files, logs and process lists.
+    /// DSNs get copied into files, logs and process lists. TLS is left
+    /// disabled: the cluster file's `[tls]` sets it afterwards.
     pub fn from_dsn(dsn: &str, default_user: &str) -> Result<Self, DsnError> {
         let url = Url::parse(dsn).map_err(DsnError::Url)?;
         if url.scheme() != "mysql" {
@@ -301,7 +320,7 @@ impl Endpoint {
             "" => default_user.to_owned(),
             encoded => percent_decode(encoded).ok_or(DsnError::User)?,
         };
-        Ok(Self { host, port, user, database: database.to_owned() })
+        Ok(Self { host, port, user, database: database.to_owned(), tls: TlsConfig::DISABLED })
     }
 }
 
@@ -337,6 +356,32 @@ fn validate_name(name: &str) -> Result<(), ConfigError> {
         return Ok(());
     }
     Err(ConfigError::Name { value: name.to_owned() })
+}
+
+/// A TOML error as `line L, column C: message`, without the source line.
+fn toml_error_without_source(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}
+
+/// An endpoint's TLS: its own `tls` table over the cluster's `[tls]`.
+fn resolve_tls(
+    own: Option<&RawTls>,
+    cluster: &RawTls,
+    host: &str,
+    base_dir: &Path,
+    field: String,
+) -> Result<TlsConfig, ConfigError> {
+    let merged = own.map_or_else(|| cluster.clone(), |own| own.over(cluster));
+    merged.resolve(host, base_dir).map_err(|error| ConfigError::Tls { field, error })
 }
 
 fn partition_error(error: PartitionError) -> ConfigError {
@@ -451,13 +496,81 @@ dsn = "mysql://reader@db-1.internal/dualwrite"
         assert_eq!(names, ["-80", "80-"], "sorted by range start");
         assert_eq!(
             config.shards[0].endpoint,
-            Endpoint { host: "db-1.internal".into(), port: 3306, user: "reader".into(), database: "dualwrite".into() }
+            Endpoint {
+                host: "db-1.internal".into(),
+                port: 3306,
+                user: "reader".into(),
+                database: "dualwrite".into(),
+                tls: crate::tls::TlsConfig {
+                    mode: crate::tls::TlsMode::VerifyIdentity,
+                    ..crate::tls::TlsConfig::DISABLED
+                },
+            }
         );
         assert_eq!(config.shards[1].endpoint.port, 33302);
         let control = config.control.as_ref().expect("control");
         assert_eq!(control.database, "dualwrite_control");
         assert_eq!(control.to_string(), "mysql://dualwrite@127.0.0.1:33300/dualwrite_control");
         assert!(!format!("{config:?}").contains("pw-from-file"), "Debug must not print the password");
+    }
+
+    #[test]
+    fn tls_is_per_cluster_and_overridable_per_shard_and_control() {
+        use crate::tls::TlsMode;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), "pem").expect("write");
+        let text = r#"
+name = "new"
+[auth]
+user = "dualwrite"
+[tls]
+mode = "verify-identity"
+ca_file = "ca.pem"
+[control]
+dsn = "mysql://db-control/c"
+tls = { mode = "required" }
+[[shards]]
+range = "-80"
+dsn = "mysql://db-0/dualwrite"
+[[shards]]
+range = "80-"
+dsn = "mysql://127.0.0.1:3307/dualwrite"
+tls = { server_name = "db-1.internal" }
+"#;
+        let config = ClusterConfig::from_toml_str(text, dir.path(), &env).expect("valid");
+        let ca = Some(dir.path().join("ca.pem"));
+        assert_eq!(config.shards[0].endpoint.tls.mode, TlsMode::VerifyIdentity);
+        assert_eq!(config.shards[0].endpoint.tls.ca_file, ca);
+        assert_eq!(config.shards[1].endpoint.tls.mode, TlsMode::VerifyIdentity, "inherited, though loopback");
+        assert_eq!(config.shards[1].endpoint.tls.server_name.as_deref(), Some("db-1.internal"));
+        let control = config.control.as_ref().expect("control");
+        assert_eq!((control.tls.mode, &control.tls.ca_file), (TlsMode::Required, &ca));
+    }
+
+    #[test]
+    fn tls_defaults_to_verify_identity_off_loopback_and_names_the_table_in_errors() {
+        use crate::tls::TlsMode;
+        let text = cluster_toml(&["-80", "80-"]).replace("mysql://127.0.0.1:33302/", "mysql://db-1.internal/");
+        let config = parse(&text).expect("valid");
+        assert_eq!(config.shards[0].endpoint.tls.mode, TlsMode::Disabled, "loopback, nothing said");
+        assert_eq!(config.shards[1].endpoint.tls.mode, TlsMode::VerifyIdentity, "remote, nothing said");
+
+        let message = must_fail(&(cluster_toml(&["-"]) + "[tls]\nmode = \"prefer\"\n"));
+        assert!(message.starts_with("tls.mode: must be disabled, required, verify-ca or verify-identity"), "{message}");
+        let text = cluster_toml(&["-80", "80-"])
+            .replace("range = \"80-\"\n", "range = \"80-\"\ntls = { mode = \"required\", ca_file = \"nope.pem\" }\n");
+        let message = must_fail(&text);
+        assert!(message.starts_with("shards[1].tls.ca_file: cannot read /nonexistent/nope.pem"), "{message}");
+        let message = must_fail(&(cluster_toml(&["-"]) + "[tls]\nmode = \"required\"\nca = \"x\"\n"));
+        assert!(message.contains("unknown field `ca`"), "{message}");
+    }
+
+    #[test]
+    fn a_toml_error_never_quotes_the_line() {
+        let text = cluster_toml(&["-"]).replace("user = \"dualwrite\"\n", "user = \"dualwrite\"\npassword = hunter2\n");
+        let message = must_fail(&text);
+        assert!(message.starts_with("invalid cluster file: line 4, column"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]
@@ -476,7 +589,13 @@ dsn = "mysql://reader@db-1.internal/dualwrite"
         let endpoint = &parse(&text).expect("valid").shards[0].endpoint;
         assert_eq!(
             *endpoint,
-            Endpoint { host: "::1".into(), port: 3306, user: "dualwrite".into(), database: "dualwrite".into() }
+            Endpoint {
+                host: "::1".into(),
+                port: 3306,
+                user: "dualwrite".into(),
+                database: "dualwrite".into(),
+                tls: crate::tls::TlsConfig::DISABLED,
+            }
         );
         assert_eq!(endpoint.to_string(), "mysql://dualwrite@[::1]:3306/dualwrite");
 

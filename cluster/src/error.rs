@@ -28,11 +28,13 @@ pub enum ConfigError {
 
     /// Not TOML, a missing or mistyped field, or an unknown field (every
     /// table denies unknown fields so a typo never silently means "default").
-    /// The TOML error names the line, the column and the field.
+    /// The message names the line, the column and the field, but never
+    /// quotes the line (the parser's usual snippet): it may be a password
+    /// someone pasted into the wrong field.
     #[error("invalid cluster file: {error}")]
     Toml {
-        /// The parser's message.
-        error: toml::de::Error,
+        /// `line L, column C: <the parser's message>`.
+        error: String,
     },
 
     /// `name` does not match `[a-z0-9_]+`: it becomes part of metric labels,
@@ -108,6 +110,15 @@ pub enum ConfigError {
         /// What is wrong with it. Never contains the DSN text, which may hold
         /// a password.
         error: DsnError,
+    },
+
+    /// A `tls` table (`tls`, `shards[i].tls`, `control.tls`) is unusable.
+    #[error("{field}.{error}")]
+    Tls {
+        /// Which table: the endpoint's own, or `tls` when it inherits.
+        field: String,
+        /// Which of its fields, and why.
+        error: crate::tls::TlsConfigError,
     },
 
     /// A database name given to `with_database` / `with_control_database`

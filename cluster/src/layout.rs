@@ -27,6 +27,9 @@ pub struct LocalCluster {
     pub password_file: PathBuf,
     /// DSN of the control database, if the layout has one.
     pub control_dsn: Option<String>,
+    /// CA of TLS-only shards (`stack up --tls`): the file then gets
+    /// `[tls] mode = "verify-identity"` with it.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// A TOML basic string: quotes and backslashes escaped.
@@ -51,6 +54,12 @@ impl LocalCluster {
             toml_str(&self.user),
             toml_str(&self.password_file.to_string_lossy()),
         );
+        if let Some(ca) = &self.tls_ca_file {
+            out.push_str(&format!(
+                "\n[tls]\nmode = \"verify-identity\"\nca_file = {}\n",
+                toml_str(&ca.to_string_lossy())
+            ));
+        }
         if let Some(dsn) = &self.control_dsn {
             out.push_str(&format!("\n[control]\ndsn = {}\n", toml_str(dsn)));
         }
@@ -89,6 +98,7 @@ mod tests {
             user: "dualwrite".into(),
             password_file: password_file.to_owned(),
             control_dsn: Some("mysql://dualwrite@127.0.0.1:33300/dualwrite_control".into()),
+            tls_ca_file: None,
         }
     }
 
@@ -104,6 +114,20 @@ mod tests {
         assert_eq!(config.shards[7].range.to_string(), "e0-");
         assert_eq!(config.shards[7].endpoint.port, 33312);
         assert!(config.control.is_some());
+    }
+
+    #[test]
+    fn a_tls_layout_verifies_every_endpoint_against_its_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (password, ca) = (dir.path().join("mysql_password"), dir.path().join("ca.pem"));
+        std::fs::write(&password, "secret\n").expect("password file");
+        std::fs::write(&ca, "pem").expect("ca file");
+        let text = LocalCluster { tls_ca_file: Some(ca.clone()), ..layout(2, &password) }.render().expect("render");
+        let config = ClusterConfig::from_toml_str(&text, dir.path(), &|_| None).expect("parse");
+        for endpoint in config.shards.iter().map(|s| &s.endpoint).chain(config.control.as_ref()) {
+            assert_eq!(endpoint.tls.mode, crate::tls::TlsMode::VerifyIdentity);
+            assert_eq!(endpoint.tls.ca_file.as_ref(), Some(&ca));
+        }
     }
 
     #[test]

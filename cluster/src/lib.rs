@@ -14,4 +14,5 @@ pub mod schema;
 pub mod secret;
 pub mod sql;
 pub mod time;
+pub mod tls;
 pub mod vindex;

@@ -41,7 +41,8 @@ pub const SESSION_SETUP: [&str; 2] =
 /// Connection options for one endpoint: TCP (never a Unix socket, even on
 /// localhost: the local stack runs several servers on one host and the port
 /// is what tells them apart), the endpoint's database, UTC and strict mode
-/// (see [`SESSION_SETUP`]), 1 to 8 connections.
+/// (see [`SESSION_SETUP`]), 1 to 8 connections, TLS as the endpoint's
+/// `[tls]` says (the copier's binlog connection uses these options too).
 ///
 /// The result holds the password: do not log it with `{:?}`.
 pub fn opts_for(endpoint: &Endpoint, auth: &Auth) -> Opts {
@@ -52,9 +53,66 @@ pub fn opts_for(endpoint: &Endpoint, auth: &Auth) -> Opts {
         .user(Some(endpoint.user.as_str()))
         .pass(auth.password.as_ref().map(|secret| secret.expose_secret()))
         .db_name(Some(endpoint.database.as_str()))
+        .ssl_opts(endpoint.tls.ssl_opts())
         .setup(SESSION_SETUP.to_vec())
         .pool_opts(PoolOpts::default().with_constraints(POOL_CONSTRAINTS))
         .into()
+}
+
+/// Why an endpoint could not be reached, in one line: the cluster, which
+/// endpoint (shard range or control) and where, the cause in words when it is
+/// about TLS or credentials, then the driver's own message.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster {cluster}, {target} ({endpoint}): {cause}")]
+pub struct ConnectError {
+    /// The cluster's name.
+    pub cluster: String,
+    /// `shard -80` or `control`.
+    pub target: String,
+    /// The endpoint (`mysql://user@host:port/db`, no password).
+    pub endpoint: String,
+    /// What went wrong, newlines folded so the error stays one line.
+    pub cause: String,
+}
+
+/// Connects once to every shard and the control endpoint (no default
+/// database, so it works before `dualwrite-cluster schema` created one) and
+/// names the first that fails. Jobs call it at start so a wrong CA, a name
+/// mismatch or a plaintext client against a TLS-only server is one clear
+/// line before any work, rather than a driver error deep in a batch.
+pub async fn preflight(config: &ClusterConfig) -> Result<(), ConnectError> {
+    let mut targets: Vec<(String, &Endpoint)> =
+        config.shards.iter().map(|s| (format!("shard {}", s.range), &s.endpoint)).collect();
+    if let Some(control) = &config.control {
+        targets.push(("control".to_owned(), control));
+    }
+    let checks = targets.into_iter().map(|(target, endpoint)| async move {
+        let opts = OptsBuilder::from_opts(opts_for(endpoint, &config.auth)).db_name(None::<String>);
+        match mysql_async::Conn::new(opts).await {
+            Ok(conn) => {
+                // A failed COM_QUIT only leaves a connection for the server to time out.
+                let _ = conn.disconnect().await;
+                Ok(())
+            }
+            Err(error) => Err(ConnectError {
+                cluster: config.name.clone(),
+                target,
+                endpoint: endpoint.to_string(),
+                cause: describe(&error, &endpoint.tls),
+            }),
+        }
+    });
+    futures::future::join_all(checks).await.into_iter().collect()
+}
+
+/// `error` as one line, led by what it means when [`crate::tls::explain`]
+/// knows.
+pub fn describe(error: &mysql_async::Error, tls: &crate::tls::TlsConfig) -> String {
+    let raw = error.to_string().replace(['\n', '\r'], " ");
+    match crate::tls::explain(error, tls) {
+        Some(meaning) => format!("{meaning} [{raw}]"),
+        None => raw,
+    }
 }
 
 /// The connection pools of one cluster: `shard(i)` serves

@@ -19,7 +19,8 @@ pub use crate::start::StartPosition;
 pub struct ConsumerConfig {
     /// Kafka consumer group; one group feeds exactly one cluster.
     pub group: String,
-    pub brokers: String,
+    /// Brokers, security protocol, SASL and TLS (`[kafka]` / `--kafka-config`).
+    pub kafka: topics::kafka::KafkaConfig,
     pub cluster: ClusterConfig,
     /// Prepended to the topic names (tests use a unique prefix per test).
     pub topic_prefix: String,
@@ -45,7 +46,7 @@ impl ConsumerConfig {
         if self.group.trim().is_empty() {
             return invalid("group", "must not be empty");
         }
-        if self.brokers.trim().is_empty() {
+        if self.kafka.bootstrap.trim().is_empty() {
             return invalid("brokers", "must not be empty (host:port[,host:port])");
         }
         if self.batch_max_messages == 0 {
@@ -67,6 +68,14 @@ impl ConsumerConfig {
                 why: format!("{k} is set by the consumer and cannot be overridden"),
             });
         }
+        // --kafka k=v is on argv, which `ps` shows to every user of the host.
+        if let Some((k, _)) = self.kafka_overrides.iter().find(|(k, _)| k.contains("password") || k.contains("secret"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "kafka",
+                why: format!("{k} holds a secret: set it in [kafka] (sasl_password_file or _env), never on argv"),
+            });
+        }
         if self.cluster.control.is_none() {
             return invalid("cluster.control", "the cluster file needs a [control] dsn for dead letters");
         }
@@ -79,9 +88,8 @@ impl ConsumerConfig {
     }
 
     pub fn kafka_client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.group)
+        let mut c = self.kafka.client();
+        c.set("group.id", &self.group)
             .set("client.id", format!("dualwrite-consumer-{}", self.cluster.name))
             // Offsets are stored by hand once every shard has committed; librdkafka
             // then commits what was stored, periodically and on revoke/close.

@@ -7,7 +7,6 @@ use std::time::Duration;
 use cluster::config::ClusterConfig;
 use cluster::fence::{progress, report, StatusReport};
 use cluster::pool::ShardPools;
-use rdkafka::config::ClientConfig;
 
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -19,10 +18,10 @@ pub enum StatusError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
-/// Builds the report; `brokers` adds end offsets and lag.
+/// Builds the report; `kafka` adds end offsets and lag.
 pub async fn status(
     cluster: &ClusterConfig,
-    brokers: Option<&str>,
+    kafka: Option<&topics::kafka::KafkaConfig>,
     topics: &[String],
     lateness_ms: i64,
 ) -> Result<StatusReport, StatusError> {
@@ -30,11 +29,8 @@ pub async fn status(
     let fences = progress(&pools).await;
     pools.disconnect().await;
     let fences = fences?;
-    let ends = match brokers {
-        Some(brokers) => Some(
-            topics::admin::end_offsets(ClientConfig::new().set("bootstrap.servers", brokers), topics, BROKER_TIMEOUT)
-                .await?,
-        ),
+    let ends = match kafka {
+        Some(kafka) => Some(topics::admin::end_offsets(&kafka.client(), topics, BROKER_TIMEOUT).await?),
         None => None,
     };
     Ok(report(&cluster.name, fences, ends.as_ref(), lateness_ms, chrono::Utc::now().timestamp_millis()))

@@ -68,7 +68,9 @@ async fn start_tansu() -> Tansu {
 async fn tansu_broker(tansu: &Tansu, tag: &str) -> Broker {
     let prefix = format!("{}.", common::unique(tag));
     let specs = topics::spec::default_topics(&prefix, common::PARTITIONS, 1);
-    topics::admin::create_topics(&tansu.bootstrap, &specs).await.expect("create topics");
+    topics::admin::create_topics(&topics::kafka::KafkaConfig::plaintext(tansu.bootstrap.clone()), &specs)
+        .await
+        .expect("create topics");
     Broker::external(&tansu.bootstrap, &prefix)
 }
 

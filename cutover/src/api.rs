@@ -17,12 +17,16 @@ use crate::router::{Routed, Router};
 
 /// Default time range when `from` is not given.
 const DEFAULT_RANGE_S: i64 = 24 * 3600;
+/// Widest time range one request may ask for (the retention of a default
+/// store is 8 days; a month bounds what a typo like a missing `from` digit
+/// can make the shards scan).
+pub const MAX_RANGE_S: i64 = 31 * 24 * 3600;
 const DEFAULT_LIMIT: u32 = 20;
 
 /// The API's routes over `router`.
 pub fn app(router: Router) -> axum::Router {
     axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route(crate::guard::HEALTH_PATH, get(healthz))
         .route("/v1/router", get(router_stats))
         .route("/v1/databases/{database_id}/patterns/top", get(top_patterns))
         .route("/v1/databases/{database_id}/patterns/{fingerprint}/series", get(series))
@@ -97,6 +101,12 @@ impl Params {
             Some(f) => parse_time("from", f)?,
             None => to - DEFAULT_RANGE_S,
         };
+        if to.saturating_sub(from) > MAX_RANGE_S {
+            return Err(bad(format!(
+                "range: {} s from `from` to `to` is more than the {MAX_RANGE_S} s (31 days) one request may read",
+                to.saturating_sub(from)
+            )));
+        }
         Ok((from, to))
     }
 
@@ -107,6 +117,17 @@ impl Params {
             Some(other) => Err(bad(format!("granularity: expected minute or hour, got {other:?}"))),
         }
     }
+}
+
+/// 200 while the router follows the routing state, 503 once it has not
+/// read it for a while (then it may be reading the wrong cluster).
+async fn healthz(State(router): State<Router>) -> Response {
+    let (following, since) = router.following();
+    if following {
+        return "ok".into_response();
+    }
+    let message = format!("the router has not read the routing state for {} ms", since.as_millis());
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, message).into_response()
 }
 
 async fn router_stats(State(router): State<Router>) -> Json<crate::router::RouterStats> {

@@ -25,8 +25,9 @@ pub struct CollectConfig {
     pub new: ClusterConfig,
     /// The new cluster's control database (routing state, verify results).
     pub control: Pool,
-    /// Kafka bootstrap servers, for the groups' lag.
-    pub brokers: Option<String>,
+    /// Kafka settings, for the groups' lag; `Err` says why there are none
+    /// (the lag gate then shows it).
+    pub kafka: Result<topics::kafka::KafkaConfig, String>,
     pub topic_prefix: String,
     /// How far back shadow counts are summed.
     pub shadow_period: Duration,
@@ -38,15 +39,13 @@ pub struct CollectConfig {
 pub async fn collect(config: &CollectConfig) -> GateInputs {
     let now = Utc::now();
     let lag = async {
-        let Some(brokers) = config.brokers.as_deref() else {
-            return Err("no --brokers given: consumer lag needs the topics' end offsets".to_owned());
-        };
+        let kafka = config.kafka.as_ref().map_err(Clone::clone)?;
         let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]
             .iter()
             .map(|k| k.topic_name(&config.topic_prefix))
             .collect();
-        let old = status(&config.old, brokers, &topics).await;
-        let new = status(&config.new, brokers, &topics).await;
+        let old = status(&config.old, kafka, &topics).await;
+        let new = status(&config.new, kafka, &topics).await;
         match (old, new) {
             (Ok(o), Ok(n)) => Ok(LagInput { old: group_lag(&o), new: group_lag(&n) }),
             (Err(e), _) | (_, Err(e)) => Err(e),
@@ -71,7 +70,7 @@ pub async fn collect(config: &CollectConfig) -> GateInputs {
 
 async fn status(
     cluster: &ClusterConfig,
-    brokers: &str,
+    kafka: &topics::kafka::KafkaConfig,
     topics: &[String],
 ) -> Result<cluster::fence::StatusReport, String> {
     let context = |e: String| format!("consumer status of cluster {}: {e}", cluster.name);
@@ -79,8 +78,7 @@ async fn status(
     let fences = cluster::fence::progress(&pools).await;
     pools.disconnect().await;
     let fences = fences.map_err(|e| context(e.to_string()))?;
-    let client = rdkafka::config::ClientConfig::new().set("bootstrap.servers", brokers).clone();
-    let ends = topics::admin::end_offsets(&client, topics, std::time::Duration::from_secs(10))
+    let ends = topics::admin::end_offsets(&kafka.client(), topics, std::time::Duration::from_secs(10))
         .await
         .map_err(|e| context(e.to_string()))?;
     let now_ms = chrono::Utc::now().timestamp_millis();

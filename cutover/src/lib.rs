@@ -8,6 +8,7 @@ pub mod api;
 pub mod collect;
 pub mod gates;
 pub mod group;
+pub mod guard;
 pub mod metrics;
 pub mod ops;
 pub mod query;

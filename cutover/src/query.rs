@@ -15,6 +15,24 @@ use crate::group::TableGroup;
 /// Largest page any query returns.
 pub const MAX_LIMIT: u32 = 1000;
 
+/// Longest any API read may run on a shard before the server stops it, so an
+/// API call can never load the shards the consumers write for long.
+pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `sql` (a `SELECT ...`) bounded by the server to `timeout`. MariaDB
+/// (major version 10 and up) has `SET STATEMENT max_statement_time = <s> FOR`;
+/// MySQL 8 has the optimizer hint `MAX_EXECUTION_TIME(<ms>)` right after
+/// `SELECT`. Either way one statement, no extra round trip.
+pub fn bounded(sql: &str, server_major: u16, timeout: std::time::Duration) -> String {
+    if server_major >= 10 {
+        return format!("SET STATEMENT max_statement_time = {:.3} FOR {sql}", timeout.as_secs_f64());
+    }
+    match sql.strip_prefix("SELECT ") {
+        Some(rest) => format!("SELECT /*+ MAX_EXECUTION_TIME({}) */ {rest}", timeout.as_millis()),
+        None => sql.to_owned(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("cluster {cluster} shard {shard}: {source}")]
@@ -388,6 +406,7 @@ where
         QueryError::Sql { cluster, shard, source }
     };
     let mut conn = pools.shard(shard).get_conn().await.map_err(err)?;
+    let sql = bounded(sql, conn.server_version().0, STATEMENT_TIMEOUT);
     conn.exec(sql, params).await.map_err(err)
 }
 
@@ -525,6 +544,16 @@ fn compare_series(a: &Series, b: &Series) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_are_bounded_by_the_server_on_mariadb_and_mysql() {
+        let timeout = std::time::Duration::from_millis(2500);
+        assert_eq!(
+            super::bounded("SELECT a FROM t", 10, timeout),
+            "SET STATEMENT max_statement_time = 2.500 FOR SELECT a FROM t"
+        );
+        assert_eq!(super::bounded("SELECT a FROM t", 8, timeout), "SELECT /*+ MAX_EXECUTION_TIME(2500) */ a FROM t");
+    }
+
     use super::*;
 
     fn sketch(values: &[f64]) -> Vec<u8> {

@@ -127,6 +127,12 @@ struct Inner {
     /// Shadow reads and background loops; joined at shutdown.
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// When the router was built: the base of `followed_at_ms`.
+    started: Instant,
+    /// Milliseconds after `started` of the last successful routing poll:
+    /// `/healthz` fails when it is stale, because a router that no longer
+    /// follows the routing state would keep reading a cluster after a switch.
+    followed_at_ms: AtomicU64,
 }
 
 /// A cheap handle for serving reads.
@@ -309,6 +315,18 @@ impl Router {
         });
     }
 
+    /// How long ago the routing state was last read successfully, and
+    /// whether that is recent enough to call the router healthy (20 polls,
+    /// at least 2 s: a few failed polls in a row are normal during a
+    /// control-database failover).
+    pub fn following(&self) -> (bool, Duration) {
+        let inner = &self.inner;
+        let at = Duration::from_millis(inner.followed_at_ms.load(Ordering::Relaxed));
+        let since = inner.started.elapsed().saturating_sub(at);
+        let stale_after = (inner.config.poll_interval * 20).max(Duration::from_secs(2));
+        (since <= stale_after, since)
+    }
+
     /// The router's counters.
     pub fn stats(&self) -> RouterStats {
         let inner = &self.inner;
@@ -385,7 +403,14 @@ impl Inner {
             shadow: Shadow::default(),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
+            started: Instant::now(),
+            followed_at_ms: AtomicU64::new(0),
         }
+    }
+
+    fn mark_followed(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.followed_at_ms.store(now, Ordering::Relaxed);
     }
 
     /// Clusters this router may read now: active ones, shadow targets, and any with reads in flight.
@@ -535,6 +560,7 @@ async fn follow(inner: Arc<Inner>, mut applied: u64, mut held: [Option<u64>; 2])
             }
         } else {
             failures = 0;
+            inner.mark_followed();
         }
     }
 }

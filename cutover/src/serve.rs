@@ -5,6 +5,7 @@ use mysql_async::Pool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::guard::GuardConfig;
 use crate::router::{Router, RouterConfig, RouterError};
 
 /// What `serve` needs.
@@ -13,6 +14,8 @@ pub struct ServeConfig {
     pub old: ClusterConfig,
     pub new: ClusterConfig,
     pub router: RouterConfig,
+    /// Token, deadlines and caps around every route.
+    pub guard: GuardConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +41,9 @@ pub async fn run(config: ServeConfig, listener: TcpListener, shutdown: Cancellat
     let router = Router::start(config.router, config.old, config.new, control).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "query api listening");
-    let served =
-        axum::serve(listener, crate::api::app(router.clone())).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    let served = axum::serve(listener, crate::guard::guard(crate::api::app(router.clone()), config.guard))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
     router.shutdown().await;
     served?;
     Ok(())

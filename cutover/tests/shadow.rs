@@ -45,7 +45,7 @@ async fn an_injected_difference_on_the_new_cluster_is_caught_by_shadow_reads_bef
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let client = reqwest::Client::new();
+    let client = common::api_client_builder().build().expect("client");
     let to = (now_ms / 1000 - 600) / 3600 * 3600;
     let from = to - 6 * 3600;
     let base = &api.base;

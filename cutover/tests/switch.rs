@@ -33,7 +33,7 @@ fn spawn_readers(
             let stop = stop.clone();
             let log = log.clone();
             tokio::spawn(async move {
-                let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+                let client = common::api_client_builder().timeout(Duration::from_secs(10)).build().expect("client");
                 let now = chrono::Utc::now().timestamp();
                 let (from, to) = (now - 4 * 3600, now + 3600);
                 let mut i = reader;

@@ -43,8 +43,13 @@ const MAX_IN_FLIGHT: usize = 20_000;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 pub fn producer_config(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
+    producer_config_for(&topics::kafka::KafkaConfig::plaintext(brokers))
+}
+
+/// [`producer_config`] for a full Kafka configuration (TLS, SASL).
+pub fn producer_config_for(kafka: &topics::kafka::KafkaConfig) -> ClientConfig {
+    let mut c = kafka.client();
+    c
         // Idempotence keeps per-partition order through retries: the truth and
         // the consumer fold each pattern's events in the same order.
         .set("enable.idempotence", "true")
@@ -61,8 +66,17 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
 
 /// Produces `config.messages` events; returns the truth once all are acknowledged.
 pub async fn produce(config: &ProduceConfig, shutdown: &CancellationToken) -> Result<Truth, ProduceError> {
+    produce_with(config, &topics::kafka::KafkaConfig::plaintext(config.brokers.clone()), shutdown).await
+}
+
+/// [`produce`] through `kafka` (its bootstrap replaces `config.brokers`).
+pub async fn produce_with(
+    config: &ProduceConfig,
+    kafka: &topics::kafka::KafkaConfig,
+    shutdown: &CancellationToken,
+) -> Result<Truth, ProduceError> {
     let codec = Codec::embedded().map_err(|e| ProduceError::Encode(e.to_string()))?;
-    let producer: FutureProducer = producer_config(&config.brokers).create()?;
+    let producer: FutureProducer = producer_config_for(kafka).create()?;
     let stats_topic = TopicKind::QueryStats.topic_name(&config.topic_prefix);
     let slow_topic = TopicKind::SlowQueries.topic_name(&config.topic_prefix);
     let mut truth = TruthBuilder::new(config.workload.minute_secs, config.workload.hour_secs);

@@ -164,7 +164,7 @@ pub fn consumer_config(cluster: &TestCluster, broker: &Broker, group: &str) -> C
     service::init_tracing();
     ConsumerConfig {
         group: group.to_string(),
-        brokers: broker.bootstrap.clone(),
+        kafka: topics::kafka::KafkaConfig::plaintext(broker.bootstrap.clone()),
         cluster: cluster.config.clone(),
         topic_prefix: broker.prefix.clone(),
         batch_max_messages: 2000,

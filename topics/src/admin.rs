@@ -22,8 +22,8 @@ pub enum AdminError {
 }
 
 /// Creates the topics that do not exist yet; existing ones are left as they are.
-pub async fn create_topics(brokers: &str, specs: &[TopicSpec]) -> Result<(), AdminError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+pub async fn create_topics(kafka: &crate::kafka::KafkaConfig, specs: &[TopicSpec]) -> Result<(), AdminError> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client().create()?;
     let retention: Vec<String> = specs.iter().map(|s| s.retention_ms.to_string()).collect();
     let topics: Vec<NewTopic<'_>> = specs
         .iter()

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod corpus;
 pub mod dev_broker;
 pub mod events;
+pub mod kafka;
 pub mod key;
 pub mod schemas;
 pub mod sketch;

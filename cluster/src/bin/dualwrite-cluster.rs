@@ -51,6 +51,9 @@ enum Command {
         /// DSN of the control database.
         #[arg(long)]
         control_dsn: Option<String>,
+        /// CA file of TLS-only shards: writes `[tls] mode = "verify-identity"`.
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
         /// Where to write the file (atomically replaced).
         #[arg(long)]
         out: PathBuf,
@@ -61,7 +64,18 @@ fn main() -> anyhow::Result<()> {
     service::init_tracing();
     let cli = Cli::parse();
     match cli.command {
-        Command::LocalLayout { name, shards, first_port, host, database, user, password_file, control_dsn, out } => {
+        Command::LocalLayout {
+            name,
+            shards,
+            first_port,
+            host,
+            database,
+            user,
+            password_file,
+            control_dsn,
+            tls_ca,
+            out,
+        } => {
             let layout = cluster::layout::LocalCluster {
                 name,
                 shards,
@@ -71,6 +85,7 @@ fn main() -> anyhow::Result<()> {
                 user,
                 password_file,
                 control_dsn,
+                tls_ca_file: tls_ca,
             };
             let text = layout.render().map_err(anyhow::Error::msg)?;
             let tmp = out.with_extension("toml.tmp");

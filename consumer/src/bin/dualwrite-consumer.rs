@@ -30,6 +30,9 @@ enum Command {
         /// Adds end offsets and lag.
         #[arg(long, env = "DUALWRITE_BROKERS")]
         brokers: Option<String>,
+        /// Kafka settings file with a [kafka] table (default: the cluster file's [kafka], if any).
+        #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
+        kafka_config: Option<PathBuf>,
         #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
         topic_prefix: String,
         #[arg(long)]
@@ -101,9 +104,13 @@ struct RunArgs {
     /// Use this control database instead of the cluster file's.
     #[arg(long)]
     control_database: Option<String>,
-    /// Kafka bootstrap servers.
+    /// Kafka bootstrap servers (plaintext; or the bootstrap of --kafka-config / [kafka]).
     #[arg(long, env = "DUALWRITE_BROKERS")]
-    brokers: String,
+    brokers: Option<String>,
+    /// Kafka settings file with a [kafka] table: bootstrap, security_protocol,
+    /// sasl_*, ssl_ca_file, properties (default: the cluster file's [kafka]).
+    #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
+    kafka_config: Option<PathBuf>,
     #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
     /// Where a partition starts when this cluster never applied it and the
@@ -171,8 +178,8 @@ fn main() -> anyhow::Result<()> {
     service::init_tracing();
     let args = match Cli::parse().command {
         Command::Run(args) => *args,
-        Command::Status { cluster, brokers, topic_prefix, json } => {
-            return status(cluster, brokers, topic_prefix, json);
+        Command::Status { cluster, brokers, kafka_config, topic_prefix, json } => {
+            return status(cluster, brokers, kafka_config, topic_prefix, json);
         }
         Command::DeadLetters(command) => return dead_letters(command),
     };
@@ -190,7 +197,11 @@ fn main() -> anyhow::Result<()> {
     let default_window = cluster.time.hour_window;
     let config = ConsumerConfig {
         group: args.group,
-        brokers: args.brokers,
+        kafka: topics::kafka::KafkaConfig::resolve(
+            args.kafka_config.as_deref(),
+            Some(args.cluster.as_path()),
+            args.brokers.as_deref(),
+        )?,
         cluster,
         topic_prefix: args.topic_prefix,
         batch_max_messages: args.batch_max_messages,
@@ -212,6 +223,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
         service::install_metrics(args.metrics_addr).context("metrics endpoint")?;
+        cluster::pool::preflight(&config.cluster).await?;
         let shutdown = service::shutdown_on_signals();
         consumer::run(config, shutdown).await.context("consumer")
     })
@@ -279,15 +291,30 @@ fn replay_producer(brokers: &str) -> rdkafka::ClientConfig {
     c
 }
 
-fn status(cluster: PathBuf, brokers: Option<String>, prefix: String, json: bool) -> anyhow::Result<()> {
+fn status(
+    cluster: PathBuf,
+    brokers: Option<String>,
+    kafka_config: Option<PathBuf>,
+    prefix: String,
+    json: bool,
+) -> anyhow::Result<()> {
+    // Lag needs a broker; without any Kafka setting the report has fences only.
+    let kafka =
+        match topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), Some(cluster.as_path()), brokers.as_deref())
+        {
+            Ok(kafka) => Some(kafka),
+            Err(topics::kafka::KafkaConfigError::Unconfigured) => None,
+            Err(error) => return Err(error.into()),
+        };
     let config = cluster::config::ClusterConfig::load(&cluster)
         .with_context(|| format!("loading cluster file {}", cluster.display()))?;
     let topics: Vec<String> =
         [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries].iter().map(|k| k.topic_name(&prefix)).collect();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let lateness_ms = config.time.allowed_lateness_ms();
+    runtime.block_on(cluster::pool::preflight(&config))?;
     let report = runtime
-        .block_on(consumer::status::status(&config, brokers.as_deref(), &topics, lateness_ms))
+        .block_on(consumer::status::status(&config, kafka.as_ref(), &topics, lateness_ms))
         .context("reading status")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).context("encoding json")?);

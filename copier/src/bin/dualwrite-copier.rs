@@ -125,11 +125,14 @@ async fn main() -> anyhow::Result<()> {
                     _ => std::io::stderr().is_terminal(),
                 },
             };
+            cluster::pool::preflight(&config.from).await?;
+            cluster::pool::preflight(&config.to).await?;
             let shutdown = service::shutdown_on_signals();
             copier::run(config, shutdown).await.context("copier stopped")?;
         }
         Command::Status { to, to_database, json } => {
             let target = load(&to, to_database.as_deref())?;
+            cluster::pool::preflight(&target).await?;
             let streams = copier::status::streams(&target).await.context("reading stream status")?;
             if json {
                 println!("{}", serde_json::to_string(&streams)?);

@@ -127,6 +127,9 @@ struct GateArgs {
     /// Kafka bootstrap servers: the consumer groups' lag and coverage.
     #[arg(long, env = "DUALWRITE_BROKERS")]
     brokers: Option<String>,
+    /// Kafka settings file with a [kafka] table (default: the new cluster file's [kafka]).
+    #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
+    kafka_config: Option<PathBuf>,
     #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
     /// The latest equivalence run must be younger than this.
@@ -179,6 +182,19 @@ struct ServeArgs {
     /// How often shadow counts are written to the control database.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     shadow_flush_interval: Duration,
+    /// File holding the bearer token every route but /healthz requires
+    /// (at least 16 characters; never on the command line).
+    #[arg(long, env = "DUALWRITE_API_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// Longest one API request may take (then 504).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// API requests handled at once; more are refused with 503.
+    #[arg(long, default_value_t = 32)]
+    max_in_flight: usize,
+    /// Largest API response body in bytes; larger answers are refused with 503.
+    #[arg(long, default_value_t = 8 << 20)]
+    max_response_bytes: usize,
 }
 
 fn load(path: &PathBuf, control_database: Option<&str>) -> anyhow::Result<ClusterConfig> {
@@ -197,11 +213,15 @@ fn groups_or_all(groups: Vec<TableGroup>) -> Vec<TableGroup> {
 struct Loaded {
     old: ClusterConfig,
     new: ClusterConfig,
+    /// The new cluster file: its `[kafka]` is the default Kafka setting.
+    new_file: PathBuf,
     ops: OpsConfig,
 }
 
 async fn setup(common: &Common) -> anyhow::Result<Loaded> {
     let (old, new) = common.clusters.load()?;
+    cluster::pool::preflight(&old).await?;
+    cluster::pool::preflight(&new).await?;
     let control = cutover::serve::control_pool(&new)?;
     cutover::state::ensure_schema(&control).await.context("creating the routing tables")?;
     let operator =
@@ -216,7 +236,7 @@ async fn setup(common: &Common) -> anyhow::Result<Loaded> {
         liveness: common.liveness,
         poll: Duration::from_millis(10),
     };
-    Ok(Loaded { old, new, ops })
+    Ok(Loaded { old, new, new_file: common.clusters.new.clone(), ops })
 }
 
 async fn evaluate(
@@ -228,7 +248,18 @@ async fn evaluate(
         old: loaded.old.clone(),
         new: loaded.new.clone(),
         control: loaded.ops.control.clone(),
-        brokers: args.brokers.clone(),
+        kafka: match topics::kafka::KafkaConfig::resolve(
+            args.kafka_config.as_deref(),
+            Some(loaded.new_file.as_path()),
+            args.brokers.as_deref(),
+        ) {
+            Ok(kafka) => Ok(kafka),
+            Err(topics::kafka::KafkaConfigError::Unconfigured) => {
+                Err("no --brokers given (nor --kafka-config or [kafka]): consumer lag needs the topics' end offsets"
+                    .to_owned())
+            }
+            Err(error) => Err(error.to_string()),
+        },
         topic_prefix: args.topic_prefix.clone(),
         shadow_period: args.shadow_period,
         copied_tables: args.copied_tables.clone(),
@@ -411,6 +442,14 @@ fn report_switch(outcome: SwitchOutcome) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (old, new) = args.clusters.load()?;
+    let guard = cutover::guard::GuardConfig {
+        request_timeout: args.request_timeout,
+        max_in_flight: args.max_in_flight,
+        max_response_bytes: args.max_response_bytes,
+        ..cutover::guard::GuardConfig::new(cutover::guard::load_token(&args.token_file)?)
+    };
+    cluster::pool::preflight(&old).await?;
+    cluster::pool::preflight(&new).await?;
     service::install_metrics(args.metrics_addr)?;
     let router_id = args.router_id.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
@@ -425,6 +464,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let shutdown = service::shutdown_on_signals();
-    cutover::serve::run(cutover::serve::ServeConfig { old, new, router }, listener, shutdown).await?;
+    cutover::serve::run(cutover::serve::ServeConfig { old, new, router, guard }, listener, shutdown).await?;
     Ok(())
 }

@@ -27,7 +27,8 @@ impl Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        let config = ServeConfig { old: old.config.clone(), new: new.config.clone(), router };
+        let guard = cutover::guard::GuardConfig::new(cluster::secret::Secret::new(API_TOKEN));
+        let config = ServeConfig { old: old.config.clone(), new: new.config.clone(), router, guard };
         let task = tokio::spawn(serve_run(config, listener, shutdown.clone()));
         let api = Self { base, shutdown, task };
         let client = reqwest::Client::new();
@@ -40,7 +41,8 @@ impl Api {
     }
 
     pub async fn stats(&self) -> serde_json::Value {
-        reqwest::get(format!("{}/v1/router", self.base)).await.expect("stats").json().await.expect("json")
+        let client = api_client_builder().build().expect("client");
+        client.get(format!("{}/v1/router", self.base)).send().await.expect("stats").json().await.expect("json")
     }
 
     pub async fn stop(self) {
@@ -51,6 +53,17 @@ impl Api {
             .expect("join")
             .expect("api ran cleanly");
     }
+}
+
+/// The bearer token of the in-process API.
+pub const API_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// An HTTP client that sends [`API_TOKEN`].
+pub fn api_client_builder() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {API_TOKEN}")).expect("header value");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().default_headers(headers)
 }
 
 /// A router config for tests: fast polls, shadow as given.

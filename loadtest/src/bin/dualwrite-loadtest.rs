@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use loadtest::produce::{produce, ProduceConfig};
+use loadtest::produce::{produce_with, ProduceConfig};
 use loadtest::truth::Truth;
 use loadtest::workload::WorkloadConfig;
 
@@ -19,8 +19,12 @@ struct Cli {
 enum Command {
     /// Produce N messages and write the ground truth they imply.
     Produce {
+        /// Plaintext bootstrap servers (or the bootstrap of --kafka-config).
         #[arg(long, env = "DUALWRITE_BROKERS")]
-        brokers: String,
+        brokers: Option<String>,
+        /// Kafka settings file with a [kafka] table (a cluster file works too).
+        #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
+        kafka_config: Option<PathBuf>,
         #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
         topic_prefix: String,
         /// Messages to produce (both topics together).
@@ -85,7 +89,20 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let equal = runtime.block_on(async move {
         match cli.command {
-            Command::Produce { brokers, topic_prefix, messages, rate, seed, start, truth, windows_from, interval, realtime } => {
+            Command::Produce {
+                brokers,
+                kafka_config,
+                topic_prefix,
+                messages,
+                rate,
+                seed,
+                start,
+                truth,
+                windows_from,
+                interval,
+                realtime,
+            } => {
+                let kafka = topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), None, brokers.as_deref())?;
                 let start_ms = match start {
                     Some(s) => chrono::DateTime::parse_from_rfc3339(&s).context("--start")?.timestamp_millis(),
                     None => chrono::Utc::now().timestamp_millis() - 3_600_000,
@@ -99,10 +116,11 @@ fn main() -> anyhow::Result<()> {
                         .time;
                     (workload.minute_secs, workload.hour_secs) = (time.minute_secs(), time.hour_secs());
                 }
+                let brokers = kafka.bootstrap.clone();
                 let config =
                     ProduceConfig { brokers, topic_prefix, messages, rate: Some(rate).filter(|r| *r > 0), workload };
                 let shutdown = service::shutdown_on_signals();
-                let result = produce(&config, &shutdown).await.context("producing")?;
+                let result = produce_with(&config, &kafka, &shutdown).await.context("producing")?;
                 result.save(&truth).context("writing the ground truth")?;
                 println!(
                     "produced {} messages; ground truth: {} minute rows, {} hour rows, {} patterns, {} slow queries -> {}",
@@ -122,7 +140,7 @@ fn main() -> anyhow::Result<()> {
                 let brokers = match brokers {
                     Some(b) => {
                         let specs = topics::spec::default_topics(&prefix, 16, 1);
-                        topics::admin::create_topics(&b, &specs).await.context("creating bench topics")?;
+                        topics::admin::create_topics(&topics::kafka::KafkaConfig::plaintext(b.clone()), &specs).await.context("creating bench topics")?;
                         b
                     }
                     None => {
@@ -153,6 +171,7 @@ fn main() -> anyhow::Result<()> {
                 let config = cluster::config::ClusterConfig::load(&cluster)
                     .with_context(|| format!("loading cluster file {}", cluster.display()))?;
                 let truth = Truth::load(&truth).context("loading the ground truth")?;
+                cluster::pool::preflight(&config).await?;
                 let deadline = std::time::Instant::now() + wait.unwrap_or_default();
                 let report = loop {
                     let report = loadtest::check::check(&config, &truth).await.context("checking")?;

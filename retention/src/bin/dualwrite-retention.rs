@@ -124,6 +124,7 @@ fn main() -> anyhow::Result<()> {
                 if config.every.is_some() {
                     service::install_metrics(args.metrics_addr).context("metrics endpoint")?;
                 }
+                cluster::pool::preflight(&config.cluster).await?;
                 let shutdown = service::shutdown_on_signals();
                 retention::run(config, shutdown).await.context("retention")
             })?;

@@ -30,8 +30,12 @@ enum Command {
     },
     /// Create the topics on a real Kafka cluster (existing topics are left alone).
     Create {
+        /// Plaintext bootstrap servers (or the bootstrap of --kafka-config).
         #[arg(long, env = "DUALWRITE_BROKERS")]
-        brokers: String,
+        brokers: Option<String>,
+        /// Kafka settings file with a [kafka] table (a cluster file works too).
+        #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
+        kafka_config: Option<PathBuf>,
         #[arg(long, default_value_t = 16)]
         partitions: i32,
         #[arg(long, default_value_t = 3)]
@@ -58,9 +62,10 @@ fn main() -> anyhow::Result<()> {
                 };
                 topics::dev_broker::run(config, shutdown).await.context("dev broker")
             }
-            Command::Create { brokers, partitions, replication, topic_prefix } => {
+            Command::Create { brokers, kafka_config, partitions, replication, topic_prefix } => {
+                let kafka = topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), None, brokers.as_deref())?;
                 let specs = topics::spec::default_topics(&topic_prefix, partitions, replication);
-                topics::admin::create_topics(&brokers, &specs).await.context("creating topics")
+                topics::admin::create_topics(&kafka, &specs).await.context("creating topics")
             }
         }
     })

@@ -191,6 +191,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 range: range.range(),
                 recheck_all,
             };
+            cluster::pool::preflight(&config.old).await?;
+            cluster::pool::preflight(&config.new).await?;
             let outcome = verify::windows::run_windows(&config, &shutdown).await?;
             if let Some(out) = out {
                 let (from, to) = range.bounds();
