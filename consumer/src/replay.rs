@@ -61,10 +61,13 @@ fn filter(selection: &Selection) -> String {
     out
 }
 
+/// A `dw_dead_letters` row joined with its replay state, as selected by [`list`].
+type LetterRow = (String, i32, i64, String, String, String, u8, Option<String>);
+
 pub async fn list(control: &Pool, cluster: &str, selection: &Selection) -> Result<Vec<Letter>, ReplayError> {
     let mut conn = control.get_conn().await?;
     conn.query_drop(cluster::schema::DEAD_LETTER_REPLAYS).await?;
-    let rows: Vec<(String, i32, i64, String, String, String, u8, Option<String>)> = conn
+    let rows: Vec<LetterRow> = conn
         .query(format!(
             "SELECT d.topic, d.kafka_partition, d.kafka_offset, d.reason, d.detail, CAST(d.recorded_at AS CHAR), \
              d.payload IS NOT NULL, r.state FROM dw_dead_letters d LEFT JOIN dw_dead_letter_replays r \

@@ -171,7 +171,7 @@ mod tests {
     #[test]
     fn tables_are_measured_escaped() {
         // 20,000 bytes raw, but every quote and backslash doubles as JSON.
-        let tables = vec!["\"\\".repeat(10_000), "t".repeat(10_000)];
+        let tables = ["\"\\".repeat(10_000), "t".repeat(10_000)];
         assert!(tables.iter().map(String::len).sum::<usize>() < 60_000);
         let too_long = tables_json(&[tables[0].repeat(2)]).expect_err("80,000 bytes escaped");
         assert_eq!((too_long.field, too_long.max), ("tables", TEXT_COLUMN_BYTES));

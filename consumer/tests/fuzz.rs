@@ -113,7 +113,7 @@ fn random_string(rng: &mut StdRng, max: usize) -> String {
 /// codec (sketch contract, stored sizes, clocks).
 fn mutate_stats(rng: &mut StdRng, q: &mut QueryStats) {
     match rng.random_range(0..8) {
-        0 | 1 | 2 => mutate_sketch(rng, &mut q.latency_sketch),
+        0..=2 => mutate_sketch(rng, &mut q.latency_sketch),
         3 => q.tables = (0..rng.random_range(0..4)).map(|_| random_string(rng, 40)).collect(),
         4 => q.tables = vec![random_string(rng, 2).repeat(rng.random_range(20_000..40_000))],
         5 => {
