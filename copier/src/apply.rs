@@ -29,8 +29,8 @@ use mysql_async::{IsolationLevel, TxOpts};
 
 use crate::binlog::{Position, RowOp};
 use crate::error::CopierError;
-use crate::state::{write_fence, Fence};
-use crate::status::Phase;
+use crate::phase::Phase;
+use crate::sidecar::{write_fence, Fence};
 use crate::table::{delete_sql, upsert_sql, PatternImage, PatternKey};
 
 /// Times a shard transaction rolled back by a deadlock is run again before the stream restarts.

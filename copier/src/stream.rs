@@ -28,17 +28,21 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use indicatif::ProgressBar;
+use mysql_async::binlog::events::Event;
+use mysql_async::binlog::EventType;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, Pool};
+use mysql_async::{BinlogStream, Opts, Pool};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{plan_binlog, plan_copy, write_shards, PositionedOp, Target};
-use crate::binlog::{self, Decoded, Position, RowOp};
+use crate::apply::{plan_binlog, plan_copy, write_shards, Target};
+use crate::assemble::{Assembled, Assembler, EventAt};
+use crate::batch::Batch;
+use crate::binlog::{self, Position};
 use crate::config::Settings;
 use crate::error::CopierError;
+use crate::phase::Phase;
+use crate::sidecar::{self, Fence, ViewUpdate};
 use crate::source::{self, Snapshot};
-use crate::state::{self, Fence, ViewUpdate};
-use crate::status::Phase;
 use crate::table::{copy_chunk_sql, PatternImage, TableSpec};
 
 /// A binlog connection without any event (heartbeats included) for this long is dead.
@@ -108,7 +112,7 @@ impl Stream {
         crate::metrics::phase(&self.table, &self.source_shard, phase);
         self.progress.set_message(phase.to_string());
         self.progress.abandon();
-        if let Err(e) = state::write_view(self.target.pools.shards(), &self.table, &self.source_shard, &view).await {
+        if let Err(e) = sidecar::write_view(self.target.pools.shards(), &self.table, &self.source_shard, &view).await {
             tracing::warn!(source_shard = %self.source_shard, error = %e, "could not record the stream's end on the target");
         }
     }
@@ -119,8 +123,8 @@ impl Stream {
             source::check_settings(&mut conn).await?;
             TableSpec::check_source(&mut conn, &self.source_db, &self.table).await?;
         }
-        state::ensure_table(self.target.pools.shards()).await?;
-        let fences = state::load_fences(self.target.pools.shards(), &self.table, &self.source_shard).await?;
+        sidecar::ensure_table(self.target.pools.shards()).await?;
+        let fences = sidecar::load_fences(self.target.pools.shards(), &self.table, &self.source_shard).await?;
         let mut run = Run::new(self, fences);
         tracing::info!(
             source_shard = %self.source_shard,
@@ -309,154 +313,115 @@ impl<'a> Run<'a> {
         let server_id = rand::random::<u32>() | 0x8000_0000;
         let mut events =
             source::open_binlog(s.source_opts.clone(), &from, server_id, &s.table, &s.source_shard).await?;
-        let mut file = from.file.clone();
-        let mut boundary = from.clone();
-        let mut written = from.clone();
-        let mut last_write = Instant::now();
-        let mut in_txn = false;
-        let mut standalone = false;
-        let mut txn_ops: Vec<RowOp> = Vec::new();
-        let mut txn_gtid: Option<String> = None;
-        let mut pending: Vec<PositionedOp> = Vec::new();
-        let mut pending_since: Option<Instant> = None;
-        let mut before_format_description = true;
-        let mut last_event = Instant::now();
-        loop {
-            if until.as_ref().is_some_and(|u| &boundary >= u) || deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-            let next = tokio::select! {
-                _ = s.shutdown.cancelled() => break,
-                next = tokio::time::timeout(s.settings.batch_wait, events.next()) => next,
-            };
-            match next {
-                Err(_idle) => {
-                    // Heartbeats come every second (see source::open_binlog); silence means a dead connection.
-                    if last_event.elapsed() > SILENT_LIMIT {
-                        return Err(mysql_async::Error::Other(
-                            format!("no binlog event or heartbeat for {SILENT_LIMIT:?}").into(),
-                        )
-                        .into());
-                    }
-                }
-                Ok(None) => return Err(mysql_async::Error::Other("the source closed the binlog stream".into()).into()),
-                Ok(Some(Err(e))) => return Err(source::classify_binlog_error(e, &boundary, &s.table, &s.source_shard)),
-                Ok(Some(Ok(event))) => {
-                    last_event = Instant::now();
-                    let header = event.header();
-                    let log_pos = u64::from(header.log_pos());
-                    tracing::trace!(source_shard = %s.source_shard, event_type = header.event_type_raw(), log_pos, in_txn, "binlog event");
-                    let decoded = binlog::decode(&event, before_format_description, &s.source_db, &s.table, |id| {
-                        events.get_tme(id)
-                    })
-                    .map_err(|why| CopierError::Decode { position: format!("{file}:{log_pos}"), why })?;
-                    if header.event_type_raw() == mysql_async::binlog::EventType::FORMAT_DESCRIPTION_EVENT as u8 {
-                        before_format_description = false;
-                    }
-                    if log_pos == 0 {
-                        // Artificial events at the start of a stream: the fake ROTATE names the file.
-                        if let Decoded::Rotate(name) = decoded {
-                            if before_format_description && name != from.file {
-                                return Err(CopierError::Decode {
-                                    position: from.to_string(),
-                                    why: format!("the source streams file {name:?}, not the requested {:?}", from.file),
-                                });
-                            }
-                            file = name;
-                        }
-                        continue;
-                    }
-                    let here = Position { file: file.clone(), pos: log_pos };
-                    let ends_group = match &decoded {
-                        Decoded::Commit => true,
-                        Decoded::Standalone => !in_txn || standalone,
-                        _ => false,
-                    };
-                    match decoded {
-                        Decoded::Rotate(name) => {
-                            file = name;
-                            if !in_txn {
-                                boundary = boundary.max(Position { file: file.clone(), pos: 4 });
-                            }
-                        }
-                        Decoded::Begin(gtid) => {
-                            in_txn = true;
-                            standalone = gtid.is_some_and(|g| g.standalone);
-                            txn_gtid = gtid.map(|g| g.to_string());
-                            txn_ops.clear();
-                        }
-                        Decoded::Rows(ops) => txn_ops.extend(ops),
-                        Decoded::Commit | Decoded::Standalone if ends_group => {
-                            in_txn = false;
-                            standalone = false;
-                            boundary = boundary.max(here);
-                            for op in txn_ops.drain(..) {
-                                pending.push(PositionedOp { op, txn_end: boundary.clone() });
-                            }
-                            if let Some(gtid) = txn_gtid.take() {
-                                self.gtid = gtid;
-                            }
-                            self.last_event_time = Some(header.timestamp());
-                            if !pending.is_empty() && pending_since.is_none() {
-                                pending_since = Some(Instant::now());
-                            }
-                        }
-                        Decoded::Commit | Decoded::Standalone => {}
-                        Decoded::Ddl(statement) => {
-                            self.flush(&mut pending, &boundary, phase).await?;
-                            return Err(CopierError::Ddl {
-                                table: s.table.clone(),
-                                source_shard: s.source_shard.clone(),
-                                statement,
-                                position: here.to_string(),
-                            });
-                        }
-                        Decoded::Heartbeat => {}
-                        Decoded::Skip => {
-                            if !in_txn {
-                                boundary = boundary.max(here);
-                            }
-                        }
-                    }
-                    if let Some(u) = &until {
-                        if &boundary > u {
-                            return Err(CopierError::Decode {
-                                position: boundary.to_string(),
-                                why: format!("passed the snapshot position {u} without stopping on it"),
-                            });
-                        }
-                    }
-                }
-            }
-            let due = pending.len() >= s.settings.batch_ops
-                || pending_since.is_some_and(|t| t.elapsed() >= s.settings.batch_wait)
-                || (boundary != written && last_write.elapsed() >= s.settings.status_interval);
-            if due {
-                self.flush(&mut pending, &boundary, phase).await?;
-                pending_since = None;
-                written = boundary.clone();
-                last_write = Instant::now();
-            }
-            self.tick(Some(&boundary)).await?;
-        }
-        if boundary != written || !pending.is_empty() {
-            self.flush(&mut pending, &boundary, phase).await?;
-        }
-        tracing::debug!(source_shard = %s.source_shard, %boundary, "binlog applied");
+        let mut assembler = Assembler::new(&from, until);
+        let mut batch = Batch::new(from);
+        let applied = self.apply_events(&mut events, &mut assembler, &mut batch, deadline, phase).await;
         // The dump connection is not reusable; a failed close only leaks a socket the server times out.
         let _ = events.close().await;
+        applied?;
+        if batch.holds_anything(assembler.boundary()) {
+            self.flush(&mut batch, assembler.boundary(), phase).await?;
+        }
+        tracing::debug!(source_shard = %s.source_shard, boundary = %assembler.boundary(), "binlog applied");
         Ok(())
     }
 
-    /// Writes the pending operations and every shard's fence at `boundary`.
-    async fn flush(
+    /// The event loop of [`Run::apply_binlog`]: receive, assemble, batch, flush when due.
+    async fn apply_events(
         &mut self,
-        pending: &mut Vec<PositionedOp>,
-        boundary: &Position,
+        events: &mut BinlogStream,
+        assembler: &mut Assembler,
+        batch: &mut Batch,
+        deadline: Option<Instant>,
         phase: Phase,
     ) -> Result<(), CopierError> {
         let s = self.stream;
-        let writes = plan_binlog(&s.target, &self.fences, pending);
+        let mut last_event = Instant::now();
+        while !assembler.reached_until() && deadline.is_none_or(|d| Instant::now() < d) {
+            let next = tokio::select! {
+                _ = s.shutdown.cancelled() => return Ok(()),
+                next = tokio::time::timeout(s.settings.batch_wait, events.next()) => next,
+            };
+            if let Some(event) = self.received(next, &mut last_event, assembler.boundary())? {
+                match self.assemble(events, assembler, &event)? {
+                    Assembled::Nothing => {}
+                    Assembled::Transaction(txn) => {
+                        self.last_event_time = Some(txn.timestamp);
+                        if let Some(gtid) = &txn.gtid {
+                            self.gtid.clone_from(gtid);
+                        }
+                        batch.add(txn);
+                    }
+                    Assembled::Ddl { statement, position } => {
+                        self.flush(batch, assembler.boundary(), phase).await?;
+                        return Err(CopierError::Ddl {
+                            table: s.table.clone(),
+                            source_shard: s.source_shard.clone(),
+                            statement,
+                            position: position.to_string(),
+                        });
+                    }
+                }
+            }
+            if batch.due(assembler.boundary(), &s.settings) {
+                self.flush(batch, assembler.boundary(), phase).await?;
+            }
+            self.tick(Some(assembler.boundary())).await?;
+        }
+        Ok(())
+    }
+
+    /// One receive attempt: an event, nothing yet (idle), or why the stream is broken.
+    fn received(
+        &self,
+        next: Result<Option<Result<Event, mysql_async::Error>>, tokio::time::error::Elapsed>,
+        last_event: &mut Instant,
+        boundary: &Position,
+    ) -> Result<Option<Event>, CopierError> {
+        let s = self.stream;
+        match next {
+            // Heartbeats come every second (see source::open_binlog); silence means a dead connection.
+            Err(_idle) if last_event.elapsed() > SILENT_LIMIT => {
+                Err(mysql_async::Error::Other(format!("no binlog event or heartbeat for {SILENT_LIMIT:?}").into())
+                    .into())
+            }
+            Err(_idle) => Ok(None),
+            Ok(None) => Err(mysql_async::Error::Other("the source closed the binlog stream".into()).into()),
+            Ok(Some(Err(e))) => Err(source::classify_binlog_error(e, boundary, &s.table, &s.source_shard)),
+            Ok(Some(Ok(event))) => {
+                *last_event = Instant::now();
+                Ok(Some(event))
+            }
+        }
+    }
+
+    /// Decodes one event and hands it to the assembler.
+    fn assemble(
+        &self,
+        events: &BinlogStream,
+        assembler: &mut Assembler,
+        event: &Event,
+    ) -> Result<Assembled, CopierError> {
+        let s = self.stream;
+        let header = event.header();
+        let log_pos = u64::from(header.log_pos());
+        tracing::trace!(source_shard = %s.source_shard, event_type = header.event_type_raw(), log_pos, "binlog event");
+        let decoded = binlog::decode(event, assembler.before_format_description(), &s.source_db, &s.table, |id| {
+            events.get_tme(id)
+        })
+        .map_err(|why| CopierError::Decode { position: format!("{}:{log_pos}", assembler.file()), why })?;
+        let at = EventAt {
+            log_pos,
+            timestamp: header.timestamp(),
+            format_description: header.event_type_raw() == EventType::FORMAT_DESCRIPTION_EVENT as u8,
+        };
+        assembler.push(decoded, at)
+    }
+
+    /// Writes the batch's operations and every shard's fence at `boundary`.
+    async fn flush(&mut self, batch: &mut Batch, boundary: &Position, phase: Phase) -> Result<(), CopierError> {
+        let s = self.stream;
+        let writes = plan_binlog(&s.target, &self.fences, &batch.ops);
         let applied: u64 = writes.iter().map(|w| w.applied).sum();
         let new_fences: Vec<Fence> = self
             .fences
@@ -471,7 +436,7 @@ impl<'a> Run<'a> {
             .collect();
         let latency =
             write_shards(&s.target, &s.table, &s.source_shard, writes, &mut self.fences, new_fences, phase).await?;
-        pending.clear();
+        batch.written(boundary);
         crate::metrics::events_applied(&s.table, &s.source_shard, applied);
         self.throttle(latency).await;
         Ok(())
@@ -527,6 +492,6 @@ impl<'a> Run<'a> {
             self.view.phase,
             self.view.lag_events.map(|l| l.to_string()).unwrap_or_else(|| "-".into())
         ));
-        state::write_view(s.target.pools.shards(), &s.table, &s.source_shard, &self.view).await
+        sidecar::write_view(s.target.pools.shards(), &s.table, &s.source_shard, &self.view).await
     }
 }

@@ -140,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Reset { to, to_database, table, source_shard } => {
             let target = load(&to, to_database.as_deref())?;
             let pools = cluster::pool::ShardPools::new(&target);
-            let removed = copier::state::reset(pools.shards(), &table, &source_shard).await;
+            let removed = copier::sidecar::reset(pools.shards(), &table, &source_shard).await;
             pools.disconnect().await;
             let removed = removed.context("resetting the stream")?;
             tracing::info!(%table, %source_shard, shard_rows = removed, "stream reset");
