@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod phase;
+pub mod reader;
 pub mod sidecar;
 pub mod source;
 pub mod status;

@@ -26,27 +26,23 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use indicatif::ProgressBar;
-use mysql_async::binlog::events::Event;
-use mysql_async::binlog::EventType;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStream, Opts, Pool};
+use mysql_async::{Opts, Pool};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{plan_binlog, plan_copy, write_shards, Target};
-use crate::assemble::{Assembled, Assembler, EventAt};
+use crate::assemble::Assembler;
 use crate::batch::Batch;
-use crate::binlog::{self, Position};
+use crate::binlog::Position;
 use crate::config::Settings;
 use crate::error::CopierError;
 use crate::phase::Phase;
+use crate::reader::{self, Read};
 use crate::sidecar::{self, Fence, ViewUpdate};
 use crate::source::{self, Snapshot};
 use crate::table::{copy_chunk_sql, PatternImage, TableSpec};
-
-/// A binlog connection without any event (heartbeats included) for this long is dead.
-const SILENT_LIMIT: Duration = Duration::from_secs(15);
 
 /// Longest pause between retries of a failing stream.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -175,6 +171,20 @@ impl Stream {
     }
 }
 
+/// Rows in a stream's first snapshot chunk, before row sizes are known.
+const FIRST_CHUNK_ROWS: usize = 64;
+
+/// Most bytes of row images one chunk may hold: with `chunk_rows` of
+/// near-1 MiB `normalized_sql` values a chunk would otherwise hold gigabytes.
+const CHUNK_BYTES: usize = 32 << 20;
+
+/// The next chunk's row limit: `chunk_rows`, or fewer so that rows as large
+/// as the largest of the last chunk stay within [`CHUNK_BYTES`].
+fn next_chunk_rows(chunk_rows: usize, last_chunk: &[PatternImage]) -> usize {
+    let largest = last_chunk.iter().map(PatternImage::approximate_bytes).max().unwrap_or(1).max(1);
+    (CHUNK_BYTES / largest).clamp(1, chunk_rows)
+}
+
 /// The next `limit` snapshot rows after `after`, in key order.
 async fn read_chunk(
     conn: &mut mysql_async::Conn,
@@ -242,10 +252,13 @@ impl<'a> Run<'a> {
         self.set_phase(Phase::Copying).await?;
         let started = Instant::now();
         let after = self.fences.iter().filter(|f| !f.copy_done).map(|f| f.last_key.clone()).min().flatten();
-        let mut images = read_chunk(&mut snapshot.conn, after.as_ref(), s.settings.chunk_rows, &s.table).await?;
+        // The first chunk is small: row sizes are unknown until one is read.
+        let mut limit = s.settings.chunk_rows.min(FIRST_CHUNK_ROWS);
+        let mut images = read_chunk(&mut snapshot.conn, after.as_ref(), limit, &s.table).await?;
         let mut after = after;
         loop {
-            let done = images.len() < s.settings.chunk_rows;
+            let done = images.len() < limit;
+            limit = next_chunk_rows(s.settings.chunk_rows, &images);
             let last = images.last().map(|i| i.key.clone()).or(after.clone());
             let writes = plan_copy(&s.target, &self.fences, images);
             let copied: u64 = writes.iter().map(|w| w.applied).sum();
@@ -275,7 +288,7 @@ impl<'a> Run<'a> {
             // The next chunk is read from the snapshot while this one is written.
             let (latency, next) = if more {
                 let (latency, next) =
-                    tokio::join!(write, read_chunk(&mut snapshot.conn, last.as_ref(), s.settings.chunk_rows, &s.table));
+                    tokio::join!(write, read_chunk(&mut snapshot.conn, last.as_ref(), limit, &s.table));
                 (latency?, Some(next?))
             } else {
                 (write.await?, None)
@@ -299,7 +312,8 @@ impl<'a> Run<'a> {
     }
 
     /// Applies the binlog from `from` (a transaction boundary) until `until`
-    /// (exactly), `deadline`, or shutdown, whichever comes first.
+    /// (exactly), `deadline`, or shutdown, whichever comes first. A reader
+    /// task (`reader.rs`) reads ahead while batches are written.
     async fn apply_binlog(
         &mut self,
         from: Position,
@@ -311,111 +325,89 @@ impl<'a> Run<'a> {
         self.set_phase(phase).await?;
         tracing::debug!(source_shard = %s.source_shard, %from, until = ?until.as_ref().map(ToString::to_string), %phase, "applying binlog");
         let server_id = rand::random::<u32>() | 0x8000_0000;
-        let mut events =
-            source::open_binlog(s.source_opts.clone(), &from, server_id, &s.table, &s.source_shard).await?;
-        let mut assembler = Assembler::new(&from, until);
-        let mut batch = Batch::new(from);
-        let applied = self.apply_events(&mut events, &mut assembler, &mut batch, deadline, phase).await;
-        // The dump connection is not reusable; a failed close only leaks a socket the server times out.
-        let _ = events.close().await;
-        applied?;
-        if batch.holds_anything(assembler.boundary()) {
-            self.flush(&mut batch, assembler.boundary(), phase).await?;
+        let events = source::open_binlog(s.source_opts.clone(), &from, server_id, &s.table, &s.source_shard).await?;
+        let source = reader::Source {
+            database: s.source_db.clone(),
+            table: s.table.clone(),
+            source_shard: s.source_shard.clone(),
+        };
+        let (sender, mut received) = mpsc::channel(reader::READ_AHEAD);
+        // Not a child of `shutdown`: the applier alone stops the reader, once
+        // it has taken what it will apply (a reader gone first looks like a broken stream).
+        let stop_reading = CancellationToken::new();
+        let reading = tokio::spawn(reader::read(
+            source,
+            events,
+            Assembler::new(&from, until.clone()),
+            sender,
+            stop_reading.clone(),
+        ));
+        let mut batch = Batch::new(from.clone());
+        let mut boundary = from;
+        let applied = self.apply_reads(&mut received, &mut boundary, &mut batch, until.as_ref(), deadline, phase).await;
+        stop_reading.cancel();
+        drop(received);
+        if let Err(join) = reading.await {
+            tracing::warn!(source_shard = %s.source_shard, error = %join, "binlog reader task failed");
         }
-        tracing::debug!(source_shard = %s.source_shard, boundary = %assembler.boundary(), "binlog applied");
+        applied?;
+        if batch.holds_anything(&boundary) {
+            self.flush(&mut batch, &boundary, phase).await?;
+        }
+        tracing::debug!(source_shard = %s.source_shard, %boundary, "binlog applied");
         Ok(())
     }
 
-    /// The event loop of [`Run::apply_binlog`]: receive, assemble, batch, flush when due.
-    async fn apply_events(
+    /// The apply loop: take what the reader assembled, batch it, flush when due.
+    async fn apply_reads(
         &mut self,
-        events: &mut BinlogStream,
-        assembler: &mut Assembler,
+        received: &mut mpsc::Receiver<Result<Read, CopierError>>,
+        boundary: &mut Position,
         batch: &mut Batch,
+        until: Option<&Position>,
         deadline: Option<Instant>,
         phase: Phase,
     ) -> Result<(), CopierError> {
         let s = self.stream;
-        let mut last_event = Instant::now();
-        while !assembler.reached_until() && deadline.is_none_or(|d| Instant::now() < d) {
+        while !until.is_some_and(|u| &*boundary >= u) && deadline.is_none_or(|d| Instant::now() < d) {
             let next = tokio::select! {
                 _ = s.shutdown.cancelled() => return Ok(()),
-                next = tokio::time::timeout(s.settings.batch_wait, events.next()) => next,
+                next = tokio::time::timeout(s.settings.batch_wait, received.recv()) => next,
             };
-            if let Some(event) = self.received(next, &mut last_event, assembler.boundary())? {
-                match self.assemble(events, assembler, &event)? {
-                    Assembled::Nothing => {}
-                    Assembled::Transaction(txn) => {
-                        self.last_event_time = Some(txn.timestamp);
-                        if let Some(gtid) = &txn.gtid {
-                            self.gtid.clone_from(gtid);
-                        }
-                        batch.add(txn);
+            match next {
+                Err(_idle) => {}
+                Ok(None) => {
+                    return Err(CopierError::Decode {
+                        position: boundary.to_string(),
+                        why: "the binlog reader stopped before the stop position".into(),
+                    })
+                }
+                Ok(Some(Err(error))) => return Err(error),
+                Ok(Some(Ok(Read::Boundary(position)))) => *boundary = position,
+                Ok(Some(Ok(Read::Transaction(txn)))) => {
+                    *boundary = txn.end.clone();
+                    self.last_event_time = Some(txn.timestamp);
+                    if let Some(gtid) = &txn.gtid {
+                        self.gtid.clone_from(gtid);
                     }
-                    Assembled::Ddl { statement, position } => {
-                        self.flush(batch, assembler.boundary(), phase).await?;
-                        return Err(CopierError::Ddl {
-                            table: s.table.clone(),
-                            source_shard: s.source_shard.clone(),
-                            statement,
-                            position: position.to_string(),
-                        });
-                    }
+                    batch.add(txn);
+                }
+                Ok(Some(Ok(Read::Ddl { statement, position }))) => {
+                    self.flush(batch, boundary, phase).await?;
+                    return Err(CopierError::Ddl {
+                        table: s.table.clone(),
+                        source_shard: s.source_shard.clone(),
+                        statement,
+                        position: position.to_string(),
+                    });
                 }
             }
-            if batch.due(assembler.boundary(), &s.settings) {
-                self.flush(batch, assembler.boundary(), phase).await?;
+            if batch.due(boundary, &s.settings) {
+                self.flush(batch, boundary, phase).await?;
             }
-            self.tick(Some(assembler.boundary())).await?;
+            self.tick(Some(boundary)).await?;
         }
         Ok(())
-    }
-
-    /// One receive attempt: an event, nothing yet (idle), or why the stream is broken.
-    fn received(
-        &self,
-        next: Result<Option<Result<Event, mysql_async::Error>>, tokio::time::error::Elapsed>,
-        last_event: &mut Instant,
-        boundary: &Position,
-    ) -> Result<Option<Event>, CopierError> {
-        let s = self.stream;
-        match next {
-            // Heartbeats come every second (see source::open_binlog); silence means a dead connection.
-            Err(_idle) if last_event.elapsed() > SILENT_LIMIT => {
-                Err(mysql_async::Error::Other(format!("no binlog event or heartbeat for {SILENT_LIMIT:?}").into())
-                    .into())
-            }
-            Err(_idle) => Ok(None),
-            Ok(None) => Err(mysql_async::Error::Other("the source closed the binlog stream".into()).into()),
-            Ok(Some(Err(e))) => Err(source::classify_binlog_error(e, boundary, &s.table, &s.source_shard)),
-            Ok(Some(Ok(event))) => {
-                *last_event = Instant::now();
-                Ok(Some(event))
-            }
-        }
-    }
-
-    /// Decodes one event and hands it to the assembler.
-    fn assemble(
-        &self,
-        events: &BinlogStream,
-        assembler: &mut Assembler,
-        event: &Event,
-    ) -> Result<Assembled, CopierError> {
-        let s = self.stream;
-        let header = event.header();
-        let log_pos = u64::from(header.log_pos());
-        tracing::trace!(source_shard = %s.source_shard, event_type = header.event_type_raw(), log_pos, "binlog event");
-        let decoded = binlog::decode(event, assembler.before_format_description(), &s.source_db, &s.table, |id| {
-            events.get_tme(id)
-        })
-        .map_err(|why| CopierError::Decode { position: format!("{}:{log_pos}", assembler.file()), why })?;
-        let at = EventAt {
-            log_pos,
-            timestamp: header.timestamp(),
-            format_description: header.event_type_raw() == EventType::FORMAT_DESCRIPTION_EVENT as u8,
-        };
-        assembler.push(decoded, at)
     }
 
     /// Writes the batch's operations and every shard's fence at `boundary`.
@@ -493,5 +485,30 @@ impl<'a> Run<'a> {
             self.view.lag_events.map(|l| l.to_string()).unwrap_or_else(|| "-".into())
         ));
         sidecar::write_view(s.target.pools.shards(), &s.table, &s.source_shard, &self.view).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::PatternKey;
+
+    fn image(sql_bytes: usize) -> PatternImage {
+        PatternImage {
+            key: PatternKey { database_id: 1, fingerprint: "f".into() },
+            normalized_sql: "x".repeat(sql_bytes),
+            tables_used: "[]".into(),
+            first_seen_us: 0,
+            last_seen_us: 0,
+        }
+    }
+
+    #[test]
+    fn chunks_shrink_for_large_rows_and_never_below_one_row() {
+        assert_eq!(next_chunk_rows(8000, &[image(10), image(20)]), 8000);
+        let near_mib = next_chunk_rows(8000, &[image(10), image(1 << 20)]);
+        assert!((1..=32).contains(&near_mib), "{near_mib} rows of ~1 MiB");
+        assert_eq!(next_chunk_rows(8000, &[image(64 << 20)]), 1);
+        assert_eq!(next_chunk_rows(8000, &[]), 8000, "an empty chunk ends the copy anyway");
     }
 }

@@ -73,10 +73,10 @@ struct StartArgs {
     #[arg(long, env = "DUALWRITE_CATCH_UP_PHASE", default_value = "10s", value_parser = humantime::parse_duration)]
     catch_up_phase: Duration,
     /// Snapshot rows per chunk.
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = copier::Settings::default().chunk_rows)]
     chunk_rows: usize,
-    /// Binlog row operations per write batch.
-    #[arg(long, default_value_t = 4000)]
+    /// Binlog row operations per write batch (several source transactions, one target transaction per shard).
+    #[arg(long, default_value_t = copier::Settings::default().batch_ops)]
     batch_ops: usize,
     /// ...or this long after the batch's first operation.
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
