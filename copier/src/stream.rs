@@ -369,7 +369,7 @@ impl<'a> Run<'a> {
         phase: Phase,
     ) -> Result<(), CopierError> {
         let s = self.stream;
-        while !until.is_some_and(|u| &*boundary >= u) && deadline.is_none_or(|d| Instant::now() < d) {
+        while until.is_none_or(|u| &*boundary < u) && deadline.is_none_or(|d| Instant::now() < d) {
             let next = tokio::select! {
                 _ = s.shutdown.cancelled() => return Ok(()),
                 next = tokio::time::timeout(s.settings.batch_wait, received.recv()) => next,
