@@ -401,6 +401,6 @@ async fn finds_every_injected_divergence_and_nothing_else() {
     assert_eq!(finished.run_id, latest_table.run_id);
     pools.disconnect().await;
 
-    support::drop_databases(old).await;
-    support::drop_databases(new).await;
+    testkit::drop_databases(old).await;
+    testkit::drop_databases(new).await;
 }
