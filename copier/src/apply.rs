@@ -29,15 +29,12 @@ use mysql_async::{IsolationLevel, TxOpts};
 
 use crate::binlog::{Position, RowOp};
 use crate::error::CopierError;
-use crate::state::{write_fence, Fence};
-use crate::status::Phase;
+use crate::phase::Phase;
+use crate::sidecar::{write_fence, Fence};
 use crate::table::{delete_sql, upsert_sql, PatternImage, PatternKey};
 
 /// Times a shard transaction rolled back by a deadlock is run again before the stream restarts.
 const LOCK_RETRIES: u32 = 5;
-
-/// Rows per INSERT / DELETE statement.
-const STATEMENT_ROWS: usize = 1000;
 
 /// A binlog row operation and the end of the source transaction it belongs to.
 #[derive(Debug, Clone)]
@@ -208,13 +205,15 @@ async fn write_shard(
     let mut opts = TxOpts::default();
     opts.with_isolation_level(IsolationLevel::ReadCommitted);
     let mut tx = conn.start_transaction(opts).await?;
-    for chunk in write.deletes.chunks(STATEMENT_ROWS) {
-        let keys: Vec<String> = chunk.iter().map(PatternKey::tuple).collect();
-        tx.query_drop(delete_sql(&keys)).await?;
+    // Statements capped in rows and bytes (`cluster::sql::chunks`): a batch
+    // of large `normalized_sql` values must never exceed max_allowed_packet.
+    let keys: Vec<String> = write.deletes.iter().map(PatternKey::tuple).collect();
+    for chunk in cluster::sql::chunks(&keys) {
+        tx.query_drop(delete_sql(chunk)).await?;
     }
-    for chunk in write.upserts.chunks(STATEMENT_ROWS) {
-        let tuples: Vec<String> = chunk.iter().map(PatternImage::values_tuple).collect();
-        tx.query_drop(upsert_sql(&tuples)).await?;
+    let tuples: Vec<String> = write.upserts.iter().map(PatternImage::values_tuple).collect();
+    for chunk in cluster::sql::chunks(&tuples) {
+        tx.query_drop(upsert_sql(chunk)).await?;
     }
     write_fence(&mut tx, table, source_shard, fence, phase).await?;
     tx.commit().await

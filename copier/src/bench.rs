@@ -139,7 +139,8 @@ async fn measure(
     };
     let catch_up_started = Instant::now();
     let copier = tokio::spawn(crate::run(config, copier_shutdown.clone()));
-    write_changes(old, &old_pools, args, 2 * args.catch_up_changes, args.catch_up_changes / 2, base_us).await?;
+    let concurrent_write_seconds =
+        write_changes(old, &old_pools, args, 2 * args.catch_up_changes, args.catch_up_changes / 2, base_us).await?;
     let ends = workload::binlog_ends(old).await?;
     wait_caught_up(old, new, &ends, &copier, &shutdown).await?;
     let catch_up_seconds = catch_up_started.elapsed().as_secs_f64();
@@ -176,15 +177,22 @@ async fn measure(
     let dump_seconds = dump_started.elapsed().as_secs_f64();
     let dumped = workload::count(dump_target).await?;
 
+    let copier_rows_per_sec = copied as f64 / copy_seconds;
+    let dump_rows_per_sec = dumped as f64 / dump_seconds;
+    let catch_up_apply_events_per_sec = catch_up_applied as f64 / catch_up_seconds;
+    let catch_up_writer_changes_per_sec = (args.catch_up_changes / 2) as f64 / concurrent_write_seconds;
     Ok(serde_json::json!({
         "bench": "copier",
+        // The issue 14 goals: snapshot >= 1.0x of dump | restore, catch-up >= 3x the concurrent writer.
+        "snapshot_vs_dump_ratio": copier_rows_per_sec / dump_rows_per_sec.max(1e-9),
+        "catch_up_vs_writer_ratio": catch_up_apply_events_per_sec / catch_up_writer_changes_per_sec.max(1e-9),
         "rows": args.rows,
         "copier_rows": copied,
         "copier_seconds": copy_seconds,
-        "copier_rows_per_sec": copied as f64 / copy_seconds,
+        "copier_rows_per_sec": copier_rows_per_sec,
         "dump_rows": dumped,
         "dump_seconds": dump_seconds,
-        "dump_rows_per_sec": dumped as f64 / dump_seconds,
+        "dump_rows_per_sec": dump_rows_per_sec,
         "live_changes": args.catch_up_changes,
         "live_writer_changes_per_sec": args.catch_up_changes as f64 / live_write_seconds,
         "live_row_events_applied": live_applied,
@@ -194,7 +202,8 @@ async fn measure(
         "catch_up_concurrent_writer_changes": args.catch_up_changes / 2,
         "catch_up_row_events_applied": catch_up_applied,
         "catch_up_seconds": catch_up_seconds,
-        "catch_up_apply_events_per_sec": catch_up_applied as f64 / catch_up_seconds,
+        "catch_up_apply_events_per_sec": catch_up_apply_events_per_sec,
+        "catch_up_writer_changes_per_sec": catch_up_writer_changes_per_sec,
     })
     .to_string())
 }

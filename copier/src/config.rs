@@ -35,7 +35,7 @@ impl Default for Settings {
             copy_phase: Duration::from_secs(30),
             catch_up_phase: Duration::from_secs(10),
             chunk_rows: 8000,
-            batch_ops: 4000,
+            batch_ops: 16_000,
             batch_wait: Duration::from_millis(200),
             throttle_latency: Duration::from_millis(500),
             status_interval: Duration::from_secs(2),

@@ -3,16 +3,20 @@
 //! binlog catch-up, re-sharded by the new cluster's vindex), then keeps them
 //! up to date from the binlog until cutover. Writes use the table's merge
 //! rule, so they commute with consumer group B's. See `stream.rs` for the
-//! cycle, `state.rs` for resumability and `apply.rs` for the apply rule.
+//! cycle, `sidecar.rs` for resumability and `apply.rs` for the apply rule.
 
 pub mod apply;
+pub mod assemble;
+pub mod batch;
 pub mod bench;
 pub mod binlog;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod phase;
+pub mod reader;
+pub mod sidecar;
 pub mod source;
-pub mod state;
 pub mod status;
 pub mod stream;
 pub mod table;

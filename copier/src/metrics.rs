@@ -30,7 +30,7 @@ pub fn lag(table: &str, source_shard: &str, events: Option<u64>, seconds: Option
 }
 
 /// The stream's phase as a number (0 copying, 1 catching up, 2 replicating, 3 stopped, 4 failed).
-pub fn phase(table: &str, source_shard: &str, phase: crate::status::Phase) {
+pub fn phase(table: &str, source_shard: &str, phase: crate::phase::Phase) {
     gauge!("copier_phase", "table" => table.to_owned(), "source_shard" => source_shard.to_owned())
         .set(phase as u8 as f64);
 }

@@ -3,57 +3,16 @@
 //! access to the old cluster or to the copier process.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use chrono::{DateTime, Utc};
 use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
-use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
+use crate::binlog::Position;
 use crate::error::CopierError;
-
-/// What a stream is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Reading a snapshot and writing its rows (interleaved with catch-up).
-    #[default]
-    Copying,
-    /// Applying binlog events for the rows copied so far.
-    CatchingUp,
-    /// The copy is done; applying the binlog as it grows.
-    Replicating,
-    /// Stopped by the operator; `start` resumes it.
-    Stopped,
-    /// Stopped by an error; `error` says why and what to do.
-    Failed,
-}
-
-impl Phase {
-    /// The name stored in the sidecar table and shown by `status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Copying => "copying",
-            Phase::CatchingUp => "catching_up",
-            Phase::Replicating => "replicating",
-            Phase::Stopped => "stopped",
-            Phase::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        [Phase::Copying, Phase::CatchingUp, Phase::Replicating, Phase::Stopped, Phase::Failed]
-            .into_iter()
-            .find(|p| p.as_str() == s)
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::phase::Phase;
+use crate::sidecar::{self, StoredStream};
 
 /// One stream (table, source shard) as the new cluster records it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -92,125 +51,64 @@ pub struct StreamStatus {
     pub updated_at: DateTime<Utc>,
 }
 
-type Row = (
-    String,
-    String,
-    u8,
-    String,
-    u64,
-    String,
-    u64,
-    u64,
-    String,
-    Option<u64>,
-    Option<f64>,
-    Option<u64>,
-    Option<f64>,
-    Option<String>,
-    Option<String>,
-    String,
-);
-
 /// Every stream recorded on the new cluster, ordered by table and source shard.
 pub async fn streams(target: &ClusterConfig) -> Result<Vec<StreamStatus>, CopierError> {
     let pools = ShardPools::new(target);
-    let result = read_streams(&pools).await;
+    let result = sidecar::read_all(pools.shards()).await;
     pools.disconnect().await;
-    result
+    Ok(merge_rows(result?))
 }
 
-async fn read_streams(pools: &ShardPools) -> Result<Vec<StreamStatus>, CopierError> {
+/// One status per stream from its rows on every target shard: counts are
+/// summed, the position is the smallest (where a restart resumes), the copy
+/// is done only when done everywhere, and the view is the newest row's.
+fn merge_rows(rows: Vec<StoredStream>) -> Vec<StreamStatus> {
     let mut merged: BTreeMap<(String, String), StreamStatus> = BTreeMap::new();
-    for pool in pools.shards() {
-        let mut conn = pool.get_conn().await?;
-        let rows: Vec<mysql_async::Row> = match conn
-            .query(
-                "SELECT table_name, source_shard, copy_done, binlog_file, binlog_pos, gtid, rows_copied, \
-                 events_applied, phase, rows_total, rows_per_sec, lag_events, lag_seconds, error, error_kind, \
-                 DATE_FORMAT(updated_at, '%Y-%m-%dT%H:%i:%s.%fZ') FROM dw_copier_streams",
-            )
-            .await
-        {
-            Ok(rows) => rows,
-            // No sidecar table on this shard: no stream ever wrote to it.
-            Err(mysql_async::Error::Server(e)) if e.code == 1146 => continue,
-            Err(e) => return Err(e.into()),
-        };
-        for row in rows {
-            let row = to_row(row).ok_or_else(|| CopierError::Schema {
-                table: "dw_copier_streams".into(),
-                why: "unexpected column types".into(),
-            })?;
-            merge_row(&mut merged, row);
-        }
+    for row in rows {
+        merge_row(&mut merged, row);
     }
-    Ok(merged
-        .into_values()
-        .map(|mut s| {
-            s.eta_seconds = match (s.phase, s.rows_total, s.rows_per_sec) {
-                (Phase::Copying | Phase::CatchingUp, Some(total), Some(rate)) if rate > 0.0 && !s.copy_done => {
-                    Some(total.saturating_sub(s.rows_copied) as f64 / rate)
-                }
-                _ => None,
-            };
-            s
-        })
-        .collect())
+    merged.into_values().map(with_eta).collect()
 }
 
-fn to_row(mut r: mysql_async::Row) -> Option<Row> {
-    Some((
-        r.take_opt(0)?.ok()?,
-        r.take_opt(1)?.ok()?,
-        r.take_opt(2)?.ok()?,
-        r.take_opt(3)?.ok()?,
-        r.take_opt(4)?.ok()?,
-        r.take_opt(5)?.ok()?,
-        r.take_opt(6)?.ok()?,
-        r.take_opt(7)?.ok()?,
-        r.take_opt(8)?.ok()?,
-        r.take_opt(9)?.ok()?,
-        r.take_opt(10)?.ok()?,
-        r.take_opt(11)?.ok()?,
-        r.take_opt(12)?.ok()?,
-        r.take_opt(13)?.ok()?,
-        r.take_opt(14)?.ok()?,
-        r.take_opt(15)?.ok()?,
-    ))
-}
-
-fn merge_row(merged: &mut BTreeMap<(String, String), StreamStatus>, row: Row) {
-    let (table, source_shard, copy_done, file, pos, gtid, rows_copied, events_applied, phase, rows_total) =
-        (row.0, row.1, row.2 != 0, row.3, row.4, row.5, row.6, row.7, row.8, row.9);
-    let updated_at = DateTime::parse_from_rfc3339(&row.15).map(|t| t.with_timezone(&Utc)).unwrap_or_default();
-    let position = (!file.is_empty()).then_some(crate::binlog::Position { file, pos });
-    let this = StreamStatus {
-        table: table.clone(),
-        source_shard: source_shard.clone(),
-        phase: Phase::parse(&phase).unwrap_or(Phase::Failed),
-        copy_done,
-        rows_copied,
-        rows_total,
-        rows_per_sec: row.10,
-        eta_seconds: None,
-        events_applied,
-        lag_events: row.11,
-        lag_seconds: row.12,
-        binlog_position: position.as_ref().map(ToString::to_string),
-        gtid: (!gtid.is_empty()).then_some(gtid),
-        error: row.13,
-        error_kind: row.14,
-        updated_at,
+fn with_eta(mut s: StreamStatus) -> StreamStatus {
+    s.eta_seconds = match (s.phase, s.rows_total, s.rows_per_sec) {
+        (Phase::Copying | Phase::CatchingUp, Some(total), Some(rate)) if rate > 0.0 && !s.copy_done => {
+            Some(total.saturating_sub(s.rows_copied) as f64 / rate)
+        }
+        _ => None,
     };
-    let Some(existing) = merged.get_mut(&(table.clone(), source_shard.clone())) else {
-        merged.insert((table, source_shard), this);
+    s
+}
+
+fn merge_row(merged: &mut BTreeMap<(String, String), StreamStatus>, row: StoredStream) {
+    let (error_kind, error) = row.view.error.map_or((None, None), |(kind, text)| (Some(kind), Some(text)));
+    let this = StreamStatus {
+        table: row.table.clone(),
+        source_shard: row.source_shard.clone(),
+        phase: row.view.phase,
+        copy_done: row.fence.copy_done,
+        rows_copied: row.fence.rows_copied,
+        rows_total: row.view.rows_total,
+        rows_per_sec: row.view.rows_per_sec,
+        eta_seconds: None,
+        events_applied: row.fence.events_applied,
+        lag_events: row.view.lag_events,
+        lag_seconds: row.view.lag_seconds,
+        binlog_position: row.fence.position.as_ref().map(ToString::to_string),
+        gtid: (!row.fence.gtid.is_empty()).then_some(row.fence.gtid),
+        error,
+        error_kind,
+        updated_at: row.updated_at,
+    };
+    let Some(existing) = merged.get_mut(&(row.table.clone(), row.source_shard.clone())) else {
+        merged.insert((row.table, row.source_shard), this);
         return;
     };
     let rows_copied = existing.rows_copied + this.rows_copied;
     let events_applied = existing.events_applied + this.events_applied;
     let copy_done = existing.copy_done && this.copy_done;
     let smallest_position = match (&existing.binlog_position, &this.binlog_position) {
-        (Some(a), Some(b)) => Some(if parse_position(b) < parse_position(a) { b.clone() } else { a.clone() }),
+        (Some(a), Some(b)) => Some(if Position::parse(b) < Position::parse(a) { b.clone() } else { a.clone() }),
         (a, b) => a.clone().or_else(|| b.clone()),
     };
     if this.updated_at > existing.updated_at {
@@ -220,10 +118,6 @@ fn merge_row(merged: &mut BTreeMap<(String, String), StreamStatus>, row: Row) {
     existing.events_applied = events_applied;
     existing.copy_done = copy_done;
     existing.binlog_position = smallest_position;
-}
-
-fn parse_position(s: &str) -> Option<crate::binlog::Position> {
-    crate::binlog::Position::parse(s)
 }
 
 /// The human view: one line per stream.
@@ -259,46 +153,53 @@ pub fn render(streams: &[StreamStatus]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sidecar::{Fence, ViewUpdate};
 
-    fn row(shard_rows: u64, file: &str, pos: u64, updated: &str, phase: &str) -> Row {
-        (
-            "query_patterns".into(),
-            "-40".into(),
-            1,
-            file.into(),
-            pos,
-            "0-1-5".into(),
-            shard_rows,
-            2,
-            phase.into(),
-            Some(100),
-            Some(10.0),
-            Some(0),
-            Some(0.0),
-            None,
-            None,
-            updated.into(),
-        )
+    fn row(shard_rows: u64, pos: u64, updated: &str, phase: Phase) -> StoredStream {
+        StoredStream {
+            table: "query_patterns".into(),
+            source_shard: "-40".into(),
+            fence: Fence {
+                copy_done: true,
+                last_key: None,
+                position: Some(Position { file: "binlog.000002".into(), pos }),
+                gtid: "0-1-5".into(),
+                rows_copied: shard_rows,
+                events_applied: 2,
+            },
+            view: ViewUpdate {
+                phase,
+                rows_total: Some(100),
+                rows_per_sec: Some(10.0),
+                lag_events: Some(0),
+                lag_seconds: Some(0.0),
+                error: None,
+            },
+            updated_at: DateTime::parse_from_rfc3339(updated).expect("time").with_timezone(&Utc),
+        }
     }
 
     #[test]
     fn merges_target_shard_rows_into_one_stream() {
-        let mut merged = BTreeMap::new();
-        merge_row(&mut merged, row(30, "binlog.000002", 90, "2026-01-01T00:00:02.000000Z", "replicating"));
-        merge_row(&mut merged, row(20, "binlog.000002", 50, "2026-01-01T00:00:01.000000Z", "catching_up"));
-        let s = merged.into_values().next().expect("one stream");
+        let merged = merge_rows(vec![
+            row(30, 90, "2026-01-01T00:00:02.000000Z", Phase::Replicating),
+            row(20, 50, "2026-01-01T00:00:01.000000Z", Phase::CatchingUp),
+        ]);
+        let [s] = &merged[..] else { panic!("one stream: {merged:?}") };
         assert_eq!((s.rows_copied, s.events_applied), (50, 4));
         assert_eq!(s.phase, Phase::Replicating);
         assert_eq!(s.binlog_position.as_deref(), Some("binlog.000002:50"));
-        assert_eq!(s.phase.to_string(), "replicating");
-        assert!(render(&[s]).contains("replicating"));
+        assert_eq!(s.gtid.as_deref(), Some("0-1-5"));
+        assert_eq!(s.eta_seconds, None, "no eta once the copy is done");
+        assert!(render(&merged).contains("replicating"));
     }
 
     #[test]
-    fn phases_round_trip() {
-        for p in [Phase::Copying, Phase::CatchingUp, Phase::Replicating, Phase::Stopped, Phase::Failed] {
-            assert_eq!(Phase::parse(p.as_str()), Some(p));
-            assert_eq!(serde_json::to_string(&p).expect("json"), format!("\"{p}\""));
-        }
+    fn a_stream_copying_anywhere_is_not_done_and_has_an_eta() {
+        let mut copying = row(20, 50, "2026-01-01T00:00:03.000000Z", Phase::Copying);
+        copying.fence.copy_done = false;
+        let merged = merge_rows(vec![row(30, 90, "2026-01-01T00:00:02.000000Z", Phase::Replicating), copying]);
+        assert!(!merged[0].copy_done);
+        assert_eq!(merged[0].eta_seconds, Some(5.0), "(100 - 50) rows at 10 rows/s");
     }
 }

@@ -26,23 +26,23 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use indicatif::ProgressBar;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, Pool};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{plan_binlog, plan_copy, write_shards, PositionedOp, Target};
-use crate::binlog::{self, Decoded, Position, RowOp};
+use crate::apply::{plan_binlog, plan_copy, write_shards, Target};
+use crate::assemble::Assembler;
+use crate::batch::Batch;
+use crate::binlog::Position;
 use crate::config::Settings;
 use crate::error::CopierError;
+use crate::phase::Phase;
+use crate::reader::{self, Read};
+use crate::sidecar::{self, Fence, ViewUpdate};
 use crate::source::{self, Snapshot};
-use crate::state::{self, Fence, ViewUpdate};
-use crate::status::Phase;
 use crate::table::{copy_chunk_sql, PatternImage, TableSpec};
-
-/// A binlog connection without any event (heartbeats included) for this long is dead.
-const SILENT_LIMIT: Duration = Duration::from_secs(15);
 
 /// Longest pause between retries of a failing stream.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -108,7 +108,7 @@ impl Stream {
         crate::metrics::phase(&self.table, &self.source_shard, phase);
         self.progress.set_message(phase.to_string());
         self.progress.abandon();
-        if let Err(e) = state::write_view(self.target.pools.shards(), &self.table, &self.source_shard, &view).await {
+        if let Err(e) = sidecar::write_view(self.target.pools.shards(), &self.table, &self.source_shard, &view).await {
             tracing::warn!(source_shard = %self.source_shard, error = %e, "could not record the stream's end on the target");
         }
     }
@@ -119,8 +119,8 @@ impl Stream {
             source::check_settings(&mut conn).await?;
             TableSpec::check_source(&mut conn, &self.source_db, &self.table).await?;
         }
-        state::ensure_table(self.target.pools.shards()).await?;
-        let fences = state::load_fences(self.target.pools.shards(), &self.table, &self.source_shard).await?;
+        sidecar::ensure_table(self.target.pools.shards()).await?;
+        let fences = sidecar::load_fences(self.target.pools.shards(), &self.table, &self.source_shard).await?;
         let mut run = Run::new(self, fences);
         tracing::info!(
             source_shard = %self.source_shard,
@@ -169,6 +169,20 @@ impl Stream {
             }
         }
     }
+}
+
+/// Rows in a stream's first snapshot chunk, before row sizes are known.
+const FIRST_CHUNK_ROWS: usize = 64;
+
+/// Most bytes of row images one chunk may hold: with `chunk_rows` of
+/// near-1 MiB `normalized_sql` values a chunk would otherwise hold gigabytes.
+const CHUNK_BYTES: usize = 32 << 20;
+
+/// The next chunk's row limit: `chunk_rows`, or fewer so that rows as large
+/// as the largest of the last chunk stay within [`CHUNK_BYTES`].
+fn next_chunk_rows(chunk_rows: usize, last_chunk: &[PatternImage]) -> usize {
+    let largest = last_chunk.iter().map(PatternImage::approximate_bytes).max().unwrap_or(1).max(1);
+    (CHUNK_BYTES / largest).clamp(1, chunk_rows)
 }
 
 /// The next `limit` snapshot rows after `after`, in key order.
@@ -238,10 +252,13 @@ impl<'a> Run<'a> {
         self.set_phase(Phase::Copying).await?;
         let started = Instant::now();
         let after = self.fences.iter().filter(|f| !f.copy_done).map(|f| f.last_key.clone()).min().flatten();
-        let mut images = read_chunk(&mut snapshot.conn, after.as_ref(), s.settings.chunk_rows, &s.table).await?;
+        // The first chunk is small: row sizes are unknown until one is read.
+        let mut limit = s.settings.chunk_rows.min(FIRST_CHUNK_ROWS);
+        let mut images = read_chunk(&mut snapshot.conn, after.as_ref(), limit, &s.table).await?;
         let mut after = after;
         loop {
-            let done = images.len() < s.settings.chunk_rows;
+            let done = images.len() < limit;
+            limit = next_chunk_rows(s.settings.chunk_rows, &images);
             let last = images.last().map(|i| i.key.clone()).or(after.clone());
             let writes = plan_copy(&s.target, &self.fences, images);
             let copied: u64 = writes.iter().map(|w| w.applied).sum();
@@ -271,7 +288,7 @@ impl<'a> Run<'a> {
             // The next chunk is read from the snapshot while this one is written.
             let (latency, next) = if more {
                 let (latency, next) =
-                    tokio::join!(write, read_chunk(&mut snapshot.conn, last.as_ref(), s.settings.chunk_rows, &s.table));
+                    tokio::join!(write, read_chunk(&mut snapshot.conn, last.as_ref(), limit, &s.table));
                 (latency?, Some(next?))
             } else {
                 (write.await?, None)
@@ -295,7 +312,8 @@ impl<'a> Run<'a> {
     }
 
     /// Applies the binlog from `from` (a transaction boundary) until `until`
-    /// (exactly), `deadline`, or shutdown, whichever comes first.
+    /// (exactly), `deadline`, or shutdown, whichever comes first. A reader
+    /// task (`reader.rs`) reads ahead while batches are written.
     async fn apply_binlog(
         &mut self,
         from: Position,
@@ -307,156 +325,95 @@ impl<'a> Run<'a> {
         self.set_phase(phase).await?;
         tracing::debug!(source_shard = %s.source_shard, %from, until = ?until.as_ref().map(ToString::to_string), %phase, "applying binlog");
         let server_id = rand::random::<u32>() | 0x8000_0000;
-        let mut events =
-            source::open_binlog(s.source_opts.clone(), &from, server_id, &s.table, &s.source_shard).await?;
-        let mut file = from.file.clone();
-        let mut boundary = from.clone();
-        let mut written = from.clone();
-        let mut last_write = Instant::now();
-        let mut in_txn = false;
-        let mut standalone = false;
-        let mut txn_ops: Vec<RowOp> = Vec::new();
-        let mut txn_gtid: Option<String> = None;
-        let mut pending: Vec<PositionedOp> = Vec::new();
-        let mut pending_since: Option<Instant> = None;
-        let mut before_format_description = true;
-        let mut last_event = Instant::now();
-        loop {
-            if until.as_ref().is_some_and(|u| &boundary >= u) || deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-            let next = tokio::select! {
-                _ = s.shutdown.cancelled() => break,
-                next = tokio::time::timeout(s.settings.batch_wait, events.next()) => next,
-            };
-            match next {
-                Err(_idle) => {
-                    // Heartbeats come every second (see source::open_binlog); silence means a dead connection.
-                    if last_event.elapsed() > SILENT_LIMIT {
-                        return Err(mysql_async::Error::Other(
-                            format!("no binlog event or heartbeat for {SILENT_LIMIT:?}").into(),
-                        )
-                        .into());
-                    }
-                }
-                Ok(None) => return Err(mysql_async::Error::Other("the source closed the binlog stream".into()).into()),
-                Ok(Some(Err(e))) => return Err(source::classify_binlog_error(e, &boundary, &s.table, &s.source_shard)),
-                Ok(Some(Ok(event))) => {
-                    last_event = Instant::now();
-                    let header = event.header();
-                    let log_pos = u64::from(header.log_pos());
-                    tracing::trace!(source_shard = %s.source_shard, event_type = header.event_type_raw(), log_pos, in_txn, "binlog event");
-                    let decoded = binlog::decode(&event, before_format_description, &s.source_db, &s.table, |id| {
-                        events.get_tme(id)
-                    })
-                    .map_err(|why| CopierError::Decode { position: format!("{file}:{log_pos}"), why })?;
-                    if header.event_type_raw() == mysql_async::binlog::EventType::FORMAT_DESCRIPTION_EVENT as u8 {
-                        before_format_description = false;
-                    }
-                    if log_pos == 0 {
-                        // Artificial events at the start of a stream: the fake ROTATE names the file.
-                        if let Decoded::Rotate(name) = decoded {
-                            if before_format_description && name != from.file {
-                                return Err(CopierError::Decode {
-                                    position: from.to_string(),
-                                    why: format!("the source streams file {name:?}, not the requested {:?}", from.file),
-                                });
-                            }
-                            file = name;
-                        }
-                        continue;
-                    }
-                    let here = Position { file: file.clone(), pos: log_pos };
-                    let ends_group = match &decoded {
-                        Decoded::Commit => true,
-                        Decoded::Standalone => !in_txn || standalone,
-                        _ => false,
-                    };
-                    match decoded {
-                        Decoded::Rotate(name) => {
-                            file = name;
-                            if !in_txn {
-                                boundary = boundary.max(Position { file: file.clone(), pos: 4 });
-                            }
-                        }
-                        Decoded::Begin(gtid) => {
-                            in_txn = true;
-                            standalone = gtid.is_some_and(|g| g.standalone);
-                            txn_gtid = gtid.map(|g| g.to_string());
-                            txn_ops.clear();
-                        }
-                        Decoded::Rows(ops) => txn_ops.extend(ops),
-                        Decoded::Commit | Decoded::Standalone if ends_group => {
-                            in_txn = false;
-                            standalone = false;
-                            boundary = boundary.max(here);
-                            for op in txn_ops.drain(..) {
-                                pending.push(PositionedOp { op, txn_end: boundary.clone() });
-                            }
-                            if let Some(gtid) = txn_gtid.take() {
-                                self.gtid = gtid;
-                            }
-                            self.last_event_time = Some(header.timestamp());
-                            if !pending.is_empty() && pending_since.is_none() {
-                                pending_since = Some(Instant::now());
-                            }
-                        }
-                        Decoded::Commit | Decoded::Standalone => {}
-                        Decoded::Ddl(statement) => {
-                            self.flush(&mut pending, &boundary, phase).await?;
-                            return Err(CopierError::Ddl {
-                                table: s.table.clone(),
-                                source_shard: s.source_shard.clone(),
-                                statement,
-                                position: here.to_string(),
-                            });
-                        }
-                        Decoded::Heartbeat => {}
-                        Decoded::Skip => {
-                            if !in_txn {
-                                boundary = boundary.max(here);
-                            }
-                        }
-                    }
-                    if let Some(u) = &until {
-                        if &boundary > u {
-                            return Err(CopierError::Decode {
-                                position: boundary.to_string(),
-                                why: format!("passed the snapshot position {u} without stopping on it"),
-                            });
-                        }
-                    }
-                }
-            }
-            let due = pending.len() >= s.settings.batch_ops
-                || pending_since.is_some_and(|t| t.elapsed() >= s.settings.batch_wait)
-                || (boundary != written && last_write.elapsed() >= s.settings.status_interval);
-            if due {
-                self.flush(&mut pending, &boundary, phase).await?;
-                pending_since = None;
-                written = boundary.clone();
-                last_write = Instant::now();
-            }
-            self.tick(Some(&boundary)).await?;
+        let events = source::open_binlog(s.source_opts.clone(), &from, server_id, &s.table, &s.source_shard).await?;
+        let source = reader::Source {
+            database: s.source_db.clone(),
+            table: s.table.clone(),
+            source_shard: s.source_shard.clone(),
+        };
+        let (sender, mut received) = mpsc::channel(reader::READ_AHEAD);
+        // Not a child of `shutdown`: the applier alone stops the reader, once
+        // it has taken what it will apply (a reader gone first looks like a broken stream).
+        let stop_reading = CancellationToken::new();
+        let reading = tokio::spawn(reader::read(
+            source,
+            events,
+            Assembler::new(&from, until.clone()),
+            sender,
+            stop_reading.clone(),
+        ));
+        let mut batch = Batch::new(from.clone());
+        let mut boundary = from;
+        let applied = self.apply_reads(&mut received, &mut boundary, &mut batch, until.as_ref(), deadline, phase).await;
+        stop_reading.cancel();
+        drop(received);
+        if let Err(join) = reading.await {
+            tracing::warn!(source_shard = %s.source_shard, error = %join, "binlog reader task failed");
         }
-        if boundary != written || !pending.is_empty() {
-            self.flush(&mut pending, &boundary, phase).await?;
+        applied?;
+        if batch.holds_anything(&boundary) {
+            self.flush(&mut batch, &boundary, phase).await?;
         }
         tracing::debug!(source_shard = %s.source_shard, %boundary, "binlog applied");
-        // The dump connection is not reusable; a failed close only leaks a socket the server times out.
-        let _ = events.close().await;
         Ok(())
     }
 
-    /// Writes the pending operations and every shard's fence at `boundary`.
-    async fn flush(
+    /// The apply loop: take what the reader assembled, batch it, flush when due.
+    async fn apply_reads(
         &mut self,
-        pending: &mut Vec<PositionedOp>,
-        boundary: &Position,
+        received: &mut mpsc::Receiver<Result<Read, CopierError>>,
+        boundary: &mut Position,
+        batch: &mut Batch,
+        until: Option<&Position>,
+        deadline: Option<Instant>,
         phase: Phase,
     ) -> Result<(), CopierError> {
         let s = self.stream;
-        let writes = plan_binlog(&s.target, &self.fences, pending);
+        while until.is_none_or(|u| &*boundary < u) && deadline.is_none_or(|d| Instant::now() < d) {
+            let next = tokio::select! {
+                _ = s.shutdown.cancelled() => return Ok(()),
+                next = tokio::time::timeout(s.settings.batch_wait, received.recv()) => next,
+            };
+            match next {
+                Err(_idle) => {}
+                Ok(None) => {
+                    return Err(CopierError::Decode {
+                        position: boundary.to_string(),
+                        why: "the binlog reader stopped before the stop position".into(),
+                    })
+                }
+                Ok(Some(Err(error))) => return Err(error),
+                Ok(Some(Ok(Read::Boundary(position)))) => *boundary = position,
+                Ok(Some(Ok(Read::Transaction(txn)))) => {
+                    *boundary = txn.end.clone();
+                    self.last_event_time = Some(txn.timestamp);
+                    if let Some(gtid) = &txn.gtid {
+                        self.gtid.clone_from(gtid);
+                    }
+                    batch.add(txn);
+                }
+                Ok(Some(Ok(Read::Ddl { statement, position }))) => {
+                    self.flush(batch, boundary, phase).await?;
+                    return Err(CopierError::Ddl {
+                        table: s.table.clone(),
+                        source_shard: s.source_shard.clone(),
+                        statement,
+                        position: position.to_string(),
+                    });
+                }
+            }
+            if batch.due(boundary, &s.settings) {
+                self.flush(batch, boundary, phase).await?;
+            }
+            self.tick(Some(boundary)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch's operations and every shard's fence at `boundary`.
+    async fn flush(&mut self, batch: &mut Batch, boundary: &Position, phase: Phase) -> Result<(), CopierError> {
+        let s = self.stream;
+        let writes = plan_binlog(&s.target, &self.fences, &batch.ops);
         let applied: u64 = writes.iter().map(|w| w.applied).sum();
         let new_fences: Vec<Fence> = self
             .fences
@@ -471,7 +428,7 @@ impl<'a> Run<'a> {
             .collect();
         let latency =
             write_shards(&s.target, &s.table, &s.source_shard, writes, &mut self.fences, new_fences, phase).await?;
-        pending.clear();
+        batch.written(boundary);
         crate::metrics::events_applied(&s.table, &s.source_shard, applied);
         self.throttle(latency).await;
         Ok(())
@@ -527,6 +484,31 @@ impl<'a> Run<'a> {
             self.view.phase,
             self.view.lag_events.map(|l| l.to_string()).unwrap_or_else(|| "-".into())
         ));
-        state::write_view(s.target.pools.shards(), &s.table, &s.source_shard, &self.view).await
+        sidecar::write_view(s.target.pools.shards(), &s.table, &s.source_shard, &self.view).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::PatternKey;
+
+    fn image(sql_bytes: usize) -> PatternImage {
+        PatternImage {
+            key: PatternKey { database_id: 1, fingerprint: "f".into() },
+            normalized_sql: "x".repeat(sql_bytes),
+            tables_used: "[]".into(),
+            first_seen_us: 0,
+            last_seen_us: 0,
+        }
+    }
+
+    #[test]
+    fn chunks_shrink_for_large_rows_and_never_below_one_row() {
+        assert_eq!(next_chunk_rows(8000, &[image(10), image(20)]), 8000);
+        let near_mib = next_chunk_rows(8000, &[image(10), image(1 << 20)]);
+        assert!((1..=32).contains(&near_mib), "{near_mib} rows of ~1 MiB");
+        assert_eq!(next_chunk_rows(8000, &[image(64 << 20)]), 1);
+        assert_eq!(next_chunk_rows(8000, &[]), 8000, "an empty chunk ends the copy anyway");
     }
 }

@@ -9,6 +9,7 @@
 
 use std::cmp::Ordering;
 
+use cluster::sql;
 use mysql_async::prelude::Queryable;
 use mysql_async::Value;
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,11 @@ impl PatternImage {
         })
     }
 
+    /// About how many bytes the image takes in memory and on the wire.
+    pub fn approximate_bytes(&self) -> usize {
+        self.normalized_sql.len() + self.tables_used.len() + self.key.fingerprint.len() + 64
+    }
+
     /// `(database_id, fingerprint, keyspace_id, normalized_sql, tables_used,
     /// first_seen, last_seen)` as an SQL tuple.
     pub fn values_tuple(&self) -> String {
@@ -114,12 +120,12 @@ impl PatternImage {
         format!(
             "({},{},{},{},{},{},{})",
             self.key.database_id,
-            Value::from(self.key.fingerprint.as_str()).as_sql(false),
-            Value::from(&keyspace_id[..]).as_sql(false),
-            Value::from(self.normalized_sql.as_str()).as_sql(false),
-            Value::from(self.tables_used.as_str()).as_sql(false),
-            datetime_literal(self.first_seen_us),
-            datetime_literal(self.last_seen_us),
+            sql::lit(self.key.fingerprint.as_str()),
+            sql::hex(&keyspace_id),
+            sql::lit(self.normalized_sql.as_str()),
+            sql::lit(self.tables_used.as_str()),
+            sql::datetime_us(self.first_seen_us),
+            sql::datetime_us(self.last_seen_us),
         )
     }
 }
@@ -127,7 +133,7 @@ impl PatternImage {
 impl PatternKey {
     /// `(database_id, fingerprint)` as an SQL tuple.
     pub fn tuple(&self) -> String {
-        format!("({},{})", self.database_id, Value::from(self.fingerprint.as_str()).as_sql(false))
+        format!("({},{})", self.database_id, sql::lit(self.fingerprint.as_str()))
     }
 }
 
@@ -150,7 +156,7 @@ pub fn copy_chunk_sql(after: Option<&PatternKey>, limit: usize) -> String {
     let filter = match after {
         None => String::new(),
         Some(key) => {
-            let fp = Value::from(key.fingerprint.as_str()).as_sql(false);
+            let fp = sql::lit(key.fingerprint.as_str());
             format!("WHERE database_id > {id} OR (database_id = {id} AND fingerprint > {fp}) ", id = key.database_id)
         }
     };
@@ -189,14 +195,6 @@ fn as_micros(value: &Value, column: &str) -> Result<i64, String> {
         _ => None,
     };
     naive.map(|t| t.and_utc().timestamp_micros()).ok_or_else(|| format!("{column}: not a datetime: {value:?}"))
-}
-
-/// A `DATETIME(6)` literal; the column's own precision rounds it as the
-/// consumer's writes are rounded (both carry milliseconds).
-pub fn datetime_literal(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f")))
-        .unwrap_or_else(|| "'1970-01-01 00:00:00.000000'".to_owned())
 }
 
 /// What is checked about the source table before a stream starts.

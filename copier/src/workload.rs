@@ -63,7 +63,7 @@ pub async fn upsert(config: &ClusterConfig, pools: &ShardPools, images: &[Patter
     let writes = per_shard.into_iter().map(|(shard, tuples)| async move {
         let tuples: Vec<String> = tuples.into_values().collect();
         let mut conn = pools.shard(shard).get_conn().await?;
-        for chunk in tuples.chunks(1000) {
+        for chunk in cluster::sql::chunks(&tuples) {
             // Deadlocks with other writers of the same rows are retried, as the consumer retries.
             let mut attempts = 0;
             loop {

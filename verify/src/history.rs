@@ -1,7 +1,7 @@
 //! The comparators' history, in the new cluster's control database: runs,
 //! the latest state of every window, every differing key, and the full
-//! diff's resume point. Cutover reads it through [`latest_run`] and
-//! [`open_differences`]; the next run reads it to skip windows already
+//! diff's resume point. Cutover reads it through [`latest_finished_run`]
+//! and [`open_differences`]; the next run reads it to skip windows already
 //! proven equal.
 
 use std::collections::BTreeMap;
@@ -125,6 +125,56 @@ impl WindowVerdict {
     }
 }
 
+/// How a run ended (or that it has not yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// Started and not finished (or interrupted: `error` says so).
+    #[default]
+    Running,
+    /// Every compared window (or the whole table) is equal.
+    Equal,
+    /// At least one difference was found.
+    Different,
+    /// The run could not finish; `error` says why.
+    Error,
+}
+
+impl RunOutcome {
+    /// Every outcome.
+    pub const ALL: [RunOutcome; 4] = [RunOutcome::Running, RunOutcome::Equal, RunOutcome::Different, RunOutcome::Error];
+
+    /// The name stored in `dw_verify_runs.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Running => "running",
+            RunOutcome::Equal => "equal",
+            RunOutcome::Different => "different",
+            RunOutcome::Error => "error",
+        }
+    }
+
+    /// The outcome a stored name stands for.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+
+    /// The outcome of a run that got to its end: different if anything differed.
+    pub fn of_finished(differences_found: bool) -> Self {
+        if differences_found {
+            RunOutcome::Different
+        } else {
+            RunOutcome::Equal
+        }
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A run's outcome and counts, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunRecord {
@@ -136,8 +186,7 @@ pub struct RunRecord {
     /// Epoch milliseconds.
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
-    /// running | equal | different | error
-    pub outcome: String,
+    pub outcome: RunOutcome,
     pub windows_equal: u64,
     pub windows_different: u64,
     pub windows_not_settled: u64,
@@ -252,7 +301,11 @@ fn run_from_row(mut row: mysql_async::Row) -> Result<RunRecord, VerifyError> {
         new_cluster: col!(4),
         started_at_ms: col!(5),
         finished_at_ms: col!(6),
-        outcome: col!(7),
+        outcome: {
+            let text: String = col!(7);
+            RunOutcome::parse(&text)
+                .ok_or_else(|| VerifyError::Unexpected(format!("dw_verify_runs: outcome {text:?}")))?
+        },
         windows_equal: col!(8),
         windows_different: col!(9),
         windows_not_settled: col!(10),
@@ -281,6 +334,30 @@ pub async fn latest_run(pool: &Pool, kind: &str, target: &str) -> Result<Option<
         .map_err(VerifyError::Control)?;
     row.map(run_from_row).transpose()
 }
+
+/// The newest *finished* run of `kind` on `target` (outcome equal,
+/// different or error; never one still running): what cutover's gates
+/// judge. `None` when there is none, also when the comparators never ran
+/// against this control database (no history tables).
+pub async fn latest_finished_run(pool: &Pool, kind: &str, target: &str) -> Result<Option<RunRecord>, VerifyError> {
+    let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
+    let row: Result<Option<mysql_async::Row>, _> = conn
+        .exec_first(
+            format!(
+                "SELECT {RUN_COLUMNS} FROM dw_verify_runs WHERE kind = ? AND target = ? AND finished_at IS NOT NULL \
+                 AND outcome <> 'running' ORDER BY finished_at DESC, run_id DESC LIMIT 1"
+            ),
+            (kind, target),
+        )
+        .await;
+    match row {
+        Err(mysql_async::Error::Server(e)) if e.code == ER_NO_SUCH_TABLE => Ok(None),
+        row => row.map_err(VerifyError::Control)?.map(run_from_row).transpose(),
+    }
+}
+
+/// MySQL's "table doesn't exist".
+const ER_NO_SUCH_TABLE: u16 = 1146;
 
 /// A run by id.
 pub async fn run(pool: &Pool, run_id: u64) -> Result<Option<RunRecord>, VerifyError> {
@@ -351,6 +428,29 @@ pub struct WindowResult {
     pub old_digest: Option<String>,
     pub new_digest: Option<String>,
     pub differences: u64,
+}
+
+impl WindowResult {
+    /// A window recorded without digesting it (reused proof, or not comparable now).
+    pub fn without_digest(
+        tbl: &'static str,
+        window_start: i64,
+        size: i64,
+        state: WindowVerdict,
+        (old_rows, new_rows): (Option<u64>, Option<u64>),
+    ) -> Self {
+        Self {
+            tbl,
+            window_start,
+            window_end: window_start + size,
+            state,
+            old_rows,
+            new_rows,
+            old_digest: None,
+            new_digest: None,
+            differences: 0,
+        }
+    }
 }
 
 /// Records the latest state of `results` (one statement per 500 windows).
@@ -555,4 +655,20 @@ pub async fn reopen_run(pool: &Pool, run_id: u64) -> Result<(), VerifyError> {
     )
     .await
     .map_err(VerifyError::Control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_round_trip_through_their_stored_names() {
+        for outcome in RunOutcome::ALL {
+            assert_eq!(RunOutcome::parse(outcome.as_str()), Some(outcome));
+            assert_eq!(serde_json::to_string(&outcome).expect("json"), format!("\"{outcome}\""));
+        }
+        assert_eq!(RunOutcome::parse("EQUAL"), None);
+        assert_eq!(RunOutcome::of_finished(true), RunOutcome::Different);
+        assert_eq!(RunOutcome::of_finished(false), RunOutcome::Equal);
+    }
 }

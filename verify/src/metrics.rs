@@ -2,7 +2,7 @@
 //! run of each kind, served by the process's Prometheus exporter and written
 //! next to the report as a textfile-collector file.
 
-use crate::history::RunRecord;
+use crate::history::{RunOutcome, RunRecord};
 
 /// Windows by state in the last window run (`state` = equal|different|not_settled|not_covered).
 pub const WINDOWS: &str = "dualwrite_verify_windows";
@@ -26,7 +26,7 @@ pub fn record_run(run: &RunRecord) {
     metrics::gauge!(ROWS_COMPARED, &labels).set(run.rows_compared as f64);
     metrics::gauge!(DIFFERENCES, &labels).set(run.differences as f64);
     metrics::gauge!(DURATION, &labels).set(run.duration_ms as f64 / 1000.0);
-    metrics::gauge!(EQUAL, &labels).set(if run.outcome == "equal" { 1.0 } else { 0.0 });
+    metrics::gauge!(EQUAL, &labels).set(if run.outcome == RunOutcome::Equal { 1.0 } else { 0.0 });
 }
 
 fn states(run: &RunRecord) -> [(&'static str, u64); 4] {
@@ -60,6 +60,8 @@ pub fn textfile(runs: &[&RunRecord]) -> String {
     family(&mut out, ROWS_COMPARED, "Rows read on both clusters by the last run.", &|r| r.rows_compared.to_string());
     family(&mut out, DIFFERENCES, "Differing keys found by the last run.", &|r| r.differences.to_string());
     family(&mut out, DURATION, "Wall time of the last run.", &|r| (r.duration_ms as f64 / 1000.0).to_string());
-    family(&mut out, EQUAL, "1 when the last run ended equal.", &|r| u8::from(r.outcome == "equal").to_string());
+    family(&mut out, EQUAL, "1 when the last run ended equal.", &|r| {
+        u8::from(r.outcome == RunOutcome::Equal).to_string()
+    });
     out
 }

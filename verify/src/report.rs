@@ -10,7 +10,7 @@ use mysql_async::Pool;
 use serde::Serialize;
 
 use crate::error::VerifyError;
-use crate::history::{self, RunRecord, StoredDifference, WindowRecord, WindowVerdict};
+use crate::history::{self, RunOutcome, RunRecord, StoredDifference, WindowRecord, WindowVerdict};
 use crate::spec::{UNBOUNDED, WINDOWED};
 
 /// Most differences listed in the HTML page (the JSON holds all of them).
@@ -143,10 +143,10 @@ fn counts(timeline: &Timeline) -> [usize; 5] {
 }
 
 fn verdict(report: &Report) -> &'static str {
-    let different =
-        report.timelines.iter().any(|t| counts(t)[1] > 0) || report.table_runs.iter().any(|r| r.outcome == "different");
-    let errored = report.latest_windows_run.as_ref().is_some_and(|r| r.outcome == "error")
-        || report.table_runs.iter().any(|r| r.outcome == "error");
+    let different = report.timelines.iter().any(|t| counts(t)[1] > 0)
+        || report.table_runs.iter().any(|r| r.outcome == RunOutcome::Different);
+    let errored = report.latest_windows_run.as_ref().is_some_and(|r| r.outcome == RunOutcome::Error)
+        || report.table_runs.iter().any(|r| r.outcome == RunOutcome::Error);
     match (different, errored) {
         (true, _) => "DIFFERENT",
         (false, true) => "ERROR",
@@ -301,10 +301,10 @@ pub fn html(report: &Report) -> String {
         );
     }
     for run in &report.table_runs {
-        let state = match run.outcome.as_str() {
-            "equal" => "equal",
-            "different" => "different",
-            _ => "unchecked",
+        let state = match run.outcome {
+            RunOutcome::Equal => "equal",
+            RunOutcome::Different => "different",
+            RunOutcome::Running | RunOutcome::Error => "unchecked",
         };
         let _ = write!(
             out,
@@ -312,7 +312,7 @@ pub fn html(report: &Report) -> String {
              title=\"run {} {}\"></div></div><div class=\"counts\">{} rows, {} differences</div></div>",
             escape(&run.target),
             run.run_id,
-            escape(&run.outcome),
+            escape(run.outcome.as_str()),
             run.rows_compared,
             run.differences
         );

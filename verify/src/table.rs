@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::diff::{diff_rows, placement, text_values, Difference, FetchedRow};
 use crate::digest::Side;
 use crate::error::VerifyError;
-use crate::history::{self, RunRecord, TableProgress};
+use crate::history::{self, RunOutcome, RunRecord, TableProgress};
 use crate::spec::{Col, TableSpec};
 
 /// One `table` run.
@@ -193,10 +193,9 @@ async fn run_with(
     run.differences = progress.differences;
     run.duration_ms = run.duration_ms.saturating_add(u64::try_from(started.elapsed().as_millis()).unwrap_or(0));
     run.outcome = match (&error, complete) {
-        (Some(_), _) => "error".into(),
-        (None, false) => "running".into(),
-        (None, true) if progress.differences > 0 => "different".into(),
-        (None, true) => "equal".into(),
+        (Some(_), _) => RunOutcome::Error,
+        (None, false) => RunOutcome::Running,
+        (None, true) => RunOutcome::of_finished(progress.differences > 0),
     };
     run.error = error.as_ref().map(ToString::to_string).or_else(|| (!complete).then(|| "interrupted".to_string()));
     history::finish_run(control, &run).await?;

@@ -13,7 +13,7 @@ use crate::diff::Difference;
 use crate::digest::{grouped, Digest, Side};
 use crate::drill::drill_window;
 use crate::error::VerifyError;
-use crate::history::{self, RunRecord, WindowResult, WindowVerdict};
+use crate::history::{self, RunOutcome, RunRecord, WindowResult, WindowVerdict};
 use crate::spec::{TableSpec, WINDOWED};
 
 /// Which windows to look at.
@@ -130,209 +130,241 @@ async fn run_with(
 ) -> Result<WindowsOutcome, VerifyError> {
     let control = new.pools.control().ok_or_else(|| VerifyError::NoControl(new.name().to_string()))?;
     history::ensure_tables(control).await?;
-    let now_secs = chrono::Utc::now().timestamp();
-    let (requested_from, to) = match config.range {
-        Range::Since(d) => (now_secs.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)), now_secs),
-        Range::Between(from, to) => (from, to),
-    };
-    if requested_from >= to {
-        return Err(VerifyError::Usage(format!("empty time range: from {requested_from} is not before to {to}")));
-    }
-    let from = requested_from.max(retention_floor(&config.old, &config.new, now_secs));
-
+    let span = TimeSpan::resolve(config, chrono::Utc::now().timestamp())?;
     // Progress first: a window settled now stays as it is, so digests read
     // afterwards cannot see it half-written.
     let (old_progress, new_progress) = futures::try_join!(cluster_progress(old), cluster_progress(new))?;
-    let late = (late_total(&old_progress), late_total(&new_progress));
-    let partitions: Vec<(String, i32)> = old_progress
-        .iter()
-        .chain(&new_progress)
-        .map(|p| (p.topic.clone(), p.partition))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-
-    let started = Instant::now();
-    let run_id =
-        history::start_run(control, "windows", "windows", old.name(), new.name(), late, Some((from, to))).await?;
-    tracing::info!(run_id, old = old.name(), new = new.name(), from, to, "window comparison started");
-    let mut run = RunRecord {
-        run_id,
-        kind: "windows".into(),
-        target: "windows".into(),
-        old_cluster: old.name().into(),
-        new_cluster: new.name().into(),
-        ..RunRecord::default()
-    };
-    let mut state = RunState { windows: Vec::new(), differences: Vec::new(), skipped_for_retention: 0 };
-    let outcome = async {
-        for table in WINDOWED {
-            if shutdown.is_cancelled() {
-                return Err(VerifyError::Cancelled);
-            }
-            let size = table.window.map(|(_, w)| w.secs(&config.old.time)).unwrap_or(60);
-            state.skipped_for_retention +=
-                u64::try_from(window_starts(requested_from, from.min(to), size).len()).unwrap_or(0);
-            let windows = window_starts(from, to, size);
-            let lateness_ms = config.old.time.allowed_lateness_ms();
-            let verdicts: Vec<(i64, Option<WindowVerdict>)> = windows
-                .iter()
-                .map(|&start| {
-                    let (start_ms, end_ms) = (start * 1000, (start + size) * 1000);
-                    let o = window_state(&old_progress, Some(&partitions), start_ms, end_ms, lateness_ms);
-                    let n = window_state(&new_progress, Some(&partitions), start_ms, end_ms, lateness_ms);
-                    let verdict = match (o, n) {
-                        (WindowState::NotCovered, _) | (_, WindowState::NotCovered) => Some(WindowVerdict::NotCovered),
-                        (WindowState::CoveredNotSettled, _) | (_, WindowState::CoveredNotSettled) => {
-                            Some(WindowVerdict::NotSettled)
-                        }
-                        (WindowState::Settled, WindowState::Settled) => None,
-                    };
-                    (start, verdict)
-                })
-                .collect();
-            check_table(config, old, new, table, size, &verdicts, late, control, &mut run, &mut state).await?;
-        }
-        Ok(())
-    }
-    .await;
-
-    run.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    for w in &state.windows {
-        match w.state {
-            WindowVerdict::Equal => run.windows_equal += 1,
-            WindowVerdict::Different => run.windows_different += 1,
-            WindowVerdict::NotSettled => run.windows_not_settled += 1,
-            WindowVerdict::NotCovered => run.windows_not_covered += 1,
-        }
-    }
-    run.differences = u64::try_from(state.differences.len()).unwrap_or(u64::MAX);
-    let saved = match &outcome {
-        Ok(()) => {
-            async {
-                let fresh: Vec<WindowResult> = state
-                    .windows
-                    .iter()
-                    .filter(|w| w.old_digest.is_some() || w.state != WindowVerdict::Equal)
-                    .cloned()
-                    .collect();
-                history::save_windows(control, run_id, &fresh).await?;
-                history::save_differences(control, run_id, &state.differences).await
-            }
-            .await
-        }
-        Err(_) => Ok(()),
-    };
-    run.outcome = match (&outcome, &saved) {
-        (Ok(()), Ok(())) if run.windows_different > 0 => "different".into(),
-        (Ok(()), Ok(())) => "equal".into(),
-        _ => "error".into(),
-    };
-    run.error = outcome.as_ref().err().or(saved.as_ref().err()).map(ToString::to_string);
-    history::finish_run(control, &run).await?;
-    crate::metrics::record_run(&run);
-    tracing::info!(
-        run_id,
-        outcome = %run.outcome,
-        equal = run.windows_equal,
-        different = run.windows_different,
-        not_settled = run.windows_not_settled,
-        not_covered = run.windows_not_covered,
-        checked = run.windows_checked,
-        reused = run.windows_reused,
-        rows = run.rows_compared,
-        differences = run.differences,
-        duration_ms = run.duration_ms,
-        skipped_for_retention = state.skipped_for_retention,
-        "window comparison finished"
-    );
-    outcome?;
-    saved?;
-    Ok(WindowsOutcome {
-        run,
-        windows: state.windows,
-        differences: state.differences,
-        skipped_for_retention: state.skipped_for_retention,
-    })
+    let mut comparison = Comparison::start(config, old, new, control, span, old_progress, new_progress).await?;
+    let compared = comparison.compare_tables(shutdown).await;
+    comparison.finish(compared).await
 }
 
-struct RunState {
+/// The windows a run looks at, epoch seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimeSpan {
+    /// The start asked for.
+    requested_from: i64,
+    /// The start compared: `requested_from` raised to the retention floor.
+    from: i64,
+    /// The end (exclusive).
+    to: i64,
+}
+
+impl TimeSpan {
+    fn resolve(config: &WindowsConfig, now_secs: i64) -> Result<Self, VerifyError> {
+        let (requested_from, to) = match config.range {
+            Range::Since(d) => (now_secs.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)), now_secs),
+            Range::Between(from, to) => (from, to),
+        };
+        if requested_from >= to {
+            return Err(VerifyError::Usage(format!("empty time range: from {requested_from} is not before to {to}")));
+        }
+        let from = requested_from.max(retention_floor(&config.old, &config.new, now_secs));
+        Ok(Self { requested_from, from, to })
+    }
+}
+
+/// One `windows` run in progress: its inputs, and what it found so far.
+struct Comparison<'a> {
+    config: &'a WindowsConfig,
+    old: &'a Side,
+    new: &'a Side,
+    /// The new cluster's control database (the history).
+    control: &'a mysql_async::Pool,
+    span: TimeSpan,
+    /// What each group had applied when the run started (settlement is judged against it).
+    old_progress: Vec<PartitionProgress>,
+    new_progress: Vec<PartitionProgress>,
+    /// Every partition either cluster knows (a partition one side never wrote is unsettled there).
+    partitions: Vec<(String, i32)>,
+    /// Late messages applied on each cluster at the start: an earlier `equal` holds only if unchanged.
+    late: (u64, u64),
+    started: Instant,
+    run: RunRecord,
     windows: Vec<WindowResult>,
     differences: Vec<Difference>,
     skipped_for_retention: u64,
 }
 
-/// Compares the windows of one table: reuses earlier `equal` verdicts that
-/// nothing can have changed, digests the rest of the settled windows in one
-/// grouped query per shard, and drills into the ones that differ.
-#[allow(clippy::too_many_arguments)]
-async fn check_table(
-    config: &WindowsConfig,
-    old: &Side,
-    new: &Side,
-    table: TableSpec,
-    size: i64,
-    verdicts: &[(i64, Option<WindowVerdict>)],
-    late: (u64, u64),
-    control: &mysql_async::Pool,
-    run: &mut RunRecord,
-    state: &mut RunState,
-) -> Result<(), VerifyError> {
-    let (Some(first), Some(last)) = (verdicts.first(), verdicts.last()) else { return Ok(()) };
-    let previous = history::windows(control, table.name, first.0, last.0 + size).await?;
-    let mut to_check = Vec::new();
-    for &(start, verdict) in verdicts {
-        let result = |state, old_rows, new_rows| WindowResult {
-            tbl: table.name,
-            window_start: start,
-            window_end: start + size,
-            state,
-            old_rows,
-            new_rows,
-            old_digest: None,
-            new_digest: None,
-            differences: 0,
+impl<'a> Comparison<'a> {
+    async fn start(
+        config: &'a WindowsConfig,
+        old: &'a Side,
+        new: &'a Side,
+        control: &'a mysql_async::Pool,
+        span: TimeSpan,
+        old_progress: Vec<PartitionProgress>,
+        new_progress: Vec<PartitionProgress>,
+    ) -> Result<Self, VerifyError> {
+        let late = (late_total(&old_progress), late_total(&new_progress));
+        let partitions: Vec<(String, i32)> = old_progress
+            .iter()
+            .chain(&new_progress)
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let range = Some((span.from, span.to));
+        let run_id = history::start_run(control, "windows", "windows", old.name(), new.name(), late, range).await?;
+        tracing::info!(
+            run_id,
+            old = old.name(),
+            new = new.name(),
+            from = span.from,
+            to = span.to,
+            "window comparison started"
+        );
+        let run = RunRecord {
+            run_id,
+            kind: "windows".into(),
+            target: "windows".into(),
+            old_cluster: old.name().into(),
+            new_cluster: new.name().into(),
+            ..RunRecord::default()
         };
-        // Proven equal by an earlier run of this pair, and no late message
-        // since: a settled window cannot have changed (a window that reads as
-        // unsettled or uncovered now, e.g. while a new partition's first
-        // fence reaches one cluster before the other, keeps its proof too).
-        let proven = previous.get(&start).filter(|p| {
-            !config.recheck_all
-                && p.state == WindowVerdict::Equal
-                && p.late == late
-                && p.clusters == (old.name().to_string(), new.name().to_string())
-        });
-        match (proven, verdict) {
-            (Some(p), _) => {
-                run.windows_reused += 1;
-                state.windows.push(result(WindowVerdict::Equal, p.old_rows, p.new_rows));
+        Ok(Self {
+            config,
+            old,
+            new,
+            control,
+            span,
+            old_progress,
+            new_progress,
+            partitions,
+            late,
+            started: Instant::now(),
+            run,
+            windows: Vec::new(),
+            differences: Vec::new(),
+            skipped_for_retention: 0,
+        })
+    }
+
+    async fn compare_tables(&mut self, shutdown: &CancellationToken) -> Result<(), VerifyError> {
+        for table in WINDOWED {
+            if shutdown.is_cancelled() {
+                return Err(VerifyError::Cancelled);
             }
-            (None, Some(v)) => state.windows.push(result(v, None, None)),
-            (None, None) => to_check.push(start),
+            self.compare_table(table).await?;
         }
+        Ok(())
     }
-    run.windows_checked += u64::try_from(to_check.len()).unwrap_or(0);
-    if to_check.is_empty() {
-        return Ok(());
+
+    /// Compares the windows of one table: reuses earlier `equal` verdicts that
+    /// nothing can have changed, digests the rest of the settled windows in one
+    /// grouped query per shard, and drills into the ones that differ.
+    async fn compare_table(&mut self, table: TableSpec) -> Result<(), VerifyError> {
+        let size = table.window.map(|(_, w)| w.secs(&self.config.old.time)).unwrap_or(60);
+        let span = self.span;
+        self.skipped_for_retention +=
+            u64::try_from(window_starts(span.requested_from, span.from.min(span.to), size).len()).unwrap_or(0);
+        let verdicts = self.settlement(&window_starts(span.from, span.to, size), size);
+        let to_check = self.reuse_proven(table, size, &verdicts).await?;
+        self.run.windows_checked += u64::try_from(to_check.len()).unwrap_or(0);
+        if !to_check.is_empty() {
+            self.digest_windows(table, size, &to_check).await?;
+        }
+        self.windows.sort_by_key(|w| (table_order(w.tbl), w.window_start));
+        Ok(())
     }
-    let ranges = coalesce(&to_check, size);
-    let group = table.window_sql(size);
-    let range = table.range_sql(&ranges);
-    let (o, n): (BTreeMap<i64, Digest>, BTreeMap<i64, Digest>) =
-        futures::try_join!(grouped(old, &table, &group, &range), grouped(new, &table, &group, &range))?;
-    let checked: BTreeSet<i64> = to_check.iter().copied().collect();
-    for group_start in o.keys().chain(n.keys()) {
-        if !checked.contains(group_start) {
+
+    /// Each window's verdict from settlement alone: `None` when it is settled
+    /// on both clusters (to be compared).
+    fn settlement(&self, starts: &[i64], size: i64) -> Vec<(i64, Option<WindowVerdict>)> {
+        let lateness_ms = self.config.old.time.allowed_lateness_ms();
+        starts
+            .iter()
+            .map(|&start| {
+                let (start_ms, end_ms) = (start * 1000, (start + size) * 1000);
+                let o = window_state(&self.old_progress, Some(&self.partitions), start_ms, end_ms, lateness_ms);
+                let n = window_state(&self.new_progress, Some(&self.partitions), start_ms, end_ms, lateness_ms);
+                let verdict = match (o, n) {
+                    (WindowState::NotCovered, _) | (_, WindowState::NotCovered) => Some(WindowVerdict::NotCovered),
+                    (WindowState::CoveredNotSettled, _) | (_, WindowState::CoveredNotSettled) => {
+                        Some(WindowVerdict::NotSettled)
+                    }
+                    (WindowState::Settled, WindowState::Settled) => None,
+                };
+                (start, verdict)
+            })
+            .collect()
+    }
+
+    /// Records the windows that need no digest (proven equal before, or not
+    /// comparable now) and returns the starts of those that do.
+    async fn reuse_proven(
+        &mut self,
+        table: TableSpec,
+        size: i64,
+        verdicts: &[(i64, Option<WindowVerdict>)],
+    ) -> Result<Vec<i64>, VerifyError> {
+        let (Some(first), Some(last)) = (verdicts.first(), verdicts.last()) else { return Ok(Vec::new()) };
+        let previous = history::windows(self.control, table.name, first.0, last.0 + size).await?;
+        let clusters = (self.old.name().to_string(), self.new.name().to_string());
+        let mut to_check = Vec::new();
+        for &(start, verdict) in verdicts {
+            // Proven equal by an earlier run of this pair, and no late message
+            // since: a settled window cannot have changed (a window that reads as
+            // unsettled or uncovered now, e.g. while a new partition's first
+            // fence reaches one cluster before the other, keeps its proof too).
+            let proven = previous.get(&start).filter(|p| {
+                !self.config.recheck_all
+                    && p.state == WindowVerdict::Equal
+                    && p.late == self.late
+                    && p.clusters == clusters
+            });
+            match (proven, verdict) {
+                (Some(p), _) => {
+                    self.run.windows_reused += 1;
+                    self.windows.push(WindowResult::without_digest(
+                        table.name,
+                        start,
+                        size,
+                        WindowVerdict::Equal,
+                        (p.old_rows, p.new_rows),
+                    ));
+                }
+                (None, Some(v)) => {
+                    self.windows.push(WindowResult::without_digest(table.name, start, size, v, (None, None)))
+                }
+                (None, None) => to_check.push(start),
+            }
+        }
+        Ok(to_check)
+    }
+
+    /// Digests `to_check` on both sides (one grouped query per shard) and
+    /// judges every window, drilling into those that differ.
+    async fn digest_windows(&mut self, table: TableSpec, size: i64, to_check: &[i64]) -> Result<(), VerifyError> {
+        let ranges = coalesce(to_check, size);
+        let group = table.window_sql(size);
+        let range = table.range_sql(&ranges);
+        let (o, n): (BTreeMap<i64, Digest>, BTreeMap<i64, Digest>) =
+            futures::try_join!(grouped(self.old, &table, &group, &range), grouped(self.new, &table, &group, &range))?;
+        let checked: BTreeSet<i64> = to_check.iter().copied().collect();
+        if let Some(outside) = o.keys().chain(n.keys()).find(|g| !checked.contains(g)) {
             return Err(VerifyError::Unexpected(format!(
-                "{}: rows grouped into window {group_start}, outside the windows asked for",
+                "{}: rows grouped into window {outside}, outside the windows asked for",
                 table.name
             )));
         }
+        for &start in to_check {
+            let (a, b) = (o.get(&start).copied().unwrap_or_default(), n.get(&start).copied().unwrap_or_default());
+            self.judge(table, start, size, a, b).await?;
+        }
+        Ok(())
     }
-    for start in to_check {
-        let (a, b) = (o.get(&start).copied().unwrap_or_default(), n.get(&start).copied().unwrap_or_default());
-        run.rows_compared += a.rows + b.rows;
+
+    /// One digested window's verdict; a differing one is drilled down to its keys.
+    async fn judge(
+        &mut self,
+        table: TableSpec,
+        start: i64,
+        size: i64,
+        a: Digest,
+        b: Digest,
+    ) -> Result<(), VerifyError> {
+        self.run.rows_compared += a.rows + b.rows;
         let equal = a.same_content(&b) && a.misplaced == 0 && b.misplaced == 0;
         let mut result = WindowResult {
             tbl: table.name,
@@ -346,18 +378,79 @@ async fn check_table(
             differences: 0,
         };
         if !equal {
-            let found = drill_window(old, new, &table, start, start + size).await?;
+            let found = drill_window(self.old, self.new, &table, start, start + size).await?;
             if found.is_empty() {
                 tracing::warn!(table = table.name, start, "window digests differ but no differing key was found");
             }
             tracing::info!(table = table.name, start, differences = found.len(), "window differs");
             result.differences = u64::try_from(found.len()).unwrap_or(u64::MAX);
-            state.differences.extend(found);
+            self.differences.extend(found);
         }
-        state.windows.push(result);
+        self.windows.push(result);
+        Ok(())
     }
-    state.windows.sort_by_key(|w| (table_order(w.tbl), w.window_start));
-    Ok(())
+
+    /// Counts, saves and closes the run whatever `compared` says; the run's
+    /// record is final even when the comparison failed.
+    async fn finish(mut self, compared: Result<(), VerifyError>) -> Result<WindowsOutcome, VerifyError> {
+        self.run.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        for w in &self.windows {
+            match w.state {
+                WindowVerdict::Equal => self.run.windows_equal += 1,
+                WindowVerdict::Different => self.run.windows_different += 1,
+                WindowVerdict::NotSettled => self.run.windows_not_settled += 1,
+                WindowVerdict::NotCovered => self.run.windows_not_covered += 1,
+            }
+        }
+        self.run.differences = u64::try_from(self.differences.len()).unwrap_or(u64::MAX);
+        let saved = match &compared {
+            Ok(()) => self.save().await,
+            Err(_) => Ok(()),
+        };
+        self.run.outcome = match (&compared, &saved) {
+            (Ok(()), Ok(())) => RunOutcome::of_finished(self.run.windows_different > 0),
+            _ => RunOutcome::Error,
+        };
+        self.run.error = compared.as_ref().err().or(saved.as_ref().err()).map(ToString::to_string);
+        history::finish_run(self.control, &self.run).await?;
+        crate::metrics::record_run(&self.run);
+        let run = &self.run;
+        tracing::info!(
+            run_id = run.run_id,
+            outcome = %run.outcome,
+            equal = run.windows_equal,
+            different = run.windows_different,
+            not_settled = run.windows_not_settled,
+            not_covered = run.windows_not_covered,
+            checked = run.windows_checked,
+            reused = run.windows_reused,
+            rows = run.rows_compared,
+            differences = run.differences,
+            duration_ms = run.duration_ms,
+            skipped_for_retention = self.skipped_for_retention,
+            "window comparison finished"
+        );
+        compared?;
+        saved?;
+        Ok(WindowsOutcome {
+            run: self.run,
+            windows: self.windows,
+            differences: self.differences,
+            skipped_for_retention: self.skipped_for_retention,
+        })
+    }
+
+    /// Records the windows this run digested or could not compare, and every difference.
+    async fn save(&self) -> Result<(), VerifyError> {
+        let fresh: Vec<WindowResult> = self
+            .windows
+            .iter()
+            .filter(|w| w.old_digest.is_some() || w.state != WindowVerdict::Equal)
+            .cloned()
+            .collect();
+        history::save_windows(self.control, self.run.run_id, &fresh).await?;
+        history::save_differences(self.control, self.run.run_id, &self.differences).await
+    }
 }
 
 fn table_order(name: &str) -> usize {

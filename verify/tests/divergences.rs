@@ -13,7 +13,7 @@ use serde_json::json;
 use support::{feed_both, on_shard, query_shard};
 use tokio_util::sync::CancellationToken;
 use verify::diff::{DiffKind, Difference};
-use verify::history;
+use verify::history::{self, RunOutcome};
 use verify::table::{run_table, TableConfig};
 use verify::windows::{run_windows, Range, WindowsConfig, WindowsOutcome};
 
@@ -61,7 +61,7 @@ async fn finds_every_injected_divergence_and_nothing_else() {
     let all_windows = 60 + 1 + 60;
 
     let base = windows(old, new, from, to, false).await;
-    assert_eq!(base.run.outcome, "equal", "{:?}", base.differences);
+    assert_eq!(base.run.outcome, RunOutcome::Equal, "{:?}", base.differences);
     assert_eq!(
         (base.run.windows_equal, base.run.windows_not_settled, base.run.windows_not_covered, base.run.windows_checked),
         (all_windows, 0, 0, all_windows)
@@ -243,7 +243,7 @@ async fn finds_every_injected_divergence_and_nothing_else() {
     let unexpected: Vec<_> = got.difference(&expected).collect();
     assert!(missing.is_empty() && unexpected.is_empty(), "not found: {missing:#?}\nnot expected: {unexpected:#?}");
     assert_eq!(diverged.differences.len(), expected.len(), "each difference reported once");
-    assert_eq!(diverged.run.outcome, "different");
+    assert_eq!(diverged.run.outcome, RunOutcome::Different);
     assert_eq!(diverged.run.differences, expected.len() as u64);
     let different_windows: BTreeSet<(String, Option<i64>)> = expected.iter().map(|e| (e.0.clone(), e.1)).collect();
     assert_eq!(diverged.run.windows_different, different_windows.len() as u64);
@@ -351,7 +351,7 @@ async fn finds_every_injected_divergence_and_nothing_else() {
     assert!(rest.complete && rest.resumed);
     assert_eq!(rest.run.run_id, first.run.run_id);
     assert_eq!(rest.run.rows_compared, patterns, "every row of both sides compared once");
-    assert_eq!(rest.run.outcome, "different");
+    assert_eq!(rest.run.outcome, RunOutcome::Different);
     let pools = ShardPools::new(new);
     let control = pools.control().expect("control");
     let stored = history::differences_of_run(control, rest.run.run_id).await.expect("differences");
@@ -361,10 +361,11 @@ async fn finds_every_injected_divergence_and_nothing_else() {
     assert_eq!(columns.keys().collect::<Vec<_>>(), ["normalized_sql"]);
 
     // What cutover reads.
-    let latest = history::latest_run(control, "windows", "windows").await.expect("latest").expect("a run");
-    assert_eq!((latest.run_id, latest.outcome.as_str()), (after_late.run.run_id + 1, "different"));
-    let latest_table = history::latest_run(control, "table", "query_patterns").await.expect("latest").expect("a run");
-    assert_eq!(latest_table.outcome, "different");
+    let latest = history::latest_finished_run(control, "windows", "windows").await.expect("latest").expect("a run");
+    assert_eq!((latest.run_id, latest.outcome), (after_late.run.run_id + 1, RunOutcome::Different));
+    let latest_table =
+        history::latest_finished_run(control, "table", "query_patterns").await.expect("latest").expect("a run");
+    assert_eq!(latest_table.outcome, RunOutcome::Different);
     let open = history::open_differences(control).await.expect("open differences");
     assert_eq!(open.len(), expected.len() + 1);
 
@@ -385,6 +386,20 @@ async fn finds_every_injected_divergence_and_nothing_else() {
     assert!(prom.contains(&line), "{prom}");
     let png = support::screenshot(&out.join("report.html"), &out.join("timeline.png"));
     eprintln!("report screenshot: {}", png.display());
+
+    // A run still going is the latest run but never the latest finished one.
+    let pools = ShardPools::new(new);
+    let control = pools.control().expect("control");
+    let running =
+        history::start_run(control, "table", "query_patterns", old.name.as_str(), new.name.as_str(), (0, 0), None)
+            .await
+            .expect("start a run");
+    let newest = history::latest_run(control, "table", "query_patterns").await.expect("latest").expect("a run");
+    assert_eq!((newest.run_id, newest.outcome), (running, RunOutcome::Running));
+    let finished =
+        history::latest_finished_run(control, "table", "query_patterns").await.expect("latest").expect("a run");
+    assert_eq!(finished.run_id, latest_table.run_id);
+    pools.disconnect().await;
 
     testkit::drop_databases(old).await;
     testkit::drop_databases(new).await;

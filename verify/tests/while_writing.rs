@@ -92,7 +92,7 @@ async fn reports_no_difference_while_both_groups_are_writing() {
     )
     .await
     .expect("final run");
-    assert_eq!(last.run.outcome, "equal", "{:#?}", last.differences);
+    assert_eq!(last.run.outcome, verify::history::RunOutcome::Equal, "{:#?}", last.differences);
     assert_eq!((last.run.windows_different, last.run.windows_not_covered), (0, 0));
     assert!(last.run.windows_reused > 0, "windows proven equal while writing are not digested again");
     assert!(last.run.rows_compared > 0);

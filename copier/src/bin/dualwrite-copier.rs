@@ -73,10 +73,10 @@ struct StartArgs {
     #[arg(long, env = "DUALWRITE_CATCH_UP_PHASE", default_value = "10s", value_parser = humantime::parse_duration)]
     catch_up_phase: Duration,
     /// Snapshot rows per chunk.
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = copier::Settings::default().chunk_rows)]
     chunk_rows: usize,
-    /// Binlog row operations per write batch.
-    #[arg(long, default_value_t = 4000)]
+    /// Binlog row operations per write batch (several source transactions, one target transaction per shard).
+    #[arg(long, default_value_t = copier::Settings::default().batch_ops)]
     batch_ops: usize,
     /// ...or this long after the batch's first operation.
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Reset { to, to_database, table, source_shard } => {
             let target = load(&to, to_database.as_deref())?;
             let pools = cluster::pool::ShardPools::new(&target);
-            let removed = copier::state::reset(pools.shards(), &table, &source_shard).await;
+            let removed = copier::sidecar::reset(pools.shards(), &table, &source_shard).await;
             pools.disconnect().await;
             let removed = removed.context("resetting the stream")?;
             tracing::info!(%table, %source_shard, shard_rows = removed, "stream reset");

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use cluster::config::ClusterConfig;
 use tokio_util::sync::CancellationToken;
 use verify::digest::Side;
+use verify::history::RunOutcome;
 use verify::table::TableConfig;
 use verify::windows::{Range, WindowsConfig};
 
@@ -158,11 +159,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn exit_for(outcome: &str) -> ExitCode {
+fn exit_for(outcome: RunOutcome) -> ExitCode {
     match outcome {
-        "equal" => ExitCode::SUCCESS,
-        "different" => ExitCode::from(1),
-        _ => ExitCode::from(2),
+        RunOutcome::Equal => ExitCode::SUCCESS,
+        RunOutcome::Different => ExitCode::from(1),
+        RunOutcome::Running | RunOutcome::Error => ExitCode::from(2),
     }
 }
 
@@ -199,7 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 write_report(&config.new, from, to, &out).await?;
             }
             println!("{}", serde_json::to_string(&outcome.run)?);
-            Ok(exit_for(&outcome.run.outcome))
+            Ok(exit_for(outcome.run.outcome))
         }
         Command::Table { table, clusters, page_rows, restart, out } => {
             let spec = verify::spec::UNBOUNDED
@@ -224,7 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !outcome.complete {
                 return Ok(ExitCode::from(2));
             }
-            Ok(exit_for(&outcome.run.outcome))
+            Ok(exit_for(outcome.run.outcome))
         }
         Command::Report { new, range, out } => {
             let (from, to) = range.bounds();

@@ -17,13 +17,16 @@
 //!
 //! The operator-view columns (phase, rate, lag, error) are the same for all
 //! shards of a stream; `status` shows the newest row's.
+//!
+//! This module is the table's only reader and writer: the stream writes
+//! fences and views here, `status` (and through it cutover) reads rows here.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Pool, Transaction};
 
 use crate::binlog::Position;
 use crate::error::CopierError;
-use crate::status::Phase;
+use crate::phase::Phase;
 use crate::table::PatternKey;
 
 /// The sidecar table, created on every target shard by `start`.
@@ -115,17 +118,14 @@ pub async fn load_fences(pools: &[Pool], table: &str, source_shard: &str) -> Res
             .await?;
         let fence = match row {
             None => Fence::default(),
-            Some((copy_done, last_key, file, pos, gtid, rows_copied, events_applied)) => {
-                let last_key = match last_key {
-                    None => None,
-                    Some(json) => Some(serde_json::from_str(&json).map_err(|e| CopierError::Schema {
-                        table: "dw_copier_streams".into(),
-                        why: format!("last_key {json:?} is not a key: {e}"),
-                    })?),
-                };
-                let position = (!file.is_empty()).then_some(Position { file, pos });
-                Fence { copy_done: copy_done != 0, last_key, position, gtid, rows_copied, events_applied }
-            }
+            Some((copy_done, last_key, file, pos, gtid, rows_copied, events_applied)) => Fence {
+                copy_done: copy_done != 0,
+                last_key: parse_key(last_key)?,
+                position: (!file.is_empty()).then_some(Position { file, pos }),
+                gtid,
+                rows_copied,
+                events_applied,
+            },
         };
         fences.push(fence);
     }
@@ -166,7 +166,7 @@ pub async fn write_fence(
 }
 
 /// The operator view of a stream, written to every target shard's row.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ViewUpdate {
     /// Current phase.
     pub phase: Phase,
@@ -217,6 +217,102 @@ pub async fn write_view(pools: &[Pool], table: &str, source_shard: &str, view: &
         result?;
     }
     Ok(())
+}
+
+/// One `dw_copier_streams` row as stored on one target shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredStream {
+    /// The copied table.
+    pub table: String,
+    /// The old shard the stream reads.
+    pub source_shard: String,
+    /// This target shard's fence.
+    pub fence: Fence,
+    /// The operator view as last written to this shard.
+    pub view: ViewUpdate,
+    /// When the row was last written (UTC).
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every stream row of every target shard, shard by shard (a shard without
+/// the table holds none: no stream ever wrote to it).
+pub async fn read_all(pools: &[Pool]) -> Result<Vec<StoredStream>, CopierError> {
+    let mut out = Vec::new();
+    for pool in pools {
+        let mut conn = pool.get_conn().await?;
+        let rows: Vec<mysql_async::Row> = match conn
+            .query(
+                "SELECT table_name, source_shard, copy_done, last_key, binlog_file, binlog_pos, gtid, rows_copied, \
+                 events_applied, phase, rows_total, rows_per_sec, lag_events, lag_seconds, error, error_kind, \
+                 DATE_FORMAT(updated_at, '%Y-%m-%dT%H:%i:%s.%fZ') FROM dw_copier_streams",
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(mysql_async::Error::Server(e)) if e.code == ER_NO_SUCH_TABLE => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for row in rows {
+            out.push(stored_stream(row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// MySQL's "table doesn't exist".
+const ER_NO_SUCH_TABLE: u16 = 1146;
+
+fn unexpected(why: impl Into<String>) -> CopierError {
+    CopierError::Schema { table: "dw_copier_streams".into(), why: why.into() }
+}
+
+fn stored_stream(mut r: mysql_async::Row) -> Result<StoredStream, CopierError> {
+    macro_rules! col {
+        ($i:expr) => {
+            r.take_opt($i)
+                .and_then(Result::ok)
+                .ok_or_else(|| unexpected(format!("column {} missing or mistyped", $i)))?
+        };
+    }
+    let table: String = col!(0);
+    let source_shard: String = col!(1);
+    let copy_done: u8 = col!(2);
+    let last_key: Option<String> = col!(3);
+    let file: String = col!(4);
+    let pos: u64 = col!(5);
+    let gtid: String = col!(6);
+    let rows_copied: u64 = col!(7);
+    let events_applied: u64 = col!(8);
+    let phase: String = col!(9);
+    let updated: String = col!(16);
+    let fence = Fence {
+        copy_done: copy_done != 0,
+        last_key: parse_key(last_key)?,
+        position: (!file.is_empty()).then_some(Position { file, pos }),
+        gtid,
+        rows_copied,
+        events_applied,
+    };
+    let error_text: Option<String> = col!(14);
+    let error_kind: Option<String> = col!(15);
+    let view = ViewUpdate {
+        // An unknown phase (a newer copier's) reads as failed: never as healthy.
+        phase: Phase::parse(&phase).unwrap_or(Phase::Failed),
+        rows_total: col!(10),
+        rows_per_sec: col!(11),
+        lag_events: col!(12),
+        lag_seconds: col!(13),
+        error: error_text.map(|text| (error_kind.unwrap_or_default(), text)),
+    };
+    let updated_at =
+        chrono::DateTime::parse_from_rfc3339(&updated).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_default();
+    Ok(StoredStream { table, source_shard, fence, view, updated_at })
+}
+
+fn parse_key(last_key: Option<String>) -> Result<Option<PatternKey>, CopierError> {
+    last_key
+        .map(|json| serde_json::from_str(&json).map_err(|e| unexpected(format!("last_key {json:?} is not a key: {e}"))))
+        .transpose()
 }
 
 /// Forgets a stream on every target shard, so the next `start` copies it from scratch.
