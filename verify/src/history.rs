@@ -1,8 +1,8 @@
 //! The comparators' history, in the new cluster's control database: runs,
 //! the latest state of every window, every differing key, and the full
-//! diff's resume point. Cutover reads it through [`latest_run`] and
-//! [`open_differences`]; the next run reads it to skip windows already
-//! proven equal.
+//! diff's resume point. Cutover's verify gate reads it through
+//! [`latest_finished_run`] and the window states; the next run reads it to
+//! skip windows already proven equal.
 
 use std::collections::BTreeMap;
 
@@ -125,6 +125,56 @@ impl WindowVerdict {
     }
 }
 
+/// How a run ended, parsed from its stored `outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Running,
+    Equal,
+    Different,
+    Error,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Running => "running",
+            RunOutcome::Equal => "equal",
+            RunOutcome::Different => "different",
+            RunOutcome::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [RunOutcome::Running, RunOutcome::Equal, RunOutcome::Different, RunOutcome::Error]
+            .into_iter()
+            .find(|o| o.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a run compared: the bounded tables' windows, or one table in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Windows,
+    Table,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Windows => "windows",
+            RunKind::Table => "table",
+        }
+    }
+}
+
 /// A run's outcome and counts, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunRecord {
@@ -136,7 +186,7 @@ pub struct RunRecord {
     /// Epoch milliseconds.
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
-    /// running | equal | different | error
+    /// running | equal | different | error (see [`RunRecord::verdict`]).
     pub outcome: String,
     pub windows_equal: u64,
     pub windows_different: u64,
@@ -148,6 +198,13 @@ pub struct RunRecord {
     pub windows_checked: u64,
     pub windows_reused: u64,
     pub duration_ms: u64,
+}
+
+impl RunRecord {
+    /// The stored outcome as an enum; `None` for a value this version does not know.
+    pub fn verdict(&self) -> Option<RunOutcome> {
+        RunOutcome::parse(&self.outcome)
+    }
 }
 
 /// A window's latest state, as stored.
@@ -282,6 +339,24 @@ pub async fn latest_run(pool: &Pool, kind: &str, target: &str) -> Result<Option<
     row.map(run_from_row).transpose()
 }
 
+/// The newest run of `kind` on `target` (`windows`, or the table name) that
+/// has finished, whatever it found: what the cutover gate judges. A run still
+/// going (or abandoned mid-way) says nothing yet, so it is skipped.
+pub async fn latest_finished_run(pool: &Pool, kind: RunKind, target: &str) -> Result<Option<RunRecord>, VerifyError> {
+    let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
+    let row: Option<mysql_async::Row> = conn
+        .exec_first(
+            format!(
+                "SELECT {RUN_COLUMNS} FROM dw_verify_runs WHERE kind = ? AND target = ? AND finished_at IS NOT NULL \
+                 AND outcome <> 'running' ORDER BY finished_at DESC, run_id DESC LIMIT 1"
+            ),
+            (kind.as_str(), target),
+        )
+        .await
+        .map_err(VerifyError::Control)?;
+    row.map(run_from_row).transpose()
+}
+
 /// A run by id.
 pub async fn run(pool: &Pool, run_id: u64) -> Result<Option<RunRecord>, VerifyError> {
     let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
@@ -290,6 +365,44 @@ pub async fn run(pool: &Pool, run_id: u64) -> Result<Option<RunRecord>, VerifyEr
         .await
         .map_err(VerifyError::Control)?;
     row.map(run_from_row).transpose()
+}
+
+/// A window currently marked different (one of [`DifferentWindows::first`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowRef {
+    pub tbl: String,
+    /// Seconds since the epoch.
+    pub window_start: i64,
+    /// The run that found it different.
+    pub run_id: u64,
+}
+
+/// Windows whose latest state is `different`: how many, and the oldest few.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DifferentWindows {
+    pub count: u64,
+    pub first: Vec<WindowRef>,
+}
+
+/// Every window currently marked different (any table), with the oldest `limit`.
+pub async fn different_windows(pool: &Pool, limit: u32) -> Result<DifferentWindows, VerifyError> {
+    let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
+    let count: Option<u64> = conn
+        .query_first("SELECT COUNT(*) FROM dw_verify_windows WHERE state = 'different'")
+        .await
+        .map_err(VerifyError::Control)?;
+    let first: Vec<(String, i64, u64)> = conn
+        .exec(
+            "SELECT tbl, TIMESTAMPDIFF(SECOND, '1970-01-01', window_start), run_id FROM dw_verify_windows \
+             WHERE state = 'different' ORDER BY window_start, tbl LIMIT ?",
+            (limit,),
+        )
+        .await
+        .map_err(VerifyError::Control)?;
+    Ok(DifferentWindows {
+        count: count.unwrap_or(0),
+        first: first.into_iter().map(|(tbl, window_start, run_id)| WindowRef { tbl, window_start, run_id }).collect(),
+    })
 }
 
 /// A `dw_verify_windows` row joined with its run's late-message counts.

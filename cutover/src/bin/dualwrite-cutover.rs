@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use cluster::config::ClusterConfig;
 use cutover::collect::CollectConfig;
 use cutover::gates::{self, Thresholds};
-use cutover::ops::{self, OpsConfig, OpsError, SwitchOutcome, SwitchRequest};
+use cutover::ops::{self, OpsConfig, OpsError, SwitchAction, SwitchOutcome, SwitchRequest};
 use cutover::{Role, RouterConfig, TableGroup};
 
 #[derive(Parser)]
@@ -340,7 +340,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 force,
                 reason: reason.unwrap_or_else(|| format!("switch reads to {to}")),
                 dry_run,
-                action: "switch",
+                action: SwitchAction::Switch,
             };
             for g in &results {
                 println!("{g}");
@@ -356,7 +356,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 force: false,
                 reason: reason.unwrap_or_else(|| "rollback".to_owned()),
                 dry_run,
-                action: "rollback",
+                action: SwitchAction::Rollback,
             };
             report_switch(ops::switch(&loaded.ops, &request, &[]).await?);
             Ok(())
