@@ -76,7 +76,8 @@ pub async fn lag_input(
         .iter()
         .map(|k| format!("{topic_prefix}{}", k.as_str()))
         .collect();
-    let ends = topics::admin::end_offsets(brokers, &topics, BROKER_TIMEOUT)
+    let client = rdkafka::config::ClientConfig::new().set("bootstrap.servers", brokers).clone();
+    let ends = topics::admin::end_offsets(&client, &topics, BROKER_TIMEOUT)
         .await
         .map_err(|e| format!("end offsets of {} from {brokers}: {e}", topics.join(", ")))?;
     let (old_lag, new_lag) = tokio::join!(group_lag(old, &ends, now), group_lag(new, &ends, now));
@@ -89,7 +90,7 @@ async fn group_lag(
     now: DateTime<Utc>,
 ) -> Result<GroupLag, String> {
     let pools = ShardPools::new(cluster);
-    let fences = consumer::coverage::progress(&pools).await;
+    let fences = cluster::fence::progress(&pools).await;
     pools.disconnect().await;
     let fences = fences.map_err(|e| format!("fences of cluster {}: {e}", cluster.name))?;
     let partitions = ends
@@ -98,8 +99,7 @@ async fn group_lag(
             let fence = fences.iter().find(|f| &f.topic == topic && f.partition == *partition);
             let (lag_messages, lag_seconds) = match fence {
                 Some(f) => {
-                    let (messages, seconds) =
-                        partition_lag(f.next_offset, f.max_message_ms, *end, now.timestamp_millis());
+                    let (messages, seconds) = cluster::fence::lag(f, *end, now.timestamp_millis());
                     (Some(messages), Some(seconds))
                 }
                 None => (None, None),
@@ -116,15 +116,6 @@ async fn group_lag(
         })
         .collect();
     Ok(GroupLag { cluster: cluster.name.clone(), partitions })
-}
-
-/// Messages behind the end, and the age of the newest applied message while
-/// behind (0 when caught up).
-// TODO(issue 17): becomes `cluster::fence::lag` once the lead's move lands on main.
-fn partition_lag(next_offset: i64, max_message_ms: i64, end_offset: i64, now_ms: i64) -> (i64, f64) {
-    let messages = (end_offset - next_offset).max(0);
-    let seconds = if messages == 0 { 0.0 } else { (now_ms - max_message_ms).max(0) as f64 / 1000.0 };
-    (messages, seconds)
 }
 
 /// Retention readiness of the new cluster, from the retention crate.

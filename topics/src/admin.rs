@@ -64,6 +64,29 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
     Ok(out)
 }
 
+/// End offset of every partition of `topics`, keyed by (topic, partition),
+/// read off the async workers. `client` carries the bootstrap and security
+/// settings; cutover's lag gate and `consumer status` use it with
+/// `cluster::fence::report`.
+pub async fn end_offsets(
+    client: &ClientConfig,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<((String, i32), i64)>, KafkaError> {
+    let client = client.clone();
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let consumer = standalone_consumer(&client, "status")?;
+        let parts = watermarks(&consumer, &topics, timeout)?;
+        Ok(parts.into_iter().map(|(topic, partition, _, high)| ((topic, partition), high)).collect())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "end offset lookup task failed");
+        Err(KafkaError::Canceled)
+    })
+}
+
 /// A consumer outside any consumer group's work (no subscription, nothing
 /// committed), for reading watermarks and single messages. `purpose` names its
 /// group id so brokers' logs tell the tools apart.
@@ -72,27 +95,4 @@ pub fn standalone_consumer(
     purpose: &str,
 ) -> Result<rdkafka::consumer::BaseConsumer, KafkaError> {
     client.clone().set("group.id", format!("dualwrite-{purpose}")).set("enable.auto.commit", "false").create()
-}
-
-/// End (high watermark) of every partition of `topics`, keyed by (topic,
-/// partition): what lag is measured against. Runs the blocking librdkafka
-/// calls on tokio's blocking pool so callers stay async (and free of rdkafka).
-pub async fn end_offsets(
-    brokers: &str,
-    topics: &[String],
-    timeout: Duration,
-) -> Result<Vec<((String, i32), i64)>, KafkaError> {
-    let (brokers, topics) = (brokers.to_owned(), topics.to_vec());
-    let joined = tokio::task::spawn_blocking(move || {
-        let client = standalone_consumer(ClientConfig::new().set("bootstrap.servers", &brokers), "end-offsets")?;
-        let marks = watermarks(&client, &topics, timeout)?;
-        Ok(marks.into_iter().map(|(topic, partition, _, high)| ((topic, partition), high)).collect())
-    })
-    .await;
-    match joined {
-        Ok(result) => result,
-        // A panic inside the blocking calls is a bug, not an error to report.
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(KafkaError::Canceled),
-    }
 }

@@ -139,7 +139,7 @@ fn load(path: &PathBuf) -> anyhow::Result<ClusterConfig> {
 }
 
 fn main() -> ExitCode {
-    cluster::process::init_tracing();
+    service::init_tracing();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -180,9 +180,9 @@ async fn write_report(new: &ClusterConfig, from: i64, to: i64, out: &std::path::
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(addr) = cli.metrics_addr {
-        cluster::process::install_metrics(addr)?;
+        service::install_metrics(addr)?;
     }
-    let shutdown: CancellationToken = cluster::process::shutdown_on_signals();
+    let shutdown: CancellationToken = service::shutdown_on_signals();
     match cli.command {
         Command::Windows { clusters, range, recheck_all, out } => {
             let config = WindowsConfig {
