@@ -19,10 +19,11 @@ use crate::router::{Routed, Router};
 const DEFAULT_RANGE_S: i64 = 24 * 3600;
 const DEFAULT_LIMIT: u32 = 20;
 
-/// The API's routes over `router`.
-pub fn app(router: Router) -> axum::Router {
+/// The API's routes over `router`, and the migration console's page.
+pub fn app(router: Router, console: std::sync::Arc<crate::console::ConsoleConfig>) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/console", get(crate::console::page).with_state(console))
         .route("/v1/router", get(router_stats))
         .route("/v1/databases/{database_id}/patterns/top", get(top_patterns))
         .route("/v1/databases/{database_id}/patterns/{fingerprint}/series", get(series))

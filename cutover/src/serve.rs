@@ -5,6 +5,9 @@ use mysql_async::Pool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::collect::CollectConfig;
+use crate::console::ConsoleConfig;
+use crate::gates::Thresholds;
 use crate::router::{Router, RouterConfig, RouterError};
 
 /// What `serve` needs.
@@ -13,6 +16,18 @@ pub struct ServeConfig {
     pub old: ClusterConfig,
     pub new: ClusterConfig,
     pub router: RouterConfig,
+    /// What the console (`/console`) collects and judges with.
+    pub console: ConsoleOptions,
+}
+
+/// The console's inputs beyond the clusters: the broker for lag, and the gates' limits.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleOptions {
+    /// Kafka bootstrap servers; without them the lag section says so.
+    pub brokers: Option<String>,
+    pub topic_prefix: String,
+    pub shadow_period: std::time::Duration,
+    pub thresholds: Thresholds,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +50,24 @@ pub fn control_pool(new: &ClusterConfig) -> Result<Pool, ServeError> {
 /// stops the router (shadow reads joined, counts flushed, heartbeat removed).
 pub async fn run(config: ServeConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServeError> {
     let control = control_pool(&config.new)?;
+    let options = config.console;
+    let console = ConsoleConfig {
+        collect: CollectConfig {
+            old: config.old.clone(),
+            new: config.new.clone(),
+            control: control.clone(),
+            brokers: options.brokers,
+            topic_prefix: options.topic_prefix,
+            shadow_period: options.shadow_period,
+            copied_tables: options.thresholds.copied_tables.clone(),
+        },
+        thresholds: options.thresholds,
+    };
     let router = Router::start(config.router, config.old, config.new, control).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "query api listening");
-    let served =
-        axum::serve(listener, crate::api::app(router.clone())).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    let app = crate::api::app(router.clone(), std::sync::Arc::new(console));
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     router.shutdown().await;
     served?;
     Ok(())

@@ -179,6 +179,9 @@ struct ServeArgs {
     /// How often shadow counts are written to the control database.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     shadow_flush_interval: Duration,
+    /// What the console (`/console`) collects and judges with.
+    #[command(flatten)]
+    gates: GateArgs,
 }
 
 fn load(path: &PathBuf, control_database: Option<&str>) -> anyhow::Result<ClusterConfig> {
@@ -233,7 +236,14 @@ async fn evaluate(
         shadow_period: args.shadow_period,
         copied_tables: args.copied_tables.clone(),
     };
-    let thresholds = Thresholds {
+    let thresholds = thresholds(args);
+    let inputs = cutover::collect::collect(&collect).await;
+    let results = gates::evaluate(&inputs, &thresholds, groups);
+    (inputs, results)
+}
+
+fn thresholds(args: &GateArgs) -> Thresholds {
+    Thresholds {
         verify_max_age: args.verify_max_age,
         copied_tables: args.copied_tables.clone(),
         copier_max_lag_seconds: args.copier_max_lag_seconds,
@@ -243,10 +253,7 @@ async fn evaluate(
         shadow_min_compared: args.shadow_min_compared,
         lag_max_messages: args.lag_max_messages,
         lag_max_seconds: args.lag_max_seconds,
-    };
-    let inputs = cutover::collect::collect(&collect).await;
-    let results = gates::evaluate(&inputs, &thresholds, groups);
-    (inputs, results)
+    }
 }
 
 fn main() -> ExitCode {
@@ -425,6 +432,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let shutdown = service::shutdown_on_signals();
-    cutover::serve::run(cutover::serve::ServeConfig { old, new, router }, listener, shutdown).await?;
+    let console = cutover::serve::ConsoleOptions {
+        brokers: args.gates.brokers.clone(),
+        topic_prefix: args.gates.topic_prefix.clone(),
+        shadow_period: args.gates.shadow_period,
+        thresholds: thresholds(&args.gates),
+    };
+    cutover::serve::run(cutover::serve::ServeConfig { old, new, router, console }, listener, shutdown).await?;
     Ok(())
 }

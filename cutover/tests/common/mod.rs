@@ -30,7 +30,11 @@ impl Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        let config = ServeConfig { old: old.config.clone(), new: new.config.clone(), router };
+        let console = cutover::serve::ConsoleOptions {
+            shadow_period: Duration::from_secs(60),
+            ..cutover::serve::ConsoleOptions::default()
+        };
+        let config = ServeConfig { old: old.config.clone(), new: new.config.clone(), router, console };
         let task = tokio::spawn(serve_run(config, listener, shutdown.clone()));
         let api = Self { base, shutdown, task };
         let client = reqwest::Client::new();
