@@ -74,7 +74,7 @@ pub async fn lag_input(
 ) -> Result<LagInput, String> {
     let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]
         .iter()
-        .map(|k| format!("{topic_prefix}{}", k.as_str()))
+        .map(|k| k.topic_name(topic_prefix))
         .collect();
     let client = rdkafka::config::ClientConfig::new().set("bootstrap.servers", brokers).clone();
     let ends = topics::admin::end_offsets(&client, &topics, BROKER_TIMEOUT)

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{control, cutover_command, drop_databases, fresh_cluster, router_config, Api};
+use common::{control, cutover_command, router_config, Api};
+use testkit::{drop_databases, fresh_cluster};
 
 async fn console_json(api: &Api) -> serde_json::Value {
     reqwest::Client::new()
