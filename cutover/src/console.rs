@@ -139,7 +139,7 @@ table { border-collapse: collapse; font-size: 12px; } th, td { border-bottom: 1p
 ";
 
 fn section<T>(out: &mut String, id: &str, title: &str, value: &Result<T, String>, body: impl FnOnce(&mut String, &T)) {
-    let _ = write!(out, "<h2 id=\"{id}\">{title}</h2>\n");
+    let _ = writeln!(out, "<h2 id=\"{id}\">{title}</h2>");
     match value {
         Ok(v) => body(out, v),
         Err(e) => {
