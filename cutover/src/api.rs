@@ -23,10 +23,11 @@ const DEFAULT_RANGE_S: i64 = 24 * 3600;
 pub const MAX_RANGE_S: i64 = 31 * 24 * 3600;
 const DEFAULT_LIMIT: u32 = 20;
 
-/// The API's routes over `router`.
-pub fn app(router: Router) -> axum::Router {
+/// The API's routes over `router`, and the migration console's page.
+pub fn app(router: Router, console: std::sync::Arc<crate::console::ConsoleConfig>) -> axum::Router {
     axum::Router::new()
         .route(crate::guard::HEALTH_PATH, get(healthz))
+        .route("/console", get(crate::console::page).with_state(console))
         .route("/v1/router", get(router_stats))
         .route("/v1/databases/{database_id}/patterns/top", get(top_patterns))
         .route("/v1/databases/{database_id}/patterns/{fingerprint}/series", get(series))

@@ -1,22 +1,23 @@
-//! Collectors: fetch each gate's input from where it lives.
+//! Collectors: fetch each gate's input through the reader of the job that owns it.
 //!
-//! - verify: the verify crate's tables in the new cluster's control database;
+//! - verify: `verify::history` (the comparators' tables in the new cluster's control database);
 //! - shadow reads: the routers' counts in the same database;
-//! - consumer lag: each cluster's fences against the broker's end offsets;
-//! - retention: `retention::readiness::assess` (both clusters' fences and partitions);
+//! - consumer lag: each cluster's fences against the topics' end offsets (`topics::admin`);
+//! - retention: `retention::assess` (both clusters' fences and partitions);
 //! - copier: `copier::status::streams` on the new cluster, plus a stopped stream for every old shard without one.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cluster::config::ClusterConfig;
-use mysql_async::prelude::Queryable;
+use cluster::pool::ShardPools;
+use copier::status::{Phase, StreamStatus};
 use mysql_async::Pool;
+use retention::Readiness;
+use verify::history::{self, DifferentWindows};
+use verify::VerifyError;
 
-use crate::gates::{
-    DifferentWindow, GateInputs, GroupLag, LagInput, RetentionInput, ShadowInput, StreamPhase, StreamStatus,
-    VerifyInput, VerifyRun,
-};
+use crate::gates::{GateInputs, GroupLag, LagInput, PartitionLag, ShadowInput, VerifyInput};
 
 /// Where the collectors look.
 #[derive(Clone)]
@@ -40,16 +41,7 @@ pub async fn collect(config: &CollectConfig) -> GateInputs {
     let now = Utc::now();
     let lag = async {
         let kafka = config.kafka.as_ref().map_err(Clone::clone)?;
-        let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]
-            .iter()
-            .map(|k| k.topic_name(&config.topic_prefix))
-            .collect();
-        let old = status(&config.old, kafka, &topics).await;
-        let new = status(&config.new, kafka, &topics).await;
-        match (old, new) {
-            (Ok(o), Ok(n)) => Ok(LagInput { old: group_lag(&o), new: group_lag(&n) }),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        }
+        lag_input(&config.old, &config.new, kafka, &config.topic_prefix, now).await
     };
     let (verify, shadow, copier, retention, lag) = tokio::join!(
         verify_input(&config.control, &config.copied_tables),
@@ -68,38 +60,62 @@ pub async fn collect(config: &CollectConfig) -> GateInputs {
     }
 }
 
-async fn status(
-    cluster: &ClusterConfig,
+/// How long the broker may take to answer the end-offset lookups.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Both groups' lag: their fences against the topics' end offsets.
+pub async fn lag_input(
+    old: &ClusterConfig,
+    new: &ClusterConfig,
     kafka: &topics::kafka::KafkaConfig,
-    topics: &[String],
-) -> Result<cluster::fence::StatusReport, String> {
-    let context = |e: String| format!("consumer status of cluster {}: {e}", cluster.name);
-    let pools = cluster::pool::ShardPools::new(cluster);
-    let fences = cluster::fence::progress(&pools).await;
-    pools.disconnect().await;
-    let fences = fences.map_err(|e| context(e.to_string()))?;
-    let ends = topics::admin::end_offsets(&kafka.client(), topics, std::time::Duration::from_secs(10))
+    topic_prefix: &str,
+    now: DateTime<Utc>,
+) -> Result<LagInput, String> {
+    let topics: Vec<String> = topics::TopicKind::ALL.iter().map(|k| k.topic_name(topic_prefix)).collect();
+    let ends = topics::admin::end_offsets(&kafka.client(), &topics, BROKER_TIMEOUT)
         .await
-        .map_err(|e| context(e.to_string()))?;
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    Ok(cluster::fence::report(&cluster.name, fences, Some(&ends), cluster.time.allowed_lateness_ms(), now_ms))
+        .map_err(|e| format!("end offsets of {} from {}: {e}", topics.join(", "), kafka.bootstrap))?;
+    let (old_lag, new_lag) = tokio::join!(group_lag(old, &ends, now), group_lag(new, &ends, now));
+    Ok(LagInput { old: old_lag?, new: new_lag? })
 }
 
-fn group_lag(report: &cluster::fence::StatusReport) -> GroupLag {
-    let with_messages = |p: &&cluster::fence::PartitionStatus| p.end_offset.is_some_and(|e| e > 0);
-    GroupLag {
-        cluster: report.cluster.clone(),
-        partitions: report.partitions.len(),
-        unstarted: report.partitions.iter().filter(with_messages).filter(|p| p.progress.is_none()).count(),
-        max_lag_messages: report.partitions.iter().filter_map(|p| p.lag_messages).max().unwrap_or(0),
-        max_lag_seconds: report.partitions.iter().filter_map(|p| p.lag_seconds).fold(0.0, f64::max),
-    }
+async fn group_lag(
+    cluster: &ClusterConfig,
+    ends: &[((String, i32), i64)],
+    now: DateTime<Utc>,
+) -> Result<GroupLag, String> {
+    let pools = ShardPools::new(cluster);
+    let fences = cluster::fence::progress(&pools).await;
+    pools.disconnect().await;
+    let fences = fences.map_err(|e| format!("fences of cluster {}: {e}", cluster.name))?;
+    let partitions = ends
+        .iter()
+        .map(|((topic, partition), end)| {
+            let fence = fences.iter().find(|f| &f.topic == topic && f.partition == *partition);
+            let (lag_messages, lag_seconds) = match fence {
+                Some(f) => {
+                    let (messages, seconds) = cluster::fence::lag(f, *end, now.timestamp_millis());
+                    (Some(messages), Some(seconds))
+                }
+                None => (None, None),
+            };
+            PartitionLag {
+                topic: topic.clone(),
+                partition: *partition,
+                end_offset: *end,
+                next_offset: fence.map(|f| f.next_offset),
+                lag_messages,
+                lag_seconds,
+                covered_from_ms: fence.map(|f| f.covered_from_ms),
+            }
+        })
+        .collect();
+    Ok(GroupLag { cluster: cluster.name.clone(), partitions })
 }
 
 /// Retention readiness of the new cluster, from the retention crate.
-pub async fn retention_input(old: &ClusterConfig, new: &ClusterConfig) -> Result<RetentionInput, String> {
-    let readiness = retention::readiness::assess(old, new).await.map_err(|e| format!("retention readiness: {e}"))?;
-    Ok(RetentionInput { ready: readiness.ready, ready_at: readiness.ready_at, explanation: readiness.explanation })
+pub async fn retention_input(old: &ClusterConfig, new: &ClusterConfig) -> Result<Readiness, String> {
+    retention::assess(old, new).await.map_err(|e| format!("retention readiness: {e}"))
 }
 
 /// Copier streams feeding the new cluster, one per copied table and old
@@ -111,43 +127,38 @@ pub async fn copier_streams(
     copied_tables: &[String],
 ) -> Result<Vec<StreamStatus>, String> {
     let streams = copier::status::streams(new).await.map_err(|e| e.to_string())?;
-    let mut out: Vec<StreamStatus> = streams
-        .into_iter()
-        .map(|s| StreamStatus {
-            table: s.table,
-            source_shard: s.source_shard,
-            phase: match s.phase {
-                copier::status::Phase::Copying => StreamPhase::Copying,
-                copier::status::Phase::CatchingUp => StreamPhase::CatchingUp,
-                copier::status::Phase::Replicating => StreamPhase::Replicating,
-                copier::status::Phase::Stopped => StreamPhase::Stopped,
-                copier::status::Phase::Failed => StreamPhase::Failed,
-            },
-            rows_copied: s.rows_copied,
-            lag_events: s.lag_events,
-            lag_seconds: s.lag_seconds,
-            error: s.error,
-            updated_at: s.updated_at,
-        })
-        .collect();
+    let mut out = streams;
     for table in copied_tables {
         for shard in &old.shards {
             let source_shard = shard.range.to_string();
             if !out.iter().any(|s| &s.table == table && s.source_shard == source_shard) {
-                out.push(StreamStatus {
-                    table: table.clone(),
-                    source_shard,
-                    phase: StreamPhase::Stopped,
-                    rows_copied: 0,
-                    lag_events: None,
-                    lag_seconds: None,
-                    error: Some("never started from this old shard: run dualwrite-copier start".to_owned()),
-                    updated_at: Utc::now(),
-                });
+                out.push(never_started(table, source_shard));
             }
         }
     }
     Ok(out)
+}
+
+/// The stopped stream standing for an old shard the copier never read.
+fn never_started(table: &str, source_shard: String) -> StreamStatus {
+    StreamStatus {
+        table: table.to_owned(),
+        source_shard,
+        phase: Phase::Stopped,
+        copy_done: false,
+        rows_copied: 0,
+        rows_total: None,
+        rows_per_sec: None,
+        eta_seconds: None,
+        events_applied: 0,
+        lag_events: None,
+        lag_seconds: None,
+        binlog_position: None,
+        gtid: None,
+        error: Some("never started from this old shard: run dualwrite-copier start".to_owned()),
+        error_kind: Some("not_started".to_owned()),
+        updated_at: Utc::now(),
+    }
 }
 
 async fn shadow_input(control: &Pool, period: Duration, now: DateTime<Utc>) -> Result<ShadowInput, String> {
@@ -156,95 +167,27 @@ async fn shadow_input(control: &Pool, period: Duration, now: DateTime<Utc>) -> R
     Ok(ShadowInput { period, totals })
 }
 
-type RunRow = (
-    u64,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    String,
-    Option<u64>,
-    Option<u64>,
-    Option<u64>,
-    Option<u64>,
-    Option<u64>,
-    Option<String>,
-);
-
-const RUN_COLUMNS: &str = "run_id, kind, target, \
-     CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', started_at) DIV 1000 AS SIGNED), \
-     CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', finished_at) DIV 1000 AS SIGNED), \
-     outcome, windows_equal, windows_different, windows_not_settled, windows_not_covered, differences, error";
-
-fn millis(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-fn to_run(row: RunRow) -> VerifyRun {
-    let (run_id, kind, target, started, finished, outcome, eq, diff, unsettled, uncovered, differences, error) = row;
-    VerifyRun {
-        run_id,
-        kind,
-        target,
-        started_at: millis(started),
-        finished_at: finished.map(millis),
-        outcome,
-        windows_equal: eq.unwrap_or(0),
-        windows_different: diff.unwrap_or(0),
-        windows_not_settled: unsettled.unwrap_or(0),
-        windows_not_covered: uncovered.unwrap_or(0),
-        differences: differences.unwrap_or(0),
-        error,
-    }
-}
-
 /// MySQL's "table doesn't exist": the comparators never ran here.
 const ER_NO_SUCH_TABLE: u16 = 1146;
 
-/// Reads the comparators' results (`dw_verify_runs`, `dw_verify_windows`).
-pub async fn verify_input(control: &Pool, copied_tables: &[String]) -> Result<VerifyInput, mysql_async::Error> {
+/// Reads the comparators' results through `verify::history`.
+pub async fn verify_input(control: &Pool, copied_tables: &[String]) -> Result<VerifyInput, VerifyError> {
     match read_verify(control, copied_tables).await {
-        Err(mysql_async::Error::Server(e)) if e.code == ER_NO_SUCH_TABLE => Ok(VerifyInput {
+        Err(VerifyError::Control(mysql_async::Error::Server(e))) if e.code == ER_NO_SUCH_TABLE => Ok(VerifyInput {
             windows_run: None,
-            different_windows: 0,
-            different_examples: vec![],
+            different: DifferentWindows::default(),
             table_runs: copied_tables.iter().map(|t| (t.clone(), None)).collect(),
         }),
         other => other,
     }
 }
 
-async fn read_verify(control: &Pool, copied_tables: &[String]) -> Result<VerifyInput, mysql_async::Error> {
-    let mut conn = control.get_conn().await?;
-    let latest = format!(
-        "SELECT {RUN_COLUMNS} FROM dw_verify_runs WHERE kind = ? AND target = ? AND finished_at IS NOT NULL \
-         AND outcome <> 'running' ORDER BY finished_at DESC, run_id DESC LIMIT 1"
-    );
-    let windows_run: Option<RunRow> = conn.exec_first(&latest, ("windows", "windows")).await?;
-    let different_windows: Option<u64> =
-        conn.query_first("SELECT COUNT(*) FROM dw_verify_windows WHERE state = 'different'").await?;
-    let examples: Vec<(String, i64, u64)> = conn
-        .query(
-            "SELECT tbl, CAST(UNIX_TIMESTAMP(window_start) AS SIGNED), run_id FROM dw_verify_windows \
-             WHERE state = 'different' ORDER BY window_start, tbl LIMIT 5",
-        )
-        .await?;
+async fn read_verify(control: &Pool, copied_tables: &[String]) -> Result<VerifyInput, VerifyError> {
+    let windows_run = history::latest_finished_run(control, "windows", "windows").await?;
+    let different = history::different_windows(control, 5).await?;
     let mut table_runs = Vec::new();
     for table in copied_tables {
-        let run: Option<RunRow> = conn.exec_first(&latest, ("table", table.as_str())).await?;
-        table_runs.push((table.clone(), run.map(to_run)));
+        table_runs.push((table.clone(), history::latest_finished_run(control, "table", table).await?));
     }
-    Ok(VerifyInput {
-        windows_run: windows_run.map(to_run),
-        different_windows: different_windows.unwrap_or(0),
-        different_examples: examples
-            .into_iter()
-            .map(|(table, start, run_id)| DifferentWindow {
-                table,
-                window_start: DateTime::from_timestamp(start, 0).unwrap_or_default(),
-                run_id,
-            })
-            .collect(),
-        table_runs,
-    })
+    Ok(VerifyInput { windows_run, different, table_runs })
 }

@@ -8,89 +8,22 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use copier::status::{Phase, StreamStatus};
+use retention::Readiness;
+use verify::history::{DifferentWindows, RunOutcome, RunRecord};
+
 use crate::group::TableGroup;
 use crate::state::ShadowTotals;
 
-/// Retention readiness of the new cluster (the shape of the retention
-/// crate's `retention::readiness::Readiness`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RetentionInput {
-    pub ready: bool,
-    pub ready_at: Option<DateTime<Utc>>,
-    pub explanation: String,
-}
-
-/// One row of `dw_verify_runs`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct VerifyRun {
-    pub run_id: u64,
-    pub kind: String,
-    pub target: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub outcome: String,
-    pub windows_equal: u64,
-    pub windows_different: u64,
-    pub windows_not_settled: u64,
-    pub windows_not_covered: u64,
-    pub differences: u64,
-    pub error: Option<String>,
-}
-
-/// A `dw_verify_windows` row in state `different`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DifferentWindow {
-    pub table: String,
-    pub window_start: DateTime<Utc>,
-    pub run_id: u64,
-}
-
-/// What the comparators last found.
+/// What the comparators last found, as `verify::history` reads it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifyInput {
     /// The latest finished `windows` run.
-    pub windows_run: Option<VerifyRun>,
-    /// How many windows are currently marked different, and a few of them.
-    pub different_windows: u64,
-    pub different_examples: Vec<DifferentWindow>,
+    pub windows_run: Option<RunRecord>,
+    /// Windows currently marked different, and the oldest few.
+    pub different: DifferentWindows,
     /// Per copied table, its latest finished `table` run.
-    pub table_runs: Vec<(String, Option<VerifyRun>)>,
-}
-
-/// A copier stream's phase (the copier crate's `Display` names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StreamPhase {
-    Copying,
-    CatchingUp,
-    Replicating,
-    Stopped,
-    Failed,
-}
-
-impl fmt::Display for StreamPhase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StreamPhase::Copying => "copying",
-            StreamPhase::CatchingUp => "catching_up",
-            StreamPhase::Replicating => "replicating",
-            StreamPhase::Stopped => "stopped",
-            StreamPhase::Failed => "failed",
-        })
-    }
-}
-
-/// One copier stream (the fields of `copier::status::StreamStatus`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StreamStatus {
-    pub table: String,
-    pub source_shard: String,
-    pub phase: StreamPhase,
-    pub rows_copied: u64,
-    pub lag_events: Option<u64>,
-    pub lag_seconds: Option<f64>,
-    pub error: Option<String>,
-    pub updated_at: DateTime<Utc>,
+    pub table_runs: Vec<(String, Option<RunRecord>)>,
 }
 
 /// Shadow reads over the recent period, every router summed.
@@ -100,15 +33,42 @@ pub struct ShadowInput {
     pub totals: ShadowTotals,
 }
 
-/// One consumer group's lag behind the topics.
+/// One partition of one group: how far it applied against the topic's end.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// The partition's end on the broker.
+    pub end_offset: i64,
+    /// The group's next offset from its fence; `None`: never applied.
+    pub next_offset: Option<i64>,
+    pub lag_messages: Option<i64>,
+    /// Age of the newest applied message while behind; 0 when caught up.
+    pub lag_seconds: Option<f64>,
+    /// Windows from here on are covered by this partition (epoch ms).
+    pub covered_from_ms: Option<i64>,
+}
+
+/// One consumer group's lag behind the topics, per partition.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroupLag {
     pub cluster: String,
-    pub partitions: usize,
+    pub partitions: Vec<PartitionLag>,
+}
+
+impl GroupLag {
     /// Partitions holding messages the group never applied.
-    pub unstarted: usize,
-    pub max_lag_messages: i64,
-    pub max_lag_seconds: f64,
+    pub fn unstarted(&self) -> usize {
+        self.partitions.iter().filter(|p| p.end_offset > 0 && p.next_offset.is_none()).count()
+    }
+
+    pub fn max_lag_messages(&self) -> i64 {
+        self.partitions.iter().filter_map(|p| p.lag_messages).max().unwrap_or(0)
+    }
+
+    pub fn max_lag_seconds(&self) -> f64 {
+        self.partitions.iter().filter_map(|p| p.lag_seconds).fold(0.0, f64::max)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,7 +81,7 @@ pub struct LagInput {
 #[derive(Debug, Clone, Serialize)]
 pub struct GateInputs {
     pub now: DateTime<Utc>,
-    pub retention: Result<RetentionInput, String>,
+    pub retention: Result<Readiness, String>,
     pub verify: Result<VerifyInput, String>,
     pub copier: Result<Vec<StreamStatus>, String>,
     pub shadow: Result<ShadowInput, String>,
@@ -253,7 +213,7 @@ pub fn evaluate(inputs: &GateInputs, thresholds: &Thresholds, groups: &[TableGro
     out
 }
 
-fn retention(r: &RetentionInput) -> GateResult {
+fn retention(r: &Readiness) -> GateResult {
     if r.ready {
         return GateResult::pass(
             Gate::Retention,
@@ -275,6 +235,12 @@ fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
     (now - then).to_std().unwrap_or(Duration::ZERO)
 }
 
+/// How long ago `run` finished (or started, if it has no end recorded).
+fn run_age(now: DateTime<Utc>, run: &RunRecord) -> Duration {
+    let at_ms = run.finished_at_ms.unwrap_or(run.started_at_ms);
+    age(now, DateTime::from_timestamp_millis(at_ms).unwrap_or_default())
+}
+
 fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
@@ -289,7 +255,7 @@ fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool,
                 "run the window comparator and let it finish with outcome equal",
             );
         };
-        if run.outcome != "equal" {
+        if run.outcome != RunOutcome::Equal {
             return GateResult::fail(
                 Gate::Verify,
                 format!(
@@ -313,8 +279,7 @@ fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool,
                 "wait until windows are settled on both clusters and re-run the window comparator",
             );
         }
-        let finished = run.finished_at.unwrap_or(run.started_at);
-        let run_age = age(now, finished);
+        let run_age = run_age(now, run);
         if run_age > t.verify_max_age {
             return GateResult::fail(
                 Gate::Verify,
@@ -327,12 +292,13 @@ fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool,
                 "re-run the window comparator",
             );
         }
-        if v.different_windows > 0 {
+        if v.different.count > 0 {
+            let at = |secs: i64| DateTime::from_timestamp(secs, 0).unwrap_or_default().to_rfc3339();
             let examples: Vec<String> =
-                v.different_examples.iter().map(|w| format!("{} @ {}", w.table, w.window_start.to_rfc3339())).collect();
+                v.different.first.iter().map(|w| format!("{} @ {}", w.tbl, at(w.window_start))).collect();
             return GateResult::fail(
                 Gate::Verify,
-                format!("{} windows marked different, e.g. {}", v.different_windows, examples.join(", ")),
+                format!("{} windows marked different, e.g. {}", v.different.count, examples.join(", ")),
                 "find why those windows differ, repair them, and re-verify them until they are equal",
             );
         }
@@ -355,7 +321,7 @@ fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool,
                     format!("run the full diff of {table} and let it finish equal"),
                 );
             };
-            if run.outcome != "equal" {
+            if run.outcome != RunOutcome::Equal {
                 return GateResult::fail(
                     Gate::Verify,
                     format!(
@@ -365,7 +331,7 @@ fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool,
                     format!("repair {table} on the new cluster (or let the copier converge) and re-run its full diff"),
                 );
             }
-            let diff_age = age(now, run.finished_at.unwrap_or(run.started_at));
+            let diff_age = run_age(now, run);
             if diff_age > t.verify_max_age {
                 return GateResult::fail(
                     Gate::Verify,
@@ -397,10 +363,10 @@ fn copier(streams: &[StreamStatus], now: DateTime<Utc>, t: &Thresholds) -> GateR
         }
         for s in &mine {
             let name = format!("{}/{}", s.table, s.source_shard);
-            if s.phase != StreamPhase::Replicating {
+            if s.phase != Phase::Replicating {
                 let why = s.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
                 let clear = match s.phase {
-                    StreamPhase::Failed | StreamPhase::Stopped => format!("fix and restart stream {name}"),
+                    Phase::Failed | Phase::Stopped => format!("fix and restart stream {name}"),
                     _ => format!("wait for stream {name} to finish its snapshot and catch up"),
                 };
                 return GateResult::fail(Gate::Copier, format!("stream {name} is {}{why}", s.phase), clear);
@@ -470,27 +436,31 @@ fn shadow(s: &ShadowInput, t: &Thresholds) -> GateResult {
 fn lag(l: &LagInput, t: &Thresholds) -> GateResult {
     let mut found = Vec::new();
     for g in [&l.old, &l.new] {
-        if g.unstarted > 0 {
+        let unstarted = g.unstarted();
+        if unstarted > 0 {
             return GateResult::fail(
                 Gate::ConsumerLag,
                 format!(
                     "the group writing {} has not applied {} of {} partitions",
-                    g.cluster, g.unstarted, g.partitions
+                    g.cluster,
+                    unstarted,
+                    g.partitions.len()
                 ),
                 format!("start (or fix) the consumer group writing {}", g.cluster),
             );
         }
-        if g.max_lag_messages > t.lag_max_messages || g.max_lag_seconds > t.lag_max_seconds {
+        let (messages, seconds) = (g.max_lag_messages(), g.max_lag_seconds());
+        if messages > t.lag_max_messages || seconds > t.lag_max_seconds {
             return GateResult::fail(
                 Gate::ConsumerLag,
                 format!(
-                    "the group writing {} lags {} messages / {:.1} s on its worst partition (max {} / {} s)",
-                    g.cluster, g.max_lag_messages, g.max_lag_seconds, t.lag_max_messages, t.lag_max_seconds
+                    "the group writing {} lags {messages} messages / {seconds:.1} s on its worst partition (max {} / {} s)",
+                    g.cluster, t.lag_max_messages, t.lag_max_seconds
                 ),
                 format!("wait for the group writing {} to catch up (or add consumers)", g.cluster),
             );
         }
-        found.push(format!("{}: {} msgs / {:.1} s", g.cluster, g.max_lag_messages, g.max_lag_seconds));
+        found.push(format!("{}: {messages} msgs / {seconds:.1} s", g.cluster));
     }
     GateResult::pass(Gate::ConsumerLag, found.join("; "))
 }

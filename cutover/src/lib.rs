@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod collect;
+pub mod console;
 pub mod gates;
 pub mod group;
 pub mod guard;

@@ -58,8 +58,26 @@ pub struct SwitchRequest {
     pub force: bool,
     pub reason: String,
     pub dry_run: bool,
-    /// `switch` or `rollback` (audit action).
-    pub action: &'static str,
+    /// Audited as a switch or a rollback.
+    pub action: SwitchAction,
+}
+
+/// Why reads move: the audit tells a switch from a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwitchAction {
+    Switch,
+    Rollback,
+}
+
+impl SwitchAction {
+    /// The audit log's `action`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchAction::Switch => "switch",
+            SwitchAction::Rollback => "rollback",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,11 +111,60 @@ fn abandoned_after(config: &OpsConfig) -> Duration {
 
 /// Switches (or rolls back) reads of `request.groups` to `request.to`.
 /// `gates` are the evaluated gates (empty for a rollback, which is never gated).
+///
+/// Three steps, each a compare-and-set transition of the routing rows
+/// followed by a wait for the live routers: [`prepare`] (routers drain and
+/// hold the groups' reads), [`flip`] (the active cluster changes), and
+/// [`acknowledge`] (the audit records who applied it and how long it took).
+/// A dry run stops after [`plan`] and changes nothing.
 pub async fn switch(
     config: &OpsConfig,
     request: &SwitchRequest,
     gates: &[GateResult],
 ) -> Result<SwitchOutcome, OpsError> {
+    let Some(plan) = plan(config, request).await? else {
+        return Ok(SwitchOutcome::Unchanged { groups: request.groups.clone() });
+    };
+    let failed: Vec<GateResult> = gates.iter().filter(|g| !g.passed).cloned().collect();
+    if request.dry_run {
+        return dry_run(config, plan, failed).await;
+    }
+    if !failed.is_empty() && !request.force {
+        return Err(OpsError::Gates(gates.to_vec()));
+    }
+    let step = Step {
+        config,
+        request,
+        groups: plan.changes.iter().map(|(g, _, _)| *g).collect(),
+        target: plan.target,
+        forced: request.force && !failed.is_empty(),
+        gate_json: serde_json::to_string(gates).unwrap_or_default(),
+    };
+    let started = Instant::now();
+    prepare(&step).await?;
+    let held_from = Instant::now();
+    let version = flip(&step).await?;
+    let routers = acknowledge(&step, &plan.changes, version, started).await?;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(SwitchOutcome::Switched {
+        changes: plan.changes,
+        version,
+        elapsed_ms,
+        prepare_ms: (held_from - started).as_secs_f64() * 1000.0,
+        routers,
+        forced: step.forced,
+    })
+}
+
+/// What a switch would change: (group, from, to) for every group not yet on the target.
+struct Plan {
+    target: String,
+    changes: Vec<(TableGroup, String, String)>,
+}
+
+/// Reads the routing state and refuses what cannot be switched; `None`
+/// when every requested group already reads from the target.
+async fn plan(config: &OpsConfig, request: &SwitchRequest) -> Result<Option<Plan>, OpsError> {
     let routing = state::load(&config.control).await?;
     let target = config.name(request.to).to_owned();
     let mut changes = Vec::new();
@@ -124,97 +191,116 @@ pub async fn switch(
             changes.push((*group, row.active.clone(), target.clone()));
         }
     }
-    if changes.is_empty() {
-        return Ok(SwitchOutcome::Unchanged { groups: request.groups.clone() });
-    }
-    let failed: Vec<GateResult> = gates.iter().filter(|g| !g.passed).cloned().collect();
-    if request.dry_run {
-        let live = live_routers(config).await?;
-        return Ok(SwitchOutcome::DryRun { changes, live_routers: live, failed_gates: failed });
-    }
-    if !failed.is_empty() && !request.force {
-        return Err(OpsError::Gates(gates.to_vec()));
-    }
-    let forced = request.force && !failed.is_empty();
-    let groups: Vec<TableGroup> = changes.iter().map(|(g, _, _)| *g).collect();
-    let gate_json = serde_json::to_string(gates).unwrap_or_default();
-    let audit = |action: &'static str, detail: String| Audit {
-        action,
-        changed_by: config.operator.clone(),
-        reason: request.reason.clone(),
-        forced,
-        detail,
-    };
+    Ok((!changes.is_empty()).then_some(Plan { target, changes }))
+}
 
-    let started = Instant::now();
-    let prepare = audit("prepare", format!("{{\"gates\":{gate_json}}}"));
-    let pending_target = target.clone();
+/// What a switch would do, and who would have to acknowledge it; nothing is written.
+async fn dry_run(config: &OpsConfig, plan: Plan, failed_gates: Vec<GateResult>) -> Result<SwitchOutcome, OpsError> {
+    let live_routers = live_routers(config).await?;
+    Ok(SwitchOutcome::DryRun { changes: plan.changes, live_routers, failed_gates })
+}
+
+/// One switch in progress: what every step writes and audits.
+struct Step<'a> {
+    config: &'a OpsConfig,
+    request: &'a SwitchRequest,
+    groups: Vec<TableGroup>,
+    target: String,
+    forced: bool,
+    gate_json: String,
+}
+
+impl Step<'_> {
+    fn audit(&self, action: &'static str, detail: String) -> Audit {
+        Audit {
+            action,
+            changed_by: self.config.operator.clone(),
+            reason: self.request.reason.clone(),
+            forced: self.forced,
+            detail,
+        }
+    }
+}
+
+/// Marks the switch pending and waits until every live router holds the
+/// groups' reads; if one does not acknowledge in time, the switch is aborted
+/// and reads stay where they were.
+async fn prepare(step: &Step<'_>) -> Result<u64, OpsError> {
+    let prepare = step.audit("prepare", format!("{{\"gates\":{}}}", step.gate_json));
+    let target = &step.target;
     // Each step re-checks under the routing rows' lock what it read before
     // (compare-and-set), so two operators' switches cannot interleave.
-    let v1 = state::transition(&config.control, &groups, &prepare, |row| {
+    let version = state::transition(&step.config.control, &step.groups, &prepare, |row| {
         if let Some(other) = &row.pending {
             return Err(format!("another switch to {other} is in progress"));
         }
-        if row.retired.as_ref() == Some(&pending_target) {
-            return Err(format!("{pending_target} is retired"));
+        if row.retired.as_ref() == Some(target) {
+            return Err(format!("{target} is retired"));
         }
-        row.pending = Some(pending_target.clone());
+        row.pending = Some(target.clone());
         Ok(())
     })
     .await?;
-    if let Err(routers) = wait_for_acks(config, v1, None).await? {
-        let abort = audit("abort", serde_json::json!({ "not_acknowledged": routers }).to_string());
-        state::transition(&config.control, &groups, &abort, |row| {
-            if row.pending.as_ref() != Some(&target) {
-                return Err("the pending switch changed under this one; nothing aborted".to_owned());
-            }
-            row.pending = None;
-            Ok(())
-        })
-        .await?;
-        return Err(OpsError::NotAcknowledged {
-            step: "prepare (aborted, reads stay where they were)",
-            version: v1,
-            timeout: config.ack_timeout,
-            routers,
-        });
-    }
-    let held_from = Instant::now();
-    let flip = audit(request.action, format!("{{\"gates\":{gate_json}}}"));
-    let flip_target = target.clone();
-    let v2 = state::transition(&config.control, &groups, &flip, |row| {
-        if row.pending.as_ref() != Some(&flip_target) {
-            return Err("the pending switch changed under this one (another operator); nothing flipped".to_owned());
+    let Err(routers) = wait_for_acks(step.config, version, None).await? else {
+        return Ok(version);
+    };
+    let abort = step.audit("abort", serde_json::json!({ "not_acknowledged": routers }).to_string());
+    state::transition(&step.config.control, &step.groups, &abort, |row| {
+        if row.pending.as_ref() != Some(target) {
+            return Err("the pending switch changed under this one; nothing aborted".to_owned());
         }
-        row.active = flip_target.clone();
         row.pending = None;
         Ok(())
     })
     .await?;
-    let acked = match wait_for_acks(config, v2, None).await? {
+    Err(OpsError::NotAcknowledged {
+        step: "prepare (aborted, reads stay where they were)",
+        version,
+        timeout: step.config.ack_timeout,
+        routers,
+    })
+}
+
+/// Makes the target the active cluster of the prepared groups.
+async fn flip(step: &Step<'_>) -> Result<u64, OpsError> {
+    let flip = step.audit(step.request.action.as_str(), format!("{{\"gates\":{}}}", step.gate_json));
+    let target = &step.target;
+    let version = state::transition(&step.config.control, &step.groups, &flip, |row| {
+        if row.pending.as_ref() != Some(target) {
+            return Err("the pending switch changed under this one (another operator); nothing flipped".to_owned());
+        }
+        row.active = target.clone();
+        row.pending = None;
+        Ok(())
+    })
+    .await?;
+    Ok(version)
+}
+
+/// Waits until every live router applied the flip, then audits who did and
+/// how long the whole switch took.
+async fn acknowledge(
+    step: &Step<'_>,
+    changes: &[(TableGroup, String, String)],
+    version: u64,
+    started: Instant,
+) -> Result<Vec<String>, OpsError> {
+    let routers = match wait_for_acks(step.config, version, None).await? {
         Ok(routers) => routers,
         Err(routers) => {
             return Err(OpsError::NotAcknowledged {
                 step: "switch (routing changed; these routers may still read the previous cluster)",
-                version: v2,
-                timeout: config.ack_timeout,
+                version,
+                timeout: step.config.ack_timeout,
                 routers,
             })
         }
     };
-    let elapsed = started.elapsed();
-    let prepared_in = held_from - started;
-    let detail = serde_json::json!({ "elapsed_ms": elapsed.as_secs_f64() * 1000.0, "routers": acked }).to_string();
-    state::note(&config.control, &changes, v2, &audit("acknowledged", detail)).await?;
-    tracing::info!(to = %target, version = v2, elapsed_ms = elapsed.as_secs_f64() * 1000.0, routers = acked.len(), forced, "reads switched");
-    Ok(SwitchOutcome::Switched {
-        changes,
-        version: v2,
-        elapsed_ms: elapsed.as_secs_f64() * 1000.0,
-        prepare_ms: prepared_in.as_secs_f64() * 1000.0,
-        routers: acked,
-        forced,
-    })
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let detail = serde_json::json!({ "elapsed_ms": elapsed_ms, "routers": routers }).to_string();
+    state::note(&step.config.control, changes, version, &step.audit("acknowledged", detail)).await?;
+    tracing::info!(to = %step.target, version, elapsed_ms, routers = routers.len(), forced = step.forced, "reads switched");
+    Ok(routers)
 }
 
 /// Routers whose last heartbeat is recent.

@@ -256,158 +256,182 @@ pub enum Answer {
 /// (concurrently, merged) for a query across databases.
 pub async fn execute(cluster: &ClusterConfig, pools: &ShardPools, query: &Query) -> Result<Answer, QueryError> {
     query.validate(cluster)?;
-    let on = |shard: usize| (cluster.name.clone(), shard);
+    let on = On { cluster, pools };
     match query {
         Query::TopPatterns { database_id, from, to, by, limit, granularity } => {
-            let shard = cluster.shard_index_for_database_id(*database_id);
-            let order = match by {
-                TopBy::TotalTime => 3,
-                TopBy::Count => 2,
-            };
-            let sql = format!(
-                "SELECT fingerprint, CAST(SUM(query_count) AS UNSIGNED), CAST(SUM(total_duration_us) AS UNSIGNED), \
-                 MAX(max_duration_us), CAST(SUM(rows_read) AS UNSIGNED), CAST(SUM(rows_returned) AS UNSIGNED), \
-                 CAST(SUM(error_count) AS UNSIGNED), COUNT(*) FROM {} WHERE database_id = ? \
-                 AND window_start >= FROM_UNIXTIME(?) AND window_start < FROM_UNIXTIME(?) \
-                 GROUP BY fingerprint ORDER BY {order} DESC, fingerprint LIMIT ?",
-                granularity.table()
-            );
-            type Row = (String, u64, u64, u64, u64, u64, u64, u64);
-            let rows: Vec<Row> = run(pools, shard, &sql, (database_id, from, to, limit), on).await?;
-            Ok(Answer::TopPatterns(
-                rows.into_iter()
-                    .map(|(fingerprint, count, total, max, read, returned, errors, windows)| TopPattern {
-                        fingerprint,
-                        query_count: count,
-                        total_duration_us: total,
-                        max_duration_us: max,
-                        rows_read: read,
-                        rows_returned: returned,
-                        error_count: errors,
-                        windows,
-                        normalized_sql: None,
-                    })
-                    .collect(),
-            ))
+            top_patterns(on, *database_id, (*from, *to), *by, *limit, *granularity).await
         }
         Query::Series { database_id, fingerprint, from, to, granularity, step } => {
-            let shard = cluster.shard_index_for_database_id(*database_id);
-            let sql = format!(
-                "SELECT CAST(UNIX_TIMESTAMP(window_start) AS SIGNED), query_count, total_duration_us, max_duration_us, \
-                 error_count, latency_sketch FROM {} WHERE database_id = ? AND fingerprint = ? \
-                 AND window_start >= FROM_UNIXTIME(?) AND window_start < FROM_UNIXTIME(?) ORDER BY window_start",
-                granularity.table()
-            );
-            type Row = (i64, u64, u64, u64, u64, Vec<u8>);
-            let rows: Vec<Row> = run(pools, shard, &sql, (database_id, fingerprint, from, to), on).await?;
-            let window = granularity.window_secs(cluster);
-            series(rows, window, step.unwrap_or(window))
-                .map_err(|source| QueryError::Sketch { cluster: cluster.name.clone(), source })
+            pattern_series(on, *database_id, fingerprint, (*from, *to), *granularity, *step).await
         }
         Query::SlowQueries { database_id, from, to, limit } => {
-            let shard = cluster.shard_index_for_database_id(*database_id);
-            let sql = "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', occurred_at) AS SIGNED), \
-                       src_partition, src_offset, fingerprint, proxy_id, duration_us, rows_read, rows_returned, \
-                       error_text, query_text FROM slow_queries WHERE database_id = ? \
-                       AND occurred_at >= FROM_UNIXTIME(?) AND occurred_at < FROM_UNIXTIME(?) \
-                       ORDER BY occurred_at DESC, src_partition, src_offset LIMIT ?";
-            type Row = (i64, i32, i64, String, String, u64, u64, u64, Option<String>, String);
-            let rows: Vec<Row> = run(pools, shard, sql, (database_id, from, to, limit), on).await?;
-            Ok(Answer::SlowQueries(
-                rows.into_iter()
-                    .map(|(at, partition, offset, fingerprint, proxy_id, duration, read, returned, error, text)| {
-                        SlowQueryRow {
-                            occurred_at_us: at,
-                            src_partition: partition,
-                            src_offset: offset,
-                            fingerprint,
-                            proxy_id,
-                            duration_us: duration,
-                            rows_read: read,
-                            rows_returned: returned,
-                            error_text: error,
-                            query_text: text,
-                        }
-                    })
-                    .collect(),
-            ))
+            slow_queries(on, *database_id, (*from, *to), *limit).await
         }
-        Query::SearchPatterns { needle, database_id, limit } => {
-            let base = "SELECT database_id, fingerprint, normalized_sql, tables_used, \
-                        CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', first_seen) DIV 1000 AS SIGNED), \
-                        CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', last_seen) DIV 1000 AS SIGNED) \
-                        FROM query_patterns WHERE LOCATE(LOWER(?), LOWER(normalized_sql)) > 0";
-            type Row = (u64, String, String, String, i64, i64);
-            let mut hits: Vec<Row> = match database_id {
-                Some(id) => {
-                    let shard = cluster.shard_index_for_database_id(*id);
-                    let sql = format!("{base} AND database_id = ? ORDER BY fingerprint LIMIT ?");
-                    run(pools, shard, &sql, (needle, id, limit), on).await?
-                }
-                None => {
-                    // Across databases: every shard, each sorted and limited, merged here.
-                    let sql = format!("{base} ORDER BY database_id, fingerprint LIMIT ?");
-                    let per_shard = futures::future::join_all(
-                        (0..pools.len()).map(|shard| run::<Row, _>(pools, shard, &sql, (needle, limit), on)),
-                    )
-                    .await;
-                    let mut all = Vec::new();
-                    for rows in per_shard {
-                        all.extend(rows?);
-                    }
-                    all.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-                    all
-                }
-            };
-            hits.truncate(*limit as usize);
-            Ok(Answer::Patterns(
-                hits.into_iter()
-                    .map(|(database_id, fingerprint, normalized_sql, tables_used, first, last)| PatternHit {
-                        database_id,
-                        fingerprint,
-                        normalized_sql,
-                        tables_used,
-                        first_seen_ms: first,
-                        last_seen_ms: last,
-                    })
-                    .collect(),
-            ))
-        }
-        Query::PatternTexts { database_id, fingerprints } => {
-            if fingerprints.is_empty() {
-                return Ok(Answer::Texts(BTreeMap::new()));
-            }
-            let shard = cluster.shard_index_for_database_id(*database_id);
-            let marks = vec!["?"; fingerprints.len()].join(", ");
-            let sql = format!(
-                "SELECT fingerprint, normalized_sql FROM query_patterns WHERE database_id = ? AND fingerprint IN ({marks})"
-            );
-            let mut params: Vec<mysql_async::Value> = vec![(*database_id).into()];
-            params.extend(fingerprints.iter().map(|f| f.as_str().into()));
-            let rows: Vec<(String, String)> = run(pools, shard, &sql, params, on).await?;
-            Ok(Answer::Texts(rows.into_iter().collect()))
-        }
+        Query::SearchPatterns { needle, database_id, limit } => search_patterns(on, needle, *database_id, *limit).await,
+        Query::PatternTexts { database_id, fingerprints } => pattern_texts(on, *database_id, fingerprints).await,
     }
 }
 
-async fn run<T, P>(
-    pools: &ShardPools,
-    shard: usize,
-    sql: &str,
-    params: P,
-    on: impl Fn(usize) -> (String, usize),
-) -> Result<Vec<T>, QueryError>
-where
-    T: mysql_async::prelude::FromRow + Send + 'static,
-    P: Into<mysql_async::Params> + Send,
-{
-    let err = |source| {
-        let (cluster, shard) = on(shard);
-        QueryError::Sql { cluster, shard, source }
+/// The cluster a query runs on, and its shards' pools.
+#[derive(Clone, Copy)]
+struct On<'a> {
+    cluster: &'a ClusterConfig,
+    pools: &'a ShardPools,
+}
+
+impl On<'_> {
+    fn shard_of(self, database_id: u64) -> usize {
+        self.cluster.shard_index_for_database_id(database_id)
+    }
+
+    /// Runs `sql` on one shard; errors name the cluster and shard.
+    async fn run<T, P>(self, shard: usize, sql: &str, params: P) -> Result<Vec<T>, QueryError>
+    where
+        T: mysql_async::prelude::FromRow + Send + 'static,
+        P: Into<mysql_async::Params> + Send,
+    {
+        let err = |source| QueryError::Sql { cluster: self.cluster.name.clone(), shard, source };
+        let mut conn = self.pools.shard(shard).get_conn().await.map_err(err)?;
+        let sql = bounded(sql, conn.server_version().0, STATEMENT_TIMEOUT);
+        conn.exec(sql, params).await.map_err(err)
+    }
+}
+
+async fn top_patterns(
+    on: On<'_>,
+    database_id: u64,
+    (from, to): (i64, i64),
+    by: TopBy,
+    limit: u32,
+    granularity: Granularity,
+) -> Result<Answer, QueryError> {
+    let order = match by {
+        TopBy::TotalTime => 3,
+        TopBy::Count => 2,
     };
-    let mut conn = pools.shard(shard).get_conn().await.map_err(err)?;
-    let sql = bounded(sql, conn.server_version().0, STATEMENT_TIMEOUT);
-    conn.exec(sql, params).await.map_err(err)
+    let sql = format!(
+        "SELECT fingerprint, CAST(SUM(query_count) AS UNSIGNED), CAST(SUM(total_duration_us) AS UNSIGNED), \
+         MAX(max_duration_us), CAST(SUM(rows_read) AS UNSIGNED), CAST(SUM(rows_returned) AS UNSIGNED), \
+         CAST(SUM(error_count) AS UNSIGNED), COUNT(*) FROM {} WHERE database_id = ? \
+         AND window_start >= FROM_UNIXTIME(?) AND window_start < FROM_UNIXTIME(?) \
+         GROUP BY fingerprint ORDER BY {order} DESC, fingerprint LIMIT ?",
+        granularity.table()
+    );
+    type Row = (String, u64, u64, u64, u64, u64, u64, u64);
+    let rows: Vec<Row> = on.run(on.shard_of(database_id), &sql, (database_id, from, to, limit)).await?;
+    Ok(Answer::TopPatterns(
+        rows.into_iter()
+            .map(|(fingerprint, count, total, max, read, returned, errors, windows)| TopPattern {
+                fingerprint,
+                query_count: count,
+                total_duration_us: total,
+                max_duration_us: max,
+                rows_read: read,
+                rows_returned: returned,
+                error_count: errors,
+                windows,
+                normalized_sql: None,
+            })
+            .collect(),
+    ))
+}
+
+async fn pattern_series(
+    on: On<'_>,
+    database_id: u64,
+    fingerprint: &str,
+    (from, to): (i64, i64),
+    granularity: Granularity,
+    step: Option<i64>,
+) -> Result<Answer, QueryError> {
+    let sql = format!(
+        "SELECT CAST(UNIX_TIMESTAMP(window_start) AS SIGNED), query_count, total_duration_us, max_duration_us, \
+         error_count, latency_sketch FROM {} WHERE database_id = ? AND fingerprint = ? \
+         AND window_start >= FROM_UNIXTIME(?) AND window_start < FROM_UNIXTIME(?) ORDER BY window_start",
+        granularity.table()
+    );
+    let rows: Vec<SeriesRow> = on.run(on.shard_of(database_id), &sql, (database_id, fingerprint, from, to)).await?;
+    let window = granularity.window_secs(on.cluster);
+    series(rows, window, step.unwrap_or(window))
+        .map_err(|source| QueryError::Sketch { cluster: on.cluster.name.clone(), source })
+}
+
+async fn slow_queries(on: On<'_>, database_id: u64, (from, to): (i64, i64), limit: u32) -> Result<Answer, QueryError> {
+    let sql = "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', occurred_at) AS SIGNED), \
+               src_partition, src_offset, fingerprint, proxy_id, duration_us, rows_read, rows_returned, \
+               error_text, query_text FROM slow_queries WHERE database_id = ? \
+               AND occurred_at >= FROM_UNIXTIME(?) AND occurred_at < FROM_UNIXTIME(?) \
+               ORDER BY occurred_at DESC, src_partition, src_offset LIMIT ?";
+    type Row = (i64, i32, i64, String, String, u64, u64, u64, Option<String>, String);
+    let rows: Vec<Row> = on.run(on.shard_of(database_id), sql, (database_id, from, to, limit)).await?;
+    Ok(Answer::SlowQueries(
+        rows.into_iter()
+            .map(|(at, partition, offset, fingerprint, proxy_id, duration, read, returned, error, text)| SlowQueryRow {
+                occurred_at_us: at,
+                src_partition: partition,
+                src_offset: offset,
+                fingerprint,
+                proxy_id,
+                duration_us: duration,
+                rows_read: read,
+                rows_returned: returned,
+                error_text: error,
+                query_text: text,
+            })
+            .collect(),
+    ))
+}
+
+async fn search_patterns(on: On<'_>, needle: &str, database_id: Option<u64>, limit: u32) -> Result<Answer, QueryError> {
+    let base = "SELECT database_id, fingerprint, normalized_sql, tables_used, \
+                CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', first_seen) DIV 1000 AS SIGNED), \
+                CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', last_seen) DIV 1000 AS SIGNED) \
+                FROM query_patterns WHERE LOCATE(LOWER(?), LOWER(normalized_sql)) > 0";
+    type Row = (u64, String, String, String, i64, i64);
+    let mut hits: Vec<Row> = match database_id {
+        Some(id) => {
+            let sql = format!("{base} AND database_id = ? ORDER BY fingerprint LIMIT ?");
+            on.run(on.shard_of(id), &sql, (needle, id, limit)).await?
+        }
+        None => {
+            // Across databases: every shard, each sorted and limited, merged here.
+            let sql = format!("{base} ORDER BY database_id, fingerprint LIMIT ?");
+            let shards = (0..on.pools.len()).map(|shard| on.run::<Row, _>(shard, &sql, (needle, limit)));
+            let mut all = Vec::new();
+            for rows in futures::future::join_all(shards).await {
+                all.extend(rows?);
+            }
+            all.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            all
+        }
+    };
+    hits.truncate(limit as usize);
+    Ok(Answer::Patterns(
+        hits.into_iter()
+            .map(|(database_id, fingerprint, normalized_sql, tables_used, first, last)| PatternHit {
+                database_id,
+                fingerprint,
+                normalized_sql,
+                tables_used,
+                first_seen_ms: first,
+                last_seen_ms: last,
+            })
+            .collect(),
+    ))
+}
+
+async fn pattern_texts(on: On<'_>, database_id: u64, fingerprints: &[String]) -> Result<Answer, QueryError> {
+    if fingerprints.is_empty() {
+        return Ok(Answer::Texts(BTreeMap::new()));
+    }
+    let marks = vec!["?"; fingerprints.len()].join(", ");
+    let sql = format!(
+        "SELECT fingerprint, normalized_sql FROM query_patterns WHERE database_id = ? AND fingerprint IN ({marks})"
+    );
+    let mut params: Vec<mysql_async::Value> = vec![database_id.into()];
+    params.extend(fingerprints.iter().map(|f| f.as_str().into()));
+    let rows: Vec<(String, String)> = on.run(on.shard_of(database_id), &sql, params).await?;
+    Ok(Answer::Texts(rows.into_iter().collect()))
 }
 
 type SeriesRow = (i64, u64, u64, u64, u64, Vec<u8>);

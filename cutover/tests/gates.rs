@@ -5,7 +5,7 @@
 mod common;
 
 use common::{control, cutover_command};
-use cutover::gates::{evaluate, Gate, GateInputs, RetentionInput, ShadowInput, Thresholds};
+use cutover::gates::{evaluate, Gate, GateInputs, ShadowInput, Thresholds};
 use cutover::state::ShadowTotals;
 use cutover::TableGroup;
 use mysql_async::prelude::Queryable;
@@ -33,16 +33,29 @@ async fn insert_run(conn: &mut mysql_async::Conn, kind: &str, target: &str, outc
 
 /// Everything but verify green, so the verify gate alone decides.
 fn inputs_with(verify: Result<cutover::gates::VerifyInput, String>) -> GateInputs {
-    let group = |c: &str| cutover::gates::GroupLag {
-        cluster: c.into(),
-        partitions: 8,
-        unstarted: 0,
-        max_lag_messages: 0,
-        max_lag_seconds: 0.0,
+    let group = |c: &str| cutover::gates::GroupLag { cluster: c.into(), partitions: vec![] };
+    let now = chrono::Utc::now();
+    let kept = |cluster: &str| retention::readiness::ClusterRetention {
+        cluster: cluster.into(),
+        retention_secs: 86_400,
+        partition_secs: 3600,
+        oldest_retained: None,
+        policy_oldest: now,
+    };
+    let ready = retention::Readiness {
+        now,
+        ready: true,
+        ready_at: None,
+        required_from: now,
+        covered_from: Some(now),
+        uncovered_partitions: vec![],
+        old: kept("old"),
+        new: kept("new"),
+        explanation: "test".into(),
     };
     GateInputs {
-        now: chrono::Utc::now(),
-        retention: Ok(RetentionInput { ready: true, ready_at: None, explanation: "test".into() }),
+        now,
+        retention: Ok(ready),
         verify,
         copier: Ok(vec![]),
         shadow: Ok(ShadowInput {
@@ -90,7 +103,7 @@ async fn verify_collector_reads_the_verify_tables_and_the_gate_follows_them() {
 
     let input = cutover::collect::verify_input(&pool, &copied).await.expect("collect");
     assert_eq!(input.windows_run.as_ref().map(|r| (r.run_id, r.outcome.as_str())), Some((run, "equal")));
-    assert_eq!(input.different_windows, 1);
+    assert_eq!(input.different.count, 1);
     let gate = verify_gate(&inputs_with(Ok(input)), &[TableGroup::Timeseries]);
     assert!(!gate.passed, "{gate}");
     assert!(

@@ -369,6 +369,44 @@ pub async fn run(pool: &Pool, run_id: u64) -> Result<Option<RunRecord>, VerifyEr
     row.map(run_from_row).transpose()
 }
 
+/// A window currently marked different (one of [`DifferentWindows::first`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowRef {
+    pub tbl: String,
+    /// Seconds since the epoch.
+    pub window_start: i64,
+    /// The run that found it different.
+    pub run_id: u64,
+}
+
+/// Windows whose latest state is `different`: how many, and the oldest few.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DifferentWindows {
+    pub count: u64,
+    pub first: Vec<WindowRef>,
+}
+
+/// Every window currently marked different (any table), with the oldest `limit`.
+pub async fn different_windows(pool: &Pool, limit: u32) -> Result<DifferentWindows, VerifyError> {
+    let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
+    let count: Option<u64> = conn
+        .query_first("SELECT COUNT(*) FROM dw_verify_windows WHERE state = 'different'")
+        .await
+        .map_err(VerifyError::Control)?;
+    let first: Vec<(String, i64, u64)> = conn
+        .exec(
+            "SELECT tbl, TIMESTAMPDIFF(SECOND, '1970-01-01', window_start), run_id FROM dw_verify_windows \
+             WHERE state = 'different' ORDER BY window_start, tbl LIMIT ?",
+            (limit,),
+        )
+        .await
+        .map_err(VerifyError::Control)?;
+    Ok(DifferentWindows {
+        count: count.unwrap_or(0),
+        first: first.into_iter().map(|(tbl, window_start, run_id)| WindowRef { tbl, window_start, run_id }).collect(),
+    })
+}
+
 /// A `dw_verify_windows` row joined with its run's late-message counts.
 type WindowRow = (String, i64, i64, String, Option<u64>, Option<u64>, u64, u64, u64, u64, String, String);
 

@@ -2,7 +2,16 @@
 //! machines, Markdown for a summary, and one self-contained HTML page (inline
 //! CSS, no external assets) with a timeline per table and the open
 //! differences listed below it.
+//!
+//! The timeline shows only the span that holds checked windows, with runs of
+//! consecutive windows in the same state merged into one span. A compressed-
+//! time run asked for a 24 h report has tens of thousands of windows per
+//! table, almost all never checked: one element per window made a 6 MB page
+//! (16 MB JSON) in which the few checked windows were too thin to see. Sized
+//! by runs, the files stay a few kB whatever the range, and a lone different
+//! window keeps a minimum width so it is never invisible.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -22,9 +31,12 @@ const MARKDOWN_DIFFERENCES: usize = 50;
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub generated_at: String,
-    /// Epoch seconds, `[from, to)`.
+    /// Epoch seconds, `[from, to)`: the range asked for.
     pub from: i64,
     pub to: i64,
+    /// The part of the range holding checked windows (the whole range when none).
+    pub shown_from: i64,
+    pub shown_to: i64,
     pub latest_windows_run: Option<RunRecord>,
     /// The latest full diff of each unbounded table.
     pub table_runs: Vec<RunRecord>,
@@ -37,17 +49,64 @@ pub struct Report {
 pub struct Timeline {
     pub tbl: String,
     pub window_secs: i64,
-    /// One cell per window of the range; `state` None = never checked.
-    pub cells: Vec<Cell>,
+    /// Runs of consecutive windows in one state, covering `[shown_from, shown_to)`.
+    pub spans: Vec<Span>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Cell {
+/// Consecutive windows in the same state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Span {
+    /// Start of the first window (epoch seconds).
     pub window_start: i64,
+    pub windows: u64,
+    /// `None`: never checked.
     pub state: Option<WindowVerdict>,
-    pub old_rows: Option<u64>,
-    pub new_rows: Option<u64>,
+    /// Rows summed over the span's windows that recorded them.
+    pub old_rows: u64,
+    pub new_rows: u64,
     pub differences: u64,
+}
+
+/// First window start at or after `from` on a grid of `size`.
+fn first_window(from: i64, size: i64) -> i64 {
+    let start = from.div_euclid(size) * size;
+    if start < from {
+        start + size
+    } else {
+        start
+    }
+}
+
+/// The smallest `[from, to)` holding every recorded window of every table
+/// (`(start, size)` pairs), or `None` when nothing was recorded.
+fn data_span(windows: impl Iterator<Item = (i64, i64)>) -> Option<(i64, i64)> {
+    windows.fold(None, |acc, (start, size)| match acc {
+        None => Some((start, start + size)),
+        Some((from, to)) => Some((from.min(start), to.max(start + size))),
+    })
+}
+
+/// The windows of `[from, to)` on a grid of `size`, runs of equal state merged.
+fn spans(records: &BTreeMap<i64, WindowRecord>, size: i64, from: i64, to: i64) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::new();
+    let mut start = first_window(from, size);
+    while start < to {
+        let record = records.get(&start);
+        let state = record.map(|r| r.state);
+        let (old, new) = (record.and_then(|r| r.old_rows).unwrap_or(0), record.and_then(|r| r.new_rows).unwrap_or(0));
+        let differences = record.map_or(0, |r| r.differences);
+        match out.last_mut() {
+            Some(last) if last.state == state => {
+                last.windows += 1;
+                last.old_rows += old;
+                last.new_rows += new;
+                last.differences += differences;
+            }
+            _ => out.push(Span { window_start: start, windows: 1, state, old_rows: old, new_rows: new, differences }),
+        }
+        start += size;
+    }
+    out
 }
 
 /// Reads the history for windows starting in `[from, to)`.
@@ -58,28 +117,21 @@ pub async fn build(
     to: i64,
 ) -> Result<Report, VerifyError> {
     history::ensure_tables(control).await?;
-    let mut timelines = Vec::new();
+    let mut tables = Vec::new();
     for table in WINDOWED {
         let size = table.window.map(|(_, w)| w.secs(time)).unwrap_or(60);
-        let records = history::windows(control, table.name, from, to).await?;
-        let mut start = from.div_euclid(size) * size;
-        if start < from {
-            start += size;
-        }
-        let mut cells = Vec::new();
-        while start < to {
-            let record: Option<&WindowRecord> = records.get(&start);
-            cells.push(Cell {
-                window_start: start,
-                state: record.map(|r| r.state),
-                old_rows: record.and_then(|r| r.old_rows),
-                new_rows: record.and_then(|r| r.new_rows),
-                differences: record.map_or(0, |r| r.differences),
-            });
-            start += size;
-        }
-        timelines.push(Timeline { tbl: table.name.to_string(), window_secs: size, cells });
+        tables.push((table.name, size, history::windows(control, table.name, from, to).await?));
     }
+    let recorded = tables.iter().flat_map(|(_, size, records)| records.keys().map(move |start| (*start, *size)));
+    let (shown_from, shown_to) = data_span(recorded).map_or((from, to), |(f, t)| (f.max(from), t.min(to)));
+    let timelines = tables
+        .iter()
+        .map(|(name, size, records)| Timeline {
+            tbl: name.to_string(),
+            window_secs: *size,
+            spans: spans(records, *size, shown_from, shown_to),
+        })
+        .collect();
     let mut table_runs = Vec::new();
     for table in UNBOUNDED {
         if let Some(run) = history::latest_run(control, "table", table.name).await? {
@@ -90,6 +142,8 @@ pub async fn build(
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         from,
         to,
+        shown_from,
+        shown_to,
         latest_windows_run: history::latest_run(control, "windows", "windows").await?,
         table_runs,
         timelines,
@@ -127,17 +181,18 @@ fn time(epoch_secs: i64) -> String {
         .unwrap_or_else(|| epoch_secs.to_string())
 }
 
+/// Windows per state: equal, different, not settled, not covered, not checked.
 fn counts(timeline: &Timeline) -> [usize; 5] {
     let mut out = [0; 5];
-    for cell in &timeline.cells {
-        let i = match cell.state {
+    for span in &timeline.spans {
+        let i = match span.state {
             Some(WindowVerdict::Equal) => 0,
             Some(WindowVerdict::Different) => 1,
             Some(WindowVerdict::NotSettled) => 2,
             Some(WindowVerdict::NotCovered) => 3,
             None => 4,
         };
-        out[i] += 1;
+        out[i] += usize::try_from(span.windows).unwrap_or(usize::MAX);
     }
     out
 }
@@ -176,10 +231,12 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(out, "# Equivalence report: {}\n", verdict(report));
     let _ = writeln!(
         out,
-        "Generated {}; windows from {} to {} UTC.\n",
+        "Generated {}; windows from {} to {} UTC (checked windows from {} to {}).\n",
         report.generated_at,
         time(report.from),
-        time(report.to)
+        time(report.to),
+        time(report.shown_from),
+        time(report.shown_to)
     );
     for run in report.latest_windows_run.iter().chain(&report.table_runs) {
         let _ = writeln!(out, "- {}", run_line(run));
@@ -228,7 +285,7 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 .row { display: flex; align-items: center; margin: 6px 0; }
 .label { width: 230px; flex: none; font-size: 13px; font-family: monospace; }
 .cells { display: flex; flex: 1; height: 26px; background: #e4e6eb; border-radius: 3px; overflow: hidden; }
-.cells div { flex: 1 1 0; min-width: 0; }
+.cells div { flex: 1 1 0; min-width: 0; } .cells div.different, .cells div.not_settled { min-width: 3px; }
 .counts { width: 270px; flex: none; font-size: 12px; color: #5b6272; padding-left: 10px; }
 .axis { display: flex; justify-content: space-between; margin-left: 230px; margin-right: 270px; font-size: 11px;
   color: #5b6272; }
@@ -253,10 +310,13 @@ pub fn html(report: &Report) -> String {
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dualwrite equivalence report</title>\
          <style>{CSS}</style></head><body>\n<h1>Equivalence report <span class=\"verdict v-{verdict}\">{verdict}</span></h1>\n\
-         <div class=\"meta\">Generated {} &middot; windows from {} to {} UTC</div>\n<ul class=\"runs\">",
+         <div class=\"meta\">Generated {} &middot; windows from {} to {} UTC &middot; shown: {} to {}</div>\n\
+         <ul class=\"runs\">",
         escape(&report.generated_at),
         time(report.from),
-        time(report.to)
+        time(report.to),
+        time(report.shown_from),
+        time(report.shown_to)
     );
     for run in report.latest_windows_run.iter().chain(&report.table_runs) {
         let _ = write!(out, "<li>{}</li>", escape(&run_line(run)));
@@ -279,19 +339,22 @@ pub fn html(report: &Report) -> String {
             "<div class=\"row\"><div class=\"label\">{} ({} s)</div><div class=\"cells\">",
             t.tbl, t.window_secs
         );
-        for cell in &t.cells {
-            let rows = match (cell.old_rows, cell.new_rows) {
-                (Some(o), Some(n)) => format!(", rows old {o} new {n}"),
-                _ => String::new(),
+        for span in &t.spans {
+            let rows = if span.old_rows + span.new_rows > 0 {
+                format!(", rows old {} new {}", span.old_rows, span.new_rows)
+            } else {
+                String::new()
             };
             let diffs =
-                if cell.differences > 0 { format!(", {} differences", cell.differences) } else { String::new() };
+                if span.differences > 0 { format!(", {} differences", span.differences) } else { String::new() };
             let _ = write!(
                 out,
-                "<div class=\"{}\" title=\"{} {}{rows}{diffs}\"></div>",
-                class(cell.state),
-                time(cell.window_start),
-                class(cell.state)
+                "<div class=\"{}\" style=\"flex-grow:{}\" title=\"{} +{} windows {}{rows}{diffs}\"></div>",
+                class(span.state),
+                span.windows,
+                time(span.window_start),
+                span.windows,
+                class(span.state)
             );
         }
         let _ = write!(
@@ -320,9 +383,9 @@ pub fn html(report: &Report) -> String {
     let _ = write!(
         out,
         "<div class=\"axis\"><span>{}</span><span>{}</span><span>{}</span></div>\n</div>\n",
-        time(report.from),
-        time(report.from + (report.to - report.from) / 2),
-        time(report.to)
+        time(report.shown_from),
+        time(report.shown_from + (report.shown_to - report.shown_from) / 2),
+        time(report.shown_to)
     );
     let _ = writeln!(out, "<h2>Differing keys ({})</h2>", report.open_differences.len());
     if report.open_differences.is_empty() {
@@ -355,4 +418,78 @@ pub fn html(report: &Report) -> String {
     }
     out.push_str("</body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(start: i64, state: WindowVerdict, differences: u64) -> (i64, WindowRecord) {
+        let r = WindowRecord {
+            tbl: "query_stats_minute".into(),
+            window_start: start,
+            window_end: start + 60,
+            state,
+            old_rows: Some(10),
+            new_rows: Some(10 - differences),
+            run_id: 1,
+            differences,
+            late: (0, 0),
+            clusters: ("old".into(), "new".into()),
+        };
+        (start, r)
+    }
+
+    #[test]
+    fn equal_neighbours_merge_and_a_lone_difference_keeps_its_own_span() {
+        let base = 1_800_000_000; // a multiple of 60
+        let mut records: BTreeMap<i64, WindowRecord> =
+            (0..10).map(|i| record(base + i * 60, WindowVerdict::Equal, 0)).collect();
+        records.insert(base + 4 * 60, record(base + 4 * 60, WindowVerdict::Different, 2).1);
+        let got = spans(&records, 60, base, base + 12 * 60);
+        let shape: Vec<(Option<WindowVerdict>, u64)> = got.iter().map(|s| (s.state, s.windows)).collect();
+        assert_eq!(
+            shape,
+            [
+                (Some(WindowVerdict::Equal), 4),
+                (Some(WindowVerdict::Different), 1),
+                (Some(WindowVerdict::Equal), 5),
+                (None, 2)
+            ]
+        );
+        assert_eq!((got[1].window_start, got[1].differences, got[1].new_rows), (base + 240, 2, 8));
+        assert_eq!(got[2].old_rows, 50);
+    }
+
+    #[test]
+    fn a_day_of_compressed_windows_zooms_to_the_checked_span_and_stays_small() {
+        // 2 s windows over 24 h: 43,200 windows, of which 30 were checked.
+        let (size, from, to) = (2, 1_800_000_000, 1_800_000_000 + 86_400);
+        let first = from + 40_000;
+        let records: BTreeMap<i64, WindowRecord> =
+            (0..30).map(|i| record(first + i * size, WindowVerdict::Equal, 0)).collect();
+        let (shown_from, shown_to) = data_span(records.keys().map(|s| (*s, size))).expect("span");
+        assert_eq!((shown_from, shown_to), (first, first + 30 * size));
+        let timeline =
+            Timeline { tbl: "t".into(), window_secs: size, spans: spans(&records, size, shown_from, shown_to) };
+        assert_eq!(timeline.spans.len(), 1);
+        assert_eq!(counts(&timeline), [30, 0, 0, 0, 0]);
+        let report = Report {
+            generated_at: "now".into(),
+            from,
+            to,
+            shown_from,
+            shown_to,
+            latest_windows_run: None,
+            table_runs: vec![],
+            timelines: vec![timeline],
+            open_differences: vec![],
+        };
+        let page = html(&report);
+        assert!(page.len() < 20_000, "{} bytes", page.len());
+        assert_eq!(page.matches("class=\"equal\" style=\"flex-grow:30\"").count(), 1, "{page}");
+        // Nothing recorded: no zoom, the whole range is one unchecked span.
+        assert_eq!(data_span(std::iter::empty()), None);
+        assert_eq!(spans(&BTreeMap::new(), size, from, to).len(), 1);
+    }
 }

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use cluster::config::ClusterConfig;
 use cutover::collect::CollectConfig;
 use cutover::gates::{self, Thresholds};
-use cutover::ops::{self, OpsConfig, OpsError, SwitchOutcome, SwitchRequest};
+use cutover::ops::{self, OpsConfig, OpsError, SwitchAction, SwitchOutcome, SwitchRequest};
 use cutover::{Role, RouterConfig, TableGroup};
 
 #[derive(Parser)]
@@ -195,6 +195,9 @@ struct ServeArgs {
     /// Largest API response body in bytes; larger answers are refused with 503.
     #[arg(long, default_value_t = 8 << 20)]
     max_response_bytes: usize,
+    /// What the console (`/console`) collects and judges with.
+    #[command(flatten)]
+    gates: GateArgs,
 }
 
 fn load(path: &PathBuf, control_database: Option<&str>) -> anyhow::Result<ClusterConfig> {
@@ -264,7 +267,14 @@ async fn evaluate(
         shadow_period: args.shadow_period,
         copied_tables: args.copied_tables.clone(),
     };
-    let thresholds = Thresholds {
+    let thresholds = thresholds(args);
+    let inputs = cutover::collect::collect(&collect).await;
+    let results = gates::evaluate(&inputs, &thresholds, groups);
+    (inputs, results)
+}
+
+fn thresholds(args: &GateArgs) -> Thresholds {
+    Thresholds {
         verify_max_age: args.verify_max_age,
         copied_tables: args.copied_tables.clone(),
         copier_max_lag_seconds: args.copier_max_lag_seconds,
@@ -274,10 +284,7 @@ async fn evaluate(
         shadow_min_compared: args.shadow_min_compared,
         lag_max_messages: args.lag_max_messages,
         lag_max_seconds: args.lag_max_seconds,
-    };
-    let inputs = cutover::collect::collect(&collect).await;
-    let results = gates::evaluate(&inputs, &thresholds, groups);
-    (inputs, results)
+    }
 }
 
 fn main() -> ExitCode {
@@ -371,7 +378,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 force,
                 reason: reason.unwrap_or_else(|| format!("switch reads to {to}")),
                 dry_run,
-                action: "switch",
+                action: SwitchAction::Switch,
             };
             for g in &results {
                 println!("{g}");
@@ -387,7 +394,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 force: false,
                 reason: reason.unwrap_or_else(|| "rollback".to_owned()),
                 dry_run,
-                action: "rollback",
+                action: SwitchAction::Rollback,
             };
             report_switch(ops::switch(&loaded.ops, &request, &[]).await?);
             Ok(())
@@ -464,6 +471,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let shutdown = service::shutdown_on_signals();
-    cutover::serve::run(cutover::serve::ServeConfig { old, new, router, guard }, listener, shutdown).await?;
+    let console = cutover::serve::ConsoleOptions {
+        kafka: match topics::kafka::KafkaConfig::resolve(
+            args.gates.kafka_config.as_deref(),
+            Some(args.clusters.new.as_path()),
+            args.gates.brokers.as_deref(),
+        ) {
+            Ok(kafka) => Some(kafka),
+            Err(topics::kafka::KafkaConfigError::Unconfigured) => None,
+            Err(error) => return Err(error.into()),
+        },
+        topic_prefix: args.gates.topic_prefix.clone(),
+        shadow_period: args.gates.shadow_period,
+        thresholds: thresholds(&args.gates),
+    };
+    cutover::serve::run(cutover::serve::ServeConfig { old, new, router, guard, console }, listener, shutdown).await?;
     Ok(())
 }

@@ -1,57 +1,102 @@
 use chrono::TimeZone;
 
+use verify::history::WindowRef;
+
 use super::*;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).single().expect("time")
 }
 
-fn run(kind: &str, target: &str, outcome: &str, finished_ago_s: i64) -> VerifyRun {
-    VerifyRun {
+fn run(kind: &str, target: &str, outcome: &str, finished_ago_s: i64) -> RunRecord {
+    RunRecord {
         run_id: 7,
         kind: kind.into(),
         target: target.into(),
-        started_at: now() - chrono::Duration::seconds(finished_ago_s + 60),
-        finished_at: Some(now() - chrono::Duration::seconds(finished_ago_s)),
-        outcome: outcome.into(),
+        started_at_ms: (now() - chrono::Duration::seconds(finished_ago_s + 60)).timestamp_millis(),
+        finished_at_ms: Some((now() - chrono::Duration::seconds(finished_ago_s)).timestamp_millis()),
+        outcome: verify::history::RunOutcome::parse(outcome).expect("known outcome"),
         windows_equal: 100,
         windows_different: u64::from(outcome == "different"),
         windows_not_settled: 2,
         windows_not_covered: 0,
         differences: u64::from(outcome == "different") * 3,
-        error: None,
+        ..RunRecord::default()
     }
 }
 
-fn stream(shard: &str, phase: StreamPhase, lag_s: f64) -> StreamStatus {
+fn stream(shard: &str, phase: Phase, lag_s: f64) -> StreamStatus {
     StreamStatus {
         table: "query_patterns".into(),
         source_shard: shard.into(),
         phase,
+        copy_done: true,
         rows_copied: 1000,
+        rows_total: Some(1000),
+        rows_per_sec: None,
+        eta_seconds: None,
+        events_applied: 10,
         lag_events: Some(3),
         lag_seconds: Some(lag_s),
+        binlog_position: None,
+        gtid: None,
         error: None,
+        error_kind: None,
         updated_at: now() - chrono::Duration::seconds(2),
     }
 }
 
+fn partition(partition: i32, lag: i64) -> PartitionLag {
+    PartitionLag {
+        topic: "query-stats".into(),
+        partition,
+        end_offset: 1000 + lag,
+        next_offset: Some(1000),
+        lag_messages: Some(lag),
+        lag_seconds: Some(0.5),
+        covered_from_ms: Some(0),
+    }
+}
+
+/// 32 partitions, the worst `lag` messages behind.
 fn group(cluster: &str, lag: i64) -> GroupLag {
-    GroupLag { cluster: cluster.into(), partitions: 32, unstarted: 0, max_lag_messages: lag, max_lag_seconds: 0.5 }
+    let mut partitions: Vec<PartitionLag> = (0..32).map(|p| partition(p, 0)).collect();
+    partitions[5] = partition(5, lag);
+    GroupLag { cluster: cluster.into(), partitions }
+}
+
+fn readiness(ready: bool, ready_at: Option<DateTime<Utc>>, explanation: &str) -> Readiness {
+    let kept = |cluster: &str| retention::readiness::ClusterRetention {
+        cluster: cluster.into(),
+        retention_secs: 86_400,
+        partition_secs: 3600,
+        oldest_retained: None,
+        policy_oldest: now() - chrono::Duration::days(1),
+    };
+    Readiness {
+        now: now(),
+        ready,
+        ready_at,
+        required_from: now() - chrono::Duration::days(1),
+        covered_from: None,
+        uncovered_partitions: vec![],
+        old: kept("old"),
+        new: kept("new"),
+        explanation: explanation.into(),
+    }
 }
 
 /// Every gate green.
 fn green() -> GateInputs {
     GateInputs {
         now: now(),
-        retention: Ok(RetentionInput { ready: true, ready_at: Some(now()), explanation: "covered".into() }),
+        retention: Ok(readiness(true, Some(now()), "covered")),
         verify: Ok(VerifyInput {
             windows_run: Some(run("windows", "windows", "equal", 3600)),
-            different_windows: 0,
-            different_examples: vec![],
+            different: DifferentWindows::default(),
             table_runs: vec![("query_patterns".into(), Some(run("table", "query_patterns", "equal", 600)))],
         }),
-        copier: Ok(vec![stream("-80", StreamPhase::Replicating, 0.2), stream("80-", StreamPhase::Replicating, 1.0)]),
+        copier: Ok(vec![stream("-80", Phase::Replicating, 0.2), stream("80-", Phase::Replicating, 1.0)]),
         shadow: Ok(ShadowInput {
             period: Duration::from_secs(900),
             totals: ShadowTotals {
@@ -99,8 +144,7 @@ fn gates_apply_per_table_group() {
 fn refuses_while_the_new_cluster_does_not_cover_retention() {
     let mut inputs = green();
     let ready_at = now() + chrono::Duration::days(3);
-    inputs.retention =
-        Ok(RetentionInput { ready: false, ready_at: Some(ready_at), explanation: "covered from 5 days ago".into() });
+    inputs.retention = Ok(readiness(false, Some(ready_at), "covered from 5 days ago"));
     let r = only_failure(&inputs, &TableGroup::ALL);
     assert_eq!(r.gate, Gate::Retention);
     assert!(r.detail.contains("does not cover the retention window"), "{r}");
@@ -113,8 +157,10 @@ fn refuses_while_the_new_cluster_does_not_cover_retention() {
 fn refuses_while_a_verify_difference_is_open() {
     let mut inputs = green();
     let Ok(v) = &mut inputs.verify else { panic!("verify") };
-    v.different_windows = 2;
-    v.different_examples = vec![DifferentWindow { table: "query_stats_hour".into(), window_start: now(), run_id: 6 }];
+    v.different = DifferentWindows {
+        count: 2,
+        first: vec![WindowRef { tbl: "query_stats_hour".into(), window_start: now().timestamp(), run_id: 6 }],
+    };
     let r = only_failure(&inputs, &TableGroup::ALL);
     assert_eq!(r.gate, Gate::Verify);
     assert!(r.detail.contains("2 windows marked different, e.g. query_stats_hour"), "{r}");
@@ -123,7 +169,7 @@ fn refuses_while_a_verify_difference_is_open() {
 
 #[test]
 fn refuses_on_a_different_old_or_missing_equivalence_run() {
-    let cases: [(Option<VerifyRun>, &str, &str); 3] = [
+    let cases: [(Option<RunRecord>, &str, &str); 3] = [
         (Some(run("windows", "windows", "different", 60)), "finished different", "re-run the window comparator"),
         (
             Some(run("windows", "windows", "equal", 30 * 3600)),
@@ -158,14 +204,13 @@ fn refuses_when_a_copied_table_diff_is_not_equal() {
 #[test]
 fn refuses_while_the_copier_lags_or_is_not_replicating() {
     let mut inputs = green();
-    inputs.copier =
-        Ok(vec![stream("-80", StreamPhase::Replicating, 0.2), stream("80-", StreamPhase::Replicating, 42.0)]);
+    inputs.copier = Ok(vec![stream("-80", Phase::Replicating, 0.2), stream("80-", Phase::Replicating, 42.0)]);
     let r = only_failure(&inputs, &[TableGroup::QueryPatterns]);
     assert_eq!(r.gate, Gate::Copier);
     assert!(r.detail.contains("stream query_patterns/80- lags 42.0 s"), "{r}");
     assert!(r.to_clear.as_deref().is_some_and(|c| c.contains("catch up")), "{r}");
 
-    inputs.copier = Ok(vec![stream("-80", StreamPhase::CatchingUp, 0.0)]);
+    inputs.copier = Ok(vec![stream("-80", Phase::CatchingUp, 0.0)]);
     let r = only_failure(&inputs, &[TableGroup::QueryPatterns]);
     assert!(r.detail.contains("is catching_up"), "{r}");
 
@@ -173,7 +218,7 @@ fn refuses_while_the_copier_lags_or_is_not_replicating() {
     let r = only_failure(&inputs, &[TableGroup::QueryPatterns]);
     assert_eq!(r.to_clear.as_deref(), Some("start the copier for query_patterns"));
 
-    let mut stale = stream("-80", StreamPhase::Replicating, 0.0);
+    let mut stale = stream("-80", Phase::Replicating, 0.0);
     stale.updated_at = now() - chrono::Duration::minutes(10);
     inputs.copier = Ok(vec![stale]);
     let r = only_failure(&inputs, &[TableGroup::QueryPatterns]);
@@ -213,7 +258,11 @@ fn refuses_while_a_group_lags() {
     let r = only_failure(&inputs, &TableGroup::ALL);
     assert_eq!(r.gate, Gate::ConsumerLag);
     assert!(r.detail.contains("the group writing new lags 80000 messages"), "{r}");
-    inputs.lag = Ok(LagInput { old: GroupLag { unstarted: 3, ..group("old", 0) }, new: group("new", 0) });
+    let mut unstarted = group("old", 0);
+    for p in &mut unstarted.partitions[..3] {
+        (p.next_offset, p.lag_messages, p.lag_seconds) = (None, None, None);
+    }
+    inputs.lag = Ok(LagInput { old: unstarted, new: group("new", 0) });
     let r = only_failure(&inputs, &TableGroup::ALL);
     assert!(r.detail.contains("has not applied 3 of 32 partitions"), "{r}");
 }

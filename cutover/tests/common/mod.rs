@@ -28,7 +28,11 @@ impl Api {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
         let guard = cutover::guard::GuardConfig::new(cluster::secret::Secret::new(API_TOKEN));
-        let config = ServeConfig { old: old.config.clone(), new: new.config.clone(), router, guard };
+        let console = cutover::serve::ConsoleOptions {
+            shadow_period: Duration::from_secs(60),
+            ..cutover::serve::ConsoleOptions::default()
+        };
+        let config = ServeConfig { old: old.config.clone(), new: new.config.clone(), router, guard, console };
         let task = tokio::spawn(serve_run(config, listener, shutdown.clone()));
         let api = Self { base, shutdown, task };
         let client = reqwest::Client::new();
