@@ -16,14 +16,14 @@ use tokio_util::sync::CancellationToken;
 use testkit::TestCluster;
 
 /// The query API over a router, running in this process on an ephemeral port.
-pub struct Api {
-    pub base: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), cutover::serve::ServeError>>,
 }
 
 impl Api {
-    pub async fn start(old: &TestCluster, new: &TestCluster, router: RouterConfig) -> Self {
+    pub(crate) async fn start(old: &TestCluster, new: &TestCluster, router: RouterConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
@@ -44,12 +44,12 @@ impl Api {
         api
     }
 
-    pub async fn stats(&self) -> serde_json::Value {
+    pub(crate) async fn stats(&self) -> serde_json::Value {
         let client = api_client_builder().build().expect("client");
         client.get(format!("{}/v1/router", self.base)).send().await.expect("stats").json().await.expect("json")
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
@@ -60,10 +60,10 @@ impl Api {
 }
 
 /// The bearer token of the in-process API.
-pub const API_TOKEN: &str = "test-token-0123456789abcdef";
+pub(crate) const API_TOKEN: &str = "test-token-0123456789abcdef";
 
 /// An HTTP client that sends [`API_TOKEN`].
-pub fn api_client_builder() -> reqwest::ClientBuilder {
+pub(crate) fn api_client_builder() -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
     let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {API_TOKEN}")).expect("header value");
     headers.insert(reqwest::header::AUTHORIZATION, value);
@@ -71,7 +71,7 @@ pub fn api_client_builder() -> reqwest::ClientBuilder {
 }
 
 /// A router config for tests: fast polls, shadow as given.
-pub fn router_config(id: &str, shadow_fraction: f64) -> RouterConfig {
+pub(crate) fn router_config(id: &str, shadow_fraction: f64) -> RouterConfig {
     let mut config = RouterConfig::new(id);
     config.shadow_fraction = shadow_fraction;
     config.shadow_max_concurrent = 8;
@@ -81,14 +81,14 @@ pub fn router_config(id: &str, shadow_fraction: f64) -> RouterConfig {
 }
 
 /// Output of one `dualwrite-cutover` run.
-pub struct CommandOutput {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
+pub(crate) struct CommandOutput {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs `dualwrite-cutover <args> --old <old> --new <new>`.
-pub async fn cutover_command(old: &TestCluster, new: &TestCluster, args: &[&str]) -> CommandOutput {
+pub(crate) async fn cutover_command(old: &TestCluster, new: &TestCluster, args: &[&str]) -> CommandOutput {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dualwrite-cutover"))
         .args(args)
         .arg("--old")
@@ -110,12 +110,12 @@ pub async fn cutover_command(old: &TestCluster, new: &TestCluster, args: &[&str]
 }
 
 /// The control pool of the new cluster.
-pub fn control(new: &TestCluster) -> mysql_async::Pool {
+pub(crate) fn control(new: &TestCluster) -> mysql_async::Pool {
     cutover::serve::control_pool(&new.config).expect("control endpoint")
 }
 
 /// Runs one statement on the shard of `database_id` in `cluster`.
-pub async fn on_shard_of(cluster: &ClusterConfig, database_id: u64, sql: &str) -> u64 {
+pub(crate) async fn on_shard_of(cluster: &ClusterConfig, database_id: u64, sql: &str) -> u64 {
     let pools = ShardPools::new(cluster);
     let mut conn = pools.shard(cluster.shard_index_for_database_id(database_id)).get_conn().await.expect("conn");
     conn.query_drop(sql).await.expect("statement");
@@ -126,6 +126,6 @@ pub async fn on_shard_of(cluster: &ClusterConfig, database_id: u64, sql: &str) -
 }
 
 /// Database ids the workload writes most (Zipf rank 1, 2, ...).
-pub fn hot_database(rank: u64) -> u64 {
+pub(crate) fn hot_database(rank: u64) -> u64 {
     rank * 7919 + 100_000
 }

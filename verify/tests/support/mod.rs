@@ -13,14 +13,14 @@ use testkit::{fresh_cluster, Broker, Group, TestCluster};
 
 /// Start of the hour two hours ago: its hour window and every minute window
 /// of it are long past their allowed lateness (5 min) when the test runs.
-pub fn two_hours_ago() -> i64 {
+pub(crate) fn two_hours_ago() -> i64 {
     let now = chrono::Utc::now().timestamp();
     (now / 3600) * 3600 - 2 * 3600
 }
 
 /// Waits until every window in `[from, to)` (minute and hour sizes) is
 /// settled on `cluster`.
-pub async fn wait_settled(cluster: &ClusterConfig, from: i64, to: i64, timeout: Duration) {
+pub(crate) async fn wait_settled(cluster: &ClusterConfig, from: i64, to: i64, timeout: Duration) {
     let pools = ShardPools::new(cluster);
     let deadline = Instant::now() + timeout;
     let lateness = cluster.time.allowed_lateness_ms();
@@ -40,7 +40,7 @@ pub async fn wait_settled(cluster: &ClusterConfig, from: i64, to: i64, timeout: 
 }
 
 /// Runs one statement on one shard.
-pub async fn on_shard(cluster: &ClusterConfig, shard: usize, sql: &str) {
+pub(crate) async fn on_shard(cluster: &ClusterConfig, shard: usize, sql: &str) {
     let pools = ShardPools::new(cluster);
     let mut conn = pools.shard(shard).get_conn().await.expect("conn");
     conn.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -49,7 +49,7 @@ pub async fn on_shard(cluster: &ClusterConfig, shard: usize, sql: &str) {
 }
 
 /// Rows of one query on one shard.
-pub async fn query_shard<T: mysql_async::prelude::FromRow + Send + 'static>(
+pub(crate) async fn query_shard<T: mysql_async::prelude::FromRow + Send + 'static>(
     cluster: &ClusterConfig,
     shard: usize,
     sql: &str,
@@ -64,14 +64,14 @@ pub async fn query_shard<T: mysql_async::prelude::FromRow + Send + 'static>(
 
 /// A cluster's two test clusters fed by two groups from one produced load,
 /// stopped once both are caught up and settled.
-pub struct Fed {
-    pub old: TestCluster,
-    pub new: TestCluster,
-    pub broker: Broker,
-    pub start: i64,
+pub(crate) struct Fed {
+    pub(crate) old: TestCluster,
+    pub(crate) new: TestCluster,
+    pub(crate) broker: Broker,
+    pub(crate) start: i64,
 }
 
-pub async fn feed_both(tag: &str, messages: u64) -> Fed {
+pub(crate) async fn feed_both(tag: &str, messages: u64) -> Fed {
     let (old_tag, new_tag) = (format!("{tag}_o"), format!("{tag}_n"));
     let (old, new) = tokio::join!(fresh_cluster("old", &old_tag), fresh_cluster("new", &new_tag));
     let broker = Broker::new(tag);
@@ -91,7 +91,7 @@ pub async fn feed_both(tag: &str, messages: u64) -> Fed {
 /// Renders `html` in headless Chromium into `png` and returns its path.
 /// Chromium comes from `compose/local/deps` (Debian's `chromium`);
 /// `DUALWRITE_CHROMIUM` names another binary.
-pub fn screenshot(html: &std::path::Path, png: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn screenshot(html: &std::path::Path, png: &std::path::Path) -> std::path::PathBuf {
     let chromium = std::env::var("DUALWRITE_CHROMIUM").unwrap_or_else(|_| "chromium".to_string());
     let profile = tempfile::tempdir().expect("profile dir");
     let _ = std::fs::remove_file(png);
