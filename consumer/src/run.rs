@@ -433,6 +433,7 @@ impl Batcher<'_> {
             progress.skipped += skipped[i];
             metrics::messages(&r.topic, "applied", applied[i]);
             metrics::messages(&r.topic, "skipped_below_fence", skipped[i]);
+            metrics::applied_through(&r.topic, r.partition, r.max_message_ms);
         }
         Ok(())
     }

@@ -15,6 +15,16 @@ pub const DURATION: &str = "dualwrite_verify_last_run_duration_seconds";
 /// 1 when the last run ended `equal`, 0 otherwise.
 pub const EQUAL: &str = "dualwrite_verify_last_run_equal";
 
+/// HELP text for every family, so a scrape passes `promtool check metrics`.
+pub fn describe() {
+    use metrics::{describe_gauge, Unit};
+    describe_gauge!(WINDOWS, "Windows by state in the last window comparison.");
+    describe_gauge!(ROWS_COMPARED, Unit::Count, "Rows read on both clusters by the last run.");
+    describe_gauge!(DIFFERENCES, Unit::Count, "Differing keys found by the last run.");
+    describe_gauge!(DURATION, Unit::Seconds, "Wall time of the last run.");
+    describe_gauge!(EQUAL, "1 when the last run ended equal, 0 otherwise.");
+}
+
 /// Sets the gauges from a finished run.
 pub fn record_run(run: &RunRecord) {
     let labels = [("kind", run.kind.clone()), ("target", run.target.clone())];

@@ -412,6 +412,7 @@ fn report_switch(outcome: SwitchOutcome) {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (old, new) = args.clusters.load()?;
     cluster::process::install_metrics(args.metrics_addr)?;
+    cutover::metrics::describe();
     let router_id = args.router_id.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
         format!("{host}-{}", std::process::id())

@@ -47,6 +47,9 @@ enum Command {
         /// Send each event when its interval ends (wall clock), like live proxies.
         #[arg(long)]
         realtime: bool,
+        /// Prometheus endpoint for the producer's delivery rate and errors (off by default).
+        #[arg(long, env = "DUALWRITE_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Measure the consumer against the read and write ceilings of the same broker and shards.
     Bench {
@@ -85,7 +88,23 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let equal = runtime.block_on(async move {
         match cli.command {
-            Command::Produce { brokers, topic_prefix, messages, rate, seed, start, truth, windows_from, interval, realtime } => {
+            Command::Produce {
+                brokers,
+                topic_prefix,
+                messages,
+                rate,
+                seed,
+                start,
+                truth,
+                windows_from,
+                interval,
+                realtime,
+                metrics_addr,
+            } => {
+                if let Some(addr) = metrics_addr {
+                    cluster::process::install_metrics(addr).context("metrics endpoint")?;
+                    loadtest::metrics::describe();
+                }
                 let start_ms = match start {
                     Some(s) => chrono::DateTime::parse_from_rfc3339(&s).context("--start")?.timestamp_millis(),
                     None => chrono::Utc::now().timestamp_millis() - 3_600_000,

@@ -111,6 +111,7 @@ fn main() -> anyhow::Result<()> {
             let summary = runtime.block_on(async {
                 if config.every.is_some() {
                     cluster::process::install_metrics(args.metrics_addr).context("metrics endpoint")?;
+                    retention::metrics::describe();
                 }
                 let shutdown = cluster::process::shutdown_on_signals();
                 retention::run(config, shutdown).await.context("retention")

@@ -181,6 +181,7 @@ async fn write_report(new: &ClusterConfig, from: i64, to: i64, out: &std::path::
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(addr) = cli.metrics_addr {
         cluster::process::install_metrics(addr)?;
+        verify::metrics::describe();
     }
     let shutdown: CancellationToken = cluster::process::shutdown_on_signals();
     match cli.command {
