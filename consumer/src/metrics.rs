@@ -49,6 +49,9 @@ pub fn describe() {
     ); // Present from the start, so a first increment is an increase to alert on.
     counter!("dualwrite_consumer_offset_gaps_total").increment(0);
     counter!("dualwrite_consumer_pauses_total").increment(0);
+    for reason in topics::DecodeError::REASONS {
+        counter!("dualwrite_consumer_dead_letters_total", "reason" => reason).increment(0);
+    }
     gauge!("dualwrite_consumer_paused").set(0.0);
 }
 

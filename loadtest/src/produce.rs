@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
@@ -123,6 +124,11 @@ pub async fn produce(config: &ProduceConfig, shutdown: &CancellationToken) -> Re
         };
         in_flight.push(async move { (delivery.await, slow, kind) });
         sent += 1;
+        // Settle what is already acknowledged, so the truth and the delivery
+        // metrics follow the broker rather than the in-flight bound.
+        while let Some(Some(done)) = in_flight.next().now_or_never() {
+            settle(done, &mut truth)?;
+        }
         while in_flight.len() >= MAX_IN_FLIGHT {
             if let Some(done) = in_flight.next().await {
                 settle(done, &mut truth)?;
