@@ -1,14 +1,16 @@
 //! What every dualwrite job shares about a cluster: the cluster file, key
 //! ranges and the vindex that place a row on a shard, connection pools, the
-//! store's DDL, and the process setup (logs, metrics, shutdown).
+//! store's DDL.
 
 pub mod config;
 pub mod error;
+pub mod fence;
 pub mod keyrange;
 pub mod partitions;
 pub mod pool;
-pub mod process;
+pub mod retry;
 pub mod schema;
 pub mod secret;
+pub mod sql;
 pub mod time;
 pub mod vindex;

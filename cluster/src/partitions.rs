@@ -29,14 +29,6 @@ pub fn name(lower: i64, width_secs: i64) -> String {
     }
 }
 
-/// `'YYYY-MM-DD HH:MM:SS'` (UTC; sessions run with `time_zone = '+00:00'`).
-pub fn literal(secs: i64) -> String {
-    match DateTime::from_timestamp(secs, 0) {
-        Some(t) => t.format("'%Y-%m-%d %H:%M:%S'").to_string(),
-        None => "'1970-01-01 00:00:00'".to_string(),
-    }
-}
-
 /// Parses a `PARTITION_DESCRIPTION` of a RANGE COLUMNS datetime partition:
 /// `Some(secs)` for a bound, `None` for `MAXVALUE`.
 pub fn parse_bound(description: &str) -> Result<Option<i64>, String> {
@@ -72,9 +64,13 @@ pub fn wanted_uppers(time: &TimeConfig, now_secs: i64) -> (i64, Vec<i64>) {
 pub fn clause(column: &str, time: &TimeConfig, now_secs: i64) -> String {
     let width = time.partition_secs();
     let (first_lower, uppers) = wanted_uppers(time, now_secs);
-    let mut parts = vec![format!("PARTITION {PAST} VALUES LESS THAN ({})", literal(first_lower))];
+    let mut parts = vec![format!("PARTITION {PAST} VALUES LESS THAN ({})", crate::sql::datetime(first_lower))];
     for upper in uppers {
-        parts.push(format!("PARTITION {} VALUES LESS THAN ({})", name(upper - width, width), literal(upper)));
+        parts.push(format!(
+            "PARTITION {} VALUES LESS THAN ({})",
+            name(upper - width, width),
+            crate::sql::datetime(upper)
+        ));
     }
     parts.push(format!("PARTITION {FUTURE} VALUES LESS THAN (MAXVALUE)"));
     format!("PARTITION BY RANGE COLUMNS ({column}) (\n  {}\n)", parts.join(",\n  "))
@@ -122,6 +118,6 @@ mod tests {
         assert_eq!(parse_bound("'2026-11-22 00:00:00.000000'"), Ok(Some(1_795_219_200 + 86_400)));
         assert_eq!(parse_bound("MAXVALUE"), Ok(None));
         assert!(parse_bound("738000").is_err());
-        assert_eq!(literal(1_795_219_200), "'2026-11-21 00:00:00'");
+        assert_eq!(crate::sql::datetime(1_795_219_200), "'2026-11-21 00:00:00'");
     }
 }

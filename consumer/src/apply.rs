@@ -15,7 +15,7 @@ use topics::LatencySketch;
 
 use crate::plan::{ItemBody, PartitionRange, ShardItem};
 use crate::rows::{PatternRow, SlowRow, StatsKey, StatsRow};
-use crate::sql::{chunks, column, datetime, datetime_ms, datetime_us, hex, lit, tuple, CHUNK_ROWS};
+use cluster::sql::{chunks, column, datetime, datetime_ms, datetime_us, hex, lit, tuple, CHUNK_ROWS};
 
 /// What the transaction did, for metrics and logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct FenceInfo<'a> {
     pub high_watermarks: &'a [Option<i64>],
     pub group: &'a str,
     /// For partitions this cluster has not started yet: from which message
-    /// time it will hold all of them (see `run::coverage_starts`). Only read
+    /// time it will hold all of them (see `batcher::coverage_starts`). Only read
     /// when a fence row is created.
     pub coverage_starts: &'a HashMap<(String, i32), i64>,
 }
@@ -393,36 +393,6 @@ async fn advance_fences(
     .await
 }
 
-/// Where to resume each partition on this cluster: every shard has applied
-/// everything below the returned offset. A shard without a fence row for a
-/// partition the others have started never applied any of it, so the
-/// partition resumes from where the cluster first started it.
-pub async fn resume_points(
-    pools: &cluster::pool::ShardPools,
-) -> Result<HashMap<(String, i32), i64>, mysql_async::Error> {
-    let mut per_shard: Vec<HashMap<(String, i32), (i64, i64)>> = Vec::with_capacity(pools.len());
-    for pool in pools.shards() {
-        let mut conn = pool.get_conn().await?;
-        let rows: Vec<(String, i32, i64, i64)> =
-            conn.query("SELECT topic, kafka_partition, next_offset, first_offset FROM dw_offset_fence").await?;
-        per_shard.push(rows.into_iter().map(|(t, p, next, first)| ((t, p), (next, first))).collect());
-    }
-    let mut out: HashMap<(String, i32), i64> = HashMap::new();
-    let keys: std::collections::BTreeSet<&(String, i32)> = per_shard.iter().flat_map(|m| m.keys()).collect();
-    for key in keys {
-        let rows: Vec<(i64, i64)> = per_shard.iter().filter_map(|m| m.get(key).copied()).collect();
-        let resume = if rows.len() == per_shard.len() {
-            rows.iter().map(|(next, _)| *next).min()
-        } else {
-            rows.iter().map(|(_, first)| *first).min()
-        };
-        if let Some(offset) = resume {
-            out.insert(key.clone(), offset);
-        }
-    }
-    Ok(out)
-}
-
 /// Marks idle partitions that every shard has applied up to `end` as having
 /// reached the end now, so windows can settle without new messages.
 pub async fn confirm_idle(pool: &Pool, partitions: &[(String, i32, i64)]) -> Result<(), mysql_async::Error> {
@@ -441,11 +411,4 @@ pub async fn confirm_idle(pool: &Pool, partitions: &[(String, i32, i64)]) -> Res
         .collect();
     let mut conn = pool.get_conn().await?;
     conn.query_drop(statements.join(";")).await
-}
-
-/// The partitions this cluster has fence rows for (read from one shard:
-/// every batch writes every shard's rows).
-pub async fn started_partitions(pool: &Pool) -> Result<Vec<(String, i32)>, mysql_async::Error> {
-    let mut conn = pool.get_conn().await?;
-    conn.query("SELECT topic, kafka_partition FROM dw_offset_fence").await
 }

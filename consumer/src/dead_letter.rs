@@ -6,7 +6,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 
 use crate::plan::DeadLetter;
-use crate::sql::{chunks, hex, lit, tuple};
+use cluster::sql::{chunks, hex, lit, tuple};
 
 pub async fn record(
     control: &Pool,

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 
-pub fn describe() {
+/// HELP text for every family, and the series whose first increment an alert
+/// must see, at zero (`shards`: the cluster's shard count).
+pub fn describe(shards: usize) {
     describe_counter!(
         "dualwrite_consumer_messages_total",
         "Messages handled, by topic and outcome (applied, skipped_below_fence, dead_letter)."
@@ -49,6 +51,9 @@ pub fn describe() {
     ); // Present from the start, so a first increment is an increase to alert on.
     counter!("dualwrite_consumer_offset_gaps_total").increment(0);
     counter!("dualwrite_consumer_pauses_total").increment(0);
+    for shard in 0..shards {
+        counter!("dualwrite_consumer_shard_retries_total", "shard" => shard.to_string()).increment(0);
+    }
     for reason in topics::DecodeError::REASONS {
         counter!("dualwrite_consumer_dead_letters_total", "reason" => reason).increment(0);
     }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use cluster::config::ClusterConfig;
 use topics::{Codec, DecodeError, Event, LatencySketch, TopicKind};
 
+use crate::message::Fetched;
 use crate::rows::{tables_json, PatternRow, SlowRow, StatsKey, StatsRow};
-use crate::source::Fetched;
 use cluster::time::{window_start, TimeConfig};
 
 /// What a batch holds of one partition: a contiguous run of offsets.

@@ -25,6 +25,8 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset};
 use tokio::sync::mpsc;
 
+use crate::message::{Control, Fetched, Receivers, Watermarks};
+
 /// How long a revoke waits for the in-flight batch before releasing anyway;
 /// the fence keeps a late write from the old owner harmless.
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
@@ -32,35 +34,6 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// A batcher that takes nothing for this long is stalled (not just busy).
 pub const STALL_AFTER: Duration = Duration::from_secs(5);
 const CONTROL_CAPACITY: usize = 16;
-
-/// One fetched message, copied out of librdkafka's buffers.
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-    /// Message timestamp (create time), milliseconds.
-    pub timestamp_ms: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-}
-
-/// Group membership changes the batcher must act on.
-#[derive(Debug)]
-pub enum Control {
-    /// Partitions are about to be taken away: finish (or abandon) what was
-    /// fetched before this point, then reply.
-    Revoke { partitions: Vec<(String, i32)>, done: std::sync::mpsc::SyncSender<()> },
-}
-
-/// What the batcher reads.
-pub struct Receivers {
-    pub data: mpsc::Receiver<Fetched>,
-    pub control: mpsc::Receiver<Control>,
-}
-
-/// End offsets (last stable offset) from librdkafka statistics, for lag and "reached the end".
-pub type Watermarks = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
 /// What decides a partition's first offset on assignment.
 pub struct Resume {
@@ -181,7 +154,7 @@ impl SourceContext {
     fn set_start_offsets(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let pools = self.resume.pools.clone();
         let lookup = self.resume.handle.block_on(async move {
-            tokio::time::timeout(RESUME_LOOKUP_TIMEOUT, crate::apply::resume_points(&pools)).await
+            tokio::time::timeout(RESUME_LOOKUP_TIMEOUT, cluster::fence::resume_points(&pools)).await
         });
         let fences = match lookup {
             Ok(Ok(fences)) => Some(fences),

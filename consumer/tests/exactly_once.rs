@@ -11,7 +11,7 @@ use cluster::pool::ShardPools;
 use common::{
     assert_matches_truth, consumer_config, fresh_cluster, messages_applied, Broker, ConsumerProcess, TestCluster,
 };
-use consumer::source::Fetched;
+use consumer::message::Fetched;
 use loadtest::truth::{Truth, TruthBuilder};
 use loadtest::workload::{Generated, Workload, WorkloadConfig};
 use tokio_util::sync::CancellationToken;

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster::fence::{progress, window_state, WindowState};
 use cluster::pool::ShardPools;
 use common::{assert_matches_truth, fresh_cluster, messages_applied, Broker, ConsumerProcess, TestCluster};
-use consumer::coverage::{progress, window_state, WindowState};
+use consumer::message::Fetched;
 use consumer::plan::TimeRules;
-use consumer::source::Fetched;
 use consumer::start::{resolve, StartError, StartPosition};
 use topics::{Codec, TopicKind};
 
@@ -238,8 +238,7 @@ async fn an_idle_partition_confirmed_caught_up_settles_its_last_window() {
     let last_event = plan.ranges.iter().map(|r| r.max_message_ms).max().expect("ranges");
     let window =
         (last_event.div_euclid(MINUTE_MS) * MINUTE_MS, last_event.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS);
-    let state =
-        |fences: &[consumer::coverage::PartitionProgress]| window_state(fences, None, window.0, window.1, 60_000);
+    let state = |fences: &[cluster::fence::PartitionProgress]| window_state(fences, None, window.0, window.1, 60_000);
     assert_eq!(state(&progress(&pools).await.expect("progress")), WindowState::CoveredNotSettled);
 
     // The consumer later sees the partitions end where its fences are, and confirms them.

@@ -170,12 +170,12 @@ pub async fn write_shards(
         loop {
             let shard_started = Instant::now();
             match write_shard(target, shard, &write, fence, table, source_shard, phase).await {
-                Err(mysql_async::Error::Server(e)) if matches!(e.code, 1213 | 1205) && attempt < LOCK_RETRIES => {
+                Err(e) if cluster::retry::is_lock_conflict(&e) && attempt < LOCK_RETRIES => {
                     attempt += 1;
                     tracing::debug!(
                         shard,
                         attempt,
-                        code = e.code,
+                        error = %e,
                         "target transaction rolled back by a lock conflict, retrying"
                     );
                     tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;

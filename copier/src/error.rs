@@ -54,16 +54,11 @@ pub enum CopierError {
 
 impl CopierError {
     /// Whether retrying the stream cannot help: every kind but a MySQL
-    /// error, and MySQL errors the server will keep giving (syntax, access,
-    /// unknown table or database).
+    /// error, and MySQL errors that `cluster::retry` does not call retryable
+    /// (syntax, access, unknown table, a value the target refuses).
     pub fn is_fatal(&self) -> bool {
         match self {
-            CopierError::Mysql(mysql_async::Error::Server(e)) => {
-                // ER_PARSE_ERROR, ER_ACCESS_DENIED, ER_DBACCESS_DENIED, ER_NO_SUCH_TABLE, ER_BAD_DB,
-                // ER_TABLEACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED.
-                matches!(e.code, 1064 | 1045 | 1044 | 1146 | 1049 | 1142 | 1227)
-            }
-            CopierError::Mysql(_) => false,
+            CopierError::Mysql(e) => !cluster::retry::is_retryable(e),
             _ => true,
         }
     }

@@ -54,8 +54,14 @@ pub fn lag(table: &str, source_shard: &str, events: Option<u64>, seconds: Option
 }
 
 /// The stream's phase as a number (0 copying, 1 catching up, 2 replicating, 3 stopped, 4 failed).
+/// The stream's counters are registered here too (at zero: a no-op once they
+/// moved), so a stream that never saw a binlog event or an error still exports
+/// them and a first increment is an increase an alert sees.
 pub fn phase(table: &str, source_shard: &str, phase: crate::status::Phase) {
-    gauge!(PHASE, "table" => table.to_owned(), "source_shard" => source_shard.to_owned()).set(phase as u8 as f64);
+    let labels = [("table", table.to_owned()), ("source_shard", source_shard.to_owned())];
+    gauge!(PHASE, &labels).set(phase as u8 as f64);
+    counter!(ROWS_COPIED, &labels).increment(0);
+    counter!(EVENTS_APPLIED, &labels).increment(0);
 }
 
 /// One target shard transaction's latency.

@@ -68,7 +68,7 @@ pub async fn upsert(config: &ClusterConfig, pools: &ShardPools, images: &[Patter
             let mut attempts = 0;
             loop {
                 match conn.query_drop(upsert_sql(chunk)).await {
-                    Err(mysql_async::Error::Server(e)) if matches!(e.code, 1213 | 1205) && attempts < 20 => {
+                    Err(e) if cluster::retry::is_lock_conflict(&e) && attempts < 20 => {
                         attempts += 1;
                         tokio::time::sleep(std::time::Duration::from_millis(10 * attempts)).await;
                     }

@@ -73,14 +73,22 @@ async fn status(
     cluster: &ClusterConfig,
     brokers: &str,
     topics: &[String],
-) -> Result<consumer::status::StatusReport, String> {
-    consumer::status::status(cluster, Some(brokers), topics, cluster.time.allowed_lateness_ms())
+) -> Result<cluster::fence::StatusReport, String> {
+    let context = |e: String| format!("consumer status of cluster {}: {e}", cluster.name);
+    let pools = cluster::pool::ShardPools::new(cluster);
+    let fences = cluster::fence::progress(&pools).await;
+    pools.disconnect().await;
+    let fences = fences.map_err(|e| context(e.to_string()))?;
+    let client = rdkafka::config::ClientConfig::new().set("bootstrap.servers", brokers).clone();
+    let ends = topics::admin::end_offsets(&client, topics, std::time::Duration::from_secs(10))
         .await
-        .map_err(|e| format!("consumer status of cluster {}: {e}", cluster.name))
+        .map_err(|e| context(e.to_string()))?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    Ok(cluster::fence::report(&cluster.name, fences, Some(&ends), cluster.time.allowed_lateness_ms(), now_ms))
 }
 
-fn group_lag(report: &consumer::status::StatusReport) -> GroupLag {
-    let with_messages = |p: &&consumer::status::PartitionStatus| p.end_offset.is_some_and(|e| e > 0);
+fn group_lag(report: &cluster::fence::StatusReport) -> GroupLag {
+    let with_messages = |p: &&cluster::fence::PartitionStatus| p.end_offset.is_some_and(|e| e > 0);
     GroupLag {
         cluster: report.cluster.clone(),
         partitions: report.partitions.len(),

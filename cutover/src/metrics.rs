@@ -30,6 +30,10 @@ pub fn describe() {
         "Failed polls of the routing state in the control database."
     );
     metrics::counter!("dualwrite_cutover_routing_poll_errors_total").increment(0);
+    // Registered before any read waits, so the histogram is there from the start.
+    for group in crate::group::TableGroup::ALL {
+        let _ = metrics::histogram!("dualwrite_cutover_read_wait_seconds", "group" => group.as_str());
+    }
 }
 
 /// A read served, by the cluster that served it.

@@ -28,7 +28,7 @@ pub struct Bounds {
 
 /// Reads a cluster's bounds from its fences; `None` while it has none.
 pub async fn read_bounds(pools: &ShardPools, lateness_ms: i64) -> Result<Option<Bounds>, mysql_async::Error> {
-    let progress = consumer::coverage::progress(pools).await?;
+    let progress = cluster::fence::progress(pools).await?;
     let covered = progress.iter().map(|p| p.covered_from_ms).max();
     let settled = progress.iter().map(|p| p.settled_through_ms(lateness_ms)).min();
     Ok(covered.zip(settled).map(|(covered_from_ms, settled_through_ms)| Bounds { covered_from_ms, settled_through_ms }))

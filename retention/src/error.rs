@@ -19,9 +19,13 @@ impl RetentionError {
         Self::Sql { shard: shard.into(), source: Box::new(source) }
     }
 
-    /// Worth another attempt on the next run (a lock wait, a server away);
-    /// layout and configuration errors need an operator.
+    /// Worth another attempt on the next run: a database error that
+    /// `cluster::retry` calls retryable (a lock wait, a server away); layout,
+    /// configuration and other database errors need an operator.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Sql { .. } | Self::Alter { .. })
+        match self {
+            Self::Sql { source, .. } | Self::Alter { source, .. } => cluster::retry::is_retryable(source),
+            Self::Layout { .. } | Self::Config { .. } => false,
+        }
     }
 }

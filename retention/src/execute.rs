@@ -158,7 +158,7 @@ fn statements(table: &str, plan: &TablePlan) -> Vec<String> {
         let mut parts: Vec<String> = plan
             .create
             .iter()
-            .map(|(name, upper)| format!("PARTITION {name} VALUES LESS THAN ({})", partitions::literal(*upper)))
+            .map(|(name, upper)| format!("PARTITION {name} VALUES LESS THAN ({})", cluster::sql::datetime(*upper)))
             .collect();
         parts.push(format!("PARTITION {FUTURE} VALUES LESS THAN (MAXVALUE)"));
         out.push(format!("ALTER TABLE {table} REORGANIZE PARTITION {FUTURE} INTO ({})", parts.join(", ")));

@@ -5,7 +5,7 @@
 //! retention policy keeps at `now` (`floor(now - retention, partition)`), or
 //! later if it physically holds less. The new cluster holds, exactly, every
 //! window from `covered_from` on: the first hour window that every partition's
-//! coverage start (recorded with the fences, see `consumer::coverage`) is at or
+//! coverage start (recorded with the fences, see `cluster::fence`) is at or
 //! before. A group B started with a replay has its coverage start at the
 //! replayed messages' time, which is how a replay moves readiness earlier.
 //! Ready when `covered_from <= required_from`; otherwise ready at
@@ -16,10 +16,10 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use cluster::config::ClusterConfig;
+use cluster::fence::PartitionProgress;
 use cluster::partitions;
 use cluster::pool::ShardPools;
 use cluster::schema::PARTITIONED_TABLES;
-use consumer::coverage::PartitionProgress;
 use serde::Serialize;
 
 use crate::error::RetentionError;
@@ -76,7 +76,7 @@ pub async fn assess(old: &ClusterConfig, new: &ClusterConfig) -> Result<Readines
 }
 
 async fn progress(pools: &ShardPools, config: &ClusterConfig) -> Result<Vec<PartitionProgress>, RetentionError> {
-    consumer::coverage::progress(pools)
+    cluster::fence::progress(pools)
         .await
         .map_err(|source| RetentionError::sql(format!("{} (fences)", config.name), source))
 }

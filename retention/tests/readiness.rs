@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cluster::config::ClusterConfig;
+use cluster::fence::{progress, window_state, WindowState};
 use cluster::pool::ShardPools;
 use consumer::config::StartPosition;
-use consumer::coverage::{progress, window_state, WindowState};
 use mysql_async::prelude::Queryable;
 use retention::RetentionConfig;
 use tokio_util::sync::CancellationToken;

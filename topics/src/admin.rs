@@ -64,6 +64,29 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
     Ok(out)
 }
 
+/// End offset of every partition of `topics`, keyed by (topic, partition),
+/// read off the async workers. `client` carries the bootstrap and security
+/// settings; cutover's lag gate and `consumer status` use it with
+/// `cluster::fence::report`.
+pub async fn end_offsets(
+    client: &ClientConfig,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<((String, i32), i64)>, KafkaError> {
+    let client = client.clone();
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let consumer = standalone_consumer(&client, "status")?;
+        let parts = watermarks(&consumer, &topics, timeout)?;
+        Ok(parts.into_iter().map(|(topic, partition, _, high)| ((topic, partition), high)).collect())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "end offset lookup task failed");
+        Err(KafkaError::Canceled)
+    })
+}
+
 /// A consumer outside any consumer group's work (no subscription, nothing
 /// committed), for reading watermarks and single messages. `purpose` names its
 /// group id so brokers' logs tell the tools apart.

@@ -8,7 +8,7 @@
 use apache_avro::Schema;
 
 use crate::events::{Event, QueryStats, SlowQuery};
-use crate::schemas::{record_name, SchemaSet, QUERY_STATS_RECORD, SLOW_QUERY_RECORD};
+use crate::schemas::{record_name, SchemaError, SchemaSet, QUERY_STATS_RECORD, SLOW_QUERY_RECORD};
 use crate::spec::TopicKind;
 
 /// Confluent wire format: magic byte, then a big-endian u32 schema id.
@@ -27,20 +27,6 @@ const MAX_TEXT_LEN: usize = 60_000;
 const MAX_SQL_LEN: usize = 1 << 20;
 /// 9999-12-31T23:59:59.999Z: the last instant a DATETIME holds.
 const MAX_TIME_MS: i64 = 253_402_300_799_999;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SchemaError {
-    #[error("cannot read {0}: {1}")]
-    Io(String, std::io::Error),
-    #[error("schema file {0} is not named <id>-<name>.avsc")]
-    BadFileName(String),
-    #[error("schema file {0} does not parse: {1}")]
-    Parse(String, String),
-    #[error("schema id {0} appears twice")]
-    DuplicateId(u32),
-    #[error("no schema for record {0}")]
-    Missing(&'static str),
-}
 
 /// Why a message could not be turned into an event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

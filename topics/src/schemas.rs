@@ -12,7 +12,20 @@ use std::path::Path;
 
 use apache_avro::Schema;
 
-use crate::codec::SchemaError;
+/// Why a schema directory could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("cannot read {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("schema file {0} is not named <id>-<name>.avsc")]
+    BadFileName(String),
+    #[error("schema file {0} does not parse: {1}")]
+    Parse(String, String),
+    #[error("schema id {0} appears twice")]
+    DuplicateId(u32),
+    #[error("no schema for record {0}")]
+    Missing(&'static str),
+}
 
 /// The schemas this build was written against; the newest id per record is
 /// what the codec writes.

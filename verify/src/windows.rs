@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use cluster::config::ClusterConfig;
-use consumer::coverage::{progress, window_state, PartitionProgress, WindowState};
+use cluster::fence::{progress, window_state, PartitionProgress, WindowState};
 use tokio_util::sync::CancellationToken;
 
 use crate::diff::Difference;

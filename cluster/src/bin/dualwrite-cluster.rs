@@ -30,7 +30,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    cluster::process::init_tracing();
+    service::init_tracing();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { cluster } => {

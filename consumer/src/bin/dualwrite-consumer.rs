@@ -114,7 +114,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    cluster::process::init_tracing();
+    service::init_tracing();
     let args = match Cli::parse().command {
         Command::Run(args) => *args,
         Command::Status { cluster, brokers, topic_prefix, json } => {
@@ -155,8 +155,8 @@ fn main() -> anyhow::Result<()> {
     config.validate().context("invalid configuration")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        cluster::process::install_metrics(args.metrics_addr).context("metrics endpoint")?;
-        let shutdown = cluster::process::shutdown_on_signals();
+        service::install_metrics(args.metrics_addr).context("metrics endpoint")?;
+        let shutdown = service::shutdown_on_signals();
         consumer::run(config, shutdown).await.context("consumer")
     })
 }

@@ -160,7 +160,7 @@ impl Broker {
 }
 
 pub fn consumer_config(cluster: &TestCluster, broker: &Broker, group: &str) -> ConsumerConfig {
-    cluster::process::init_tracing();
+    service::init_tracing();
     ConsumerConfig {
         group: group.to_string(),
         brokers: broker.bootstrap.clone(),
@@ -393,7 +393,7 @@ pub struct Applied {
 pub async fn apply_batch(
     pools: &ShardPools,
     cluster: &TestCluster,
-    batch: Vec<consumer::source::Fetched>,
+    batch: Vec<consumer::message::Fetched>,
     rules: consumer::plan::TimeRules,
     end_beyond_batch: bool,
 ) -> Applied {
@@ -428,7 +428,7 @@ pub async fn apply_batch(
 /// A consumer group running in this process until stopped.
 pub struct Group {
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), consumer::run::ConsumerError>>,
+    task: tokio::task::JoinHandle<Result<(), consumer::ConsumerError>>,
 }
 
 impl Group {

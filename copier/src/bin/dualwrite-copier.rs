@@ -101,10 +101,10 @@ fn load(path: &PathBuf, database: Option<&str>) -> anyhow::Result<ClusterConfig>
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cluster::process::init_tracing();
+    service::init_tracing();
     match Cli::parse().command {
         Command::Start(args) => {
-            cluster::process::install_metrics(args.metrics_addr)?;
+            service::install_metrics(args.metrics_addr)?;
             copier::metrics::describe();
             let config = CopierConfig {
                 from: load(&args.from, args.from_database.as_deref())?,
@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
                     _ => std::io::stderr().is_terminal(),
                 },
             };
-            let shutdown = cluster::process::shutdown_on_signals();
+            let shutdown = service::shutdown_on_signals();
             copier::run(config, shutdown).await.context("copier stopped")?;
         }
         Command::Status { to, to_database, json } => {
@@ -147,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(%table, %source_shard, shard_rows = removed, "stream reset");
         }
         Command::Bench(args) => {
-            let report = copier::bench::run(*args, cluster::process::shutdown_on_signals()).await?;
+            let report = copier::bench::run(*args, service::shutdown_on_signals()).await?;
             println!("{report}");
         }
     }

@@ -68,7 +68,7 @@ impl Clusters {
 }
 
 pub fn copier_tracing() {
-    cluster::process::init_tracing();
+    service::init_tracing();
 }
 
 /// Fast pacing so tests see many copy / catch-up cycles.

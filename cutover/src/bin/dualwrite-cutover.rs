@@ -250,7 +250,7 @@ async fn evaluate(
 }
 
 fn main() -> ExitCode {
-    cluster::process::init_tracing();
+    service::init_tracing();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -411,7 +411,7 @@ fn report_switch(outcome: SwitchOutcome) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (old, new) = args.clusters.load()?;
-    cluster::process::install_metrics(args.metrics_addr)?;
+    service::install_metrics(args.metrics_addr)?;
     cutover::metrics::describe();
     let router_id = args.router_id.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
@@ -425,7 +425,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!((0.0..=1.0).contains(&args.shadow_fraction), "--shadow-fraction must be within 0..=1");
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-    let shutdown = cluster::process::shutdown_on_signals();
+    let shutdown = service::shutdown_on_signals();
     cutover::serve::run(cutover::serve::ServeConfig { old, new, router }, listener, shutdown).await?;
     Ok(())
 }

@@ -83,7 +83,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    cluster::process::init_tracing();
+    service::init_tracing();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let equal = runtime.block_on(async move {
@@ -102,7 +102,7 @@ fn main() -> anyhow::Result<()> {
                 metrics_addr,
             } => {
                 if let Some(addr) = metrics_addr {
-                    cluster::process::install_metrics(addr).context("metrics endpoint")?;
+                    service::install_metrics(addr).context("metrics endpoint")?;
                     loadtest::metrics::describe();
                 }
                 let start_ms = match start {
@@ -120,7 +120,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 let config =
                     ProduceConfig { brokers, topic_prefix, messages, rate: Some(rate).filter(|r| *r > 0), workload };
-                let shutdown = cluster::process::shutdown_on_signals();
+                let shutdown = service::shutdown_on_signals();
                 let result = produce(&config, &shutdown).await.context("producing")?;
                 result.save(&truth).context("writing the ground truth")?;
                 println!(

@@ -70,7 +70,7 @@ fn load(path: &Path, database: Option<&str>) -> anyhow::Result<ClusterConfig> {
 }
 
 fn main() -> anyhow::Result<()> {
-    cluster::process::init_tracing();
+    service::init_tracing();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     match Cli::parse().command {
         Command::Readiness { old, new, old_database, new_database, json } => {
@@ -110,10 +110,10 @@ fn main() -> anyhow::Result<()> {
             }
             let summary = runtime.block_on(async {
                 if config.every.is_some() {
-                    cluster::process::install_metrics(args.metrics_addr).context("metrics endpoint")?;
+                    service::install_metrics(args.metrics_addr).context("metrics endpoint")?;
                     retention::metrics::describe();
                 }
-                let shutdown = cluster::process::shutdown_on_signals();
+                let shutdown = service::shutdown_on_signals();
                 retention::run(config, shutdown).await.context("retention")
             })?;
             if args.json {

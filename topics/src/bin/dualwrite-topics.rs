@@ -42,13 +42,13 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    cluster::process::init_tracing();
+    service::init_tracing();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
         match cli.command {
             Command::DevBroker { brokers, partitions, replication, topic_prefix, bootstrap_file } => {
-                let shutdown = cluster::process::shutdown_on_signals();
+                let shutdown = service::shutdown_on_signals();
                 let config = topics::dev_broker::DevBrokerConfig {
                     brokers,
                     partitions,

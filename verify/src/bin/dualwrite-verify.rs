@@ -178,7 +178,7 @@ fn load(path: &PathBuf) -> anyhow::Result<ClusterConfig> {
 }
 
 fn main() -> ExitCode {
-    cluster::process::init_tracing();
+    service::init_tracing();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -226,10 +226,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (_, addr) => addr,
     };
     if let Some(addr) = metrics_addr {
-        cluster::process::install_metrics(addr)?;
+        service::install_metrics(addr)?;
         verify::metrics::describe();
     }
-    let shutdown: CancellationToken = cluster::process::shutdown_on_signals();
+    let shutdown: CancellationToken = service::shutdown_on_signals();
     match cli.command {
         Command::Windows { clusters, range, recheck_all, out } => {
             let config = WindowsConfig {

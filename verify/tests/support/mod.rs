@@ -9,9 +9,9 @@ pub mod common;
 use std::time::{Duration, Instant};
 
 use cluster::config::ClusterConfig;
+use cluster::fence::{progress, window_state, WindowState};
 use cluster::pool::ShardPools;
 use common::{Broker, TestCluster};
-use consumer::coverage::{progress, window_state, WindowState};
 use mysql_async::prelude::Queryable;
 
 pub use common::{drop_databases, fresh_cluster, fresh_cluster_with, Group};

@@ -14,11 +14,13 @@ use tokio_util::sync::CancellationToken;
 use topics::{Codec, TopicKind};
 
 use crate::apply::{apply_shard, FenceInfo, ShardOutcome};
-use crate::config::{ConfigError, ConsumerConfig};
+use crate::config::ConsumerConfig;
+use crate::error::ConsumerError;
+use crate::message::{Control, Fetched, Receivers};
 use crate::plan::{plan, BatchPlan, TimeRules};
-use crate::retry::{is_retryable, Backoff};
-use crate::source::{Control, Fetched, Receivers, Resume, Source};
+use crate::source::{Resume, Source};
 use crate::{dead_letter, metrics};
+use cluster::retry::{is_retryable, Backoff};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -27,26 +29,6 @@ const SHARD_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often an idle consumer confirms its caught-up partitions, so that
 /// windows settle on partitions that receive nothing new.
 const IDLE_CONFIRM_EVERY: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConsumerError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cluster: {0}")]
-    Cluster(String),
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("shard {shard} ({range}): {source}")]
-    Shard { shard: usize, range: String, source: mysql_async::Error },
-    #[error("control database (dead letters): {0}")]
-    Control(mysql_async::Error),
-    #[error("schema missing on shard {shard}: {source}; run `dualwrite-cluster schema --cluster <file>` first")]
-    Schema { shard: String, source: mysql_async::Error },
-    #[error("internal: {0}")]
-    Internal(String),
-    #[error("start position: {0}")]
-    Start(#[from] crate::start::StartError),
-}
 
 /// What stops a batch: a fatal error, or shutdown while a shard was failing
 /// (the batch is abandoned and redelivered on restart).
@@ -69,7 +51,7 @@ struct Shared {
 /// they were: nothing past the failure is acknowledged).
 pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<(), ConsumerError> {
     config.validate()?;
-    metrics::describe();
+    metrics::describe(config.cluster.shards.len());
     let pools = Arc::new(ShardPools::new(&config.cluster));
     let control = pools.control().cloned().ok_or_else(|| ConsumerError::Cluster("no control database".into()))?;
     check_schema(&pools, &config.cluster).await?;
@@ -236,7 +218,7 @@ impl Batcher<'_> {
         if unknown.is_empty() {
             return out;
         }
-        match crate::apply::started_partitions(self.pools.shard(0)).await {
+        match cluster::fence::started_partitions(self.pools.shard(0)).await {
             Ok(rows) => known.extend(rows),
             Err(e) => tracing::debug!(error = %e, "reading started partitions failed"),
         }
