@@ -146,7 +146,7 @@ fn hex_or(bytes: &[u8], empty: &str) -> String {
     if bytes.is_empty() {
         return empty.to_owned();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::sql::hex_digits(bytes)
 }
 
 /// Why a `mysql://` DSN is rejected. Messages never quote the DSN: it may

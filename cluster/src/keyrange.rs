@@ -141,6 +141,21 @@ impl KeyRange {
         after_start && before_end
     }
 
+    /// The keyspace split evenly into `shards` ranges (a power of two from 1
+    /// to 256), one byte per bound: `-80`, `80-` for two; `-` for one.
+    pub fn even(shards: usize) -> Result<Vec<Self>, String> {
+        if !(1..=256).contains(&shards) || !shards.is_power_of_two() {
+            return Err(format!("shard count must be a power of two from 1 to 256, got {shards}"));
+        }
+        let step = 256 / shards;
+        Ok((0..shards)
+            .map(|i| Self {
+                start: if i == 0 { Vec::new() } else { vec![(i * step) as u8] },
+                end: if i + 1 == shards { Vec::new() } else { vec![((i + 1) * step) as u8] },
+            })
+            .collect())
+    }
+
     /// Whether this is the whole keyspace (`-`).
     pub fn is_full(&self) -> bool {
         self.start.is_empty() && self.end.is_empty()
@@ -255,9 +270,7 @@ fn nibble(digit: u8) -> u8 {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::sql::hex_digits as hex;
 
 #[cfg(test)]
 mod tests {
@@ -385,5 +398,17 @@ mod tests {
         let inverted = KeyRange { start: vec![0x80], end: vec![0x40] };
         let err = validate_partition(&[kr("-80"), inverted.clone()]).expect_err("must be rejected");
         assert_eq!(err, PartitionError::EmptyRange { index: 1, range: inverted });
+    }
+
+    #[test]
+    fn even_splits_name_the_vitess_ranges_and_partition_the_keyspace() {
+        let names = |n: usize| KeyRange::even(n).expect("even").iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(names(1), ["-"]);
+        assert_eq!(names(4), ["-40", "40-80", "80-c0", "c0-"]);
+        for n in [1, 2, 8, 64, 256] {
+            validate_partition(&KeyRange::even(n).expect("even")).expect("a partition");
+        }
+        assert!(KeyRange::even(3).is_err());
+        assert!(KeyRange::even(512).is_err());
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod fence;
 pub mod keyrange;
+pub mod layout;
 pub mod partitions;
 pub mod pool;
 pub mod retry;

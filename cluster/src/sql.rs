@@ -54,15 +54,26 @@ pub fn lit(v: impl Into<Value>) -> String {
 
 /// A binary literal (`X'..'`); `lit` would send valid UTF-8 bytes as a string.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2 + 3);
     out.push_str("X'");
+    push_hex_digits(&mut out, bytes);
+    out.push('\'');
+    out
+}
+
+/// Lowercase hex digits of `bytes`, no prefix (key range bounds, digests).
+pub fn hex_digits(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex_digits(&mut out, bytes);
+    out
+}
+
+fn push_hex_digits(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
         out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
-    out.push('\'');
-    out
 }
 
 /// `(a, b, c)` from literals.

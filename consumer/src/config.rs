@@ -68,10 +68,7 @@ impl ConsumerConfig {
 
     /// Topic name -> what it carries.
     pub fn topics(&self) -> HashMap<String, TopicKind> {
-        [TopicKind::QueryStats, TopicKind::SlowQueries]
-            .into_iter()
-            .map(|k| (format!("{}{}", self.topic_prefix, k.as_str()), k))
-            .collect()
+        TopicKind::ALL.into_iter().map(|k| (k.topic_name(&self.topic_prefix), k)).collect()
     }
 
     pub fn kafka_client_config(&self) -> ClientConfig {

@@ -56,6 +56,10 @@ pub struct SourceContext {
     stalled: AtomicBool,
     /// When fetching last resumed (see [`RESUME_GRACE`]).
     resumed_at: Mutex<Option<std::time::Instant>>,
+    /// Whether every partition of the current assignment is known to be
+    /// fetching at a resolved position (reset on every assignment): a start
+    /// at `latest` is only fixed once librdkafka has looked the end up.
+    fetching_all: AtomicBool,
 }
 
 /// After fetching resumes, end offsets in statistics may still be the ones
@@ -64,6 +68,7 @@ const RESUME_GRACE: Duration = Duration::from_secs(3);
 
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
+        self.note_fetch_states(&statistics);
         // End offsets come from fetch responses: while paused (and just after)
         // they are stale, and a stale end would claim "caught up" too early.
         if self.stalled.load(Ordering::SeqCst) {
@@ -85,6 +90,30 @@ impl ClientContext for SourceContext {
                     crate::metrics::lag(topic, *partition, p.consumer_lag);
                 }
             }
+        }
+    }
+}
+
+impl SourceContext {
+    /// Logs once per assignment when every assigned partition has a resolved
+    /// fetch position, so operators (and tests) see when a `latest` start
+    /// has been fixed.
+    fn note_fetch_states(&self, statistics: &Statistics) {
+        if self.fetching_all.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut assigned = 0usize;
+        let mut active = 0usize;
+        for t in statistics.topics.values() {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.desired {
+                    assigned += 1;
+                    active += usize::from(p.fetch_state == "active");
+                }
+            }
+        }
+        if assigned > 0 && active == assigned && !self.fetching_all.swap(true, Ordering::SeqCst) {
+            tracing::info!(partitions = assigned, "fetching every assigned partition");
         }
     }
 }
@@ -138,6 +167,7 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else { return };
         tracing::info!(count = tpl.count(), "partitions assigned");
+        self.fetching_all.store(false, Ordering::SeqCst);
         if self.stalled.load(Ordering::SeqCst) {
             if let Err(e) = consumer.pause(tpl) {
                 tracing::warn!(error = %e, "pausing the new assignment failed");
@@ -250,6 +280,7 @@ impl Source {
             watermarks: watermarks.clone(),
             stalled: AtomicBool::new(false),
             resumed_at: Mutex::new(None),
+            fetching_all: AtomicBool::new(false),
         };
         let consumer: Arc<BaseConsumer<SourceContext>> = Arc::new(client.create_with_context(context)?);
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();

@@ -2,7 +2,7 @@
 //! commits, before the Kafka commit) and restarted leaves the cluster equal
 //! to the ground truth.
 
-mod common;
+use testkit as common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Messages no group can apply are dead-lettered with their reason, durably,
 //! and nothing else in the stream is lost or changed.
 
-mod common;
+use testkit as common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Exactly once per shard: redelivery, overlapping retries and different
 //! batch cuts all leave the same rows, on 4 shards and on 8.
 
-mod common;
+use testkit as common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

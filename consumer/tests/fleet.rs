@@ -2,7 +2,7 @@
 //! zombie writers, start positions the broker cannot serve, and late and
 //! expired events decided from the message alone.
 
-mod common;
+use testkit as common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,23 +29,13 @@ async fn a_group_started_mid_stream_covers_only_what_follows_its_start() {
 
     let group_b = ConsumerProcess::spawn_with(&cluster, &broker, "b", 1000, &["--start", "latest"]);
     group_b.wait_assigned(1, Duration::from_secs(60)).await;
-    // "latest" is resolved after the assignment is logged; let it settle
-    // before producing, or the first new messages would count as before it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // "latest" is resolved after the assignment is logged: wait until every
+    // partition fetches at a resolved position before producing, or the
+    // first new messages would count as before it.
+    group_b.wait_log("fetching every assigned partition", 1, Duration::from_secs(60)).await;
     let at_start = broker.watermarks().await;
     let truth = broker.produce_from(8_000, 32, None, after_start).await;
     common::wait_caught_up_since(&cluster.config, &broker, &at_start, Duration::from_secs(120)).await;
-    // Give the idle consumer time to confirm its caught-up partitions.
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    assert!(group_b.terminate().await.success());
-
-    // Only what was produced after the start is on the cluster.
-    assert_matches_truth(&cluster.config, &truth).await;
-    assert_eq!(messages_applied(&cluster.config).await, truth.messages);
-
-    let pools = ShardPools::new(&cluster.config);
-    let fences = progress(&pools).await.expect("progress");
-    pools.disconnect().await;
     // The partitions that received messages since the group started; one
     // idle since then has no fence yet and would read as not covered.
     let with_data: Vec<(String, i32)> = broker
@@ -55,6 +45,17 @@ async fn a_group_started_mid_stream_covers_only_what_follows_its_start() {
         .filter(|(k, (_, high))| at_start.get(k).is_some_and(|(_, before)| high > before))
         .map(|(k, _)| k)
         .collect();
+    // The idle consumer confirms its caught-up partitions every few seconds.
+    common::wait_reached_end(&cluster.config, &with_data, Duration::from_secs(60)).await;
+    assert!(group_b.terminate().await.success());
+
+    // Only what was produced after the start is on the cluster.
+    assert_matches_truth(&cluster.config, &truth).await;
+    assert_eq!(messages_applied(&cluster.config).await, truth.messages);
+
+    let pools = ShardPools::new(&cluster.config);
+    let fences = progress(&pools).await.expect("progress");
+    pools.disconnect().await;
     assert!(with_data.len() >= 16);
     let lateness = 5 * MINUTE_MS;
     let minute = |start: i64| {

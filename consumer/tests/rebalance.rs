@@ -1,7 +1,7 @@
 //! Two processes in one group, with rebalances mid-load (one joins, then
 //! the other leaves), still leave the cluster equal to the ground truth.
 
-mod common;
+use testkit as common;
 
 use std::time::Duration;
 
@@ -15,13 +15,15 @@ async fn two_processes_share_a_group_through_rebalances() {
 
     let first = ConsumerProcess::spawn(&cluster, &broker, "shared", 1000);
     first.wait_assigned(1, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The join must interrupt a member that is applying.
+    common::wait_applied(&cluster.config, 1, Duration::from_secs(60)).await;
     let second = ConsumerProcess::spawn(&cluster, &broker, "shared", 1000);
     // The join makes the first member revoke, drain its batch and rejoin.
     second.wait_assigned(1, Duration::from_secs(60)).await;
     first.wait_assigned(2, Duration::from_secs(60)).await;
     let mid = messages_applied(&cluster.config).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both members apply before the first one leaves.
+    common::wait_applied(&cluster.config, mid + 1, Duration::from_secs(60)).await;
     assert!(first.lines_containing("partitions revoked") >= 1);
     let first_log = first.log_text();
     // The first member leaves while the producer is still running: the second takes over.

@@ -4,7 +4,7 @@
 //! equal to the ground truth. Alone in its test binary: it stops a shared
 //! mariadbd of the local stack.
 
-mod common;
+use testkit as common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -54,7 +54,9 @@ async fn a_shard_outage_in_one_cluster_never_slows_the_other() {
     let group_b = ConsumerProcess::spawn(&new, &broker, "b", 1000);
     group_a.wait_assigned(1, Duration::from_secs(60)).await;
     group_b.wait_assigned(1, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Both groups are applying before the outage starts.
+    common::wait_applied(&old.config, 1, Duration::from_secs(60)).await;
+    common::wait_applied(&new.config, 1, Duration::from_secs(60)).await;
 
     stop_victim().await;
     let started = Instant::now();

@@ -2,7 +2,7 @@
 //! broker with offset lookup by time (Tansu, sqlite storage): a group started
 //! `at` a time or at a `window-boundary` applies exactly what follows it.
 
-mod common;
+use testkit as common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -43,7 +43,7 @@ pub async fn collect(config: &CollectConfig) -> GateInputs {
         };
         let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]
             .iter()
-            .map(|k| format!("{}{}", config.topic_prefix, k.as_str()))
+            .map(|k| k.topic_name(&config.topic_prefix))
             .collect();
         let old = status(&config.old, brokers, &topics).await;
         let new = status(&config.new, brokers, &topics).await;

@@ -4,11 +4,12 @@
 
 mod common;
 
-use common::{control, cutover_command, drop_databases, fresh_cluster};
+use common::{control, cutover_command};
 use cutover::gates::{evaluate, Gate, GateInputs, RetentionInput, ShadowInput, Thresholds};
 use cutover::state::ShadowTotals;
 use cutover::TableGroup;
 use mysql_async::prelude::Queryable;
+use testkit::{drop_databases, fresh_cluster};
 
 async fn insert_run(conn: &mut mysql_async::Conn, kind: &str, target: &str, outcome: &str, finished_ago_s: i64) -> u64 {
     conn.exec_drop(

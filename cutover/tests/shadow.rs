@@ -7,12 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fleet::wait_caught_up;
-use common::{
-    control, cutover_command, drop_databases, fresh_cluster, hot_database, on_shard_of, router_config, Api, Broker,
-    Group,
-};
+use common::{control, cutover_command, hot_database, on_shard_of, router_config, Api};
 use serde_json::Value;
+use testkit::{drop_databases, fresh_cluster, wait_caught_up, Broker, Group};
 
 async fn get(client: &reqwest::Client, url: &str) -> Value {
     let response = client.get(url).send().await.expect("request");

@@ -9,9 +9,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{
-    control, cutover_command, drop_databases, fresh_cluster, hot_database, router_config, Api, Broker, Group,
-};
+use common::{control, cutover_command, hot_database, router_config, Api};
+use testkit::{drop_databases, fresh_cluster, Broker, Group};
 use tokio_util::sync::CancellationToken;
 
 /// One API read as the client saw it.

@@ -89,10 +89,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     produce(&produce_config, &CancellationToken::new()).await.map_err(|e| setup(&e))?;
     report.produce_msgs_per_s = rate(config.messages, started.elapsed());
 
-    let topics: Vec<String> = [TopicKind::QueryStats, TopicKind::SlowQueries]
-        .iter()
-        .map(|k| format!("{}{}", config.topic_prefix, k.as_str()))
-        .collect();
+    let topics: Vec<String> = TopicKind::ALL.iter().map(|k| k.topic_name(&config.topic_prefix)).collect();
     report.raw_consume_msgs_per_s = raw_consume(&config.brokers, &topics, config.messages).await?;
     report.kcat_msgs_per_s = kcat(&config.brokers, &topics).await;
     report.insert_ceiling_rows_per_s = insert_ceiling(&new, config.insert_rows).await?;

@@ -64,8 +64,8 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
 pub async fn produce(config: &ProduceConfig, shutdown: &CancellationToken) -> Result<Truth, ProduceError> {
     let codec = Codec::embedded().map_err(|e| ProduceError::Encode(e.to_string()))?;
     let producer: FutureProducer = producer_config(&config.brokers).create()?;
-    let stats_topic = format!("{}{}", config.topic_prefix, TopicKind::QueryStats.as_str());
-    let slow_topic = format!("{}{}", config.topic_prefix, TopicKind::SlowQueries.as_str());
+    let stats_topic = TopicKind::QueryStats.topic_name(&config.topic_prefix);
+    let slow_topic = TopicKind::SlowQueries.topic_name(&config.topic_prefix);
     let mut truth = TruthBuilder::new(config.workload.minute_secs, config.workload.hour_secs);
     let mut in_flight = FuturesUnordered::new();
     let started = Instant::now();

@@ -2,8 +2,7 @@
 //! re-runs are no-ops, rows dated ahead survive splits, and a consumer
 //! writing while partitions are split and dropped loses nothing.
 
-#[path = "../../consumer/tests/common/mod.rs"]
-mod common;
+use testkit as common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

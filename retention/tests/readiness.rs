@@ -4,8 +4,7 @@
 //! and at that moment every window the old cluster serves is covered on the
 //! new one and holds the same rows.
 
-#[path = "../../consumer/tests/common/mod.rs"]
-mod common;
+use testkit as common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -85,6 +84,8 @@ async fn readiness_predicts_when_the_new_cluster_holds_every_retained_window() {
         }));
     }
     let group_a = common::Group::start(&old, &broker, "ready-a");
+    // Group A builds 15 s of history (compressed time: several partitions)
+    // before group B starts: a span of the scenario, not a synchronisation.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let mut b_config = common::consumer_config(&new, &broker, "ready-b");
     b_config.start = StartPosition::Latest;
@@ -141,10 +142,11 @@ async fn readiness_predicts_when_the_new_cluster_holds_every_retained_window() {
     }
 
     // And once settled, those windows hold the same rows on both clusters.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let compared_to = became - 2;
+    common::wait_settled(&old.config, compared_to * 1000, Duration::from_secs(60)).await;
+    common::wait_settled(&new.config, compared_to * 1000, Duration::from_secs(60)).await;
     producer_stop.cancel();
     let _ = producer.await;
-    let compared_to = became - 2;
     let (a, b) =
         (minute_rows(&old.config, required, compared_to).await, minute_rows(&new.config, required, compared_to).await);
     assert!(a.len() > 50, "only {} rows in the retained windows: proves little", a.len());

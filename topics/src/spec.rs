@@ -8,6 +8,14 @@ pub enum TopicKind {
 }
 
 impl TopicKind {
+    /// Every topic the product reads.
+    pub const ALL: [TopicKind; 2] = [TopicKind::QueryStats, TopicKind::SlowQueries];
+
+    /// The topic's name under a deployment's (or a test's) prefix.
+    pub fn topic_name(self, prefix: &str) -> String {
+        format!("{prefix}{}", self.as_str())
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TopicKind::QueryStats => "query-stats",
@@ -33,10 +41,10 @@ const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// The default topic set; names can be prefixed so tests never share topics.
 pub fn default_topics(prefix: &str, partitions: i32, replication: i32) -> Vec<TopicSpec> {
-    [TopicKind::QueryStats, TopicKind::SlowQueries]
+    TopicKind::ALL
         .into_iter()
         .map(|kind| TopicSpec {
-            name: format!("{prefix}{}", kind.as_str()),
+            name: kind.topic_name(prefix),
             kind,
             partitions,
             replication,

@@ -226,12 +226,7 @@ pub fn misplaced_sql(range: &KeyRange) -> String {
 pub const LANES_SQL: &str =
     "CAST(CONV(SUBSTRING(h, 1, 16), 16, 10) AS UNSIGNED) AS a, CAST(CONV(SUBSTRING(h, 17, 16), 16, 10) AS UNSIGNED) AS b";
 
-pub use cluster::sql::{datetime, hex as hex_literal};
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use cluster::sql::{datetime, hex as hex_literal, hex_digits as hex};
 
 /// Bytes from hex (either case); `None` if malformed.
 pub fn unhex(text: &str) -> Option<Vec<u8>> {

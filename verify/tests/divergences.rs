@@ -386,6 +386,6 @@ async fn finds_every_injected_divergence_and_nothing_else() {
     let png = support::screenshot(&out.join("report.html"), &out.join("timeline.png"));
     eprintln!("report screenshot: {}", png.display());
 
-    support::drop_databases(old).await;
-    support::drop_databases(new).await;
+    testkit::drop_databases(old).await;
+    testkit::drop_databases(new).await;
 }

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use loadtest::produce::{produce, ProduceConfig};
 use loadtest::workload::WorkloadConfig;
-use support::common::{wait_caught_up, Broker};
-use support::{fresh_cluster_with, Group};
+use testkit::{fresh_cluster_with, wait_caught_up, Broker, Group};
 use tokio_util::sync::CancellationToken;
 use verify::windows::{run_windows, Range, WindowsConfig};
 
@@ -83,9 +82,10 @@ async fn reports_no_difference_while_both_groups_are_writing() {
     assert!(html.contains("class=\"not_settled\"") && html.contains("class=\"equal\""));
     support::screenshot(&out.join("report.html"), &out.join("timeline.png"));
 
-    // One idle confirmation later, every window that ended a little while ago is settled.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // After an idle confirmation, every window that ended a little while ago is settled.
     let settle_to = chrono::Utc::now().timestamp() - 10;
+    testkit::wait_settled(&old.config, settle_to * 1000, Duration::from_secs(60)).await;
+    testkit::wait_settled(&new.config, settle_to * 1000, Duration::from_secs(60)).await;
     let last = run_windows(
         &WindowsConfig { range: Range::Between(start - 60, settle_to), ..config },
         &CancellationToken::new(),
@@ -98,7 +98,7 @@ async fn reports_no_difference_while_both_groups_are_writing() {
     assert!(last.run.rows_compared > 0);
     a.stop().await;
     b.stop().await;
-    support::common::assert_nothing_truncated(&broker).await;
-    support::drop_databases(&old.config).await;
-    support::drop_databases(&new.config).await;
+    testkit::assert_nothing_truncated(&broker).await;
+    testkit::drop_databases(&old.config).await;
+    testkit::drop_databases(&new.config).await;
 }

@@ -27,12 +27,57 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write the cluster file of shards on consecutive ports of one host (the
+    /// local stack's layout); shard i of N owns the i-th of N even key ranges.
+    LocalLayout {
+        /// Cluster name.
+        #[arg(long)]
+        name: String,
+        /// Shard count: a power of two from 1 to 256.
+        #[arg(long)]
+        shards: usize,
+        /// Port of the first shard; the others follow.
+        #[arg(long)]
+        first_port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value = "dualwrite")]
+        database: String,
+        #[arg(long, default_value = "dualwrite")]
+        user: String,
+        /// File holding the login's password.
+        #[arg(long)]
+        password_file: PathBuf,
+        /// DSN of the control database.
+        #[arg(long)]
+        control_dsn: Option<String>,
+        /// Where to write the file (atomically replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     service::init_tracing();
     let cli = Cli::parse();
     match cli.command {
+        Command::LocalLayout { name, shards, first_port, host, database, user, password_file, control_dsn, out } => {
+            let layout = cluster::layout::LocalCluster {
+                name,
+                shards,
+                first_port,
+                host,
+                database,
+                user,
+                password_file,
+                control_dsn,
+            };
+            let text = layout.render().map_err(anyhow::Error::msg)?;
+            let tmp = out.with_extension("toml.tmp");
+            std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &out).with_context(|| format!("replacing {}", out.display()))?;
+            Ok(())
+        }
         Command::Check { cluster } => {
             let config = cluster::config::ClusterConfig::load(&cluster)
                 .with_context(|| format!("loading cluster file {}", cluster.display()))?;

@@ -164,10 +164,8 @@ fn main() -> anyhow::Result<()> {
 fn status(cluster: PathBuf, brokers: Option<String>, prefix: String, json: bool) -> anyhow::Result<()> {
     let config = cluster::config::ClusterConfig::load(&cluster)
         .with_context(|| format!("loading cluster file {}", cluster.display()))?;
-    let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]
-        .iter()
-        .map(|k| format!("{prefix}{}", k.as_str()))
-        .collect();
+    let topics: Vec<String> =
+        [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries].iter().map(|k| k.topic_name(&prefix)).collect();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let lateness_ms = config.time.allowed_lateness_ms();
     let report = runtime

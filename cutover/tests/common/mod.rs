@@ -2,7 +2,7 @@
 //! databases on the local stack's real mariadbd shards, an in-process
 //! librdkafka mock broker) plus in-process consumer groups, the query API
 //! in-process, and the `dualwrite-cutover` binary for the operator's commands.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
@@ -13,10 +13,7 @@ use cutover::RouterConfig;
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 
-#[path = "../../../consumer/tests/common/mod.rs"]
-pub mod fleet;
-
-pub use fleet::{drop_databases, fresh_cluster, Broker, Group, TestCluster};
+use testkit::TestCluster;
 
 /// The query API over a router, running in this process on an ephemeral port.
 pub struct Api {

@@ -1,20 +1,15 @@
 //! The verify tests' harness: the consumer tests' throwaway clusters and mock
 //! broker, plus two consumer groups run in-process, settlement waits and
 //! cleanup of every database a test created.
-#![allow(dead_code, unused_imports)]
-
-#[path = "../../../consumer/tests/common/mod.rs"]
-pub mod common;
+#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
 use cluster::config::ClusterConfig;
 use cluster::fence::{progress, window_state, WindowState};
 use cluster::pool::ShardPools;
-use common::{Broker, TestCluster};
 use mysql_async::prelude::Queryable;
-
-pub use common::{drop_databases, fresh_cluster, fresh_cluster_with, Group};
+use testkit::{fresh_cluster, Broker, Group, TestCluster};
 
 /// Start of the hour two hours ago: its hour window and every minute window
 /// of it are long past their allowed lateness (5 min) when the test runs.
@@ -83,13 +78,13 @@ pub async fn feed_both(tag: &str, messages: u64) -> Fed {
     let start = two_hours_ago();
     broker.produce_from(messages, 7, None, start * 1000).await;
     let (a, b) = (Group::start(&old, &broker, "a"), Group::start(&new, &broker, "b"));
-    common::wait_caught_up(&old.config, &broker, Duration::from_secs(180)).await;
-    common::wait_caught_up(&new.config, &broker, Duration::from_secs(180)).await;
+    testkit::wait_caught_up(&old.config, &broker, Duration::from_secs(180)).await;
+    testkit::wait_caught_up(&new.config, &broker, Duration::from_secs(180)).await;
     wait_settled(&old.config, start, start + 3600, Duration::from_secs(60)).await;
     wait_settled(&new.config, start, start + 3600, Duration::from_secs(60)).await;
     a.stop().await;
     b.stop().await;
-    common::assert_nothing_truncated(&broker).await;
+    testkit::assert_nothing_truncated(&broker).await;
     Fed { old, new, broker, start }
 }
 

@@ -1,7 +1,8 @@
-//! Shared harness for the consumer's integration tests: throwaway databases
-//! on the local stack's real mariadbd shards, and an in-process librdkafka
-//! mock broker with unique topic names per test.
-#![allow(dead_code)]
+//! The integration tests' harness, shared by every crate (dev-only): throwaway
+//! databases on the local stack's real mariadbd shards, an in-process
+//! librdkafka mock broker with unique topic names per test, consumer groups
+//! in-process or as `dualwrite-consumer` child processes, and the waits the
+//! tests synchronise on (a condition with a deadline, never a fixed sleep).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -90,7 +91,7 @@ impl Broker {
     }
 
     pub fn topic(&self, kind: topics::TopicKind) -> String {
-        format!("{}{}", self.prefix, kind.as_str())
+        kind.topic_name(&self.prefix)
     }
 
     pub async fn produce(&self, messages: u64, seed: u64, rate: Option<u64>) -> Truth {
@@ -236,6 +237,68 @@ pub async fn wait_caught_up_since(
     }
 }
 
+/// Waits until the cluster's fences say every partition in `partitions`
+/// reached the end of its log on every shard (the idle confirmation that
+/// settles windows without new messages).
+pub async fn wait_reached_end(cluster: &ClusterConfig, partitions: &[(String, i32)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pools = ShardPools::new(cluster);
+        let progress = cluster::fence::progress(&pools).await.expect("fence progress");
+        pools.disconnect().await;
+        let pending: Vec<&(String, i32)> = partitions
+            .iter()
+            .filter(|(t, p)| !progress.iter().any(|g| &g.topic == t && g.partition == *p && g.reached_end))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} partitions not confirmed at their end within {timeout:?}, e.g. {:?}",
+            pending.len(),
+            pending[0]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until every partition the cluster has fences for is settled through
+/// `through_ms` (applied, or confirmed idle, past it plus the allowed lateness).
+pub async fn wait_settled(cluster: &ClusterConfig, through_ms: i64, timeout: Duration) {
+    let lateness = cluster.time.allowed_lateness_ms();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pools = ShardPools::new(cluster);
+        let progress = cluster::fence::progress(&pools).await.expect("fence progress");
+        pools.disconnect().await;
+        let behind = progress.iter().filter(|p| p.settled_through_ms(lateness) < through_ms).count();
+        if !progress.is_empty() && behind == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster {}: {behind} of {} partitions not settled through {through_ms} within {timeout:?}",
+            cluster.name,
+            progress.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until at least `n` messages are applied on the cluster.
+pub async fn wait_applied(cluster: &ClusterConfig, n: u64, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let applied = messages_applied(cluster).await;
+        if applied >= n {
+            return applied;
+        }
+        assert!(Instant::now() < deadline, "only {applied} of {n} messages applied within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Total messages applied across every shard and partition (each message is
 /// applied on exactly one shard, so this equals the messages consumed once).
 pub async fn messages_applied(cluster: &ClusterConfig) -> u64 {
@@ -273,11 +336,11 @@ pub async fn dead_letters(cluster: &ClusterConfig) -> Vec<(String, i32, i64, Str
     rows
 }
 
-/// A `dualwrite-consumer run` child process, with its log lines collected.
-/// The consumer binary: Cargo's path inside the consumer crate's tests; next
-/// to the test executable for other crates' tests sharing this harness.
+/// The consumer binary: `DUALWRITE_CONSUMER_BIN`, or next to the test
+/// executable's directory (`target/<profile>/`), where `cargo test` builds
+/// the workspace's binaries.
 fn consumer_binary() -> PathBuf {
-    if let Some(path) = option_env!("CARGO_BIN_EXE_dualwrite-consumer") {
+    if let Some(path) = std::env::var_os("DUALWRITE_CONSUMER_BIN") {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable");
@@ -286,6 +349,7 @@ fn consumer_binary() -> PathBuf {
     path
 }
 
+/// A `dualwrite-consumer run` child process, with its log lines collected.
 pub struct ConsumerProcess {
     child: tokio::process::Child,
     /// Every log line the process wrote so far.
@@ -337,9 +401,14 @@ impl ConsumerProcess {
 
     /// Waits for the `n`th partition assignment logged by the process.
     pub async fn wait_assigned(&self, n: usize, timeout: Duration) {
+        self.wait_log("partitions assigned", n, timeout).await;
+    }
+
+    /// Waits until the process has logged `needle` at least `n` times.
+    pub async fn wait_log(&self, needle: &str, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while self.lines_containing("partitions assigned") < n {
-            assert!(Instant::now() < deadline, "no partition assignment within {timeout:?}; log:\n{}", self.log_text());
+        while self.lines_containing(needle) < n {
+            assert!(Instant::now() < deadline, "no {n}x '{needle}' within {timeout:?}; log:\n{}", self.log_text());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
