@@ -85,6 +85,6 @@ async fn runs_on_schedule_never_overlapping_keeping_the_last_reports() {
         .collect();
     assert!(!names.iter().any(|n| n.ends_with(".partial")), "{names:?}");
 
-    support::drop_databases(&fed.old.config).await;
-    support::drop_databases(&fed.new.config).await;
+    testkit::drop_databases(&fed.old.config).await;
+    testkit::drop_databases(&fed.new.config).await;
 }
