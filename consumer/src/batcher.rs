@@ -57,7 +57,7 @@ struct Shared {
 /// they were: nothing past the failure is acknowledged).
 pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<(), ConsumerError> {
     config.validate()?;
-    metrics::describe();
+    metrics::describe(config.cluster.shards.len());
     let pools = Arc::new(ShardPools::new(&config.cluster));
     let control = pools.control().cloned().ok_or_else(|| ConsumerError::Cluster("no control database".into()))?;
     check_schema(&pools, &config.cluster).await?;
@@ -407,6 +407,7 @@ impl Batcher<'_> {
             progress.skipped += skipped[i];
             metrics::messages(&r.topic, "applied", applied[i]);
             metrics::messages(&r.topic, "skipped_below_fence", skipped[i]);
+            metrics::applied_through(&r.topic, r.partition, r.max_message_ms);
         }
         Ok(())
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 
-pub fn describe() {
+/// HELP text for every family, and the series whose first increment an alert
+/// must see, at zero (`shards`: the cluster's shard count).
+pub fn describe(shards: usize) {
     describe_counter!(
         "dualwrite_consumer_messages_total",
         "Messages handled, by topic and outcome (applied, skipped_below_fence, dead_letter)."
@@ -53,6 +55,20 @@ pub fn describe() {
         Unit::Count,
         "End offset minus the committed offset, by topic and partition (librdkafka statistics)."
     );
+    describe_gauge!(
+        "dualwrite_consumer_applied_message_timestamp_seconds",
+        Unit::Seconds,
+        "Highest message timestamp applied, by topic and partition; lag in seconds is now minus this while lag_messages > 0."
+    ); // Present from the start, so a first increment is an increase to alert on.
+    counter!("dualwrite_consumer_offset_gaps_total").increment(0);
+    counter!("dualwrite_consumer_pauses_total").increment(0);
+    for shard in 0..shards {
+        counter!("dualwrite_consumer_shard_retries_total", "shard" => shard.to_string()).increment(0);
+    }
+    for reason in topics::DecodeError::REASONS {
+        counter!("dualwrite_consumer_dead_letters_total", "reason" => reason).increment(0);
+    }
+    gauge!("dualwrite_consumer_paused").set(0.0);
 }
 
 pub fn messages(topic: &str, outcome: &'static str, n: u64) {
@@ -92,6 +108,12 @@ pub fn batch(duration: Duration, messages: u64) {
 pub fn lag(topic: &str, partition: i32, lag: i64) {
     gauge!("dualwrite_consumer_lag_messages", "topic" => topic.to_string(), "partition" => partition.to_string())
         .set(lag as f64);
+}
+
+/// After a batch is durable: how far in message time a partition is applied.
+pub fn applied_through(topic: &str, partition: i32, message_ms: i64) {
+    gauge!("dualwrite_consumer_applied_message_timestamp_seconds", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(message_ms as f64 / 1000.0);
 }
 
 pub fn paused(paused: bool) {

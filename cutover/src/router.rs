@@ -561,6 +561,7 @@ async fn follow(inner: Arc<Inner>, mut applied: u64, mut held: [Option<u64>; 2])
         } else {
             failures = 0;
             inner.mark_followed();
+            crate::metrics::routing_synced();
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod metrics;
 pub mod produce;
 pub mod truth;
 pub mod workload;

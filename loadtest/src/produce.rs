@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
@@ -99,15 +100,21 @@ pub async fn produce_with(
             let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
             tokio::time::sleep_until(due.into()).await;
         }
-        let (topic, key, payload, slow) = match &event {
+        let (topic, key, payload, slow, kind) = match &event {
             Generated::Stats(q) => {
                 truth.add_stats(q);
                 let payload = codec.encode_query_stats(q).map_err(|e| ProduceError::Encode(e.to_string()))?;
-                (&stats_topic, message_key(q.database_id, &q.fingerprint), payload, None)
+                (&stats_topic, message_key(q.database_id, &q.fingerprint), payload, None, TopicKind::QueryStats)
             }
             Generated::Slow(s) => {
                 let payload = codec.encode_slow_query(s).map_err(|e| ProduceError::Encode(e.to_string()))?;
-                (&slow_topic, message_key(s.database_id, &s.fingerprint), payload, Some(s.clone()))
+                (
+                    &slow_topic,
+                    message_key(s.database_id, &s.fingerprint),
+                    payload,
+                    Some(s.clone()),
+                    TopicKind::SlowQueries,
+                )
             }
         };
         let mut record = FutureRecord::to(topic).key(&key[..]).payload(&payload).timestamp(event.timestamp_ms());
@@ -116,17 +123,26 @@ pub async fn produce_with(
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // librdkafka's queue is full: wait for some deliveries, then retry.
+                    crate::metrics::error(kind, "queue_full");
                     record = back;
                     match in_flight.next().await {
                         Some(done) => settle(done, &mut truth)?,
                         None => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
-                Err((e, _)) => return Err(ProduceError::Kafka(e)),
+                Err((e, _)) => {
+                    crate::metrics::error(kind, "enqueue");
+                    return Err(ProduceError::Kafka(e));
+                }
             }
         };
-        in_flight.push(async move { (delivery.await, slow) });
+        in_flight.push(async move { (delivery.await, slow, kind) });
         sent += 1;
+        // Settle what is already acknowledged, so the truth and the delivery
+        // metrics follow the broker rather than the in-flight bound.
+        while let Some(Some(done)) = in_flight.next().now_or_never() {
+            settle(done, &mut truth)?;
+        }
         while in_flight.len() >= MAX_IN_FLIGHT {
             if let Some(done) = in_flight.next().await {
                 settle(done, &mut truth)?;
@@ -148,11 +164,14 @@ pub async fn produce_with(
     Ok(truth.build())
 }
 
-type Settled = (Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>, Option<topics::SlowQuery>);
+type Settled = (Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>, Option<topics::SlowQuery>, TopicKind);
 
-fn settle((result, slow): Settled, truth: &mut TruthBuilder) -> Result<(), ProduceError> {
-    let delivery =
-        result.map_err(|_| ProduceError::Kafka(KafkaError::Canceled))?.map_err(|(e, _)| ProduceError::Kafka(e))?;
+fn settle((result, slow, kind): Settled, truth: &mut TruthBuilder) -> Result<(), ProduceError> {
+    let delivery = result
+        .map_err(|_| ProduceError::Kafka(KafkaError::Canceled))
+        .and_then(|r| r.map_err(|(e, _)| ProduceError::Kafka(e)))
+        .inspect_err(|_| crate::metrics::error(kind, "delivery"))?;
+    crate::metrics::delivered(kind);
     if let Some(s) = slow {
         truth.add_slow(&s, delivery.partition, delivery.offset);
     }

@@ -36,6 +36,9 @@ pub struct TableOutcome {
     pub emptied_past: bool,
     /// Oldest window start every row of the table is kept from (seconds).
     pub retained_from: i64,
+    /// Upper bound of the newest real partition after the plan (seconds): an
+    /// event dated at or past it lands in `p_future` until the next split.
+    pub ready_through: i64,
     pub statements: Vec<String>,
 }
 
@@ -227,7 +230,16 @@ async fn run_tables(
             }
         }
         let retained_from = retained_from(&parts, &plan, options.policy.width);
-        out.push(TableOutcome { shard: shard.to_owned(), table, plan, emptied_past, retained_from, statements });
+        let ready_through = ready_through(&parts, &plan);
+        out.push(TableOutcome {
+            shard: shard.to_owned(),
+            table,
+            plan,
+            emptied_past,
+            retained_from,
+            ready_through,
+            statements,
+        });
     }
     Ok(out)
 }
@@ -262,6 +274,11 @@ pub(crate) fn retained_from(parts: &[Part], plan: &TablePlan, width: i64) -> i64
         .chain(plan.create.iter().filter(|c| !plan.drop.contains(&c.0)).map(|c| c.1))
         .min()
         .map_or(past_upper, |upper| (upper - width).max(past_upper))
+}
+
+/// The highest bound below `p_future` once the plan ran (`p_past`'s if it is alone).
+pub(crate) fn ready_through(parts: &[Part], plan: &TablePlan) -> i64 {
+    parts.iter().filter_map(|p| p.upper).chain(plan.create.iter().map(|c| c.1)).max().unwrap_or(i64::MIN)
 }
 
 pub(crate) async fn read_layout(

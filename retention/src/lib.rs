@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod execute;
+pub mod metrics;
 pub mod plan;
 pub mod readiness;
 pub mod run;

@@ -123,19 +123,11 @@ pub async fn run_once(config: &RetentionConfig, pools: &ShardPools, now: i64) ->
     for s in shards.iter().filter(|s| s.error.is_some()) {
         tracing::error!(cluster = %config.cluster.name, shard = %s.shard, error = s.error.as_deref().unwrap_or(""), "retention failed on shard");
     }
+    let ready_through = shards.iter().flat_map(|s| &s.tables).map(|t| t.ready_through).min();
     if !config.dry_run {
-        let cluster = config.cluster.name.clone();
-        metrics::counter!("dualwrite_retention_partitions_created_total", "cluster" => cluster.clone())
-            .increment(created as u64);
-        metrics::counter!("dualwrite_retention_partitions_dropped_total", "cluster" => cluster.clone())
-            .increment(dropped as u64);
-        metrics::counter!("dualwrite_retention_errors_total", "cluster" => cluster.clone()).increment(errors as u64);
-        if let Some(oldest) = oldest_retained {
-            metrics::gauge!("dualwrite_retention_oldest_retained_window_seconds", "cluster" => cluster.clone())
-                .set(oldest as f64);
-        }
-        metrics::gauge!("dualwrite_retention_last_run_duration_seconds", "cluster" => cluster)
-            .set(started.elapsed().as_secs_f64());
+        crate::metrics::record_run(&config.cluster.name, created, dropped, errors, oldest_retained, ready_through);
+        crate::metrics::ahead(&config.cluster.name, config.ahead);
+        crate::metrics::run_duration(&config.cluster.name, started.elapsed());
     }
     tracing::info!(
         cluster = %config.cluster.name,

@@ -29,8 +29,15 @@ pub struct MetricsError {
 /// Serves `/metrics` on `addr` (127.0.0.1 by default in every binary).
 /// Must be called inside a tokio runtime.
 pub fn install_metrics(addr: SocketAddr) -> Result<(), MetricsError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Latencies as histograms (buckets), not per-process summaries, so they
+    // aggregate across the processes of a group; 1 ms to 1 min.
+    const SECONDS_BUCKETS: &[f64] =
+        &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+    PrometheusBuilder::new()
         .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .map_err(|source| MetricsError { addr, source })?
         .install()
         .map_err(|source| MetricsError { addr, source })
 }

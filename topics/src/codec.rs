@@ -52,6 +52,18 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every value [`DecodeError::reason`] returns (metrics start each at zero).
+    pub const REASONS: [&'static str; 8] = [
+        "empty",
+        "truncated_header",
+        "bad_magic",
+        "unknown_schema_id",
+        "wrong_record",
+        "avro_decode",
+        "trailing_bytes",
+        "invalid_field",
+    ];
+
     /// A short stable code for metrics labels and dead letter queries.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -221,4 +233,25 @@ fn validate(event: &Event) -> Result<(), DecodeError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::DecodeError;
+
+    #[test]
+    fn every_reason_is_listed_once() {
+        let all = [
+            DecodeError::Empty,
+            DecodeError::TruncatedHeader(1),
+            DecodeError::BadMagic(1),
+            DecodeError::UnknownSchemaId(9),
+            DecodeError::WrongRecord { id: 1, record: "r".into(), topic: "t" },
+            DecodeError::Avro("x".into()),
+            DecodeError::TrailingBytes(1),
+            DecodeError::Invalid { field: "f", why: "w".into() },
+        ];
+        let reasons: Vec<&str> = all.iter().map(DecodeError::reason).collect();
+        assert_eq!(reasons, DecodeError::REASONS);
+    }
 }

@@ -6,6 +6,7 @@
 //! - [`history`]: runs, window states and differences in the control
 //!   database; what the next run and cutover read.
 //! - [`report`]: the nightly JSON / Markdown / HTML report; [`metrics`].
+//! - [`nightly`]: the daemon running all of them on a schedule into dated reports.
 //! - [`bench`]: comparator throughput against `CHECKSUM TABLE`.
 
 pub mod bench;
@@ -15,6 +16,7 @@ pub mod drill;
 pub mod error;
 pub mod history;
 pub mod metrics;
+pub mod nightly;
 pub mod report;
 pub mod spec;
 pub mod table;

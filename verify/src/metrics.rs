@@ -14,6 +14,55 @@ pub const DIFFERENCES: &str = "dualwrite_verify_differences";
 pub const DURATION: &str = "dualwrite_verify_last_run_duration_seconds";
 /// 1 when the last run ended `equal`, 0 otherwise.
 pub const EQUAL: &str = "dualwrite_verify_last_run_equal";
+/// Nightly daemon runs by outcome (equal, different, incomplete, failed, busy).
+pub const NIGHTLY_RUNS: &str = "dualwrite_verify_nightly_runs_total";
+/// When the last nightly run completed (whatever it found).
+pub const NIGHTLY_SUCCESS: &str = "dualwrite_verify_nightly_last_success_timestamp_seconds";
+/// When the next nightly run is due.
+pub const NIGHTLY_NEXT: &str = "dualwrite_verify_nightly_next_run_timestamp_seconds";
+/// 1 while a nightly run is going.
+pub const NIGHTLY_RUNNING: &str = "dualwrite_verify_nightly_running";
+
+/// HELP text for every family, so a scrape passes `promtool check metrics`.
+pub fn describe() {
+    use metrics::{describe_gauge, Unit};
+    describe_gauge!(WINDOWS, "Windows by state in the last window comparison.");
+    describe_gauge!(ROWS_COMPARED, Unit::Count, "Rows read on both clusters by the last run.");
+    describe_gauge!(DIFFERENCES, Unit::Count, "Differing keys found by the last run.");
+    describe_gauge!(DURATION, Unit::Seconds, "Wall time of the last run.");
+    describe_gauge!(EQUAL, "1 when the last run ended equal, 0 otherwise.");
+    metrics::describe_counter!(
+        NIGHTLY_RUNS,
+        "Nightly runs by outcome: equal, different, incomplete, failed, busy (skipped: another run held the lock)."
+    );
+    describe_gauge!(NIGHTLY_SUCCESS, Unit::Seconds, "When the last nightly run completed.");
+    describe_gauge!(NIGHTLY_NEXT, Unit::Seconds, "When the next nightly run is due.");
+    describe_gauge!(NIGHTLY_RUNNING, "1 while a nightly run is going.");
+}
+
+pub fn nightly_run(outcome: &str) {
+    metrics::counter!(NIGHTLY_RUNS, "outcome" => outcome.to_owned()).increment(1);
+}
+
+pub fn nightly_success(at: chrono::DateTime<chrono::Utc>) {
+    metrics::gauge!(NIGHTLY_SUCCESS).set(at.timestamp_millis() as f64 / 1000.0);
+}
+
+pub fn nightly_next(at: chrono::DateTime<chrono::Utc>) {
+    metrics::gauge!(NIGHTLY_NEXT).set(at.timestamp_millis() as f64 / 1000.0);
+}
+
+pub fn nightly_running(running: bool) {
+    metrics::gauge!(NIGHTLY_RUNNING).set(if running { 1.0 } else { 0.0 });
+}
+
+/// At daemon start: every outcome at zero, so a first failure is an increase.
+pub fn nightly_init() {
+    nightly_running(false);
+    for outcome in ["equal", "different", "incomplete", "failed", "busy"] {
+        metrics::counter!(NIGHTLY_RUNS, "outcome" => outcome).increment(0);
+    }
+}
 
 /// Sets the gauges from a finished run.
 pub fn record_run(run: &RunRecord) {

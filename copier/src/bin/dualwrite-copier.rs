@@ -105,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Start(args) => {
             service::install_metrics(args.metrics_addr)?;
+            copier::metrics::describe();
             let config = CopierConfig {
                 from: load(&args.from, args.from_database.as_deref())?,
                 to: load(&args.to, args.to_database.as_deref())?,

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use cluster::config::ClusterConfig;
 use copier::workload;
 
-pub fn stack_dir() -> PathBuf {
+pub(crate) fn stack_dir() -> PathBuf {
     std::env::var_os("DUALWRITE_STACK_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../compose/local/.state"))
 }
 
-pub fn cluster_file(which: &str) -> PathBuf {
+pub(crate) fn cluster_file(which: &str) -> PathBuf {
     stack_dir().join("clusters").join(format!("{which}.toml"))
 }
 
@@ -26,14 +26,14 @@ fn template(which: &str) -> ClusterConfig {
 }
 
 /// An old and a new cluster, each on its own throwaway database (dropped on `cleanup`).
-pub struct Clusters {
-    pub db: String,
-    pub old: ClusterConfig,
-    pub new: ClusterConfig,
+pub(crate) struct Clusters {
+    pub(crate) db: String,
+    pub(crate) old: ClusterConfig,
+    pub(crate) new: ClusterConfig,
 }
 
 impl Clusters {
-    pub async fn new(tag: &str) -> Self {
+    pub(crate) async fn new(tag: &str) -> Self {
         copier_tracing();
         let db = workload::unique_database(tag);
         let old = workload::create_cluster(&template("old"), &db).await.expect("old database");
@@ -41,13 +41,13 @@ impl Clusters {
         Self { db, old, new }
     }
 
-    pub async fn cleanup(self) {
+    pub(crate) async fn cleanup(self) {
         workload::drop_cluster(&self.old).await.expect("drop old");
         workload::drop_cluster(&self.new).await.expect("drop new");
     }
 
     /// Waits until every stream applied each old shard's binlog through its end now.
-    pub async fn wait_caught_up(&self, limit: Duration) {
+    pub(crate) async fn wait_caught_up(&self, limit: Duration) {
         let ends = workload::binlog_ends(&self.old).await.expect("binlog ends");
         let started = Instant::now();
         while !workload::caught_up(&self.old, &self.new, &ends).await.expect("status") {
@@ -60,19 +60,19 @@ impl Clusters {
         }
     }
 
-    pub async fn assert_equal(&self) {
+    pub(crate) async fn assert_equal(&self) {
         let differences = workload::compare(&self.old, &self.new).await.expect("compare");
         let shown: Vec<&String> = differences.iter().take(20).collect();
         assert!(differences.is_empty(), "{} differences, first: {shown:#?}", differences.len());
     }
 }
 
-pub fn copier_tracing() {
+pub(crate) fn copier_tracing() {
     service::init_tracing();
 }
 
 /// Fast pacing so tests see many copy / catch-up cycles.
-pub fn quick_settings() -> copier::Settings {
+pub(crate) fn quick_settings() -> copier::Settings {
     copier::Settings {
         copy_phase: Duration::from_millis(700),
         catch_up_phase: Duration::from_millis(500),

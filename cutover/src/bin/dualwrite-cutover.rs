@@ -458,6 +458,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     cluster::pool::preflight(&old).await?;
     cluster::pool::preflight(&new).await?;
     service::install_metrics(args.metrics_addr)?;
+    cutover::metrics::describe();
     let router_id = args.router_id.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
         format!("{host}-{}", std::process::id())

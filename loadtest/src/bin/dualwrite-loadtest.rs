@@ -51,6 +51,9 @@ enum Command {
         /// Send each event when its interval ends (wall clock), like live proxies.
         #[arg(long)]
         realtime: bool,
+        /// Prometheus endpoint for the producer's delivery rate and errors (off by default).
+        #[arg(long, env = "DUALWRITE_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Measure the consumer against the read and write ceilings of the same broker and shards.
     Bench {
@@ -101,8 +104,13 @@ fn main() -> anyhow::Result<()> {
                 windows_from,
                 interval,
                 realtime,
+                metrics_addr,
             } => {
                 let kafka = topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), None, brokers.as_deref())?;
+                if let Some(addr) = metrics_addr {
+                    service::install_metrics(addr).context("metrics endpoint")?;
+                    loadtest::metrics::describe();
+                }
                 let start_ms = match start {
                     Some(s) => chrono::DateTime::parse_from_rfc3339(&s).context("--start")?.timestamp_millis(),
                     None => chrono::Utc::now().timestamp_millis() - 3_600_000,

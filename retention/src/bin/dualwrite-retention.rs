@@ -123,6 +123,7 @@ fn main() -> anyhow::Result<()> {
             let summary = runtime.block_on(async {
                 if config.every.is_some() {
                     service::install_metrics(args.metrics_addr).context("metrics endpoint")?;
+                    retention::metrics::describe();
                 }
                 cluster::pool::preflight(&config.cluster).await?;
                 let shutdown = service::shutdown_on_signals();

@@ -70,6 +70,34 @@ enum Command {
         #[arg(long, env = "DUALWRITE_VERIFY_OUT", default_value = "verify-report")]
         out: PathBuf,
     },
+    /// Daemon: windows, table and report on a schedule, each into a dated
+    /// directory under --out; keeps the last --keep; gauges on --metrics-addr
+    /// (default 127.0.0.1:9467); a run never overlaps another.
+    Nightly {
+        #[command(flatten)]
+        clusters: Clusters,
+        /// Every day at this time, UTC (HH:MM).
+        #[arg(long, value_parser = verify::nightly::parse_at, conflicts_with = "every", required_unless_present = "every")]
+        at: Option<chrono::NaiveTime>,
+        /// Or: at start, then this long after each run started (compressed schedules).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        every: Option<Duration>,
+        /// Re-digest every window (edits behind the consumers' back) when the
+        /// last such run is older than this; "off" to never.
+        #[arg(long, default_value = "7d", value_parser = parse_optional_duration)]
+        recheck_all_every: OptionalDuration,
+        /// Windows starting in the last this long are compared.
+        #[arg(long, default_value = "48h", value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// Root of the dated report directories.
+        #[arg(long, env = "DUALWRITE_VERIFY_OUT")]
+        out: PathBuf,
+        /// Dated report directories kept.
+        #[arg(long, default_value_t = 14)]
+        keep: usize,
+        #[arg(long, default_value_t = 5000)]
+        page_rows: usize,
+    },
     /// Comparator rows/s against CHECKSUM TABLE on the same shards; one JSON line.
     Bench {
         #[command(flatten)]
@@ -129,6 +157,17 @@ impl RangeArgs {
     }
 }
 
+/// A duration, or none ("off").
+#[derive(Debug, Clone, Copy)]
+struct OptionalDuration(Option<Duration>);
+
+fn parse_optional_duration(text: &str) -> Result<OptionalDuration, String> {
+    if text == "off" {
+        return Ok(OptionalDuration(None));
+    }
+    humantime::parse_duration(text).map(|d| OptionalDuration(Some(d))).map_err(|e| e.to_string())
+}
+
 fn parse_time(text: &str) -> Result<i64, String> {
     let t = humantime::parse_rfc3339_weak(text).map_err(|e| format!("{e} (expected e.g. 2026-11-21T12:00:00Z)"))?;
     let secs = t.duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
@@ -179,9 +218,17 @@ async fn write_report(new: &ClusterConfig, from: i64, to: i64, out: &std::path::
     Ok(())
 }
 
+/// Where the nightly daemon serves its gauges unless --metrics-addr says otherwise.
+const NIGHTLY_METRICS_ADDR: &str = "127.0.0.1:9467";
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Some(addr) = cli.metrics_addr {
+    let metrics_addr = match (&cli.command, cli.metrics_addr) {
+        (Command::Nightly { .. }, None) => Some(NIGHTLY_METRICS_ADDR.parse()?),
+        (_, addr) => addr,
+    };
+    if let Some(addr) = metrics_addr {
         service::install_metrics(addr)?;
+        verify::metrics::describe();
     }
     let shutdown: CancellationToken = service::shutdown_on_signals();
     match cli.command {
@@ -226,6 +273,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
             Ok(exit_for(outcome.run.outcome))
+        }
+        Command::Nightly { clusters, at, every, recheck_all_every, since, out, keep, page_rows } => {
+            let schedule = match (at, every) {
+                (Some(at), _) => verify::nightly::Schedule::DailyAt(at),
+                (None, Some(every)) => verify::nightly::Schedule::Every(every),
+                (None, None) => anyhow::bail!("nightly needs --at HH:MM or --every DURATION"),
+            };
+            let config = verify::nightly::NightlyConfig {
+                old: load(&clusters.old)?,
+                new: load(&clusters.new)?,
+                schedule,
+                since,
+                recheck_all_every: recheck_all_every.0,
+                out,
+                keep,
+                page_rows,
+                max_runs: None,
+            };
+            let stats = verify::nightly::run(config, shutdown).await?;
+            tracing::info!(
+                completed = stats.completed,
+                busy = stats.busy,
+                failed = stats.failed,
+                "nightly daemon stopped"
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Report { new, range, out } => {
             let (from, to) = range.bounds();
