@@ -144,7 +144,13 @@ async fn an_injected_difference_on_the_new_cluster_is_caught_by_shadow_reads_bef
     assert_eq!(stats["reads_new"], 0, "no read was served by the new cluster");
 
     // Persisted for status: the shadow gate fails naming the query; the switch is refused.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pool = control(&new);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cutover::state::shadow_totals(&pool, 0).await.expect("shadow totals").mismatches == 0 {
+        assert!(Instant::now() < deadline, "the router never flushed its mismatch count");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pool.disconnect().await.expect("disconnect");
     let out = cutover_command(&old, &new, &["status", "--json", "--shadow-min-compared", "1"]).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let report: Value = serde_json::from_str(&out.stdout).expect("status json");
