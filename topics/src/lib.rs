@@ -15,6 +15,7 @@ pub mod key;
 pub mod schemas;
 pub mod sketch;
 mod sketch_check;
+mod sketch_contract;
 pub mod spec;
 
 pub use codec::{Codec, DecodeError};

@@ -6,25 +6,12 @@
 //! merges are exact for the bins, count, min and max, and the consumer folds a
 //! row's sketches in offset order so even the sum is the same on every cluster.
 
-use sketches_ddsketch::{Config, DDSketch};
+use sketches_ddsketch::DDSketch;
 
-/// 1% relative accuracy, 2048 bins: the crate's defaults, which are also what
-/// the reference encoding decodes to, so decoded and fresh sketches merge.
-fn contract_config() -> Config {
-    Config::defaults()
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SketchError {
-    #[error("latency_sketch is not a valid DDSketch encoding: {0}")]
-    Decode(String),
-    #[error("latency_sketch relative accuracy is not the contract's 1%")]
-    Accuracy,
-    /// Decodes, but holds what the contract's 2048-bin sketch cannot (and what
-    /// the library would mishandle or panic on).
-    #[error("latency_sketch is outside the contract: {0}")]
-    Contract(String),
-}
+pub use crate::sketch_contract::SketchError;
+// 1% relative accuracy, 2048 bins: the crate's defaults, which are also what
+// the reference encoding decodes to, so decoded and fresh sketches merge.
+use crate::sketch_contract::contract_config;
 
 /// A mergeable latency distribution in milliseconds.
 #[derive(Clone)]
@@ -111,22 +98,11 @@ const MAX_MESSAGE_COUNT: f64 = (1u64 << 40) as f64;
 /// A stored (merged) sketch's total count.
 const MAX_STORED_COUNT: f64 = (1u64 << 62) as f64;
 
-/// The keys a contract sketch may hold: `[first, first + 2047]`, where
-/// `first` is the key of the mapping's smallest value. Bins outside it would
-/// make the library collapse its store, whose code panics on far-apart keys.
-pub(crate) fn key_window() -> (i64, i64) {
-    let config = contract_config();
-    let first = i64::from(config.key(config.min_possible()));
-    (first, first + i64::from(config.max_num_bins) - 1)
-}
-
-pub(crate) fn contract_gamma() -> f64 {
-    contract_config().gamma
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sketch_contract::key_window;
+    use sketches_ddsketch::Config;
 
     #[test]
     fn roundtrip_merge_and_quantiles_stay_within_one_percent() {

@@ -9,7 +9,7 @@
 //! contract's 2048-bin, 1% sketch cannot hold, so what reaches the library is
 //! something it handles, alone and merged with any other accepted sketch.
 
-use crate::sketch::{contract_gamma, key_window, SketchError};
+use crate::sketch_contract::{contract_gamma, key_window, SketchError};
 
 const FLAG_INDEX_MAPPING_LOG: u8 = 0x02;
 const FLAG_ZERO_COUNT: u8 = 0x04;
