@@ -133,8 +133,7 @@ h1 { font-size: 21px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 22px 0 6p
 table { border-collapse: collapse; font-size: 12px; } th, td { border-bottom: 1px solid #e4e6eb; padding: 3px 8px;
   text-align: left; vertical-align: top; }
 .pass { color: #2e9d4f; font-weight: 600; } .fail { color: #d7263d; font-weight: 600; }
-.bar { width: 420px; height: 18px; background: #e4e6eb; border-radius: 3px; overflow: hidden; display: inline-block;
-  vertical-align: middle; } .bar div { height: 100%; background: #2e9d4f; }
+.bar { width: 420px; height: 18px; background: #e4e6eb; border-radius: 3px; overflow: hidden; display: block; } .bar div { height: 100%; background: #2e9d4f; }
 .err { color: #d7263d; }
 ";
 
@@ -194,7 +193,9 @@ pub fn html(f: &Facts) -> String {
         let share = f.readiness_progress.unwrap_or(0.0);
         let _ = writeln!(
             out,
-            "<p><span class=\"bar\"><div style=\"width:{:.1}%\"></div></span> {:.0}% &middot; {} &middot; ETA {}</p>\
+            // Block elements only: a <div> inside <p>/<span> is moved out by
+            // the HTML parser, and the bar then renders empty.
+            "<div class=\"bar\"><div style=\"width:{:.1}%\"></div></div><p>{:.0}% &middot; {} &middot; ETA {}</p>\
              <p class=\"meta\">{}</p>",
             share * 100.0,
             share * 100.0,
