@@ -4,11 +4,13 @@
 
 mod common;
 
-use common::{control, cutover_command, router_config, Api};
+use common::{api_client_builder, control, cutover_command, router_config, Api};
 use testkit::{drop_databases, fresh_cluster};
 
 async fn console_json(api: &Api) -> serde_json::Value {
-    reqwest::Client::new()
+    api_client_builder()
+        .build()
+        .expect("client")
         .get(format!("{}/console", api.base))
         .header("Accept", "application/json")
         .send()
@@ -20,7 +22,8 @@ async fn console_json(api: &Api) -> serde_json::Value {
 }
 
 async fn console_html(api: &Api) -> String {
-    reqwest::get(format!("{}/console", api.base)).await.expect("console").text().await.expect("text")
+    let client = api_client_builder().build().expect("client");
+    client.get(format!("{}/console", api.base)).send().await.expect("console").text().await.expect("text")
 }
 
 /// The routing rows and audit ids the console shows, next to the tables' own.
