@@ -75,7 +75,10 @@ async fn the_console_shows_what_the_tables_hold_before_and_after_a_switch() {
     }
     assert!(page.contains("http-equiv=\"refresh\""), "the page refreshes itself");
     assert!(!page.contains("http://") && !page.contains("https://"), "self-contained");
-    assert!(page.contains("class=\"fail\">FAIL</td><td>not evaluated: no Kafka configured"), "lag gate with its reason");
+    assert!(
+        page.contains("class=\"fail\">FAIL</td><td>not evaluated: no Kafka configured"),
+        "lag gate with its reason"
+    );
 
     let out =
         cutover_command(&old, &new, &["switch-reads", "--to", "new", "--force", "--reason", "console test"]).await;

@@ -484,8 +484,8 @@ sasl_password_env = "KAFKA_PW"
         let message = config.check(timeout).expect_err("no SASL on the mock").to_string();
         assert!(!message.contains('\n'), "{message}");
         assert!(message.starts_with(&format!("kafka {} (sasl_plaintext): ", mock.bootstrap_servers())), "{message}");
-        let port = mock.bootstrap_servers().rsplit(':').next().expect("port").to_owned();
-        assert!(message.contains(&format!("sasl_plaintext://127.0.0.1:{port}")), "names the broker: {message}");
+        // The prefix names the broker; librdkafka's own text may or may not
+        // repeat it (it depends on which request fails first).
         assert!(!message.contains("hunter2"), "{message}");
     }
 
