@@ -191,7 +191,7 @@ impl ClusterConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let raw: RawCluster = toml::from_str(text)
-            .map_err(|error| ConfigError::Toml { error: toml_error_without_source(text, &error) })?;
+            .map_err(|error| ConfigError::Toml { error: service::toml_error_without_source(text, &error) })?;
 
         validate_name(&raw.name)?;
         if raw.auth.user.is_empty() {
@@ -356,20 +356,6 @@ fn validate_name(name: &str) -> Result<(), ConfigError> {
         return Ok(());
     }
     Err(ConfigError::Name { value: name.to_owned() })
-}
-
-/// A TOML error as `line L, column C: message`, without the source line.
-fn toml_error_without_source(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end();
-    match error.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => message.to_owned(),
-    }
 }
 
 /// An endpoint's TLS: its own `tls` table over the cluster's `[tls]`.

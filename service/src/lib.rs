@@ -72,3 +72,18 @@ async fn wait_for_signal() {
         _ = int.recv() => {}
     }
 }
+
+/// A TOML error as `line L, column C: message`, without the source line:
+/// cluster and Kafka files may hold a password pasted in the wrong place.
+pub fn toml_error_without_source(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}

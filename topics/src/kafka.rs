@@ -128,20 +128,6 @@ fn field(field: &'static str, message: impl Into<String>) -> KafkaConfigError {
     KafkaConfigError::Field { field, message: message.into() }
 }
 
-/// A TOML error as `line L, column C: message`, without the source snippet.
-pub fn toml_error_without_source(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end();
-    match error.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => message.to_owned(),
-    }
-}
-
 impl KafkaConfig {
     /// Plain bootstrap servers, as `--brokers` gives them (development brokers).
     pub fn plaintext(bootstrap: impl Into<String>) -> Self {
@@ -184,7 +170,7 @@ impl KafkaConfig {
             kafka: Option<toml::Value>,
         }
         let file: File =
-            toml::from_str(text).map_err(|e| KafkaConfigError::Toml(toml_error_without_source(text, &e)))?;
+            toml::from_str(text).map_err(|e| KafkaConfigError::Toml(service::toml_error_without_source(text, &e)))?;
         let Some(table) = file.kafka else {
             return Ok(None);
         };
