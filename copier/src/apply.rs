@@ -148,7 +148,7 @@ pub fn plan_copy(target: &Target, fences: &[Fence], rows: Vec<PatternImage>) -> 
 /// Writes each shard's rows and its new fence in one transaction per shard,
 /// all shards at once. On success `fences` is replaced by `new_fences`; on
 /// error the caller reloads the fences from the shards (some committed).
-/// Returns the slowest shard's latency, for the throttle.
+/// Returns the slowest statement's latency over every shard, for the throttle.
 pub async fn write_shards(
     target: &Target,
     table: &str,
@@ -159,39 +159,49 @@ pub async fn write_shards(
     phase: Phase,
 ) -> Result<Duration, CopierError> {
     debug_assert_eq!(writes.len(), fences.len());
-    let started = Instant::now();
     let tasks = writes.into_iter().zip(new_fences.iter()).enumerate().map(|(shard, (write, fence))| async move {
-        // A deadlock or lock wait timeout with group B rolls back only this
-        // shard's transaction: run it again (the others are unaffected).
-        let mut attempt = 0;
-        loop {
-            let shard_started = Instant::now();
-            match write_shard(target, shard, &write, fence, table, source_shard, phase).await {
-                Err(e) if cluster::retry::is_lock_conflict(&e) && attempt < LOCK_RETRIES => {
-                    attempt += 1;
-                    tracing::debug!(
-                        shard,
-                        attempt,
-                        error = %e,
-                        "target transaction rolled back by a lock conflict, retrying"
-                    );
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-                }
-                result => {
-                    crate::metrics::target_write(shard_started.elapsed());
-                    break result;
-                }
-            }
-        }
+        write_one(target, shard, &write, fence, table, source_shard, phase).await
     });
+    let mut slowest = Duration::ZERO;
     for result in futures::future::join_all(tasks).await {
-        result?;
+        slowest = slowest.max(result?);
     }
     fences.clone_from_slice(&new_fences);
-    Ok(started.elapsed())
+    Ok(slowest)
 }
 
-/// One shard's rows and fence, in one transaction.
+/// One shard's rows and fence in one transaction, run again when a deadlock
+/// or lock wait timeout with group B rolled it back (only this shard's
+/// transaction is affected). Returns its slowest statement's latency: the
+/// throttle's signal, which does not grow with the size of the batch.
+pub async fn write_one(
+    target: &Target,
+    shard: usize,
+    write: &ShardWrite,
+    fence: &Fence,
+    table: &str,
+    source_shard: &str,
+    phase: Phase,
+) -> Result<Duration, mysql_async::Error> {
+    let mut attempt = 0;
+    loop {
+        let shard_started = Instant::now();
+        match write_shard(target, shard, write, fence, table, source_shard, phase).await {
+            Err(e) if cluster::retry::is_lock_conflict(&e) && attempt < LOCK_RETRIES => {
+                attempt += 1;
+                tracing::debug!(shard, attempt, error = %e, "target transaction rolled back by a lock conflict, retrying");
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            result => {
+                crate::metrics::target_write(shard_started.elapsed());
+                return result;
+            }
+        }
+    }
+}
+
+/// One shard's rows and fence, in one transaction. Returns the slowest
+/// statement's latency (the commit included).
 async fn write_shard(
     target: &Target,
     shard: usize,
@@ -200,23 +210,31 @@ async fn write_shard(
     table: &str,
     source_shard: &str,
     phase: Phase,
-) -> Result<(), mysql_async::Error> {
+) -> Result<Duration, mysql_async::Error> {
     let mut conn = target.pools.shard(shard).get_conn().await?;
     let mut opts = TxOpts::default();
     opts.with_isolation_level(IsolationLevel::ReadCommitted);
     let mut tx = conn.start_transaction(opts).await?;
-    // Statements capped in rows and bytes (`cluster::sql::chunks`): a batch
-    // of large `normalized_sql` values must never exceed max_allowed_packet.
+    let mut slowest = Duration::ZERO;
+    // Statements capped in rows and bytes (`cluster::sql::chunks`,
+    // `values_chunks`): a batch of large `normalized_sql` values must never
+    // exceed max_allowed_packet.
     let keys: Vec<String> = write.deletes.iter().map(PatternKey::tuple).collect();
     for chunk in cluster::sql::chunks(&keys) {
+        let started = Instant::now();
         tx.query_drop(delete_sql(chunk)).await?;
+        slowest = slowest.max(started.elapsed());
     }
     let tuples: Vec<String> = write.upserts.iter().map(PatternImage::values_tuple).collect();
-    for chunk in cluster::sql::chunks(&tuples) {
+    for chunk in cluster::sql::values_chunks(&tuples) {
+        let started = Instant::now();
         tx.query_drop(upsert_sql(chunk)).await?;
+        slowest = slowest.max(started.elapsed());
     }
     write_fence(&mut tx, table, source_shard, fence, phase).await?;
-    tx.commit().await
+    let started = Instant::now();
+    tx.commit().await?;
+    Ok(slowest.max(started.elapsed()))
 }
 
 #[cfg(test)]

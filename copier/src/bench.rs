@@ -97,6 +97,7 @@ async fn measure(
         settings: Settings {
             copy_phase: Duration::from_secs(3600),
             status_interval: Duration::from_millis(500),
+            chunk_rows: args.chunk_rows,
             ..Settings::default()
         },
         progress: false,

@@ -23,6 +23,7 @@
 //! fenced past changes it did not get. Positions are transaction ends, so a
 //! resume starts at a whole transaction.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{plan_binlog, plan_copy, write_shards, Target};
+use crate::copy::{self, WriterContext};
 use crate::assemble::Assembler;
 use crate::batch::Batch;
 use crate::binlog::Position;
@@ -246,66 +248,92 @@ impl<'a> Run<'a> {
         self.fences.iter().filter(|f| f.covers_any()).filter_map(|f| f.position.clone()).min()
     }
 
-    /// Copies chunks from the snapshot for one copy phase; true when the table is done.
+    /// Copies chunks from the snapshot for one copy phase; true when the table
+    /// is done. This task reads chunks and splits them by target shard; one
+    /// writer per target shard (`copy.rs`) commits its rows with its fence.
     async fn copy(&mut self, snapshot: &mut Snapshot) -> Result<bool, CopierError> {
         let s = self.stream;
         self.set_phase(Phase::Copying).await?;
+        // The fences as this phase starts: what each shard already covers
+        // (after a crash some may be ahead) and what every new fence extends.
+        let initial = self.fences.clone();
+        let (queues, receivers) = copy::queues(initial.len());
+        let copied = AtomicU64::new(0);
+        let cx = WriterContext {
+            target: &s.target,
+            table: &s.table,
+            source_shard: &s.source_shard,
+            throttle_latency: s.settings.throttle_latency,
+            shutdown: &s.shutdown,
+            progress: &s.progress,
+            copied: &copied,
+        };
+        let writers =
+            futures::future::join_all(receivers.into_iter().enumerate().map(|(i, r)| copy::write_parts(&cx, i, r)));
+        let copied_before = self.copied_this_run;
+        let reading = self.read_chunks(snapshot, &initial, queues, &copied, copied_before);
+        let (read, written) = tokio::join!(reading, writers);
+        self.copied_this_run = copied_before + copied.load(Ordering::Relaxed);
+        // A writer's error is the cause of a reader's "writer stopped".
+        for (fence, result) in self.fences.iter_mut().zip(written) {
+            if let Some(committed) = result? {
+                *fence = committed;
+            }
+        }
+        let done = read?;
+        if done {
+            let rows: u64 = self.fences.iter().map(|f| f.rows_copied).sum();
+            tracing::info!(source_shard = %s.source_shard, rows, "copy done");
+        }
+        Ok(done)
+    }
+
+    /// The copy's reader: chunks from the snapshot in key order, each split
+    /// into one part per target shard with that shard's fence after it, until
+    /// the table ends (true), the copy phase ends or shutdown. Dropping
+    /// `queues` at the end lets the writers finish.
+    async fn read_chunks(
+        &mut self,
+        snapshot: &mut Snapshot,
+        initial: &[Fence],
+        queues: Vec<copy::Queue>,
+        copied: &AtomicU64,
+        copied_before: u64,
+    ) -> Result<bool, CopierError> {
+        let s = self.stream;
         let started = Instant::now();
-        let after = self.fences.iter().filter(|f| !f.copy_done).map(|f| f.last_key.clone()).min().flatten();
+        let mut after = initial.iter().filter(|f| !f.copy_done).map(|f| f.last_key.clone()).min().flatten();
+        let mut rows_copied: Vec<u64> = initial.iter().map(|f| f.rows_copied).collect();
         // The first chunk is small: row sizes are unknown until one is read.
         let mut limit = s.settings.chunk_rows.min(FIRST_CHUNK_ROWS);
-        let mut images = read_chunk(&mut snapshot.conn, after.as_ref(), limit, &s.table).await?;
-        let mut after = after;
         loop {
+            let images = read_chunk(&mut snapshot.conn, after.as_ref(), limit, &s.table).await?;
             let done = images.len() < limit;
             limit = next_chunk_rows(s.settings.chunk_rows, &images);
             let last = images.last().map(|i| i.key.clone()).or(after.clone());
-            let writes = plan_copy(&s.target, &self.fences, images);
-            let copied: u64 = writes.iter().map(|w| w.applied).sum();
-            let new_fences: Vec<Fence> = self
-                .fences
-                .iter()
-                .zip(&writes)
-                .map(|(f, w)| Fence {
-                    copy_done: f.copy_done || done,
-                    last_key: f.last_key.clone().max(last.clone()),
+            let writes = plan_copy(&s.target, initial, images);
+            for (shard, (write, queue)) in writes.into_iter().zip(&queues).enumerate() {
+                rows_copied[shard] += write.applied;
+                let fence = Fence {
+                    copy_done: initial[shard].copy_done || done,
+                    last_key: initial[shard].last_key.clone().max(last.clone()),
                     position: Some(snapshot.position.clone()),
                     gtid: snapshot.gtid.clone(),
-                    rows_copied: f.rows_copied + w.applied,
-                    events_applied: f.events_applied,
-                })
-                .collect();
-            let more = !done && started.elapsed() < s.settings.copy_phase && !s.shutdown.is_cancelled();
-            let write = write_shards(
-                &s.target,
-                &s.table,
-                &s.source_shard,
-                writes,
-                &mut self.fences,
-                new_fences,
-                Phase::Copying,
-            );
-            // The next chunk is read from the snapshot while this one is written.
-            let (latency, next) = if more {
-                let (latency, next) =
-                    tokio::join!(write, read_chunk(&mut snapshot.conn, last.as_ref(), limit, &s.table));
-                (latency?, Some(next?))
-            } else {
-                (write.await?, None)
-            };
-            self.copied_this_run += copied;
-            crate::metrics::rows_copied(&s.table, &s.source_shard, copied);
-            s.progress.inc(copied);
-            self.throttle(latency).await;
+                    rows_copied: rows_copied[shard],
+                    events_applied: initial[shard].events_applied,
+                };
+                if queue.send(write.upserts, fence).await.is_err() {
+                    // The shard's writer failed: stop reading; `copy` reports its error.
+                    return Ok(false);
+                }
+            }
+            self.copied_this_run = copied_before + copied.load(Ordering::Relaxed);
             self.tick(Some(&snapshot.position)).await?;
             if done {
-                let rows: u64 = self.fences.iter().map(|f| f.rows_copied).sum();
-                tracing::info!(source_shard = %s.source_shard, rows, "copy done");
                 return Ok(true);
             }
-            match next {
-                Some(next) => images = next,
-                None => return Ok(false),
+            if started.elapsed() >= s.settings.copy_phase || s.shutdown.is_cancelled() {
+                return Ok(false);
             }
             after = last;
         }
