@@ -31,7 +31,7 @@ use crate::binlog::{Position, RowOp};
 use crate::error::CopierError;
 use crate::phase::Phase;
 use crate::sidecar::{write_fence, Fence};
-use crate::table::{delete_sql, upsert_sql, PatternImage, PatternKey};
+use crate::table::{delete_sql, upsert_sql, CopyRow, PatternImage, PatternKey};
 
 /// Times a shard transaction rolled back by a deadlock is run again before the stream restarts.
 const LOCK_RETRIES: u32 = 5;
@@ -132,17 +132,32 @@ fn plan_with(route: impl Fn(&PatternKey) -> usize, fences: &[Fence], ops: &[Posi
 
 /// Splits snapshot rows by target shard, dropping rows a shard already covers
 /// (after a crash a shard may be ahead of the others).
-pub fn plan_copy(target: &Target, fences: &[Fence], rows: Vec<PatternImage>) -> Vec<ShardWrite> {
-    let mut writes: Vec<ShardWrite> = (0..fences.len()).map(|_| ShardWrite::default()).collect();
+pub fn plan_copy(target: &Target, fences: &[Fence], rows: Vec<CopyRow>) -> Vec<Vec<CopyRow>> {
+    let mut per_shard: Vec<Vec<CopyRow>> = (0..fences.len()).map(|_| Vec::new()).collect();
     for row in rows {
         let shard = target.route(&row.key);
         if fences[shard].covers(&row.key) {
             continue;
         }
-        writes[shard].applied += 1;
-        writes[shard].upserts.push(row);
+        per_shard[shard].push(row);
     }
-    writes
+    per_shard
+}
+
+/// A shard's write as SQL tuples: keys to delete, then rows to upsert.
+#[derive(Debug, Default)]
+pub struct Tuples {
+    pub deletes: Vec<String>,
+    pub upserts: Vec<String>,
+}
+
+impl ShardWrite {
+    fn tuples(&self) -> Tuples {
+        Tuples {
+            deletes: self.deletes.iter().map(PatternKey::tuple).collect(),
+            upserts: self.upserts.iter().map(PatternImage::values_tuple).collect(),
+        }
+    }
 }
 
 /// Writes each shard's rows and its new fence in one transaction per shard,
@@ -160,7 +175,7 @@ pub async fn write_shards(
 ) -> Result<Duration, CopierError> {
     debug_assert_eq!(writes.len(), fences.len());
     let tasks = writes.into_iter().zip(new_fences.iter()).enumerate().map(|(shard, (write, fence))| async move {
-        write_one(target, shard, &write, fence, table, source_shard, phase).await
+        write_one(target, shard, &write.tuples(), fence, table, source_shard, phase).await
     });
     let mut slowest = Duration::ZERO;
     for result in futures::future::join_all(tasks).await {
@@ -177,7 +192,7 @@ pub async fn write_shards(
 pub async fn write_one(
     target: &Target,
     shard: usize,
-    write: &ShardWrite,
+    write: &Tuples,
     fence: &Fence,
     table: &str,
     source_shard: &str,
@@ -205,7 +220,7 @@ pub async fn write_one(
 async fn write_shard(
     target: &Target,
     shard: usize,
-    write: &ShardWrite,
+    write: &Tuples,
     fence: &Fence,
     table: &str,
     source_shard: &str,
@@ -219,14 +234,12 @@ async fn write_shard(
     // Statements capped in rows and bytes (`cluster::sql::chunks`,
     // `values_chunks`): a batch of large `normalized_sql` values must never
     // exceed max_allowed_packet.
-    let keys: Vec<String> = write.deletes.iter().map(PatternKey::tuple).collect();
-    for chunk in cluster::sql::chunks(&keys) {
+    for chunk in cluster::sql::chunks(&write.deletes) {
         let started = Instant::now();
         tx.query_drop(delete_sql(chunk)).await?;
         slowest = slowest.max(started.elapsed());
     }
-    let tuples: Vec<String> = write.upserts.iter().map(PatternImage::values_tuple).collect();
-    for chunk in cluster::sql::values_chunks(&tuples) {
+    for chunk in cluster::sql::values_chunks(&write.upserts) {
         let started = Instant::now();
         tx.query_drop(upsert_sql(chunk)).await?;
         slowest = slowest.max(started.elapsed());
@@ -328,10 +341,10 @@ dsn = "mysql://127.0.0.1:2/db"
             assert_eq!(target.route(&key(id)), expected, "database_id {id}");
         }
         let fences = vec![Fence::default(), Fence { copy_done: true, ..Fence::default() }];
-        let rows: Vec<PatternImage> = (1..50).map(|id| image(id, 0)).collect();
+        let rows: Vec<CopyRow> = (1..50).map(|id| CopyRow { key: key(id), tuple: String::new() }).collect();
         let writes = plan_copy(&target, &fences, rows);
-        assert!(writes[1].upserts.is_empty(), "a shard that finished its copy gets no snapshot rows");
-        assert_eq!(writes[0].upserts.len() as u64, writes[0].applied);
-        assert!(writes[0].upserts.iter().all(|r| target.route(&r.key) == 0));
+        assert!(writes[1].is_empty(), "a shard that finished its copy gets no snapshot rows");
+        assert!(!writes[0].is_empty());
+        assert!(writes[0].iter().all(|r| target.route(&r.key) == 0));
     }
 }

@@ -17,11 +17,11 @@ use indicatif::ProgressBar;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{write_one, ShardWrite, Target};
+use crate::apply::{write_one, Target, Tuples};
 use crate::error::CopierError;
 use crate::phase::Phase;
 use crate::sidecar::Fence;
-use crate::table::PatternImage;
+use crate::table::CopyRow;
 
 /// Row-image bytes a target shard's queue may hold (per stream). With 8 new
 /// shards and 4 streams that is at most 512 MiB in flight, reached only with
@@ -43,7 +43,7 @@ const MIN_PART_BYTES: usize = 256;
 /// One chunk's rows for one target shard, and the shard's fence once they are in.
 pub struct Part {
     /// The rows (none when the chunk held none of this shard's keys).
-    pub rows: Vec<PatternImage>,
+    pub rows: Vec<CopyRow>,
     /// The fence to commit with them.
     pub fence: Fence,
     /// Released when the part is committed (or dropped).
@@ -70,8 +70,8 @@ pub fn queues(shards: usize) -> (Vec<Queue>, Vec<mpsc::Receiver<Part>>) {
 impl Queue {
     /// Waits for room, then queues `rows` with `fence`. Fails only when the
     /// shard's writer has stopped (its error is what the caller reports).
-    pub async fn send(&self, rows: Vec<PatternImage>, fence: Fence) -> Result<(), ()> {
-        let bytes = rows.iter().map(PatternImage::approximate_bytes).sum::<usize>().max(MIN_PART_BYTES);
+    pub async fn send(&self, rows: Vec<CopyRow>, fence: Fence) -> Result<(), ()> {
+        let bytes = rows.iter().map(|r| r.tuple.len()).sum::<usize>().max(MIN_PART_BYTES);
         // A part larger than the whole queue waits for an empty queue.
         let weight = u32::try_from(bytes.min(QUEUE_BYTES)).unwrap_or(u32::MAX);
         let permit = self.room.clone().acquire_many_owned(weight).await.map_err(|_| ())?;
@@ -115,11 +115,11 @@ pub async fn write_parts(
         let fence = parts.last().map(|p| p.fence.clone()).unwrap_or_default();
         let (mut upserts, mut permits) = (Vec::new(), Vec::new());
         for part in parts {
-            upserts.extend(part.rows);
+            upserts.extend(part.rows.into_iter().map(|r| r.tuple));
             permits.push(part.permit);
         }
         let rows = upserts.len() as u64;
-        let write = ShardWrite { deletes: Vec::new(), upserts, applied: rows };
+        let write = Tuples { deletes: Vec::new(), upserts };
         let latency = write_one(cx.target, shard, &write, &fence, cx.table, cx.source_shard, Phase::Copying).await?;
         drop(permits);
         committed = Some(fence);
@@ -143,14 +143,8 @@ mod tests {
     use super::*;
     use crate::table::PatternKey;
 
-    fn image(sql_bytes: usize) -> PatternImage {
-        PatternImage {
-            key: PatternKey { database_id: 1, fingerprint: "f".into() },
-            normalized_sql: "x".repeat(sql_bytes),
-            tables_used: "[]".into(),
-            first_seen_us: 0,
-            last_seen_us: 0,
-        }
+    fn image(bytes: usize) -> CopyRow {
+        CopyRow { key: PatternKey { database_id: 1, fingerprint: "f".into() }, tuple: "x".repeat(bytes) }
     }
 
     #[tokio::test]

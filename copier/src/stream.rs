@@ -44,7 +44,7 @@ use crate::phase::Phase;
 use crate::reader::{self, Read};
 use crate::sidecar::{self, Fence, ViewUpdate};
 use crate::source::{self, Snapshot};
-use crate::table::{copy_chunk_sql, PatternImage, TableSpec};
+use crate::table::{copy_chunk_sql, CopyRow, TableSpec};
 
 /// Longest pause between retries of a failing stream.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -182,8 +182,8 @@ const CHUNK_BYTES: usize = 32 << 20;
 
 /// The next chunk's row limit: `chunk_rows`, or fewer so that rows as large
 /// as the largest of the last chunk stay within [`CHUNK_BYTES`].
-fn next_chunk_rows(chunk_rows: usize, last_chunk: &[PatternImage]) -> usize {
-    let largest = last_chunk.iter().map(PatternImage::approximate_bytes).max().unwrap_or(1).max(1);
+fn next_chunk_rows(chunk_rows: usize, last_chunk: &[CopyRow]) -> usize {
+    let largest = last_chunk.iter().map(|r| r.tuple.len()).max().unwrap_or(1).max(1);
     (CHUNK_BYTES / largest).clamp(1, chunk_rows)
 }
 
@@ -193,12 +193,16 @@ async fn read_chunk(
     after: Option<&crate::table::PatternKey>,
     limit: usize,
     table: &str,
-) -> Result<Vec<PatternImage>, CopierError> {
+) -> Result<Vec<CopyRow>, CopierError> {
     let rows: Vec<mysql_async::Row> = conn.query(copy_chunk_sql(after, limit)).await?;
     rows.into_iter()
-        .map(|row| PatternImage::from_values(&row.unwrap()))
-        .collect::<Result<_, _>>()
-        .map_err(|why| CopierError::Schema { table: table.to_owned(), why })
+        .map(|row| {
+            let (id, fingerprint, rest) = mysql_async::from_row_opt::<(u64, String, String)>(row).map_err(|e| {
+                CopierError::Schema { table: table.to_owned(), why: format!("unexpected snapshot row: {e}") }
+            })?;
+            Ok(CopyRow::from_columns(id, fingerprint, &rest))
+        })
+        .collect()
 }
 
 /// A stream's moving parts during one attempt.
@@ -307,13 +311,13 @@ impl<'a> Run<'a> {
         // The first chunk is small: row sizes are unknown until one is read.
         let mut limit = s.settings.chunk_rows.min(FIRST_CHUNK_ROWS);
         loop {
-            let images = read_chunk(&mut snapshot.conn, after.as_ref(), limit, &s.table).await?;
-            let done = images.len() < limit;
-            limit = next_chunk_rows(s.settings.chunk_rows, &images);
-            let last = images.last().map(|i| i.key.clone()).or(after.clone());
-            let writes = plan_copy(&s.target, initial, images);
+            let rows = read_chunk(&mut snapshot.conn, after.as_ref(), limit, &s.table).await?;
+            let done = rows.len() < limit;
+            limit = next_chunk_rows(s.settings.chunk_rows, &rows);
+            let last = rows.last().map(|r| r.key.clone()).or(after.clone());
+            let writes = plan_copy(&s.target, initial, rows);
             for (shard, (write, queue)) in writes.into_iter().zip(&queues).enumerate() {
-                rows_copied[shard] += write.applied;
+                rows_copied[shard] += write.len() as u64;
                 let fence = Fence {
                     copy_done: initial[shard].copy_done || done,
                     last_key: initial[shard].last_key.clone().max(last.clone()),
@@ -322,7 +326,7 @@ impl<'a> Run<'a> {
                     rows_copied: rows_copied[shard],
                     events_applied: initial[shard].events_applied,
                 };
-                if queue.send(write.upserts, fence).await.is_err() {
+                if queue.send(write, fence).await.is_err() {
                     // The shard's writer failed: stop reading; `copy` reports its error.
                     return Ok(false);
                 }
@@ -521,14 +525,8 @@ mod tests {
     use super::*;
     use crate::table::PatternKey;
 
-    fn image(sql_bytes: usize) -> PatternImage {
-        PatternImage {
-            key: PatternKey { database_id: 1, fingerprint: "f".into() },
-            normalized_sql: "x".repeat(sql_bytes),
-            tables_used: "[]".into(),
-            first_seen_us: 0,
-            last_seen_us: 0,
-        }
+    fn image(bytes: usize) -> CopyRow {
+        CopyRow { key: PatternKey { database_id: 1, fingerprint: "f".into() }, tuple: "x".repeat(bytes) }
     }
 
     #[test]
