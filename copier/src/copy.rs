@@ -151,13 +151,14 @@ mod tests {
     async fn a_queue_holds_at_most_its_bytes_and_frees_them_when_a_part_is_done() {
         let (mut queues, mut receivers) = queues(1);
         let (queue, mut received) = (queues.remove(0), receivers.remove(0));
-        queue.send(vec![image(QUEUE_BYTES / 2)], Fence::default()).await.expect("room");
-        let full = tokio::time::timeout(Duration::from_millis(50), queue.send(vec![image(QUEUE_BYTES / 2)], Fence::default()));
-        assert!(full.await.is_err(), "a second half-queue part waits for room");
+        let three_quarters = QUEUE_BYTES / 4 * 3;
+        queue.send(vec![image(three_quarters)], Fence::default()).await.expect("room");
+        let full = tokio::time::timeout(Duration::from_millis(50), queue.send(vec![image(three_quarters)], Fence::default()));
+        assert!(full.await.is_err(), "a second part that does not fit waits for room");
         let first = received.recv().await.expect("part");
         assert_eq!(first.rows.len(), 1);
         drop(first);
-        queue.send(vec![image(QUEUE_BYTES / 2)], Fence::default()).await.expect("room again");
+        queue.send(vec![image(three_quarters)], Fence::default()).await.expect("room again");
         // Larger than the queue: waits for an empty queue instead of forever.
         drop(received.recv().await);
         queue.send(vec![image(2 * QUEUE_BYTES)], Fence::default()).await.expect("an oversized part gets through");

@@ -108,11 +108,6 @@ impl PatternImage {
         })
     }
 
-    /// About how many bytes the image takes in memory and on the wire.
-    pub fn approximate_bytes(&self) -> usize {
-        self.normalized_sql.len() + self.tables_used.len() + self.key.fingerprint.len() + 64
-    }
-
     /// `(database_id, fingerprint, keyspace_id, normalized_sql, tables_used,
     /// first_seen, last_seen)` as an SQL tuple.
     pub fn values_tuple(&self) -> String {
