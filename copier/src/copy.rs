@@ -153,7 +153,8 @@ mod tests {
         let (queue, mut received) = (queues.remove(0), receivers.remove(0));
         let three_quarters = QUEUE_BYTES / 4 * 3;
         queue.send(vec![image(three_quarters)], Fence::default()).await.expect("room");
-        let full = tokio::time::timeout(Duration::from_millis(50), queue.send(vec![image(three_quarters)], Fence::default()));
+        let full =
+            tokio::time::timeout(Duration::from_millis(50), queue.send(vec![image(three_quarters)], Fence::default()));
         assert!(full.await.is_err(), "a second part that does not fit waits for room");
         let first = received.recv().await.expect("part");
         assert_eq!(first.rows.len(), 1);

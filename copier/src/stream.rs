@@ -34,11 +34,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{plan_binlog, plan_copy, write_shards, Target};
-use crate::copy::{self, WriterContext};
 use crate::assemble::Assembler;
 use crate::batch::Batch;
 use crate::binlog::Position;
 use crate::config::Settings;
+use crate::copy::{self, WriterContext};
 use crate::error::CopierError;
 use crate::phase::Phase;
 use crate::reader::{self, Read};

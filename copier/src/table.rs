@@ -163,11 +163,8 @@ impl CopyRow {
     /// recomputed from `database_id` with the vindex, as for every image.
     pub fn from_columns(database_id: u64, fingerprint: String, quoted_rest: &str) -> Self {
         let keyspace_id = cluster::vindex::keyspace_id(database_id);
-        let tuple = format!(
-            "({database_id},{},{},{quoted_rest})",
-            sql::lit(fingerprint.as_str()),
-            sql::hex(&keyspace_id)
-        );
+        let tuple =
+            format!("({database_id},{},{},{quoted_rest})", sql::lit(fingerprint.as_str()), sql::hex(&keyspace_id));
         Self { key: PatternKey { database_id, fingerprint }, tuple }
     }
 }

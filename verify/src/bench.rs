@@ -7,8 +7,8 @@ use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
 use crate::digest::Side;
-use crate::first_pass::{self, differing, first_pass, per_window};
 use crate::error::VerifyError;
+use crate::first_pass::{self, differing, first_pass, per_window};
 use crate::spec::{hex_literal, WINDOWED};
 
 /// One bench run's figures (printed as one JSON line).
@@ -48,7 +48,10 @@ pub async fn bench(old: &Side, new: &Side, from: i64, to: i64) -> Result<BenchRe
     let passes = futures::future::try_join_all(WINDOWED.iter().map(|table| async move {
         let size = table.window.map(|(_, w)| w.secs(&old.config.time)).unwrap_or(60);
         let aligned = [(from.div_euclid(size) * size, to.div_euclid(size) * size + size)];
-        futures::try_join!(first_pass(old, table, size, &aligned, started), first_pass(new, table, size, &aligned, started))
+        futures::try_join!(
+            first_pass(old, table, size, &aligned, started),
+            first_pass(new, table, size, &aligned, started)
+        )
     }))
     .await?;
     let comparator_secs = started.elapsed().as_secs_f64();

@@ -212,7 +212,8 @@ fn union(mut spans: Vec<(Duration, Duration)>) -> Duration {
 pub fn differing(old: &FirstPass, new: &FirstPass) -> BTreeMap<i64, Vec<i64>> {
     let mut out: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for key in old.buckets.keys().chain(new.buckets.keys()) {
-        let (o, n) = (old.buckets.get(key).copied().unwrap_or_default(), new.buckets.get(key).copied().unwrap_or_default());
+        let (o, n) =
+            (old.buckets.get(key).copied().unwrap_or_default(), new.buckets.get(key).copied().unwrap_or_default());
         if !o.same_content(&n) || o.misplaced > 0 || n.misplaced > 0 {
             let nibbles = out.entry(key.window).or_default();
             if !nibbles.contains(&key.nibble) {
@@ -245,7 +246,10 @@ mod tests {
         let stats = encoding_sql(&QUERY_STATS_MINUTE);
         assert!(!stats.contains("window_start"), "{stats}");
         assert!(stats.starts_with("CONCAT_WS(',', database_id, query_count,"), "{stats}");
-        assert!(stats.ends_with("LENGTH(fingerprint), LENGTH(keyspace_id), fingerprint, keyspace_id, latency_sketch)"), "{stats}");
+        assert!(
+            stats.ends_with("LENGTH(fingerprint), LENGTH(keyspace_id), fingerprint, keyspace_id, latency_sketch)"),
+            "{stats}"
+        );
         let slow = encoding_sql(&SLOW_QUERIES);
         assert!(slow.contains("occurred_at"), "{slow}");
         assert!(slow.contains("IFNULL(LENGTH(error_text), 'N')") && slow.contains("IFNULL(error_text, '')"), "{slow}");
@@ -271,8 +275,13 @@ mod tests {
             spans: Vec::new(),
         };
         let new = FirstPass {
-            buckets: [(key(0, 1), d(1, 6, 0)), (key(0, 2), d(1, 5, 0)), (key(60, 3), d(1, 5, 1)), (key(120, 0), d(1, 1, 0))]
-                .into(),
+            buckets: [
+                (key(0, 1), d(1, 6, 0)),
+                (key(0, 2), d(1, 5, 0)),
+                (key(60, 3), d(1, 5, 1)),
+                (key(120, 0), d(1, 1, 0)),
+            ]
+            .into(),
             spans: Vec::new(),
         };
         let diff = differing(&old, &new);

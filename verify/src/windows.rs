@@ -357,7 +357,8 @@ impl<'a> Comparison<'a> {
         n: &FirstPass,
     ) -> Result<(), VerifyError> {
         let checked: BTreeSet<i64> = to_check.iter().copied().collect();
-        if let Some(outside) = o.buckets.keys().chain(n.buckets.keys()).map(|k| k.window).find(|w| !checked.contains(w)) {
+        if let Some(outside) = o.buckets.keys().chain(n.buckets.keys()).map(|k| k.window).find(|w| !checked.contains(w))
+        {
             return Err(VerifyError::Unexpected(format!(
                 "{}: rows grouped into window {outside}, outside the windows asked for",
                 table.name

@@ -98,7 +98,8 @@ async fn first_pass_catches_a_changed_byte_and_a_duplicated_row() {
     assert!(differing(&o, &n).is_empty());
     let shard = 0;
     let rows: Vec<(i32, i64)> =
-        query_shard(&new.config, shard, "SELECT src_partition, src_offset FROM slow_queries ORDER BY 1, 2 LIMIT 1").await;
+        query_shard(&new.config, shard, "SELECT src_partition, src_offset FROM slow_queries ORDER BY 1, 2 LIMIT 1")
+            .await;
     let (partition, offset) = rows[0];
     let copy_to = 1;
     let tuple: Vec<String> = query_shard(
