@@ -174,9 +174,13 @@ pub async fn write_shards(
     phase: Phase,
 ) -> Result<Duration, CopierError> {
     debug_assert_eq!(writes.len(), fences.len());
-    let tasks = writes.into_iter().zip(new_fences.iter()).enumerate().map(|(shard, (write, fence))| async move {
-        write_one(target, shard, &write.tuples(), fence, table, source_shard, phase).await
-    });
+    let to = ShardTxn { target, table, source_shard, phase };
+    let to = &to;
+    let tasks = writes
+        .into_iter()
+        .zip(new_fences.iter())
+        .enumerate()
+        .map(|(shard, (write, fence))| async move { write_one(to, shard, &write.tuples(), fence).await });
     let mut slowest = Duration::ZERO;
     for result in futures::future::join_all(tasks).await {
         slowest = slowest.max(result?);
@@ -185,23 +189,28 @@ pub async fn write_shards(
     Ok(slowest)
 }
 
+/// Where a stream's shard transactions go and how their fences are labelled.
+pub struct ShardTxn<'a> {
+    pub target: &'a Target,
+    pub table: &'a str,
+    pub source_shard: &'a str,
+    pub phase: Phase,
+}
+
 /// One shard's rows and fence in one transaction, run again when a deadlock
 /// or lock wait timeout with group B rolled it back (only this shard's
 /// transaction is affected). Returns its slowest statement's latency: the
 /// throttle's signal, which does not grow with the size of the batch.
 pub async fn write_one(
-    target: &Target,
+    to: &ShardTxn<'_>,
     shard: usize,
     write: &Tuples,
     fence: &Fence,
-    table: &str,
-    source_shard: &str,
-    phase: Phase,
 ) -> Result<Duration, mysql_async::Error> {
     let mut attempt = 0;
     loop {
         let shard_started = Instant::now();
-        match write_shard(target, shard, write, fence, table, source_shard, phase).await {
+        match write_shard(to, shard, write, fence).await {
             Err(e) if cluster::retry::is_lock_conflict(&e) && attempt < LOCK_RETRIES => {
                 attempt += 1;
                 tracing::debug!(shard, attempt, error = %e, "target transaction rolled back by a lock conflict, retrying");
@@ -218,15 +227,12 @@ pub async fn write_one(
 /// One shard's rows and fence, in one transaction. Returns the slowest
 /// statement's latency (the commit included).
 async fn write_shard(
-    target: &Target,
+    to: &ShardTxn<'_>,
     shard: usize,
     write: &Tuples,
     fence: &Fence,
-    table: &str,
-    source_shard: &str,
-    phase: Phase,
 ) -> Result<Duration, mysql_async::Error> {
-    let mut conn = target.pools.shard(shard).get_conn().await?;
+    let mut conn = to.target.pools.shard(shard).get_conn().await?;
     let mut opts = TxOpts::default();
     opts.with_isolation_level(IsolationLevel::ReadCommitted);
     let mut tx = conn.start_transaction(opts).await?;
@@ -244,7 +250,7 @@ async fn write_shard(
         tx.query_drop(upsert_sql(chunk)).await?;
         slowest = slowest.max(started.elapsed());
     }
-    write_fence(&mut tx, table, source_shard, fence, phase).await?;
+    write_fence(&mut tx, to.table, to.source_shard, fence, to.phase).await?;
     let started = Instant::now();
     tx.commit().await?;
     Ok(slowest.max(started.elapsed()))

@@ -17,7 +17,7 @@ use indicatif::ProgressBar;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{write_one, Target, Tuples};
+use crate::apply::{write_one, ShardTxn, Target, Tuples};
 use crate::error::CopierError;
 use crate::phase::Phase;
 use crate::sidecar::Fence;
@@ -120,7 +120,8 @@ pub async fn write_parts(
         }
         let rows = upserts.len() as u64;
         let write = Tuples { deletes: Vec::new(), upserts };
-        let latency = write_one(cx.target, shard, &write, &fence, cx.table, cx.source_shard, Phase::Copying).await?;
+        let to = ShardTxn { target: cx.target, table: cx.table, source_shard: cx.source_shard, phase: Phase::Copying };
+        let latency = write_one(&to, shard, &write, &fence).await?;
         drop(permits);
         committed = Some(fence);
         cx.copied.fetch_add(rows, Ordering::Relaxed);
