@@ -138,7 +138,9 @@ impl fmt::Display for Role {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
-    #[error("role: unknown {0:?} (one of consumer, retention, verify, copier-source, copier-target, operator, reader)")]
+    #[error(
+        "role: unknown {0:?} (one of consumer, retention, verify, copier-source, copier-target, operator, reader)"
+    )]
     UnknownRole(String),
     #[error("user: must match [A-Za-z0-9_]{{1,32}} (MySQL 8's limit), got {0:?}")]
     User(String),

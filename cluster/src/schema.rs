@@ -184,10 +184,7 @@ pub fn control_ddl() -> Vec<String> {
 /// database and adds the [`crate::job_tables::ADDED_COLUMNS`] they lack. No
 /// DDL runs when everything is there, so a job's login needs no DDL
 /// privilege once `dualwrite-cluster schema` has run (`crate::roles`).
-pub async fn create_missing(
-    conn: &mut mysql_async::Conn,
-    tables: &[(&str, &str)],
-) -> Result<(), mysql_async::Error> {
+pub async fn create_missing(conn: &mut mysql_async::Conn, tables: &[(&str, &str)]) -> Result<(), mysql_async::Error> {
     use mysql_async::prelude::Queryable;
 
     // information_schema lists only tables the login holds some privilege

@@ -33,10 +33,13 @@ struct Logins {
     /// (the stack's user name, this test's user, its password).
     users: Vec<(&'static str, String, Secret)>,
     suffix: String,
+    /// The administrator's view of both clusters: where the logins live.
+    admin: [ClusterConfig; 2],
 }
 
 impl Logins {
-    fn new() -> Self {
+    /// Creates the logins on every server of both clusters.
+    async fn create(admin: [&ClusterConfig; 2]) -> Self {
         let mut rng = rand::rng();
         let suffix: String = (0..6).map(|_| rng.sample(rand::distr::Alphanumeric) as char).collect();
         let mut users: Vec<(&'static str, String, Secret)> = Vec::new();
@@ -50,7 +53,12 @@ impl Logins {
             let password: String = (0..24).map(|_| rng.sample(rand::distr::Alphanumeric) as char).collect();
             users.push((stack_user, user, Secret::new(password)));
         }
-        Self { users, suffix }
+        let admin = admin.map(Clone::clone);
+        on_every_server(&admin, &users, |u, p| {
+            format!("CREATE USER '{u}'@'127.0.0.1' IDENTIFIED BY '{}'", p.expose_secret())
+        })
+        .await;
+        Self { users, suffix, admin }
     }
 
     fn login(&self, role: Role) -> (&str, &Secret) {
@@ -68,25 +76,49 @@ impl Logins {
         let (user, password) = self.login(role);
         admin.with_login(user, Some(password.clone()))
     }
+}
 
-    /// Runs `sql` (one statement per login) with the administrator's login on every server of both clusters.
-    async fn on_every_server(&self, clusters: [&ClusterConfig; 2], sql: impl Fn(&str, &Secret) -> String) {
-        let mut seen = BTreeSet::new();
-        for cluster in clusters {
-            let endpoints: Vec<&Endpoint> =
-                cluster.shards.iter().map(|s| &s.endpoint).chain(cluster.control.as_ref()).collect();
-            for endpoint in endpoints {
-                if !seen.insert((endpoint.host.clone(), endpoint.port)) {
-                    continue;
-                }
-                let opts = mysql_async::OptsBuilder::from_opts(cluster::pool::opts_for(endpoint, &cluster.auth))
-                    .db_name(None::<String>);
-                let mut conn = mysql_async::Conn::new(opts).await.expect("administrator connects");
-                for (_, user, password) in &self.users {
-                    conn.query_drop(sql(user, password)).await.expect("administrator statement");
-                }
-                let _ = conn.disconnect().await;
+/// Runs `sql` (one statement per login) with the administrator's login on every server of both clusters.
+async fn on_every_server(
+    admin: &[ClusterConfig; 2],
+    users: &[(&'static str, String, Secret)],
+    sql: impl Fn(&str, &Secret) -> String,
+) {
+    let mut seen = BTreeSet::new();
+    for cluster in admin {
+        let endpoints: Vec<&Endpoint> =
+            cluster.shards.iter().map(|s| &s.endpoint).chain(cluster.control.as_ref()).collect();
+        for endpoint in endpoints {
+            if !seen.insert((endpoint.host.clone(), endpoint.port)) {
+                continue;
             }
+            let opts = mysql_async::OptsBuilder::from_opts(cluster::pool::opts_for(endpoint, &cluster.auth))
+                .db_name(None::<String>);
+            let Ok(mut conn) = mysql_async::Conn::new(opts).await else {
+                panic!("the administrator cannot connect to {endpoint}");
+            };
+            for (_, user, password) in users {
+                if let Err(e) = conn.query_drop(sql(user, password)).await {
+                    panic!("administrator statement for {user}: {e}");
+                }
+            }
+            let _ = conn.disconnect().await;
+        }
+    }
+}
+
+/// The logins are dropped also when the test fails (on a thread of its own:
+/// the test's runtime may be gone).
+impl Drop for Logins {
+    fn drop(&mut self) {
+        let (users, admin) = (std::mem::take(&mut self.users), self.admin.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(on_every_server(&admin, &users, |u, _| format!("DROP USER IF EXISTS '{u}'@'127.0.0.1'")));
+        })
+        .join();
+        if dropped.is_err() {
+            eprintln!("dropping the test's logins failed");
         }
     }
 }
@@ -118,11 +150,7 @@ fn control(config: &ClusterConfig) -> mysql_async::Pool {
 async fn every_role_does_its_job_and_is_refused_the_rest() {
     let old = fresh_cluster("old", "roles").await;
     let new = fresh_cluster("new", "roles").await;
-    let logins = Logins::new();
-    let both = [&old.config, &new.config];
-    logins
-        .on_every_server(both, |u, p| format!("CREATE USER '{u}'@'127.0.0.1' IDENTIFIED BY '{}'", p.expose_secret()))
-        .await;
+    let logins = Logins::create([&old.config, &new.config]).await;
     for role in Role::ALL {
         let account = logins.account(role);
         // the copier reads the old cluster and writes the new one; every other role works on both
@@ -187,7 +215,8 @@ async fn every_role_does_its_job_and_is_refused_the_rest() {
         range: verify::windows::Range::Since(Duration::from_secs(3 * 3600)),
         recheck_all: false,
     };
-    let outcome = verify::windows::run_windows(&verify_config, &CancellationToken::new()).await.expect("verify windows");
+    let outcome =
+        verify::windows::run_windows(&verify_config, &CancellationToken::new()).await.expect("verify windows");
     assert!(outcome.run.run_id > 0, "a recorded run");
     let verify_shards = ShardPools::new(&verify_config.new);
     assert_refused(verify_shards.shard(0), "verify", "UPDATE query_stats_minute SET query_count = 0").await;
@@ -237,11 +266,16 @@ async fn every_role_does_its_job_and_is_refused_the_rest() {
     // --- reader, before any operator: may not create the routing state
     let reader_old = logins.as_role(Role::Reader, &old.config);
     let reader_new = logins.as_role(Role::Reader, &new.config);
-    let router = cutover::Router::start(router_config("roles-early", 0.0), reader_old.clone(), reader_new.clone(), control(&reader_new))
-        .await
-        .err()
-        .expect("a reader cannot initialise the routing state")
-        .to_string();
+    let router = cutover::Router::start(
+        router_config("roles-early", 0.0),
+        reader_old.clone(),
+        reader_new.clone(),
+        control(&reader_new),
+    )
+    .await
+    .err()
+    .expect("a reader cannot initialise the routing state")
+    .to_string();
     assert!(router.contains("INSERT command denied"), "{router}");
 
     // --- operator: creates the routing state and switches; the audit names its login
@@ -290,12 +324,8 @@ async fn every_role_does_its_job_and_is_refused_the_rest() {
         .await
         .expect("top patterns");
     assert_eq!(top.status(), 200, "{}", top.text().await.unwrap_or_default());
-    let console = client
-        .get(format!("{}/console", api.base))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .expect("console");
+    let console =
+        client.get(format!("{}/console", api.base)).header("Accept", "application/json").send().await.expect("console");
     assert_eq!(console.status(), 200);
     let console: serde_json::Value = console.json().await.expect("console json");
     // everything the console reads from the databases (not the Kafka lag: no broker configured here)
@@ -313,7 +343,7 @@ async fn every_role_does_its_job_and_is_refused_the_rest() {
     assert_refused(reader_shards.shard(0), "the reader", "INSERT INTO query_patterns (database_id) VALUES (1)").await;
     reader_shards.disconnect().await;
 
-    logins.on_every_server(both, |u, _| format!("DROP USER IF EXISTS '{u}'@'127.0.0.1'")).await;
+    drop(logins);
     drop_databases(&old.config).await;
     drop_databases(&new.config).await;
 }

@@ -112,12 +112,9 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
 fn kafka_args(config: &BenchConfig) -> Vec<std::ffi::OsString> {
     match &config.kafka_config {
         // --brokers next to the file replaces only its bootstrap list
-        Some(file) => vec![
-            "--kafka-config".into(),
-            file.into(),
-            "--brokers".into(),
-            config.kafka.bootstrap.clone().into(),
-        ],
+        Some(file) => {
+            vec!["--kafka-config".into(), file.into(), "--brokers".into(), config.kafka.bootstrap.clone().into()]
+        }
         None => vec!["--brokers".into(), config.kafka.bootstrap.clone().into()],
     }
 }
@@ -127,11 +124,7 @@ fn rate(n: u64, elapsed: Duration) -> f64 {
 }
 
 /// Reads every message of `topics` from the start with a bare consumer.
-async fn raw_consume(
-    kafka: &topics::kafka::KafkaConfig,
-    topics: &[String],
-    expected: u64,
-) -> Result<f64, BenchError> {
+async fn raw_consume(kafka: &topics::kafka::KafkaConfig, topics: &[String], expected: u64) -> Result<f64, BenchError> {
     let (client, topics) = (kafka.client(), topics.to_vec());
     tokio::task::spawn_blocking(move || -> Result<f64, BenchError> {
         let consumer = topics::admin::standalone_consumer(&client, "bench-raw")?;
