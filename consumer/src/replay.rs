@@ -66,7 +66,7 @@ type LetterRow = (String, i32, i64, String, String, String, u8, Option<String>);
 
 pub async fn list(control: &Pool, cluster: &str, selection: &Selection) -> Result<Vec<Letter>, ReplayError> {
     let mut conn = control.get_conn().await?;
-    conn.query_drop(cluster::schema::DEAD_LETTER_REPLAYS).await?;
+    cluster::schema::create_missing(&mut conn, &cluster::schema::DEAD_LETTER_TABLES).await?;
     let rows: Vec<LetterRow> = conn
         .query(format!(
             "SELECT d.topic, d.kafka_partition, d.kafka_offset, d.reason, d.detail, CAST(d.recorded_at AS CHAR), \

@@ -88,7 +88,7 @@ struct StartArgs {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     status_interval: Duration,
     /// Prometheus endpoint.
-    #[arg(long, env = "DUALWRITE_METRICS_ADDR", default_value = "127.0.0.1:9466")]
+    #[arg(long, env = "DUALWRITE_METRICS_ADDR", default_value = "127.0.0.1:9468")]
     metrics_addr: SocketAddr,
     /// Progress bars even when stderr is not a terminal (`never` / `auto` / `always`).
     #[arg(long, default_value = "auto")]
