@@ -30,6 +30,8 @@ use crate::state::{self, AuditEntry, RouterSeen, RoutingState};
 const AUDIT_ROWS: u32 = 20;
 /// A router silent for longer is shown as not live.
 const LIVENESS: Duration = Duration::from_secs(3);
+/// The shortest span the verify timeline covers.
+const TIMELINE_MIN_SPAN: Duration = Duration::from_secs(86_400);
 /// Dead letters recorded this recently are counted apart from the rest.
 pub const RECENT_DEAD_LETTERS: Duration = Duration::from_secs(3600);
 
@@ -54,8 +56,8 @@ pub struct Facts {
     pub readiness_progress: Option<f64>,
     /// The gates of a switch of every group.
     pub gates: Vec<GateResult>,
-    /// The comparators' windows over the new cluster's retention period,
-    /// as the equivalence report draws them.
+    /// The comparators' windows (see [`verify_timeline`] for the span), as
+    /// the equivalence report draws them.
     pub verify_timeline: Result<Timelines, String>,
     /// Per cluster (old, then new): its dead letters by reason.
     pub dead_letters: Vec<ClusterDeadLetters>,
@@ -108,10 +110,14 @@ pub async fn facts(config: &ConsoleConfig) -> Facts {
     }
 }
 
-/// The verify timeline of the windows the new cluster retains, up to now.
+/// The verify timeline up to now, over the new cluster's retention period or
+/// the last day, whichever is longer: a comparison stays worth seeing after
+/// its windows were dropped (in compressed time they are within a minute).
+/// The timeline zooms to the windows checked, so the span costs little.
 async fn verify_timeline(control: &Pool, new: &ClusterConfig) -> Result<Timelines, String> {
     let to = Utc::now().timestamp();
-    let from = to - i64::try_from(new.time.retention.as_secs()).unwrap_or(i64::MAX / 2);
+    let span = new.time.retention.max(TIMELINE_MIN_SPAN);
+    let from = to - i64::try_from(span.as_secs()).unwrap_or(i64::MAX / 2);
     verify::report::timelines(control, &new.time, from, to).await.map_err(|e| format!("verify history: {e}"))
 }
 
