@@ -39,10 +39,10 @@ fn opt<T: std::fmt::Display>(value: Option<T>) -> String {
 
 const CSS: &str = "
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 16px 20px; color: #1d2330; }
-h1 { font-size: 21px; margin: 0 0 2px; } h2 { font-size: 16px; margin: 16px 0 6px; }
+h1 { font-size: 21px; margin: 0 0 2px; } h2 { font-size: 17px; margin: 16px 0 6px; }
 .meta { color: #5b6272; font-size: 13px; }
 .reads { display: flex; gap: 36px; margin: 10px 0 2px; font-size: 24px; }
-.reads b { font-size: 26px; } .reads .note { font-size: 15px; color: #5b6272; }
+.reads b { font-size: 26px; } .reads .note { font-size: 17px; color: #3c4353; }
 .cols { display: grid; grid-template-columns: 1fr 1fr; gap: 0 36px; }
 table { border-collapse: collapse; font-size: 12px; } th, td { border-bottom: 1px solid #e4e6eb; padding: 3px 8px;
   text-align: left; vertical-align: top; }
@@ -191,16 +191,15 @@ fn routers(out: &mut String, f: &Facts) {
 /// The latest runs in words, then the report's timeline over the retained windows.
 fn verify(out: &mut String, f: &Facts) {
     section(out, "verify", "Verify timeline", &f.verify_timeline, |out, timelines| {
-        let run = |r: Option<&verify::history::RunRecord>| {
-            r.map_or_else(
-                || "none finished".to_owned(),
-                |r| {
-                    format!(
-                        "#{} {} ({} windows equal, {} different, {} differences)",
-                        r.run_id, r.outcome, r.windows_equal, r.windows_different, r.differences
-                    )
-                },
-            )
+        let run = |r: Option<&verify::history::RunRecord>| match r {
+            None => "none finished".to_owned(),
+            Some(r) if r.kind == "table" => {
+                format!("#{} {} ({} rows, {} differences)", r.run_id, r.outcome, r.rows_compared, r.differences)
+            }
+            Some(r) => format!(
+                "#{} {} ({} windows equal, {} different, {} differences)",
+                r.run_id, r.outcome, r.windows_equal, r.windows_different, r.differences
+            ),
         };
         let mut table_runs = Vec::new();
         match &f.inputs.verify {

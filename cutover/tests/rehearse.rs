@@ -106,6 +106,10 @@ fn ocr(png: &Path) -> String {
     let out = std::process::Command::new("tesseract")
         .arg(png)
         .arg("stdout")
+        // One column of text of varying sizes: reads both columns of the
+        // page and the large routing banner most reliably (seen on the
+        // rehearsal's screenshots; the default mode skipped a heading).
+        .args(["--psm", "4"])
         .output()
         .unwrap_or_else(|e| panic!("tesseract: {e} (install tesseract-ocr: compose/local/deps)"));
     assert!(out.status.success(), "tesseract {}: {}", png.display(), String::from_utf8_lossy(&out.stderr));
