@@ -3,6 +3,7 @@
 //! store's DDL.
 
 pub mod config;
+pub mod dead_letters;
 pub mod error;
 pub mod fence;
 pub mod job_tables;

@@ -164,6 +164,29 @@ pub async fn produce_with(
     Ok(truth.build())
 }
 
+/// The malformed values [`malformed`] sends in turn, with the dead-letter
+/// reason each must get: not Confluent-framed, and too short for a header.
+pub const MALFORMED: [(&[u8], &str); 2] = [(b"\x07not avro", "bad_magic"), (b"\x00\x00", "truncated_header")];
+
+/// A broken proxy for rehearsals: `count` messages to `topic` whose values
+/// are not messages of the topic (see [`MALFORMED`], in turn), so both
+/// groups dead-letter them with known reasons and the console has letters
+/// to show. No row comes from them: the ground truth is untouched.
+pub async fn malformed(kafka: &topics::kafka::KafkaConfig, topic: &str, count: u64) -> Result<(), ProduceError> {
+    let producer: FutureProducer = producer_config_for(kafka).create()?;
+    for i in 0..count {
+        let (value, reason) = MALFORMED[usize::from(i % 2 == 1)];
+        let key = format!("malformed-{i}");
+        let record = FutureRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(value)
+            .timestamp(chrono::Utc::now().timestamp_millis());
+        let delivery = producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+        tracing::info!(topic, partition = delivery.partition, offset = delivery.offset, reason, "malformed message sent");
+    }
+    Ok(())
+}
+
 type Settled = (Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>, Option<topics::SlowQuery>, TopicKind);
 
 fn settle((result, slow, kind): Settled, truth: &mut TruthBuilder) -> Result<(), ProduceError> {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use cluster::retry::ER_NO_SUCH_TABLE;
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use serde::Serialize;
@@ -281,9 +282,6 @@ pub async fn latest_finished_run(pool: &Pool, kind: &str, target: &str) -> Resul
     }
 }
 
-/// MySQL's "table doesn't exist".
-const ER_NO_SUCH_TABLE: u16 = 1146;
-
 /// A run by id.
 pub async fn run(pool: &Pool, run_id: u64) -> Result<Option<RunRecord>, VerifyError> {
     let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
@@ -335,10 +333,11 @@ pub async fn different_windows(pool: &Pool, limit: u32) -> Result<DifferentWindo
 /// A `dw_verify_windows` row joined with its run's late-message counts.
 type WindowRow = (String, i64, i64, String, Option<u64>, Option<u64>, u64, u64, u64, u64, String, String);
 
-/// The latest state of every window of `tbl` starting in `[from, to)`.
+/// The latest state of every window of `tbl` starting in `[from, to)`;
+/// none when the comparators never ran against this control database.
 pub async fn windows(pool: &Pool, tbl: &str, from: i64, to: i64) -> Result<BTreeMap<i64, WindowRecord>, VerifyError> {
     let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
-    let rows: Vec<mysql_async::Row> = conn
+    let rows: Result<Vec<mysql_async::Row>, _> = conn
         .exec(
             format!(
                 "SELECT w.tbl, TIMESTAMPDIFF(SECOND, '1970-01-01', w.window_start), \
@@ -352,8 +351,11 @@ pub async fn windows(pool: &Pool, tbl: &str, from: i64, to: i64) -> Result<BTree
             ),
             (tbl,),
         )
-        .await
-        .map_err(VerifyError::Control)?;
+        .await;
+    let rows = match rows {
+        Err(mysql_async::Error::Server(e)) if e.code == ER_NO_SUCH_TABLE => return Ok(BTreeMap::new()),
+        rows => rows.map_err(VerifyError::Control)?,
+    };
     let mut out = BTreeMap::new();
     for row in rows {
         let (tbl, start, end, state, old_rows, new_rows, run_id, differences, late_old, late_new, old, new): WindowRow =

@@ -54,6 +54,10 @@ enum Command {
         /// Prometheus endpoint for the producer's delivery rate and errors (off by default).
         #[arg(long, env = "DUALWRITE_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// First send this many malformed messages to the query-stats topic
+        /// (rehearsals: both groups dead-letter them; not in the ground truth).
+        #[arg(long, default_value_t = 0)]
+        malformed: u64,
     },
     /// Measure the consumer against the read and write ceilings of the same broker and shards.
     Bench {
@@ -109,6 +113,7 @@ fn main() -> anyhow::Result<()> {
                 interval,
                 realtime,
                 metrics_addr,
+                malformed,
             } => {
                 let kafka = topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), None, brokers.as_deref())?;
                 if let Some(addr) = metrics_addr {
@@ -131,6 +136,11 @@ fn main() -> anyhow::Result<()> {
                 let brokers = kafka.bootstrap.clone();
                 let config =
                     ProduceConfig { brokers, topic_prefix, messages, rate: Some(rate).filter(|r| *r > 0), workload };
+                if malformed > 0 {
+                    let topic = topics::TopicKind::QueryStats.topic_name(&config.topic_prefix);
+                    loadtest::produce::malformed(&kafka, &topic, malformed).await.context("sending malformed messages")?;
+                    println!("sent {malformed} malformed messages to {topic}");
+                }
                 let shutdown = service::shutdown_on_signals();
                 let result = produce_with(&config, &kafka, &shutdown).await.context("producing")?;
                 result.save(&truth).context("writing the ground truth")?;
