@@ -42,7 +42,7 @@ const RESERVED: [&str; 9] = [
 
 /// A password that prints as `***`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
+pub struct Password(pub(crate) String);
 
 impl Password {
     /// The password, for the one place that hands it to librdkafka.
@@ -368,13 +368,18 @@ impl KafkaConfig {
 }
 
 fn read_password(path: &Path) -> Result<Password, KafkaConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| field("sasl_password_file", format!("cannot read {}: {error}", path.display())))?;
-    let password = text.trim_end_matches(['\n', '\r']);
-    if password.is_empty() {
-        return Err(field("sasl_password_file", format!("{} is empty", path.display())));
+    read_secret_file(path).map_err(|message| field("sasl_password_file", message))
+}
+
+/// A secret file's content without its trailing newline; the error names
+/// the file, never its content.
+pub(crate) fn read_secret_file(path: &Path) -> Result<Password, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(format!("{} is empty", path.display()));
     }
-    Ok(Password(password.to_owned()))
+    Ok(Password(secret.to_owned()))
 }
 
 #[cfg(test)]

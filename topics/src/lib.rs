@@ -11,6 +11,7 @@ pub mod corpus;
 pub mod dev_broker;
 pub mod events;
 pub mod kafka;
+pub mod registry;
 pub mod key;
 pub mod schemas;
 pub mod sketch;
