@@ -4,6 +4,8 @@
 //! in-process or as `dualwrite-consumer` child processes, and the waits the
 //! tests synchronise on (a condition with a deadline, never a fixed sleep).
 
+pub mod registry;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -172,6 +174,7 @@ pub fn consumer_config(cluster: &TestCluster, broker: &Broker, group: &str) -> C
         batch_max_wait: Duration::from_millis(100),
         start: StartPosition::Earliest,
         codec: topics::Codec::embedded().expect("codec"),
+        registry: None,
         kafka_overrides: vec![("session.timeout.ms".into(), "6000".into())],
     }
 }

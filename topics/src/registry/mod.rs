@@ -42,21 +42,6 @@ pub fn schema_text(schema: &Schema) -> String {
     serde_json::to_string(schema).unwrap_or_else(|_| schema.canonical_form())
 }
 
-/// Asks the registry whether `schema` is compatible with the subject's latest
-/// version, and registers it only if so: an incompatible schema is refused
-/// with the registry's own explanation and nothing is registered.
-pub async fn register_checked(registry: &Registry, subject: &str, schema: &Schema) -> Result<u32, RegistryError> {
-    let text = schema_text(schema);
-    if let Err(message) = registry.check_compatibility(subject, &text).await? {
-        return Err(RegistryError::Incompatible {
-            url: registry.url().to_string(),
-            subject: subject.to_owned(),
-            message,
-        });
-    }
-    registry.register(subject, &text).await
-}
-
 /// One subject's registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
@@ -75,18 +60,30 @@ pub enum RegisterError {
 }
 
 /// Registers, for every topic, the newest schema of its record in `schemas`
-/// (checked for compatibility first), in topic order; stops at the first refusal.
+/// under `<topic>-value`. The registry is first asked whether each is
+/// compatible with its subject's latest version; if any is not, nothing is
+/// registered and the error carries the registry's explanation.
 pub async fn register_topic_schemas(
     registry: &Registry,
     topic_prefix: &str,
     schemas: &SchemaSet,
 ) -> Result<Vec<Registered>, RegisterError> {
-    let mut out = Vec::new();
+    let mut wanted = Vec::new();
     for kind in TopicKind::ALL {
         let record = record_of(kind);
         let (_, schema) = schemas.latest_for(record).ok_or(SchemaError::Missing(record))?;
-        let subject = value_subject(&kind.topic_name(topic_prefix));
-        let id = register_checked(registry, &subject, schema).await?;
+        wanted.push((value_subject(&kind.topic_name(topic_prefix)), record, schema_text(schema)));
+    }
+    for (subject, _, text) in &wanted {
+        if let Err(message) = registry.check_compatibility(subject, text).await? {
+            let url = registry.url().to_string();
+            return Err(RegistryError::Incompatible { url, subject: subject.clone(), message }.into());
+        }
+    }
+    let mut out = Vec::new();
+    for (subject, record, text) in wanted {
+        // The registry checks again (409): a schema registered meanwhile is still caught.
+        let id = registry.register(&subject, &text).await?;
         tracing::info!(%subject, id, record, "schema registered");
         out.push(Registered { subject, record, id });
     }
@@ -145,11 +142,20 @@ pub fn add_to_codec(codec: &mut Codec, id: u32, schema: WriterSchema) {
     }
 }
 
+/// A consumer's codec: no writer schema but the topics' latest ones (looked
+/// up at start, which also proves the URL, the CA and the credentials),
+/// every other id fetched when a message first carries it.
+pub async fn consumer_codec(registry: &Registry, topics: &[String]) -> Result<Codec, RegisterError> {
+    let mut codec = Codec::for_registry()?;
+    preflight(registry, topics, &mut codec).await?;
+    Ok(codec)
+}
+
 /// At start: one authenticated call per topic (`GET /subjects/<topic>-value/versions/latest`),
 /// so wrong credentials, a wrong CA or a wrong URL fail in one line naming
 /// the registry before anything is consumed; the latest schemas found are
 /// added to `codec` (saving their first lookup).
-pub async fn preflight(registry: &Registry, topics: &[String], codec: &mut Codec) -> Result<(), RegistryError> {
+async fn preflight(registry: &Registry, topics: &[String], codec: &mut Codec) -> Result<(), RegistryError> {
     for topic in topics {
         let subject = value_subject(topic);
         match registry.latest(&subject).await? {

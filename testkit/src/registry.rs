@@ -1,0 +1,271 @@
+//! A test double of a Confluent Schema Registry: exactly the REST calls the
+//! registry client uses (`GET /schemas/ids/{id}`, `GET
+//! /subjects/{s}/versions/latest`, `POST /subjects/{s}/versions`, `POST
+//! /compatibility/subjects/{s}/versions/latest[?verbose=true]`), with HTTP
+//! basic auth and Confluent's error bodies (`{"error_code":..,"message":..}`).
+//!
+//! Like the real one: ids are global and one schema has one id whatever the
+//! subject; registering a schema already registered under the subject
+//! answers its id; compatibility is BACKWARD (the new schema reads data
+//! written with the latest version), checked with apache-avro's resolver;
+//! registering an incompatible schema answers 409. For tests it also counts
+//! lookups per id, can be taken down (503 on every call, as a registry whose
+//! Kafka store is unreachable answers), and can be handed a schema under a
+//! chosen id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::Schema;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::Engine;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+#[derive(Default)]
+struct Store {
+    /// Schema text by id (ids start at 1 and are never reused).
+    schemas: BTreeMap<u32, String>,
+    /// Versions of each subject, oldest first, as schema ids.
+    subjects: BTreeMap<String, Vec<u32>>,
+    /// `GET /schemas/ids/{id}` calls per id.
+    lookups: HashMap<u32, u32>,
+    /// Answer 503 to everything.
+    down: bool,
+}
+
+struct Inner {
+    store: Mutex<Store>,
+    /// `Authorization` header value every call must carry, if any.
+    expected_auth: Option<String>,
+}
+
+/// A running test registry on 127.0.0.1 (a random port).
+pub struct TestRegistry {
+    pub url: String,
+    inner: Arc<Inner>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestRegistry {
+    /// A registry without authentication.
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A registry that requires HTTP basic auth with these credentials.
+    pub async fn start_with_basic_auth(username: &str, password: &str) -> Self {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        Self::start_with(Some(format!("Basic {token}"))).await
+    }
+
+    async fn start_with(expected_auth: Option<String>) -> Self {
+        let inner = Arc::new(Inner { store: Mutex::new(Store::default()), expected_auth });
+        let app = Router::new()
+            .route("/schemas/ids/{id}", get(schema_by_id))
+            .route("/subjects/{subject}/versions/latest", get(latest))
+            .route("/subjects/{subject}/versions", post(register))
+            .route("/compatibility/subjects/{subject}/versions/latest", post(compatibility))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test registry");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await.expect("test registry");
+        });
+        Self { url, inner, stop, task: Some(task) }
+    }
+
+    /// While down, every call answers 503 (error_code 50003).
+    pub fn set_down(&self, down: bool) {
+        self.store().down = down;
+    }
+
+    /// How many times `GET /schemas/ids/{id}` was called.
+    pub fn lookups(&self, id: u32) -> u32 {
+        self.store().lookups.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Every id looked up, with its count.
+    pub fn all_lookups(&self) -> HashMap<u32, u32> {
+        self.store().lookups.clone()
+    }
+
+    /// The ids registered under `subject`, oldest first.
+    pub fn versions(&self, subject: &str) -> Vec<u32> {
+        self.store().subjects.get(subject).cloned().unwrap_or_default()
+    }
+
+    /// Stores `schema` under `id` without a subject (a schema another
+    /// producer registered with an id of its own).
+    pub fn insert(&self, id: u32, schema: &str) {
+        self.store().schemas.insert(id, schema.to_owned());
+    }
+
+    /// Stops the server and joins its task.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("test registry task");
+        }
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.inner.store.lock().expect("registry store")
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn error(status: StatusCode, code: u32, message: impl Into<String>) -> Response {
+    let body = json!({ "error_code": code, "message": message.into() }).to_string();
+    (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+fn ok(body: Value) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+}
+
+/// Authentication and the outage switch, as the real registry's filters run before any handler.
+fn admit(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
+    if let Some(expected) = &inner.expected_auth {
+        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            return Err(error(StatusCode::UNAUTHORIZED, 40101, "Unauthorized"));
+        }
+    }
+    if inner.store.lock().expect("registry store").down {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, 50003, "Error while forwarding the request to the leader"));
+    }
+    Ok(())
+}
+
+async fn schema_by_id(State(inner): State<Arc<Inner>>, Path(id): Path<u32>, headers: HeaderMap) -> Response {
+    if let Err(refused) = admit(&inner, &headers) {
+        return refused;
+    }
+    let mut store = inner.store.lock().expect("registry store");
+    *store.lookups.entry(id).or_default() += 1;
+    match store.schemas.get(&id) {
+        Some(schema) => ok(json!({ "schema": schema })),
+        None => error(StatusCode::NOT_FOUND, 40403, format!("Schema {id} not found")),
+    }
+}
+
+async fn latest(State(inner): State<Arc<Inner>>, Path(subject): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(refused) = admit(&inner, &headers) {
+        return refused;
+    }
+    let store = inner.store.lock().expect("registry store");
+    match store.subjects.get(&subject).and_then(|v| v.last().map(|id| (v.len(), *id))) {
+        Some((version, id)) => ok(json!({ "subject": subject, "version": version, "id": id, "schema": store.schemas[&id] })),
+        None => error(StatusCode::NOT_FOUND, 40401, format!("Subject '{subject}' not found.")),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SchemaBody {
+    schema: String,
+    #[serde(default, rename = "schemaType")]
+    schema_type: Option<String>,
+}
+
+fn parse_body(body: &str) -> Result<Schema, Response> {
+    let request: SchemaBody = serde_json::from_str(body)
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid request: {e}")))?;
+    if request.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
+        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "Only AVRO is served by this test registry"));
+    }
+    Schema::parse_str(&request.schema)
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema: {e}")))
+}
+
+/// BACKWARD: the new schema must read what the latest version wrote.
+fn incompatibility(store: &Store, subject: &str, new: &Schema) -> Option<String> {
+    let latest_id = store.subjects.get(subject)?.last()?;
+    let latest = Schema::parse_str(&store.schemas[latest_id]).ok()?;
+    SchemaCompatibility::can_read(&latest, new)
+        .err()
+        .map(|e| format!("{e}, reader: {}, writer: {}", new.canonical_form(), latest.canonical_form()))
+}
+
+#[derive(serde::Deserialize)]
+struct Verbose {
+    #[serde(default)]
+    verbose: bool,
+}
+
+async fn compatibility(
+    State(inner): State<Arc<Inner>>,
+    Path(subject): Path<String>,
+    Query(verbose): Query<Verbose>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Err(refused) = admit(&inner, &headers) {
+        return refused;
+    }
+    let new = match parse_body(&body) {
+        Ok(schema) => schema,
+        Err(refused) => return refused,
+    };
+    let store = inner.store.lock().expect("registry store");
+    if !store.subjects.contains_key(&subject) {
+        return error(StatusCode::NOT_FOUND, 40401, format!("Subject '{subject}' not found."));
+    }
+    match (incompatibility(&store, &subject, &new), verbose.verbose) {
+        (None, _) => ok(json!({ "is_compatible": true })),
+        (Some(why), true) => ok(json!({ "is_compatible": false, "messages": [why] })),
+        (Some(_), false) => ok(json!({ "is_compatible": false })),
+    }
+}
+
+async fn register(
+    State(inner): State<Arc<Inner>>,
+    Path(subject): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Err(refused) = admit(&inner, &headers) {
+        return refused;
+    }
+    let new = match parse_body(&body) {
+        Ok(schema) => schema,
+        Err(refused) => return refused,
+    };
+    let mut store = inner.store.lock().expect("registry store");
+    let canonical = new.canonical_form();
+    let same = |text: &String| Schema::parse_str(text).is_ok_and(|s| s.canonical_form() == canonical);
+    let existing = store.schemas.iter().find(|(_, text)| same(text)).map(|(id, _)| *id);
+    if let Some(id) = existing.filter(|id| store.subjects.get(&subject).is_some_and(|v| v.contains(id))) {
+        return ok(json!({ "id": id }));
+    }
+    if let Some(why) = incompatibility(&store, &subject, &new) {
+        return error(
+            StatusCode::CONFLICT,
+            409,
+            format!("Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{why}]"),
+        );
+    }
+    let id = existing.unwrap_or_else(|| store.schemas.keys().next_back().map_or(1, |last| last + 1));
+    let text = serde_json::from_str::<SchemaBody>(&body).map(|b| b.schema).unwrap_or_default();
+    store.schemas.entry(id).or_insert(text);
+    store.subjects.entry(subject).or_default().push(id);
+    ok(json!({ "id": id }))
+}
