@@ -39,6 +39,8 @@ struct Store {
     lookups: HashMap<u32, u32>,
     /// Answer 503 to everything.
     down: bool,
+    /// Calls answered 503 because of `down`.
+    refused: u32,
 }
 
 struct Inner {
@@ -67,6 +69,11 @@ impl TestRegistry {
         Self::start_with(Some(format!("Basic {token}"))).await
     }
 
+    /// A registry that requires `Authorization: Bearer <token>`.
+    pub async fn start_with_bearer(token: &str) -> Self {
+        Self::start_with(Some(format!("Bearer {token}"))).await
+    }
+
     async fn start_with(expected_auth: Option<String>) -> Self {
         let inner = Arc::new(Inner { store: Mutex::new(Store::default()), expected_auth });
         let app = Router::new()
@@ -90,7 +97,12 @@ impl TestRegistry {
         self.store().down = down;
     }
 
-    /// How many times `GET /schemas/ids/{id}` was called.
+    /// Calls answered 503 while down.
+    pub fn refused(&self) -> u32 {
+        self.store().refused
+    }
+
+    /// How many times `GET /schemas/ids/{id}` was answered.
     pub fn lookups(&self, id: u32) -> u32 {
         self.store().lookups.get(&id).copied().unwrap_or(0)
     }
@@ -150,7 +162,9 @@ fn admit(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
             return Err(error(StatusCode::UNAUTHORIZED, 40101, "Unauthorized"));
         }
     }
-    if inner.store.lock().expect("registry store").down {
+    let mut store = inner.store.lock().expect("registry store");
+    if store.down {
+        store.refused += 1;
         return Err(error(StatusCode::SERVICE_UNAVAILABLE, 50003, "Error while forwarding the request to the leader"));
     }
     Ok(())
