@@ -266,3 +266,28 @@ async fn answers_are_classified_retryable_or_not() {
     assert!(refused.is_retryable(), "{refused}");
     assert!(refused.to_string().starts_with(&format!("registry {url}/: unavailable: schema id 1: ")), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_trusted_through_ca_file_and_refused_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = common::registry::make_certificates(dir.path());
+    let registry = TestRegistry::start_tls(&certs.cert, &certs.key).await;
+    let file = dir.path().join("kafka.toml");
+    std::fs::write(&file, format!("[registry]\nurl = \"{}\"\nca_file = \"ca.pem\"\n", registry.url)).expect("config");
+    let config = RegistryConfig::load(&file, &|_| None).expect("valid").expect("table");
+    let trusted = Registry::new(config).expect("client");
+    let registered = register_topic_schemas(&trusted, "regtls.", &SchemaSet::embedded().expect("embedded"))
+        .await
+        .expect("registers over https with the private CA");
+    assert_eq!(registered.len(), 2);
+
+    // The built-in web PKI roots do not hold the test CA: a TLS error, in one
+    // line naming the registry, not an outage to retry.
+    let untrusted = Registry::new(RegistryConfig::plain(&registry.url).expect("url")).expect("client");
+    let error = consumer_codec(&untrusted, &["regtls.query-stats".into()]).await.expect_err("untrusted");
+    assert!(matches!(&error, RegisterError::Registry(e) if !e.is_retryable()), "{error}");
+    let message = error.to_string();
+    assert!(message.starts_with(&format!("registry {}/: TLS: invalid peer certificate", registry.url)), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    registry.stop().await;
+}

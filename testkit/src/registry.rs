@@ -74,7 +74,38 @@ impl TestRegistry {
         Self::start_with(Some(format!("Bearer {token}"))).await
     }
 
+    /// A registry without authentication serving HTTPS with this
+    /// certificate chain and key (PEM files, e.g. [`make_certificates`]).
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        use rustls_pki_types::pem::PemObject;
+        let chain: Vec<rustls_pki_types::CertificateDer<'static>> = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+            .expect("certificate file")
+            .collect::<Result<_, _>>()
+            .expect("certificates");
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).expect("key file");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server certificate");
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test registry");
+        let url = format!("https://{}", tcp.local_addr().expect("local addr"));
+        let listener = TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) };
+        Self::serve(listener, url, None)
+    }
+
     async fn start_with(expected_auth: Option<String>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test registry");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        Self::serve(listener, url, expected_auth)
+    }
+
+    fn serve<L>(listener: L, url: String, expected_auth: Option<String>) -> Self
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let inner = Arc::new(Inner { store: Mutex::new(Store::default()), expected_auth });
         let app = Router::new()
             .route("/schemas/ids/{id}", get(schema_by_id))
@@ -82,8 +113,6 @@ impl TestRegistry {
             .route("/subjects/{subject}/versions", post(register))
             .route("/compatibility/subjects/{subject}/versions/latest", post(compatibility))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test registry");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
@@ -143,6 +172,66 @@ impl Drop for TestRegistry {
             task.abort();
         }
     }
+}
+
+/// HTTPS: the handshake runs on accept, one at a time (a test's few
+/// connections); a client that refuses the certificate is skipped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), self.acceptor.accept(tcp)).await
+            {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// PEM files of a throwaway CA and a server certificate it signed for
+/// 127.0.0.1 and localhost.
+pub struct Certificates {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// Makes [`Certificates`] in `dir` with openssl, as `compose/local/stack
+/// --tls` does (rustls wants X.509 v3: basicConstraints, a subjectAltName).
+pub fn make_certificates(dir: &std::path::Path) -> Certificates {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    run(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=dualwrite test registry CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout", "ca-key.pem", "-out", "ca.pem",
+    ]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server-key.pem", "-out", "server.csr"]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("server.ext");
+    run(&[
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial", "-days", "2",
+        "-extfile", "server.ext", "-out", "server.pem",
+    ]);
+    Certificates { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server-key.pem") }
 }
 
 fn error(status: StatusCode, code: u32, message: impl Into<String>) -> Response {

@@ -26,6 +26,10 @@ pub enum RegistryError {
     /// try again later (the consumer backs off; nothing is dead-lettered).
     #[error("registry {url}: unavailable: {why}")]
     Unavailable { url: String, why: String },
+    /// The TLS handshake failed (an untrusted or mismatched certificate):
+    /// a configuration error, not an outage.
+    #[error("registry {url}: TLS: {why} (check [registry] ca_file and the URL's host)")]
+    Tls { url: String, why: String },
     /// 401/403: the credentials are wrong or lack a permission.
     #[error("registry {url}: {status} {message}: check [registry] username and password_file (or token_file)")]
     Unauthorized { url: String, status: u16, message: String },
@@ -210,7 +214,10 @@ impl Registry {
         };
         let url = self.config.url.to_string();
         let unavailable = |why: String| RegistryError::Unavailable { url: url.clone(), why: format!("{what}: {why}") };
-        let response = request.header(reqwest::header::ACCEPT, ACCEPT).send().await.map_err(|e| unavailable(chain(&e)))?;
+        let response = request.header(reqwest::header::ACCEPT, ACCEPT).send().await.map_err(|e| match tls_error(&e) {
+            Some(why) => RegistryError::Tls { url: url.clone(), why },
+            None => unavailable(chain(&e)),
+        })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| unavailable(chain(&e)))?;
         if status.is_success() {
@@ -281,6 +288,23 @@ fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     one_line(&text)
+}
+
+/// The rustls error under `error`, if the failure was the TLS handshake
+/// (hyper-rustls and tokio-rustls wrap it in `io::Error`s, whose `source()`
+/// skips what they wrap, so those are opened with `get_ref`).
+fn tls_error(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(one_line(&tls.to_string()));
+        }
+        next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 fn one_line(text: &str) -> String {
