@@ -32,9 +32,9 @@ fn client(registry: &TestRegistry, auth: RegistryAuth) -> Registry {
 /// Basic auth with `password`, read from a file as in production.
 fn basic(password: &str) -> RegistryAuth {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = format!("[registry]\nurl = \"http://127.0.0.1:1\"\nusername = \"dw\"\npassword_file = \"pw\"\n");
+    let text = "[registry]\nurl = \"http://127.0.0.1:1\"\nusername = \"dw\"\npassword_file = \"pw\"\n";
     std::fs::write(dir.path().join("pw"), format!("{password}\n")).expect("password file");
-    let config = RegistryConfig::from_toml_str(&text, dir.path(), &|_| None).expect("valid").expect("table");
+    let config = RegistryConfig::from_toml_str(text, dir.path(), &|_| None).expect("valid").expect("table");
     config.auth
 }
 
@@ -117,9 +117,11 @@ async fn registry_ids_are_applied_like_the_schema_directorys_and_unknown_ids_are
         letters[0].2
     );
     assert_eq!((letters[1].0, letters[1].1.as_str()), (other_record_offset, "wrong_record"));
-    // Each id was asked for once, however many batches and partitions carried it.
+    // Each id was asked for once, however many batches and partitions
+    // carried it; an unknown one three times (a lagging registry replica
+    // gets a few seconds), then never again.
     let lookups = registry.all_lookups();
-    assert_eq!(lookups, HashMap::from([(1, 1), (3, 1), (4, 1), (999, 1)]));
+    assert_eq!(lookups, HashMap::from([(1, 1), (3, 1), (4, 1), (999, 3)]));
     registry.stop().await;
     common::drop_databases(&cluster.config).await;
 }

@@ -243,24 +243,25 @@ fn ok(body: Value) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
 }
 
-/// Authentication and the outage switch, as the real registry's filters run before any handler.
-fn admit(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
+/// Authentication and the outage switch, as the real registry's filters
+/// run before any handler: the refusal to answer, if any.
+fn refusal(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
     if let Some(expected) = &inner.expected_auth {
         let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if given != Some(expected.as_str()) {
-            return Err(error(StatusCode::UNAUTHORIZED, 40101, "Unauthorized"));
+            return Some(error(StatusCode::UNAUTHORIZED, 40101, "Unauthorized"));
         }
     }
     let mut store = inner.store.lock().expect("registry store");
     if store.down {
         store.refused += 1;
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, 50003, "Error while forwarding the request to the leader"));
+        return Some(error(StatusCode::SERVICE_UNAVAILABLE, 50003, "Error while forwarding the request to the leader"));
     }
-    Ok(())
+    None
 }
 
 async fn schema_by_id(State(inner): State<Arc<Inner>>, Path(id): Path<u32>, headers: HeaderMap) -> Response {
-    if let Err(refused) = admit(&inner, &headers) {
+    if let Some(refused) = refusal(&inner, &headers) {
         return refused;
     }
     let mut store = inner.store.lock().expect("registry store");
@@ -272,7 +273,7 @@ async fn schema_by_id(State(inner): State<Arc<Inner>>, Path(id): Path<u32>, head
 }
 
 async fn latest(State(inner): State<Arc<Inner>>, Path(subject): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(refused) = admit(&inner, &headers) {
+    if let Some(refused) = refusal(&inner, &headers) {
         return refused;
     }
     let store = inner.store.lock().expect("registry store");
@@ -289,14 +290,13 @@ struct SchemaBody {
     schema_type: Option<String>,
 }
 
-fn parse_body(body: &str) -> Result<Schema, Response> {
-    let request: SchemaBody = serde_json::from_str(body)
-        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid request: {e}")))?;
+/// The schema of a request body, or why it is invalid (422, error_code 42201).
+fn parse_body(body: &str) -> Result<Schema, String> {
+    let request: SchemaBody = serde_json::from_str(body).map_err(|e| format!("Invalid request: {e}"))?;
     if request.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
-        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "Only AVRO is served by this test registry"));
+        return Err("Only AVRO is served by this test registry".to_owned());
     }
-    Schema::parse_str(&request.schema)
-        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema: {e}")))
+    Schema::parse_str(&request.schema).map_err(|e| format!("Invalid schema: {e}"))
 }
 
 /// BACKWARD: the new schema must read what the latest version wrote.
@@ -321,12 +321,12 @@ async fn compatibility(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Err(refused) = admit(&inner, &headers) {
+    if let Some(refused) = refusal(&inner, &headers) {
         return refused;
     }
     let new = match parse_body(&body) {
         Ok(schema) => schema,
-        Err(refused) => return refused,
+        Err(why) => return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, why),
     };
     let store = inner.store.lock().expect("registry store");
     if !store.subjects.contains_key(&subject) {
@@ -345,12 +345,12 @@ async fn register(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Err(refused) = admit(&inner, &headers) {
+    if let Some(refused) = refusal(&inner, &headers) {
         return refused;
     }
     let new = match parse_body(&body) {
         Ok(schema) => schema,
-        Err(refused) => return refused,
+        Err(why) => return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, why),
     };
     let mut store = inner.store.lock().expect("registry store");
     let canonical = new.canonical_form();

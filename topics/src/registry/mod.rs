@@ -106,15 +106,16 @@ pub async fn producer_codec(registry: &Registry, topic_prefix: &str) -> Result<C
 pub enum WriterSchema {
     /// An Avro schema messages may be decoded with.
     Avro(Schema),
-    /// Messages with this id cannot be decoded: why (unknown to the
-    /// registry, not Avro, does not parse).
+    /// The registry does not know the id (404): why, in words.
+    Unknown(String),
+    /// Messages with this id cannot be decoded: why (not Avro, does not parse).
     Unusable(String),
 }
 
 /// Fetches the writer schema of `id` (`GET /schemas/ids/{id}`).
 pub async fn fetch_writer(registry: &Registry, id: u32) -> Result<WriterSchema, RegistryError> {
     let Some(found) = registry.schema_by_id(id).await? else {
-        return Ok(WriterSchema::Unusable(format!("schema id {id} is not in the registry {}", registry.url())));
+        return Ok(WriterSchema::Unknown(format!("schema id {id} is not in the registry {}", registry.url())));
     };
     Ok(writer_schema(id, &found))
 }
@@ -138,7 +139,7 @@ fn writer_schema(id: u32, found: &RegisteredSchema) -> WriterSchema {
 pub fn add_to_codec(codec: &mut Codec, id: u32, schema: WriterSchema) {
     match schema {
         WriterSchema::Avro(schema) => codec.add_writer(id, schema),
-        WriterSchema::Unusable(why) => codec.add_unusable(id, why),
+        WriterSchema::Unknown(why) | WriterSchema::Unusable(why) => codec.add_unusable(id, why),
     }
 }
 
@@ -173,6 +174,6 @@ async fn preflight(registry: &Registry, topics: &[String], codec: &mut Codec) ->
 pub fn describe(schema: &WriterSchema) -> String {
     match schema {
         WriterSchema::Avro(s) => record_name(s).unwrap_or_else(|| "a non-record schema".to_owned()),
-        WriterSchema::Unusable(why) => why.clone(),
+        WriterSchema::Unknown(why) | WriterSchema::Unusable(why) => why.clone(),
     }
 }
