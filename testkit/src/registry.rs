@@ -290,6 +290,14 @@ struct SchemaBody {
     schema_type: Option<String>,
 }
 
+/// The schema of a request the registry admits (boxed: a response is large).
+fn admitted_schema(inner: &Inner, headers: &HeaderMap, body: &str) -> Result<Schema, Box<Response>> {
+    if let Some(refused) = refusal(inner, headers) {
+        return Err(Box::new(refused));
+    }
+    parse_body(body).map_err(|why| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, 42201, why)))
+}
+
 /// The schema of a request body, or why it is invalid (422, error_code 42201).
 fn parse_body(body: &str) -> Result<Schema, String> {
     let request: SchemaBody = serde_json::from_str(body).map_err(|e| format!("Invalid request: {e}"))?;
@@ -321,12 +329,9 @@ async fn compatibility(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Some(refused) = refusal(&inner, &headers) {
-        return refused;
-    }
-    let new = match parse_body(&body) {
+    let new = match admitted_schema(&inner, &headers, &body) {
         Ok(schema) => schema,
-        Err(why) => return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, why),
+        Err(refused) => return *refused,
     };
     let store = inner.store.lock().expect("registry store");
     if !store.subjects.contains_key(&subject) {
@@ -345,12 +350,9 @@ async fn register(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Some(refused) = refusal(&inner, &headers) {
-        return refused;
-    }
-    let new = match parse_body(&body) {
+    let new = match admitted_schema(&inner, &headers, &body) {
         Ok(schema) => schema,
-        Err(why) => return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, why),
+        Err(refused) => return *refused,
     };
     let mut store = inner.store.lock().expect("registry store");
     let canonical = new.canonical_form();

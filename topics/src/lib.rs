@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod codec;
+mod config_file;
 pub mod corpus;
 pub mod dev_broker;
 pub mod events;

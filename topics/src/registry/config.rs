@@ -85,13 +85,9 @@ impl RegistryConfig {
     /// The `[registry]` table of the TOML file at `path`; `None` if it has
     /// none. Relative paths are relative to the file's directory.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, RegistryConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|error| RegistryConfigError::Read { path: path.to_owned(), error })?;
-        let base_dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        Self::from_toml_str(&text, base_dir, env)
+        let (text, base_dir) = crate::config_file::read(path)
+            .map_err(|error| RegistryConfigError::Read { path: path.to_owned(), error })?;
+        Self::from_toml_str(&text, &base_dir, env)
     }
 
     /// Where every job looks, like `[kafka]`: the `--kafka-config` file,
@@ -112,17 +108,11 @@ impl RegistryConfig {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, RegistryConfigError> {
-        #[derive(Deserialize)]
-        struct File {
-            registry: Option<toml::Value>,
-        }
-        let file: File =
-            toml::from_str(text).map_err(|e| RegistryConfigError::Toml(service::toml_error_without_source(text, &e)))?;
-        let Some(table) = file.registry else {
+        let Some(raw) =
+            crate::config_file::table::<RawRegistry>(text, "registry").map_err(RegistryConfigError::Toml)?
+        else {
             return Ok(None);
         };
-        let raw: RawRegistry =
-            table.try_into().map_err(|e: toml::de::Error| RegistryConfigError::Toml(e.message().to_owned()))?;
         raw.validate(base_dir, env).map(Some)
     }
 }
