@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use loadtest::produce::{produce_with, ProduceConfig};
+use loadtest::produce::{produce_with_codec, ProduceConfig};
 use loadtest::truth::Truth;
 use loadtest::workload::WorkloadConfig;
 
@@ -22,7 +22,9 @@ enum Command {
         /// Plaintext bootstrap servers (or the bootstrap of --kafka-config).
         #[arg(long, env = "DUALWRITE_BROKERS")]
         brokers: Option<String>,
-        /// Kafka settings file with a [kafka] table (a cluster file works too).
+        /// Kafka settings file with a [kafka] table (a cluster file works too);
+        /// with a [registry] table, the schemas are registered there and
+        /// messages carry the registry's ids.
         #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
         kafka_config: Option<PathBuf>,
         #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
@@ -116,6 +118,14 @@ fn main() -> anyhow::Result<()> {
                 malformed,
             } => {
                 let kafka = topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), None, brokers.as_deref())?;
+                let registry = topics::registry::RegistryConfig::resolve(kafka_config.as_deref(), None)?
+                    .map(topics::registry::Registry::new)
+                    .transpose()?;
+                let codec = match &registry {
+                    // Unwrapped on purpose: one line naming the registry.
+                    Some(registry) => topics::registry::producer_codec(registry, &topic_prefix).await?,
+                    None => topics::Codec::embedded().context("loading schemas")?,
+                };
                 if let Some(addr) = metrics_addr {
                     service::install_metrics(addr).context("metrics endpoint")?;
                     loadtest::metrics::describe();
@@ -142,7 +152,7 @@ fn main() -> anyhow::Result<()> {
                     println!("sent {malformed} malformed messages to {topic}");
                 }
                 let shutdown = service::shutdown_on_signals();
-                let result = produce_with(&config, &kafka, &shutdown).await.context("producing")?;
+                let result = produce_with_codec(&config, &kafka, &codec, &shutdown).await.context("producing")?;
                 result.save(&truth).context("writing the ground truth")?;
                 println!(
                     "produced {} messages; ground truth: {} minute rows, {} hour rows, {} patterns, {} slow queries -> {}",
