@@ -87,6 +87,10 @@ pub struct Codec {
     /// This build's own schemas (what the structs mirror) and their ids.
     query_stats: (u32, Schema),
     slow_query: (u32, Schema),
+    /// Writer ids whose schema is the reader's own (same canonical form): their
+    /// data is laid out as the structs expect, so decoding skips resolution,
+    /// which apache-avro would otherwise redo for every message.
+    same_as_reader: std::collections::BTreeSet<u32>,
 }
 
 impl Codec {
@@ -116,7 +120,11 @@ impl Codec {
                 .ok_or(SchemaError::Missing(record))?;
             Ok((id, schema.clone()))
         };
-        Ok(Self { query_stats: own_id(QUERY_STATS_RECORD)?, slow_query: own_id(SLOW_QUERY_RECORD)?, writers })
+        let (query_stats, slow_query) = (own_id(QUERY_STATS_RECORD)?, own_id(SLOW_QUERY_RECORD)?);
+        let own_forms = [query_stats.1.canonical_form(), slow_query.1.canonical_form()];
+        let same_as_reader =
+            writers.by_id.iter().filter(|(_, s)| own_forms.contains(&s.canonical_form())).map(|(id, _)| *id).collect();
+        Ok(Self { query_stats, slow_query, same_as_reader, writers })
     }
 
     pub fn encode_query_stats(&self, event: &QueryStats) -> Result<Vec<u8>, DecodeError> {
@@ -148,8 +156,10 @@ impl Codec {
             _ => return Err(DecodeError::WrongRecord { id, record, topic: kind.as_str() }),
         };
         let mut body = &bytes[HEADER_LEN..];
-        let value = apache_avro::from_avro_datum(writer, &mut body, Some(reader))
-            .map_err(|e| DecodeError::Avro(e.to_string()))?;
+        // The record name matched above, so an identical canonical form is the reader's own schema.
+        let reader = if self.same_as_reader.contains(&id) { None } else { Some(reader) };
+        let value =
+            apache_avro::from_avro_datum(writer, &mut body, reader).map_err(|e| DecodeError::Avro(e.to_string()))?;
         if !body.is_empty() {
             return Err(DecodeError::TrailingBytes(body.len()));
         }
