@@ -83,7 +83,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     let rules = TimeRules::from(&config.cluster.time);
     let shared =
         Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds, rules, starts });
-    let mut batcher = Batcher {
+    let batcher = Batcher {
         config: &config,
         progress: Default::default(),
         started: Default::default(),
@@ -155,19 +155,32 @@ struct Batcher<'a> {
     shutdown: &'a CancellationToken,
 }
 
+/// A batch being planned (on a blocking thread) and then applied: at most
+/// one is in flight while the next one is received and planned, so the
+/// decoding of one batch overlaps the shard transactions of the previous one.
+type InFlight<'b> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ConsumerError>> + Send + 'b>>;
+
 impl Batcher<'_> {
-    async fn run(&mut self, mut rx: Receivers) -> Result<(), ConsumerError> {
+    async fn run(&self, mut rx: Receivers) -> Result<(), ConsumerError> {
         let max = self.config.batch_max_messages;
         let max_bytes = self.config.batch_max_bytes;
         let mut pending: Vec<Fetched> = Vec::with_capacity(max.min(4096));
         let mut pending_bytes = 0usize;
         let mut deadline: Option<tokio::time::Instant> = None;
+        let mut in_flight: Option<InFlight<'_>> = None;
         let mut idle_tick = tokio::time::interval(IDLE_CONFIRM_EVERY);
         idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timer = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let idle = pending.is_empty() && in_flight.is_none();
+            let applied = async {
+                match in_flight.as_mut() {
+                    Some(batch) => batch.await,
                     None => std::future::pending().await,
                 }
             };
@@ -183,19 +196,31 @@ impl Batcher<'_> {
                             rx.bytes.give_back(&m);
                             pending.push(m);
                         }
-                        tracing::debug!(count = partitions.len(), messages = pending.len(), "revoke: finishing the in-flight batch");
-                        let flushed = self.flush(&mut pending).await;
+                        tracing::debug!(count = partitions.len(), messages = pending.len(), "revoke: finishing the in-flight batches");
+                        let finished = match in_flight.take() {
+                            Some(batch) => batch.await,
+                            None => Ok(()),
+                        };
+                        let flushed = match finished {
+                            Ok(()) => self.flush(std::mem::take(&mut pending)).await,
+                            Err(e) => Err(e),
+                        };
+                        pending.clear();
                         (deadline, pending_bytes) = (None, 0);
                         let _ = done.send(());
                         flushed?;
                     }
                     None => break,
                 },
+                result = applied => {
+                    in_flight = None;
+                    result?;
+                }
                 _ = timer => {
-                    self.flush(&mut pending).await?;
+                    self.cut(&mut pending, &mut in_flight).await?;
                     (deadline, pending_bytes) = (None, 0);
                 }
-                _ = idle_tick.tick(), if pending.is_empty() => self.confirm_idle().await,
+                _ = idle_tick.tick(), if idle => self.confirm_idle().await,
                 message = rx.data.recv() => match message {
                     Some(m) => {
                         rx.bytes.give_back(&m);
@@ -205,7 +230,7 @@ impl Batcher<'_> {
                         pending_bytes += m.size();
                         pending.push(m);
                         if pending.len() >= max || pending_bytes >= max_bytes {
-                            self.flush(&mut pending).await?;
+                            self.cut(&mut pending, &mut in_flight).await?;
                             (deadline, pending_bytes) = (None, 0);
                         }
                     }
@@ -213,10 +238,35 @@ impl Batcher<'_> {
                 },
             }
         }
-        // Drain: what was cut into the batch is applied; what is still in the
+        // Drain: what was cut into a batch is applied; what is still in the
         // channel was never acknowledged and will be fetched again.
         drop(rx);
-        self.flush(&mut pending).await
+        if let Some(batch) = in_flight.take() {
+            batch.await?;
+        }
+        self.flush(pending).await
+    }
+
+    /// Cuts `pending` into a batch: starts planning it at once, waits for the
+    /// batch before it to be applied (offsets are stored in order, and at
+    /// most two batches are held beyond the channel), then leaves it in flight.
+    async fn cut<'s>(
+        &'s self,
+        pending: &mut Vec<Fetched>,
+        in_flight: &mut Option<InFlight<'s>>,
+    ) -> Result<(), ConsumerError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let planned = self.start_plan(std::mem::take(pending));
+        if let Some(previous) = in_flight.take() {
+            previous.await?;
+        }
+        *in_flight = Some(Box::pin(async move {
+            let plan = planned.await.map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
+            self.apply_and_store(plan).await
+        }));
+        Ok(())
     }
 
     /// Coverage starts for the batch's partitions that the cluster has not
@@ -338,19 +388,25 @@ impl Batcher<'_> {
         }
     }
 
-    /// Applies `pending` and stores its offsets; empties it either way.
-    async fn flush(&mut self, pending: &mut Vec<Fetched>) -> Result<(), ConsumerError> {
-        if pending.is_empty() {
+    /// Decodes and routes `messages` on a blocking thread.
+    fn start_plan(&self, messages: Vec<Fetched>) -> tokio::task::JoinHandle<BatchPlan> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || plan(messages, &shared.codec, &shared.cluster, &shared.kinds, shared.rules))
+    }
+
+    /// Plans and applies `messages` and stores their offsets.
+    async fn flush(&self, messages: Vec<Fetched>) -> Result<(), ConsumerError> {
+        if messages.is_empty() {
             return Ok(());
         }
+        let plan =
+            self.start_plan(messages).await.map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
+        self.apply_and_store(plan).await
+    }
+
+    /// Applies a planned batch and stores its offsets.
+    async fn apply_and_store(&self, plan: BatchPlan) -> Result<(), ConsumerError> {
         let started = Instant::now();
-        let messages = std::mem::take(pending);
-        let shared = self.shared.clone();
-        let plan = tokio::task::spawn_blocking(move || {
-            plan(messages, &shared.codec, &shared.cluster, &shared.kinds, shared.rules)
-        })
-        .await
-        .map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
         match self.apply(&plan).await {
             Ok(()) => {}
             Err(BatchError::Abandoned) => {
