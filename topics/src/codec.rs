@@ -5,6 +5,8 @@
 //! [`DecodeError`] whose [`DecodeError::reason`] the consumer writes to the
 //! dead letter table.
 
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::ResolvedSchema;
 use apache_avro::Schema;
 
 use crate::events::{Event, QueryStats, SlowQuery};
@@ -88,8 +90,8 @@ pub struct Codec {
     query_stats: (u32, Schema),
     slow_query: (u32, Schema),
     /// Writer ids whose schema is the reader's own (same canonical form): their
-    /// data is laid out as the structs expect, so decoding skips resolution,
-    /// which apache-avro would otherwise redo for every message.
+    /// data is laid out as the structs expect, so it is decoded straight into
+    /// them (no `Value` tree, no resolution against the reader schema).
     same_as_reader: std::collections::BTreeSet<u32>,
 }
 
@@ -156,21 +158,27 @@ impl Codec {
             _ => return Err(DecodeError::WrongRecord { id, record, topic: kind.as_str() }),
         };
         let mut body = &bytes[HEADER_LEN..];
-        // The record name matched above, so an identical canonical form is the reader's own schema.
-        let reader = if self.same_as_reader.contains(&id) { None } else { Some(reader) };
-        let value =
-            apache_avro::from_avro_datum(writer, &mut body, reader).map_err(|e| DecodeError::Avro(e.to_string()))?;
+        let avro = |e: apache_avro::Error| DecodeError::Avro(e.to_string());
+        let event = if self.same_as_reader.contains(&id) {
+            // The record name matched above, so an identical canonical form is
+            // the reader's own schema: the datum decodes straight into the struct.
+            let datum = GenericDatumReader::builder(writer).build().map_err(avro)?;
+            match kind {
+                TopicKind::QueryStats => Event::QueryStats(datum.read_deser(&mut body).map_err(avro)?),
+                TopicKind::SlowQueries => Event::SlowQuery(datum.read_deser(&mut body).map_err(avro)?),
+            }
+        } else {
+            // Another version of the record: resolved against this build's schema.
+            let datum = GenericDatumReader::builder(writer).reader_schema(reader).build().map_err(avro)?;
+            let value = datum.read_value(&mut body).map_err(avro)?;
+            match kind {
+                TopicKind::QueryStats => Event::QueryStats(apache_avro::from_value(&value).map_err(avro)?),
+                TopicKind::SlowQueries => Event::SlowQuery(apache_avro::from_value(&value).map_err(avro)?),
+            }
+        };
         if !body.is_empty() {
             return Err(DecodeError::TrailingBytes(body.len()));
         }
-        let event = match kind {
-            TopicKind::QueryStats => {
-                Event::QueryStats(apache_avro::from_value(&value).map_err(|e| DecodeError::Avro(e.to_string()))?)
-            }
-            TopicKind::SlowQueries => {
-                Event::SlowQuery(apache_avro::from_value(&value).map_err(|e| DecodeError::Avro(e.to_string()))?)
-            }
-        };
         validate(&event)?;
         Ok(event)
     }
@@ -180,7 +188,9 @@ fn frame<T: serde::Serialize>((id, schema): &(u32, Schema), event: &T) -> Result
     let mut out = Vec::with_capacity(256);
     out.push(MAGIC);
     out.extend_from_slice(&id.to_be_bytes());
-    apache_avro::write_avro_datum_ref(schema, event, &mut out).map_err(|e| DecodeError::Avro(e.to_string()))?;
+    let avro = |e: apache_avro::Error| DecodeError::Avro(e.to_string());
+    let resolved = ResolvedSchema::try_from(schema).map_err(avro)?;
+    apache_avro::write_avro_datum_ref(schema, resolved.get_names(), event, &mut out).map_err(avro)?;
     Ok(out)
 }
 
