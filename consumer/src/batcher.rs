@@ -92,6 +92,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         control,
         source: &source,
         shutdown: &shutdown,
+        abandoned: Default::default(),
     };
     let result = batcher.run(receivers).await;
     let (applied, skipped) = {
@@ -153,6 +154,10 @@ struct Batcher<'a> {
     control: Pool,
     source: &'a Source,
     shutdown: &'a CancellationToken,
+    /// Set once a batch was abandoned at shutdown: no later batch may be
+    /// applied after it, or its fences would move past the abandoned
+    /// messages (the batch after it is usually already received or planned).
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 /// A batch being planned (on a blocking thread) and then applied: at most
@@ -260,7 +265,11 @@ impl Batcher<'_> {
         }
         let planned = self.start_plan(std::mem::take(pending));
         if let Some(previous) = in_flight.take() {
-            previous.await?;
+            if let Err(e) = previous.await {
+                // Joined, not left running: planning is pure, its result is dropped.
+                let _ = planned.await;
+                return Err(e);
+            }
         }
         *in_flight = Some(Box::pin(async move {
             let plan = planned.await.map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
@@ -406,10 +415,16 @@ impl Batcher<'_> {
 
     /// Applies a planned batch and stores its offsets.
     async fn apply_and_store(&self, plan: BatchPlan) -> Result<(), ConsumerError> {
+        use std::sync::atomic::Ordering;
+        if self.abandoned.load(Ordering::SeqCst) {
+            tracing::debug!(messages = plan.message_count(), "batch after an abandoned one not applied; it will be redelivered");
+            return Ok(());
+        }
         let started = Instant::now();
         match self.apply(&plan).await {
             Ok(()) => {}
             Err(BatchError::Abandoned) => {
+                self.abandoned.store(true, Ordering::SeqCst);
                 tracing::warn!(messages = plan.message_count(), "batch abandoned at shutdown; it will be redelivered");
                 return Ok(());
             }
