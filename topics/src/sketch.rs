@@ -19,6 +19,7 @@ pub use crate::sketch_contract::SketchError;
 // 1% relative accuracy, 2048 bins: the crate's defaults, which are also what
 // the reference encoding decodes to, so decoded and fresh sketches merge.
 use crate::sketch_contract::{contract_config, contract_gamma};
+use crate::sketch_contract::{FLAG_COUNT, FLAG_INDEX_MAPPING_LOG, FLAG_MAX, FLAG_MIN, FLAG_SUM, FLAG_ZERO_COUNT};
 
 /// A mergeable latency distribution in milliseconds.
 #[derive(Clone, PartialEq)]
@@ -47,13 +48,6 @@ impl Default for LatencySketch {
     }
 }
 
-// Flag bytes of the reference encoding (see `crate::sketch_check`).
-const FLAG_COUNT: u8 = 0xA0;
-const FLAG_SUM: u8 = 0x84;
-const FLAG_MIN: u8 = 0x88;
-const FLAG_MAX: u8 = 0x8C;
-const FLAG_INDEX_MAPPING_LOG: u8 = 0x02;
-const FLAG_ZERO_COUNT: u8 = 0x04;
 /// Index deltas and counts (mode 1), positive and negative store.
 const FLAG_POSITIVE_BINS: u8 = 0x05;
 const FLAG_NEGATIVE_BINS: u8 = 0x07;
@@ -362,27 +356,6 @@ mod tests {
     /// Encodes `(index, count)` bins of a positive store in mode 1, behind
     /// the contract's index mapping and the given summary.
     fn encoded(bins: &[(i64, f64)], min: f64, max: f64, sum: f64) -> Vec<u8> {
-        fn var_u64(out: &mut Vec<u8>, mut v: u64) {
-            let len = ((63 - v.leading_zeros() as i32) / 7).clamp(0, 8);
-            for _ in 0..len {
-                out.push((v as u8) | 0x80);
-                v >>= 7;
-            }
-            out.push(v as u8);
-        }
-        fn var_f64(out: &mut Vec<u8>, v: f64) {
-            let mut bits = (v + 1.0).to_bits().wrapping_sub(1.0f64.to_bits()).rotate_left(6);
-            for _ in 0..8 {
-                let next = (bits >> 57) as u8;
-                bits <<= 7;
-                if bits == 0 {
-                    out.push(next);
-                    return;
-                }
-                out.push(next | 0x80);
-            }
-            out.push((bits >> 56) as u8);
-        }
         let mut out = vec![0x88];
         out.extend_from_slice(&min.to_le_bytes());
         out.push(0x8C);

@@ -11,13 +11,8 @@
 //! equivalence is tested in `crate::sketch`), without the library's dense stores.
 
 use crate::sketch_contract::{contract_gamma, key_window, SketchError};
+use crate::sketch_contract::{FLAG_COUNT, FLAG_INDEX_MAPPING_LOG, FLAG_MAX, FLAG_MIN, FLAG_SUM, FLAG_ZERO_COUNT};
 
-const FLAG_INDEX_MAPPING_LOG: u8 = 0x02;
-const FLAG_ZERO_COUNT: u8 = 0x04;
-const FLAG_COUNT: u8 = 0xA0;
-const FLAG_SUM: u8 = 0x84;
-const FLAG_MIN: u8 = 0x88;
-const FLAG_MAX: u8 = 0x8C;
 /// Bins per store of the contract's sketch.
 const MAX_BINS: u64 = 2048;
 /// Largest |min|, |max| and |sum| of one sketch (milliseconds): far beyond

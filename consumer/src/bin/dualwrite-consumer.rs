@@ -25,16 +25,8 @@ enum Command {
     Run(Box<RunArgs>),
     /// Per partition: applied offset, lag (with --brokers), coverage start, settled-through time.
     Status {
-        #[arg(long, env = "DUALWRITE_CLUSTER")]
-        cluster: PathBuf,
-        /// Adds end offsets and lag.
-        #[arg(long, env = "DUALWRITE_BROKERS")]
-        brokers: Option<String>,
-        /// Kafka settings file with a [kafka] table (default: the cluster file's [kafka], if any).
-        #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
-        kafka_config: Option<PathBuf>,
-        #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
-        topic_prefix: String,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         json: bool,
     },
@@ -44,21 +36,30 @@ enum Command {
     /// No sink: decode, validate, coalesce and render the writes of N messages
     /// (read from the start, no group) and print the CPU cost as JSON.
     DryRun {
-        /// The shard map and `[time]` messages are routed by (nothing is written).
-        #[arg(long, env = "DUALWRITE_CLUSTER")]
-        cluster: PathBuf,
-        #[arg(long, env = "DUALWRITE_BROKERS")]
-        brokers: Option<String>,
-        /// Kafka settings file with a [kafka] table (default: the cluster file's [kafka], if any).
-        #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
-        kafka_config: Option<PathBuf>,
-        #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
-        topic_prefix: String,
+        /// The cluster file gives the shard map and `[time]` messages are
+        /// routed by (nothing is written).
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         messages: u64,
         #[arg(long, default_value_t = 5000)]
         batch_max_messages: usize,
     },
+}
+
+/// A cluster file and the Kafka its topics are on.
+#[derive(clap::Args)]
+struct Target {
+    #[arg(long, env = "DUALWRITE_CLUSTER")]
+    cluster: PathBuf,
+    /// Plaintext bootstrap servers (`status`: adds end offsets and lag).
+    #[arg(long, env = "DUALWRITE_BROKERS")]
+    brokers: Option<String>,
+    /// Kafka settings file with a [kafka] table (default: the cluster file's [kafka], if any).
+    #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
+    kafka_config: Option<PathBuf>,
+    #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
 }
 
 #[derive(Subcommand)]
@@ -196,11 +197,12 @@ fn main() -> anyhow::Result<()> {
     service::init_tracing();
     let args = match Cli::parse().command {
         Command::Run(args) => *args,
-        Command::Status { cluster, brokers, kafka_config, topic_prefix, json } => {
-            return status(cluster, brokers, kafka_config, topic_prefix, json);
+        Command::Status { target, json } => {
+            return status(target.cluster, target.brokers, target.kafka_config, target.topic_prefix, json);
         }
         Command::DeadLetters(command) => return dead_letters(command),
-        Command::DryRun { cluster, brokers, kafka_config, topic_prefix, messages, batch_max_messages } => {
+        Command::DryRun { target, messages, batch_max_messages } => {
+            let Target { cluster, brokers, kafka_config, topic_prefix } = target;
             let cluster_config = cluster::config::ClusterConfig::load(&cluster)
                 .with_context(|| format!("loading cluster file {}", cluster.display()))?;
             let kafka =
