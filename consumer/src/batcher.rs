@@ -101,7 +101,8 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     };
 
     // The receivers are gone, so a revoke during close cannot block on them.
-    tokio::task::spawn_blocking(move || source.shutdown())
+    // Whether it closed in time is logged by `shutdown`; the fences make either outcome exact.
+    let _closed = tokio::task::spawn_blocking(move || source.shutdown())
         .await
         .map_err(|e| ConsumerError::Internal(format!("joining the poll thread: {e}")))?;
     // The poll thread held the other handle; it has been joined.
