@@ -83,7 +83,8 @@ pub fn hex_digits(bytes: &[u8]) -> String {
     out
 }
 
-fn push_hex_digits(out: &mut String, bytes: &[u8]) {
+/// Lowercase hex digits of `bytes` appended to `out` (statements built in one buffer).
+pub fn push_hex_digits(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
@@ -107,23 +108,59 @@ pub fn tuple(values: &[String]) -> String {
 
 /// A UTC second count as a DATETIME literal (`'YYYY-MM-DD HH:MM:SS'`).
 pub fn datetime(epoch_seconds: i64) -> String {
-    chrono::DateTime::from_timestamp(epoch_seconds, 0)
-        .map(|t| format!("'{}'", t.format("%Y-%m-%d %H:%M:%S")))
-        .unwrap_or_else(|| "'1970-01-01 00:00:00'".to_string())
+    datetime_literal(chrono::DateTime::from_timestamp(epoch_seconds, 0), 0, "'1970-01-01 00:00:00'")
 }
 
 /// UTC milliseconds as a DATETIME(3) literal.
 pub fn datetime_ms(epoch_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(epoch_ms)
-        .map(|t| format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.3f")))
-        .unwrap_or_else(|| "'1970-01-01 00:00:00.000'".to_string())
+    datetime_literal(chrono::DateTime::from_timestamp_millis(epoch_ms), 3, "'1970-01-01 00:00:00.000'")
 }
 
 /// UTC microseconds as a DATETIME(6) literal.
 pub fn datetime_us(epoch_us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(epoch_us)
-        .map(|t| format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f")))
-        .unwrap_or_else(|| "'1970-01-01 00:00:00.000000'".to_string())
+    datetime_literal(chrono::DateTime::from_timestamp_micros(epoch_us), 6, "'1970-01-01 00:00:00.000000'")
+}
+
+/// `'YYYY-MM-DD HH:MM:SS[.fff|.ffffff]'`, written field by field: these
+/// literals are built for every row a consumer writes, and chrono's format
+/// strings are parsed again on every call. Years outside 0..=9999 (which no
+/// DATETIME holds) keep chrono's rendering, so the server rejects them as before.
+fn datetime_literal(t: Option<chrono::DateTime<chrono::Utc>>, digits: u32, fallback: &str) -> String {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write as _;
+    let Some(t) = t else { return fallback.to_string() };
+    if !(0..=9999).contains(&t.year()) {
+        let format = match digits {
+            0 => "%Y-%m-%d %H:%M:%S",
+            3 => "%Y-%m-%d %H:%M:%S%.3f",
+            _ => "%Y-%m-%d %H:%M:%S%.6f",
+        };
+        return format!("'{}'", t.format(format));
+    }
+    let mut out = String::with_capacity(28);
+    let _ = write!(
+        out,
+        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    // Nanoseconds past 1e9 mark a leap second, which these never are.
+    let nanos = t.nanosecond() % 1_000_000_000;
+    match digits {
+        0 => {}
+        3 => {
+            let _ = write!(out, ".{:03}", nanos / 1_000_000);
+        }
+        _ => {
+            let _ = write!(out, ".{:06}", nanos / 1_000);
+        }
+    }
+    out.push('\'');
+    out
 }
 
 #[cfg(test)]
@@ -156,5 +193,16 @@ mod tests {
         assert_eq!(datetime(0), "'1970-01-01 00:00:00'");
         assert_eq!(datetime_ms(1_500), "'1970-01-01 00:00:01.500'");
         assert_eq!(datetime_us(1_000_001), "'1970-01-01 00:00:01.000001'");
+        // Field by field, exactly what chrono's format strings give.
+        for (s, ms, us) in [(1_733_212_799, 1_733_212_799_123, 1_733_212_799_123_456), (253_402_300_799, 5, -1)] {
+            let t = |v: Option<chrono::DateTime<chrono::Utc>>, f: &str| {
+                v.map(|t| format!("'{}'", t.format(f))).unwrap_or_default()
+            };
+            assert_eq!(datetime(s), t(chrono::DateTime::from_timestamp(s, 0), "%Y-%m-%d %H:%M:%S"));
+            assert_eq!(datetime_ms(ms), t(chrono::DateTime::from_timestamp_millis(ms), "%Y-%m-%d %H:%M:%S%.3f"));
+            assert_eq!(datetime_us(us), t(chrono::DateTime::from_timestamp_micros(us), "%Y-%m-%d %H:%M:%S%.6f"));
+        }
+        let before_year_0 = -62_198_755_200 - 86_400;
+        assert!(datetime(before_year_0).starts_with("'-"), "chrono's rendering outside 0..=9999");
     }
 }

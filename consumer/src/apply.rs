@@ -6,16 +6,27 @@
 //! every message below the fence is skipped. Because a pattern's messages all
 //! live on one partition, the fence lock also serializes every writer of the
 //! rows they touch.
+//!
+//! Round trips are what a shard transaction waits on: the fences are locked
+//! and read in one, the stored rows of both stats tables read in one, and
+//! every write (rows and the advanced fences) sent as one multi-statement
+//! text of at most [`MAX_STATEMENT_BYTES`] per trip (usually one), then
+//! the commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Pool, Row, Transaction, TxOpts};
 use topics::LatencySketch;
 
-use crate::plan::{ItemBody, PartitionRange, ShardItem};
-use crate::rows::{PatternRow, SlowRow, StatsKey, StatsRow};
-use cluster::sql::{chunks, column, datetime, datetime_ms, datetime_us, hex, lit, tuple, CHUNK_ROWS};
+use crate::coalesce::{coalesce, fold, owned, Coalesced, KeyRef};
+use crate::plan::{PartitionRange, ShardItem};
+use crate::rows::{SlowRow, StatsKey, StatsRow};
+use cluster::sql::{
+    chunks, column, datetime, datetime_ms, datetime_us, hex, lit, push_hex_digits, tuple, CHUNK_ROWS,
+    MAX_STATEMENT_BYTES,
+};
 
 /// What the transaction did, for metrics and logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -80,17 +91,24 @@ pub async fn apply_items(
     attempt: Attempt,
 ) -> Result<ShardOutcome, mysql_async::Error> {
     let mut conn = pool.get_conn().await?;
+    // Nothing here changes session state beyond the transaction, which ends
+    // (commit, rollback, or the pool's cleanup of a dirty connection) before
+    // the connection is reused: the reset (and the session setup it forces
+    // again) would cost three round trips per shard and batch.
+    conn.reset_connection(false);
     // READ COMMITTED: locking reads take no gap locks, so partitions never block each other.
     let mut opts = TxOpts::new();
     opts.with_isolation_level(IsolationLevel::ReadCommitted);
     let mut tx = conn.start_transaction(opts).await?;
     let fences = lock_fences(&mut tx, fence).await?;
 
+    let coalesced = coalesce(items, &fences);
+    let c = &coalesced.counts;
     let mut out = ShardOutcome {
-        applied: vec![0; fence.ranges.len()],
-        skipped: vec![0; fence.ranges.len()],
-        late: vec![0; fence.ranges.len()],
-        expired: vec![0; fence.ranges.len()],
+        applied: c.applied.clone(),
+        skipped: c.skipped.clone(),
+        late: c.late.clone(),
+        expired: c.expired.clone(),
         ..ShardOutcome::default()
     };
     for (i, r) in fence.ranges.iter().enumerate() {
@@ -98,47 +116,11 @@ pub async fn apply_items(
             out.gaps.push((r.topic.to_string(), r.partition, fences[i], r.first_offset));
         }
     }
+    [out.minute_rows, out.hour_rows, out.pattern_rows, out.slow_rows] = coalesced.rows();
 
-    // Contributions per key, in fetch (= offset) order.
-    let mut minute: BTreeMap<StatsKey, Vec<&StatsRow>> = BTreeMap::new();
-    let mut hour: BTreeMap<StatsKey, Vec<&StatsRow>> = BTreeMap::new();
-    let mut patterns: HashMap<(u64, &str), PatternRow> = HashMap::new();
-    let mut slow: Vec<&SlowRow> = Vec::new();
-    for item in items {
-        if item.offset < fences[item.range] {
-            out.skipped[item.range] += 1;
-            continue;
-        }
-        match &item.body {
-            ItemBody::Expired => {
-                out.expired[item.range] += 1;
-                continue;
-            }
-            ItemBody::Stats { late: true, .. } | ItemBody::Slow { late: true, .. } => out.late[item.range] += 1,
-            _ => {}
-        }
-        out.applied[item.range] += 1;
-        match &item.body {
-            // Counted above and skipped.
-            ItemBody::Expired => {}
-            ItemBody::Stats { minute: key, hour_window, row, pattern, .. } => {
-                minute.entry(key.clone()).or_default().push(row);
-                let hour_key = StatsKey { window_start: *hour_window, ..key.clone() };
-                hour.entry(hour_key).or_default().push(row);
-                patterns
-                    .entry((key.database_id, key.fingerprint.as_str()))
-                    .and_modify(|p| p.merge(pattern))
-                    .or_insert_with(|| pattern.clone());
-            }
-            ItemBody::Slow { row, .. } => slow.push(row),
-        }
-    }
-
-    out.minute_rows = upsert_stats(&mut tx, "query_stats_minute", &minute).await?;
-    out.hour_rows = upsert_stats(&mut tx, "query_stats_hour", &hour).await?;
-    out.pattern_rows = upsert_patterns(&mut tx, &patterns).await?;
-    out.slow_rows = insert_slow(&mut tx, &slow).await?;
-    advance_fences(&mut tx, fence, &fences, &out).await?;
+    let (minute, hour) = load_stats(&mut tx, &coalesced).await?;
+    let statements = write_statements(&coalesced, minute, hour, fence, &fences, &out);
+    run_statements(&mut tx, &statements).await?;
     match attempt {
         Attempt::Commit => tx.commit().await?,
         Attempt::Probe => tx.rollback().await?,
@@ -146,8 +128,46 @@ pub async fn apply_items(
     Ok(out)
 }
 
+/// Every write of a shard transaction, in order: the rows folded onto the
+/// stored ones (`minute`, `hour`: see [`load_stats`]), then the advanced
+/// fences. Pure (the benchmark's no-sink mode times it).
+pub fn write_statements(
+    coalesced: &Coalesced<'_>,
+    mut minute: Stored,
+    mut hour: Stored,
+    fence: &FenceInfo<'_>,
+    fences: &[i64],
+    outcome: &ShardOutcome,
+) -> Vec<String> {
+    let mut statements = Vec::new();
+    upsert_stats(&mut statements, "query_stats_minute", &coalesced.minute, &mut minute);
+    upsert_stats(&mut statements, "query_stats_hour", &coalesced.hour, &mut hour);
+    upsert_patterns(&mut statements, coalesced);
+    insert_slow(&mut statements, &coalesced.slow);
+    statements.extend(advance_fences(fence, fences, outcome));
+    statements
+}
+
+/// Sends `statements` as few multi-statement texts as the byte cap allows.
+async fn run_statements(tx: &mut Transaction<'_>, statements: &[String]) -> Result<(), mysql_async::Error> {
+    let mut start = 0;
+    while start < statements.len() {
+        let mut end = start + 1;
+        let mut bytes = statements[start].len();
+        while end < statements.len() && bytes + statements[end].len() < MAX_STATEMENT_BYTES {
+            bytes += statements[end].len() + 1;
+            end += 1;
+        }
+        // A failing statement stops the rest and its error is returned: the
+        // transaction then rolls back as a whole.
+        tx.query_drop(statements[start..end].join(";")).await?;
+        start = end;
+    }
+    Ok(())
+}
+
 /// Creates missing fence rows (starting at the batch) and locks all of them;
-/// returns the fence per range.
+/// returns the fence per range. One round trip.
 async fn lock_fences(tx: &mut Transaction<'_>, fence: &FenceInfo<'_>) -> Result<Vec<i64>, mysql_async::Error> {
     if fence.ranges.is_empty() {
         return Ok(Vec::new());
@@ -171,23 +191,29 @@ async fn lock_fences(tx: &mut Transaction<'_>, fence: &FenceInfo<'_>) -> Result<
             ])
         })
         .collect();
-    // A no-op update still takes the row's exclusive lock, held to commit; the
-    // read below is therefore a plain one (a locking read could scan and lock
-    // other partitions' rows).
-    tx.query_drop(format!(
-        "INSERT INTO dw_offset_fence (topic, kafka_partition, next_offset, first_offset, first_message_ms, \
-         covered_from_ms, max_message_ms, consumer_group, updated_at) VALUES {} \
-         ON DUPLICATE KEY UPDATE next_offset = next_offset",
-        rows.join(",")
-    ))
-    .await?;
     let keys: Vec<String> = fence.ranges.iter().map(|r| tuple(&[lit(&*r.topic), lit(r.partition)])).collect();
-    let current: Vec<(String, i32, i64)> = tx
-        .query(format!(
-            "SELECT topic, kafka_partition, next_offset FROM dw_offset_fence WHERE (topic, kafka_partition) IN ({})",
+    // A no-op update still takes the row's exclusive lock, held to commit; the
+    // read after it is therefore a plain one (a locking read could scan and
+    // lock other partitions' rows). Both go in one round trip.
+    let mut result = tx
+        .query_iter(format!(
+            "INSERT INTO dw_offset_fence (topic, kafka_partition, next_offset, first_offset, first_message_ms, \
+             covered_from_ms, max_message_ms, consumer_group, updated_at) VALUES {} \
+             ON DUPLICATE KEY UPDATE next_offset = next_offset;\
+             SELECT topic, kafka_partition, next_offset FROM dw_offset_fence WHERE (topic, kafka_partition) IN ({})",
+            rows.join(","),
             keys.join(",")
         ))
         .await?;
+    let mut current: Vec<(String, i32, i64)> = Vec::new();
+    // The INSERT's result has no rows, the SELECT's follow.
+    for _ in 0..2 {
+        if result.is_empty() {
+            break;
+        }
+        current.extend(result.collect::<(String, i32, i64)>().await?);
+    }
+    result.drop_result().await?;
     let by_key: HashMap<(String, i32), i64> = current.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
     Ok(fence
         .ranges
@@ -199,116 +225,121 @@ async fn lock_fences(tx: &mut Transaction<'_>, fence: &FenceInfo<'_>) -> Result<
 const STATS_COLUMNS: &str = "database_id, fingerprint, window_start, keyspace_id, query_count, total_duration_us, \
      max_duration_us, rows_read, rows_returned, error_count, latency_sketch";
 
-/// Folds each key's contributions, in order, onto its stored row and writes the result.
-async fn upsert_stats(
-    tx: &mut Transaction<'_>,
-    table: &str,
-    contributions: &BTreeMap<StatsKey, Vec<&StatsRow>>,
-) -> Result<u64, mysql_async::Error> {
-    let keys: Vec<&StatsKey> = contributions.keys().collect();
-    let mut written = 0;
-    for chunk in keys.chunks(CHUNK_ROWS) {
-        let mut stored = load_stats(tx, table, chunk).await?;
-        let mut values = Vec::with_capacity(chunk.len());
-        for key in chunk {
-            let rows = &contributions[*key];
-            let (mut merged, rest) = match stored.remove(*key) {
-                Some(existing) => (existing, &rows[..]),
-                None => ((*rows[0]).clone(), &rows[1..]),
-            };
-            for r in rest {
-                merged.merge(r);
+/// Stored rows of the minute or hour keys, locked (`FOR UPDATE`).
+pub type Stored = HashMap<StatsKey, StatsRow>;
+
+/// The stored rows of both stats tables' keys, read in one round trip.
+async fn load_stats(tx: &mut Transaction<'_>, c: &Coalesced<'_>) -> Result<(Stored, Stored), mysql_async::Error> {
+    let mut selects = Vec::new();
+    for (table, keys) in [("query_stats_minute", &c.minute), ("query_stats_hour", &c.hour)] {
+        let keys: Vec<&KeyRef<'_>> = keys.keys().collect();
+        for chunk in keys.chunks(CHUNK_ROWS) {
+            let mut wanted = String::with_capacity(chunk.len() * 64);
+            for (i, (database_id, fingerprint, window_start)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    wanted.push(',');
+                }
+                let _ = write!(wanted, "({database_id},{},{})", lit(*fingerprint), datetime(*window_start));
             }
-            values.push(stats_values(key, &merged));
+            // TIMESTAMPDIFF instead of UNIX_TIMESTAMP: independent of the session time zone.
+            // The first column tells the tables apart in the combined result.
+            selects.push(format!(
+                "SELECT {}, database_id, fingerprint, TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', window_start), \
+                 keyspace_id, query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, \
+                 latency_sketch FROM {table} WHERE (database_id, fingerprint, window_start) IN ({wanted}) FOR UPDATE",
+                u8::from(table == "query_stats_hour")
+            ));
         }
-        tx.query_drop(format!(
-            "INSERT INTO {table} ({STATS_COLUMNS}) VALUES {} ON DUPLICATE KEY UPDATE \
-             query_count = VALUES(query_count), total_duration_us = VALUES(total_duration_us), \
-             max_duration_us = VALUES(max_duration_us), rows_read = VALUES(rows_read), \
-             rows_returned = VALUES(rows_returned), error_count = VALUES(error_count), \
-             latency_sketch = VALUES(latency_sketch)",
-            values.join(",")
-        ))
-        .await?;
-        written += chunk.len() as u64;
     }
-    Ok(written)
+    let (mut minute, mut hour) = (Stored::new(), Stored::new());
+    if selects.is_empty() {
+        return Ok((minute, hour));
+    }
+    let mut result = tx.query_iter(selects.join(";")).await?;
+    for _ in 0..selects.len() {
+        if result.is_empty() {
+            break;
+        }
+        for row in result.collect::<Row>().await? {
+            let (is_hour, key, stats) = parse_stats_row(row)?;
+            if is_hour { &mut hour } else { &mut minute }.insert(key, stats);
+        }
+    }
+    result.drop_result().await?;
+    Ok((minute, hour))
 }
 
-async fn load_stats(
-    tx: &mut Transaction<'_>,
-    table: &str,
-    keys: &[&StatsKey],
-) -> Result<HashMap<StatsKey, StatsRow>, mysql_async::Error> {
-    let wanted: Vec<String> = keys
-        .iter()
-        .map(|k| tuple(&[lit(k.database_id), lit(k.fingerprint.as_str()), datetime(k.window_start)]))
-        .collect();
-    // TIMESTAMPDIFF instead of UNIX_TIMESTAMP: independent of the session time zone.
-    let rows: Vec<Row> = tx
-        .query(format!(
-            "SELECT database_id, fingerprint, TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', window_start), keyspace_id, \
-             query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, latency_sketch \
-             FROM {table} WHERE (database_id, fingerprint, window_start) IN ({}) FOR UPDATE",
-            wanted.join(",")
-        ))
-        .await?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let (key, stats) = parse_stats_row(row)?;
-        out.insert(key, stats);
-    }
-    Ok(out)
-}
-
-fn parse_stats_row(mut row: Row) -> Result<(StatsKey, StatsRow), mysql_async::Error> {
+fn parse_stats_row(mut row: Row) -> Result<(bool, StatsKey, StatsRow), mysql_async::Error> {
     const WHAT: &str = "stored stats row";
+    let table: u8 = column(&mut row, 0, WHAT)?;
     let key = StatsKey {
-        database_id: column(&mut row, 0, WHAT)?,
-        fingerprint: column(&mut row, 1, WHAT)?,
-        window_start: column(&mut row, 2, WHAT)?,
+        database_id: column(&mut row, 1, WHAT)?,
+        fingerprint: column(&mut row, 2, WHAT)?,
+        window_start: column(&mut row, 3, WHAT)?,
     };
-    let keyspace_id: Vec<u8> = column(&mut row, 3, WHAT)?;
-    let sketch_bytes: Vec<u8> = column(&mut row, 10, WHAT)?;
+    let keyspace_id: Vec<u8> = column(&mut row, 4, WHAT)?;
+    let sketch_bytes: Vec<u8> = column(&mut row, 11, WHAT)?;
     let sketch = LatencySketch::decode(&sketch_bytes)
         .map_err(|e| mysql_async::Error::Other(format!("stored latency_sketch of {key:?}: {e}").into()))?;
     let stats = StatsRow {
         keyspace_id: keyspace_id.try_into().unwrap_or([0; 8]),
-        query_count: column(&mut row, 4, WHAT)?,
-        total_duration_us: column(&mut row, 5, WHAT)?,
-        max_duration_us: column(&mut row, 6, WHAT)?,
-        rows_read: column(&mut row, 7, WHAT)?,
-        rows_returned: column(&mut row, 8, WHAT)?,
-        error_count: column(&mut row, 9, WHAT)?,
+        query_count: column(&mut row, 5, WHAT)?,
+        total_duration_us: column(&mut row, 6, WHAT)?,
+        max_duration_us: column(&mut row, 7, WHAT)?,
+        rows_read: column(&mut row, 8, WHAT)?,
+        rows_returned: column(&mut row, 9, WHAT)?,
+        error_count: column(&mut row, 10, WHAT)?,
         sketch,
     };
-    Ok((key, stats))
+    Ok((table == 1, key, stats))
 }
 
-fn stats_values(key: &StatsKey, row: &StatsRow) -> String {
-    tuple(&[
-        lit(key.database_id),
-        lit(key.fingerprint.as_str()),
-        datetime(key.window_start),
-        hex(&row.keyspace_id),
-        lit(row.query_count),
-        lit(row.total_duration_us),
-        lit(row.max_duration_us),
-        lit(row.rows_read),
-        lit(row.rows_returned),
-        lit(row.error_count),
-        hex(&row.sketch.encode()),
-    ])
+/// Folds each key's contributions, in order, onto its stored row; one
+/// `INSERT ... ON DUPLICATE KEY UPDATE` per chunk of keys.
+fn upsert_stats(
+    statements: &mut Vec<String>,
+    table: &str,
+    contributions: &std::collections::BTreeMap<KeyRef<'_>, Vec<&StatsRow>>,
+    stored: &mut Stored,
+) {
+    let keys: Vec<(&KeyRef<'_>, &Vec<&StatsRow>)> = contributions.iter().collect();
+    for chunk in keys.chunks(CHUNK_ROWS) {
+        let mut sql = format!("INSERT INTO {table} ({STATS_COLUMNS}) VALUES ");
+        for (i, (key, rows)) in chunk.iter().enumerate() {
+            let existing = if stored.is_empty() { None } else { stored.remove(&owned(key)) };
+            if i > 0 {
+                sql.push(',');
+            }
+            push_stats_values(&mut sql, key, &fold(existing, rows));
+        }
+        sql.push_str(
+            " ON DUPLICATE KEY UPDATE \
+             query_count = VALUES(query_count), total_duration_us = VALUES(total_duration_us), \
+             max_duration_us = VALUES(max_duration_us), rows_read = VALUES(rows_read), \
+             rows_returned = VALUES(rows_returned), error_count = VALUES(error_count), \
+             latency_sketch = VALUES(latency_sketch)",
+        );
+        statements.push(sql);
+    }
 }
 
-async fn upsert_patterns(
-    tx: &mut Transaction<'_>,
-    patterns: &HashMap<(u64, &str), PatternRow>,
-) -> Result<u64, mysql_async::Error> {
-    let mut sorted: Vec<(&(u64, &str), &PatternRow)> = patterns.iter().collect();
-    // Sorted so that concurrent writers lock rows in one order (no deadlocks).
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let values: Vec<String> = sorted
+/// One row's value tuple, written straight into the statement.
+fn push_stats_values(sql: &mut String, (database_id, fingerprint, window_start): &KeyRef<'_>, row: &StatsRow) {
+    let _ = write!(sql, "({database_id},{},{},X'", lit(*fingerprint), datetime(*window_start));
+    push_hex_digits(sql, &row.keyspace_id);
+    let _ = write!(
+        sql,
+        "',{},{},{},{},{},{},X'",
+        row.query_count, row.total_duration_us, row.max_duration_us, row.rows_read, row.rows_returned, row.error_count
+    );
+    push_hex_digits(sql, &row.sketch.encode());
+    sql.push_str("')");
+}
+
+fn upsert_patterns(statements: &mut Vec<String>, c: &Coalesced<'_>) {
+    // Sorted (a BTreeMap) so that concurrent writers lock rows in one order (no deadlocks).
+    let values: Vec<String> = c
+        .patterns
         .iter()
         .map(|((db, fp), p)| {
             tuple(&[
@@ -324,12 +355,11 @@ async fn upsert_patterns(
         .collect();
     for chunk in chunks(&values) {
         // The merge rule of PatternRow::merge, in SQL (shared with the copier).
-        tx.query_drop(cluster::schema::query_patterns_upsert(&chunk.join(","))).await?;
+        statements.push(cluster::schema::query_patterns_upsert(&chunk.join(",")));
     }
-    Ok(sorted.len() as u64)
 }
 
-async fn insert_slow(tx: &mut Transaction<'_>, rows: &[&SlowRow]) -> Result<u64, mysql_async::Error> {
+fn insert_slow(statements: &mut Vec<String>, rows: &[&SlowRow]) {
     let values: Vec<String> = rows
         .iter()
         .map(|s| {
@@ -353,14 +383,12 @@ async fn insert_slow(tx: &mut Transaction<'_>, rows: &[&SlowRow]) -> Result<u64,
     for chunk in chunks(&values) {
         // A plain INSERT: the fence guarantees each event arrives once, and a
         // duplicate key here would mean the fence was bypassed, which must fail loudly.
-        tx.query_drop(format!(
+        statements.push(format!(
             "INSERT INTO slow_queries (src_partition, src_offset, occurred_at, database_id, fingerprint, keyspace_id, \
              proxy_id, duration_us, rows_read, rows_returned, error_text, query_text, tables_used) VALUES {}",
             chunk.join(",")
-        ))
-        .await?;
+        ));
     }
-    Ok(rows.len() as u64)
 }
 
 /// A gap (the stored fence is below the batch's first offset: the messages
@@ -370,12 +398,7 @@ async fn insert_slow(tx: &mut Transaction<'_>, rows: &[&SlowRow]) -> Result<u64,
 /// assigned before `next_offset`: MariaDB and MySQL 8 alike evaluate
 /// `ON DUPLICATE KEY UPDATE` assignments left to right, later ones seeing the
 /// new values.
-async fn advance_fences(
-    tx: &mut Transaction<'_>,
-    fence: &FenceInfo<'_>,
-    current: &[i64],
-    outcome: &ShardOutcome,
-) -> Result<(), mysql_async::Error> {
+fn advance_fences(fence: &FenceInfo<'_>, current: &[i64], outcome: &ShardOutcome) -> Option<String> {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let rows: Vec<String> = fence
         .ranges
@@ -405,9 +428,9 @@ async fn advance_fences(
         })
         .collect();
     if rows.is_empty() {
-        return Ok(());
+        return None;
     }
-    tx.query_drop(format!(
+    Some(format!(
         "INSERT INTO dw_offset_fence (topic, kafka_partition, next_offset, first_offset, first_message_ms, \
          covered_from_ms, max_message_ms, reached_end, high_watermark, consumer_group, messages_applied, late_messages, \
          expired_messages, updated_at) VALUES {} \
@@ -422,7 +445,6 @@ async fn advance_fences(
          expired_messages = expired_messages + VALUES(expired_messages), updated_at = VALUES(updated_at)",
         rows.join(",")
     ))
-    .await
 }
 
 /// Marks idle partitions that every shard has applied up to `end` as having

@@ -86,7 +86,8 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     let rules = TimeRules::from(&config.cluster.time);
     let shared =
         Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds, rules, starts });
-    let mut batcher = Batcher {
+    let shared = std::sync::Mutex::new(shared);
+    let batcher = Batcher {
         config: &config,
         progress: Default::default(),
         started: Default::default(),
@@ -95,6 +96,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         control,
         source: &source,
         shutdown: &shutdown,
+        abandoned: Default::default(),
     };
     let result = batcher.run(receivers).await;
     let (applied, skipped) = {
@@ -152,26 +154,45 @@ struct Batcher<'a> {
     progress: tokio::sync::Mutex<Progress>,
     /// Partitions known to have fence rows on this cluster.
     started: tokio::sync::Mutex<std::collections::HashSet<(String, i32)>>,
-    shared: Arc<Shared>,
+    /// Swapped whole when the registry teaches the codec a schema; a batch
+    /// being planned keeps the one it started with.
+    shared: std::sync::Mutex<Arc<Shared>>,
     pools: &'a Arc<ShardPools>,
     control: Pool,
     source: &'a Source,
     shutdown: &'a CancellationToken,
+    /// Set once a batch was abandoned at shutdown: no later batch may be
+    /// applied after it, or its fences would move past the abandoned
+    /// messages (the batch after it is usually already received or planned).
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
+/// A batch being planned (on a blocking thread) and then applied: at most
+/// one is in flight while the next one is received and planned, so the
+/// decoding of one batch overlaps the shard transactions of the previous one.
+type InFlight<'b> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ConsumerError>> + Send + 'b>>;
+
 impl Batcher<'_> {
-    async fn run(&mut self, mut rx: Receivers) -> Result<(), ConsumerError> {
+    async fn run(&self, mut rx: Receivers) -> Result<(), ConsumerError> {
         let max = self.config.batch_max_messages;
         let max_bytes = self.config.batch_max_bytes;
         let mut pending: Vec<Fetched> = Vec::with_capacity(max.min(4096));
         let mut pending_bytes = 0usize;
         let mut deadline: Option<tokio::time::Instant> = None;
+        let mut in_flight: Option<InFlight<'_>> = None;
         let mut idle_tick = tokio::time::interval(IDLE_CONFIRM_EVERY);
         idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let timer = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let idle = pending.is_empty() && in_flight.is_none();
+            let applied = async {
+                match in_flight.as_mut() {
+                    Some(batch) => batch.await,
                     None => std::future::pending().await,
                 }
             };
@@ -187,19 +208,31 @@ impl Batcher<'_> {
                             rx.bytes.give_back(&m);
                             pending.push(m);
                         }
-                        tracing::debug!(count = partitions.len(), messages = pending.len(), "revoke: finishing the in-flight batch");
-                        let flushed = self.flush(&mut pending).await;
+                        tracing::debug!(count = partitions.len(), messages = pending.len(), "revoke: finishing the in-flight batches");
+                        let finished = match in_flight.take() {
+                            Some(batch) => batch.await,
+                            None => Ok(()),
+                        };
+                        let flushed = match finished {
+                            Ok(()) => self.flush(std::mem::take(&mut pending)).await,
+                            Err(e) => Err(e),
+                        };
+                        pending.clear();
                         (deadline, pending_bytes) = (None, 0);
                         let _ = done.send(());
                         flushed?;
                     }
                     None => break,
                 },
+                result = applied => {
+                    in_flight = None;
+                    result?;
+                }
                 _ = timer => {
-                    self.flush(&mut pending).await?;
+                    self.cut(&mut pending, &mut in_flight).await?;
                     (deadline, pending_bytes) = (None, 0);
                 }
-                _ = idle_tick.tick(), if pending.is_empty() => self.confirm_idle().await,
+                _ = idle_tick.tick(), if idle => self.confirm_idle().await,
                 message = rx.data.recv() => match message {
                     Some(m) => {
                         rx.bytes.give_back(&m);
@@ -209,7 +242,7 @@ impl Batcher<'_> {
                         pending_bytes += m.size();
                         pending.push(m);
                         if pending.len() >= max || pending_bytes >= max_bytes {
-                            self.flush(&mut pending).await?;
+                            self.cut(&mut pending, &mut in_flight).await?;
                             (deadline, pending_bytes) = (None, 0);
                         }
                     }
@@ -217,10 +250,42 @@ impl Batcher<'_> {
                 },
             }
         }
-        // Drain: what was cut into the batch is applied; what is still in the
+        // Drain: what was cut into a batch is applied; what is still in the
         // channel was never acknowledged and will be fetched again.
         drop(rx);
-        self.flush(&mut pending).await
+        if let Some(batch) = in_flight.take() {
+            batch.await?;
+        }
+        self.flush(pending).await
+    }
+
+    /// Cuts `pending` into a batch: starts planning it at once, waits for the
+    /// batch before it to be applied (offsets are stored in order, and at
+    /// most two batches are held beyond the channel), then leaves it in flight.
+    async fn cut<'s>(
+        &'s self,
+        pending: &mut Vec<Fetched>,
+        in_flight: &mut Option<InFlight<'s>>,
+    ) -> Result<(), ConsumerError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let Some(messages) = self.with_schemas(std::mem::take(pending)).await? else {
+            return Ok(());
+        };
+        let planned = self.start_plan(messages);
+        if let Some(previous) = in_flight.take() {
+            if let Err(e) = previous.await {
+                // Joined, not left running: planning is pure, its result is dropped.
+                let _ = planned.await;
+                return Err(e);
+            }
+        }
+        *in_flight = Some(Box::pin(async move {
+            let plan = planned.await.map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
+            self.apply_and_store(plan).await
+        }));
+        Ok(())
     }
 
     /// Coverage starts for the batch's partitions that the cluster has not
@@ -240,13 +305,14 @@ impl Batcher<'_> {
             Err(e) => tracing::debug!(error = %e, "reading started partitions failed"),
         }
         let mut lookups = Vec::new();
+        let shared = self.shared();
         for r in unknown {
             let key = (r.topic.to_string(), r.partition);
             if known.contains(&key) {
                 continue;
             }
             let from_time =
-                self.shared.starts.as_ref().and_then(|s| s.get(&key)).filter(|s| s.offset == r.first_offset);
+                shared.starts.as_ref().and_then(|s| s.get(&key)).filter(|s| s.offset == r.first_offset);
             match from_time {
                 _ if r.first_offset == 0 => {
                     out.insert(key, 0);
@@ -342,33 +408,72 @@ impl Batcher<'_> {
         }
     }
 
-    /// Applies `pending` and stores its offsets; empties it either way.
-    async fn flush(&mut self, pending: &mut Vec<Fetched>) -> Result<(), ConsumerError> {
-        if pending.is_empty() {
+    fn shared(&self) -> Arc<Shared> {
+        match self.shared.lock() {
+            Ok(shared) => shared.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Learns from the registry the writer schemas of `messages` that the
+    /// codec lacks, before planning (which is pure and never waits on the
+    /// network). `None`: shutdown came while the registry was unavailable;
+    /// the batch, and every one after it, is left to be redelivered.
+    async fn with_schemas(&self, messages: Vec<Fetched>) -> Result<Option<Vec<Fetched>>, ConsumerError> {
+        let Some(registry) = &self.config.registry else {
+            return Ok(Some(messages));
+        };
+        let shared = self.shared();
+        match crate::schemas::resolve(registry, &shared.codec, &messages, self.shutdown).await {
+            Ok(None) => Ok(Some(messages)),
+            Ok(Some(codec)) => {
+                let learned = Arc::new(Shared { codec, ..Shared::clone(&shared) });
+                match self.shared.lock() {
+                    Ok(mut current) => *current = learned,
+                    Err(poisoned) => *poisoned.into_inner() = learned,
+                }
+                Ok(Some(messages))
+            }
+            Err(ResolveError::Abandoned) => {
+                tracing::warn!(messages = messages.len(), "batch abandoned at shutdown while the schema registry was unavailable; it will be redelivered");
+                self.abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(None)
+            }
+            Err(ResolveError::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Decodes and routes `messages` on a blocking thread.
+    fn start_plan(&self, messages: Vec<Fetched>) -> tokio::task::JoinHandle<BatchPlan> {
+        let shared = self.shared();
+        tokio::task::spawn_blocking(move || plan(messages, &shared.codec, &shared.cluster, &shared.kinds, shared.rules))
+    }
+
+    /// Plans and applies `messages` and stores their offsets.
+    async fn flush(&self, messages: Vec<Fetched>) -> Result<(), ConsumerError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let Some(messages) = self.with_schemas(messages).await? else {
+            return Ok(());
+        };
+        let plan =
+            self.start_plan(messages).await.map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
+        self.apply_and_store(plan).await
+    }
+
+    /// Applies a planned batch and stores its offsets.
+    async fn apply_and_store(&self, plan: BatchPlan) -> Result<(), ConsumerError> {
+        use std::sync::atomic::Ordering;
+        if self.abandoned.load(Ordering::SeqCst) {
+            tracing::debug!(messages = plan.message_count(), "batch after an abandoned one not applied; it will be redelivered");
             return Ok(());
         }
         let started = Instant::now();
-        let messages = std::mem::take(pending);
-        if let Some(registry) = &self.config.registry {
-            match crate::schemas::resolve(registry, &self.shared.codec, &messages, self.shutdown).await {
-                Ok(None) => {}
-                Ok(Some(codec)) => self.shared = Arc::new(Shared { codec, ..Shared::clone(&self.shared) }),
-                Err(ResolveError::Abandoned) => {
-                    tracing::warn!(messages = messages.len(), "batch abandoned at shutdown while the schema registry was unavailable; it will be redelivered");
-                    return Ok(());
-                }
-                Err(ResolveError::Fatal(e)) => return Err(e),
-            }
-        }
-        let shared = self.shared.clone();
-        let plan = tokio::task::spawn_blocking(move || {
-            plan(messages, &shared.codec, &shared.cluster, &shared.kinds, shared.rules)
-        })
-        .await
-        .map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
         match self.apply(&plan).await {
             Ok(()) => {}
             Err(BatchError::Abandoned) => {
+                self.abandoned.store(true, Ordering::SeqCst);
                 tracing::warn!(messages = plan.message_count(), "batch abandoned at shutdown; it will be redelivered");
                 return Ok(());
             }

@@ -8,8 +8,10 @@
 
 pub mod apply;
 pub mod batcher;
+pub mod coalesce;
 pub mod config;
 pub mod dead_letter;
+pub mod dry_run;
 pub mod error;
 pub mod isolate;
 mod log_limit;

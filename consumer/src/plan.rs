@@ -203,6 +203,8 @@ pub fn plan(
 ) -> BatchPlan {
     let mut out = BatchPlan { shards: vec![Vec::new(); cluster.shards.len()], ..BatchPlan::default() };
     let mut range_index: HashMap<(Arc<str>, i32), usize> = HashMap::new();
+    // A batch names few databases: each one's keyspace id (3DES) and shard once.
+    let mut routes: HashMap<u64, ([u8; 8], usize)> = HashMap::new();
     for m in messages {
         let ts = m.timestamp_ms.unwrap_or(0);
         let range = *range_index.entry((m.topic.clone(), m.partition)).or_insert_with(|| {
@@ -230,7 +232,7 @@ pub fn plan(
         // The last line of defence: a panic in decoding or routing (a library
         // bug a crafted message reaches) costs this message, not the process.
         // Nothing outside `route` is mutated, so unwinding leaves no torn state.
-        let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route(&m, kind, codec, cluster, rules)));
+        let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route(&m, kind, codec, cluster, rules, &mut routes)));
         let (reason, detail) = match routed {
             Ok(Ok((shard, body))) => {
                 let raw = RawMessage { key: m.key, payload: m.payload, message_ms: m.timestamp_ms };
@@ -280,6 +282,7 @@ fn route(
     codec: &Codec,
     cluster: &ClusterConfig,
     rules: TimeRules,
+    routes: &mut HashMap<u64, ([u8; 8], usize)>,
 ) -> Result<(usize, ItemBody), Rejected> {
     if PANIC_PROBE.get().is_some_and(|probe| probe(m)) {
         panic!("injected decoder panic at offset {}", m.offset);
@@ -287,8 +290,10 @@ fn route(
     let event = codec.decode(kind, m.payload.as_deref())?;
     // The codec rejects negative ids, so this conversion cannot fail.
     let database_id = u64::try_from(event.database_id()).unwrap_or(0);
-    let keyspace_id = cluster::vindex::keyspace_id(database_id);
-    let shard = cluster.shard_index_for(&keyspace_id);
+    let (keyspace_id, shard) = *routes.entry(database_id).or_insert_with(|| {
+        let keyspace_id = cluster::vindex::keyspace_id(database_id);
+        (keyspace_id, cluster.shard_index_for(&keyspace_id))
+    });
     let body = match event {
         Event::QueryStats(q) => {
             // Malformed before old: a bad message is a dead letter whatever its age.

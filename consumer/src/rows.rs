@@ -43,6 +43,20 @@ impl StatsRow {
         }
     }
 
+    /// A row with nothing in it (what a key without contributions folds to).
+    pub fn empty() -> Self {
+        Self {
+            keyspace_id: [0; 8],
+            query_count: 0,
+            total_duration_us: 0,
+            max_duration_us: 0,
+            rows_read: 0,
+            rows_returned: 0,
+            error_count: 0,
+            sketch: LatencySketch::new(),
+        }
+    }
+
     /// The table's merge rule: sums, max, sketch merge.
     pub fn merge(&mut self, other: &StatsRow) {
         self.query_count = self.query_count.saturating_add(other.query_count);

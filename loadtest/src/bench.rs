@@ -1,9 +1,11 @@
 //! `dualwrite-loadtest bench`: the consumer's throughput next to the ceilings
 //! it works under, all measured in the same run on the same broker and shards:
 //! (a) a plain librdkafka consumer (and kcat, when installed) reading the same
-//! topics, (b) multi-row INSERTs into the same shards with no consumer in the
-//! way, (c) the consumer for one group and for two groups at once, with its
-//! peak RSS and how many messages it folds into one written row.
+//! topics, (b) multi-row INSERTs into the new cluster's shards with no
+//! consumer in the way, (c) the consumer's CPU cost per event with no sink
+//! (`dualwrite-consumer dry-run`), (d) one group into those same shards and
+//! two groups at once (old and new), with peak RSS and the rows written per
+//! message, per table, before and after coalescing.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use mysql_async::prelude::Queryable;
 use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use topics::TopicKind;
 
@@ -49,6 +51,29 @@ pub struct ConsumerRun {
     pub peak_rss_mib: f64,
     /// Messages per written row.
     pub coalescing_ratio: f64,
+    /// Rows written per message, per table (summed over the groups).
+    pub tables: Vec<TableRows>,
+}
+
+/// One table's writes per message of the topic that feeds it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableRows {
+    pub table: &'static str,
+    /// Messages of the topic feeding the table (query-stats or slow-queries).
+    pub messages: f64,
+    pub rows: f64,
+    /// Without coalescing every message writes one row of this table.
+    pub rows_per_message_before: f64,
+    pub rows_per_message_after: f64,
+}
+
+/// What `dualwrite-consumer dry-run` prints (the fields the bench reports).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NoSink {
+    pub messages: u64,
+    pub cpu_seconds: f64,
+    /// Decode, validate, coalesce, plan and render the writes, per core.
+    pub events_per_core_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -61,8 +86,16 @@ pub struct BenchReport {
     pub kcat_msgs_per_s: Option<f64>,
     /// Multi-row INSERTs (500 rows) into the new cluster's shards, one writer per shard.
     pub insert_ceiling_rows_per_s: f64,
+    /// The consumer with no sink, CPU time only.
+    pub no_sink: NoSink,
+    /// One group into the new cluster: the shards of the INSERT ceiling.
     pub one_group: ConsumerRun,
+    /// `one_group.rows_per_s / insert_ceiling_rows_per_s`.
+    pub one_group_ratio: f64,
+    /// Group A into the old cluster and group B into the new one, at once.
     pub two_groups: ConsumerRun,
+    /// Load average (1 minute) at the start and the end: the machine is shared.
+    pub load_average: [f64; 2],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +113,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let old = ClusterConfig::load(&config.old).map_err(|e| setup(&e))?;
     let new = ClusterConfig::load(&config.new).map_err(|e| setup(&e))?;
     let mut report = BenchReport { messages: config.messages, ..Default::default() };
+    report.load_average[0] = load_average();
 
     let started = Instant::now();
     let produce_config = ProduceConfig {
@@ -96,14 +130,17 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     report.raw_consume_msgs_per_s = raw_consume(&config.kafka, &topics, config.messages).await?;
     report.kcat_msgs_per_s = kcat(&config.kafka, &topics).await;
     report.insert_ceiling_rows_per_s = insert_ceiling(&new, config.insert_rows).await?;
+    report.no_sink = no_sink(config).await?;
 
     let tag = chrono::Utc::now().format("%H%M%S").to_string();
-    report.one_group = consume(config, &[(&config.old, &old, format!("bench_{tag}_a1"))]).await?;
+    report.one_group = consume(config, &[(&config.new, &new, format!("bench_{tag}_b1"))]).await?;
+    report.one_group_ratio = report.one_group.rows_per_s / report.insert_ceiling_rows_per_s.max(1e-9);
     report.two_groups = consume(
         config,
         &[(&config.old, &old, format!("bench_{tag}_a2")), (&config.new, &new, format!("bench_{tag}_b2"))],
     )
     .await?;
+    report.load_average[1] = load_average();
     Ok(report)
 }
 
@@ -117,6 +154,31 @@ fn kafka_args(config: &BenchConfig) -> Vec<std::ffi::OsString> {
         }
         None => vec!["--brokers".into(), config.kafka.bootstrap.clone().into()],
     }
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `dualwrite-consumer dry-run` over the produced messages, routed by the new cluster's shard map.
+async fn no_sink(config: &BenchConfig) -> Result<NoSink, BenchError> {
+    let out = tokio::process::Command::new(&config.consumer_bin)
+        .args(["dry-run", "--cluster"])
+        .arg(&config.new)
+        .args(kafka_args(config))
+        .args(["--topic-prefix", &config.topic_prefix])
+        .args(["--messages", &config.messages.to_string()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .map_err(|e| BenchError::Setup(format!("starting {} dry-run: {e}", config.consumer_bin.display())))?;
+    if !out.status.success() {
+        return Err(BenchError::Setup(format!("dry-run failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| BenchError::Setup(format!("dry-run output: {e}")))
 }
 
 fn rate(n: u64, elapsed: Duration) -> f64 {
@@ -246,7 +308,7 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
     loop {
         let mut done = true;
         for (child, port, _) in &children {
-            let applied = metric(*port, "dualwrite_consumer_messages_total", "outcome=\"applied\"").await;
+            let applied = metric(*port, "dualwrite_consumer_messages_total", &["outcome=\"applied\""]).await;
             done &= applied >= config.messages as f64;
             if let Some(pid) = child.id() {
                 peak_rss = peak_rss.max(peak_rss_mib(pid));
@@ -262,8 +324,26 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
     }
     let seconds = started.elapsed().as_secs_f64();
     let mut rows = 0f64;
+    let stats_topic = format!("topic=\"{}\"", TopicKind::QueryStats.topic_name(&config.topic_prefix));
+    let slow_topic = format!("topic=\"{}\"", TopicKind::SlowQueries.topic_name(&config.topic_prefix));
+    let mut tables: Vec<TableRows> = ["query_stats_minute", "query_stats_hour", "query_patterns", "slow_queries"]
+        .into_iter()
+        .map(|table| TableRows { table, ..Default::default() })
+        .collect();
     for (_, port, _) in &children {
-        rows += metric(*port, "dualwrite_consumer_rows_written_total", "").await;
+        rows += metric(*port, "dualwrite_consumer_rows_written_total", &[]).await;
+        let applied = "outcome=\"applied\"";
+        let stats = metric(*port, "dualwrite_consumer_messages_total", &[&stats_topic, applied]).await;
+        let slow = metric(*port, "dualwrite_consumer_messages_total", &[&slow_topic, applied]).await;
+        for t in &mut tables {
+            let table = format!("table=\"{}\"", t.table);
+            t.rows += metric(*port, "dualwrite_consumer_rows_written_total", &[&table]).await;
+            t.messages += if t.table == "slow_queries" { slow } else { stats };
+        }
+    }
+    for t in &mut tables {
+        t.rows_per_message_before = 1.0;
+        t.rows_per_message_after = t.rows / t.messages.max(1.0);
     }
     for (mut child, _, scratch) in children {
         if let Some(pid) = child.id() {
@@ -281,6 +361,7 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
         rows_per_s: rows / seconds,
         peak_rss_mib: peak_rss,
         coalescing_ratio: messages as f64 / rows.max(1.0),
+        tables,
     })
 }
 
@@ -308,8 +389,8 @@ fn free_port() -> Result<u16, BenchError> {
         .map_err(|e| BenchError::Setup(format!("no free port: {e}")))
 }
 
-/// Sum of a Prometheus counter's series (whose labels contain `filter`) from a `/metrics` page.
-async fn metric(port: u16, name: &str, filter: &str) -> f64 {
+/// Sum of a Prometheus counter's series (whose labels contain every `filters`) from a `/metrics` page.
+async fn metric(port: u16, name: &str, filters: &[&str]) -> f64 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return 0.0 };
     let request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
@@ -321,7 +402,7 @@ async fn metric(port: u16, name: &str, filter: &str) -> f64 {
         return 0.0;
     }
     body.lines()
-        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter(|l| l.starts_with(name) && filters.iter().all(|f| l.contains(f)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -336,19 +417,45 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 pub fn render(r: &BenchReport) -> String {
     let mut out = String::new();
-    out.push_str(&format!("{:<44} {:>14}\n", "measure", "value"));
-    let mut line = |name: &str, v: String| out.push_str(&format!("{name:<44} {v:>14}\n"));
+    out.push_str(&format!("{:<52} {:>14}\n", "measure", "value"));
+    let mut line = |name: &str, v: String| out.push_str(&format!("{name:<52} {v:>14}\n"));
     line("messages", r.messages.to_string());
+    line("load average (1 min) at start / end", format!("{:.1} / {:.1}", r.load_average[0], r.load_average[1]));
     line("produce (msg/s)", format!("{:.0}", r.produce_msgs_per_s));
     line("raw librdkafka consume (msg/s)", format!("{:.0}", r.raw_consume_msgs_per_s));
     line("kcat consume (msg/s)", r.kcat_msgs_per_s.map_or("-".into(), |v| format!("{v:.0}")));
+    line("no sink: decode+coalesce+plan (events/s per core)", format!("{:.0}", r.no_sink.events_per_core_s));
     line("multi-row INSERT ceiling, new cluster (rows/s)", format!("{:.0}", r.insert_ceiling_rows_per_s));
-    for (name, run) in [("one group", &r.one_group), ("two groups", &r.two_groups)] {
+    for (name, run) in [("one group (new)", &r.one_group), ("two groups", &r.two_groups)] {
         line(&format!("consumer, {name} (events/s)"), format!("{:.0}", run.events_per_s));
         line(&format!("consumer, {name} (rows/s)"), format!("{:.0}", run.rows_per_s));
         line(&format!("consumer, {name} peak RSS (MiB)"), format!("{:.1}", run.peak_rss_mib));
         line(&format!("consumer, {name} messages per row"), format!("{:.2}", run.coalescing_ratio));
     }
+    line("one group rows/s / INSERT ceiling", format!("{:.2}", r.one_group_ratio));
+    out.push_str("\nrows written per message, one group (before coalescing = 1 per table):\n");
+    out.push_str(&format!("{:<22} {:>11} {:>10} {:>8} {:>10}\n", "table", "rows before", "rows after", "per msg", "fewer"));
+    let (mut before, mut after) = (0.0, 0.0);
+    for t in &r.one_group.tables {
+        before += t.messages;
+        after += t.rows;
+        out.push_str(&format!(
+            "{:<22} {:>11.0} {:>10.0} {:>8.2} {:>9.0}%\n",
+            t.table,
+            t.messages,
+            t.rows,
+            t.rows_per_message_after,
+            100.0 * (1.0 - t.rows_per_message_after)
+        ));
+    }
+    out.push_str(&format!(
+        "{:<22} {:>11.0} {:>10.0} {:>8.2} {:>9.0}%   (PlanetScale reports 30-40% fewer writes for Insights)\n",
+        "all tables",
+        before,
+        after,
+        after / before.max(1.0),
+        100.0 * (1.0 - after / before.max(1.0))
+    ));
     out
 }
 

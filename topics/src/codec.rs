@@ -5,8 +5,10 @@
 //! [`DecodeError`] whose [`DecodeError::reason`] the consumer writes to the
 //! dead letter table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::ResolvedSchema;
 use apache_avro::Schema;
 
 use crate::events::{Event, QueryStats, SlowQuery};
@@ -97,6 +99,10 @@ pub struct Codec {
     /// are written under (`None`: a registry consumer's codec, which only decodes).
     query_stats: (Option<u32>, Schema),
     slow_query: (Option<u32>, Schema),
+    /// Writer ids whose schema is the reader's own (same canonical form): their
+    /// data is laid out as the structs expect, so it is decoded straight into
+    /// them (no `Value` tree, no resolution against the reader schema).
+    same_as_reader: BTreeSet<u32>,
 }
 
 impl Codec {
@@ -127,12 +133,17 @@ impl Codec {
             Ok((id, schema.clone()))
         };
         let (query_stats, slow_query) = (own_id(QUERY_STATS_RECORD)?, own_id(SLOW_QUERY_RECORD)?);
-        Ok(Self {
+        let mut codec = Self {
             query_stats: (Some(query_stats.0), query_stats.1),
             slow_query: (Some(slow_query.0), slow_query.1),
-            writers,
+            writers: SchemaSet { by_id: BTreeMap::new() },
             unusable: BTreeMap::new(),
-        })
+            same_as_reader: BTreeSet::new(),
+        };
+        for (id, schema) in writers.by_id {
+            codec.add_writer(id, schema);
+        }
+        Ok(codec)
     }
 
     /// A decoder whose writer schemas come from a registry: it starts with
@@ -140,6 +151,7 @@ impl Codec {
     pub fn for_registry() -> Result<Self, SchemaError> {
         let mut codec = Self::embedded()?;
         codec.writers.by_id.clear();
+        codec.same_as_reader.clear();
         codec.query_stats.0 = None;
         codec.slow_query.0 = None;
         Ok(codec)
@@ -166,6 +178,12 @@ impl Codec {
     /// Adds a writer schema fetched from a registry.
     pub fn add_writer(&mut self, id: u32, schema: Schema) {
         self.unusable.remove(&id);
+        let form = schema.canonical_form();
+        if [&self.query_stats.1, &self.slow_query.1].iter().any(|own| own.canonical_form() == form) {
+            self.same_as_reader.insert(id);
+        } else {
+            self.same_as_reader.remove(&id);
+        }
         self.writers.by_id.insert(id, schema);
     }
 
@@ -208,19 +226,27 @@ impl Codec {
             _ => return Err(DecodeError::WrongRecord { id, record, topic: kind.as_str() }),
         };
         let mut body = &bytes[HEADER_LEN..];
-        let value = apache_avro::from_avro_datum(writer, &mut body, Some(reader))
-            .map_err(|e| DecodeError::Avro(e.to_string()))?;
+        let avro = |e: apache_avro::Error| DecodeError::Avro(e.to_string());
+        let event = if self.same_as_reader.contains(&id) {
+            // The record name matched above, so an identical canonical form is
+            // the reader's own schema: the datum decodes straight into the struct.
+            let datum = GenericDatumReader::builder(writer).build().map_err(avro)?;
+            match kind {
+                TopicKind::QueryStats => Event::QueryStats(datum.read_deser(&mut body).map_err(avro)?),
+                TopicKind::SlowQueries => Event::SlowQuery(datum.read_deser(&mut body).map_err(avro)?),
+            }
+        } else {
+            // Another version of the record: resolved against this build's schema.
+            let datum = GenericDatumReader::builder(writer).reader_schema(reader).build().map_err(avro)?;
+            let value = datum.read_value(&mut body).map_err(avro)?;
+            match kind {
+                TopicKind::QueryStats => Event::QueryStats(apache_avro::from_value(&value).map_err(avro)?),
+                TopicKind::SlowQueries => Event::SlowQuery(apache_avro::from_value(&value).map_err(avro)?),
+            }
+        };
         if !body.is_empty() {
             return Err(DecodeError::TrailingBytes(body.len()));
         }
-        let event = match kind {
-            TopicKind::QueryStats => {
-                Event::QueryStats(apache_avro::from_value(&value).map_err(|e| DecodeError::Avro(e.to_string()))?)
-            }
-            TopicKind::SlowQueries => {
-                Event::SlowQuery(apache_avro::from_value(&value).map_err(|e| DecodeError::Avro(e.to_string()))?)
-            }
-        };
         validate(&event)?;
         Ok(event)
     }
@@ -242,7 +268,9 @@ fn frame<T: serde::Serialize>((id, schema): &(Option<u32>, Schema), event: &T) -
     let mut out = Vec::with_capacity(256);
     out.push(MAGIC);
     out.extend_from_slice(&id.to_be_bytes());
-    apache_avro::write_avro_datum_ref(schema, event, &mut out).map_err(|e| DecodeError::Avro(e.to_string()))?;
+    let avro = |e: apache_avro::Error| DecodeError::Avro(e.to_string());
+    let resolved = ResolvedSchema::try_from(schema).map_err(avro)?;
+    apache_avro::write_avro_datum_ref(schema, resolved.get_names(), event, &mut out).map_err(avro)?;
     Ok(out)
 }
 

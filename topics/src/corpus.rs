@@ -227,7 +227,7 @@ fn impostor_body() -> Option<Vec<u8>> {
         ("label".to_string(), apache_avro::types::Value::String("hello world".to_string())),
         ("weight".to_string(), apache_avro::types::Value::Long(-3)),
     ]);
-    apache_avro::to_avro_datum(&schema, value).ok()
+    apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().ok()?.write_value_to_vec(value).ok()
 }
 
 /// `header` followed by deterministic noise (xorshift64 from a fixed seed)

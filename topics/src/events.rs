@@ -21,7 +21,7 @@ pub struct QueryStats {
     pub error_count: i64,
     /// Reference DDSketch encoding; see [`crate::LatencySketch`].
     // apache-avro maps a plain Vec<u8> to an array of ints, not to Avro bytes.
-    #[serde(with = "apache_avro::serde_avro_bytes")]
+    #[serde(with = "apache_avro::serde::bytes")]
     pub latency_sketch: Vec<u8>,
 }
 

@@ -1,27 +1,44 @@
 //! The latency sketch carried in `query-stats` and stored per window.
 //!
-//! DDSketch (relative accuracy 1%) from `sketches-ddsketch`, serialized in the
-//! reference binary encoding (sketches-java `DDSketchWithExactSummaryStatistics`)
-//! so producers in other languages can write it. The summary sum is an f64:
-//! merges are exact for the bins, count, min and max, and the consumer folds a
-//! row's sketches in offset order so even the sum is the same on every cluster.
+//! DDSketch (relative accuracy 1%), serialized in the reference binary encoding
+//! (sketches-java `DDSketchWithExactSummaryStatistics`) so producers in other
+//! languages can write it. The summary sum is an f64: merges are exact for the
+//! bins, count, min and max, and the consumer folds a row's sketches in offset
+//! order so even the sum is the same on every cluster.
+//!
+//! The consumer decodes, merges and re-encodes a sketch for every message, so
+//! this type holds only the non-empty bins as sorted (index, count) lists and
+//! merges them directly. It decodes, merges and encodes exactly as
+//! `sketches-ddsketch` does (the library's dense stores, its `merge` and its
+//! `to_java_bytes`; tested byte for byte below); the library is still what
+//! answers quantiles.
 
 use sketches_ddsketch::DDSketch;
 
 pub use crate::sketch_contract::SketchError;
 // 1% relative accuracy, 2048 bins: the crate's defaults, which are also what
 // the reference encoding decodes to, so decoded and fresh sketches merge.
-use crate::sketch_contract::contract_config;
+use crate::sketch_contract::{contract_config, contract_gamma};
+use crate::sketch_contract::{FLAG_COUNT, FLAG_INDEX_MAPPING_LOG, FLAG_MAX, FLAG_MIN, FLAG_SUM, FLAG_ZERO_COUNT};
 
 /// A mergeable latency distribution in milliseconds.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct LatencySketch {
-    inner: DDSketch,
+    /// Positive values' bins: (index, count), indexes ascending, counts > 0.
+    positive: Vec<(i32, u64)>,
+    /// Negative values' bins (latencies have none, the encoding allows them).
+    negative: Vec<(i32, u64)>,
+    /// Values too close to 0 for a bin.
+    zero_count: u64,
+    /// Only meaningful when the sketch is not empty (as in the library).
+    min: f64,
+    max: f64,
+    sum: f64,
 }
 
 impl std::fmt::Debug for LatencySketch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LatencySketch").field("count", &self.inner.count()).finish()
+        f.debug_struct("LatencySketch").field("count", &self.count()).finish()
     }
 }
 
@@ -31,15 +48,41 @@ impl Default for LatencySketch {
     }
 }
 
+/// Index deltas and counts (mode 1), positive and negative store.
+const FLAG_POSITIVE_BINS: u8 = 0x05;
+const FLAG_NEGATIVE_BINS: u8 = 0x07;
+
 impl LatencySketch {
     pub fn new() -> Self {
-        Self { inner: DDSketch::new(contract_config()) }
+        Self {
+            positive: Vec::new(),
+            negative: Vec::new(),
+            zero_count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            sum: 0.0,
+        }
     }
 
     /// Values above [`MAX_VALUE_MS`] are recorded as that value, so a sketch
     /// built here always passes [`LatencySketch::decode_message`].
     pub fn add_ms(&mut self, value_ms: f64) {
-        self.inner.add(value_ms.min(MAX_VALUE_MS));
+        let v = value_ms.min(MAX_VALUE_MS);
+        let config = contract_config();
+        if v > config.min_possible() {
+            add_to_bins(&mut self.positive, config.key(v), 1);
+        } else if v < -config.min_possible() {
+            add_to_bins(&mut self.negative, config.key(-v), 1);
+        } else {
+            self.zero_count += 1;
+        }
+        if v < self.min {
+            self.min = v;
+        }
+        if self.max < v {
+            self.max = v;
+        }
+        self.sum += v;
     }
 
     /// Decodes a sketch read back from the store (the result of merges):
@@ -54,37 +97,203 @@ impl LatencySketch {
         Self::decode_bounded(bytes, MAX_MESSAGE_COUNT)
     }
 
-    /// Checks everything the library would trust before handing it the bytes,
-    /// then checks that the sketch uses the contract's accuracy: sketches with
-    /// another gamma cannot be merged.
+    /// Accepts exactly what the library would decode into a sketch of the
+    /// contract's accuracy and keys (another gamma cannot be merged), and
+    /// nothing it would mishandle (see `crate::sketch_check`).
     fn decode_bounded(bytes: &[u8], max_count: f64) -> Result<Self, SketchError> {
-        crate::sketch_check::check(bytes, max_count)?;
-        let inner = DDSketch::from_java_bytes(bytes).map_err(|e| SketchError::Decode(format!("{e:?}")))?;
-        let mut probe = DDSketch::new(contract_config());
-        if probe.merge(&inner).is_err() {
-            return Err(SketchError::Accuracy);
-        }
-        Ok(Self { inner })
+        let parsed = crate::sketch_check::parse(bytes, max_count)?;
+        Ok(Self {
+            positive: normalized(parsed.positive),
+            negative: normalized(parsed.negative),
+            zero_count: parsed.zero_count as u64,
+            min: parsed.min.unwrap_or(f64::INFINITY),
+            max: parsed.max.unwrap_or(f64::NEG_INFINITY),
+            sum: parsed.sum,
+        })
     }
 
+    /// The reference encoding, byte for byte what the library's
+    /// `to_java_bytes` writes for the same sketch.
     pub fn encode(&self) -> Vec<u8> {
-        self.inner.to_java_bytes()
+        let mut out = Vec::with_capacity(48 + 4 * (self.positive.len() + self.negative.len()));
+        self.encode_into(&mut out);
+        out
     }
 
-    /// Merges `other` into `self`. Both come from [`LatencySketch::decode`]
-    /// (or both from `new`), so their configurations agree and their bins lie
-    /// in the contract's key window: the merged store never collapses.
+    /// [`LatencySketch::encode`] appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let count = self.count() as f64;
+        if count != 0.0 {
+            out.push(FLAG_COUNT);
+            var_f64(out, count);
+            out.push(FLAG_MIN);
+            out.extend_from_slice(&self.min.to_le_bytes());
+            out.push(FLAG_MAX);
+            out.extend_from_slice(&self.max.to_le_bytes());
+        }
+        if self.sum != 0.0 {
+            out.push(FLAG_SUM);
+            out.extend_from_slice(&self.sum.to_le_bytes());
+        }
+        out.push(FLAG_INDEX_MAPPING_LOG);
+        out.extend_from_slice(&contract_gamma().to_le_bytes());
+        out.extend_from_slice(&0.0f64.to_le_bytes());
+        if self.zero_count != 0 {
+            out.push(FLAG_ZERO_COUNT);
+            var_f64(out, self.zero_count as f64);
+        }
+        encode_bins(out, FLAG_POSITIVE_BINS, &self.positive);
+        encode_bins(out, FLAG_NEGATIVE_BINS, &self.negative);
+    }
+
+    /// Merges `other` into `self`, as the library's `DDSketch::merge` does.
+    /// Both passed the contract's checks, so their bins lie in its key
+    /// window and the merge never collapses bins: it cannot fail.
     pub fn merge(&mut self, other: &LatencySketch) -> Result<(), SketchError> {
-        self.inner.merge(&other.inner).map_err(|_| SketchError::Accuracy)
+        let was_empty = self.count() == 0;
+        merge_bins(&mut self.positive, &other.positive);
+        merge_bins(&mut self.negative, &other.negative);
+        self.zero_count += other.zero_count;
+        if was_empty {
+            self.min = other.min;
+            self.max = other.max;
+        } else if other.count() != 0 {
+            if other.min < self.min {
+                self.min = other.min;
+            }
+            if other.max > self.max {
+                self.max = other.max;
+            }
+        }
+        self.sum += other.sum;
+        Ok(())
     }
 
     pub fn count(&self) -> u64 {
-        self.inner.count() as u64
+        let bins = |b: &[(i32, u64)]| b.iter().map(|(_, c)| *c).sum::<u64>();
+        bins(&self.positive) + bins(&self.negative) + self.zero_count
     }
 
+    /// Answered by the library, from the encoding.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        self.inner.quantile(q).ok().flatten()
+        DDSketch::from_java_bytes(&self.encode()).ok()?.quantile(q).ok().flatten()
     }
+}
+
+/// Adds `count` to bin `index` of a sorted bin list.
+fn add_to_bins(bins: &mut Vec<(i32, u64)>, index: i32, count: u64) {
+    match bins.binary_search_by_key(&index, |(i, _)| *i) {
+        Ok(at) => bins[at].1 += count,
+        Err(at) => bins.insert(at, (index, count)),
+    }
+}
+
+/// Bins in encoding order (indexes may repeat, counts may be 0) as the
+/// library's store holds them: one count per index, empty bins dropped
+/// (it never encodes them, and they cannot collapse anything in the window).
+fn normalized(mut bins: Vec<(i32, u64)>) -> Vec<(i32, u64)> {
+    if !bins.windows(2).all(|w| w[0].0 < w[1].0) {
+        bins.sort_by_key(|(i, _)| *i);
+        bins.dedup_by(|next, kept| {
+            if next.0 == kept.0 {
+                kept.1 += next.1;
+                true
+            } else {
+                false
+            }
+        });
+    }
+    bins.retain(|(_, c)| *c > 0);
+    bins
+}
+
+/// Adds `other`'s bins into `into` (both sorted, non-empty counts).
+fn merge_bins(into: &mut Vec<(i32, u64)>, other: &[(i32, u64)]) {
+    if other.is_empty() {
+        return;
+    }
+    if into.is_empty() {
+        into.extend_from_slice(other);
+        return;
+    }
+    // Common case for a pattern's sketches: no bin that `into` lacks, so
+    // the counts are added in place.
+    let mut at = 0;
+    let in_place = other.iter().all(|(index, _)| {
+        while at < into.len() && into[at].0 < *index {
+            at += 1;
+        }
+        at < into.len() && into[at].0 == *index
+    });
+    if in_place {
+        let mut at = 0;
+        for (index, count) in other {
+            while into[at].0 < *index {
+                at += 1;
+            }
+            into[at].1 += count;
+        }
+        return;
+    }
+    let mut merged = Vec::with_capacity(into.len() + other.len());
+    let (mut a, mut b) = (0, 0);
+    while a < into.len() && b < other.len() {
+        let (x, y) = (into[a], other[b]);
+        if x.0 == y.0 {
+            merged.push((x.0, x.1 + y.1));
+            a += 1;
+            b += 1;
+        } else if x.0 < y.0 {
+            merged.push(x);
+            a += 1;
+        } else {
+            merged.push(y);
+            b += 1;
+        }
+    }
+    merged.extend_from_slice(&into[a..]);
+    merged.extend_from_slice(&other[b..]);
+    *into = merged;
+}
+
+fn encode_bins(out: &mut Vec<u8>, flag: u8, bins: &[(i32, u64)]) {
+    if bins.is_empty() {
+        return;
+    }
+    out.push(flag);
+    var_u64(out, bins.len() as u64);
+    let mut previous = 0i64;
+    for (index, count) in bins {
+        let delta = i64::from(*index) - previous;
+        var_u64(out, ((delta >> 63) ^ (delta << 1)) as u64);
+        var_f64(out, *count as f64);
+        previous = i64::from(*index);
+    }
+}
+
+/// The reference encoding's unsigned var-long (as sketches-java writes it).
+fn var_u64(out: &mut Vec<u8>, mut v: u64) {
+    let len = ((63 - v.leading_zeros() as i32) / 7).clamp(0, 8);
+    for _ in 0..len {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The reference encoding's var-double (as sketches-java writes it).
+fn var_f64(out: &mut Vec<u8>, v: f64) {
+    let mut bits = (v + 1.0).to_bits().wrapping_sub(1.0f64.to_bits()).rotate_left(6);
+    for _ in 0..8 {
+        let next = (bits >> 57) as u8;
+        bits <<= 7;
+        if bits == 0 {
+            out.push(next);
+            return;
+        }
+        out.push(next | 0x80);
+    }
+    out.push((bits >> 56) as u8);
 }
 
 /// Largest value a contract sketch holds in its own bin: the top of the
@@ -147,27 +356,6 @@ mod tests {
     /// Encodes `(index, count)` bins of a positive store in mode 1, behind
     /// the contract's index mapping and the given summary.
     fn encoded(bins: &[(i64, f64)], min: f64, max: f64, sum: f64) -> Vec<u8> {
-        fn var_u64(out: &mut Vec<u8>, mut v: u64) {
-            let len = ((63 - v.leading_zeros() as i32) / 7).clamp(0, 8);
-            for _ in 0..len {
-                out.push((v as u8) | 0x80);
-                v >>= 7;
-            }
-            out.push(v as u8);
-        }
-        fn var_f64(out: &mut Vec<u8>, v: f64) {
-            let mut bits = (v + 1.0).to_bits().wrapping_sub(1.0f64.to_bits()).rotate_left(6);
-            for _ in 0..8 {
-                let next = (bits >> 57) as u8;
-                bits <<= 7;
-                if bits == 0 {
-                    out.push(next);
-                    return;
-                }
-                out.push(next | 0x80);
-            }
-            out.push((bits >> 56) as u8);
-        }
         let mut out = vec![0x88];
         out.extend_from_slice(&min.to_le_bytes());
         out.push(0x8C);
@@ -260,6 +448,91 @@ mod tests {
         }
         let back = LatencySketch::decode_message(&s.encode()).expect("own sketch");
         assert_eq!(back.count(), 8);
+    }
+
+    /// A small deterministic generator (xorshift), so the cases are the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn value(&mut self) -> f64 {
+            match self.next() % 10 {
+                0 => 0.0,
+                1 => -((self.next() % 1000) as f64) / 7.0,
+                2 => 1e-10,
+                3 => MAX_VALUE_MS,
+                _ => (self.next() % 100_000) as f64 / 13.0,
+            }
+        }
+    }
+
+    /// What the library makes of a fold of encodings: decode each, merge in order, encode.
+    fn library_fold(parts: &[Vec<u8>]) -> Vec<u8> {
+        let mut acc = DDSketch::from_java_bytes(&parts[0]).expect("library decodes");
+        for p in &parts[1..] {
+            acc.merge(&DDSketch::from_java_bytes(p).expect("library decodes")).expect("same config");
+        }
+        acc.to_java_bytes()
+    }
+
+    fn own_fold(parts: &[Vec<u8>]) -> (Vec<u8>, u64) {
+        let mut acc = LatencySketch::decode(&parts[0]).expect("decodes");
+        for p in &parts[1..] {
+            acc.merge(&LatencySketch::decode(p).expect("decodes")).expect("merges");
+        }
+        (acc.encode(), acc.count())
+    }
+
+    #[test]
+    fn decode_merge_encode_match_the_library_byte_for_byte() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for case in 0..400 {
+            let parts: Vec<Vec<u8>> = (0..1 + case % 7)
+                .map(|_| {
+                    let mut lib = DDSketch::new(contract_config());
+                    let mut own = LatencySketch::new();
+                    for _ in 0..rng.next() % 60 {
+                        let v = rng.value();
+                        lib.add(v);
+                        own.add_ms(v);
+                    }
+                    assert_eq!(own.encode(), lib.to_java_bytes(), "add_ms builds what the library builds");
+                    lib.to_java_bytes()
+                })
+                .collect();
+            let (bytes, count) = own_fold(&parts);
+            assert_eq!(bytes, library_fold(&parts), "case {case}");
+            assert_eq!(count as usize, DDSketch::from_java_bytes(&bytes).expect("decodes").count());
+        }
+    }
+
+    #[test]
+    fn unusual_encodings_fold_like_the_library() {
+        let first = key_window().0;
+        let cases = [
+            // Unsorted, repeated and empty bins.
+            encoded(&[(first + 105, 2.0), (first + 100, 0.0), (first + 105, 1.0), (first + 90, 3.0)], 0.5, 9.0, 7.0),
+            // Empty, but with a sum and a min/max that must not leak into a merge.
+            encoded(&[], -5.0, 50.0, 3.5),
+            encoded(&[(first + 7, 1.0)], 1.0, 1.0, 1.0),
+            // A zero sum is not encoded; -0.0 neither.
+            encoded(&[(first + 8, 2.0)], 1.0, 2.0, -0.0),
+        ];
+        for a in &cases {
+            assert_eq!(own_fold(std::slice::from_ref(a)).0, library_fold(std::slice::from_ref(a)));
+            for b in &cases {
+                for c in &cases {
+                    let parts = [a.clone(), b.clone(), c.clone()];
+                    assert_eq!(own_fold(&parts).0, library_fold(&parts));
+                }
+            }
+        }
     }
 
     #[test]

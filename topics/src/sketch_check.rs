@@ -1,22 +1,18 @@
-//! Checks a DDSketch encoding before `sketches-ddsketch` decodes it.
+//! Checks and reads a DDSketch encoding in one walk.
 //!
-//! The library trusts what it reads: bins far apart make its store collapse
+//! `sketches-ddsketch` trusts what it reads: bins far apart make its store collapse
 //! through code that panics (`assertion failed: k <= self.len()` for keys 0
 //! and 2^31-1), counts are cast to `u64` (NaN and negatives become 0 or
 //! saturate, fractions truncate) and index deltas wrap. This walks the same
 //! format (sketches-java `DDSketchWithExactSummaryStatistics`, as the library
 //! reads it, including its optional `0x02` prefix) and rejects anything the
-//! contract's 2048-bin, 1% sketch cannot hold, so what reaches the library is
-//! something it handles, alone and merged with any other accepted sketch.
+//! contract's 2048-bin, 1% sketch cannot hold. What it accepts it returns as
+//! [`Parsed`]: the same bins, counts and summary the library would decode (the
+//! equivalence is tested in `crate::sketch`), without the library's dense stores.
 
 use crate::sketch_contract::{contract_gamma, key_window, SketchError};
+use crate::sketch_contract::{FLAG_COUNT, FLAG_INDEX_MAPPING_LOG, FLAG_MAX, FLAG_MIN, FLAG_SUM, FLAG_ZERO_COUNT};
 
-const FLAG_INDEX_MAPPING_LOG: u8 = 0x02;
-const FLAG_ZERO_COUNT: u8 = 0x04;
-const FLAG_COUNT: u8 = 0xA0;
-const FLAG_SUM: u8 = 0x84;
-const FLAG_MIN: u8 = 0x88;
-const FLAG_MAX: u8 = 0x8C;
 /// Bins per store of the contract's sketch.
 const MAX_BINS: u64 = 2048;
 /// Largest |min|, |max| and |sum| of one sketch (milliseconds): far beyond
@@ -115,8 +111,27 @@ fn summary_value(what: &str, v: f64) -> Result<f64, SketchError> {
     Ok(v)
 }
 
-/// One store's bins: returns their total count.
-fn store(r: &mut Reader<'_>, subflag: u8, window: (i64, i64)) -> Result<f64, SketchError> {
+/// What an accepted encoding holds, as the library would decode it: bins as
+/// (index, count) in encoding order (indexes may repeat; counts may be 0),
+/// the zero bucket, and the summary (the last value of a repeated flag wins).
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub(crate) positive: Vec<(i32, u64)>,
+    pub(crate) negative: Vec<(i32, u64)>,
+    /// Accumulated as f64 and cast at the end, as the library does.
+    pub(crate) zero_count: f64,
+    pub(crate) sum: f64,
+    pub(crate) min: Option<f64>,
+    pub(crate) max: Option<f64>,
+}
+
+/// One store's bins, appended to `bins`: returns their total count.
+fn store(
+    r: &mut Reader<'_>,
+    subflag: u8,
+    window: (i64, i64),
+    bins: &mut Vec<(i32, u64)>,
+) -> Result<f64, SketchError> {
     let num_bins = r.var_u64()?;
     if num_bins > MAX_BINS {
         return Err(contract(format!("{num_bins} bins in one store, more than {MAX_BINS}")));
@@ -132,14 +147,20 @@ fn store(r: &mut Reader<'_>, subflag: u8, window: (i64, i64)) -> Result<f64, Ske
             ))),
         }
     };
+    // The window lies well inside i32 (the library's key type).
+    let key = |index: i64| i32::try_from(index).unwrap_or(i32::MAX);
     let mut total = 0.0;
+    // num_bins <= MAX_BINS, checked above.
+    bins.reserve(num_bins as usize);
     match subflag {
         // Index deltas and counts.
         1 => {
             let mut index = 0i64;
             for _ in 0..num_bins {
                 index = in_window(index.checked_add(r.var_i64()?))?;
-                total += count_value("bin count", r.var_f64()?)?;
+                let count = count_value("bin count", r.var_f64()?)?;
+                total += count;
+                bins.push((key(index), count as u64));
             }
         }
         // Index deltas, each bin counted once.
@@ -148,6 +169,7 @@ fn store(r: &mut Reader<'_>, subflag: u8, window: (i64, i64)) -> Result<f64, Ske
             for _ in 0..num_bins {
                 index = in_window(index.checked_add(r.var_i64()?))?;
                 total += 1.0;
+                bins.push((key(index), 1));
             }
         }
         // Contiguous counts from a start index with a fixed step.
@@ -156,8 +178,10 @@ fn store(r: &mut Reader<'_>, subflag: u8, window: (i64, i64)) -> Result<f64, Ske
             let step = r.var_i64()?;
             for k in 0..num_bins {
                 let k = i64::try_from(k).unwrap_or(i64::MAX);
-                in_window(step.checked_mul(k).and_then(|d| start.checked_add(d)))?;
-                total += count_value("bin count", r.var_f64()?)?;
+                let index = in_window(step.checked_mul(k).and_then(|d| start.checked_add(d)))?;
+                let count = count_value("bin count", r.var_f64()?)?;
+                total += count;
+                bins.push((key(index), count as u64));
             }
         }
         other => return Err(SketchError::Decode(format!("unknown bin encoding mode {other}"))),
@@ -166,8 +190,9 @@ fn store(r: &mut Reader<'_>, subflag: u8, window: (i64, i64)) -> Result<f64, Ske
 }
 
 /// Accepts exactly the encodings the library decodes into a sketch the
-/// contract can hold, with a total count of at most `max_count`.
-pub(crate) fn check(bytes: &[u8], max_count: f64) -> Result<(), SketchError> {
+/// contract can hold, with a total count of at most `max_count`, and returns
+/// what they hold.
+pub(crate) fn parse(bytes: &[u8], max_count: f64) -> Result<Parsed, SketchError> {
     if bytes.is_empty() {
         return Err(eof());
     }
@@ -177,7 +202,7 @@ pub(crate) fn check(bytes: &[u8], max_count: f64) -> Result<(), SketchError> {
     }
     let window = key_window();
     let (mut total, mut stores) = (0.0, [false; 2]);
-    let (mut min, mut max) = (None, None);
+    let mut out = Parsed::default();
     while !r.input.is_empty() {
         let flag = r.byte()?;
         let subflag = flag >> 2;
@@ -196,15 +221,17 @@ pub(crate) fn check(bytes: &[u8], max_count: f64) -> Result<(), SketchError> {
                 }
             }
             0 => match flag {
-                FLAG_ZERO_COUNT => total += count_value("zero count", r.var_f64()?)?,
+                FLAG_ZERO_COUNT => {
+                    let zeros = count_value("zero count", r.var_f64()?)?;
+                    total += zeros;
+                    out.zero_count += zeros;
+                }
                 FLAG_COUNT => {
                     count_value("count", r.var_f64()?)?;
                 }
-                FLAG_SUM => {
-                    summary_value("sum", r.f64_le()?)?;
-                }
-                FLAG_MIN => min = Some(summary_value("min", r.f64_le()?)?),
-                FLAG_MAX => max = Some(summary_value("max", r.f64_le()?)?),
+                FLAG_SUM => out.sum = summary_value("sum", r.f64_le()?)?,
+                FLAG_MIN => out.min = Some(summary_value("min", r.f64_le()?)?),
+                FLAG_MAX => out.max = Some(summary_value("max", r.f64_le()?)?),
                 _ => return Err(SketchError::Decode(format!("InvalidFlag({flag})"))),
             },
             kind => {
@@ -212,7 +239,8 @@ pub(crate) fn check(bytes: &[u8], max_count: f64) -> Result<(), SketchError> {
                 if std::mem::replace(seen, true) {
                     return Err(contract("a store appears twice"));
                 }
-                total += store(&mut r, subflag, window)?;
+                let bins = if kind == 3 { &mut out.negative } else { &mut out.positive };
+                total += store(&mut r, subflag, window, bins)?;
             }
         }
         if total > max_count {
@@ -220,8 +248,8 @@ pub(crate) fn check(bytes: &[u8], max_count: f64) -> Result<(), SketchError> {
         }
     }
     // Without them the library keeps +/-infinity, which would then be stored.
-    if total > 0.0 && (min.is_none() || max.is_none()) {
+    if total > 0.0 && (out.min.is_none() || out.max.is_none()) {
         return Err(contract("a non-empty sketch without min and max"));
     }
-    Ok(())
+    Ok(out)
 }

@@ -4,6 +4,15 @@
 
 use sketches_ddsketch::Config;
 
+// Flag bytes of the reference encoding (sketches-java `Flag`): read by
+// `crate::sketch_check`, written by `crate::sketch`.
+pub(crate) const FLAG_INDEX_MAPPING_LOG: u8 = 0x02;
+pub(crate) const FLAG_ZERO_COUNT: u8 = 0x04;
+pub(crate) const FLAG_COUNT: u8 = 0xA0;
+pub(crate) const FLAG_SUM: u8 = 0x84;
+pub(crate) const FLAG_MIN: u8 = 0x88;
+pub(crate) const FLAG_MAX: u8 = 0x8C;
+
 /// The contract's sketch configuration: DDSketch defaults (1% relative
 /// accuracy, 2048 bins).
 pub(crate) fn contract_config() -> Config {

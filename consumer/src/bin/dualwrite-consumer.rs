@@ -25,22 +25,41 @@ enum Command {
     Run(Box<RunArgs>),
     /// Per partition: applied offset, lag (with --brokers), coverage start, settled-through time.
     Status {
-        #[arg(long, env = "DUALWRITE_CLUSTER")]
-        cluster: PathBuf,
-        /// Adds end offsets and lag.
-        #[arg(long, env = "DUALWRITE_BROKERS")]
-        brokers: Option<String>,
-        /// Kafka settings file with a [kafka] table (default: the cluster file's [kafka], if any).
-        #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
-        kafka_config: Option<PathBuf>,
-        #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
-        topic_prefix: String,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         json: bool,
     },
     /// Dead letters of a cluster: list them, or replay them once their cause is fixed.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
+    /// No sink: decode, validate, coalesce and render the writes of N messages
+    /// (read from the start, no group) and print the CPU cost as JSON.
+    DryRun {
+        /// The cluster file gives the shard map and `[time]` messages are
+        /// routed by (nothing is written).
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        messages: u64,
+        #[arg(long, default_value_t = 5000)]
+        batch_max_messages: usize,
+    },
+}
+
+/// A cluster file and the Kafka its topics are on.
+#[derive(clap::Args)]
+struct Target {
+    #[arg(long, env = "DUALWRITE_CLUSTER")]
+    cluster: PathBuf,
+    /// Plaintext bootstrap servers (`status`: adds end offsets and lag).
+    #[arg(long, env = "DUALWRITE_BROKERS")]
+    brokers: Option<String>,
+    /// Kafka settings file with a [kafka] table (default: the cluster file's [kafka], if any).
+    #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
+    kafka_config: Option<PathBuf>,
+    #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
 }
 
 #[derive(Subcommand)]
@@ -179,10 +198,28 @@ fn main() -> anyhow::Result<()> {
     service::init_tracing();
     let args = match Cli::parse().command {
         Command::Run(args) => *args,
-        Command::Status { cluster, brokers, kafka_config, topic_prefix, json } => {
-            return status(cluster, brokers, kafka_config, topic_prefix, json);
+        Command::Status { target, json } => {
+            return status(target.cluster, target.brokers, target.kafka_config, target.topic_prefix, json);
         }
         Command::DeadLetters(command) => return dead_letters(command),
+        Command::DryRun { target, messages, batch_max_messages } => {
+            let Target { cluster, brokers, kafka_config, topic_prefix } = target;
+            let cluster_config = cluster::config::ClusterConfig::load(&cluster)
+                .with_context(|| format!("loading cluster file {}", cluster.display()))?;
+            let kafka =
+                topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), Some(cluster.as_path()), brokers.as_deref())?;
+            let config = consumer::dry_run::DryRunConfig {
+                kafka: kafka.client(),
+                kinds: topics::TopicKind::ALL.into_iter().map(|k| (k.topic_name(&topic_prefix), k)).collect(),
+                messages,
+                batch_max_messages: batch_max_messages.max(1),
+                cluster: cluster_config,
+                codec: topics::Codec::embedded().context("loading schemas")?,
+            };
+            let report = consumer::dry_run::run(&config).context("dry run")?;
+            println!("{}", serde_json::to_string(&report).context("encoding json")?);
+            return Ok(());
+        }
     };
     let cluster = cluster::config::ClusterConfig::load_redirected(
         &args.cluster,

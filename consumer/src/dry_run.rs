@@ -1,0 +1,150 @@
+//! The consumer's CPU cost per event without a database: the benchmark's
+//! no-sink mode (`dualwrite-consumer dry-run`).
+//!
+//! Reads every message of the topics with a bare consumer (no group), cuts
+//! batches as `run` does, and for each batch runs exactly what a batch costs
+//! before the shards answer: decode and validate ([`crate::plan`]), group per
+//! key ([`crate::coalesce`]), fold, encode the sketches and render every
+//! statement ([`crate::apply::write_statements`]). Only that work is timed, in
+//! CPU time of the thread doing it, so the result is events per second per
+//! core whatever else the machine runs.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use cluster::config::ClusterConfig;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::Offset;
+use serde::Serialize;
+use topics::{Codec, TopicKind};
+
+use crate::apply::{write_statements, FenceInfo, ShardOutcome, Stored};
+use crate::coalesce::coalesce;
+use crate::message::Fetched;
+use crate::plan::{plan, ShardItem, TimeRules};
+
+pub struct DryRunConfig {
+    /// Brokers and security settings (no group is joined).
+    pub kafka: ClientConfig,
+    /// Topic name -> what it carries.
+    pub kinds: HashMap<String, TopicKind>,
+    /// Stop after this many messages (or when the topics are read to their end).
+    pub messages: u64,
+    pub batch_max_messages: usize,
+    /// The shard map messages are routed by, and `[time]`.
+    pub cluster: ClusterConfig,
+    pub codec: Codec,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DryRunReport {
+    pub messages: u64,
+    pub batches: u64,
+    /// CPU time of decoding, validating, coalescing and rendering the writes.
+    pub cpu_seconds: f64,
+    /// `messages / cpu_seconds`: events per second one core sustains.
+    pub events_per_core_s: f64,
+    /// Rows the batches would write: minute, hour, patterns, slow queries.
+    pub rows: [u64; 4],
+    /// Messages of each topic kind: query-stats, slow-queries.
+    pub stats_messages: u64,
+    pub slow_messages: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DryRunError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the topics hold {found} messages, fewer than the {wanted} asked for")]
+    TooFew { found: u64, wanted: u64 },
+}
+
+/// CPU time of the calling thread, in nanoseconds, from the kernel's
+/// scheduler statistics (`unsafe` is not used in this workspace, which rules
+/// out `clock_gettime` through libc).
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// Blocking: call it off the async workers.
+pub fn run(config: &DryRunConfig) -> Result<DryRunReport, DryRunError> {
+    let consumer = topics::admin::standalone_consumer(&config.kafka, "dry-run")?;
+    let mut names: Vec<String> = config.kinds.keys().cloned().collect();
+    names.sort();
+    let mut tpl = TopicPartitionList::new();
+    let mut available = 0u64;
+    for (topic, partition, low, high) in topics::admin::watermarks(&consumer, &names, Duration::from_secs(10))? {
+        tpl.add_partition_offset(&topic, partition, Offset::Beginning)?;
+        available += u64::try_from(high - low).unwrap_or(0);
+    }
+    if available < config.messages {
+        return Err(DryRunError::TooFew { found: available, wanted: config.messages });
+    }
+    consumer.assign(&tpl)?;
+    let rules = TimeRules::from(&config.cluster.time);
+    let mut report = DryRunReport::default();
+    let mut cpu = Duration::ZERO;
+    let mut batch = Vec::with_capacity(config.batch_max_messages);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while report.messages + (batch.len() as u64) < config.messages && Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else { continue };
+        batch.push(Fetched {
+            topic: m.topic().into(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        });
+        if batch.len() >= config.batch_max_messages {
+            cpu += self::batch(std::mem::take(&mut batch), config, rules, &mut report);
+        }
+    }
+    if !batch.is_empty() {
+        cpu += self::batch(batch, config, rules, &mut report);
+    }
+    report.cpu_seconds = cpu.as_secs_f64();
+    report.events_per_core_s = report.messages as f64 / report.cpu_seconds.max(1e-9);
+    Ok(report)
+}
+
+/// One batch's work before the shards answer; returns its CPU time.
+fn batch(messages: Vec<Fetched>, config: &DryRunConfig, rules: TimeRules, report: &mut DryRunReport) -> Duration {
+    for m in &messages {
+        match config.kinds.get(&*m.topic) {
+            Some(TopicKind::SlowQueries) => report.slow_messages += 1,
+            _ => report.stats_messages += 1,
+        }
+    }
+    let started = thread_cpu();
+    let planned = plan(messages, &config.codec, &config.cluster, &config.kinds, rules);
+    let fences: Vec<i64> = planned.ranges.iter().map(|r| r.first_offset).collect();
+    let high_watermarks = vec![None; planned.ranges.len()];
+    let coverage_starts = HashMap::new();
+    let fence =
+        FenceInfo { ranges: &planned.ranges, high_watermarks: &high_watermarks, group: "dry-run", coverage_starts: &coverage_starts };
+    let mut bytes = 0usize;
+    for items in &planned.shards {
+        let refs: Vec<&ShardItem> = items.iter().collect();
+        let coalesced = coalesce(&refs, &fences);
+        let c = &coalesced.counts;
+        let outcome = ShardOutcome { applied: c.applied.clone(), late: c.late.clone(), expired: c.expired.clone(), ..Default::default() };
+        let statements = write_statements(&coalesced, Stored::new(), Stored::new(), &fence, &fences, &outcome);
+        bytes += statements.iter().map(String::len).sum::<usize>();
+        for (total, n) in report.rows.iter_mut().zip(coalesced.rows()) {
+            *total += n;
+        }
+    }
+    let spent = thread_cpu().saturating_sub(started);
+    // Keeps the rendering from being optimised away.
+    std::hint::black_box(bytes);
+    report.messages += planned.message_count();
+    report.batches += 1;
+    spent
+}
