@@ -52,8 +52,9 @@ type LetterRow = (String, i32, i64, String, String, String, u8, Option<String>);
 /// The selected letters of `cluster`, by position, with their replay state.
 pub async fn list(control: &Pool, cluster: &str, selection: &Selection) -> Result<Vec<Letter>, mysql_async::Error> {
     let mut conn = control.get_conn().await?;
-    // The replay table appears with the first replay; the join needs it now.
-    conn.query_drop(crate::schema::DEAD_LETTER_REPLAYS).await?;
+    // The replay table appears with the first replay; the join needs it now
+    // (no DDL when both exist, so the query API's SELECT-only login can read).
+    crate::schema::create_missing(&mut conn, &crate::schema::DEAD_LETTER_TABLES).await?;
     let rows: Vec<LetterRow> = conn
         .query(format!(
             "SELECT d.topic, d.kafka_partition, d.kafka_offset, d.reason, d.detail, CAST(d.recorded_at AS CHAR), \

@@ -21,6 +21,7 @@ use crate::log_limit::RateLimit;
 use crate::message::{Control, Fetched, Receivers};
 use crate::plan::{capped_detail, DeadLetter, ShardItem};
 use crate::plan::{plan, BatchPlan, TimeRules};
+use crate::schemas::ResolveError;
 use crate::source::{Resume, Source};
 use crate::{dead_letter, metrics};
 use cluster::retry::{classify, is_retryable, Backoff, ErrorClass};
@@ -43,7 +44,9 @@ enum BatchError {
     Abandoned,
 }
 
-/// Read-only state every batch uses.
+/// Read-only state every batch uses (replaced, not changed, when the
+/// registry adds a schema to the codec).
+#[derive(Clone)]
 struct Shared {
     codec: Codec,
     cluster: ClusterConfig,
@@ -100,7 +103,8 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     };
 
     // The receivers are gone, so a revoke during close cannot block on them.
-    tokio::task::spawn_blocking(move || source.shutdown())
+    // Whether it closed in time is logged by `shutdown`; the fences make either outcome exact.
+    let _closed = tokio::task::spawn_blocking(move || source.shutdown())
         .await
         .map_err(|e| ConsumerError::Internal(format!("joining the poll thread: {e}")))?;
     // The poll thread held the other handle; it has been joined.
@@ -345,6 +349,17 @@ impl Batcher<'_> {
         }
         let started = Instant::now();
         let messages = std::mem::take(pending);
+        if let Some(registry) = &self.config.registry {
+            match crate::schemas::resolve(registry, &self.shared.codec, &messages, self.shutdown).await {
+                Ok(None) => {}
+                Ok(Some(codec)) => self.shared = Arc::new(Shared { codec, ..Shared::clone(&self.shared) }),
+                Err(ResolveError::Abandoned) => {
+                    tracing::warn!(messages = messages.len(), "batch abandoned at shutdown while the schema registry was unavailable; it will be redelivered");
+                    return Ok(());
+                }
+                Err(ResolveError::Fatal(e)) => return Err(e),
+            }
+        }
         let shared = self.shared.clone();
         let plan = tokio::task::spawn_blocking(move || {
             plan(messages, &shared.codec, &shared.cluster, &shared.kinds, shared.rules)

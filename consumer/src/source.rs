@@ -31,6 +31,10 @@ use crate::message::{ChannelBytes, Control, Fetched, Receivers, Watermarks};
 /// the fence keeps a late write from the old owner harmless.
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long a stopping consumer waits for its final commit and group leave.
+/// Against a live broker both take well under a second; the group's session
+/// timeout bounds how long a member that left without a word holds its partitions.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(15);
 /// A batcher that takes nothing for this long is stalled (not just busy).
 pub const STALL_AFTER: Duration = Duration::from_secs(5);
 const CONTROL_CAPACITY: usize = 16;
@@ -374,16 +378,43 @@ impl Source {
         }
     }
 
-    /// Stops polling, commits what is stored, and leaves the group.
-    pub fn shutdown(mut self) {
+    /// Stops polling, commits what is stored, and leaves the group, giving
+    /// the commit and the leave `CLOSE_DEADLINE` at most.
+    ///
+    /// With the broker gone, librdkafka's synchronous commit and its close
+    /// wait on the coordinator for ever, so a SIGTERM would never end the
+    /// process. Past the deadline the close is abandoned on its own thread,
+    /// which ends with the process: nothing is lost, because what every shard
+    /// applied is in its fences, and the next member resumes from them.
+    /// Returns whether the consumer closed in time.
+    pub fn shutdown(mut self) -> bool {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "final commit not accepted (nothing new to commit, or rebalancing)");
+        let consumer = self.consumer.clone();
+        drop(self);
+        let (closed, wait) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "final commit not accepted (nothing new to commit, or rebalancing)");
+            }
+            // Dropping the last handle closes the consumer and leaves the group.
+            drop(consumer);
+            let _ = closed.send(());
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot spawn the close thread; leaving without a final commit");
+            return false;
         }
-        // Dropping the last handle closes the consumer and leaves the group.
+        if wait.recv_timeout(CLOSE_DEADLINE).is_ok() {
+            return true;
+        }
+        tracing::warn!(
+            deadline_s = CLOSE_DEADLINE.as_secs(),
+            "final commit and group leave did not finish (broker unreachable?); exiting without them, the fences keep every shard exact"
+        );
+        false
     }
 }
 

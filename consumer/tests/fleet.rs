@@ -273,3 +273,21 @@ async fn an_idle_partition_confirmed_caught_up_settles_its_last_window() {
     );
     pools.disconnect().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_asked_to_stop_after_its_broker_vanished_still_exits() {
+    let cluster = fresh_cluster("old", "vanished").await;
+    let mut broker = Broker::new("vanished");
+    let truth = broker.produce(3_000, 41, None).await;
+    let member = ConsumerProcess::spawn(&cluster, &broker, "a", 500);
+    common::wait_caught_up(&cluster.config, &broker, Duration::from_secs(120)).await;
+
+    // The broker goes away for good: the final commit and the group leave
+    // can never complete, and must not hold the process.
+    drop(broker.mock.take());
+    let exit = member.terminate().await;
+    assert!(exit.success(), "exit after SIGTERM without a broker: {exit}");
+    // What it applied before is exact: the fences, not the lost commit, say so.
+    assert_matches_truth(&cluster.config, &truth).await;
+    assert_eq!(messages_applied(&cluster.config).await, truth.messages);
+}

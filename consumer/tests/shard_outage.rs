@@ -1,5 +1,6 @@
 //! One cluster's trouble never slows the other: with a shard of the new
-//! cluster down for 60 s, group A keeps pace with the producer, group B pauses
+//! cluster down for 60 s, group A keeps applying and catches up with the
+//! producer while the shard is still down, group B pauses
 //! without leaving its group and catches up by itself, and both clusters end
 //! equal to the ground truth. Alone in its test binary: it stops a shared
 //! mariadbd of the local stack.
@@ -65,10 +66,11 @@ async fn a_shard_outage_in_one_cluster_never_slows_the_other() {
         tokio::time::sleep(Duration::from_secs(10)).await;
         a_samples.push(messages_applied(&old.config).await);
     }
-    // Group A kept applying all along, and is within a few seconds of the producer.
+    // Group A kept applying all along, and catches up with everything
+    // produced so far while the other cluster's shard is still down.
     assert!(a_samples.windows(2).all(|w| w[1] > w[0]), "group A stalled during the outage: {a_samples:?}");
-    let behind = produced(&broker).await - messages_applied(&old.config).await as i64;
-    assert!(behind < 15_000, "group A fell {behind} messages behind during the other cluster's outage");
+    let produced_in_outage = produced(&broker).await as u64;
+    common::wait_applied(&old.config, produced_in_outage, Duration::from_secs(120)).await;
     let b_log = group_b.log_text();
     assert!(group_b.lines_containing("fetching paused") >= 1, "group B never paused:\n{b_log}");
 

@@ -218,8 +218,17 @@ async fn survives_sigkill_during_copy_catch_up_and_replication_with_concurrent_w
     assert!(kills.iter().any(|k| k.4 > 0 && k.3 > 0), "a kill during a catch-up phase of the copy: {kills:?}");
     assert!(kills.iter().any(|k| k.3 == 0), "a kill while replicating: {kills:?}");
 
-    // Let the writers run a little longer against the last copier, then stop them.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The writers go on until the last copier replicates every stream again,
+    // so it applies live changes after its restart; then they stop.
+    let restarted = Instant::now();
+    loop {
+        let now = streams(&c).await;
+        if now.len() == 4 && now.iter().all(|s| s.phase.to_string() == "replicating") {
+            break;
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(180), "the last copier never replicated: {now:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.cancel();
     let ab_rows = ab.await.expect("group writer");
     let (changed, deleted) = history.await.expect("history writer");

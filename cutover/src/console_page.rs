@@ -330,12 +330,21 @@ fn audit(out: &mut String, f: &Facts) {
                 escape(&a.from),
                 escape(&a.to),
                 a.version,
-                escape(&a.changed_by),
+                escape(&by(&a.changed_by, &a.db_user)),
                 escape(&a.reason)
             );
         }
         out.push_str("</table>\n");
     });
+}
+
+/// The operator as typed, and the MySQL login when it says something more.
+fn by(changed_by: &str, db_user: &str) -> String {
+    if db_user.is_empty() {
+        changed_by.to_owned()
+    } else {
+        format!("{changed_by} ({db_user})")
+    }
 }
 
 #[cfg(test)]

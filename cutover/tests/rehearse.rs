@@ -220,12 +220,13 @@ async fn the_rehearsal_plays_the_whole_migration() {
     // The console's answers against the control tables the run left behind.
     let pool = cutover::serve::control_pool(&new).expect("control pool");
     let stored_routing = cutover::state::load(&pool).await.expect("routing");
-    let stored_audit: Vec<(u64, String, String, String)> = cutover::state::audit_log(&pool, 10_000)
-        .await
-        .expect("audit")
-        .into_iter()
-        .map(|a| (a.id, a.group, a.action, a.to))
-        .collect();
+    let audit_rows = cutover::state::audit_log(&pool, 10_000).await.expect("audit");
+    // The rehearsal runs every job under its own login: the operator's wrote every audit row.
+    for row in &audit_rows {
+        assert!(row.db_user.starts_with("dw_operator@"), "audit row {} written by {}", row.id, row.db_user);
+    }
+    let stored_audit: Vec<(u64, String, String, String)> =
+        audit_rows.into_iter().map(|a| (a.id, a.group, a.action, a.to)).collect();
     let groups = stored_routing.groups.len();
     assert_eq!(groups, 2, "timeseries and query_patterns");
 

@@ -77,6 +77,17 @@ pub async fn produce_with(
     shutdown: &CancellationToken,
 ) -> Result<Truth, ProduceError> {
     let codec = Codec::embedded().map_err(|e| ProduceError::Encode(e.to_string()))?;
+    produce_with_codec(config, kafka, &codec, shutdown).await
+}
+
+/// [`produce_with`], writing the schema ids of `codec` (a registry's:
+/// `topics::registry::producer_codec`).
+pub async fn produce_with_codec(
+    config: &ProduceConfig,
+    kafka: &topics::kafka::KafkaConfig,
+    codec: &Codec,
+    shutdown: &CancellationToken,
+) -> Result<Truth, ProduceError> {
     let producer: FutureProducer = producer_config_for(kafka).create()?;
     let stats_topic = TopicKind::QueryStats.topic_name(&config.topic_prefix);
     let slow_topic = TopicKind::SlowQueries.topic_name(&config.topic_prefix);

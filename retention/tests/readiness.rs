@@ -83,10 +83,11 @@ async fn readiness_predicts_when_the_new_cluster_holds_every_retained_window() {
             }
         }));
     }
+    let history_from = chrono::Utc::now().timestamp_millis();
     let group_a = common::Group::start(&old, &broker, "ready-a");
     // Group A builds 15 s of history (compressed time: several partitions)
-    // before group B starts: a span of the scenario, not a synchronisation.
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // before group B starts: the old cluster settled 15 s of message time.
+    common::wait_settled(&old.config, history_from + 15_000, Duration::from_secs(120)).await;
     let mut b_config = common::consumer_config(&new, &broker, "ready-b");
     b_config.start = StartPosition::Latest;
     let group_b = common::Group::start_with(b_config);

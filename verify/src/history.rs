@@ -15,87 +15,12 @@ use crate::diff::{DiffKind, Difference};
 use crate::error::VerifyError;
 use crate::spec::datetime;
 
-/// One row per run. The columns up to `error` are the contract cutover reads.
-const RUNS: &str = "CREATE TABLE IF NOT EXISTS dw_verify_runs (
-  run_id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
-  kind VARCHAR(16) NOT NULL,
-  target VARCHAR(64) NOT NULL,
-  old_cluster VARCHAR(64) NOT NULL,
-  new_cluster VARCHAR(64) NOT NULL,
-  started_at DATETIME(3) NOT NULL,
-  finished_at DATETIME(3) NULL,
-  outcome VARCHAR(16) NOT NULL,
-  windows_equal INT UNSIGNED,
-  windows_different INT UNSIGNED,
-  windows_not_settled INT UNSIGNED,
-  windows_not_covered INT UNSIGNED,
-  rows_compared BIGINT UNSIGNED,
-  differences BIGINT UNSIGNED,
-  error TEXT NULL,
-  -- Windows digested by this run, and windows whose earlier 'equal' was kept without a re-check.
-  windows_checked INT UNSIGNED,
-  windows_reused INT UNSIGNED,
-  -- Late messages applied on each cluster when the run started: a settled window can change only
-  -- through one, so an 'equal' is re-checked when either count has grown since.
-  late_old BIGINT UNSIGNED,
-  late_new BIGINT UNSIGNED,
-  range_from DATETIME NULL,
-  range_to DATETIME NULL,
-  duration_ms BIGINT UNSIGNED,
-  KEY by_target (kind, target, run_id)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-/// The latest state of every window checked.
-const WINDOWS: &str = "CREATE TABLE IF NOT EXISTS dw_verify_windows (
-  tbl VARCHAR(64) NOT NULL,
-  window_start DATETIME NOT NULL,
-  window_end DATETIME NOT NULL,
-  state VARCHAR(16) NOT NULL,
-  old_rows BIGINT UNSIGNED,
-  new_rows BIGINT UNSIGNED,
-  run_id BIGINT UNSIGNED NOT NULL,
-  checked_at DATETIME(3) NOT NULL,
-  old_digest CHAR(32) NULL,
-  new_digest CHAR(32) NULL,
-  differences BIGINT UNSIGNED NOT NULL DEFAULT 0,
-  PRIMARY KEY (tbl, window_start),
-  KEY by_state (state)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-/// Every differing key of every run.
-const DIFFERENCES: &str = "CREATE TABLE IF NOT EXISTS dw_verify_differences (
-  id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
-  run_id BIGINT UNSIGNED NOT NULL,
-  tbl VARCHAR(64) NOT NULL,
-  window_start DATETIME NULL,
-  key_text TEXT NOT NULL,
-  kind VARCHAR(16) NOT NULL,
-  detail JSON NOT NULL,
-  KEY by_run (run_id),
-  KEY by_window (tbl, window_start)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-/// Where an unbounded table's full diff stopped, so the next run resumes.
-const TABLE_PROGRESS: &str = "CREATE TABLE IF NOT EXISTS dw_verify_table_progress (
-  tbl VARCHAR(64) NOT NULL,
-  old_cluster VARCHAR(64) NOT NULL,
-  new_cluster VARCHAR(64) NOT NULL,
-  run_id BIGINT UNSIGNED NOT NULL,
-  -- JSON array of the last key compared (every key up to it is done); NULL = from the start.
-  resume_key TEXT NULL,
-  rows_compared BIGINT UNSIGNED NOT NULL,
-  differences BIGINT UNSIGNED NOT NULL,
-  done TINYINT NOT NULL,
-  updated_at DATETIME(3) NOT NULL,
-  PRIMARY KEY (tbl, old_cluster, new_cluster)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-/// Creates the history tables if missing.
+/// Creates the history tables (`cluster::job_tables::VERIFY_TABLES`) where missing.
 pub async fn ensure_tables(pool: &Pool) -> Result<(), VerifyError> {
     let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
-    for ddl in [RUNS, WINDOWS, DIFFERENCES, TABLE_PROGRESS] {
-        conn.query_drop(ddl).await.map_err(VerifyError::Control)?;
-    }
+    cluster::schema::create_missing(&mut conn, &cluster::job_tables::VERIFY_TABLES)
+        .await
+        .map_err(VerifyError::Control)?;
     Ok(())
 }
 

@@ -171,7 +171,7 @@ pub async fn build(
     })
 }
 
-/// Writes `report.json`, `report.md`, `report.html` and `verify.prom` into `dir`.
+/// Writes `report.json`, `report.md`, `report.html` and `verify.prom` into `dir` (mode 0600).
 pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
@@ -189,7 +189,8 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
     let mut written = Vec::new();
     for (name, text) in files {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(io(&path))?;
+        // 0600: reports name databases and differing keys.
+        service::write_private(&path, text).map_err(io(&path))?;
         written.push(path);
     }
     Ok(written)
