@@ -275,6 +275,20 @@ impl ClusterConfig {
         Ok(copy)
     }
 
+    /// A copy that logs in as `user` with `password` on every endpoint: a
+    /// job's own login (`crate::roles`) on the same servers.
+    pub fn with_login(&self, user: &str, password: Option<Secret>) -> Self {
+        let mut copy = self.clone();
+        copy.auth = Auth { user: user.to_owned(), password };
+        for shard in &mut copy.shards {
+            shard.endpoint.user = user.to_owned();
+        }
+        if let Some(control) = &mut copy.control {
+            control.user = user.to_owned();
+        }
+        copy
+    }
+
     /// The cluster's password, if it has one.
     pub fn password(&self) -> Option<Secret> {
         self.auth.password.clone()

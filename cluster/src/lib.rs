@@ -3,13 +3,16 @@
 //! store's DDL.
 
 pub mod config;
+pub mod dead_letters;
 pub mod error;
 pub mod fence;
+pub mod job_tables;
 pub mod keyrange;
 pub mod layout;
 pub mod partitions;
 pub mod pool;
 pub mod retry;
+pub mod roles;
 pub mod schema;
 pub mod secret;
 pub mod sql;

@@ -59,6 +59,10 @@ const REJECTED_SERVER_CODES: &[u16] = &[
     4025, // MariaDB: CONSTRAINT ... failed (JSON_VALID and other checks)
 ];
 
+/// "Table doesn't exist" (MySQL and MariaDB): a reader of another job's
+/// table meets it before that job first ran, and shows "nothing yet".
+pub const ER_NO_SUCH_TABLE: u16 = 1146;
+
 /// The class of `e`: see [`ErrorClass`].
 pub fn classify(e: &mysql_async::Error) -> ErrorClass {
     match e {

@@ -145,8 +145,13 @@ pub fn shard_ddl(time: &TimeConfig, now_secs: i64) -> Vec<String> {
     }
     out.push(QUERY_PATTERNS.to_string());
     out.push(OFFSET_FENCE.to_string());
+    out.extend(crate::job_tables::SHARD_TABLES.iter().map(|(_, ddl)| ddl.to_string()));
     out
 }
+
+/// The store's tables on every shard (the consumer writes them, everyone else reads them).
+pub const STORE_TABLES: [&str; 5] =
+    ["query_stats_minute", "query_stats_hour", "slow_queries", "query_patterns", "dw_offset_fence"];
 
 /// Control database: dead letters re-produced to their topic after their
 /// cause was fixed (`dualwrite-consumer dead-letters replay`). A row is
@@ -165,9 +170,56 @@ pub const DEAD_LETTER_REPLAYS: &str = "CREATE TABLE IF NOT EXISTS dw_dead_letter
   PRIMARY KEY (cluster, topic, kafka_partition, kafka_offset)
 ) ENGINE=InnoDB";
 
-/// The statements for the control database.
+/// The dead letters and their replays (the consumer's tables in the control database).
+pub const DEAD_LETTER_TABLES: [(&str, &str); 2] =
+    [("dw_dead_letters", DEAD_LETTERS), ("dw_dead_letter_replays", DEAD_LETTER_REPLAYS)];
+
+/// The statements for the control database: every job's control tables.
 pub fn control_ddl() -> Vec<String> {
-    vec![DEAD_LETTERS.to_string(), DEAD_LETTER_REPLAYS.to_string()]
+    use crate::job_tables::{ROUTING_TABLES, VERIFY_TABLES};
+    DEAD_LETTER_TABLES.iter().chain(&ROUTING_TABLES).chain(&VERIFY_TABLES).map(|(_, ddl)| ddl.to_string()).collect()
+}
+
+/// Creates those of `tables` (name, DDL) missing from the connection's
+/// database and adds the [`crate::job_tables::ADDED_COLUMNS`] they lack. No
+/// DDL runs when everything is there, so a job's login needs no DDL
+/// privilege once `dualwrite-cluster schema` has run (`crate::roles`).
+pub async fn create_missing(conn: &mut mysql_async::Conn, tables: &[(&str, &str)]) -> Result<(), mysql_async::Error> {
+    use mysql_async::prelude::Queryable;
+
+    // information_schema lists only tables the login holds some privilege
+    // on: a table it cannot see is one it could not use either.
+    let present: Vec<String> =
+        conn.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()").await?;
+    for (name, ddl) in tables {
+        if !present.iter().any(|p| p == name) {
+            conn.query_drop(*ddl).await?;
+        }
+    }
+    let names: Vec<&str> = tables.iter().map(|(name, _)| *name).collect();
+    add_missing_columns(conn, &names).await
+}
+
+/// Runs the ALTER of every [`crate::job_tables::ADDED_COLUMNS`] entry of
+/// `tables` whose table exists without the column.
+async fn add_missing_columns(conn: &mut mysql_async::Conn, tables: &[&str]) -> Result<(), mysql_async::Error> {
+    use mysql_async::prelude::Queryable;
+
+    for (table, column, alter) in crate::job_tables::ADDED_COLUMNS {
+        if !tables.contains(&table) {
+            continue;
+        }
+        let columns: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+                (table,),
+            )
+            .await?;
+        if !columns.is_empty() && !columns.iter().any(|c| c == column) {
+            conn.query_drop(alter).await?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +251,8 @@ async fn apply_to(
     for stmt in statements {
         conn.query_drop(stmt).await.map_err(sql_err)?;
     }
+    let tables: Vec<&str> = crate::job_tables::ADDED_COLUMNS.iter().map(|(table, _, _)| *table).collect();
+    add_missing_columns(&mut conn, &tables).await.map_err(sql_err)?;
     conn.disconnect().await.map_err(sql_err)?;
     Ok(())
 }

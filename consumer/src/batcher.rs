@@ -21,6 +21,7 @@ use crate::log_limit::RateLimit;
 use crate::message::{Control, Fetched, Receivers};
 use crate::plan::{capped_detail, DeadLetter, ShardItem};
 use crate::plan::{plan, BatchPlan, TimeRules};
+use crate::schemas::ResolveError;
 use crate::source::{Resume, Source};
 use crate::{dead_letter, metrics};
 use cluster::retry::{classify, is_retryable, Backoff, ErrorClass};
@@ -43,7 +44,9 @@ enum BatchError {
     Abandoned,
 }
 
-/// Read-only state every batch uses.
+/// Read-only state every batch uses (replaced, not changed, when the
+/// registry adds a schema to the codec).
+#[derive(Clone)]
 struct Shared {
     codec: Codec,
     cluster: ClusterConfig,
@@ -83,6 +86,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     let rules = TimeRules::from(&config.cluster.time);
     let shared =
         Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds, rules, starts });
+    let shared = std::sync::Mutex::new(shared);
     let batcher = Batcher {
         config: &config,
         progress: Default::default(),
@@ -150,7 +154,9 @@ struct Batcher<'a> {
     progress: tokio::sync::Mutex<Progress>,
     /// Partitions known to have fence rows on this cluster.
     started: tokio::sync::Mutex<std::collections::HashSet<(String, i32)>>,
-    shared: Arc<Shared>,
+    /// Swapped whole when the registry teaches the codec a schema; a batch
+    /// being planned keeps the one it started with.
+    shared: std::sync::Mutex<Arc<Shared>>,
     pools: &'a Arc<ShardPools>,
     control: Pool,
     source: &'a Source,
@@ -264,7 +270,10 @@ impl Batcher<'_> {
         if pending.is_empty() {
             return Ok(());
         }
-        let planned = self.start_plan(std::mem::take(pending));
+        let Some(messages) = self.with_schemas(std::mem::take(pending)).await? else {
+            return Ok(());
+        };
+        let planned = self.start_plan(messages);
         if let Some(previous) = in_flight.take() {
             if let Err(e) = previous.await {
                 // Joined, not left running: planning is pure, its result is dropped.
@@ -296,13 +305,14 @@ impl Batcher<'_> {
             Err(e) => tracing::debug!(error = %e, "reading started partitions failed"),
         }
         let mut lookups = Vec::new();
+        let shared = self.shared();
         for r in unknown {
             let key = (r.topic.to_string(), r.partition);
             if known.contains(&key) {
                 continue;
             }
             let from_time =
-                self.shared.starts.as_ref().and_then(|s| s.get(&key)).filter(|s| s.offset == r.first_offset);
+                shared.starts.as_ref().and_then(|s| s.get(&key)).filter(|s| s.offset == r.first_offset);
             match from_time {
                 _ if r.first_offset == 0 => {
                     out.insert(key, 0);
@@ -398,9 +408,44 @@ impl Batcher<'_> {
         }
     }
 
+    fn shared(&self) -> Arc<Shared> {
+        match self.shared.lock() {
+            Ok(shared) => shared.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Learns from the registry the writer schemas of `messages` that the
+    /// codec lacks, before planning (which is pure and never waits on the
+    /// network). `None`: shutdown came while the registry was unavailable;
+    /// the batch, and every one after it, is left to be redelivered.
+    async fn with_schemas(&self, messages: Vec<Fetched>) -> Result<Option<Vec<Fetched>>, ConsumerError> {
+        let Some(registry) = &self.config.registry else {
+            return Ok(Some(messages));
+        };
+        let shared = self.shared();
+        match crate::schemas::resolve(registry, &shared.codec, &messages, self.shutdown).await {
+            Ok(None) => Ok(Some(messages)),
+            Ok(Some(codec)) => {
+                let learned = Arc::new(Shared { codec, ..Shared::clone(&shared) });
+                match self.shared.lock() {
+                    Ok(mut current) => *current = learned,
+                    Err(poisoned) => *poisoned.into_inner() = learned,
+                }
+                Ok(Some(messages))
+            }
+            Err(ResolveError::Abandoned) => {
+                tracing::warn!(messages = messages.len(), "batch abandoned at shutdown while the schema registry was unavailable; it will be redelivered");
+                self.abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(None)
+            }
+            Err(ResolveError::Fatal(e)) => Err(e),
+        }
+    }
+
     /// Decodes and routes `messages` on a blocking thread.
     fn start_plan(&self, messages: Vec<Fetched>) -> tokio::task::JoinHandle<BatchPlan> {
-        let shared = self.shared.clone();
+        let shared = self.shared();
         tokio::task::spawn_blocking(move || plan(messages, &shared.codec, &shared.cluster, &shared.kinds, shared.rules))
     }
 
@@ -409,6 +454,9 @@ impl Batcher<'_> {
         if messages.is_empty() {
             return Ok(());
         }
+        let Some(messages) = self.with_schemas(messages).await? else {
+            return Ok(());
+        };
         let plan =
             self.start_plan(messages).await.map_err(|e| ConsumerError::Internal(format!("planning a batch: {e}")))?;
         self.apply_and_store(plan).await

@@ -35,7 +35,12 @@ pub struct ConsumerConfig {
     /// Where a partition starts when neither this cluster's fences nor the
     /// group's committed offsets say.
     pub start: StartPosition,
+    /// Decodes messages. With a registry, start from
+    /// `topics::registry::consumer_codec` (it knows no id the registry did not give it).
     pub codec: Codec,
+    /// Where writer schemas of ids the codec does not know are fetched
+    /// (once per id per process); `None`: the codec's schema directory is all there is.
+    pub registry: Option<topics::registry::Registry>,
     /// Extra librdkafka properties (security settings, timeouts), applied last.
     pub kafka_overrides: Vec<(String, String)>,
 }

@@ -18,6 +18,10 @@ pub enum ConsumerError {
     Control(mysql_async::Error),
     #[error("schema missing on shard {shard}: {source}; run `dualwrite-cluster schema --cluster <file>` first")]
     Schema { shard: String, source: mysql_async::Error },
+    /// The registry refused this consumer (credentials, permissions): an
+    /// unavailable registry is retried, never this.
+    #[error(transparent)]
+    Registry(#[from] topics::registry::RegistryError),
     #[error("internal: {0}")]
     Internal(String),
     #[error("start position: {0}")]

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod plan;
 pub mod replay;
 pub mod rows;
+mod schemas;
 pub mod source;
 pub mod start;
 pub mod status;

@@ -50,6 +50,11 @@ pub fn describe(shards: usize) {
         "1 while fetching is paused because the batcher is stalled (a shard is slow or down)."
     );
     describe_counter!("dualwrite_consumer_pauses_total", "Times fetching was paused for backpressure.");
+    describe_counter!(
+        "dualwrite_consumer_registry_lookups_total",
+        "Schema registry lookups of a schema id, by outcome (found, unknown, unavailable); each id is found \
+         or unknown at most once per process."
+    );
     describe_gauge!(
         "dualwrite_consumer_lag_messages",
         Unit::Count,
@@ -83,6 +88,10 @@ pub fn rows(shard: usize, table: &'static str, n: u64) {
 
 pub fn dead_letter(reason: &'static str) {
     counter!("dualwrite_consumer_dead_letters_total", "reason" => reason).increment(1);
+}
+
+pub fn registry_lookup(outcome: &'static str) {
+    counter!("dualwrite_consumer_registry_lookups_total", "outcome" => outcome).increment(1);
 }
 
 pub fn shard_retry(shard: usize) {

@@ -25,71 +25,12 @@ pub enum ReplayError {
     Produce { topic: String, partition: i32, offset: i64, error: String },
 }
 
-/// One dead letter as listed.
-#[derive(Debug, Clone, Serialize)]
-pub struct Letter {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub reason: String,
-    pub detail: String,
-    pub recorded_at: String,
-    pub has_payload: bool,
-    /// `pending` or `done` once replayed.
-    pub replay: Option<String>,
-}
+pub use cluster::dead_letters::{Letter, Selection};
 
-/// Which letters: all of a reason, or one by position.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    pub reason: Option<String>,
-    pub position: Option<(String, i32, i64)>,
-}
-
-fn filter(selection: &Selection) -> String {
-    use cluster::sql::lit;
-    let mut out = String::new();
-    if let Some(reason) = &selection.reason {
-        out.push_str(&format!(" AND d.reason = {}", lit(reason.as_str())));
-    }
-    if let Some((topic, partition, offset)) = &selection.position {
-        out.push_str(&format!(
-            " AND d.topic = {} AND d.kafka_partition = {partition} AND d.kafka_offset = {offset}",
-            lit(topic.as_str())
-        ));
-    }
-    out
-}
-
-/// A `dw_dead_letters` row joined with its replay state, as selected by [`list`].
-type LetterRow = (String, i32, i64, String, String, String, u8, Option<String>);
-
+/// The selected letters with their replay state (read through
+/// `cluster::dead_letters`, where the table's contract lives).
 pub async fn list(control: &Pool, cluster: &str, selection: &Selection) -> Result<Vec<Letter>, ReplayError> {
-    let mut conn = control.get_conn().await?;
-    conn.query_drop(cluster::schema::DEAD_LETTER_REPLAYS).await?;
-    let rows: Vec<LetterRow> = conn
-        .query(format!(
-            "SELECT d.topic, d.kafka_partition, d.kafka_offset, d.reason, d.detail, CAST(d.recorded_at AS CHAR), \
-             d.payload IS NOT NULL, r.state FROM dw_dead_letters d LEFT JOIN dw_dead_letter_replays r \
-             ON (r.cluster, r.topic, r.kafka_partition, r.kafka_offset) = (d.cluster, d.topic, d.kafka_partition, d.kafka_offset) \
-             WHERE d.cluster = {}{} ORDER BY d.topic, d.kafka_partition, d.kafka_offset",
-            cluster::sql::lit(cluster),
-            filter(selection)
-        ))
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(topic, partition, offset, reason, detail, recorded_at, has_payload, replay)| Letter {
-            topic,
-            partition,
-            offset,
-            reason,
-            detail,
-            recorded_at,
-            has_payload: has_payload == 1,
-            replay,
-        })
-        .collect())
+    Ok(cluster::dead_letters::list(control, cluster, selection).await?)
 }
 
 /// What happened to one selected letter.

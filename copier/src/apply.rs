@@ -31,7 +31,7 @@ use crate::binlog::{Position, RowOp};
 use crate::error::CopierError;
 use crate::phase::Phase;
 use crate::sidecar::{write_fence, Fence};
-use crate::table::{delete_sql, upsert_sql, PatternImage, PatternKey};
+use crate::table::{delete_sql, upsert_sql, CopyRow, PatternImage, PatternKey};
 
 /// Times a shard transaction rolled back by a deadlock is run again before the stream restarts.
 const LOCK_RETRIES: u32 = 5;
@@ -132,23 +132,38 @@ fn plan_with(route: impl Fn(&PatternKey) -> usize, fences: &[Fence], ops: &[Posi
 
 /// Splits snapshot rows by target shard, dropping rows a shard already covers
 /// (after a crash a shard may be ahead of the others).
-pub fn plan_copy(target: &Target, fences: &[Fence], rows: Vec<PatternImage>) -> Vec<ShardWrite> {
-    let mut writes: Vec<ShardWrite> = (0..fences.len()).map(|_| ShardWrite::default()).collect();
+pub fn plan_copy(target: &Target, fences: &[Fence], rows: Vec<CopyRow>) -> Vec<Vec<CopyRow>> {
+    let mut per_shard: Vec<Vec<CopyRow>> = (0..fences.len()).map(|_| Vec::new()).collect();
     for row in rows {
         let shard = target.route(&row.key);
         if fences[shard].covers(&row.key) {
             continue;
         }
-        writes[shard].applied += 1;
-        writes[shard].upserts.push(row);
+        per_shard[shard].push(row);
     }
-    writes
+    per_shard
+}
+
+/// A shard's write as SQL tuples: keys to delete, then rows to upsert.
+#[derive(Debug, Default)]
+pub struct Tuples {
+    pub deletes: Vec<String>,
+    pub upserts: Vec<String>,
+}
+
+impl ShardWrite {
+    fn tuples(&self) -> Tuples {
+        Tuples {
+            deletes: self.deletes.iter().map(PatternKey::tuple).collect(),
+            upserts: self.upserts.iter().map(PatternImage::values_tuple).collect(),
+        }
+    }
 }
 
 /// Writes each shard's rows and its new fence in one transaction per shard,
 /// all shards at once. On success `fences` is replaced by `new_fences`; on
 /// error the caller reloads the fences from the shards (some committed).
-/// Returns the slowest shard's latency, for the throttle.
+/// Returns the slowest statement's latency over every shard, for the throttle.
 pub async fn write_shards(
     target: &Target,
     table: &str,
@@ -159,64 +174,86 @@ pub async fn write_shards(
     phase: Phase,
 ) -> Result<Duration, CopierError> {
     debug_assert_eq!(writes.len(), fences.len());
-    let started = Instant::now();
-    let tasks = writes.into_iter().zip(new_fences.iter()).enumerate().map(|(shard, (write, fence))| async move {
-        // A deadlock or lock wait timeout with group B rolls back only this
-        // shard's transaction: run it again (the others are unaffected).
-        let mut attempt = 0;
-        loop {
-            let shard_started = Instant::now();
-            match write_shard(target, shard, &write, fence, table, source_shard, phase).await {
-                Err(e) if cluster::retry::is_lock_conflict(&e) && attempt < LOCK_RETRIES => {
-                    attempt += 1;
-                    tracing::debug!(
-                        shard,
-                        attempt,
-                        error = %e,
-                        "target transaction rolled back by a lock conflict, retrying"
-                    );
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-                }
-                result => {
-                    crate::metrics::target_write(shard_started.elapsed());
-                    break result;
-                }
-            }
-        }
-    });
+    let to = ShardTxn { target, table, source_shard, phase };
+    let to = &to;
+    let tasks = writes
+        .into_iter()
+        .zip(new_fences.iter())
+        .enumerate()
+        .map(|(shard, (write, fence))| async move { write_one(to, shard, &write.tuples(), fence).await });
+    let mut slowest = Duration::ZERO;
     for result in futures::future::join_all(tasks).await {
-        result?;
+        slowest = slowest.max(result?);
     }
     fences.clone_from_slice(&new_fences);
-    Ok(started.elapsed())
+    Ok(slowest)
 }
 
-/// One shard's rows and fence, in one transaction.
-async fn write_shard(
-    target: &Target,
+/// Where a stream's shard transactions go and how their fences are labelled.
+pub struct ShardTxn<'a> {
+    pub target: &'a Target,
+    pub table: &'a str,
+    pub source_shard: &'a str,
+    pub phase: Phase,
+}
+
+/// One shard's rows and fence in one transaction, run again when a deadlock
+/// or lock wait timeout with group B rolled it back (only this shard's
+/// transaction is affected). Returns its slowest statement's latency: the
+/// throttle's signal, which does not grow with the size of the batch.
+pub async fn write_one(
+    to: &ShardTxn<'_>,
     shard: usize,
-    write: &ShardWrite,
+    write: &Tuples,
     fence: &Fence,
-    table: &str,
-    source_shard: &str,
-    phase: Phase,
-) -> Result<(), mysql_async::Error> {
-    let mut conn = target.pools.shard(shard).get_conn().await?;
+) -> Result<Duration, mysql_async::Error> {
+    let mut attempt = 0;
+    loop {
+        let shard_started = Instant::now();
+        match write_shard(to, shard, write, fence).await {
+            Err(e) if cluster::retry::is_lock_conflict(&e) && attempt < LOCK_RETRIES => {
+                attempt += 1;
+                tracing::debug!(shard, attempt, error = %e, "target transaction rolled back by a lock conflict, retrying");
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            result => {
+                crate::metrics::target_write(shard_started.elapsed());
+                return result;
+            }
+        }
+    }
+}
+
+/// One shard's rows and fence, in one transaction. Returns the slowest
+/// statement's latency (the commit included).
+async fn write_shard(
+    to: &ShardTxn<'_>,
+    shard: usize,
+    write: &Tuples,
+    fence: &Fence,
+) -> Result<Duration, mysql_async::Error> {
+    let mut conn = to.target.pools.shard(shard).get_conn().await?;
     let mut opts = TxOpts::default();
     opts.with_isolation_level(IsolationLevel::ReadCommitted);
     let mut tx = conn.start_transaction(opts).await?;
-    // Statements capped in rows and bytes (`cluster::sql::chunks`): a batch
-    // of large `normalized_sql` values must never exceed max_allowed_packet.
-    let keys: Vec<String> = write.deletes.iter().map(PatternKey::tuple).collect();
-    for chunk in cluster::sql::chunks(&keys) {
+    let mut slowest = Duration::ZERO;
+    // Statements capped in rows and bytes (`cluster::sql::chunks`,
+    // `values_chunks`): a batch of large `normalized_sql` values must never
+    // exceed max_allowed_packet.
+    for chunk in cluster::sql::chunks(&write.deletes) {
+        let started = Instant::now();
         tx.query_drop(delete_sql(chunk)).await?;
+        slowest = slowest.max(started.elapsed());
     }
-    let tuples: Vec<String> = write.upserts.iter().map(PatternImage::values_tuple).collect();
-    for chunk in cluster::sql::chunks(&tuples) {
+    for chunk in cluster::sql::values_chunks(&write.upserts) {
+        let started = Instant::now();
         tx.query_drop(upsert_sql(chunk)).await?;
+        slowest = slowest.max(started.elapsed());
     }
-    write_fence(&mut tx, table, source_shard, fence, phase).await?;
-    tx.commit().await
+    write_fence(&mut tx, to.table, to.source_shard, fence, to.phase).await?;
+    let started = Instant::now();
+    tx.commit().await?;
+    Ok(slowest.max(started.elapsed()))
 }
 
 #[cfg(test)]
@@ -310,10 +347,10 @@ dsn = "mysql://127.0.0.1:2/db"
             assert_eq!(target.route(&key(id)), expected, "database_id {id}");
         }
         let fences = vec![Fence::default(), Fence { copy_done: true, ..Fence::default() }];
-        let rows: Vec<PatternImage> = (1..50).map(|id| image(id, 0)).collect();
+        let rows: Vec<CopyRow> = (1..50).map(|id| CopyRow { key: key(id), tuple: String::new() }).collect();
         let writes = plan_copy(&target, &fences, rows);
-        assert!(writes[1].upserts.is_empty(), "a shard that finished its copy gets no snapshot rows");
-        assert_eq!(writes[0].upserts.len() as u64, writes[0].applied);
-        assert!(writes[0].upserts.iter().all(|r| target.route(&r.key) == 0));
+        assert!(writes[1].is_empty(), "a shard that finished its copy gets no snapshot rows");
+        assert!(!writes[0].is_empty());
+        assert!(writes[0].iter().all(|r| target.route(&r.key) == 0));
     }
 }

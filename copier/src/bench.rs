@@ -97,6 +97,7 @@ async fn measure(
         settings: Settings {
             copy_phase: Duration::from_secs(3600),
             status_interval: Duration::from_millis(500),
+            chunk_rows: args.chunk_rows,
             ..Settings::default()
         },
         progress: false,
@@ -154,25 +155,13 @@ async fn measure(
     let password = old.password().map(|p| p.expose_secret().to_owned()).unwrap_or_default();
     std::fs::write(defaults.path(), format!("[client]\nuser={}\npassword={password}\n", old.auth.user))?;
     let dump_started = Instant::now();
-    let mut pipes = Vec::new();
-    for (source, target) in old.shards.iter().zip(&dump_target.shards) {
-        let script = format!(
-            "set -o pipefail; mariadb-dump --defaults-extra-file={d} --protocol=tcp -h {sh} -P {sp} --single-transaction \
-             --skip-add-locks --no-create-info {sdb} query_patterns | mariadb --defaults-extra-file={d} --protocol=tcp \
-             -h {th} -P {tp} {tdb}",
-            d = defaults.path().display(),
-            sh = source.endpoint.host,
-            sp = source.endpoint.port,
-            sdb = source.endpoint.database,
-            th = target.endpoint.host,
-            tp = target.endpoint.port,
-            tdb = target.endpoint.database,
-        );
-        pipes.push(tokio::process::Command::new("bash").arg("-c").arg(script).status());
-    }
-    for status in futures::future::join_all(pipes).await {
-        let status = status.context("running mariadb-dump | mariadb")?;
-        anyhow::ensure!(status.success(), "mariadb-dump | mariadb failed: {status}");
+    let pipes = old
+        .shards
+        .iter()
+        .zip(&dump_target.shards)
+        .map(|(source, target)| dump_into(defaults.path(), &source.endpoint, &target.endpoint));
+    for result in futures::future::join_all(pipes).await {
+        result?;
     }
     let dump_seconds = dump_started.elapsed().as_secs_f64();
     let dumped = workload::count(dump_target).await?;
@@ -206,6 +195,40 @@ async fn measure(
         "catch_up_writer_changes_per_sec": catch_up_writer_changes_per_sec,
     })
     .to_string())
+}
+
+/// `mariadb-dump --single-transaction ... | mariadb ...` as two child
+/// processes joined by a pipe, without a shell (no quoting of names, nothing
+/// for a shell to interpret); fails if either side fails, like `pipefail`.
+async fn dump_into(
+    defaults: &std::path::Path,
+    source: &cluster::config::Endpoint,
+    target: &cluster::config::Endpoint,
+) -> anyhow::Result<()> {
+    let client = |tool: &str, endpoint: &cluster::config::Endpoint| {
+        let mut command = tokio::process::Command::new(tool);
+        command
+            .arg(format!("--defaults-extra-file={}", defaults.display()))
+            .arg("--protocol=tcp")
+            .arg(format!("--host={}", endpoint.host))
+            .arg(format!("--port={}", endpoint.port))
+            .kill_on_drop(true);
+        command
+    };
+    let mut dump = client("mariadb-dump", source)
+        .args(["--single-transaction", "--skip-add-locks", "--no-create-info", &source.database, "query_patterns"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting mariadb-dump")?;
+    let pipe: std::process::Stdio =
+        dump.stdout.take().context("mariadb-dump's stdout")?.try_into().context("mariadb-dump's stdout as a pipe")?;
+    let mut restore =
+        client("mariadb", target).arg(&target.database).stdin(pipe).spawn().context("starting mariadb")?;
+    let (dumped, restored) = tokio::join!(dump.wait(), restore.wait());
+    let (dumped, restored) = (dumped.context("waiting for mariadb-dump")?, restored.context("waiting for mariadb")?);
+    anyhow::ensure!(dumped.success(), "mariadb-dump from {source} failed: {dumped}");
+    anyhow::ensure!(restored.success(), "mariadb into {target} failed: {restored}");
+    Ok(())
 }
 
 async fn events_applied(new: &ClusterConfig) -> anyhow::Result<u64> {

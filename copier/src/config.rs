@@ -20,8 +20,11 @@ pub struct Settings {
     pub batch_ops: usize,
     /// ...or this long after the batch's first operation.
     pub batch_wait: Duration,
-    /// When the slowest target shard's transaction takes longer than this,
-    /// the stream pauses as long again before its next write.
+    /// When a statement on a target shard (a multi-row upsert capped in rows
+    /// and bytes, a delete, the commit) takes longer than this, the writer
+    /// pauses as long again before its next write: a sign of the target's
+    /// load that does not grow with the batch size, as a whole transaction's
+    /// latency would.
     pub throttle_latency: Duration,
     /// How often the operator view (rate, lag) is refreshed on the target.
     pub status_interval: Duration,
@@ -34,7 +37,7 @@ impl Default for Settings {
         Self {
             copy_phase: Duration::from_secs(30),
             catch_up_phase: Duration::from_secs(10),
-            chunk_rows: 8000,
+            chunk_rows: 32_000,
             batch_ops: 16_000,
             batch_wait: Duration::from_millis(200),
             throttle_latency: Duration::from_millis(500),

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod bench;
 pub mod binlog;
 pub mod config;
+pub mod copy;
 pub mod error;
 pub mod metrics;
 pub mod phase;

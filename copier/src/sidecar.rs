@@ -29,34 +29,6 @@ use crate::error::CopierError;
 use crate::phase::Phase;
 use crate::table::PatternKey;
 
-/// The sidecar table, created on every target shard by `start`.
-pub const STREAMS_DDL: &str = "CREATE TABLE IF NOT EXISTS dw_copier_streams (
-  table_name VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-  -- The old cluster's shard (Vitess range name) the stream reads.
-  source_shard VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-  -- Fence: written only in the transaction that writes the rows it covers.
-  copy_done TINYINT NOT NULL DEFAULT 0,
-  -- JSON of the last copied key; NULL = nothing copied yet (no key covered).
-  last_key TEXT NULL,
-  binlog_file VARCHAR(255) NOT NULL DEFAULT '',
-  binlog_pos BIGINT UNSIGNED NOT NULL DEFAULT 0,
-  -- GTID of the last applied source transaction, for operators (MariaDB domain-server-seq).
-  gtid VARCHAR(255) NOT NULL DEFAULT '',
-  -- Snapshot rows and binlog row changes applied to this shard.
-  rows_copied BIGINT UNSIGNED NOT NULL DEFAULT 0,
-  events_applied BIGINT UNSIGNED NOT NULL DEFAULT 0,
-  -- Operator view, the same on every shard of the stream.
-  phase VARCHAR(16) CHARACTER SET ascii NOT NULL DEFAULT 'copying',
-  rows_total BIGINT UNSIGNED NULL,
-  rows_per_sec DOUBLE NULL,
-  lag_events BIGINT UNSIGNED NULL,
-  lag_seconds DOUBLE NULL,
-  error TEXT NULL,
-  error_kind VARCHAR(32) NULL,
-  updated_at DATETIME(6) NOT NULL,
-  PRIMARY KEY (table_name, source_shard)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
 /// One target shard's fence for one stream.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Fence {
@@ -92,10 +64,12 @@ impl Fence {
     }
 }
 
-/// Creates the sidecar table on every target shard.
+/// Creates the sidecar table (`cluster::job_tables::COPIER_STREAMS`) on
+/// every target shard where it is missing.
 pub async fn ensure_table(pools: &[Pool]) -> Result<(), CopierError> {
     for pool in pools {
-        pool.get_conn().await?.query_drop(STREAMS_DDL).await?;
+        let mut conn = pool.get_conn().await?;
+        cluster::schema::create_missing(&mut conn, &cluster::job_tables::SHARD_TABLES).await?;
     }
     Ok(())
 }

@@ -23,6 +23,7 @@
 //! fenced past changes it did not get. Positions are transaction ends, so a
 //! resume starts at a whole transaction.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,12 +38,13 @@ use crate::assemble::Assembler;
 use crate::batch::Batch;
 use crate::binlog::Position;
 use crate::config::Settings;
+use crate::copy::{self, WriterContext};
 use crate::error::CopierError;
 use crate::phase::Phase;
 use crate::reader::{self, Read};
 use crate::sidecar::{self, Fence, ViewUpdate};
 use crate::source::{self, Snapshot};
-use crate::table::{copy_chunk_sql, PatternImage, TableSpec};
+use crate::table::{copy_chunk_sql, CopyRow, TableSpec};
 
 /// Longest pause between retries of a failing stream.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -180,8 +182,8 @@ const CHUNK_BYTES: usize = 32 << 20;
 
 /// The next chunk's row limit: `chunk_rows`, or fewer so that rows as large
 /// as the largest of the last chunk stay within [`CHUNK_BYTES`].
-fn next_chunk_rows(chunk_rows: usize, last_chunk: &[PatternImage]) -> usize {
-    let largest = last_chunk.iter().map(PatternImage::approximate_bytes).max().unwrap_or(1).max(1);
+fn next_chunk_rows(chunk_rows: usize, last_chunk: &[CopyRow]) -> usize {
+    let largest = last_chunk.iter().map(|r| r.tuple.len()).max().unwrap_or(1).max(1);
     (CHUNK_BYTES / largest).clamp(1, chunk_rows)
 }
 
@@ -191,12 +193,16 @@ async fn read_chunk(
     after: Option<&crate::table::PatternKey>,
     limit: usize,
     table: &str,
-) -> Result<Vec<PatternImage>, CopierError> {
+) -> Result<Vec<CopyRow>, CopierError> {
     let rows: Vec<mysql_async::Row> = conn.query(copy_chunk_sql(after, limit)).await?;
     rows.into_iter()
-        .map(|row| PatternImage::from_values(&row.unwrap()))
-        .collect::<Result<_, _>>()
-        .map_err(|why| CopierError::Schema { table: table.to_owned(), why })
+        .map(|row| {
+            let (id, fingerprint, rest) = mysql_async::from_row_opt::<(u64, String, String)>(row).map_err(|e| {
+                CopierError::Schema { table: table.to_owned(), why: format!("unexpected snapshot row: {e}") }
+            })?;
+            Ok(CopyRow::from_columns(id, fingerprint, &rest))
+        })
+        .collect()
 }
 
 /// A stream's moving parts during one attempt.
@@ -246,66 +252,92 @@ impl<'a> Run<'a> {
         self.fences.iter().filter(|f| f.covers_any()).filter_map(|f| f.position.clone()).min()
     }
 
-    /// Copies chunks from the snapshot for one copy phase; true when the table is done.
+    /// Copies chunks from the snapshot for one copy phase; true when the table
+    /// is done. This task reads chunks and splits them by target shard; one
+    /// writer per target shard (`copy.rs`) commits its rows with its fence.
     async fn copy(&mut self, snapshot: &mut Snapshot) -> Result<bool, CopierError> {
         let s = self.stream;
         self.set_phase(Phase::Copying).await?;
+        // The fences as this phase starts: what each shard already covers
+        // (after a crash some may be ahead) and what every new fence extends.
+        let initial = self.fences.clone();
+        let (queues, receivers) = copy::queues(initial.len());
+        let copied = AtomicU64::new(0);
+        let cx = WriterContext {
+            target: &s.target,
+            table: &s.table,
+            source_shard: &s.source_shard,
+            throttle_latency: s.settings.throttle_latency,
+            shutdown: &s.shutdown,
+            progress: &s.progress,
+            copied: &copied,
+        };
+        let writers =
+            futures::future::join_all(receivers.into_iter().enumerate().map(|(i, r)| copy::write_parts(&cx, i, r)));
+        let copied_before = self.copied_this_run;
+        let reading = self.read_chunks(snapshot, &initial, queues, &copied, copied_before);
+        let (read, written) = tokio::join!(reading, writers);
+        self.copied_this_run = copied_before + copied.load(Ordering::Relaxed);
+        // A writer's error is the cause of a reader's "writer stopped".
+        for (fence, result) in self.fences.iter_mut().zip(written) {
+            if let Some(committed) = result? {
+                *fence = committed;
+            }
+        }
+        let done = read?;
+        if done {
+            let rows: u64 = self.fences.iter().map(|f| f.rows_copied).sum();
+            tracing::info!(source_shard = %s.source_shard, rows, "copy done");
+        }
+        Ok(done)
+    }
+
+    /// The copy's reader: chunks from the snapshot in key order, each split
+    /// into one part per target shard with that shard's fence after it, until
+    /// the table ends (true), the copy phase ends or shutdown. Dropping
+    /// `queues` at the end lets the writers finish.
+    async fn read_chunks(
+        &mut self,
+        snapshot: &mut Snapshot,
+        initial: &[Fence],
+        queues: Vec<copy::Queue>,
+        copied: &AtomicU64,
+        copied_before: u64,
+    ) -> Result<bool, CopierError> {
+        let s = self.stream;
         let started = Instant::now();
-        let after = self.fences.iter().filter(|f| !f.copy_done).map(|f| f.last_key.clone()).min().flatten();
+        let mut after = initial.iter().filter(|f| !f.copy_done).map(|f| f.last_key.clone()).min().flatten();
+        let mut rows_copied: Vec<u64> = initial.iter().map(|f| f.rows_copied).collect();
         // The first chunk is small: row sizes are unknown until one is read.
         let mut limit = s.settings.chunk_rows.min(FIRST_CHUNK_ROWS);
-        let mut images = read_chunk(&mut snapshot.conn, after.as_ref(), limit, &s.table).await?;
-        let mut after = after;
         loop {
-            let done = images.len() < limit;
-            limit = next_chunk_rows(s.settings.chunk_rows, &images);
-            let last = images.last().map(|i| i.key.clone()).or(after.clone());
-            let writes = plan_copy(&s.target, &self.fences, images);
-            let copied: u64 = writes.iter().map(|w| w.applied).sum();
-            let new_fences: Vec<Fence> = self
-                .fences
-                .iter()
-                .zip(&writes)
-                .map(|(f, w)| Fence {
-                    copy_done: f.copy_done || done,
-                    last_key: f.last_key.clone().max(last.clone()),
+            let rows = read_chunk(&mut snapshot.conn, after.as_ref(), limit, &s.table).await?;
+            let done = rows.len() < limit;
+            limit = next_chunk_rows(s.settings.chunk_rows, &rows);
+            let last = rows.last().map(|r| r.key.clone()).or(after.clone());
+            let writes = plan_copy(&s.target, initial, rows);
+            for (shard, (write, queue)) in writes.into_iter().zip(&queues).enumerate() {
+                rows_copied[shard] += write.len() as u64;
+                let fence = Fence {
+                    copy_done: initial[shard].copy_done || done,
+                    last_key: initial[shard].last_key.clone().max(last.clone()),
                     position: Some(snapshot.position.clone()),
                     gtid: snapshot.gtid.clone(),
-                    rows_copied: f.rows_copied + w.applied,
-                    events_applied: f.events_applied,
-                })
-                .collect();
-            let more = !done && started.elapsed() < s.settings.copy_phase && !s.shutdown.is_cancelled();
-            let write = write_shards(
-                &s.target,
-                &s.table,
-                &s.source_shard,
-                writes,
-                &mut self.fences,
-                new_fences,
-                Phase::Copying,
-            );
-            // The next chunk is read from the snapshot while this one is written.
-            let (latency, next) = if more {
-                let (latency, next) =
-                    tokio::join!(write, read_chunk(&mut snapshot.conn, last.as_ref(), limit, &s.table));
-                (latency?, Some(next?))
-            } else {
-                (write.await?, None)
-            };
-            self.copied_this_run += copied;
-            crate::metrics::rows_copied(&s.table, &s.source_shard, copied);
-            s.progress.inc(copied);
-            self.throttle(latency).await;
+                    rows_copied: rows_copied[shard],
+                    events_applied: initial[shard].events_applied,
+                };
+                if queue.send(write, fence).await.is_err() {
+                    // The shard's writer failed: stop reading; `copy` reports its error.
+                    return Ok(false);
+                }
+            }
+            self.copied_this_run = copied_before + copied.load(Ordering::Relaxed);
             self.tick(Some(&snapshot.position)).await?;
             if done {
-                let rows: u64 = self.fences.iter().map(|f| f.rows_copied).sum();
-                tracing::info!(source_shard = %s.source_shard, rows, "copy done");
                 return Ok(true);
             }
-            match next {
-                Some(next) => images = next,
-                None => return Ok(false),
+            if started.elapsed() >= s.settings.copy_phase || s.shutdown.is_cancelled() {
+                return Ok(false);
             }
             after = last;
         }
@@ -493,14 +525,8 @@ mod tests {
     use super::*;
     use crate::table::PatternKey;
 
-    fn image(sql_bytes: usize) -> PatternImage {
-        PatternImage {
-            key: PatternKey { database_id: 1, fingerprint: "f".into() },
-            normalized_sql: "x".repeat(sql_bytes),
-            tables_used: "[]".into(),
-            first_seen_us: 0,
-            last_seen_us: 0,
-        }
+    fn image(bytes: usize) -> CopyRow {
+        CopyRow { key: PatternKey { database_id: 1, fingerprint: "f".into() }, tuple: "x".repeat(bytes) }
     }
 
     #[test]

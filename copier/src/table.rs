@@ -108,11 +108,6 @@ impl PatternImage {
         })
     }
 
-    /// About how many bytes the image takes in memory and on the wire.
-    pub fn approximate_bytes(&self) -> usize {
-        self.normalized_sql.len() + self.tables_used.len() + self.key.fingerprint.len() + 64
-    }
-
     /// `(database_id, fingerprint, keyspace_id, normalized_sql, tables_used,
     /// first_seen, last_seen)` as an SQL tuple.
     pub fn values_tuple(&self) -> String {
@@ -148,11 +143,40 @@ pub fn delete_sql(keys: &[String]) -> String {
     format!("DELETE FROM query_patterns WHERE (database_id, fingerprint) IN ({})", keys.join(","))
 }
 
+/// A snapshot row as the copy writes it: its key, and its `VALUES` tuple
+/// with every column but the key and `keyspace_id` quoted by the source
+/// server (`QUOTE()`, in C, while it reads the row): the copier then neither
+/// decodes the columns nor escapes them again, which was most of its CPU per
+/// row. The copy only ever inserts-or-merges whole images, so it needs
+/// nothing else from the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyRow {
+    /// The primary key (routing, fences).
+    pub key: PatternKey,
+    /// `(database_id, fingerprint, keyspace_id, normalized_sql, tables_used,
+    /// first_seen, last_seen)` as SQL, for [`upsert_sql`].
+    pub tuple: String,
+}
+
+impl CopyRow {
+    /// Builds the row from what [`copy_chunk_sql`] selects. `keyspace_id` is
+    /// recomputed from `database_id` with the vindex, as for every image.
+    pub fn from_columns(database_id: u64, fingerprint: String, quoted_rest: &str) -> Self {
+        let keyspace_id = cluster::vindex::keyspace_id(database_id);
+        let tuple =
+            format!("({database_id},{},{},{quoted_rest})", sql::lit(fingerprint.as_str()), sql::hex(&keyspace_id));
+        Self { key: PatternKey { database_id, fingerprint }, tuple }
+    }
+}
+
 /// The next chunk of the snapshot after `after` (everything when `None`), in
-/// primary-key order. The row comparison is spelled out because MariaDB's
-/// range optimizer does not turn `(a, b) > (x, y)` into an index range.
+/// primary-key order: the key, and the rest of the row's `VALUES` tuple
+/// quoted by the server. `QUOTE()` escapes `\`, `'`, NUL and Ctrl-Z (the
+/// session's sql_mode never has NO_BACKSLASH_ESCAPES) and renders DATETIME(3)
+/// as the literal it is read back from; it is the same on MariaDB and MySQL 8.
+/// The row comparison is spelled out because MariaDB's range optimizer does
+/// not turn `(a, b) > (x, y)` into an index range.
 pub fn copy_chunk_sql(after: Option<&PatternKey>, limit: usize) -> String {
-    let columns = COLUMNS.join(", ");
     let filter = match after {
         None => String::new(),
         Some(key) => {
@@ -160,7 +184,10 @@ pub fn copy_chunk_sql(after: Option<&PatternKey>, limit: usize) -> String {
             format!("WHERE database_id > {id} OR (database_id = {id} AND fingerprint > {fp}) ", id = key.database_id)
         }
     };
-    format!("SELECT {columns} FROM query_patterns {filter}ORDER BY database_id, fingerprint LIMIT {limit}")
+    format!(
+        "SELECT database_id, fingerprint, CONCAT_WS(',', QUOTE(normalized_sql), QUOTE(tables_used), \
+         QUOTE(first_seen), QUOTE(last_seen)) FROM query_patterns {filter}ORDER BY database_id, fingerprint LIMIT {limit}"
+    )
 }
 
 fn as_u64(value: &Value, column: &str) -> Result<u64, String> {
@@ -340,5 +367,15 @@ mod tests {
         assert!(sql.contains("database_id > 3 OR (database_id = 3 AND fingerprint > 'x\\'y')"), "{sql}");
         assert!(sql.ends_with("ORDER BY database_id, fingerprint LIMIT 10"));
         assert!(!copy_chunk_sql(None, 5).contains("WHERE"));
+    }
+
+    #[test]
+    fn a_copy_row_adds_the_key_and_the_vindex_keyspace_id_to_the_servers_quoting() {
+        // What QUOTE() gives for the other columns (MariaDB and MySQL 8 alike).
+        let rest = "'select \\'a\\'','[\"t\"]','2023-11-14 22:13:20.123','2023-11-14 22:13:21.000'";
+        let row = CopyRow::from_columns(7, "f'1".into(), rest);
+        assert_eq!(row.key, PatternKey { database_id: 7, fingerprint: "f'1".into() });
+        let ksid = sql::hex(&cluster::vindex::keyspace_id(7));
+        assert_eq!(row.tuple, format!("(7,'f\\'1',{ksid},{rest})"));
     }
 }

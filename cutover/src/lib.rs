@@ -7,6 +7,7 @@
 pub mod api;
 pub mod collect;
 pub mod console;
+pub mod console_page;
 pub mod gates;
 pub mod group;
 pub mod guard;

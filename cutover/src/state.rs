@@ -14,61 +14,6 @@ use serde::Serialize;
 
 use crate::group::TableGroup;
 
-const ROUTING: &str = "CREATE TABLE IF NOT EXISTS dw_read_routing (
-  table_group VARCHAR(32) NOT NULL PRIMARY KEY,
-  -- Cluster name (from its cluster file) serving the group's reads.
-  active_cluster VARCHAR(64) NOT NULL,
-  -- Set during a switch: routers hold new reads of the group (bounded) and drain the in-flight ones.
-  pending_cluster VARCHAR(64) NULL,
-  -- Set by `complete`: routers no longer read this cluster at all (no shadow reads either).
-  retired_cluster VARCHAR(64) NULL,
-  version BIGINT UNSIGNED NOT NULL,
-  changed_by VARCHAR(255) NOT NULL,
-  changed_at DATETIME(6) NOT NULL,
-  reason TEXT NOT NULL,
-  forced TINYINT NOT NULL DEFAULT 0
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-const AUDIT: &str = "CREATE TABLE IF NOT EXISTS dw_read_routing_audit (
-  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
-  at DATETIME(6) NOT NULL,
-  table_group VARCHAR(32) NOT NULL,
-  -- init | prepare | switch | abort | complete
-  action VARCHAR(16) NOT NULL,
-  from_cluster VARCHAR(64) NOT NULL,
-  to_cluster VARCHAR(64) NOT NULL,
-  version BIGINT UNSIGNED NOT NULL,
-  changed_by VARCHAR(255) NOT NULL,
-  reason TEXT NOT NULL,
-  forced TINYINT NOT NULL,
-  -- JSON: the gate results the decision was taken on, timings, routers that did not acknowledge.
-  detail TEXT NOT NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-const ROUTERS: &str = "CREATE TABLE IF NOT EXISTS dw_read_routers (
-  router_id VARCHAR(128) NOT NULL PRIMARY KEY,
-  -- Highest routing version the router has applied (and drained for, when it paused a group).
-  version_seen BIGINT UNSIGNED NOT NULL,
-  -- Comma-separated cluster names it may read now: active, shadow targets, clusters with reads in flight.
-  may_read VARCHAR(255) NOT NULL,
-  started_at DATETIME(6) NOT NULL,
-  last_seen DATETIME(6) NOT NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-const SHADOW: &str = "CREATE TABLE IF NOT EXISTS dw_shadow_reads (
-  router_id VARCHAR(128) NOT NULL,
-  interval_start DATETIME NOT NULL,
-  table_group VARCHAR(32) NOT NULL,
-  query VARCHAR(32) NOT NULL,
-  compared BIGINT UNSIGNED NOT NULL,
-  mismatches BIGINT UNSIGNED NOT NULL,
-  errors BIGINT UNSIGNED NOT NULL,
-  -- Not comparable: outside the windows both clusters cover and have settled, or truncated by a limit.
-  skipped BIGINT UNSIGNED NOT NULL,
-  last_mismatch TEXT NULL,
-  PRIMARY KEY (router_id, interval_start, table_group, query)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("control database: {0}")]
@@ -120,21 +65,27 @@ pub struct Audit {
     pub detail: String,
 }
 
-/// Creates the routing tables if missing.
+/// Creates the routing tables (`cluster::job_tables::ROUTING_TABLES`) where
+/// missing; no DDL when `dualwrite-cluster schema` made them, so a router's
+/// read-only login starts too.
 pub async fn ensure_schema(pool: &Pool) -> Result<(), StateError> {
     let mut conn = pool.get_conn().await?;
-    for ddl in [ROUTING, AUDIT, ROUTERS, SHADOW] {
-        conn.query_drop(ddl).await?;
-    }
+    cluster::schema::create_missing(&mut conn, &cluster::job_tables::ROUTING_TABLES).await?;
     Ok(())
 }
 
 /// Creates a group's row on first use: reads start on `old_cluster`.
 /// Safe when several routers start at once: `INSERT IGNORE` keeps the first
 /// row, and only the insert that created it writes the `init` audit row.
+/// Writes nothing once every group has its row, so a router whose login may
+/// not write the routing state starts once an operator has run.
 pub async fn ensure_initial(pool: &Pool, old_cluster: &str, changed_by: &str) -> Result<(), StateError> {
     let mut conn = pool.get_conn().await?;
+    let present: Vec<String> = conn.query("SELECT table_group FROM dw_read_routing").await?;
     for group in TableGroup::ALL {
+        if present.iter().any(|g| g == group.as_str()) {
+            continue;
+        }
         conn.exec_drop(
             "INSERT IGNORE INTO dw_read_routing (table_group, active_cluster, version, changed_by, changed_at, reason) \
              VALUES (?, ?, 1, ?, NOW(6), 'initial state: reads on the old cluster')",
@@ -146,7 +97,7 @@ pub async fn ensure_initial(pool: &Pool, old_cluster: &str, changed_by: &str) ->
         }
         conn.exec_drop(
             "INSERT INTO dw_read_routing_audit (at, table_group, action, from_cluster, to_cluster, version, changed_by, \
-             reason, forced, detail) VALUES (NOW(6), ?, 'init', '', ?, 1, ?, 'initial state', 0, '{}')",
+             db_user, reason, forced, detail) VALUES (NOW(6), ?, 'init', '', ?, 1, ?, CURRENT_USER(), 'initial state', 0, '{}')",
             (group.as_str(), old_cluster, changed_by),
         )
         .await?;
@@ -230,7 +181,7 @@ where
         let to = after.pending.clone().unwrap_or_else(|| after.active.clone());
         tx.exec_drop(
             "INSERT INTO dw_read_routing_audit (at, table_group, action, from_cluster, to_cluster, version, changed_by, \
-             reason, forced, detail) VALUES (NOW(6), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             db_user, reason, forced, detail) VALUES (NOW(6), ?, ?, ?, ?, ?, ?, CURRENT_USER(), ?, ?, ?)",
             (
                 group.as_str(),
                 audit.action,
@@ -260,6 +211,8 @@ pub struct AuditEntry {
     pub to: String,
     pub version: u64,
     pub changed_by: String,
+    /// The MySQL login that wrote the row (`CURRENT_USER()`, `user@host`).
+    pub db_user: String,
     pub reason: String,
     pub forced: bool,
     pub detail: String,
@@ -267,19 +220,19 @@ pub struct AuditEntry {
 
 /// The newest `limit` audit rows, newest first.
 pub async fn audit_log(pool: &Pool, limit: u32) -> Result<Vec<AuditEntry>, StateError> {
-    type Row = (u64, i64, String, String, String, String, u64, String, String, u8, String);
+    type Row = (u64, i64, String, String, String, String, u64, String, String, String, u8, String);
     let mut conn = pool.get_conn().await?;
     let rows: Vec<Row> = conn
         .exec(
             "SELECT id, CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', at) DIV 1000 AS SIGNED), table_group, \
-             action, from_cluster, to_cluster, version, changed_by, reason, forced, detail \
+             action, from_cluster, to_cluster, version, changed_by, db_user, reason, forced, detail \
              FROM dw_read_routing_audit ORDER BY id DESC LIMIT ?",
             (limit,),
         )
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, at_ms, group, action, from, to, version, changed_by, reason, forced, detail)| AuditEntry {
+        .map(|(id, at_ms, group, action, from, to, version, changed_by, db_user, reason, forced, detail)| AuditEntry {
             id,
             at_ms,
             group,
@@ -288,6 +241,7 @@ pub async fn audit_log(pool: &Pool, limit: u32) -> Result<Vec<AuditEntry>, State
             to,
             version,
             changed_by,
+            db_user,
             reason,
             forced: forced != 0,
             detail,
@@ -434,7 +388,7 @@ pub async fn note(
     for (group, from, to) in groups {
         conn.exec_drop(
             "INSERT INTO dw_read_routing_audit (at, table_group, action, from_cluster, to_cluster, version, changed_by, \
-             reason, forced, detail) VALUES (NOW(6), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             db_user, reason, forced, detail) VALUES (NOW(6), ?, ?, ?, ?, ?, ?, CURRENT_USER(), ?, ?, ?)",
             (group.as_str(), audit.action, from, to, version, &audit.changed_by, &audit.reason, u8::from(audit.forced), &audit.detail),
         )
         .await?;

@@ -1,23 +1,29 @@
 //! The whole migration rehearsal (compose/local/rehearse, mock broker) against
 //! the local stack: every stage says ok, the summary and "migration complete"
-//! end the run, the console screenshots are real PNGs of pages holding every
-//! section, and the console JSON saved at aging in, ready and cut over shows
-//! the routing and audit rows the control tables hold.
+//! end the run; each console screenshot is read back with OCR (Tesseract)
+//! for the headings and the routing and readiness it must show at that
+//! moment, and its saved page holds every section; the console JSON saved at
+//! aging in, ready and cut over shows the routing, audit, dead-letter and
+//! verify rows the control tables hold.
 //!
 //! Needs the release binaries (`cargo build --release --bins`): a cargo build
-//! from inside `cargo test` would wait on the build directory's lock.
+//! from inside `cargo test` would wait on the build directory's lock. Needs
+//! `tesseract` (Debian's tesseract-ocr, installed by compose/local/deps).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cluster::config::ClusterConfig;
+use mysql_async::prelude::Queryable;
 
-const STAGES: [&str; 22] = [
+const STAGES: [&str; 23] = [
     "stack",
     "broker",
     "old-cluster",
     "history",
     "new-cluster",
     "group-b",
+    "bad-proxy",
     "copier",
     "retention",
     "routers",
@@ -95,6 +101,75 @@ fn check_png(path: &Path) {
     assert_eq!((width, height), (1400, 900), "{}", path.display());
 }
 
+/// The text Tesseract reads in `png`, lower case, runs of white space made one.
+fn ocr(png: &Path) -> String {
+    let out = std::process::Command::new("tesseract")
+        .arg(png)
+        .arg("stdout")
+        // One column of text of varying sizes: reads both columns of the
+        // page and the large routing banner most reliably (seen on the
+        // rehearsal's screenshots; the default mode skipped a heading).
+        .args(["--psm", "4"])
+        .output()
+        .unwrap_or_else(|e| panic!("tesseract: {e} (install tesseract-ocr: compose/local/deps)"));
+    assert!(out.status.success(), "tesseract {}: {}", png.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What the screenshot of the console at `moment` must show, read from the
+/// image itself: the section headings above the fold, where reads go and
+/// the readiness of that moment.
+fn check_screenshot(png: &Path, moment: &str, old: &str, new: &str) {
+    let text = ocr(png);
+    for heading in [
+        "migration console",
+        "readiness",
+        "gates",
+        "routing",
+        "routers",
+        "verify timeline",
+        "dead letters by reason",
+        "copier streams",
+    ] {
+        assert!(text.contains(heading), "{}: no {heading:?} in the image; read: {text}", png.display());
+    }
+    let (reads_from, ready) = match moment {
+        "aging" => (old, false),
+        "ready" => (old, true),
+        _ => (new, true),
+    };
+    for group in ["timeseries", "query_patterns"] {
+        let banner = format!("{group} reads from {reads_from}");
+        assert!(text.contains(&banner), "{}: no {banner:?} in the image; read: {text}", png.display());
+    }
+    assert_eq!(text.contains("not ready"), !ready, "{}: readiness; read: {text}", png.display());
+    if moment == "cutover" {
+        assert!(text.contains(&format!("({old} retired)")), "{}: old retired; read: {text}", png.display());
+    }
+}
+
+/// (reason, letters) per reason the console showed for `cluster`.
+fn shown_dead_letters(json: &serde_json::Value, cluster: &str) -> BTreeMap<String, u64> {
+    let entry = json["dead_letters"].as_array().expect("dead_letters").iter().find(|c| c["cluster"] == cluster);
+    let reasons = entry.and_then(|c| c["reasons"]["Ok"].as_array()).unwrap_or_else(|| panic!("{cluster}: {json}"));
+    reasons.iter().map(|r| (r["reason"].as_str().unwrap_or("").to_owned(), r["letters"].as_u64().unwrap_or(0))).collect()
+}
+
+/// Per table, windows per state on the console's verify timeline, and the
+/// span it shows.
+fn shown_timeline(json: &serde_json::Value) -> (i64, i64, BTreeMap<(String, String), u64>) {
+    let t = &json["verify_timeline"]["Ok"];
+    let mut counts = BTreeMap::new();
+    for timeline in t["timelines"].as_array().unwrap_or_else(|| panic!("{}", json["verify_timeline"])) {
+        let tbl = timeline["tbl"].as_str().unwrap_or("").to_owned();
+        for span in timeline["spans"].as_array().expect("spans") {
+            let state = span["state"].as_str().unwrap_or("unchecked").to_owned();
+            *counts.entry((tbl.clone(), state)).or_insert(0) += span["windows"].as_u64().unwrap_or(0);
+        }
+    }
+    (t["shown_from"].as_i64().expect("shown_from"), t["shown_to"].as_i64().expect("shown_to"), counts)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rehearsal_plays_the_whole_migration() {
     let repo = repo();
@@ -127,27 +202,31 @@ async fn the_rehearsal_plays_the_whole_migration() {
     let eta = stdout.lines().find(|l| l.starts_with("rehearse: readiness ETA ")).expect("the ETA line");
     assert!(eta.contains("20") && eta.contains('T'), "an RFC 3339 ETA: {eta}");
 
+    let old = ClusterConfig::load(artefacts.join("old.toml")).expect("old.toml");
+    let new = ClusterConfig::load(artefacts.join("new.toml")).expect("new.toml");
     for moment in ["aging", "ready", "cutover"] {
-        check_png(&artefacts.join(format!("console-{moment}.png")));
+        let png = artefacts.join(format!("console-{moment}.png"));
+        check_png(&png);
+        check_screenshot(&png, moment, &old.name, &new.name);
         let page = std::fs::read_to_string(artefacts.join(format!("console-{moment}.html"))).expect("console html");
-        for id in ["routing", "routers", "readiness", "gates", "lag", "copier", "verify", "audit"] {
-            assert!(page.contains(&format!("<h2 id=\"{id}\">")), "console-{moment}.html: section {id} missing");
+        for id in ["reads", "routing", "routers", "readiness", "gates", "lag", "copier", "verify", "dead_letters", "audit"]
+        {
+            assert!(page.contains(&format!("id=\"{id}\"")), "console-{moment}.html: section {id} missing");
         }
     }
     check_png(&artefacts.join("report.png"));
     assert!(artefacts.join("report/report.json").exists());
 
     // The console's answers against the control tables the run left behind.
-    let old = ClusterConfig::load(artefacts.join("old.toml")).expect("old.toml");
-    let new = ClusterConfig::load(artefacts.join("new.toml")).expect("new.toml");
     let pool = cutover::serve::control_pool(&new).expect("control pool");
     let stored_routing = cutover::state::load(&pool).await.expect("routing");
-    let stored_audit: Vec<(u64, String, String, String)> = cutover::state::audit_log(&pool, 10_000)
-        .await
-        .expect("audit")
-        .into_iter()
-        .map(|a| (a.id, a.group, a.action, a.to))
-        .collect();
+    let audit_rows = cutover::state::audit_log(&pool, 10_000).await.expect("audit");
+    // The rehearsal runs every job under its own login: the operator's wrote every audit row.
+    for row in &audit_rows {
+        assert!(row.db_user.starts_with("dw_operator@"), "audit row {} written by {}", row.id, row.db_user);
+    }
+    let stored_audit: Vec<(u64, String, String, String)> =
+        audit_rows.into_iter().map(|a| (a.id, a.group, a.action, a.to)).collect();
     let groups = stored_routing.groups.len();
     assert_eq!(groups, 2, "timeseries and query_patterns");
 
@@ -183,6 +262,57 @@ async fn the_rehearsal_plays_the_whole_migration() {
     }
     let shown = audit(&cut);
     assert_eq!(shown, stored_audit[..shown.len()], "cut over: the latest audit rows");
+
+    // Dead letters: the bad proxy's, on each cluster, as its own table holds
+    // them (no malformed message follows the bad-proxy stage, whose end
+    // waits for both groups' letters, so every snapshot shows them all).
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..4 {
+        *expected.entry(loadtest::produce::MALFORMED[i % 2].1.to_owned()).or_insert(0) += 1;
+    }
+    for c in [&old, &new] {
+        let endpoint = c.control.as_ref().expect("[control]");
+        let own = mysql_async::Pool::new(cluster::pool::opts_for(endpoint, &c.auth));
+        let stored: BTreeMap<String, u64> = own
+            .get_conn()
+            .await
+            .expect("conn")
+            .exec("SELECT reason, COUNT(*) FROM dw_dead_letters WHERE cluster = ? GROUP BY reason", (&c.name,))
+            .await
+            .expect("dead letters")
+            .into_iter()
+            .collect();
+        own.disconnect().await.expect("disconnect");
+        assert_eq!(stored, expected, "dead letters of {}", c.name);
+        for (moment, json) in [("aging", &aging), ("ready", &ready), ("cutover", &cut)] {
+            assert_eq!(shown_dead_letters(json, &c.name), stored, "{moment}: dead letters of {}", c.name);
+        }
+    }
+    // The verify timeline: nothing checked before the verify stage; at cut
+    // over, per table and state, exactly the windows dw_verify_windows holds
+    // in the span shown (no comparator runs after the verify stage).
+    for (moment, json) in [("aging", &aging), ("ready", &ready)] {
+        let (_, _, counts) = shown_timeline(json);
+        assert!(counts.keys().all(|(_, state)| state == "unchecked"), "{moment}: {counts:?}");
+    }
+    let (from, to, shown) = shown_timeline(&cut);
+    let stored: Vec<(String, String, u64)> = pool
+        .get_conn()
+        .await
+        .expect("conn")
+        .exec(
+            "SELECT tbl, state, COUNT(*) FROM dw_verify_windows WHERE TIMESTAMPDIFF(SECOND, '1970-01-01', window_start) \
+             BETWEEN ? AND ? - 1 GROUP BY tbl, state",
+            (from, to),
+        )
+        .await
+        .expect("verify windows");
+    assert!(stored.iter().any(|(_, state, n)| state == "equal" && *n > 0), "equal windows at cut over: {stored:?}");
+    for (tbl, state, n) in &stored {
+        assert_eq!(shown.get(&(tbl.clone(), state.clone())), Some(n), "cut over: {tbl} {state}: {shown:?}");
+    }
+    let checked: u64 = shown.iter().filter(|((_, state), _)| state != "unchecked").map(|(_, n)| n).sum();
+    assert_eq!(checked, stored.iter().map(|(_, _, n)| n).sum::<u64>(), "cut over: no window shown checked that is not stored");
     let actions: Vec<&str> = stored_audit.iter().map(|a| a.2.as_str()).collect();
     for action in ["switch", "rollback", "complete"] {
         assert!(actions.contains(&action), "audit holds a {action}: {actions:?}");

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
 use mysql_async::prelude::Queryable;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
@@ -21,12 +20,16 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use topics::TopicKind;
 
-use crate::produce::{produce, ProduceConfig};
+use crate::produce::{produce_with, ProduceConfig};
 use crate::workload::WorkloadConfig;
 
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    pub brokers: String,
+    /// The broker and its client settings (`[kafka]`, or plaintext bootstrap servers).
+    pub kafka: topics::kafka::KafkaConfig,
+    /// The file those settings came from, handed to the consumer processes
+    /// (`--kafka-config`); `None`: plaintext `--brokers`.
+    pub kafka_config: Option<PathBuf>,
     pub topic_prefix: String,
     pub messages: u64,
     pub old: PathBuf,
@@ -114,18 +117,18 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
 
     let started = Instant::now();
     let produce_config = ProduceConfig {
-        brokers: config.brokers.clone(),
+        brokers: config.kafka.bootstrap.clone(),
         topic_prefix: config.topic_prefix.clone(),
         messages: config.messages,
         rate: None,
         workload: WorkloadConfig::new(1, chrono::Utc::now().timestamp_millis() - 3_600_000),
     };
-    produce(&produce_config, &CancellationToken::new()).await.map_err(|e| setup(&e))?;
+    produce_with(&produce_config, &config.kafka, &CancellationToken::new()).await.map_err(|e| setup(&e))?;
     report.produce_msgs_per_s = rate(config.messages, started.elapsed());
 
     let topics: Vec<String> = TopicKind::ALL.iter().map(|k| k.topic_name(&config.topic_prefix)).collect();
-    report.raw_consume_msgs_per_s = raw_consume(&config.brokers, &topics, config.messages).await?;
-    report.kcat_msgs_per_s = kcat(&config.brokers, &topics).await;
+    report.raw_consume_msgs_per_s = raw_consume(&config.kafka, &topics, config.messages).await?;
+    report.kcat_msgs_per_s = kcat(&config.kafka, &topics).await;
     report.insert_ceiling_rows_per_s = insert_ceiling(&new, config.insert_rows).await?;
     report.no_sink = no_sink(config).await?;
 
@@ -141,6 +144,18 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     Ok(report)
 }
 
+/// How a consumer process is told about Kafka: the settings file, never
+/// its secrets on argv.
+fn kafka_args(config: &BenchConfig) -> Vec<std::ffi::OsString> {
+    match &config.kafka_config {
+        // --brokers next to the file replaces only its bootstrap list
+        Some(file) => {
+            vec!["--kafka-config".into(), file.into(), "--brokers".into(), config.kafka.bootstrap.clone().into()]
+        }
+        None => vec!["--brokers".into(), config.kafka.bootstrap.clone().into()],
+    }
+}
+
 fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -153,7 +168,8 @@ async fn no_sink(config: &BenchConfig) -> Result<NoSink, BenchError> {
     let out = tokio::process::Command::new(&config.consumer_bin)
         .args(["dry-run", "--cluster"])
         .arg(&config.new)
-        .args(["--brokers", &config.brokers, "--topic-prefix", &config.topic_prefix])
+        .args(kafka_args(config))
+        .args(["--topic-prefix", &config.topic_prefix])
         .args(["--messages", &config.messages.to_string()])
         .env("RUST_LOG", "warn")
         .output()
@@ -170,11 +186,10 @@ fn rate(n: u64, elapsed: Duration) -> f64 {
 }
 
 /// Reads every message of `topics` from the start with a bare consumer.
-async fn raw_consume(brokers: &str, topics: &[String], expected: u64) -> Result<f64, BenchError> {
-    let (brokers, topics) = (brokers.to_string(), topics.to_vec());
+async fn raw_consume(kafka: &topics::kafka::KafkaConfig, topics: &[String], expected: u64) -> Result<f64, BenchError> {
+    let (client, topics) = (kafka.client(), topics.to_vec());
     tokio::task::spawn_blocking(move || -> Result<f64, BenchError> {
-        let consumer =
-            topics::admin::standalone_consumer(ClientConfig::new().set("bootstrap.servers", &brokers), "bench-raw")?;
+        let consumer = topics::admin::standalone_consumer(&client, "bench-raw")?;
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, _, _) in topics::admin::watermarks(&consumer, &topics, Duration::from_secs(10))? {
             tpl.add_partition_offset(&topic, partition, Offset::Beginning)?;
@@ -193,8 +208,14 @@ async fn raw_consume(brokers: &str, topics: &[String], expected: u64) -> Result<
     .map_err(|e| BenchError::Setup(e.to_string()))?
 }
 
-/// `kcat -C ... -e` over the same topics, when kcat is installed.
-async fn kcat(brokers: &str, topics: &[String]) -> Option<f64> {
+/// `kcat -C ... -e` over the same topics, when kcat is installed and the
+/// broker is plaintext (kcat takes SASL and TLS settings only on its argv,
+/// where a password would show in `ps`).
+async fn kcat(kafka: &topics::kafka::KafkaConfig, topics: &[String]) -> Option<f64> {
+    if kafka.security_protocol != "plaintext" || !kafka.properties.is_empty() {
+        return None;
+    }
+    let brokers = kafka.bootstrap.as_str();
     let started = Instant::now();
     let mut total = 0u64;
     for topic in topics {
@@ -273,7 +294,8 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
             .args(["run", "--group", db, "--cluster"])
             .arg(file)
             .args(["--database", db, "--control-database", &format!("{db}_ctl")])
-            .args(["--brokers", &config.brokers, "--topic-prefix", &config.topic_prefix])
+            .args(kafka_args(config))
+            .args(["--topic-prefix", &config.topic_prefix])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)

@@ -77,6 +77,17 @@ pub async fn produce_with(
     shutdown: &CancellationToken,
 ) -> Result<Truth, ProduceError> {
     let codec = Codec::embedded().map_err(|e| ProduceError::Encode(e.to_string()))?;
+    produce_with_codec(config, kafka, &codec, shutdown).await
+}
+
+/// [`produce_with`], writing the schema ids of `codec` (a registry's:
+/// `topics::registry::producer_codec`).
+pub async fn produce_with_codec(
+    config: &ProduceConfig,
+    kafka: &topics::kafka::KafkaConfig,
+    codec: &Codec,
+    shutdown: &CancellationToken,
+) -> Result<Truth, ProduceError> {
     let producer: FutureProducer = producer_config_for(kafka).create()?;
     let stats_topic = TopicKind::QueryStats.topic_name(&config.topic_prefix);
     let slow_topic = TopicKind::SlowQueries.topic_name(&config.topic_prefix);
@@ -162,6 +173,29 @@ pub async fn produce_with(
     let rate = sent as f64 / started.elapsed().as_secs_f64().max(1e-9);
     tracing::info!(sent, rate = rate as u64, "produced");
     Ok(truth.build())
+}
+
+/// The malformed values [`malformed`] sends in turn, with the dead-letter
+/// reason each must get: not Confluent-framed, and too short for a header.
+pub const MALFORMED: [(&[u8], &str); 2] = [(b"\x07not avro", "bad_magic"), (b"\x00\x00", "truncated_header")];
+
+/// A broken proxy for rehearsals: `count` messages to `topic` whose values
+/// are not messages of the topic (see [`MALFORMED`], in turn), so both
+/// groups dead-letter them with known reasons and the console has letters
+/// to show. No row comes from them: the ground truth is untouched.
+pub async fn malformed(kafka: &topics::kafka::KafkaConfig, topic: &str, count: u64) -> Result<(), ProduceError> {
+    let producer: FutureProducer = producer_config_for(kafka).create()?;
+    for i in 0..count {
+        let (value, reason) = MALFORMED[usize::from(i % 2 == 1)];
+        let key = format!("malformed-{i}");
+        let record = FutureRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(value)
+            .timestamp(chrono::Utc::now().timestamp_millis());
+        let delivery = producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+        tracing::info!(topic, partition = delivery.partition, offset = delivery.offset, reason, "malformed message sent");
+    }
+    Ok(())
 }
 
 type Settled = (Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>, Option<topics::SlowQuery>, TopicKind);

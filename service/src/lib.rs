@@ -87,3 +87,31 @@ pub fn toml_error_without_source(text: &str, error: &toml::de::Error) -> String 
         None => message.to_owned(),
     }
 }
+
+/// Writes `contents` to `path`, readable and writable by this user only
+/// (mode 0600, also when the file already existed with a wider mode):
+/// reports and exports name databases, keys and rows.
+pub fn write_private(path: &std::path::Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_ref())
+}
+
+#[cfg(test)]
+mod write_private_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn private_files_are_0600_even_when_they_existed_wider() {
+        let path = std::env::temp_dir().join(format!("dw-private-{}", std::process::id()));
+        std::fs::write(&path, "old, longer contents").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        super::write_private(&path, "new").expect("write_private");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        let text = std::fs::read_to_string(&path).expect("read");
+        std::fs::remove_file(&path).expect("rm");
+        assert_eq!((mode, text.as_str()), (0o600, "new"));
+    }
+}

@@ -4,6 +4,8 @@
 //! in-process or as `dualwrite-consumer` child processes, and the waits the
 //! tests synchronise on (a condition with a deadline, never a fixed sleep).
 
+pub mod registry;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -110,6 +112,19 @@ impl Broker {
         produce(&config, &CancellationToken::new()).await.expect("produce")
     }
 
+    /// Produces a workload written with `codec`'s schema ids (a registry's).
+    pub async fn produce_with_codec(&self, messages: u64, seed: u64, codec: &topics::Codec) -> Truth {
+        let config = ProduceConfig {
+            brokers: self.bootstrap.clone(),
+            topic_prefix: self.prefix.clone(),
+            messages,
+            rate: None,
+            workload: WorkloadConfig::new(seed, chrono::Utc::now().timestamp_millis() - 3_600_000),
+        };
+        let kafka = topics::kafka::KafkaConfig::plaintext(self.bootstrap.clone());
+        loadtest::produce::produce_with_codec(&config, &kafka, codec, &CancellationToken::new()).await.expect("produce")
+    }
+
     fn client(&self, group: &str) -> BaseConsumer {
         ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
@@ -172,6 +187,7 @@ pub fn consumer_config(cluster: &TestCluster, broker: &Broker, group: &str) -> C
         batch_max_wait: Duration::from_millis(100),
         start: StartPosition::Earliest,
         codec: topics::Codec::embedded().expect("codec"),
+        registry: None,
         kafka_overrides: vec![("session.timeout.ms".into(), "6000".into())],
     }
 }
@@ -340,7 +356,7 @@ pub async fn dead_letters(cluster: &ClusterConfig) -> Vec<(String, i32, i64, Str
 /// The consumer binary: `DUALWRITE_CONSUMER_BIN`, or next to the test
 /// executable's directory (`target/<profile>/`), where `cargo test` builds
 /// the workspace's binaries.
-fn consumer_binary() -> PathBuf {
+pub fn consumer_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("DUALWRITE_CONSUMER_BIN") {
         return PathBuf::from(path);
     }

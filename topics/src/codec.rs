@@ -5,6 +5,8 @@
 //! [`DecodeError`] whose [`DecodeError::reason`] the consumer writes to the
 //! dead letter table.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::ResolvedSchema;
 use apache_avro::Schema;
@@ -43,6 +45,10 @@ pub enum DecodeError {
     BadMagic(u8),
     #[error("schema id {0} is not in the schema directory")]
     UnknownSchemaId(u32),
+    /// The registry does not know the id, or its schema is unusable (the
+    /// registry's answer is the detail).
+    #[error("{why}")]
+    UnusableSchemaId { id: u32, why: String },
     #[error("schema id {id} is record {record}, which does not belong on topic kind {topic}")]
     WrongRecord { id: u32, record: String, topic: &'static str },
     #[error("avro decode failed: {0}")]
@@ -72,7 +78,7 @@ impl DecodeError {
             DecodeError::Empty => "empty",
             DecodeError::TruncatedHeader(_) => "truncated_header",
             DecodeError::BadMagic(_) => "bad_magic",
-            DecodeError::UnknownSchemaId(_) => "unknown_schema_id",
+            DecodeError::UnknownSchemaId(_) | DecodeError::UnusableSchemaId { .. } => "unknown_schema_id",
             DecodeError::WrongRecord { .. } => "wrong_record",
             DecodeError::Avro(_) => "avro_decode",
             DecodeError::TrailingBytes(_) => "trailing_bytes",
@@ -86,13 +92,17 @@ impl DecodeError {
 pub struct Codec {
     /// Writer schemas by id: what messages on the topic may carry.
     writers: SchemaSet,
-    /// This build's own schemas (what the structs mirror) and their ids.
-    query_stats: (u32, Schema),
-    slow_query: (u32, Schema),
+    /// Ids a registry answered for but that cannot decode anything (unknown
+    /// to it, not Avro), with why: their messages are dead letters saying so.
+    unusable: BTreeMap<u32, String>,
+    /// This build's own schemas (what the structs mirror) and the ids they
+    /// are written under (`None`: a registry consumer's codec, which only decodes).
+    query_stats: (Option<u32>, Schema),
+    slow_query: (Option<u32>, Schema),
     /// Writer ids whose schema is the reader's own (same canonical form): their
     /// data is laid out as the structs expect, so it is decoded straight into
     /// them (no `Value` tree, no resolution against the reader schema).
-    same_as_reader: std::collections::BTreeSet<u32>,
+    same_as_reader: BTreeSet<u32>,
 }
 
 impl Codec {
@@ -123,10 +133,63 @@ impl Codec {
             Ok((id, schema.clone()))
         };
         let (query_stats, slow_query) = (own_id(QUERY_STATS_RECORD)?, own_id(SLOW_QUERY_RECORD)?);
-        let own_forms = [query_stats.1.canonical_form(), slow_query.1.canonical_form()];
-        let same_as_reader =
-            writers.by_id.iter().filter(|(_, s)| own_forms.contains(&s.canonical_form())).map(|(id, _)| *id).collect();
-        Ok(Self { query_stats, slow_query, same_as_reader, writers })
+        let mut codec = Self {
+            query_stats: (Some(query_stats.0), query_stats.1),
+            slow_query: (Some(slow_query.0), slow_query.1),
+            writers: SchemaSet { by_id: BTreeMap::new() },
+            unusable: BTreeMap::new(),
+            same_as_reader: BTreeSet::new(),
+        };
+        for (id, schema) in writers.by_id {
+            codec.add_writer(id, schema);
+        }
+        Ok(codec)
+    }
+
+    /// A decoder whose writer schemas come from a registry: it starts with
+    /// none and learns each id through [`Codec::add_writer`]. It cannot encode.
+    pub fn for_registry() -> Result<Self, SchemaError> {
+        let mut codec = Self::embedded()?;
+        codec.writers.by_id.clear();
+        codec.same_as_reader.clear();
+        codec.query_stats.0 = None;
+        codec.slow_query.0 = None;
+        Ok(codec)
+    }
+
+    /// This build's schemas under the ids a registry gave them (a producer's codec).
+    pub fn registered(query_stats_id: u32, slow_query_id: u32) -> Result<Self, SchemaError> {
+        let own = SchemaSet::embedded()?;
+        let mut writers = SchemaSet { by_id: BTreeMap::new() };
+        for (id, record) in [(query_stats_id, QUERY_STATS_RECORD), (slow_query_id, SLOW_QUERY_RECORD)] {
+            let (_, schema) = own.latest_for(record).ok_or(SchemaError::Missing(record))?;
+            if writers.by_id.insert(id, schema.clone()).is_some() {
+                return Err(SchemaError::DuplicateId(id));
+            }
+        }
+        Self::with_writers(writers)
+    }
+
+    /// Whether `id` was resolved already (to a schema or to why not).
+    pub fn knows(&self, id: u32) -> bool {
+        self.writers.by_id.contains_key(&id) || self.unusable.contains_key(&id)
+    }
+
+    /// Adds a writer schema fetched from a registry.
+    pub fn add_writer(&mut self, id: u32, schema: Schema) {
+        self.unusable.remove(&id);
+        let form = schema.canonical_form();
+        if [&self.query_stats.1, &self.slow_query.1].iter().any(|own| own.canonical_form() == form) {
+            self.same_as_reader.insert(id);
+        } else {
+            self.same_as_reader.remove(&id);
+        }
+        self.writers.by_id.insert(id, schema);
+    }
+
+    /// Records that messages with `id` cannot be decoded, and why.
+    pub fn add_unusable(&mut self, id: u32, why: String) {
+        self.unusable.insert(id, why);
     }
 
     pub fn encode_query_stats(&self, event: &QueryStats) -> Result<Vec<u8>, DecodeError> {
@@ -150,7 +213,12 @@ impl Codec {
             return Err(DecodeError::BadMagic(bytes[0]));
         }
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        let writer = self.writers.by_id.get(&id).ok_or(DecodeError::UnknownSchemaId(id))?;
+        let Some(writer) = self.writers.by_id.get(&id) else {
+            return Err(match self.unusable.get(&id) {
+                Some(why) => DecodeError::UnusableSchemaId { id, why: why.clone() },
+                None => DecodeError::UnknownSchemaId(id),
+            });
+        };
         let record = record_name(writer).unwrap_or_default();
         let reader = match (kind, record.as_str()) {
             (TopicKind::QueryStats, QUERY_STATS_RECORD) => &self.query_stats.1,
@@ -184,7 +252,19 @@ impl Codec {
     }
 }
 
-fn frame<T: serde::Serialize>((id, schema): &(u32, Schema), event: &T) -> Result<Vec<u8>, DecodeError> {
+/// The schema id of a Confluent-framed message, if it has the header.
+pub fn schema_id(payload: Option<&[u8]>) -> Option<u32> {
+    match payload? {
+        [MAGIC, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
+fn frame<T: serde::Serialize>((id, schema): &(Option<u32>, Schema), event: &T) -> Result<Vec<u8>, DecodeError> {
+    let id = id.ok_or_else(|| DecodeError::Invalid {
+        field: "schema_id",
+        why: "this codec only decodes (its schemas come from a registry and were not registered by it)".to_owned(),
+    })?;
     let mut out = Vec::with_capacity(256);
     out.push(MAGIC);
     out.extend_from_slice(&id.to_be_bytes());
@@ -266,12 +346,15 @@ mod reason_tests {
             DecodeError::TruncatedHeader(1),
             DecodeError::BadMagic(1),
             DecodeError::UnknownSchemaId(9),
+            DecodeError::UnusableSchemaId { id: 9, why: "w".into() },
             DecodeError::WrongRecord { id: 1, record: "r".into(), topic: "t" },
             DecodeError::Avro("x".into()),
             DecodeError::TrailingBytes(1),
             DecodeError::Invalid { field: "f", why: "w".into() },
         ];
-        let reasons: Vec<&str> = all.iter().map(DecodeError::reason).collect();
+        let mut reasons: Vec<&str> = all.iter().map(DecodeError::reason).collect();
+        // Both unknown-id variants share one reason.
+        reasons.dedup();
         assert_eq!(reasons, DecodeError::REASONS);
     }
 }

@@ -42,7 +42,7 @@ const RESERVED: [&str; 9] = [
 
 /// A password that prints as `***`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
+pub struct Password(pub(crate) String);
 
 impl Password {
     /// The password, for the one place that hands it to librdkafka.
@@ -144,13 +144,9 @@ impl KafkaConfig {
     /// cluster file); `None` if it has none. Relative paths in it are
     /// relative to the file's directory.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, KafkaConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|error| KafkaConfigError::Read { path: path.to_owned(), error })?;
-        let base_dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        Self::from_toml_str(&text, base_dir, env)
+        let (text, base_dir) =
+            crate::config_file::read(path).map_err(|error| KafkaConfigError::Read { path: path.to_owned(), error })?;
+        Self::from_toml_str(&text, &base_dir, env)
     }
 
     /// [`KafkaConfig::load`], requiring the table (for `--kafka-config`).
@@ -165,18 +161,9 @@ impl KafkaConfig {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, KafkaConfigError> {
-        #[derive(Deserialize)]
-        struct File {
-            kafka: Option<toml::Value>,
-        }
-        let file: File =
-            toml::from_str(text).map_err(|e| KafkaConfigError::Toml(service::toml_error_without_source(text, &e)))?;
-        let Some(table) = file.kafka else {
+        let Some(raw) = crate::config_file::table::<RawKafka>(text, "kafka").map_err(KafkaConfigError::Toml)? else {
             return Ok(None);
         };
-        // Position-free on purpose: the sub-parse has no spans into `text`.
-        let raw: RawKafka =
-            table.try_into().map_err(|e: toml::de::Error| KafkaConfigError::Toml(e.message().to_owned()))?;
         raw.validate(base_dir, env).map(Some)
     }
 
@@ -368,13 +355,18 @@ impl KafkaConfig {
 }
 
 fn read_password(path: &Path) -> Result<Password, KafkaConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| field("sasl_password_file", format!("cannot read {}: {error}", path.display())))?;
-    let password = text.trim_end_matches(['\n', '\r']);
-    if password.is_empty() {
-        return Err(field("sasl_password_file", format!("{} is empty", path.display())));
+    read_secret_file(path).map_err(|message| field("sasl_password_file", message))
+}
+
+/// A secret file's content without its trailing newline; the error names
+/// the file, never its content.
+pub(crate) fn read_secret_file(path: &Path) -> Result<Password, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(format!("{} is empty", path.display()));
     }
-    Ok(Password(password.to_owned()))
+    Ok(Password(secret.to_owned()))
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@
 
 pub mod admin;
 pub mod codec;
+mod config_file;
 pub mod corpus;
 pub mod dev_broker;
 pub mod events;
 pub mod kafka;
+pub mod registry;
 pub mod key;
 pub mod schemas;
 pub mod sketch;

@@ -257,3 +257,29 @@ fn schema_compatibility_is_checked_both_ways() {
     // Old readers still skip the extra field, so only the new reader breaks.
     SchemaCompatibility::can_read(&required, &schema1).expect("1 reads data written with 4");
 }
+
+#[test]
+fn a_registry_codec_learns_ids_one_by_one_and_says_why_it_cannot_decode_one() {
+    let q = sample_query_stats(7, "beef");
+    let producer = Codec::registered(7, 8).expect("producer codec");
+    let bytes = producer.encode_query_stats(&q).expect("encode");
+    assert_eq!(topics::codec::schema_id(Some(&bytes)), Some(7));
+    assert_eq!(topics::codec::schema_id(Some(&[0, 0, 0])), None);
+    assert_eq!(topics::codec::schema_id(Some(&[1, 0, 0, 0, 7])), None);
+
+    let mut consumer = Codec::for_registry().expect("consumer codec");
+    assert!(consumer.encode_query_stats(&q).is_err(), "a registry consumer's codec has no ids to write under");
+    // Not even the embedded ids: only what the registry says counts.
+    assert!(!consumer.knows(1) && !consumer.knows(7));
+    assert_eq!(consumer.decode(TopicKind::QueryStats, Some(&bytes)), Err(DecodeError::UnknownSchemaId(7)));
+    consumer.add_writer(7, embedded_schema(1));
+    assert!(consumer.knows(7));
+    assert_eq!(consumer.decode(TopicKind::QueryStats, Some(&bytes)), Ok(Event::QueryStats(q.clone())));
+
+    let why = "schema id 9 is not in the registry http://r/".to_owned();
+    consumer.add_unusable(9, why.clone());
+    let unknown = framed(9, &bytes[5..]);
+    let error = consumer.decode(TopicKind::QueryStats, Some(&unknown)).expect_err("unusable id");
+    assert_eq!(error, DecodeError::UnusableSchemaId { id: 9, why: why.clone() });
+    assert_eq!((error.reason(), error.to_string()), ("unknown_schema_id", why));
+}

@@ -6,8 +6,9 @@ use std::time::Instant;
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
-use crate::digest::{grouped, Side};
+use crate::digest::Side;
 use crate::error::VerifyError;
+use crate::first_pass::{self, differing, first_pass, per_window};
 use crate::spec::{hex_literal, WINDOWED};
 
 /// One bench run's figures (printed as one JSON line).
@@ -21,6 +22,12 @@ pub struct BenchResult {
     pub comparator_rows: u64,
     pub comparator_secs: f64,
     pub comparator_rows_per_sec: f64,
+    /// Queries the comparator keeps in flight per shard (one per table).
+    pub queries_per_shard: usize,
+    /// How busy the comparator kept the shards: the time each shard had at
+    /// least one of its queries running, summed over the shards of both
+    /// sides, over (wall time x shards).
+    pub shard_busy: f64,
     /// Rows in the checksummed tables on both sides.
     pub checksum_rows: u64,
     pub checksum_secs: f64,
@@ -31,23 +38,34 @@ pub struct BenchResult {
     pub equal: bool,
 }
 
-/// Digests every window of `[from, to)` on both sides (settled or not: this
-/// measures the pushed-down queries), then runs `CHECKSUM TABLE` on every
-/// shard of both sides for the same tables.
+/// Runs the comparator's first pass over every window of `[from, to)` on
+/// both sides (settled or not: this measures the pushed-down queries, as a
+/// `windows` run issues them: every table, both sides and all their shards
+/// at once), then runs `CHECKSUM TABLE` on every shard of both sides for
+/// the same tables.
 pub async fn bench(old: &Side, new: &Side, from: i64, to: i64) -> Result<BenchResult, VerifyError> {
     let started = Instant::now();
-    let (mut rows, mut windows, mut equal) = (0u64, 0usize, true);
-    for table in WINDOWED {
+    let passes = futures::future::try_join_all(WINDOWED.iter().map(|table| async move {
         let size = table.window.map(|(_, w)| w.secs(&old.config.time)).unwrap_or(60);
-        let aligned = from.div_euclid(size) * size;
-        let range = table.range_sql(&[(aligned, to)]);
-        let group = table.window_sql(size);
-        let (o, n) = futures::try_join!(grouped(old, &table, &group, &range), grouped(new, &table, &group, &range))?;
-        windows += o.len().max(n.len());
-        rows += o.values().chain(n.values()).map(|d| d.rows).sum::<u64>();
-        equal &= o.len() == n.len() && o.iter().all(|(k, d)| n.get(k).is_some_and(|m| m.same_content(d)));
-    }
+        let aligned = [(from.div_euclid(size) * size, to.div_euclid(size) * size + size)];
+        futures::try_join!(
+            first_pass(old, table, size, &aligned, started),
+            first_pass(new, table, size, &aligned, started)
+        )
+    }))
+    .await?;
     let comparator_secs = started.elapsed().as_secs_f64();
+    let (mut rows, mut windows, mut equal) = (0u64, 0usize, true);
+    for (o, n) in &passes {
+        let (ow, nw) = (per_window(o), per_window(n));
+        windows += ow.len().max(nw.len());
+        rows += ow.values().chain(nw.values()).map(|d| d.rows).sum::<u64>();
+        equal &= differing(o, n).is_empty();
+    }
+    // Shard positions differ between the sides: count each side's shards apart.
+    let busy = first_pass::busy(passes.iter().map(|(o, _)| o)) + first_pass::busy(passes.iter().map(|(_, n)| n));
+    let shards = old.config.shards.len() + new.config.shards.len();
+    let shard_busy = busy.as_secs_f64() / (comparator_secs * shards as f64).max(1e-9);
 
     let mut checksum_rows = 0;
     for side in [old, new] {
@@ -86,6 +104,8 @@ pub async fn bench(old: &Side, new: &Side, from: i64, to: i64) -> Result<BenchRe
         comparator_rows: rows,
         comparator_secs,
         comparator_rows_per_sec: c,
+        queries_per_shard: WINDOWED.len(),
+        shard_busy,
         checksum_rows,
         checksum_secs,
         checksum_rows_per_sec: k,

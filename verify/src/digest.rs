@@ -16,10 +16,11 @@ use crate::spec::{misplaced_sql, TableSpec, LANES_SQL};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Digest {
     pub rows: u64,
-    /// Sum modulo 2^64 of the rows' first hash lane.
-    pub lane_a: u64,
-    /// Sum modulo 2^64 of the rows' second hash lane.
-    pub lane_b: u64,
+    /// Exact sum of the rows' first hash lane (each below 2^64, so no
+    /// realistic number of rows reaches 2^128).
+    pub lane_a: u128,
+    /// Exact sum of the rows' second hash lane.
+    pub lane_b: u128,
     /// Rows outside their shard's key range (not part of the content).
     pub misplaced: u64,
 }
@@ -28,8 +29,8 @@ impl Digest {
     /// Folds in another shard's digest of the same group.
     pub fn add(&mut self, other: &Digest) {
         self.rows += other.rows;
-        self.lane_a = self.lane_a.wrapping_add(other.lane_a);
-        self.lane_b = self.lane_b.wrapping_add(other.lane_b);
+        self.lane_a += other.lane_a;
+        self.lane_b += other.lane_b;
         self.misplaced += other.misplaced;
     }
 
@@ -38,9 +39,10 @@ impl Digest {
         (self.rows, self.lane_a, self.lane_b) == (other.rows, other.lane_a, other.lane_b)
     }
 
-    /// The lanes as 32 hex digits, for the history table.
+    /// The lanes modulo 2^64 as 32 hex digits, for the history table.
     pub fn hex(&self) -> String {
-        format!("{:016x}{:016x}", self.lane_a, self.lane_b)
+        // Truncation: the history shows the low 64 bits of each exact sum.
+        format!("{:016x}{:016x}", self.lane_a as u64, self.lane_b as u64)
     }
 }
 
@@ -92,18 +94,17 @@ pub async fn grouped(
     let mut combined: BTreeMap<i64, Digest> = BTreeMap::new();
     for result in futures::future::join_all(queries).await {
         for (group, rows, a, b, m) in result? {
-            let digest = Digest { rows, lane_a: mod64(&a)?, lane_b: mod64(&b)?, misplaced: mod64(&m)? };
+            let misplaced = u64::try_from(parse_sum(&m)?).unwrap_or(u64::MAX);
+            let digest = Digest { rows, lane_a: parse_sum(&a)?, lane_b: parse_sum(&b)?, misplaced };
             combined.entry(group).or_default().add(&digest);
         }
     }
     Ok(combined)
 }
 
-/// An exact DECIMAL sum reduced modulo 2^64.
-fn mod64(text: &str) -> Result<u64, VerifyError> {
-    let value: u128 = text.trim().parse().map_err(|_| VerifyError::Unexpected(format!("digest sum {text:?}")))?;
-    // Truncation is the reduction modulo 2^64 the digest is defined with.
-    Ok(value as u64)
+/// An exact DECIMAL sum of unsigned values, as MySQL prints it.
+pub(crate) fn parse_sum(text: &str) -> Result<u128, VerifyError> {
+    text.trim().parse().map_err(|_| VerifyError::Unexpected(format!("digest sum {text:?}")))
 }
 
 #[cfg(test)]
@@ -112,17 +113,19 @@ mod tests {
 
     #[test]
     fn digests_combine_in_any_order_and_keep_duplicates() {
-        let a = Digest { rows: 1, lane_a: u64::MAX, lane_b: 7, misplaced: 0 };
-        let b = Digest { rows: 2, lane_a: 5, lane_b: u64::MAX - 1, misplaced: 1 };
+        let max = u128::from(u64::MAX);
+        let a = Digest { rows: 1, lane_a: max, lane_b: 7, misplaced: 0 };
+        let b = Digest { rows: 2, lane_a: 5, lane_b: max - 1, misplaced: 1 };
         let (mut ab, mut ba) = (a, b);
         ab.add(&b);
         ba.add(&a);
         assert_eq!(ab, ba);
-        assert_eq!((ab.rows, ab.lane_a, ab.lane_b, ab.misplaced), (3, 4, 5, 1));
+        assert_eq!((ab.rows, ab.lane_a, ab.lane_b, ab.misplaced), (3, max + 5, max + 6, 1));
+        assert_eq!(ab.hex(), "00000000000000040000000000000005", "history shows the sums modulo 2^64");
         let mut twice = a;
         twice.add(&a);
         assert!(!twice.same_content(&a), "a duplicated row must change the digest");
-        assert_eq!(mod64("18446744073709551617").ok(), Some(1));
-        assert!(mod64("1e5").is_err());
+        assert_eq!(parse_sum("18446744073709551617").ok(), Some(max + 2));
+        assert!(parse_sum("1e5").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! Drill-down of a differing window: narrow it by keyspace-id buckets, which
-//! mean the same thing on any shard map (16 buckets of the first keyspace-id
-//! nibble, then 256 of the first byte, both pushed down), then fetch and diff
-//! only the rows of the buckets that differ.
+//! mean the same thing on any shard map (the first pass already found the
+//! differing buckets of the first keyspace-id nibble; the full-row SHA-256
+//! digest then narrows them to the first byte, pushed down), then fetch and
+//! diff only the rows of the buckets that differ.
 
 use std::collections::BTreeMap;
 
@@ -28,23 +29,23 @@ fn list(values: &[i64]) -> String {
     values.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
 }
 
-/// Every differing key of the window `[start, end)` of `table`.
+/// Every differing key of the window `[start, end)` of `table`, among the
+/// rows whose keyspace id starts with one of `nibbles` (the buckets the first
+/// pass found different).
 pub async fn drill_window(
     old: &Side,
     new: &Side,
     table: &TableSpec,
     start: i64,
     end: i64,
+    nibbles: &[i64],
 ) -> Result<Vec<Difference>, VerifyError> {
-    let in_window = table.range_sql(&[(start, end)]);
-    let nibble = "ASCII(keyspace_id) DIV 16";
-    let (o, n) = futures::try_join!(grouped(old, table, nibble, &in_window), grouped(new, table, nibble, &in_window))?;
-    let nibbles = differing(&o, &n);
     if nibbles.is_empty() {
         return Ok(Vec::new());
     }
+    let in_window = table.range_sql(&[(start, end)]);
     let byte = "ASCII(keyspace_id)";
-    let narrowed = format!("{in_window} AND {nibble} IN ({})", list(&nibbles));
+    let narrowed = format!("{in_window} AND {byte} DIV 16 IN ({})", list(nibbles));
     let (o, n) = futures::try_join!(grouped(old, table, byte, &narrowed), grouped(new, table, byte, &narrowed))?;
     let bytes = differing(&o, &n);
     tracing::debug!(table = table.name, start, nibbles = nibbles.len(), bytes = bytes.len(), "drilled down");

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use cluster::retry::ER_NO_SUCH_TABLE;
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use serde::Serialize;
@@ -14,87 +15,12 @@ use crate::diff::{DiffKind, Difference};
 use crate::error::VerifyError;
 use crate::spec::datetime;
 
-/// One row per run. The columns up to `error` are the contract cutover reads.
-const RUNS: &str = "CREATE TABLE IF NOT EXISTS dw_verify_runs (
-  run_id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
-  kind VARCHAR(16) NOT NULL,
-  target VARCHAR(64) NOT NULL,
-  old_cluster VARCHAR(64) NOT NULL,
-  new_cluster VARCHAR(64) NOT NULL,
-  started_at DATETIME(3) NOT NULL,
-  finished_at DATETIME(3) NULL,
-  outcome VARCHAR(16) NOT NULL,
-  windows_equal INT UNSIGNED,
-  windows_different INT UNSIGNED,
-  windows_not_settled INT UNSIGNED,
-  windows_not_covered INT UNSIGNED,
-  rows_compared BIGINT UNSIGNED,
-  differences BIGINT UNSIGNED,
-  error TEXT NULL,
-  -- Windows digested by this run, and windows whose earlier 'equal' was kept without a re-check.
-  windows_checked INT UNSIGNED,
-  windows_reused INT UNSIGNED,
-  -- Late messages applied on each cluster when the run started: a settled window can change only
-  -- through one, so an 'equal' is re-checked when either count has grown since.
-  late_old BIGINT UNSIGNED,
-  late_new BIGINT UNSIGNED,
-  range_from DATETIME NULL,
-  range_to DATETIME NULL,
-  duration_ms BIGINT UNSIGNED,
-  KEY by_target (kind, target, run_id)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-/// The latest state of every window checked.
-const WINDOWS: &str = "CREATE TABLE IF NOT EXISTS dw_verify_windows (
-  tbl VARCHAR(64) NOT NULL,
-  window_start DATETIME NOT NULL,
-  window_end DATETIME NOT NULL,
-  state VARCHAR(16) NOT NULL,
-  old_rows BIGINT UNSIGNED,
-  new_rows BIGINT UNSIGNED,
-  run_id BIGINT UNSIGNED NOT NULL,
-  checked_at DATETIME(3) NOT NULL,
-  old_digest CHAR(32) NULL,
-  new_digest CHAR(32) NULL,
-  differences BIGINT UNSIGNED NOT NULL DEFAULT 0,
-  PRIMARY KEY (tbl, window_start),
-  KEY by_state (state)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-/// Every differing key of every run.
-const DIFFERENCES: &str = "CREATE TABLE IF NOT EXISTS dw_verify_differences (
-  id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
-  run_id BIGINT UNSIGNED NOT NULL,
-  tbl VARCHAR(64) NOT NULL,
-  window_start DATETIME NULL,
-  key_text TEXT NOT NULL,
-  kind VARCHAR(16) NOT NULL,
-  detail JSON NOT NULL,
-  KEY by_run (run_id),
-  KEY by_window (tbl, window_start)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-/// Where an unbounded table's full diff stopped, so the next run resumes.
-const TABLE_PROGRESS: &str = "CREATE TABLE IF NOT EXISTS dw_verify_table_progress (
-  tbl VARCHAR(64) NOT NULL,
-  old_cluster VARCHAR(64) NOT NULL,
-  new_cluster VARCHAR(64) NOT NULL,
-  run_id BIGINT UNSIGNED NOT NULL,
-  -- JSON array of the last key compared (every key up to it is done); NULL = from the start.
-  resume_key TEXT NULL,
-  rows_compared BIGINT UNSIGNED NOT NULL,
-  differences BIGINT UNSIGNED NOT NULL,
-  done TINYINT NOT NULL,
-  updated_at DATETIME(3) NOT NULL,
-  PRIMARY KEY (tbl, old_cluster, new_cluster)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-/// Creates the history tables if missing.
+/// Creates the history tables (`cluster::job_tables::VERIFY_TABLES`) where missing.
 pub async fn ensure_tables(pool: &Pool) -> Result<(), VerifyError> {
     let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
-    for ddl in [RUNS, WINDOWS, DIFFERENCES, TABLE_PROGRESS] {
-        conn.query_drop(ddl).await.map_err(VerifyError::Control)?;
-    }
+    cluster::schema::create_missing(&mut conn, &cluster::job_tables::VERIFY_TABLES)
+        .await
+        .map_err(VerifyError::Control)?;
     Ok(())
 }
 
@@ -356,9 +282,6 @@ pub async fn latest_finished_run(pool: &Pool, kind: &str, target: &str) -> Resul
     }
 }
 
-/// MySQL's "table doesn't exist".
-const ER_NO_SUCH_TABLE: u16 = 1146;
-
 /// A run by id.
 pub async fn run(pool: &Pool, run_id: u64) -> Result<Option<RunRecord>, VerifyError> {
     let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
@@ -410,10 +333,11 @@ pub async fn different_windows(pool: &Pool, limit: u32) -> Result<DifferentWindo
 /// A `dw_verify_windows` row joined with its run's late-message counts.
 type WindowRow = (String, i64, i64, String, Option<u64>, Option<u64>, u64, u64, u64, u64, String, String);
 
-/// The latest state of every window of `tbl` starting in `[from, to)`.
+/// The latest state of every window of `tbl` starting in `[from, to)`;
+/// none when the comparators never ran against this control database.
 pub async fn windows(pool: &Pool, tbl: &str, from: i64, to: i64) -> Result<BTreeMap<i64, WindowRecord>, VerifyError> {
     let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
-    let rows: Vec<mysql_async::Row> = conn
+    let rows: Result<Vec<mysql_async::Row>, _> = conn
         .exec(
             format!(
                 "SELECT w.tbl, TIMESTAMPDIFF(SECOND, '1970-01-01', w.window_start), \
@@ -427,8 +351,11 @@ pub async fn windows(pool: &Pool, tbl: &str, from: i64, to: i64) -> Result<BTree
             ),
             (tbl,),
         )
-        .await
-        .map_err(VerifyError::Control)?;
+        .await;
+    let rows = match rows {
+        Err(mysql_async::Error::Server(e)) if e.code == ER_NO_SUCH_TABLE => return Ok(BTreeMap::new()),
+        rows => rows.map_err(VerifyError::Control)?,
+    };
     let mut out = BTreeMap::new();
     for row in rows {
         let (tbl, start, end, state, old_rows, new_rows, run_id, differences, late_old, late_new, old, new): WindowRow =

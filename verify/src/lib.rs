@@ -1,7 +1,9 @@
 //! Comparators between an old and a new cluster of different shard counts.
 //!
 //! - [`windows`]: per-window equivalence of the retention-bounded tables,
-//!   pushed down to the shards ([`digest`]), narrowed to keys by [`drill`].
+//!   pushed down to the shards: a cheap [`first_pass`] per window and
+//!   keyspace-id bucket, then the SHA-256 [`digest`] of differing buckets,
+//!   narrowed to keys by [`drill`].
 //! - [`table`]: resumable full diff of the unbounded `query_patterns`.
 //! - [`history`]: runs, window states and differences in the control
 //!   database; what the next run and cutover read.
@@ -14,6 +16,7 @@ pub mod diff;
 pub mod digest;
 pub mod drill;
 pub mod error;
+pub mod first_pass;
 pub mod history;
 pub mod metrics;
 pub mod nightly;

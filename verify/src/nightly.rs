@@ -177,7 +177,7 @@ async fn schedule_loop(
                 crate::metrics::nightly_success(Utc::now());
                 if recheck_all {
                     let state = config.out.join(RECHECK_STATE);
-                    std::fs::write(&state, started.to_rfc3339()).map_err(io_error(&state))?;
+                    service::write_private(&state, started.to_rfc3339()).map_err(io_error(&state))?;
                 }
                 for removed in prune(&config.out, config.keep)? {
                     tracing::info!(dir = %removed.display(), "old report removed");
@@ -274,7 +274,7 @@ async fn run_into(
     };
     let path = dir.join(SUMMARY);
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| VerifyError::Unexpected(e.to_string()))?;
-    std::fs::write(&path, json).map_err(io_error(&path))?;
+    service::write_private(&path, json).map_err(io_error(&path))?;
     Ok(summary)
 }
 

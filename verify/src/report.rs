@@ -34,14 +34,23 @@ pub struct Report {
     /// Epoch seconds, `[from, to)`: the range asked for.
     pub from: i64,
     pub to: i64,
-    /// The part of the range holding checked windows (the whole range when none).
-    pub shown_from: i64,
-    pub shown_to: i64,
+    /// `shown_from`, `shown_to` and `timelines` at the top level of report.json.
+    #[serde(flatten)]
+    pub timeline: Timelines,
     pub latest_windows_run: Option<RunRecord>,
     /// The latest full diff of each unbounded table.
     pub table_runs: Vec<RunRecord>,
-    pub timelines: Vec<Timeline>,
     pub open_differences: Vec<StoredDifference>,
+}
+
+/// Every windowed table's timeline over the part of a range that holds
+/// checked windows: the report's, and the migration console's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timelines {
+    /// The part of the range holding checked windows (the whole range when none).
+    pub shown_from: i64,
+    pub shown_to: i64,
+    pub timelines: Vec<Timeline>,
 }
 
 /// One table's row of the timeline.
@@ -109,14 +118,15 @@ fn spans(records: &BTreeMap<i64, WindowRecord>, size: i64, from: i64, to: i64) -
     out
 }
 
-/// Reads the history for windows starting in `[from, to)`.
-pub async fn build(
+/// The timelines of windows starting in `[from, to)`, zoomed to the checked
+/// ones and merged into runs (see the module docs); empty spans of
+/// "not checked" when the comparators never ran against `control`.
+pub async fn timelines(
     control: &Pool,
     time: &cluster::time::TimeConfig,
     from: i64,
     to: i64,
-) -> Result<Report, VerifyError> {
-    history::ensure_tables(control).await?;
+) -> Result<Timelines, VerifyError> {
     let mut tables = Vec::new();
     for table in WINDOWED {
         let size = table.window.map(|(_, w)| w.secs(time)).unwrap_or(60);
@@ -132,6 +142,18 @@ pub async fn build(
             spans: spans(records, *size, shown_from, shown_to),
         })
         .collect();
+    Ok(Timelines { shown_from, shown_to, timelines })
+}
+
+/// Reads the history for windows starting in `[from, to)`.
+pub async fn build(
+    control: &Pool,
+    time: &cluster::time::TimeConfig,
+    from: i64,
+    to: i64,
+) -> Result<Report, VerifyError> {
+    history::ensure_tables(control).await?;
+    let timeline = timelines(control, time, from, to).await?;
     let mut table_runs = Vec::new();
     for table in UNBOUNDED {
         if let Some(run) = history::latest_run(control, "table", table.name).await? {
@@ -142,16 +164,14 @@ pub async fn build(
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         from,
         to,
-        shown_from,
-        shown_to,
+        timeline,
         latest_windows_run: history::latest_run(control, "windows", "windows").await?,
         table_runs,
-        timelines,
         open_differences: history::open_differences(control).await?,
     })
 }
 
-/// Writes `report.json`, `report.md`, `report.html` and `verify.prom` into `dir`.
+/// Writes `report.json`, `report.md`, `report.html` and `verify.prom` into `dir` (mode 0600).
 pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
@@ -169,7 +189,8 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
     let mut written = Vec::new();
     for (name, text) in files {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(io(&path))?;
+        // 0600: reports name databases and differing keys.
+        service::write_private(&path, text).map_err(io(&path))?;
         written.push(path);
     }
     Ok(written)
@@ -198,7 +219,7 @@ fn counts(timeline: &Timeline) -> [usize; 5] {
 }
 
 fn verdict(report: &Report) -> &'static str {
-    let different = report.timelines.iter().any(|t| counts(t)[1] > 0)
+    let different = report.timeline.timelines.iter().any(|t| counts(t)[1] > 0)
         || report.table_runs.iter().any(|r| r.outcome == RunOutcome::Different);
     let errored = report.latest_windows_run.as_ref().is_some_and(|r| r.outcome == RunOutcome::Error)
         || report.table_runs.iter().any(|r| r.outcome == RunOutcome::Error);
@@ -235,15 +256,15 @@ pub fn markdown(report: &Report) -> String {
         report.generated_at,
         time(report.from),
         time(report.to),
-        time(report.shown_from),
-        time(report.shown_to)
+        time(report.timeline.shown_from),
+        time(report.timeline.shown_to)
     );
     for run in report.latest_windows_run.iter().chain(&report.table_runs) {
         let _ = writeln!(out, "- {}", run_line(run));
     }
     let _ = writeln!(out, "\n| table | equal | different | not settled | not covered | not checked |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-    for t in &report.timelines {
+    for t in &report.timeline.timelines {
         let c = counts(t);
         let _ = writeln!(out, "| {} | {} | {} | {} | {} | {} |", t.tbl, c[0], c[1], c[2], c[3], c[4]);
     }
@@ -279,6 +300,15 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 .verdict { display: inline-block; padding: 2px 10px; border-radius: 4px; color: #fff; font-weight: 600; }
 .v-EQUAL { background: #2e9d4f; } .v-DIFFERENT { background: #d7263d; } .v-ERROR { background: #6b4fa0; }
 .runs { font-size: 13px; margin: 8px 0 0; padding-left: 18px; }
+table { border-collapse: collapse; font-size: 12px; width: 100%; }
+th, td { border-bottom: 1px solid #e4e6eb; padding: 4px 6px; text-align: left; vertical-align: top; }
+td.detail { font-family: monospace; color: #3c4353; word-break: break-all; }
+.kind { font-weight: 600; } .k-misplaced { color: #6b4fa0; } .k-changed { color: #b86e00; }
+.k-missing_on_new { color: #d7263d; } .k-extra_on_new { color: #1769aa; }
+";
+
+/// The timeline's own style, for every page that shows it ([`timeline_html`]).
+pub const TIMELINE_CSS: &str = "
 .legend span { display: inline-flex; align-items: center; margin-right: 16px; font-size: 13px; }
 .legend i { display: inline-block; width: 14px; height: 14px; margin-right: 5px; border-radius: 2px; }
 .timeline { margin-top: 10px; border: 1px solid #d5d9e0; border-radius: 6px; padding: 10px 12px; }
@@ -291,37 +321,16 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
   color: #5b6272; }
 .equal { background: #2e9d4f; } .different { background: #d7263d; } .not_settled { background: #f2b134; }
 .not_covered { background: #8a8fa3; } .unchecked { background: #e4e6eb; }
-table { border-collapse: collapse; font-size: 12px; width: 100%; }
-th, td { border-bottom: 1px solid #e4e6eb; padding: 4px 6px; text-align: left; vertical-align: top; }
-td.detail { font-family: monospace; color: #3c4353; word-break: break-all; }
-.kind { font-weight: 600; } .k-misplaced { color: #6b4fa0; } .k-changed { color: #b86e00; }
-.k-missing_on_new { color: #d7263d; } .k-extra_on_new { color: #1769aa; }
 ";
 
 fn class(state: Option<WindowVerdict>) -> &'static str {
     state.map_or("unchecked", WindowVerdict::as_str)
 }
 
-/// The self-contained HTML page.
-pub fn html(report: &Report) -> String {
-    let mut out = String::new();
-    let verdict = verdict(report);
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dualwrite equivalence report</title>\
-         <style>{CSS}</style></head><body>\n<h1>Equivalence report <span class=\"verdict v-{verdict}\">{verdict}</span></h1>\n\
-         <div class=\"meta\">Generated {} &middot; windows from {} to {} UTC &middot; shown: {} to {}</div>\n\
-         <ul class=\"runs\">",
-        escape(&report.generated_at),
-        time(report.from),
-        time(report.to),
-        time(report.shown_from),
-        time(report.shown_to)
-    );
-    for run in report.latest_windows_run.iter().chain(&report.table_runs) {
-        let _ = write!(out, "<li>{}</li>", escape(&run_line(run)));
-    }
-    out.push_str("</ul>\n<h2>Timeline</h2>\n<div class=\"legend\">");
+/// The timeline block (legend, a row per windowed table, a row per full
+/// diff in `table_runs`, the time axis), styled by [`TIMELINE_CSS`].
+pub fn timeline_html(timelines: &Timelines, table_runs: &[RunRecord]) -> String {
+    let mut out = String::from("<div class=\"legend\">");
     for (c, label) in [
         ("equal", "equal"),
         ("different", "different"),
@@ -332,7 +341,7 @@ pub fn html(report: &Report) -> String {
         let _ = write!(out, "<span><i class=\"{c}\"></i>{label}</span>");
     }
     out.push_str("</div>\n<div class=\"timeline\">\n");
-    for t in &report.timelines {
+    for t in &timelines.timelines {
         let c = counts(t);
         let _ = write!(
             out,
@@ -363,7 +372,7 @@ pub fn html(report: &Report) -> String {
             c[0], c[1], c[2], c[3]
         );
     }
-    for run in &report.table_runs {
+    for run in table_runs {
         let state = match run.outcome {
             RunOutcome::Equal => "equal",
             RunOutcome::Different => "different",
@@ -383,10 +392,34 @@ pub fn html(report: &Report) -> String {
     let _ = write!(
         out,
         "<div class=\"axis\"><span>{}</span><span>{}</span><span>{}</span></div>\n</div>\n",
-        time(report.shown_from),
-        time(report.shown_from + (report.shown_to - report.shown_from) / 2),
-        time(report.shown_to)
+        time(timelines.shown_from),
+        time(timelines.shown_from + (timelines.shown_to - timelines.shown_from) / 2),
+        time(timelines.shown_to)
     );
+    out
+}
+
+/// The self-contained HTML page.
+pub fn html(report: &Report) -> String {
+    let mut out = String::new();
+    let verdict = verdict(report);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dualwrite equivalence report</title>\
+         <style>{CSS}{TIMELINE_CSS}</style></head><body>\n<h1>Equivalence report <span class=\"verdict v-{verdict}\">{verdict}</span></h1>\n\
+         <div class=\"meta\">Generated {} &middot; windows from {} to {} UTC &middot; shown: {} to {}</div>\n\
+         <ul class=\"runs\">",
+        escape(&report.generated_at),
+        time(report.from),
+        time(report.to),
+        time(report.timeline.shown_from),
+        time(report.timeline.shown_to)
+    );
+    for run in report.latest_windows_run.iter().chain(&report.table_runs) {
+        let _ = write!(out, "<li>{}</li>", escape(&run_line(run)));
+    }
+    out.push_str("</ul>\n<h2>Timeline</h2>\n");
+    out.push_str(&timeline_html(&report.timeline, &report.table_runs));
     let _ = writeln!(out, "<h2>Differing keys ({})</h2>", report.open_differences.len());
     if report.open_differences.is_empty() {
         out.push_str("<p>None.</p>\n");
@@ -478,11 +511,9 @@ mod tests {
             generated_at: "now".into(),
             from,
             to,
-            shown_from,
-            shown_to,
+            timeline: Timelines { shown_from, shown_to, timelines: vec![timeline] },
             latest_windows_run: None,
             table_runs: vec![],
-            timelines: vec![timeline],
             open_differences: vec![],
         };
         let page = html(&report);

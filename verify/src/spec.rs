@@ -7,8 +7,8 @@
 //! by `,`, strings and blobs length-prefixed, NULL as a marker no value can
 //! produce) and hashed with SHA-256 inside MySQL. The first 128 bits of that
 //! hash are read as two independent 64-bit lanes, and a set of rows digests
-//! to the pair of lane sums modulo 2^64 (MySQL sums them exactly as DECIMAL;
-//! we reduce modulo 2^64 when shards are combined). Addition is commutative
+//! to the pair of exact lane sums (MySQL sums them as DECIMAL; shards are
+//! added in u128). Addition is commutative
 //! and associative, so the digest ignores row order and the shard a row sits
 //! on: a 4-shard and an 8-shard cluster holding the same rows digest the same.
 //!
@@ -19,6 +19,10 @@
 //! event for rows not crafted against SHA-256. XOR of CRC32 fails both ways:
 //! duplicates vanish, and CRC is linear, so structured edits (the same bit
 //! flipped in two rows) cancel exactly. The row count is compared as well.
+//!
+//! This digest is the drill-down's: windows are first compared by the
+//! cheaper [`crate::first_pass`] (CRC32 and SHA1 lanes, argued there), and
+//! only the keyspace-id buckets it finds different are narrowed with it.
 
 use cluster::keyrange::KeyRange;
 use cluster::time::TimeConfig;
@@ -66,6 +70,10 @@ pub struct TableSpec {
     pub key: &'static [usize],
     /// The time column and window size of a retention-bounded table.
     pub window: Option<(&'static str, WindowSize)>,
+    /// The time column holds whole seconds, one value per window (the
+    /// window's start): the first pass groups by its exact value, so the
+    /// row encoding can leave it out.
+    pub time_is_window_start: bool,
 }
 
 const STATS_COLUMNS: &[(&str, Col)] = &[
@@ -87,6 +95,7 @@ pub const QUERY_STATS_MINUTE: TableSpec = TableSpec {
     columns: STATS_COLUMNS,
     key: &[0, 1, 2],
     window: Some(("window_start", WindowSize::Minute)),
+    time_is_window_start: true,
 };
 
 pub const QUERY_STATS_HOUR: TableSpec = TableSpec {
@@ -94,6 +103,7 @@ pub const QUERY_STATS_HOUR: TableSpec = TableSpec {
     columns: STATS_COLUMNS,
     key: &[0, 1, 2],
     window: Some(("window_start", WindowSize::Hour)),
+    time_is_window_start: true,
 };
 
 /// Keyed on the event's identity (topic partition, offset) rather than the
@@ -119,6 +129,7 @@ pub const SLOW_QUERIES: TableSpec = TableSpec {
     ],
     key: &[0, 1],
     window: Some(("occurred_at", WindowSize::Minute)),
+    time_is_window_start: false,
 };
 
 pub const QUERY_PATTERNS: TableSpec = TableSpec {
@@ -134,6 +145,7 @@ pub const QUERY_PATTERNS: TableSpec = TableSpec {
     ],
     key: &[0, 1],
     window: None,
+    time_is_window_start: false,
 };
 
 /// The retention-bounded tables the window comparator checks, in report order.

@@ -2,7 +2,7 @@
 //! settled on both clusters, a pushed-down row count and digest per side,
 //! compared; differing windows are drilled down to their keys.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cluster::config::ClusterConfig;
@@ -10,9 +10,10 @@ use cluster::fence::{progress, window_state, PartitionProgress, WindowState};
 use tokio_util::sync::CancellationToken;
 
 use crate::diff::Difference;
-use crate::digest::{grouped, Digest, Side};
+use crate::digest::{Digest, Side};
 use crate::drill::drill_window;
 use crate::error::VerifyError;
+use crate::first_pass::{self, first_pass, FirstPass};
 use crate::history::{self, RunOutcome, RunRecord, WindowResult, WindowVerdict};
 use crate::spec::{TableSpec, WINDOWED};
 
@@ -240,29 +241,41 @@ impl<'a> Comparison<'a> {
         })
     }
 
+    /// Compares the windows of every table: reuses earlier `equal` verdicts
+    /// that nothing can have changed, runs the first pass over the rest of
+    /// the settled windows (every table at once, so each shard runs one query
+    /// per table), and drills into the windows that differ.
     async fn compare_tables(&mut self, shutdown: &CancellationToken) -> Result<(), VerifyError> {
+        let mut plans = Vec::new();
         for table in WINDOWED {
             if shutdown.is_cancelled() {
                 return Err(VerifyError::Cancelled);
             }
-            self.compare_table(table).await?;
+            let size = table.window.map(|(_, w)| w.secs(&self.config.old.time)).unwrap_or(60);
+            let span = self.span;
+            self.skipped_for_retention +=
+                u64::try_from(window_starts(span.requested_from, span.from.min(span.to), size).len()).unwrap_or(0);
+            let verdicts = self.settlement(&window_starts(span.from, span.to, size), size);
+            let to_check = self.reuse_proven(table, size, &verdicts).await?;
+            self.run.windows_checked += u64::try_from(to_check.len()).unwrap_or(0);
+            if !to_check.is_empty() {
+                plans.push((table, size, to_check));
+            }
         }
-        Ok(())
-    }
-
-    /// Compares the windows of one table: reuses earlier `equal` verdicts that
-    /// nothing can have changed, digests the rest of the settled windows in one
-    /// grouped query per shard, and drills into the ones that differ.
-    async fn compare_table(&mut self, table: TableSpec) -> Result<(), VerifyError> {
-        let size = table.window.map(|(_, w)| w.secs(&self.config.old.time)).unwrap_or(60);
-        let span = self.span;
-        self.skipped_for_retention +=
-            u64::try_from(window_starts(span.requested_from, span.from.min(span.to), size).len()).unwrap_or(0);
-        let verdicts = self.settlement(&window_starts(span.from, span.to, size), size);
-        let to_check = self.reuse_proven(table, size, &verdicts).await?;
-        self.run.windows_checked += u64::try_from(to_check.len()).unwrap_or(0);
-        if !to_check.is_empty() {
-            self.digest_windows(table, size, &to_check).await?;
+        let (old, new, clock) = (self.old, self.new, Instant::now());
+        let passes = futures::future::try_join_all(plans.iter().map(|(table, size, to_check)| async move {
+            let ranges = coalesce(to_check, *size);
+            futures::try_join!(
+                first_pass(old, table, *size, &ranges, clock),
+                first_pass(new, table, *size, &ranges, clock)
+            )
+        }))
+        .await?;
+        for ((table, size, to_check), (o, n)) in plans.into_iter().zip(passes) {
+            if shutdown.is_cancelled() {
+                return Err(VerifyError::Cancelled);
+            }
+            self.judge_windows(table, size, &to_check, &o, &n).await?;
         }
         self.windows.sort_by_key(|w| (table_order(w.tbl), w.window_start));
         Ok(())
@@ -333,39 +346,46 @@ impl<'a> Comparison<'a> {
         Ok(to_check)
     }
 
-    /// Digests `to_check` on both sides (one grouped query per shard) and
-    /// judges every window, drilling into those that differ.
-    async fn digest_windows(&mut self, table: TableSpec, size: i64, to_check: &[i64]) -> Result<(), VerifyError> {
-        let ranges = coalesce(to_check, size);
-        let group = table.window_sql(size);
-        let range = table.range_sql(&ranges);
-        let (o, n): (BTreeMap<i64, Digest>, BTreeMap<i64, Digest>) =
-            futures::try_join!(grouped(self.old, &table, &group, &range), grouped(self.new, &table, &group, &range))?;
+    /// Judges every window of `to_check` from both sides' first passes,
+    /// drilling into the buckets that differ.
+    async fn judge_windows(
+        &mut self,
+        table: TableSpec,
+        size: i64,
+        to_check: &[i64],
+        o: &FirstPass,
+        n: &FirstPass,
+    ) -> Result<(), VerifyError> {
         let checked: BTreeSet<i64> = to_check.iter().copied().collect();
-        if let Some(outside) = o.keys().chain(n.keys()).find(|g| !checked.contains(g)) {
+        if let Some(outside) = o.buckets.keys().chain(n.buckets.keys()).map(|k| k.window).find(|w| !checked.contains(w))
+        {
             return Err(VerifyError::Unexpected(format!(
                 "{}: rows grouped into window {outside}, outside the windows asked for",
                 table.name
             )));
         }
+        let mut differing = first_pass::differing(o, n);
+        let (o, n) = (first_pass::per_window(o), first_pass::per_window(n));
         for &start in to_check {
             let (a, b) = (o.get(&start).copied().unwrap_or_default(), n.get(&start).copied().unwrap_or_default());
-            self.judge(table, start, size, a, b).await?;
+            let nibbles = differing.remove(&start).unwrap_or_default();
+            self.judge(table, start, size, (a, b), &nibbles).await?;
         }
         Ok(())
     }
 
-    /// One digested window's verdict; a differing one is drilled down to its keys.
+    /// One window's verdict (`nibbles`: its differing buckets); a differing
+    /// one is drilled down to its keys.
     async fn judge(
         &mut self,
         table: TableSpec,
         start: i64,
         size: i64,
-        a: Digest,
-        b: Digest,
+        (a, b): (Digest, Digest),
+        nibbles: &[i64],
     ) -> Result<(), VerifyError> {
         self.run.rows_compared += a.rows + b.rows;
-        let equal = a.same_content(&b) && a.misplaced == 0 && b.misplaced == 0;
+        let equal = nibbles.is_empty();
         let mut result = WindowResult {
             tbl: table.name,
             window_start: start,
@@ -378,7 +398,7 @@ impl<'a> Comparison<'a> {
             differences: 0,
         };
         if !equal {
-            let found = drill_window(self.old, self.new, &table, start, start + size).await?;
+            let found = drill_window(self.old, self.new, &table, start, start + size, nibbles).await?;
             if found.is_empty() {
                 tracing::warn!(table = table.name, start, "window digests differ but no differing key was found");
             }

@@ -375,6 +375,11 @@ async fn finds_every_injected_divergence_and_nothing_else() {
     pools.disconnect().await;
     let files = verify::report::write(&report, &out).expect("write report");
     assert_eq!(files.len(), 4);
+    for file in &files {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is readable by others", file.display());
+    }
     let html = std::fs::read_to_string(out.join("report.html")).expect("html");
     assert!(html.contains("class=\"different\"") && html.contains("class=\"equal\"") && html.contains("misplaced"));
     assert!(!html.contains("http://") && !html.contains("https://"), "self-contained");

@@ -27,6 +27,25 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Grant a job's login what its role needs on every shard and the control
+    /// database (run after `schema`, with the file's administrator login; the
+    /// login must exist). Idempotent.
+    Grant {
+        #[arg(long, env = "DUALWRITE_CLUSTER")]
+        cluster: PathBuf,
+        /// consumer, retention, verify, copier-source, copier-target, operator, reader.
+        #[arg(long)]
+        role: cluster::roles::Role,
+        /// The login (default: the role's, e.g. dw_consumer).
+        #[arg(long)]
+        user: Option<String>,
+        /// The login's host part.
+        #[arg(long, default_value = "%")]
+        host: String,
+        /// Print the statements instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Write the cluster file of shards on consecutive ports of one host (the
     /// local stack's layout); shard i of N owns the i-th of N even key ranges.
     LocalLayout {
@@ -91,6 +110,24 @@ fn main() -> anyhow::Result<()> {
             let tmp = out.with_extension("toml.tmp");
             std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, &out).with_context(|| format!("replacing {}", out.display()))?;
+            Ok(())
+        }
+        Command::Grant { cluster, role, user, host, dry_run } => {
+            let config = cluster::config::ClusterConfig::load(&cluster)
+                .with_context(|| format!("loading cluster file {}", cluster.display()))?;
+            let account = cluster::roles::Account::new(user.as_deref().unwrap_or(role.default_user()), &host)?;
+            if dry_run {
+                for grants in cluster::roles::plan(&config, role, &account) {
+                    println!("-- {} ({})", grants.target, grants.endpoint);
+                    for statement in grants.statements {
+                        println!("{statement};");
+                    }
+                }
+                return Ok(());
+            }
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            runtime.block_on(cluster::roles::apply(&config, role, &account)).context("granting")?;
+            println!("granted role {role} to {account} on cluster {}", config.name);
             Ok(())
         }
         Command::Check { cluster } => {

@@ -153,6 +153,7 @@ struct RunArgs {
     #[arg(long, env = "DUALWRITE_BATCH_MAX_WAIT", default_value = "250ms", value_parser = humantime::parse_duration)]
     batch_max_wait: Duration,
     /// Writer schemas (`<id>-<name>.avsc`); defaults to the ones built in.
+    /// Not with a `[registry]` table, where ids come from the registry.
     #[arg(long, env = "DUALWRITE_SCHEMA_DIR")]
     schema_dir: Option<PathBuf>,
     /// Prometheus endpoint.
@@ -226,13 +227,20 @@ fn main() -> anyhow::Result<()> {
         args.control_database.as_deref(),
     )
     .with_context(|| format!("loading cluster file {}", args.cluster.display()))?;
-    let codec = match &args.schema_dir {
-        Some(dir) => topics::Codec::from_dir(dir),
-        None => topics::Codec::embedded(),
+    let registry = topics::registry::RegistryConfig::resolve(args.kafka_config.as_deref(), Some(&args.cluster))?
+        .map(topics::registry::Registry::new)
+        .transpose()?;
+    let codec = match (&args.schema_dir, &registry) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "--schema-dir and a [registry] table exclude each other: schema ids come from one or the other"
+        ),
+        (Some(dir), None) => topics::Codec::from_dir(dir),
+        // Replaced by the registry's codec below, once the runtime runs.
+        (None, _) => topics::Codec::embedded(),
     }
     .context("loading schemas")?;
     let default_window = cluster.time.hour_window;
-    let config = ConsumerConfig {
+    let mut config = ConsumerConfig {
         group: args.group,
         kafka: topics::kafka::KafkaConfig::resolve(
             args.kafka_config.as_deref(),
@@ -254,6 +262,7 @@ fn main() -> anyhow::Result<()> {
             }
         },
         codec,
+        registry,
         kafka_overrides: args.kafka_overrides,
     };
     config.validate().context("invalid configuration")?;
@@ -261,6 +270,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         service::install_metrics(args.metrics_addr).context("metrics endpoint")?;
         cluster::pool::preflight(&config.cluster).await?;
+        if let Some(registry) = &config.registry {
+            let topics: Vec<String> = config.topics().into_keys().collect();
+            // Unwrapped on purpose: one line naming the registry (wrong credentials, CA or URL).
+            config.codec = topics::registry::consumer_codec(registry, &topics).await?;
+        }
         let shutdown = service::shutdown_on_signals();
         consumer::run(config, shutdown).await.context("consumer")
     })

@@ -81,14 +81,14 @@ struct StartArgs {
     /// ...or this long after the batch's first operation.
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     batch_wait: Duration,
-    /// Pause after a target write slower than this (as long as it took).
+    /// Pause after a target statement (upsert, delete, commit) slower than this, as long as it took.
     #[arg(long, env = "DUALWRITE_THROTTLE_LATENCY", default_value = "500ms", value_parser = humantime::parse_duration)]
     throttle_latency: Duration,
     /// How often the operator view (rate, lag) is refreshed.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     status_interval: Duration,
     /// Prometheus endpoint.
-    #[arg(long, env = "DUALWRITE_METRICS_ADDR", default_value = "127.0.0.1:9466")]
+    #[arg(long, env = "DUALWRITE_METRICS_ADDR", default_value = "127.0.0.1:9468")]
     metrics_addr: SocketAddr,
     /// Progress bars even when stderr is not a terminal (`never` / `auto` / `always`).
     #[arg(long, default_value = "auto")]

@@ -29,6 +29,12 @@ struct Cli {
 enum Command {
     /// Serve the query API through a read router until SIGINT/SIGTERM.
     Serve(Box<ServeArgs>),
+    /// Create the routing state (reads on the old cluster) if it is missing:
+    /// run once as the operator before routers whose login may only read it.
+    Init {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Evaluate and explain every gate; show the routing and the routers.
     Status {
         #[command(flatten)]
@@ -317,6 +323,15 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(*args).await,
+        Command::Init { common } => {
+            let loaded = setup(&common).await?;
+            let routing = cutover::state::load(&loaded.ops.control).await?;
+            println!("routing state ready (version {}):", routing.version());
+            for g in &routing.groups {
+                println!("  {:<15} reads from {}", g.group.as_str(), g.active);
+            }
+            Ok(())
+        }
         Command::Status { common, gates, groups, json } => {
             let loaded = setup(&common).await?;
             let groups = groups_or_all(groups);

@@ -24,6 +24,11 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) async fn start(old: &TestCluster, new: &TestCluster, router: RouterConfig) -> Self {
+        Self::start_with(old.config.clone(), new.config.clone(), router).await
+    }
+
+    /// [`Api::start`] with cluster configs (e.g. logging in as another user).
+    pub(crate) async fn start_with(old: ClusterConfig, new: ClusterConfig, router: RouterConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
@@ -32,7 +37,7 @@ impl Api {
             shadow_period: Duration::from_secs(60),
             ..cutover::serve::ConsoleOptions::default()
         };
-        let config = ServeConfig { old: old.config.clone(), new: new.config.clone(), router, guard, console };
+        let config = ServeConfig { old, new, router, guard, console };
         let task = tokio::spawn(serve_run(config, listener, shutdown.clone()));
         let api = Self { base, shutdown, task };
         let client = reqwest::Client::new();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use loadtest::produce::{produce_with, ProduceConfig};
+use loadtest::produce::{produce_with_codec, ProduceConfig};
 use loadtest::truth::Truth;
 use loadtest::workload::WorkloadConfig;
 
@@ -22,7 +22,9 @@ enum Command {
         /// Plaintext bootstrap servers (or the bootstrap of --kafka-config).
         #[arg(long, env = "DUALWRITE_BROKERS")]
         brokers: Option<String>,
-        /// Kafka settings file with a [kafka] table (a cluster file works too).
+        /// Kafka settings file with a [kafka] table (a cluster file works too);
+        /// with a [registry] table, the schemas are registered there and
+        /// messages carry the registry's ids.
         #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
         kafka_config: Option<PathBuf>,
         #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
@@ -54,12 +56,20 @@ enum Command {
         /// Prometheus endpoint for the producer's delivery rate and errors (off by default).
         #[arg(long, env = "DUALWRITE_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// First send this many malformed messages to the query-stats topic
+        /// (rehearsals: both groups dead-letter them; not in the ground truth).
+        #[arg(long, default_value_t = 0)]
+        malformed: u64,
     },
     /// Measure the consumer against the read and write ceilings of the same broker and shards.
     Bench {
-        /// Kafka to use; default: a private librdkafka mock cluster in this process.
+        /// Kafka to use (plaintext bootstrap servers, or the bootstrap of
+        /// --kafka-config); default: a private librdkafka mock cluster in this process.
         #[arg(long)]
         brokers: Option<String>,
+        /// Kafka settings file with a [kafka] table (SASL, TLS; a cluster file works too).
+        #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
+        kafka_config: Option<PathBuf>,
         #[arg(long, env = "DUALWRITE_OLD_CLUSTER")]
         old: PathBuf,
         #[arg(long, env = "DUALWRITE_NEW_CLUSTER")]
@@ -105,8 +115,17 @@ fn main() -> anyhow::Result<()> {
                 interval,
                 realtime,
                 metrics_addr,
+                malformed,
             } => {
                 let kafka = topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), None, brokers.as_deref())?;
+                let registry = topics::registry::RegistryConfig::resolve(kafka_config.as_deref(), None)?
+                    .map(topics::registry::Registry::new)
+                    .transpose()?;
+                let codec = match &registry {
+                    // Unwrapped on purpose: one line naming the registry.
+                    Some(registry) => topics::registry::producer_codec(registry, &topic_prefix).await?,
+                    None => topics::Codec::embedded().context("loading schemas")?,
+                };
                 if let Some(addr) = metrics_addr {
                     service::install_metrics(addr).context("metrics endpoint")?;
                     loadtest::metrics::describe();
@@ -127,8 +146,13 @@ fn main() -> anyhow::Result<()> {
                 let brokers = kafka.bootstrap.clone();
                 let config =
                     ProduceConfig { brokers, topic_prefix, messages, rate: Some(rate).filter(|r| *r > 0), workload };
+                if malformed > 0 {
+                    let topic = topics::TopicKind::QueryStats.topic_name(&config.topic_prefix);
+                    loadtest::produce::malformed(&kafka, &topic, malformed).await.context("sending malformed messages")?;
+                    println!("sent {malformed} malformed messages to {topic}");
+                }
                 let shutdown = service::shutdown_on_signals();
-                let result = produce_with(&config, &kafka, &shutdown).await.context("producing")?;
+                let result = produce_with_codec(&config, &kafka, &codec, &shutdown).await.context("producing")?;
                 result.save(&truth).context("writing the ground truth")?;
                 println!(
                     "produced {} messages; ground truth: {} minute rows, {} hour rows, {} patterns, {} slow queries -> {}",
@@ -141,26 +165,26 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok::<bool, anyhow::Error>(true)
             }
-            Command::Bench { brokers, old, new, messages, insert_rows, json } => {
+            Command::Bench { brokers, kafka_config, old, new, messages, insert_rows, json } => {
                 let prefix = format!("bench{}.", chrono::Utc::now().format("%H%M%S"));
                 // The mock lives as long as this scope; a real broker needs its topics created.
                 let mock;
-                let brokers = match brokers {
-                    Some(b) => {
-                        let specs = topics::spec::default_topics(&prefix, 16, 1);
-                        topics::admin::create_topics(&topics::kafka::KafkaConfig::plaintext(b.clone()), &specs).await.context("creating bench topics")?;
-                        b
+                let kafka = if brokers.is_some() || kafka_config.is_some() {
+                    let kafka =
+                        topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), None, brokers.as_deref())?;
+                    let specs = topics::spec::default_topics(&prefix, 16, 1);
+                    topics::admin::create_topics(&kafka, &specs).await.context("creating bench topics")?;
+                    kafka
+                } else {
+                    mock = rdkafka::mocking::MockCluster::new(3).context("starting a mock cluster")?;
+                    for spec in topics::spec::default_topics(&prefix, 16, 1) {
+                        mock.create_topic(&spec.name, spec.partitions, spec.replication).context("creating topics")?;
                     }
-                    None => {
-                        mock = rdkafka::mocking::MockCluster::new(3).context("starting a mock cluster")?;
-                        for spec in topics::spec::default_topics(&prefix, 16, 1) {
-                            mock.create_topic(&spec.name, spec.partitions, spec.replication).context("creating topics")?;
-                        }
-                        mock.bootstrap_servers()
-                    }
+                    topics::kafka::KafkaConfig::plaintext(mock.bootstrap_servers())
                 };
                 let config = loadtest::bench::BenchConfig {
-                    brokers,
+                    kafka,
+                    kafka_config,
                     topic_prefix: prefix,
                     messages,
                     old,

@@ -1,4 +1,5 @@
-//! `dualwrite-topics`: create the topics on a Kafka cluster, or host the development broker.
+//! `dualwrite-topics`: create the topics on a Kafka cluster, register their
+//! schemas in a schema registry, or host the development broker.
 
 use std::path::PathBuf;
 
@@ -43,6 +44,24 @@ enum Command {
         #[arg(long, default_value = "")]
         topic_prefix: String,
     },
+    /// Register the topics' value schemas (`<topic>-value`) in the schema
+    /// registry of the [registry] table, each after the registry said it is
+    /// compatible with the subject's latest version; an incompatible schema
+    /// is refused with the registry's explanation and nothing is registered.
+    RegisterSchemas {
+        /// File with a [registry] table (a kafka config or cluster file).
+        #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
+        kafka_config: Option<PathBuf>,
+        /// Cluster file whose [registry] table to use (when --kafka-config has none).
+        #[arg(long)]
+        cluster: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        topic_prefix: String,
+        /// Register the newest schema per record from this directory
+        /// (`<id>-<name>.avsc`; the ids in the names are ignored) instead of this build's.
+        #[arg(long)]
+        schema_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +85,21 @@ fn main() -> anyhow::Result<()> {
                 let kafka = topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), None, brokers.as_deref())?;
                 let specs = topics::spec::default_topics(&topic_prefix, partitions, replication);
                 topics::admin::create_topics(&kafka, &specs).await.context("creating topics")
+            }
+            Command::RegisterSchemas { kafka_config, cluster, topic_prefix, schema_dir } => {
+                let config = topics::registry::RegistryConfig::resolve(kafka_config.as_deref(), cluster.as_deref())?
+                    .context("no [registry] table in --kafka-config or --cluster")?;
+                let registry = topics::registry::Registry::new(config)?;
+                let schemas = match &schema_dir {
+                    Some(dir) => topics::schemas::SchemaSet::from_dir(dir),
+                    None => topics::schemas::SchemaSet::embedded(),
+                }
+                .context("loading schemas")?;
+                // Unwrapped on purpose: the registry's refusal is the one line to print.
+                for r in topics::registry::register_topic_schemas(&registry, &topic_prefix, &schemas).await? {
+                    println!("{}\t{}\tid {}", r.subject, r.record, r.id);
+                }
+                Ok(())
             }
         }
     })

@@ -1,0 +1,291 @@
+//! The comparator's first pass: per window and keyspace-id bucket, a row
+//! count and two sums of cheap built-in hashes, computed in the shards and
+//! added across them. Only buckets whose sums differ are drilled down with
+//! the full-row SHA-256 path ([`crate::drill`]).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+
+use crate::digest::{parse_sum, Digest, Side};
+use crate::error::VerifyError;
+use crate::spec::{misplaced_sql, Col, TableSpec};
+
+/// One group of the first pass, the same on any shard map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BucketKey {
+    /// Start of the window (epoch seconds).
+    pub window: i64,
+    /// The row's exact time (epoch seconds) when the table's time column
+    /// holds window starts, else the window again: a row whose time is not
+    /// its window's start lands in a bucket of its own.
+    pub time: i64,
+    /// First nibble of the keyspace id (0-15), where the drill-down starts.
+    pub nibble: i64,
+}
+
+/// What one side's first pass found.
+#[derive(Debug, Default)]
+pub struct FirstPass {
+    pub buckets: BTreeMap<BucketKey, Digest>,
+    /// Per shard, when its query ran (since the caller's clock).
+    pub spans: Vec<(Duration, Duration)>,
+}
+
+/// SQL: the row's canonical encoding for the first pass.
+///
+/// `CONCAT_WS(',', scalars..., lengths..., values...)`: integers and
+/// datetimes as text (no `,` in either), then the byte length of every
+/// string and blob ('N' for NULL, whose value is then empty), then the
+/// strings and blobs themselves; the last one needs no length when it
+/// cannot be NULL (it runs to the end). A fixed number of scalars and known
+/// lengths make it decodable, so two different rows never share an encoding.
+/// The time column is left out where the pass groups by its exact value.
+/// Cheaper than [`TableSpec::row_hash_sql`]'s (fewer arguments, no separator
+/// arguments), which is what the first pass mostly pays for.
+pub fn encoding_sql(table: &TableSpec) -> String {
+    let time = table.window.map(|(c, _)| c).filter(|_| table.time_is_window_start);
+    let (mut scalars, mut lengths, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last_nullable = false;
+    for &(name, col) in table.columns {
+        if Some(name) == time {
+            continue;
+        }
+        match col {
+            Col::Int | Col::DateTime => scalars.push(name.to_string()),
+            Col::Text | Col::Bytes => {
+                lengths.push(format!("LENGTH({name})"));
+                values.push(name.to_string());
+                last_nullable = false;
+            }
+            Col::NullText => {
+                lengths.push(format!("IFNULL(LENGTH({name}), 'N')"));
+                values.push(format!("IFNULL({name}, '')"));
+                last_nullable = true;
+            }
+        }
+    }
+    if !last_nullable {
+        lengths.pop();
+    }
+    let parts: Vec<String> = scalars.into_iter().chain(lengths).chain(values).collect();
+    format!("CONCAT_WS(',', {})", parts.join(", "))
+}
+
+/// SQL: one shard's first pass over the rows matching `where_sql`.
+///
+/// Columns: window (or exact time), nibble, `COUNT(*)`, lane a, lane b,
+/// misplaced rows.
+///
+/// # Why equal sums mean equal rows (false equality below 2^-60)
+///
+/// Per bucket, each side gives the row count and two sums over its rows:
+/// lane a = Σ CRC32(e), lane b = Σ h(e), where e is the row's canonical
+/// encoding ([`encoding_sql`]) and h(e) is the first 64 bits of SHA1(e) read
+/// as an unsigned integer. The shards return exact DECIMAL sums and the
+/// sides add them exactly (u128), with no reduction modulo anything. A bucket
+/// is equal when count, lane a and lane b are all equal, and a window when
+/// every bucket of it is.
+///
+/// Two different multisets of rows give a nonzero difference vector c
+/// (row encoding -> copies on old minus copies on new). Lane b is equal
+/// exactly when Σ c_i·h(e_i) = 0 over the integers. Take SHA1 as a random
+/// function of distinct inputs (the rows are telemetry, not inputs crafted
+/// against SHA1; its known collision attacks need chosen prefixes): fix every
+/// h except one with c_j ≠ 0; at most one of the 2^64 values of h(e_j) solves
+/// the equation, so the probability is at most 2^-64 for every differing
+/// window, whatever the difference (one changed byte, a lost row, a
+/// duplicate, swapped columns), and below 2^-60 with room for the rounding
+/// of "random function". Lane a adds certainty where it is cheap: CRC32 is
+/// linear, so it is no probabilistic bound of its own (the same edit in two
+/// rows can cancel in a sum), but a single row that differs within any 32
+/// consecutive bits (e.g. one changed byte) always changes it. A duplicated
+/// row always changes the count. Sums, not XOR: a duplicate adds its hash
+/// twice instead of cancelling, and addition ignores row order and which
+/// shard a row sits on, so 4 and 8 shards compare directly.
+///
+/// Cost: one encoding per lane per row (the server does not share the
+/// common subexpression; a user variable to share it was no faster and is
+/// deprecated on MySQL 8) and one SHA1; see `docs/notes-copier-verify.md`.
+///
+/// # MariaDB and MySQL 8
+///
+/// Every function here (CONCAT_WS, LENGTH, IFNULL, CRC32, SHA1, CONV, LEFT,
+/// CAST AS UNSIGNED, ASCII, TIMESTAMPDIFF, DIV, SUM of BIGINT UNSIGNED as an
+/// exact DECIMAL) exists with the same results on MariaDB 10.11 and MySQL 8.0;
+/// both render integers and DATETIME(n) the same way, and both make the
+/// encoding a binary string (every table has a binary column), so SHA1 and
+/// CRC32 see the same bytes. CRC32C, which would be a cheaper second lane, is
+/// MariaDB-only (10.8+) and not used. Verified on MariaDB 10.11 (the local
+/// stack); MySQL 8 could not be installed here.
+pub fn shard_sql(table: &TableSpec, window_secs: i64, misplaced: &str, where_sql: &str) -> String {
+    let column = table.window.map(|(c, _)| c).unwrap_or("window_start");
+    let time = if table.time_is_window_start {
+        format!("TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {column})")
+    } else {
+        table.window_sql(window_secs)
+    };
+    let e = encoding_sql(table);
+    format!(
+        "SELECT {time} AS t, ASCII(keyspace_id) DIV 16 AS k, COUNT(*), SUM(CRC32({e})), \
+         SUM(CAST(CONV(LEFT(SHA1({e}), 16), 16, 10) AS UNSIGNED)), SUM({misplaced}) \
+         FROM {name} WHERE {where_sql} GROUP BY t, k",
+        name = table.name,
+    )
+}
+
+/// The first pass of `table` over the windows in `ranges` (epoch seconds,
+/// window-aligned): one query per shard, all shards at once, combined by
+/// bucket. One scan per shard: splitting the windows into several queries
+/// would scan the table once per query, since rows are clustered by key,
+/// not time. Callers keep a shard busy by running several tables at once.
+pub async fn first_pass(
+    side: &Side,
+    table: &TableSpec,
+    window_secs: i64,
+    ranges: &[(i64, i64)],
+    clock: Instant,
+) -> Result<FirstPass, VerifyError> {
+    let where_sql = table.range_sql(ranges);
+    let shards = side.config.shards.iter().enumerate().map(|(i, config)| {
+        let sql = shard_sql(table, window_secs, &misplaced_sql(&config.range), &where_sql);
+        async move {
+            let begun = clock.elapsed();
+            let mut conn = side.pools.shard(i).get_conn().await.map_err(|e| side.shard_error(i, e))?;
+            let rows: Vec<ShardRow> = conn.query(sql).await.map_err(|e| side.shard_error(i, e))?;
+            Ok::<_, VerifyError>(((begun, clock.elapsed()), rows))
+        }
+    });
+    let mut out = FirstPass::default();
+    for result in futures::future::join_all(shards).await {
+        let (span, rows) = result?;
+        out.spans.push(span);
+        for (time, nibble, count, a, b, m) in rows {
+            let key = BucketKey { window: time.div_euclid(window_secs) * window_secs, time, nibble };
+            let digest = Digest {
+                rows: count,
+                lane_a: parse_sum(&a)?,
+                lane_b: parse_sum(&b)?,
+                misplaced: u64::try_from(parse_sum(&m)?).unwrap_or(u64::MAX),
+            };
+            out.buckets.entry(key).or_default().add(&digest);
+        }
+    }
+    Ok(out)
+}
+
+/// One row of [`shard_sql`]: time, nibble, count, lane a, lane b, misplaced.
+type ShardRow = (i64, i64, u64, String, String, String);
+
+/// Shard-seconds busy: per shard (by position), the time at least one of
+/// the passes' queries ran on it, summed over the shards.
+pub fn busy<'a>(passes: impl IntoIterator<Item = &'a FirstPass>) -> Duration {
+    let mut per_shard: Vec<Vec<(Duration, Duration)>> = Vec::new();
+    for pass in passes {
+        for (i, span) in pass.spans.iter().enumerate() {
+            if per_shard.len() <= i {
+                per_shard.resize_with(i + 1, Vec::new);
+            }
+            per_shard[i].push(*span);
+        }
+    }
+    per_shard.into_iter().map(union).sum()
+}
+
+/// Total length of the union of time spans.
+fn union(mut spans: Vec<(Duration, Duration)>) -> Duration {
+    spans.sort();
+    let (mut total, mut reach) = (Duration::ZERO, Duration::ZERO);
+    for (start, end) in spans {
+        let start = start.max(reach);
+        if end > start {
+            total += end - start;
+            reach = end;
+        }
+    }
+    total
+}
+
+/// Per window, the nibbles whose buckets differ between the sides or hold a
+/// misplaced row on either side.
+pub fn differing(old: &FirstPass, new: &FirstPass) -> BTreeMap<i64, Vec<i64>> {
+    let mut out: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for key in old.buckets.keys().chain(new.buckets.keys()) {
+        let (o, n) =
+            (old.buckets.get(key).copied().unwrap_or_default(), new.buckets.get(key).copied().unwrap_or_default());
+        if !o.same_content(&n) || o.misplaced > 0 || n.misplaced > 0 {
+            let nibbles = out.entry(key.window).or_default();
+            if !nibbles.contains(&key.nibble) {
+                nibbles.push(key.nibble);
+            }
+        }
+    }
+    for nibbles in out.values_mut() {
+        nibbles.sort_unstable();
+    }
+    out
+}
+
+/// Per window, its buckets' digests added up (what the history records).
+pub fn per_window(pass: &FirstPass) -> BTreeMap<i64, Digest> {
+    let mut out: BTreeMap<i64, Digest> = BTreeMap::new();
+    for (key, digest) in &pass.buckets {
+        out.entry(key.window).or_default().add(digest);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{QUERY_STATS_MINUTE, SLOW_QUERIES};
+
+    #[test]
+    fn encoding_leaves_out_the_window_start_and_the_last_length() {
+        let stats = encoding_sql(&QUERY_STATS_MINUTE);
+        assert!(!stats.contains("window_start"), "{stats}");
+        assert!(stats.starts_with("CONCAT_WS(',', database_id, query_count,"), "{stats}");
+        assert!(
+            stats.ends_with("LENGTH(fingerprint), LENGTH(keyspace_id), fingerprint, keyspace_id, latency_sketch)"),
+            "{stats}"
+        );
+        let slow = encoding_sql(&SLOW_QUERIES);
+        assert!(slow.contains("occurred_at"), "{slow}");
+        assert!(slow.contains("IFNULL(LENGTH(error_text), 'N')") && slow.contains("IFNULL(error_text, '')"), "{slow}");
+        assert!(!slow.contains("LENGTH(tables_used)"), "{slow}");
+    }
+
+    #[test]
+    fn busy_time_is_the_union_of_spans() {
+        let s = |a: u64, b: u64| (Duration::from_millis(a), Duration::from_millis(b));
+        assert_eq!(union(vec![s(0, 10), s(5, 20), s(30, 40)]), Duration::from_millis(30));
+        assert_eq!(union(Vec::new()), Duration::ZERO);
+        let pass = |spans| FirstPass { buckets: BTreeMap::new(), spans };
+        let (a, b) = (pass(vec![s(0, 10), s(0, 5)]), pass(vec![s(5, 15), s(20, 30)]));
+        assert_eq!(busy([&a, &b]), Duration::from_millis(15 + 15));
+    }
+
+    #[test]
+    fn a_bucket_differs_on_content_or_misplacement() {
+        let key = |window, nibble| BucketKey { window, time: window, nibble };
+        let d = |rows, lane_a, misplaced| Digest { rows, lane_a, lane_b: 1, misplaced };
+        let old = FirstPass {
+            buckets: [(key(0, 1), d(1, 5, 0)), (key(0, 2), d(1, 5, 0)), (key(60, 3), d(1, 5, 0))].into(),
+            spans: Vec::new(),
+        };
+        let new = FirstPass {
+            buckets: [
+                (key(0, 1), d(1, 6, 0)),
+                (key(0, 2), d(1, 5, 0)),
+                (key(60, 3), d(1, 5, 1)),
+                (key(120, 0), d(1, 1, 0)),
+            ]
+            .into(),
+            spans: Vec::new(),
+        };
+        let diff = differing(&old, &new);
+        assert_eq!(diff, [(0, vec![1]), (60, vec![3]), (120, vec![0])].into());
+        assert_eq!(per_window(&new).get(&0).map(|d| (d.rows, d.lane_a)), Some((2, 11)));
+    }
+}
