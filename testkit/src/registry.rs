@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
 use apache_avro::Schema;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -311,9 +311,14 @@ fn parse_body(body: &str) -> Result<Schema, String> {
 fn incompatibility(store: &Store, subject: &str, new: &Schema) -> Option<String> {
     let latest_id = store.subjects.get(subject)?.last()?;
     let latest = Schema::parse_str(&store.schemas[latest_id]).ok()?;
-    SchemaCompatibility::can_read(&latest, new)
-        .err()
-        .map(|e| format!("{e}, reader: {}, writer: {}", new.canonical_form(), latest.canonical_form()))
+    // apache-avro 0.22 answers `Partial` where reading may fail (a reader
+    // field without a default among them): only `Full` is BACKWARD compatible.
+    let why = match SchemaCompatibility::can_read(&latest, new) {
+        Ok(Compatibility::Full) => return None,
+        Ok(Compatibility::Partial) => "only partially compatible (reading may fail)".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Some(format!("{why}, reader: {}, writer: {}", new.canonical_form(), latest.canonical_form()))
 }
 
 #[derive(serde::Deserialize)]
