@@ -44,10 +44,15 @@ pub struct ConsumerRun {
     pub group_count: u32,
     pub messages: u64,
     pub seconds: f64,
+    /// From starting the processes to the first applied batch.
+    pub startup_seconds: f64,
     /// Messages applied per second, all groups together.
     pub events_per_s: f64,
     /// Rows upserted or inserted per second, all groups together.
     pub rows_per_s: f64,
+    /// The same two rates from the first applied batch on.
+    pub steady_events_per_s: f64,
+    pub steady_rows_per_s: f64,
     pub peak_rss_mib: f64,
     /// Messages per written row.
     pub coalescing_ratio: f64,
@@ -92,6 +97,8 @@ pub struct BenchReport {
     pub one_group: ConsumerRun,
     /// `one_group.rows_per_s / insert_ceiling_rows_per_s`.
     pub one_group_ratio: f64,
+    /// The same from the first applied batch on (start-up excluded).
+    pub one_group_steady_ratio: f64,
     /// Group A into the old cluster and group B into the new one, at once.
     pub two_groups: ConsumerRun,
     /// Load average (1 minute) at the start and the end: the machine is shared.
@@ -135,6 +142,8 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let tag = chrono::Utc::now().format("%H%M%S").to_string();
     report.one_group = consume(config, &[(&config.new, &new, format!("bench_{tag}_b1"))]).await?;
     report.one_group_ratio = report.one_group.rows_per_s / report.insert_ceiling_rows_per_s.max(1e-9);
+    report.one_group_steady_ratio =
+        report.one_group.steady_rows_per_s / report.insert_ceiling_rows_per_s.max(1e-9);
     report.two_groups = consume(
         config,
         &[(&config.old, &old, format!("bench_{tag}_a2")), (&config.new, &new, format!("bench_{tag}_b2"))],
@@ -305,10 +314,15 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
     }
     let started = Instant::now();
     let mut peak_rss = 0f64;
+    // When each consumer applied its first batch, and how much it held then.
+    let mut firsts: Vec<Option<(Instant, f64)>> = vec![None; children.len()];
     loop {
         let mut done = true;
-        for (child, port, _) in &children {
+        for (i, (child, port, _)) in children.iter().enumerate() {
             let applied = metric(*port, "dualwrite_consumer_messages_total", &["outcome=\"applied\""]).await;
+            if firsts[i].is_none() && applied > 0.0 {
+                firsts[i] = Some((Instant::now(), applied));
+            }
             done &= applied >= config.messages as f64;
             if let Some(pid) = child.id() {
                 peak_rss = peak_rss.max(peak_rss_mib(pid));
@@ -322,7 +336,14 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let finished = Instant::now();
+    let seconds = finished.duration_since(started).as_secs_f64();
+    // From the first applied batch on: start-up (connecting, joining the
+    // group, the first fetch) is reported apart, as `startup_seconds`.
+    let first = firsts.iter().flatten().map(|(at, _)| *at).max().unwrap_or(started);
+    let held: f64 = firsts.iter().flatten().map(|(_, n)| n).sum();
+    let startup_seconds = first.duration_since(started).as_secs_f64();
+    let steady_seconds = finished.duration_since(first).as_secs_f64().max(1e-9);
     let mut rows = 0f64;
     let stats_topic = format!("topic=\"{}\"", TopicKind::QueryStats.topic_name(&config.topic_prefix));
     let slow_topic = format!("topic=\"{}\"", TopicKind::SlowQueries.topic_name(&config.topic_prefix));
@@ -353,12 +374,16 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
         drop_databases(&scratch).await?;
     }
     let messages = config.messages * runs.len() as u64;
+    let steady_share = ((messages as f64 - held) / messages as f64).max(0.0);
     Ok(ConsumerRun {
         group_count: runs.len() as u32,
         messages,
         seconds,
+        startup_seconds,
         events_per_s: messages as f64 / seconds,
         rows_per_s: rows / seconds,
+        steady_events_per_s: (messages as f64 - held) / steady_seconds,
+        steady_rows_per_s: rows * steady_share / steady_seconds,
         peak_rss_mib: peak_rss,
         coalescing_ratio: messages as f64 / rows.max(1.0),
         tables,
@@ -429,10 +454,13 @@ pub fn render(r: &BenchReport) -> String {
     for (name, run) in [("one group (new)", &r.one_group), ("two groups", &r.two_groups)] {
         line(&format!("consumer, {name} (events/s)"), format!("{:.0}", run.events_per_s));
         line(&format!("consumer, {name} (rows/s)"), format!("{:.0}", run.rows_per_s));
+        line(&format!("consumer, {name} start-up to first batch (s)"), format!("{:.1}", run.startup_seconds));
+        line(&format!("consumer, {name} after start-up (rows/s)"), format!("{:.0}", run.steady_rows_per_s));
         line(&format!("consumer, {name} peak RSS (MiB)"), format!("{:.1}", run.peak_rss_mib));
         line(&format!("consumer, {name} messages per row"), format!("{:.2}", run.coalescing_ratio));
     }
     line("one group rows/s / INSERT ceiling", format!("{:.2}", r.one_group_ratio));
+    line("the same after start-up", format!("{:.2}", r.one_group_steady_ratio));
     out.push_str("\nrows written per message, one group (before coalescing = 1 per table):\n");
     out.push_str(&format!("{:<22} {:>11} {:>10} {:>8} {:>10}\n", "table", "rows before", "rows after", "per msg", "fewer"));
     let (mut before, mut after) = (0.0, 0.0);
