@@ -148,7 +148,11 @@ async fn measure(
     let copier = tokio::spawn(crate::run(config, copier_shutdown.clone()));
     let (concurrent_write_seconds, backlog) = tokio::join!(
         write_changes(old, &old_pools, args, 2 * args.catch_up_changes, args.catch_up_changes / 2, base_us),
-        wait_backlog_applied(old, new, &backlog_ends, &copier, &shutdown, catch_up_started),
+        // Polled: the time is a little late, never early.
+        async {
+            wait_caught_up(old, new, &backlog_ends, &copier, &shutdown).await?;
+            anyhow::Ok(catch_up_started.elapsed().as_secs_f64())
+        },
     );
     let (concurrent_write_seconds, backlog_seconds) = (concurrent_write_seconds?, backlog?);
     let ends = workload::binlog_ends(old).await?;
@@ -265,20 +269,6 @@ async fn wait_caught_up(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
-}
-
-/// Waits until every stream has applied the binlog through `ends`; returns
-/// the seconds since `started` (polled: a little late, never early).
-async fn wait_backlog_applied(
-    old: &ClusterConfig,
-    new: &ClusterConfig,
-    ends: &[crate::binlog::Position],
-    copier: &tokio::task::JoinHandle<Result<(), crate::CopierError>>,
-    shutdown: &CancellationToken,
-    started: Instant,
-) -> anyhow::Result<f64> {
-    wait_caught_up(old, new, ends, copier, shutdown).await?;
-    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Changes `count` existing rows (later last_seen) through the merge upsert; returns the seconds it took.
