@@ -58,6 +58,11 @@ impl Target {
     pub fn route(&self, key: &PatternKey) -> usize {
         self.config.shard_index_for_database_id(key.database_id)
     }
+
+    /// The new shard owning the rows of keyspace id `keyspace_id`.
+    pub fn route_keyspace_id(&self, keyspace_id: &[u8; 8]) -> usize {
+        self.config.shard_index_for(keyspace_id)
+    }
 }
 
 /// What one shard gets from a batch: deletes first, then merge upserts.
@@ -65,8 +70,9 @@ impl Target {
 pub struct ShardWrite {
     /// Keys deleted by the batch (and possibly re-inserted by `upserts`).
     pub deletes: Vec<PatternKey>,
-    /// One merged image per key: the join of the key's images after its last delete.
-    pub upserts: Vec<PatternImage>,
+    /// One merged image per key: the join of the key's images after its
+    /// last delete, with the key's keyspace id (computed once, for routing).
+    pub upserts: Vec<(PatternImage, [u8; 8])>,
     /// Operations the batch applied to this shard (before coalescing).
     pub applied: u64,
 }
@@ -78,19 +84,25 @@ pub struct ShardWrite {
 /// after the last delete". Deletes run before upserts in the shard's
 /// transaction, so that is exactly the sequential result.
 pub fn plan_binlog(target: &Target, fences: &[Fence], ops: &[PositionedOp]) -> Vec<ShardWrite> {
-    plan_with(|key| target.route(key), fences, ops)
+    plan_with(|_, keyspace_id| target.route_keyspace_id(keyspace_id), fences, ops)
 }
 
-fn plan_with(route: impl Fn(&PatternKey) -> usize, fences: &[Fence], ops: &[PositionedOp]) -> Vec<ShardWrite> {
+fn plan_with(
+    route: impl Fn(&PatternKey, &[u8; 8]) -> usize,
+    fences: &[Fence],
+    ops: &[PositionedOp],
+) -> Vec<ShardWrite> {
     struct Effect {
         delete: bool,
         upsert: Option<PatternImage>,
+        keyspace_id: [u8; 8],
     }
     let mut per_shard: Vec<BTreeMap<PatternKey, Effect>> = (0..fences.len()).map(|_| BTreeMap::new()).collect();
     let mut applied = vec![0_u64; fences.len()];
     for positioned in ops {
         let key = positioned.op.key();
-        let shard = route(key);
+        let keyspace_id = cluster::vindex::keyspace_id(key.database_id);
+        let shard = route(key, &keyspace_id);
         let fence = &fences[shard];
         // A delete applies even above the copied key: the next snapshot (taken
         // after it) will not hold the key either, and group B's row for it
@@ -100,7 +112,7 @@ fn plan_with(route: impl Fn(&PatternKey) -> usize, fences: &[Fence], ops: &[Posi
             continue;
         }
         applied[shard] += 1;
-        let effect = per_shard[shard].entry(key.clone()).or_insert(Effect { delete: false, upsert: None });
+        let effect = per_shard[shard].entry(key.clone()).or_insert(Effect { delete: false, upsert: None, keyspace_id });
         match &positioned.op {
             RowOp::Delete(_) => {
                 effect.delete = true;
@@ -122,7 +134,7 @@ fn plan_with(route: impl Fn(&PatternKey) -> usize, fences: &[Fence], ops: &[Posi
                     write.deletes.push(key);
                 }
                 if let Some(image) = effect.upsert {
-                    write.upserts.push(image);
+                    write.upserts.push((image, effect.keyspace_id));
                 }
             }
             write
@@ -135,7 +147,7 @@ fn plan_with(route: impl Fn(&PatternKey) -> usize, fences: &[Fence], ops: &[Posi
 pub fn plan_copy(target: &Target, fences: &[Fence], rows: Vec<CopyRow>) -> Vec<Vec<CopyRow>> {
     let mut per_shard: Vec<Vec<CopyRow>> = (0..fences.len()).map(|_| Vec::new()).collect();
     for row in rows {
-        let shard = target.route(&row.key);
+        let shard = target.route_keyspace_id(&row.keyspace_id);
         if fences[shard].covers(&row.key) {
             continue;
         }
@@ -155,7 +167,7 @@ impl ShardWrite {
     fn tuples(&self) -> Tuples {
         Tuples {
             deletes: self.deletes.iter().map(PatternKey::tuple).collect(),
-            upserts: self.upserts.iter().map(PatternImage::values_tuple).collect(),
+            upserts: self.upserts.iter().map(|(image, keyspace_id)| image.values_tuple_with(keyspace_id)).collect(),
         }
     }
 }
@@ -274,6 +286,10 @@ mod tests {
         }
     }
 
+    fn images(write: &ShardWrite) -> Vec<PatternImage> {
+        write.upserts.iter().map(|(image, _)| image.clone()).collect()
+    }
+
     fn at(op: RowOp, pos: u64) -> PositionedOp {
         PositionedOp { op, txn_end: Position { file: "binlog.000001".into(), pos } }
     }
@@ -297,12 +313,13 @@ mod tests {
             at(RowOp::Upsert(image(3, 4)), 400),
             at(RowOp::Upsert(image(3, 2)), 400),
         ];
-        let writes = plan_with(|_| 0, &[fence(10, 0)], &ops);
+        let writes = plan_with(|_, _| 0, &[fence(10, 0)], &ops);
         assert_eq!(writes.len(), 1);
         assert_eq!(writes[0].deletes, vec![key(2), key(3)]);
         let mut three = image(3, 4);
         three.merge(&image(3, 2));
-        assert_eq!(writes[0].upserts, vec![image(1, 9), three]);
+        assert_eq!(images(&writes[0]), vec![image(1, 9), three]);
+        assert!(writes[0].upserts.iter().all(|(i, k)| *k == cluster::vindex::keyspace_id(i.key.database_id)));
         assert_eq!(writes[0].applied, 7);
     }
 
@@ -311,7 +328,7 @@ mod tests {
         // Shard 0 already applied through 200 and covers keys <= 5; shard 1
         // is behind (through 100) and covers keys <= 2.
         let fences = [fence(5, 200), fence(2, 100)];
-        let route = |k: &PatternKey| usize::from(k.database_id % 2 == 1);
+        let route = |k: &PatternKey, _: &[u8; 8]| usize::from(k.database_id % 2 == 1);
         let ops = [
             at(RowOp::Upsert(image(2, 1)), 150), // shard 0, already applied
             at(RowOp::Upsert(image(4, 1)), 250), // shard 0, new
@@ -321,9 +338,9 @@ mod tests {
             at(RowOp::Delete(key(5)), 150),      // shard 1, past its fence
         ];
         let writes = plan_with(route, &fences, &ops);
-        assert_eq!(writes[0].upserts, vec![image(4, 1)]);
+        assert_eq!(images(&writes[0]), vec![image(4, 1)]);
         assert!(writes[0].deletes.is_empty());
-        assert_eq!(writes[1].upserts, vec![image(1, 1)]);
+        assert_eq!(images(&writes[1]), vec![image(1, 1)]);
         assert_eq!(writes[1].deletes, vec![key(3), key(5)]);
     }
 
@@ -347,7 +364,9 @@ dsn = "mysql://127.0.0.1:2/db"
             assert_eq!(target.route(&key(id)), expected, "database_id {id}");
         }
         let fences = vec![Fence::default(), Fence { copy_done: true, ..Fence::default() }];
-        let rows: Vec<CopyRow> = (1..50).map(|id| CopyRow { key: key(id), tuple: String::new() }).collect();
+        let rows: Vec<CopyRow> = (1..50)
+            .map(|id| CopyRow { key: key(id), keyspace_id: cluster::vindex::keyspace_id(id), tuple: String::new() })
+            .collect();
         let writes = plan_copy(&target, &fences, rows);
         assert!(writes[1].is_empty(), "a shard that finished its copy gets no snapshot rows");
         assert!(!writes[0].is_empty());

@@ -138,10 +138,23 @@ async fn measure(
         settings: Settings { status_interval: Duration::from_millis(500), ..Settings::default() },
         ..config_template
     };
+    // The backlog is what the binlog holds as the copier starts: its rate is
+    // measured to the moment the copier passes those ends, while the writer
+    // keeps writing. (The rate to the very end, writer's changes included,
+    // cannot reach 3x: the copier cannot finish before the writer does, so it
+    // is at most 3 x writer seconds / catch-up seconds, whatever the copier's speed.)
+    let backlog_ends = workload::binlog_ends(old).await?;
     let catch_up_started = Instant::now();
     let copier = tokio::spawn(crate::run(config, copier_shutdown.clone()));
-    let concurrent_write_seconds =
-        write_changes(old, &old_pools, args, 2 * args.catch_up_changes, args.catch_up_changes / 2, base_us).await?;
+    let (concurrent_write_seconds, backlog) = tokio::join!(
+        write_changes(old, &old_pools, args, 2 * args.catch_up_changes, args.catch_up_changes / 2, base_us),
+        // Polled: the time is a little late, never early.
+        async {
+            wait_caught_up(old, new, &backlog_ends, &copier, &shutdown).await?;
+            anyhow::Ok(catch_up_started.elapsed().as_secs_f64())
+        },
+    );
+    let (concurrent_write_seconds, backlog_seconds) = (concurrent_write_seconds?, backlog?);
     let ends = workload::binlog_ends(old).await?;
     wait_caught_up(old, new, &ends, &copier, &shutdown).await?;
     let catch_up_seconds = catch_up_started.elapsed().as_secs_f64();
@@ -169,12 +182,17 @@ async fn measure(
     let copier_rows_per_sec = copied as f64 / copy_seconds;
     let dump_rows_per_sec = dumped as f64 / dump_seconds;
     let catch_up_apply_events_per_sec = catch_up_applied as f64 / catch_up_seconds;
+    // The backlog is exactly the changes written while the copier was down (one row event each).
+    let backlog_apply_events_per_sec = args.catch_up_changes as f64 / backlog_seconds;
     let catch_up_writer_changes_per_sec = (args.catch_up_changes / 2) as f64 / concurrent_write_seconds;
     Ok(serde_json::json!({
         "bench": "copier",
-        // The issue 14 goals: snapshot >= 1.0x of dump | restore, catch-up >= 3x the concurrent writer.
+        // The issue 14 goals: snapshot >= 1.0x of dump | restore, catch-up
+        // (the backlog's apply rate) >= 3x the concurrent writer's rate.
         "snapshot_vs_dump_ratio": copier_rows_per_sec / dump_rows_per_sec.max(1e-9),
-        "catch_up_vs_writer_ratio": catch_up_apply_events_per_sec / catch_up_writer_changes_per_sec.max(1e-9),
+        "catch_up_vs_writer_ratio": backlog_apply_events_per_sec / catch_up_writer_changes_per_sec.max(1e-9),
+        // Until the writer's last change is applied too (the figure before; below 3 by construction).
+        "catch_up_to_end_vs_writer_ratio": catch_up_apply_events_per_sec / catch_up_writer_changes_per_sec.max(1e-9),
         "rows": args.rows,
         "copier_rows": copied,
         "copier_seconds": copy_seconds,
@@ -189,6 +207,8 @@ async fn measure(
         "live_apply_events_per_sec": live_applied as f64 / live_seconds,
         "catch_up_backlog_changes": args.catch_up_changes,
         "catch_up_concurrent_writer_changes": args.catch_up_changes / 2,
+        "catch_up_backlog_seconds": backlog_seconds,
+        "catch_up_backlog_apply_events_per_sec": backlog_apply_events_per_sec,
         "catch_up_row_events_applied": catch_up_applied,
         "catch_up_seconds": catch_up_seconds,
         "catch_up_apply_events_per_sec": catch_up_apply_events_per_sec,

@@ -17,11 +17,12 @@ use indicatif::ProgressBar;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{write_one, ShardTxn, Target, Tuples};
+use crate::apply::{plan_copy, write_one, ShardTxn, Target, Tuples};
+use crate::binlog::Position;
 use crate::error::CopierError;
 use crate::phase::Phase;
 use crate::sidecar::Fence;
-use crate::table::CopyRow;
+use crate::table::{CopyRow, PatternKey};
 
 /// Row-image bytes a target shard's queue may hold (per stream). With 8 new
 /// shards and 4 streams that is at most 512 MiB in flight, reached only with
@@ -32,6 +33,15 @@ pub const QUEUE_BYTES: usize = 16 << 20;
 /// part, whatever its size): fewer commits than one per chunk when a shard
 /// falls behind, and statements stay capped by `cluster::sql::chunks`.
 pub const TXN_BYTES: usize = 8 << 20;
+
+/// Snapshot rows the reader hands out at once, split by target shard: the
+/// writers start on a chunk's first rows while the source still sends the
+/// rest (reading whole chunks first left the targets idle at every chunk's
+/// start), and the reader holds at most a part whatever the chunk size.
+pub const PART_ROWS: usize = 8192;
+
+/// ...or fewer rows when they hold this many bytes (rows near 1 MiB).
+pub const PART_BYTES: usize = 4 << 20;
 
 /// Parts a queue holds at most, whatever their bytes (a part may be empty:
 /// just the shard's fence moving past a chunk that held none of its rows).
@@ -76,6 +86,55 @@ impl Queue {
         let weight = u32::try_from(bytes.min(QUEUE_BYTES)).unwrap_or(u32::MAX);
         let permit = self.room.clone().acquire_many_owned(weight).await.map_err(|_| ())?;
         self.sender.send(Part { rows, fence, permit, bytes }).await.map_err(|_| ())
+    }
+}
+
+/// The reader's side of the queues: splits rows read in key order by target
+/// shard and sends each shard its part with the fence that goes with it.
+pub struct Splitter<'a> {
+    target: &'a Target,
+    /// The fences as the copy phase started (what each shard already covers).
+    initial: &'a [Fence],
+    queues: Vec<Queue>,
+    /// Rows each shard's fences count, including the parts sent so far.
+    rows_copied: Vec<u64>,
+    /// The snapshot's position and GTID, for every fence.
+    position: &'a Position,
+    gtid: &'a str,
+}
+
+impl<'a> Splitter<'a> {
+    pub fn new(
+        target: &'a Target,
+        initial: &'a [Fence],
+        queues: Vec<Queue>,
+        position: &'a Position,
+        gtid: &'a str,
+    ) -> Self {
+        let rows_copied = initial.iter().map(|f| f.rows_copied).collect();
+        Self { target, initial, queues, rows_copied, position, gtid }
+    }
+
+    /// Sends every shard its share of `rows` (the next rows of the snapshot
+    /// in key order, up to and including `last`) with a fence covering
+    /// `last`; `done` when the snapshot has no rows after them. Fails when a
+    /// shard's writer has stopped (its error is what the caller reports).
+    pub async fn send(&mut self, rows: Vec<CopyRow>, last: Option<&PatternKey>, done: bool) -> Result<(), ()> {
+        let writes = plan_copy(self.target, self.initial, rows);
+        for (shard, (write, queue)) in writes.into_iter().zip(&self.queues).enumerate() {
+            self.rows_copied[shard] += write.len() as u64;
+            let initial = &self.initial[shard];
+            let fence = Fence {
+                copy_done: initial.copy_done || done,
+                last_key: initial.last_key.clone().max(last.cloned()),
+                position: Some(self.position.clone()),
+                gtid: self.gtid.to_owned(),
+                rows_copied: self.rows_copied[shard],
+                events_applied: initial.events_applied,
+            };
+            queue.send(write, fence).await?;
+        }
+        Ok(())
     }
 }
 
@@ -142,10 +201,13 @@ pub async fn write_parts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::PatternKey;
 
     fn image(bytes: usize) -> CopyRow {
-        CopyRow { key: PatternKey { database_id: 1, fingerprint: "f".into() }, tuple: "x".repeat(bytes) }
+        CopyRow {
+            key: PatternKey { database_id: 1, fingerprint: "f".into() },
+            keyspace_id: [0; 8],
+            tuple: "x".repeat(bytes),
+        }
     }
 
     #[tokio::test]

@@ -89,6 +89,27 @@ pub struct Snapshot {
     pub gtid: String,
 }
 
+/// The GTID state at `position` (display only). `BINLOG_GTID_POS` reads the
+/// binlog file from its start up to the position: ~0.3-0.6 s at the end of a
+/// 1 GiB file here, before the stream copied a row. When the source has
+/// written nothing since the snapshot, `@@gtid_binlog_pos` is the same state
+/// and costs nothing: it is read between two `SHOW MASTER STATUS` that both
+/// equal the snapshot's position (no commit in between).
+async fn snapshot_gtid(conn: &mut Conn, position: &Position) -> String {
+    let quiet = async {
+        let before = binlog_end(conn).await.ok()?;
+        let gtid: Option<String> = conn.query_first("SELECT @@gtid_binlog_pos").await.ok()?;
+        let after = binlog_end(conn).await.ok()?;
+        (&before == position && &after == position).then_some(gtid).flatten()
+    };
+    if let Some(gtid) = quiet.await {
+        return gtid;
+    }
+    let gtid: Option<String> =
+        conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (position.file.as_str(), position.pos)).await.unwrap_or(None);
+    gtid.unwrap_or_default()
+}
+
 impl Snapshot {
     /// Opens a snapshot on a connection from `pool` (MariaDB path, see the module docs).
     pub async fn open(pool: &Pool) -> Result<Self, CopierError> {
@@ -105,9 +126,9 @@ impl Snapshot {
         let pos: u64 = pos.parse().map_err(|_| CopierError::SourceSetting {
             why: format!("binlog_snapshot_position {pos:?} is not a number"),
         })?;
-        let gtid: Option<String> =
-            conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.as_str(), pos)).await.unwrap_or(None);
-        Ok(Self { conn, position: Position { file, pos }, gtid: gtid.unwrap_or_default() })
+        let position = Position { file, pos };
+        let gtid = snapshot_gtid(&mut conn, &position).await;
+        Ok(Self { conn, position, gtid })
     }
 
     /// Ends the snapshot transaction.

@@ -33,18 +33,18 @@ use mysql_async::{Opts, Pool};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{plan_binlog, plan_copy, write_shards, Target};
+use crate::apply::{plan_binlog, write_shards, Target};
 use crate::assemble::Assembler;
 use crate::batch::Batch;
 use crate::binlog::Position;
 use crate::config::Settings;
-use crate::copy::{self, WriterContext};
+use crate::copy::{self, Splitter, WriterContext};
 use crate::error::CopierError;
 use crate::phase::Phase;
 use crate::reader::{self, Read};
 use crate::sidecar::{self, Fence, ViewUpdate};
 use crate::source::{self, Snapshot};
-use crate::table::{copy_chunk_sql, CopyRow, TableSpec};
+use crate::table::{copy_chunk_sql, CopyRow, KeyspaceIds, TableSpec};
 
 /// Longest pause between retries of a failing stream.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -173,36 +173,11 @@ impl Stream {
     }
 }
 
-/// Rows in a stream's first snapshot chunk, before row sizes are known.
-const FIRST_CHUNK_ROWS: usize = 64;
-
-/// Most bytes of row images one chunk may hold: with `chunk_rows` of
-/// near-1 MiB `normalized_sql` values a chunk would otherwise hold gigabytes.
-const CHUNK_BYTES: usize = 32 << 20;
-
-/// The next chunk's row limit: `chunk_rows`, or fewer so that rows as large
-/// as the largest of the last chunk stay within [`CHUNK_BYTES`].
-fn next_chunk_rows(chunk_rows: usize, last_chunk: &[CopyRow]) -> usize {
-    let largest = last_chunk.iter().map(|r| r.tuple.len()).max().unwrap_or(1).max(1);
-    (CHUNK_BYTES / largest).clamp(1, chunk_rows)
-}
-
-/// The next `limit` snapshot rows after `after`, in key order.
-async fn read_chunk(
-    conn: &mut mysql_async::Conn,
-    after: Option<&crate::table::PatternKey>,
-    limit: usize,
-    table: &str,
-) -> Result<Vec<CopyRow>, CopierError> {
-    let rows: Vec<mysql_async::Row> = conn.query(copy_chunk_sql(after, limit)).await?;
-    rows.into_iter()
-        .map(|row| {
-            let (id, fingerprint, rest) = mysql_async::from_row_opt::<(u64, String, String)>(row).map_err(|e| {
-                CopierError::Schema { table: table.to_owned(), why: format!("unexpected snapshot row: {e}") }
-            })?;
-            Ok(CopyRow::from_columns(id, fingerprint, &rest))
-        })
-        .collect()
+/// A snapshot row as [`copy_chunk_sql`] selects it, as the copy writes it.
+fn copy_row(row: mysql_async::Row, ids: &mut KeyspaceIds, table: &str) -> Result<CopyRow, CopierError> {
+    let (id, fingerprint, rest) = mysql_async::from_row_opt::<(u64, String, String)>(row)
+        .map_err(|e| CopierError::Schema { table: table.to_owned(), why: format!("unexpected snapshot row: {e}") })?;
+    Ok(CopyRow::from_columns(id, fingerprint, &rest, ids))
 }
 
 /// A stream's moving parts during one attempt.
@@ -307,29 +282,36 @@ impl<'a> Run<'a> {
         let s = self.stream;
         let started = Instant::now();
         let mut after = initial.iter().filter(|f| !f.copy_done).map(|f| f.last_key.clone()).min().flatten();
-        let mut rows_copied: Vec<u64> = initial.iter().map(|f| f.rows_copied).collect();
-        // The first chunk is small: row sizes are unknown until one is read.
-        let mut limit = s.settings.chunk_rows.min(FIRST_CHUNK_ROWS);
+        let mut parts = Splitter::new(&s.target, initial, queues, &snapshot.position, &snapshot.gtid);
+        let mut ids = KeyspaceIds::default();
+        let limit = s.settings.chunk_rows;
         loop {
-            let rows = read_chunk(&mut snapshot.conn, after.as_ref(), limit, &s.table).await?;
-            let done = rows.len() < limit;
-            limit = next_chunk_rows(s.settings.chunk_rows, &rows);
-            let last = rows.last().map(|r| r.key.clone()).or(after.clone());
-            let writes = plan_copy(&s.target, initial, rows);
-            for (shard, (write, queue)) in writes.into_iter().zip(&queues).enumerate() {
-                rows_copied[shard] += write.len() as u64;
-                let fence = Fence {
-                    copy_done: initial[shard].copy_done || done,
-                    last_key: initial[shard].last_key.clone().max(last.clone()),
-                    position: Some(snapshot.position.clone()),
-                    gtid: snapshot.gtid.clone(),
-                    rows_copied: rows_copied[shard],
-                    events_applied: initial[shard].events_applied,
-                };
-                if queue.send(write, fence).await.is_err() {
-                    // The shard's writer failed: stop reading; `copy` reports its error.
-                    return Ok(false);
+            // Rows go out in parts while the source still sends the chunk:
+            // the writers start on its first rows, and what is held here
+            // stays within a part whatever the chunk or row sizes.
+            let mut result = snapshot.conn.query_iter(copy_chunk_sql(after.as_ref(), limit)).await?;
+            let (mut read, mut part, mut part_bytes) = (0, Vec::new(), 0);
+            while let Some(row) = result.next().await? {
+                read += 1;
+                let row = copy_row(row, &mut ids, &s.table)?;
+                part_bytes += row.tuple.len();
+                part.push(row);
+                if part.len() >= copy::PART_ROWS || part_bytes >= copy::PART_BYTES {
+                    after = part.last().map(|r| r.key.clone());
+                    part_bytes = 0;
+                    if parts.send(std::mem::take(&mut part), after.as_ref(), false).await.is_err() {
+                        // The shard's writer failed: stop reading; `copy` reports its error.
+                        return Ok(false);
+                    }
                 }
+            }
+            drop(result);
+            let done = read < limit;
+            if let Some(last) = part.last() {
+                after = Some(last.key.clone());
+            }
+            if (!part.is_empty() || done) && parts.send(part, after.as_ref(), done).await.is_err() {
+                return Ok(false);
             }
             self.copied_this_run = copied_before + copied.load(Ordering::Relaxed);
             self.tick(Some(&snapshot.position)).await?;
@@ -339,7 +321,6 @@ impl<'a> Run<'a> {
             if started.elapsed() >= s.settings.copy_phase || s.shutdown.is_cancelled() {
                 return Ok(false);
             }
-            after = last;
         }
     }
 
@@ -517,24 +498,5 @@ impl<'a> Run<'a> {
             self.view.lag_events.map(|l| l.to_string()).unwrap_or_else(|| "-".into())
         ));
         sidecar::write_view(s.target.pools.shards(), &s.table, &s.source_shard, &self.view).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::table::PatternKey;
-
-    fn image(bytes: usize) -> CopyRow {
-        CopyRow { key: PatternKey { database_id: 1, fingerprint: "f".into() }, tuple: "x".repeat(bytes) }
-    }
-
-    #[test]
-    fn chunks_shrink_for_large_rows_and_never_below_one_row() {
-        assert_eq!(next_chunk_rows(8000, &[image(10), image(20)]), 8000);
-        let near_mib = next_chunk_rows(8000, &[image(10), image(1 << 20)]);
-        assert!((1..=32).contains(&near_mib), "{near_mib} rows of ~1 MiB");
-        assert_eq!(next_chunk_rows(8000, &[image(64 << 20)]), 1);
-        assert_eq!(next_chunk_rows(8000, &[]), 8000, "an empty chunk ends the copy anyway");
     }
 }

@@ -8,6 +8,7 @@
 //! rule) relies on that shape.
 
 use std::cmp::Ordering;
+use std::fmt::Write as _;
 
 use cluster::sql;
 use mysql_async::prelude::Queryable;
@@ -111,12 +112,16 @@ impl PatternImage {
     /// `(database_id, fingerprint, keyspace_id, normalized_sql, tables_used,
     /// first_seen, last_seen)` as an SQL tuple.
     pub fn values_tuple(&self) -> String {
-        let keyspace_id = cluster::vindex::keyspace_id(self.key.database_id);
+        self.values_tuple_with(&cluster::vindex::keyspace_id(self.key.database_id))
+    }
+
+    /// [`Self::values_tuple`] with the key's keyspace id already computed (for routing).
+    pub fn values_tuple_with(&self, keyspace_id: &[u8; 8]) -> String {
         format!(
             "({},{},{},{},{},{},{})",
             self.key.database_id,
             sql::lit(self.key.fingerprint.as_str()),
-            sql::hex(&keyspace_id),
+            sql::hex(keyspace_id),
             sql::lit(self.normalized_sql.as_str()),
             sql::lit(self.tables_used.as_str()),
             sql::datetime_us(self.first_seen_us),
@@ -151,8 +156,10 @@ pub fn delete_sql(keys: &[String]) -> String {
 /// nothing else from the row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyRow {
-    /// The primary key (routing, fences).
+    /// The primary key (fences).
     pub key: PatternKey,
+    /// The vindex's keyspace id of `key.database_id` (routing).
+    pub keyspace_id: [u8; 8],
     /// `(database_id, fingerprint, keyspace_id, normalized_sql, tables_used,
     /// first_seen, last_seen)` as SQL, for [`upsert_sql`].
     pub tuple: String,
@@ -161,11 +168,38 @@ pub struct CopyRow {
 impl CopyRow {
     /// Builds the row from what [`copy_chunk_sql`] selects. `keyspace_id` is
     /// recomputed from `database_id` with the vindex, as for every image.
-    pub fn from_columns(database_id: u64, fingerprint: String, quoted_rest: &str) -> Self {
-        let keyspace_id = cluster::vindex::keyspace_id(database_id);
-        let tuple =
-            format!("({database_id},{},{},{quoted_rest})", sql::lit(fingerprint.as_str()), sql::hex(&keyspace_id));
-        Self { key: PatternKey { database_id, fingerprint }, tuple }
+    pub fn from_columns(database_id: u64, fingerprint: String, quoted_rest: &str, ids: &mut KeyspaceIds) -> Self {
+        let keyspace_id = ids.of(database_id);
+        let fingerprint_sql = sql::lit(fingerprint.as_str());
+        let mut tuple = String::with_capacity(quoted_rest.len() + fingerprint_sql.len() + 48);
+        // Writing to a String cannot fail.
+        let _ = write!(tuple, "({database_id},{fingerprint_sql},X'");
+        sql::push_hex_digits(&mut tuple, &keyspace_id);
+        let _ = write!(tuple, "',{quoted_rest})");
+        Self { key: PatternKey { database_id, fingerprint }, keyspace_id, tuple }
+    }
+}
+
+/// The vindex over a run of rows in key order, remembering the last id:
+/// consecutive snapshot rows mostly share their `database_id` (one row per
+/// pattern of a database), and the 3DES behind each keyspace id was a fifth
+/// of the copier's CPU per copied row.
+#[derive(Debug, Default)]
+pub struct KeyspaceIds {
+    last: Option<(u64, [u8; 8])>,
+}
+
+impl KeyspaceIds {
+    /// `cluster::vindex::keyspace_id(database_id)`.
+    pub fn of(&mut self, database_id: u64) -> [u8; 8] {
+        match self.last {
+            Some((id, keyspace_id)) if id == database_id => keyspace_id,
+            _ => {
+                let keyspace_id = cluster::vindex::keyspace_id(database_id);
+                self.last = Some((database_id, keyspace_id));
+                keyspace_id
+            }
+        }
     }
 }
 
@@ -373,9 +407,10 @@ mod tests {
     fn a_copy_row_adds_the_key_and_the_vindex_keyspace_id_to_the_servers_quoting() {
         // What QUOTE() gives for the other columns (MariaDB and MySQL 8 alike).
         let rest = "'select \\'a\\'','[\"t\"]','2023-11-14 22:13:20.123','2023-11-14 22:13:21.000'";
-        let row = CopyRow::from_columns(7, "f'1".into(), rest);
+        let row = CopyRow::from_columns(7, "f'1".into(), rest, &mut KeyspaceIds::default());
         assert_eq!(row.key, PatternKey { database_id: 7, fingerprint: "f'1".into() });
         let ksid = sql::hex(&cluster::vindex::keyspace_id(7));
         assert_eq!(row.tuple, format!("(7,'f\\'1',{ksid},{rest})"));
+        assert_eq!(row.keyspace_id, cluster::vindex::keyspace_id(7));
     }
 }

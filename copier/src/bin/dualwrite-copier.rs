@@ -10,6 +10,11 @@ use clap::{Parser, Subcommand};
 use cluster::config::ClusterConfig;
 use copier::{CopierConfig, Settings};
 
+/// See `mimalloc` in the workspace Cargo.toml: the copier allocates and
+/// frees multi-MiB statements and many small row buffers all the time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "dualwrite-copier", version, about = "Snapshot + binlog copier, old shards -> new shards")]
 struct Cli {
