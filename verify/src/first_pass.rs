@@ -117,17 +117,19 @@ pub fn encoding_sql(table: &TableSpec) -> String {
 ///
 /// Per row: reading every column through the SQL layer and encoding it as
 /// text (most of it), one SHA1 (SHA-NI), `CONV` + `CAST`, one DECIMAL sum
-/// and the group lookup. `CAST(.. AS DECIMAL(20, 0))` is a little cheaper
-/// than `AS UNSIGNED` and as exact (CONV of 16 hex digits gives at most 20
-/// decimal digits). The stats tables group by the stored `window_start`
-/// itself and compute its epoch seconds once per group, not per row; the
-/// misplaced rows are a `COUNT` (integer), not a `SUM` (DECIMAL).
+/// and the group lookup; `CAST(.. AS UNSIGNED)` measured ~5% cheaper than
+/// `AS DECIMAL(20, 0)` (both exact). The stats tables group by the stored
+/// `window_start` itself and compute its epoch seconds once per group, not
+/// per row; the misplaced rows are a `COUNT` (integer), not a `SUM`
+/// (DECIMAL). Cheaper 64-bit lanes that were measured and are slower: two
+/// CRC32s (or CRC32 and MariaDB's CRC32C) of one SHA1 output, since the
+/// server computes SHA1(e) once per reference.
 ///
 /// # MariaDB and MySQL 8
 ///
 /// Every function here (CONCAT, LENGTH, IFNULL, SHA1, CONV, LEFT, CAST AS
-/// DECIMAL, ASCII, TIMESTAMPDIFF, DIV, NULLIF, COUNT, SUM of DECIMAL as an
-/// exact DECIMAL) exists with the same results on MariaDB 10.11 and MySQL
+/// UNSIGNED, ASCII, TIMESTAMPDIFF, DIV, NULLIF, COUNT, SUM of BIGINT UNSIGNED
+/// as an exact DECIMAL) exists with the same results on MariaDB 10.11 and MySQL
 /// 8.0; both render integers and DATETIME(n) the same way, and both make the
 /// encoding a binary string (every table has a binary column), so SHA1 sees
 /// the same bytes. Selecting an expression of a grouped column (`t` of
@@ -144,7 +146,7 @@ pub fn shard_sql(table: &TableSpec, window_secs: i64, misplaced: &str, where_sql
     let e = encoding_sql(table);
     format!(
         "SELECT {time} AS t, ASCII(keyspace_id) DIV 16 AS k, COUNT(*), \
-         SUM(CAST(CONV(LEFT(SHA1({e}), 16), 16, 10) AS DECIMAL(20, 0))), COUNT(NULLIF({misplaced}, 0)) \
+         SUM(CAST(CONV(LEFT(SHA1({e}), 16), 16, 10) AS UNSIGNED)), COUNT(NULLIF({misplaced}, 0)) \
          FROM {name} WHERE {where_sql} GROUP BY {group}, k",
         name = table.name,
     )
