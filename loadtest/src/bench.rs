@@ -91,6 +91,9 @@ pub struct BenchReport {
     pub kcat_msgs_per_s: Option<f64>,
     /// Multi-row INSERTs (500 rows) into the new cluster's shards, one writer per shard.
     pub insert_ceiling_rows_per_s: f64,
+    /// The shards' work per consumer row without the consumer: locked read,
+    /// then upsert, half inserts and half updates (see `Ceiling`).
+    pub read_modify_write_ceiling_rows_per_s: f64,
     /// The consumer with no sink, CPU time only.
     pub no_sink: NoSink,
     /// One group into the new cluster: the shards of the INSERT ceiling.
@@ -99,6 +102,8 @@ pub struct BenchReport {
     pub one_group_ratio: f64,
     /// The same from the first applied batch on (start-up excluded).
     pub one_group_steady_ratio: f64,
+    /// `one_group.steady_rows_per_s / read_modify_write_ceiling_rows_per_s`.
+    pub one_group_read_modify_write_ratio: f64,
     /// Group A into the old cluster and group B into the new one, at once.
     pub two_groups: ConsumerRun,
     /// Load average (1 minute) at the start and the end: the machine is shared.
@@ -136,7 +141,9 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let topics: Vec<String> = TopicKind::ALL.iter().map(|k| k.topic_name(&config.topic_prefix)).collect();
     report.raw_consume_msgs_per_s = raw_consume(&config.kafka, &topics, config.messages).await?;
     report.kcat_msgs_per_s = kcat(&config.kafka, &topics).await;
-    report.insert_ceiling_rows_per_s = insert_ceiling(&new, config.insert_rows).await?;
+    report.insert_ceiling_rows_per_s = write_ceiling(&new, config.insert_rows, Ceiling::Insert).await?;
+    report.read_modify_write_ceiling_rows_per_s =
+        write_ceiling(&new, config.insert_rows, Ceiling::ReadModifyWrite).await?;
     report.no_sink = no_sink(config).await?;
 
     let tag = chrono::Utc::now().format("%H%M%S").to_string();
@@ -144,6 +151,8 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     report.one_group_ratio = report.one_group.rows_per_s / report.insert_ceiling_rows_per_s.max(1e-9);
     report.one_group_steady_ratio =
         report.one_group.steady_rows_per_s / report.insert_ceiling_rows_per_s.max(1e-9);
+    report.one_group_read_modify_write_ratio =
+        report.one_group.steady_rows_per_s / report.read_modify_write_ceiling_rows_per_s.max(1e-9);
     report.two_groups = consume(
         config,
         &[(&config.old, &old, format!("bench_{tag}_a2")), (&config.new, &new, format!("bench_{tag}_b2"))],
@@ -241,40 +250,76 @@ async fn kcat(kafka: &topics::kafka::KafkaConfig, topics: &[String]) -> Option<f
     Some(rate(total, started.elapsed()))
 }
 
-/// Multi-row INSERTs of stats-shaped rows into a scratch table on every shard at once.
-async fn insert_ceiling(cluster: &ClusterConfig, rows: u64) -> Result<f64, BenchError> {
-    let db = format!("dw_bench_insert_{}", std::process::id());
+/// What a ceiling measures the shards doing, with no consumer in the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ceiling {
+    /// 500-row INSERTs of new rows, each its own transaction.
+    Insert,
+    /// What the consumer asks of a shard per row, without the consumer: in
+    /// one transaction per 500 keys, a locked read of the stored rows
+    /// (`SELECT ... FOR UPDATE`, rows fetched), then one
+    /// `INSERT ... ON DUPLICATE KEY UPDATE` of them. Every key is written
+    /// twice, so half the writes insert and half update a stored row.
+    ReadModifyWrite,
+}
+
+/// Rows per statement (and per transaction) of both ceilings.
+const CEILING_CHUNK: u64 = 500;
+
+/// Stats-shaped rows written into a scratch table on every shard at once,
+/// one connection per shard.
+async fn write_ceiling(cluster: &ClusterConfig, rows: u64, kind: Ceiling) -> Result<f64, BenchError> {
+    let db = format!("dw_bench_ceiling_{}", std::process::id());
     let scratch = cluster.with_database(&db).map_err(|e| BenchError::Setup(e.to_string()))?;
     cluster::schema::apply(&scratch, chrono::Utc::now().timestamp())
         .await
         .map_err(|e| BenchError::Setup(e.to_string()))?;
     let pools = ShardPools::new(&scratch);
     let per_shard = rows / pools.len() as u64;
-    let sketch = "X'".to_string() + &"ab".repeat(200) + "'";
     let started = Instant::now();
-    let writers = pools.shards().iter().enumerate().map(|(s, pool)| {
-        let sketch = sketch.clone();
-        async move {
-            let mut conn = pool.get_conn().await?;
-            let mut written = 0u64;
-            while written < per_shard {
-                let n = (per_shard - written).min(500);
-                let values: Vec<String> = (0..n)
-                    .map(|i| {
-                        let id = (s as u64) << 40 | (written + i);
-                        format!("({id},'{id:016x}','2026-01-01 00:00:00',X'0000000000000000',1,2,3,4,5,6,{sketch})")
-                    })
-                    .collect();
-                conn.query_drop(format!(
-                    "INSERT INTO query_stats_minute (database_id, fingerprint, window_start, keyspace_id, query_count, \
-                     total_duration_us, max_duration_us, rows_read, rows_returned, error_count, latency_sketch) VALUES {}",
-                    values.join(",")
-                ))
-                .await?;
+    let writers = pools.shards().iter().enumerate().map(|(s, pool)| async move {
+        let mut conn = pool.get_conn().await?;
+        let passes = match kind {
+            Ceiling::Insert => 1,
+            Ceiling::ReadModifyWrite => 2,
+        };
+        let keys = per_shard / passes;
+        let mut written = 0u64;
+        for pass in 0..passes {
+            let mut done = 0u64;
+            while done < keys {
+                let n = (keys - done).min(CEILING_CHUNK);
+                let ids: Vec<u64> = (0..n).map(|i| (s as u64) << 40 | (done + i)).collect();
+                match kind {
+                    Ceiling::Insert => conn.query_drop(ceiling_insert(&ids, pass, false)).await?,
+                    Ceiling::ReadModifyWrite => {
+                        // As the consumer's shard transactions.
+                        let mut opts = mysql_async::TxOpts::new();
+                        opts.with_isolation_level(mysql_async::IsolationLevel::ReadCommitted);
+                        let mut tx = conn.start_transaction(opts).await?;
+                        let wanted: Vec<String> =
+                            ids.iter().map(|id| format!("({id},'{id:016x}','2026-01-01 00:00:00')")).collect();
+                        let stored: Vec<mysql_async::Row> = tx
+                            .query(format!(
+                                "SELECT {CEILING_COLUMNS} FROM query_stats_minute \
+                                 WHERE (database_id, fingerprint, window_start) IN ({}) FOR UPDATE",
+                                wanted.join(",")
+                            ))
+                            .await?;
+                        if stored.len() as u64 != pass * n {
+                            return Err(mysql_async::Error::Other(
+                                format!("ceiling: read {} stored rows, expected {}", stored.len(), pass * n).into(),
+                            ));
+                        }
+                        tx.query_drop(ceiling_insert(&ids, pass, true)).await?;
+                        tx.commit().await?;
+                    }
+                }
+                done += n;
                 written += n;
             }
-            Ok::<u64, mysql_async::Error>(written)
         }
+        Ok::<u64, mysql_async::Error>(written)
     });
     let mut total = 0;
     for r in futures::future::join_all(writers).await {
@@ -284,6 +329,29 @@ async fn insert_ceiling(cluster: &ClusterConfig, rows: u64) -> Result<f64, Bench
     pools.disconnect().await;
     drop_databases(&scratch).await?;
     Ok(rate(total, elapsed))
+}
+
+const CEILING_COLUMNS: &str = "database_id, fingerprint, window_start, keyspace_id, query_count, total_duration_us, \
+     max_duration_us, rows_read, rows_returned, error_count, latency_sketch";
+
+/// One multi-row statement of the ceilings: 200-byte sketches; `pass`
+/// changes the counts, so an update changes the row.
+fn ceiling_insert(ids: &[u64], pass: u64, upsert: bool) -> String {
+    let sketch = "X'".to_string() + &"ab".repeat(200) + "'";
+    let values: Vec<String> = ids
+        .iter()
+        .map(|id| format!("({id},'{id:016x}','2026-01-01 00:00:00',X'0000000000000000',{},2,3,4,5,6,{sketch})", pass + 1))
+        .collect();
+    let mut sql = format!("INSERT INTO query_stats_minute ({CEILING_COLUMNS}) VALUES {}", values.join(","));
+    if upsert {
+        sql.push_str(
+            " ON DUPLICATE KEY UPDATE query_count = VALUES(query_count), total_duration_us = VALUES(total_duration_us), \
+             max_duration_us = VALUES(max_duration_us), rows_read = VALUES(rows_read), \
+             rows_returned = VALUES(rows_returned), error_count = VALUES(error_count), \
+             latency_sketch = VALUES(latency_sketch)",
+        );
+    }
+    sql
 }
 
 /// Runs one consumer process per (cluster, database) until every group has
@@ -451,6 +519,7 @@ pub fn render(r: &BenchReport) -> String {
     line("kcat consume (msg/s)", r.kcat_msgs_per_s.map_or("-".into(), |v| format!("{v:.0}")));
     line("no sink: decode+coalesce+plan (events/s per core)", format!("{:.0}", r.no_sink.events_per_core_s));
     line("multi-row INSERT ceiling, new cluster (rows/s)", format!("{:.0}", r.insert_ceiling_rows_per_s));
+    line("read-modify-write ceiling, new cluster (rows/s)", format!("{:.0}", r.read_modify_write_ceiling_rows_per_s));
     for (name, run) in [("one group (new)", &r.one_group), ("two groups", &r.two_groups)] {
         line(&format!("consumer, {name} (events/s)"), format!("{:.0}", run.events_per_s));
         line(&format!("consumer, {name} (rows/s)"), format!("{:.0}", run.rows_per_s));
@@ -461,6 +530,7 @@ pub fn render(r: &BenchReport) -> String {
     }
     line("one group rows/s / INSERT ceiling", format!("{:.2}", r.one_group_ratio));
     line("the same after start-up", format!("{:.2}", r.one_group_steady_ratio));
+    line("after start-up / read-modify-write ceiling", format!("{:.2}", r.one_group_read_modify_write_ratio));
     out.push_str("\nrows written per message, one group (before coalescing = 1 per table):\n");
     out.push_str(&format!("{:<22} {:>11} {:>10} {:>8} {:>10}\n", "table", "rows before", "rows after", "per msg", "fewer"));
     let (mut before, mut after) = (0.0, 0.0);

@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn counts_must_be_finite_non_negative_integers() {
-        for bad in [f64::NAN, f64::INFINITY, -1.0, 1.5] {
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 1.5, 1_000_000.5, -0.5] {
             let why = rejected(&encoded(&[(10, bad)], 1.0, 2.0, 3.0));
             assert!(why.contains("bin count"), "{bad}: {why}");
         }

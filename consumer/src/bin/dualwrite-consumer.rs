@@ -8,6 +8,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use consumer::config::{ConsumerConfig, StartPosition};
 
+// A batch allocates and frees many small rows and sketches at once; glibc's
+// malloc spent a fifth of the consumer's CPU on them (profile in
+// docs/notes-consumer-throughput.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "dualwrite-consumer",
