@@ -1,7 +1,7 @@
 //! The comparator's first pass: per window and keyspace-id bucket, a row
 //! count and the exact sum of a 64-bit hash of every row, computed in the
-//! shards and added across them. Only buckets whose sums differ are drilled down with
-//! the full-row SHA-256 path ([`crate::drill`]).
+//! shards and added across them. Only buckets whose sums differ are drilled
+//! down with the full-row SHA-256 path ([`crate::drill`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -36,9 +36,8 @@ pub struct FirstPass {
 /// SQL: the row's canonical encoding for the first pass.
 ///
 /// `CONCAT(scalars..., lengths..., values...)` with `','` between them:
-/// integers and
-/// datetimes as text (no `,` in either), then the byte length of every
-/// string and blob ('N' for NULL, whose value is then empty), then the
+/// integers and datetimes as text (no `,` in either), then the byte length
+/// of every string and blob ('N' for NULL, whose value is then empty), then the
 /// strings and blobs themselves; the last one needs no length when it
 /// cannot be NULL (it runs to the end). A fixed number of scalars and known
 /// lengths make it decodable, so two different rows never share an encoding.
@@ -94,8 +93,8 @@ pub fn encoding_sql(table: &TableSpec) -> String {
 /// equal, and a window when every bucket of it is.
 ///
 /// Two different multisets of rows in a bucket give a nonzero difference
-/// vector c (row encoding -> copies on old minus copies on new). The lanes
-/// are equal exactly when Σ c_i·h(e_i) = 0 over the integers. Take SHA1 as a
+/// vector c (row encoding -> copies on old minus copies on new). The lane
+/// sums are equal exactly when Σ c_i·h(e_i) = 0 over the integers. Take SHA1 as a
 /// random function of distinct inputs (the rows are telemetry, not inputs
 /// crafted against SHA1; its known collision attacks need chosen prefixes):
 /// fix every h except one with c_j ≠ 0; at most one of the 2^64 equally
