@@ -1,7 +1,7 @@
 //! The comparator's first pass: per window and keyspace-id bucket, a row
-//! count and two sums of cheap built-in hashes, computed in the shards and
-//! added across them. Only buckets whose sums differ are drilled down with
-//! the full-row SHA-256 path ([`crate::drill`]).
+//! count and the exact sum of a 64-bit hash of every row, computed in the
+//! shards and added across them. Only buckets whose sums differ are drilled
+//! down with the full-row SHA-256 path ([`crate::drill`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,15 +35,18 @@ pub struct FirstPass {
 
 /// SQL: the row's canonical encoding for the first pass.
 ///
-/// `CONCAT_WS(',', scalars..., lengths..., values...)`: integers and
-/// datetimes as text (no `,` in either), then the byte length of every
-/// string and blob ('N' for NULL, whose value is then empty), then the
+/// `CONCAT(scalars..., lengths..., values...)` with `','` between them:
+/// integers and datetimes as text (no `,` in either), then the byte length
+/// of every string and blob ('N' for NULL, whose value is then empty), then the
 /// strings and blobs themselves; the last one needs no length when it
 /// cannot be NULL (it runs to the end). A fixed number of scalars and known
 /// lengths make it decodable, so two different rows never share an encoding.
 /// The time column is left out where the pass groups by its exact value.
-/// Cheaper than [`TableSpec::row_hash_sql`]'s (fewer arguments, no separator
-/// arguments), which is what the first pass mostly pays for.
+/// Reading and encoding the columns is what the first pass mostly pays for.
+/// `CONCAT` with `','` arguments gives the bytes `CONCAT_WS(',', ..)` would
+/// and costs ~10% less on MariaDB 10.11; it would be NULL if an argument
+/// were, and none is: every column is `NOT NULL` except the `NullText`
+/// ones, which are wrapped in `IFNULL`.
 pub fn encoding_sql(table: &TableSpec) -> String {
     let time = table.window.map(|(c, _)| c).filter(|_| table.time_is_window_start);
     let (mut scalars, mut lengths, mut values) = (Vec::new(), Vec::new(), Vec::new());
@@ -70,67 +73,80 @@ pub fn encoding_sql(table: &TableSpec) -> String {
         lengths.pop();
     }
     let parts: Vec<String> = scalars.into_iter().chain(lengths).chain(values).collect();
-    format!("CONCAT_WS(',', {})", parts.join(", "))
+    format!("CONCAT({})", parts.join(", ',', "))
 }
 
 /// SQL: one shard's first pass over the rows matching `where_sql`.
 ///
-/// Columns: window (or exact time), nibble, `COUNT(*)`, lane a, lane b,
-/// misplaced rows.
+/// Columns: window (or exact time), nibble, `COUNT(*)`, the lane, misplaced
+/// rows.
 ///
-/// # Why equal sums mean equal rows (false equality below 2^-60)
+/// # Why equal sums mean equal rows (false equality at most 2^-64)
 ///
-/// Per bucket, each side gives the row count and two sums over its rows:
-/// lane a = Σ CRC32(e), lane b = Σ h(e), where e is the row's canonical
-/// encoding ([`encoding_sql`]) and h(e) is the first 64 bits of SHA1(e) read
-/// as an unsigned integer. The shards return exact DECIMAL sums and the
-/// sides add them exactly (u128), with no reduction modulo anything. A bucket
-/// is equal when count, lane a and lane b are all equal, and a window when
-/// every bucket of it is.
+/// Per bucket, each side gives the row count and one exact sum over its
+/// rows: lane = Σ h(e), where e is the row's canonical encoding
+/// ([`encoding_sql`]; the bucket's time and nibble come from the row too, so
+/// within a bucket different rows have different encodings) and h(e) is the
+/// first 64 bits of SHA1(e) read as an unsigned integer. The shards return
+/// exact DECIMAL sums and the sides add them exactly (u128), with no
+/// reduction modulo anything. A bucket is equal when count and lane are both
+/// equal, and a window when every bucket of it is.
 ///
-/// Two different multisets of rows give a nonzero difference vector c
-/// (row encoding -> copies on old minus copies on new). Lane b is equal
-/// exactly when Σ c_i·h(e_i) = 0 over the integers. Take SHA1 as a random
-/// function of distinct inputs (the rows are telemetry, not inputs crafted
-/// against SHA1; its known collision attacks need chosen prefixes): fix every
-/// h except one with c_j ≠ 0; at most one of the 2^64 values of h(e_j) solves
-/// the equation, so the probability is at most 2^-64 for every differing
-/// window, whatever the difference (one changed byte, a lost row, a
-/// duplicate, swapped columns), and below 2^-60 with room for the rounding
-/// of "random function". Lane a adds certainty where it is cheap: CRC32 is
-/// linear, so it is no probabilistic bound of its own (the same edit in two
-/// rows can cancel in a sum), but a single row that differs within any 32
-/// consecutive bits (e.g. one changed byte) always changes it. A duplicated
-/// row always changes the count. Sums, not XOR: a duplicate adds its hash
-/// twice instead of cancelling, and addition ignores row order and which
-/// shard a row sits on, so 4 and 8 shards compare directly.
+/// Two different multisets of rows in a bucket give a nonzero difference
+/// vector c (row encoding -> copies on old minus copies on new). The lane
+/// sums are equal exactly when Σ c_i·h(e_i) = 0 over the integers. Take SHA1 as a
+/// random function of distinct inputs (the rows are telemetry, not inputs
+/// crafted against SHA1; its known collision attacks need chosen prefixes):
+/// fix every h except one with c_j ≠ 0; at most one of the 2^64 equally
+/// likely values of h(e_j) solves the equation, so the probability is at most
+/// 2^-64 for every differing window, whatever the difference (one changed
+/// byte, a lost row, a duplicate, swapped columns, a row moved to another
+/// window, which changes two windows), below the 2^-60 the comparator
+/// promises. Sums, not XOR: a duplicate adds its hash twice instead of
+/// cancelling (and always changes the count), and addition ignores row order
+/// and which shard a row sits on, so 4 and 8 shards compare directly.
 ///
-/// Cost: one encoding per lane per row (the server does not share the
-/// common subexpression; a user variable to share it was no faster and is
-/// deprecated on MySQL 8) and one SHA1; see `docs/notes-copier-verify.md`.
+/// One lane, not two: a second lane of another hash (CRC32 until issue 14's
+/// third session) needs the encoding computed a second time, the larger
+/// part of the cost, and adds no bound of its own (CRC32 is linear, the same
+/// edit in two rows can cancel); the one SHA1 lane carries the bound alone.
+/// Digests of this pass leave `lane_b` at 0.
+///
+/// # Cost (see `docs/notes-copier-verify.md` for the per-expression table)
+///
+/// Per row: reading every column through the SQL layer and encoding it as
+/// text (most of it), one SHA1 (SHA-NI), `CONV` + `CAST`, one DECIMAL sum
+/// and the group lookup; `CAST(.. AS UNSIGNED)` measured ~5% cheaper than
+/// `AS DECIMAL(20, 0)` (both exact). The stats tables group by the stored
+/// `window_start` itself and compute its epoch seconds once per group, not
+/// per row; the misplaced rows are a `COUNT` (integer), not a `SUM`
+/// (DECIMAL). Cheaper 64-bit lanes that were measured and are slower: two
+/// CRC32s (or CRC32 and MariaDB's CRC32C) of one SHA1 output, since the
+/// server computes SHA1(e) once per reference.
 ///
 /// # MariaDB and MySQL 8
 ///
-/// Every function here (CONCAT_WS, LENGTH, IFNULL, CRC32, SHA1, CONV, LEFT,
-/// CAST AS UNSIGNED, ASCII, TIMESTAMPDIFF, DIV, SUM of BIGINT UNSIGNED as an
-/// exact DECIMAL) exists with the same results on MariaDB 10.11 and MySQL 8.0;
-/// both render integers and DATETIME(n) the same way, and both make the
-/// encoding a binary string (every table has a binary column), so SHA1 and
-/// CRC32 see the same bytes. CRC32C, which would be a cheaper second lane, is
-/// MariaDB-only (10.8+) and not used. Verified on MariaDB 10.11 (the local
+/// Every function here (CONCAT, LENGTH, IFNULL, SHA1, CONV, LEFT, CAST AS
+/// UNSIGNED, ASCII, TIMESTAMPDIFF, DIV, NULLIF, COUNT, SUM of BIGINT UNSIGNED
+/// as an exact DECIMAL) exists with the same results on MariaDB 10.11 and MySQL
+/// 8.0; both render integers and DATETIME(n) the same way, and both make the
+/// encoding a binary string (every table has a binary column), so SHA1 sees
+/// the same bytes. Selecting an expression of a grouped column (`t` of
+/// `window_start`) and grouping by a select alias (`k`) are accepted by
+/// MySQL 8's ONLY_FULL_GROUP_BY. Verified on MariaDB 10.11 (the local
 /// stack); MySQL 8 could not be installed here.
 pub fn shard_sql(table: &TableSpec, window_secs: i64, misplaced: &str, where_sql: &str) -> String {
     let column = table.window.map(|(c, _)| c).unwrap_or("window_start");
-    let time = if table.time_is_window_start {
-        format!("TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {column})")
+    let (time, group) = if table.time_is_window_start {
+        (format!("TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {column})"), column)
     } else {
-        table.window_sql(window_secs)
+        (table.window_sql(window_secs), "t")
     };
     let e = encoding_sql(table);
     format!(
-        "SELECT {time} AS t, ASCII(keyspace_id) DIV 16 AS k, COUNT(*), SUM(CRC32({e})), \
-         SUM(CAST(CONV(LEFT(SHA1({e}), 16), 16, 10) AS UNSIGNED)), SUM({misplaced}) \
-         FROM {name} WHERE {where_sql} GROUP BY t, k",
+        "SELECT {time} AS t, ASCII(keyspace_id) DIV 16 AS k, COUNT(*), \
+         SUM(CAST(CONV(LEFT(SHA1({e}), 16), 16, 10) AS UNSIGNED)), COUNT(NULLIF({misplaced}, 0)) \
+         FROM {name} WHERE {where_sql} GROUP BY {group}, k",
         name = table.name,
     )
 }
@@ -161,22 +177,18 @@ pub async fn first_pass(
     for result in futures::future::join_all(shards).await {
         let (span, rows) = result?;
         out.spans.push(span);
-        for (time, nibble, count, a, b, m) in rows {
+        for (time, nibble, count, lane, misplaced) in rows {
             let key = BucketKey { window: time.div_euclid(window_secs) * window_secs, time, nibble };
-            let digest = Digest {
-                rows: count,
-                lane_a: parse_sum(&a)?,
-                lane_b: parse_sum(&b)?,
-                misplaced: u64::try_from(parse_sum(&m)?).unwrap_or(u64::MAX),
-            };
+            let digest = Digest { rows: count, lane_a: parse_sum(&lane)?, lane_b: 0, misplaced };
             out.buckets.entry(key).or_default().add(&digest);
         }
     }
     Ok(out)
 }
 
-/// One row of [`shard_sql`]: time, nibble, count, lane a, lane b, misplaced.
-type ShardRow = (i64, i64, u64, String, String, String);
+/// One row of [`shard_sql`]: time, nibble, count, lane (an exact DECIMAL
+/// sum, as text), misplaced.
+type ShardRow = (i64, i64, u64, String, u64);
 
 /// Shard-seconds busy: per shard (by position), the time at least one of
 /// the passes' queries ran on it, summed over the shards.
@@ -245,15 +257,27 @@ mod tests {
     fn encoding_leaves_out_the_window_start_and_the_last_length() {
         let stats = encoding_sql(&QUERY_STATS_MINUTE);
         assert!(!stats.contains("window_start"), "{stats}");
-        assert!(stats.starts_with("CONCAT_WS(',', database_id, query_count,"), "{stats}");
+        assert!(stats.starts_with("CONCAT(database_id, ',', query_count, ',',"), "{stats}");
         assert!(
-            stats.ends_with("LENGTH(fingerprint), LENGTH(keyspace_id), fingerprint, keyspace_id, latency_sketch)"),
+            stats.ends_with(
+                "LENGTH(fingerprint), ',', LENGTH(keyspace_id), ',', fingerprint, ',', keyspace_id, ',', latency_sketch)"
+            ),
             "{stats}"
         );
         let slow = encoding_sql(&SLOW_QUERIES);
         assert!(slow.contains("occurred_at"), "{slow}");
         assert!(slow.contains("IFNULL(LENGTH(error_text), 'N')") && slow.contains("IFNULL(error_text, '')"), "{slow}");
         assert!(!slow.contains("LENGTH(tables_used)"), "{slow}");
+    }
+
+    #[test]
+    fn one_lane_and_the_stats_grouped_by_their_stored_time() {
+        let stats = shard_sql(&QUERY_STATS_MINUTE, 60, "0", "TRUE");
+        assert!(stats.ends_with("GROUP BY window_start, k"), "{stats}");
+        assert_eq!(stats.matches("SUM(").count(), 1, "one DECIMAL sum per row: {stats}");
+        assert_eq!(stats.matches("SHA1(").count(), 1, "{stats}");
+        let slow = shard_sql(&SLOW_QUERIES, 60, "0", "TRUE");
+        assert!(slow.contains("DIV 60) * 60 AS t") && slow.ends_with("GROUP BY t, k"), "{slow}");
     }
 
     #[test]

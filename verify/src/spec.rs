@@ -21,8 +21,9 @@
 //! flipped in two rows) cancel exactly. The row count is compared as well.
 //!
 //! This digest is the drill-down's: windows are first compared by the
-//! cheaper [`crate::first_pass`] (CRC32 and SHA1 lanes, argued there), and
-//! only the keyspace-id buckets it finds different are narrowed with it.
+//! cheaper [`crate::first_pass`] (one exact sum of a 64-bit SHA1 lane,
+//! argued there), and only the keyspace-id buckets it finds different are
+//! narrowed with it.
 
 use cluster::keyrange::KeyRange;
 use cluster::time::TimeConfig;

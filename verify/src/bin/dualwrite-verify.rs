@@ -105,7 +105,9 @@ enum Command {
         #[command(flatten)]
         range: RangeArgs,
         /// First fill a throwaway database (this name, on every shard of both
-        /// clusters) with this many synthetic rows per cluster; dropped afterwards.
+        /// clusters) with this many synthetic rows per cluster; dropped before
+        /// (rows left by an interrupted run would make the sides differ) and
+        /// afterwards.
         #[arg(long, requires = "database")]
         generate: Option<u64>,
         /// Database to generate into (and bench on).
@@ -316,6 +318,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let (mut from, to) = range.bounds();
             if let Some(rows) = generate {
+                drop_database(&old).await?;
+                drop_database(&new).await?;
                 let now = chrono::Utc::now().timestamp();
                 cluster::schema::apply(&old, now).await?;
                 cluster::schema::apply(&new, now).await?;
@@ -344,7 +348,12 @@ async fn drop_database(config: &ClusterConfig) -> anyhow::Result<()> {
     use mysql_async::prelude::Queryable;
     let pools = cluster::pool::ShardPools::new(config);
     for (i, shard) in config.shards.iter().enumerate() {
-        let mut conn = pools.shard(i).get_conn().await?;
+        let mut conn = match pools.shard(i).get_conn().await {
+            Ok(conn) => conn,
+            // The pool connects to the database itself: 1049 means it is already gone.
+            Err(mysql_async::Error::Server(e)) if e.code == 1049 => continue,
+            Err(e) => return Err(e.into()),
+        };
         conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", shard.endpoint.database)).await?;
     }
     pools.disconnect().await;
