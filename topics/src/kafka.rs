@@ -58,6 +58,40 @@ impl fmt::Debug for Password {
 }
 
 /// A validated `[kafka]` table.
+/// The Kafka flags every binary takes, in one place (`#[command(flatten)]`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers: plaintext, or the bootstrap list replacing
+    /// the one of --kafka-config / the cluster file's [kafka].
+    #[arg(long, env = "DUALWRITE_BROKERS")]
+    pub brokers: Option<String>,
+    /// Kafka settings file with a [kafka] table: bootstrap, security_protocol,
+    /// sasl_*, ssl_ca_file, properties (a cluster file works too); default:
+    /// the cluster file's [kafka], if any. A [registry] table beside it is
+    /// read too.
+    #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
+    pub kafka_config: Option<PathBuf>,
+    #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+}
+
+impl KafkaArgs {
+    /// [`KafkaConfig::resolve`] of these flags, with `cluster_file`'s `[kafka]` as the fallback.
+    pub fn resolve(&self, cluster_file: Option<&Path>) -> Result<KafkaConfig, KafkaConfigError> {
+        KafkaConfig::resolve(self.kafka_config.as_deref(), cluster_file, self.brokers.as_deref())
+    }
+
+    /// [`KafkaArgs::resolve`], `None` when nothing names a broker (for
+    /// reports that can do without one).
+    pub fn resolve_if_configured(&self, cluster_file: Option<&Path>) -> Result<Option<KafkaConfig>, KafkaConfigError> {
+        match self.resolve(cluster_file) {
+            Ok(kafka) => Ok(Some(kafka)),
+            Err(KafkaConfigError::Unconfigured) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.

@@ -58,14 +58,8 @@ enum Command {
 struct Target {
     #[arg(long, env = "DUALWRITE_CLUSTER")]
     cluster: PathBuf,
-    /// Plaintext bootstrap servers (`status`: adds end offsets and lag).
-    #[arg(long, env = "DUALWRITE_BROKERS")]
-    brokers: Option<String>,
-    /// Kafka settings file with a [kafka] table (default: the cluster file's [kafka], if any).
-    #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
-    kafka_config: Option<PathBuf>,
-    #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
-    topic_prefix: String,
+    #[command(flatten)]
+    kafka: topics::kafka::KafkaArgs,
 }
 
 #[derive(Subcommand)]
@@ -129,15 +123,8 @@ struct RunArgs {
     /// Use this control database instead of the cluster file's.
     #[arg(long)]
     control_database: Option<String>,
-    /// Kafka bootstrap servers (plaintext; or the bootstrap of --kafka-config / [kafka]).
-    #[arg(long, env = "DUALWRITE_BROKERS")]
-    brokers: Option<String>,
-    /// Kafka settings file with a [kafka] table: bootstrap, security_protocol,
-    /// sasl_*, ssl_ca_file, properties (default: the cluster file's [kafka]).
-    #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
-    kafka_config: Option<PathBuf>,
-    #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
-    topic_prefix: String,
+    #[command(flatten)]
+    kafka: topics::kafka::KafkaArgs,
     /// Where a partition starts when this cluster never applied it and the
     /// group never committed it: earliest, latest, at=<RFC 3339 time>, or
     /// window-boundary (first message of the first whole --window the topic holds).
@@ -205,18 +192,17 @@ fn main() -> anyhow::Result<()> {
     let args = match Cli::parse().command {
         Command::Run(args) => *args,
         Command::Status { target, json } => {
-            return status(target.cluster, target.brokers, target.kafka_config, target.topic_prefix, json);
+            return status(target.cluster, &target.kafka, json);
         }
         Command::DeadLetters(command) => return dead_letters(command),
         Command::DryRun { target, messages, batch_max_messages } => {
-            let Target { cluster, brokers, kafka_config, topic_prefix } = target;
+            let Target { cluster, kafka: args } = target;
             let cluster_config = cluster::config::ClusterConfig::load(&cluster)
                 .with_context(|| format!("loading cluster file {}", cluster.display()))?;
-            let kafka =
-                topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), Some(cluster.as_path()), brokers.as_deref())?;
+            let kafka = args.resolve(Some(cluster.as_path()))?;
             let config = consumer::dry_run::DryRunConfig {
                 kafka: kafka.client(),
-                kinds: topics::TopicKind::ALL.into_iter().map(|k| (k.topic_name(&topic_prefix), k)).collect(),
+                kinds: topics::TopicKind::ALL.into_iter().map(|k| (k.topic_name(&args.topic_prefix), k)).collect(),
                 messages,
                 batch_max_messages: batch_max_messages.max(1),
                 cluster: cluster_config,
@@ -233,7 +219,7 @@ fn main() -> anyhow::Result<()> {
         args.control_database.as_deref(),
     )
     .with_context(|| format!("loading cluster file {}", args.cluster.display()))?;
-    let registry = topics::registry::RegistryConfig::resolve(args.kafka_config.as_deref(), Some(&args.cluster))?
+    let registry = topics::registry::RegistryConfig::resolve(args.kafka.kafka_config.as_deref(), Some(&args.cluster))?
         .map(topics::registry::Registry::new)
         .transpose()?;
     let codec = match (&args.schema_dir, &registry) {
@@ -248,13 +234,9 @@ fn main() -> anyhow::Result<()> {
     let default_window = cluster.time.hour_window;
     let mut config = ConsumerConfig {
         group: args.group,
-        kafka: topics::kafka::KafkaConfig::resolve(
-            args.kafka_config.as_deref(),
-            Some(args.cluster.as_path()),
-            args.brokers.as_deref(),
-        )?,
+        kafka: args.kafka.resolve(Some(args.cluster.as_path()))?,
         cluster,
-        topic_prefix: args.topic_prefix,
+        topic_prefix: args.kafka.topic_prefix,
         batch_max_messages: args.batch_max_messages,
         batch_max_bytes: args.batch_max_bytes,
         batch_max_wait: args.batch_max_wait,
@@ -348,25 +330,15 @@ fn replay_producer(brokers: &str) -> rdkafka::ClientConfig {
     c
 }
 
-fn status(
-    cluster: PathBuf,
-    brokers: Option<String>,
-    kafka_config: Option<PathBuf>,
-    prefix: String,
-    json: bool,
-) -> anyhow::Result<()> {
+fn status(cluster: PathBuf, args: &topics::kafka::KafkaArgs, json: bool) -> anyhow::Result<()> {
     // Lag needs a broker; without any Kafka setting the report has fences only.
-    let kafka =
-        match topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), Some(cluster.as_path()), brokers.as_deref())
-        {
-            Ok(kafka) => Some(kafka),
-            Err(topics::kafka::KafkaConfigError::Unconfigured) => None,
-            Err(error) => return Err(error.into()),
-        };
+    let kafka = args.resolve_if_configured(Some(cluster.as_path()))?;
     let config = cluster::config::ClusterConfig::load(&cluster)
         .with_context(|| format!("loading cluster file {}", cluster.display()))?;
-    let topics: Vec<String> =
-        [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries].iter().map(|k| k.topic_name(&prefix)).collect();
+    let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]
+        .iter()
+        .map(|k| k.topic_name(&args.topic_prefix))
+        .collect();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let lateness_ms = config.time.allowed_lateness_ms();
     runtime.block_on(cluster::pool::preflight(&config))?;

@@ -130,14 +130,9 @@ struct Common {
 
 #[derive(Args)]
 struct GateArgs {
-    /// Kafka bootstrap servers: the consumer groups' lag and coverage.
-    #[arg(long, env = "DUALWRITE_BROKERS")]
-    brokers: Option<String>,
-    /// Kafka settings file with a [kafka] table (default: the new cluster file's [kafka]).
-    #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
-    kafka_config: Option<PathBuf>,
-    #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
-    topic_prefix: String,
+    /// Kafka: the consumer groups' lag and coverage.
+    #[command(flatten)]
+    kafka: topics::kafka::KafkaArgs,
     /// The latest equivalence run must be younger than this.
     #[arg(long, default_value = "26h", value_parser = humantime::parse_duration)]
     verify_max_age: Duration,
@@ -257,19 +252,15 @@ async fn evaluate(
         old: loaded.old.clone(),
         new: loaded.new.clone(),
         control: loaded.ops.control.clone(),
-        kafka: match topics::kafka::KafkaConfig::resolve(
-            args.kafka_config.as_deref(),
-            Some(loaded.new_file.as_path()),
-            args.brokers.as_deref(),
-        ) {
-            Ok(kafka) => Ok(kafka),
-            Err(topics::kafka::KafkaConfigError::Unconfigured) => {
+        kafka: match args.kafka.resolve_if_configured(Some(loaded.new_file.as_path())) {
+            Ok(Some(kafka)) => Ok(kafka),
+            Ok(None) => {
                 Err("no --brokers given (nor --kafka-config or [kafka]): consumer lag needs the topics' end offsets"
                     .to_owned())
             }
             Err(error) => Err(error.to_string()),
         },
-        topic_prefix: args.topic_prefix.clone(),
+        topic_prefix: args.kafka.topic_prefix.clone(),
         shadow_period: args.shadow_period,
         copied_tables: args.copied_tables.clone(),
     };
@@ -488,16 +479,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let shutdown = service::shutdown_on_signals();
     let console = cutover::serve::ConsoleOptions {
-        kafka: match topics::kafka::KafkaConfig::resolve(
-            args.gates.kafka_config.as_deref(),
-            Some(args.clusters.new.as_path()),
-            args.gates.brokers.as_deref(),
-        ) {
-            Ok(kafka) => Some(kafka),
-            Err(topics::kafka::KafkaConfigError::Unconfigured) => None,
-            Err(error) => return Err(error.into()),
-        },
-        topic_prefix: args.gates.topic_prefix.clone(),
+        kafka: args.gates.kafka.resolve_if_configured(Some(args.clusters.new.as_path()))?,
+        topic_prefix: args.gates.kafka.topic_prefix.clone(),
         shadow_period: args.gates.shadow_period,
         thresholds: thresholds(&args.gates),
     };

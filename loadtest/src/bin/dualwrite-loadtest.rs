@@ -19,16 +19,8 @@ struct Cli {
 enum Command {
     /// Produce N messages and write the ground truth they imply.
     Produce {
-        /// Plaintext bootstrap servers (or the bootstrap of --kafka-config).
-        #[arg(long, env = "DUALWRITE_BROKERS")]
-        brokers: Option<String>,
-        /// Kafka settings file with a [kafka] table (a cluster file works too);
-        /// with a [registry] table, the schemas are registered there and
-        /// messages carry the registry's ids.
-        #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
-        kafka_config: Option<PathBuf>,
-        #[arg(long, env = "DUALWRITE_TOPIC_PREFIX", default_value = "")]
-        topic_prefix: String,
+        #[command(flatten)]
+        kafka: topics::kafka::KafkaArgs,
         /// Messages to produce (both topics together).
         #[arg(long, default_value_t = 100_000)]
         messages: u64,
@@ -103,9 +95,7 @@ fn main() -> anyhow::Result<()> {
     let equal = runtime.block_on(async move {
         match cli.command {
             Command::Produce {
-                brokers,
-                kafka_config,
-                topic_prefix,
+                kafka: args,
                 messages,
                 rate,
                 seed,
@@ -117,8 +107,9 @@ fn main() -> anyhow::Result<()> {
                 metrics_addr,
                 malformed,
             } => {
-                let kafka = topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), None, brokers.as_deref())?;
-                let registry = topics::registry::RegistryConfig::resolve(kafka_config.as_deref(), None)?
+                let kafka = args.resolve(None)?;
+                let topic_prefix = args.topic_prefix;
+                let registry = topics::registry::RegistryConfig::resolve(args.kafka_config.as_deref(), None)?
                     .map(topics::registry::Registry::new)
                     .transpose()?;
                 let codec = match &registry {
