@@ -415,6 +415,18 @@ mod tests {
         KafkaConfig::from_toml_str(text, Path::new("/nonexistent"), &env)
     }
 
+    #[test]
+    fn flags_without_a_broker_resolve_to_none_and_brokers_alone_to_plaintext() {
+        let mut args = KafkaArgs { brokers: None, kafka_config: None, topic_prefix: String::new() };
+        assert!(matches!(args.resolve(None), Err(KafkaConfigError::Unconfigured)));
+        assert_eq!(args.resolve_if_configured(None).expect("no error"), None);
+        args.brokers = Some("127.0.0.1:9092".into());
+        let kafka = args.resolve_if_configured(None).expect("no error").expect("configured");
+        assert_eq!(kafka, KafkaConfig::plaintext("127.0.0.1:9092"));
+        args.kafka_config = Some("/nonexistent/kafka.toml".into());
+        assert!(args.resolve_if_configured(None).is_err(), "a missing --kafka-config file is an error, not None");
+    }
+
     fn must_fail(text: &str) -> String {
         parse(text).expect_err("must be rejected").to_string()
     }
