@@ -20,7 +20,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Pool, Row, Transaction, TxOpts};
 use topics::LatencySketch;
 
-use crate::coalesce::{coalesce, fold, owned, Coalesced, KeyRef};
+use crate::coalesce::{coalesce, fold, owned, Coalesced, Counts, KeyRef};
 use crate::plan::{PartitionRange, ShardItem};
 use crate::rows::{SlowRow, StatsKey, StatsRow};
 use cluster::sql::{
@@ -31,14 +31,8 @@ use cluster::sql::{
 /// What the transaction did, for metrics and logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ShardOutcome {
-    /// Messages applied, per batch range (index into the plan's ranges).
-    pub applied: Vec<u64>,
-    /// Below the fence: applied by an earlier attempt or another owner.
-    pub skipped: Vec<u64>,
-    /// Applied, but later than the allowed lateness.
-    pub late: Vec<u64>,
-    /// Older than retention: counted, not written.
-    pub expired: Vec<u64>,
+    /// Messages applied, skipped below the fence, late and expired, per batch range.
+    pub counts: Counts,
     pub minute_rows: u64,
     pub hour_rows: u64,
     pub pattern_rows: u64,
@@ -103,14 +97,7 @@ pub async fn apply_items(
     let fences = lock_fences(&mut tx, fence).await?;
 
     let coalesced = coalesce(items, &fences);
-    let c = &coalesced.counts;
-    let mut out = ShardOutcome {
-        applied: c.applied.clone(),
-        skipped: c.skipped.clone(),
-        late: c.late.clone(),
-        expired: c.expired.clone(),
-        ..ShardOutcome::default()
-    };
+    let mut out = ShardOutcome { counts: coalesced.counts.clone(), ..ShardOutcome::default() };
     for (i, r) in fence.ranges.iter().enumerate() {
         if fences[i] < r.first_offset {
             out.gaps.push((r.topic.to_string(), r.partition, fences[i], r.first_offset));
@@ -420,9 +407,9 @@ fn advance_fences(fence: &FenceInfo<'_>, current: &[i64], outcome: &ShardOutcome
                 lit(u8::from(reached_end)),
                 lit(hw.unwrap_or(-1)),
                 lit(fence.group),
-                lit(outcome.applied[i]),
-                lit(outcome.late[i]),
-                lit(outcome.expired[i]),
+                lit(outcome.counts.applied[i]),
+                lit(outcome.counts.late[i]),
+                lit(outcome.counts.expired[i]),
                 "UTC_TIMESTAMP(6)".to_string(),
             ])
         })

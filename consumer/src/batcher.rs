@@ -311,8 +311,7 @@ impl Batcher<'_> {
             if known.contains(&key) {
                 continue;
             }
-            let from_time =
-                shared.starts.as_ref().and_then(|s| s.get(&key)).filter(|s| s.offset == r.first_offset);
+            let from_time = shared.starts.as_ref().and_then(|s| s.get(&key)).filter(|s| s.offset == r.first_offset);
             match from_time {
                 _ if r.first_offset == 0 => {
                     out.insert(key, 0);
@@ -435,7 +434,10 @@ impl Batcher<'_> {
                 Ok(Some(messages))
             }
             Err(ResolveError::Abandoned) => {
-                tracing::warn!(messages = messages.len(), "batch abandoned at shutdown while the schema registry was unavailable; it will be redelivered");
+                tracing::warn!(
+                    messages = messages.len(),
+                    "batch abandoned at shutdown while the schema registry was unavailable; it will be redelivered"
+                );
                 self.abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
                 Ok(None)
             }
@@ -466,7 +468,10 @@ impl Batcher<'_> {
     async fn apply_and_store(&self, plan: BatchPlan) -> Result<(), ConsumerError> {
         use std::sync::atomic::Ordering;
         if self.abandoned.load(Ordering::SeqCst) {
-            tracing::debug!(messages = plan.message_count(), "batch after an abandoned one not applied; it will be redelivered");
+            tracing::debug!(
+                messages = plan.message_count(),
+                "batch after an abandoned one not applied; it will be redelivered"
+            );
             return Ok(());
         }
         let started = Instant::now();
@@ -514,8 +519,8 @@ impl Batcher<'_> {
         for result in results {
             let outcome = result?;
             for i in 0..plan.ranges.len() {
-                applied[i] += outcome.applied[i];
-                skipped[i] += outcome.skipped[i];
+                applied[i] += outcome.counts.applied[i];
+                skipped[i] += outcome.counts.skipped[i];
             }
         }
         let mut progress = self.progress.lock().await;

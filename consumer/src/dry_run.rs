@@ -127,14 +127,17 @@ fn batch(messages: Vec<Fetched>, config: &DryRunConfig, rules: TimeRules, report
     let fences: Vec<i64> = planned.ranges.iter().map(|r| r.first_offset).collect();
     let high_watermarks = vec![None; planned.ranges.len()];
     let coverage_starts = HashMap::new();
-    let fence =
-        FenceInfo { ranges: &planned.ranges, high_watermarks: &high_watermarks, group: "dry-run", coverage_starts: &coverage_starts };
+    let fence = FenceInfo {
+        ranges: &planned.ranges,
+        high_watermarks: &high_watermarks,
+        group: "dry-run",
+        coverage_starts: &coverage_starts,
+    };
     let mut bytes = 0usize;
     for items in &planned.shards {
         let refs: Vec<&ShardItem> = items.iter().collect();
         let coalesced = coalesce(&refs, &fences);
-        let c = &coalesced.counts;
-        let outcome = ShardOutcome { applied: c.applied.clone(), late: c.late.clone(), expired: c.expired.clone(), ..Default::default() };
+        let outcome = ShardOutcome { counts: coalesced.counts.clone(), ..Default::default() };
         let statements = write_statements(&coalesced, Stored::new(), Stored::new(), &fence, &fences, &outcome);
         bytes += statements.iter().map(String::len).sum::<usize>();
         for (total, n) in report.rows.iter_mut().zip(coalesced.rows()) {

@@ -505,8 +505,8 @@ pub async fn apply_batch(
     let (mut applied, mut skipped) = (0, 0);
     for outcome in outcomes {
         let o = outcome.expect("apply");
-        applied += o.applied.iter().sum::<u64>();
-        skipped += o.skipped.iter().sum::<u64>();
+        applied += o.counts.applied.iter().sum::<u64>();
+        skipped += o.counts.skipped.iter().sum::<u64>();
     }
     Applied { applied, skipped, ranges: plan.ranges }
 }
