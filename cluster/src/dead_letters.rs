@@ -102,7 +102,11 @@ pub struct ReasonSummary {
 /// Dead letters of `cluster` by reason, the most recently seen reason first;
 /// none when the table was never created (no consumer ran against this
 /// control database yet).
-pub async fn by_reason(control: &Pool, cluster: &str, recent_secs: u64) -> Result<Vec<ReasonSummary>, mysql_async::Error> {
+pub async fn by_reason(
+    control: &Pool,
+    cluster: &str,
+    recent_secs: u64,
+) -> Result<Vec<ReasonSummary>, mysql_async::Error> {
     let mut conn = control.get_conn().await?;
     let counts: Vec<(String, u64, u64, String)> = match conn
         .exec(
@@ -126,9 +130,10 @@ pub async fn by_reason(control: &Pool, cluster: &str, recent_secs: u64) -> Resul
                 (cluster, &reason),
             )
             .await?;
-        let (last_position, last_detail) = newest.map_or_else(Default::default, |(topic, partition, offset, detail)| {
-            (format!("{topic}/{partition}@{offset}"), cut(detail, SUMMARY_DETAIL))
-        });
+        let (last_position, last_detail) = newest
+            .map_or_else(Default::default, |(topic, partition, offset, detail)| {
+                (format!("{topic}/{partition}@{offset}"), cut(detail, SUMMARY_DETAIL))
+            });
         out.push(ReasonSummary { reason, letters, recent, last_recorded_at, last_position, last_detail });
     }
     Ok(out)

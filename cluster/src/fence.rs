@@ -61,10 +61,14 @@ impl PartitionProgress {
     }
 
     /// Every window ending (plus lateness) at or before this is settled here.
+    ///
+    /// Strictly before the newest timestamp: a message stamped exactly a
+    /// window's end plus the lateness is not late, and another with the same
+    /// stamp may still follow (every aggregate of an interval carries its end).
     pub fn settled_through_ms(&self, lateness_ms: i64) -> i64 {
         let applied = self.max_message_ms;
         let confirmed = if self.reached_end { self.updated_at_ms } else { i64::MIN };
-        applied.max(confirmed).saturating_sub(lateness_ms)
+        applied.max(confirmed).saturating_sub(lateness_ms).saturating_sub(1)
     }
 }
 
@@ -327,11 +331,13 @@ mod tests {
     #[test]
     fn settlement_needs_every_partition_past_the_end_plus_lateness() {
         let progress = [partition(0, 0, 10_000, false, 0), partition(1, 0, 5_000, false, 0)];
-        assert_eq!(window_state(&progress, None, 0, 4_000, 1_000), WindowState::Settled);
+        assert_eq!(window_state(&progress, None, 0, 3_999, 1_000), WindowState::Settled);
+        // A message stamped 5_000 is not late for a window ending at 4_000, and may still come.
+        assert_eq!(window_state(&progress, None, 0, 4_000, 1_000), WindowState::CoveredNotSettled);
         assert_eq!(window_state(&progress, None, 0, 4_500, 1_000), WindowState::CoveredNotSettled);
         // An idle partition confirmed fully applied at 9_000 counts as past.
         let idle = [partition(0, 0, 10_000, false, 0), partition(1, 0, 5_000, true, 9_000)];
-        assert_eq!(window_state(&idle, None, 0, 8_000, 1_000), WindowState::Settled);
+        assert_eq!(window_state(&idle, None, 0, 7_999, 1_000), WindowState::Settled);
     }
 
     #[test]
@@ -362,6 +368,6 @@ mod tests {
         let empty: Ends = vec![(("t".into(), 0), 10), (("t".into(), 1), 0)];
         let r = report("new", fences, Some(&empty), 0, 60_000);
         assert_eq!(r.covered_from_ms, Some(1_000));
-        assert_eq!(r.settled_through_ms, Some(50_000));
+        assert_eq!(r.settled_through_ms, Some(49_999));
     }
 }

@@ -165,7 +165,8 @@ fn datetime_literal(t: Option<chrono::DateTime<chrono::Utc>>, digits: u32, fallb
     out.push('\'');
     // The year was checked to be 0..=9999 above.
     push_padded(&mut out, t.year() as u32, 4);
-    for (separator, value) in [('-', t.month()), ('-', t.day()), (' ', t.hour()), (':', t.minute()), (':', t.second())] {
+    for (separator, value) in [('-', t.month()), ('-', t.day()), (' ', t.hour()), (':', t.minute()), (':', t.second())]
+    {
         out.push(separator);
         push_padded(&mut out, value, 2);
     }

@@ -90,12 +90,20 @@ impl From<&TimeConfig> for TimeRules {
 }
 
 impl TimeRules {
-    /// (late, expired) for an event whose data ends at `event_end_ms`, sent at `message_ms`.
-    fn judge(&self, event_start_ms: i64, event_end_ms: i64, message_ms: Option<i64>) -> (bool, bool) {
+    /// (late, expired) for an event starting at `event_start_ms`, sent at `message_ms`.
+    ///
+    /// Late is judged against the end of the minute window the event's rows
+    /// land in, not the event's own end: a window counts as settled once its
+    /// partition carries a timestamp past that end plus the lateness, so an
+    /// aggregate reaching past its window (a 15 s interval starting at :50)
+    /// writes a settled window, and the comparators must see it counted.
+    fn judge(&self, event_start_ms: i64, message_ms: Option<i64>) -> (bool, bool) {
         let Some(sent) = message_ms else { return (false, false) };
+        let window_end_ms =
+            window_start(event_start_ms, self.minute_secs).saturating_add(self.minute_secs).saturating_mul(1000);
         // Saturating: a producer's timestamp can be any i64.
         (
-            sent.saturating_sub(event_end_ms) > self.allowed_lateness_ms,
+            sent.saturating_sub(window_end_ms) > self.allowed_lateness_ms,
             sent.saturating_sub(event_start_ms) > self.retention_ms,
         )
     }
@@ -232,7 +240,9 @@ pub fn plan(
         // The last line of defence: a panic in decoding or routing (a library
         // bug a crafted message reaches) costs this message, not the process.
         // Nothing outside `route` is mutated, so unwinding leaves no torn state.
-        let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route(&m, kind, codec, cluster, rules, &mut routes)));
+        let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            route(&m, kind, codec, cluster, rules, &mut routes)
+        }));
         let (reason, detail) = match routed {
             Ok(Ok((shard, body))) => {
                 let raw = RawMessage { key: m.key, payload: m.payload, message_ms: m.timestamp_ms };
@@ -301,8 +311,7 @@ fn route(
                 .map_err(|e| DecodeError::Invalid { field: "latency_sketch", why: e.to_string() })?;
             let tables_json = tables_json(&q.tables)?;
             rules.future(q.interval_start, m.timestamp_ms)?;
-            let end = q.interval_start + i64::from(q.interval_seconds) * 1000;
-            let (late, expired) = rules.judge(q.interval_start, end, m.timestamp_ms);
+            let (late, expired) = rules.judge(q.interval_start, m.timestamp_ms);
             if expired {
                 return Ok((shard, ItemBody::Expired));
             }
@@ -332,7 +341,7 @@ fn route(
             let tables_json = tables_json(&s.tables)?;
             fits("error", s.error.as_ref().map_or(0, String::len), TEXT_COLUMN_BYTES)?;
             rules.future(at_ms, m.timestamp_ms)?;
-            let (late, expired) = rules.judge(at_ms, at_ms, m.timestamp_ms);
+            let (late, expired) = rules.judge(at_ms, m.timestamp_ms);
             if expired {
                 return Ok((shard, ItemBody::Expired));
             }
@@ -357,4 +366,31 @@ fn route(
         }
     };
     Ok((shard, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_is_judged_against_the_end_of_the_window_the_rows_land_in() {
+        let rules = TimeRules {
+            allowed_lateness_ms: 2_000,
+            retention_ms: 3_600_000,
+            minute_secs: 60,
+            hour_secs: 3600,
+            ahead_ms: 0,
+        };
+        // A 15 s interval at :45 ends with its window (60 s): sent at its end
+        // plus the lateness it is on time, a millisecond later it is late.
+        assert_eq!(rules.judge(45_000, Some(62_000)), (false, false));
+        assert_eq!(rules.judge(45_000, Some(62_001)), (true, false));
+        // One at :50 reaches past its window: sent at its own end (65 s) it
+        // writes a window a partition may already count as settled.
+        assert_eq!(rules.judge(50_000, Some(65_000)), (true, false));
+        // An early interval is judged by its window's end too, not its own.
+        assert_eq!(rules.judge(0, Some(61_000)), (false, false));
+        assert_eq!(rules.judge(0, Some(3_600_001)), (true, true));
+        assert_eq!(rules.judge(0, None), (false, false));
+    }
 }

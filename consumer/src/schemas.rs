@@ -60,7 +60,11 @@ pub(crate) async fn resolve(
             match fetch_writer(registry, id).await {
                 Ok(WriterSchema::Unknown(why)) => match confirmations.next() {
                     Some(delay) => {
-                        tracing::info!(schema_id = id, delay_ms = delay.as_millis() as u64, "schema id unknown to the registry, asking again before dead-lettering");
+                        tracing::info!(
+                            schema_id = id,
+                            delay_ms = delay.as_millis() as u64,
+                            "schema id unknown to the registry, asking again before dead-lettering"
+                        );
                         tokio::select! {
                             _ = tokio::time::sleep(*delay) => {}
                             _ = shutdown.cancelled() => return Err(ResolveError::Abandoned),

@@ -59,8 +59,10 @@ fn with_id(mut payload: Vec<u8>, id: u32) -> Vec<u8> {
 async fn dead_letter_details(cluster: &common::TestCluster) -> Vec<(i64, String, String)> {
     let pools = cluster::pool::ShardPools::new(&cluster.config);
     let mut conn = pools.control().expect("control").get_conn().await.expect("conn");
-    let rows: Vec<(i64, String, String)> =
-        conn.query("SELECT kafka_offset, reason, detail FROM dw_dead_letters ORDER BY kafka_offset").await.expect("rows");
+    let rows: Vec<(i64, String, String)> = conn
+        .query("SELECT kafka_offset, reason, detail FROM dw_dead_letters ORDER BY kafka_offset")
+        .await
+        .expect("rows");
     drop(conn);
     pools.disconnect().await;
     rows
@@ -81,7 +83,8 @@ async fn registry_ids_are_applied_like_the_schema_directorys_and_unknown_ids_are
     let registry = TestRegistry::start_with_basic_auth("dw", PASSWORD).await;
     // Ids 1 and 2 belong to other producers' schemas, so this build's get
     // ids the schema directory does not have: only the registry can resolve them.
-    registry.insert(1, r#"{"type":"record","name":"Other","namespace":"elsewhere","fields":[{"name":"a","type":"long"}]}"#);
+    registry
+        .insert(1, r#"{"type":"record","name":"Other","namespace":"elsewhere","fields":[{"name":"a","type":"long"}]}"#);
     registry.insert(2, r#""string""#);
     let client = client(&registry, basic(PASSWORD));
 
@@ -133,7 +136,8 @@ async fn a_registry_outage_delays_the_group_and_loses_nothing() {
     let registry = TestRegistry::start().await;
     let client = client(&registry, RegistryAuth::None);
     let codec = consumer_codec(&client, &topic_names(&broker)).await.expect("consumer codec");
-    let truth = broker.produce_with_codec(3_000, 41, &producer_codec(&client, &broker.prefix).await.expect("codec")).await;
+    let truth =
+        broker.produce_with_codec(3_000, 41, &producer_codec(&client, &broker.prefix).await.expect("codec")).await;
 
     registry.set_down(true);
     let mut config = consumer_config(&cluster, &broker, "regoutage");
@@ -212,10 +216,12 @@ async fn topics_refuses_an_incompatible_schema_with_the_registrys_message() {
     let stats_subject = value_subject(&TopicKind::QueryStats.topic_name(prefix));
     let slow_subject = value_subject(&TopicKind::SlowQueries.topic_name(prefix));
 
-    let first = register_topic_schemas(&client, prefix, &SchemaSet::embedded().expect("embedded")).await.expect("first");
+    let first =
+        register_topic_schemas(&client, prefix, &SchemaSet::embedded().expect("embedded")).await.expect("first");
     assert_eq!(first.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2]);
     // Registering the same schemas again changes nothing.
-    let again = register_topic_schemas(&client, prefix, &SchemaSet::embedded().expect("embedded")).await.expect("again");
+    let again =
+        register_topic_schemas(&client, prefix, &SchemaSet::embedded().expect("embedded")).await.expect("again");
     assert_eq!(again, first);
 
     // A compatible evolution (an optional field) becomes a new version.
@@ -232,7 +238,9 @@ async fn topics_refuses_an_incompatible_schema_with_the_registrys_message() {
     }
     let incompatible = SchemaSet::from_dir(incompatible_dir.path()).expect("incompatible set");
     let refused = register_topic_schemas(&client, prefix, &incompatible).await.expect_err("incompatible");
-    assert!(matches!(&refused, RegisterError::Registry(RegistryError::Incompatible { subject, .. }) if *subject == stats_subject));
+    assert!(
+        matches!(&refused, RegisterError::Registry(RegistryError::Incompatible { subject, .. }) if *subject == stats_subject)
+    );
     let message = refused.to_string();
     assert!(
         message.starts_with(&format!(

@@ -3,7 +3,8 @@
 //! - [`windows`]: per-window equivalence of the retention-bounded tables,
 //!   pushed down to the shards: a cheap [`first_pass`] per window and
 //!   keyspace-id bucket, then the SHA-256 [`digest`] of differing buckets,
-//!   narrowed to keys by [`drill`].
+//!   narrowed to keys by [`drill`] once a second read shows both sides
+//!   holding still (`confirm`).
 //! - [`table`]: resumable full diff of the unbounded `query_patterns`.
 //! - [`history`]: runs, window states and differences in the control
 //!   database; what the next run and cutover read.
@@ -12,6 +13,7 @@
 //! - [`bench`]: comparator throughput against `CHECKSUM TABLE`.
 
 pub mod bench;
+mod confirm;
 pub mod diff;
 pub mod digest;
 pub mod drill;

@@ -14,6 +14,9 @@ pub const DIFFERENCES: &str = "dualwrite_verify_differences";
 pub const DURATION: &str = "dualwrite_verify_last_run_duration_seconds";
 /// 1 when the last run ended `equal`, 0 otherwise.
 pub const EQUAL: &str = "dualwrite_verify_last_run_equal";
+/// Windows whose fences called them settled but that changed between the
+/// first read and the recheck (`table`): late or out-of-order messages.
+pub const CHANGED_WHILE_SETTLED: &str = "dualwrite_verify_windows_changed_while_settled_total";
 /// Nightly daemon runs by outcome (equal, different, incomplete, failed, busy).
 pub const NIGHTLY_RUNS: &str = "dualwrite_verify_nightly_runs_total";
 /// When the last nightly run completed (whatever it found).
@@ -32,12 +35,20 @@ pub fn describe() {
     describe_gauge!(DURATION, Unit::Seconds, "Wall time of the last run.");
     describe_gauge!(EQUAL, "1 when the last run ended equal, 0 otherwise.");
     metrics::describe_counter!(
+        CHANGED_WHILE_SETTLED,
+        "Windows that changed after their fences called them settled (late or out-of-order messages), left for a later run."
+    );
+    metrics::describe_counter!(
         NIGHTLY_RUNS,
         "Nightly runs by outcome: equal, different, incomplete, failed, busy (skipped: another run held the lock)."
     );
     describe_gauge!(NIGHTLY_SUCCESS, Unit::Seconds, "When the last nightly run completed.");
     describe_gauge!(NIGHTLY_NEXT, Unit::Seconds, "When the next nightly run is due.");
     describe_gauge!(NIGHTLY_RUNNING, "1 while a nightly run is going.");
+}
+
+pub(crate) fn changed_while_settled(table: &'static str) {
+    metrics::counter!(CHANGED_WHILE_SETTLED, "table" => table).increment(1);
 }
 
 pub fn nightly_run(outcome: &str) {

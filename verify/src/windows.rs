@@ -1,14 +1,16 @@
 //! The window comparator: for every window of the retention-bounded tables,
 //! settled on both clusters, a pushed-down row count and digest per side,
-//! compared; differing windows are drilled down to their keys.
+//! compared; differing windows are read again once both clusters applied
+//! the same offsets ([`crate::confirm`]) and drilled down to their keys.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use cluster::config::ClusterConfig;
-use cluster::fence::{progress, window_state, PartitionProgress, WindowState};
+use cluster::fence::{window_state, PartitionProgress, WindowState};
 use tokio_util::sync::CancellationToken;
 
+use crate::confirm::{self, cluster_progress, Recheck};
 use crate::diff::Difference;
 use crate::digest::{Digest, Side};
 use crate::drill::drill_window;
@@ -101,14 +103,6 @@ fn coalesce(starts: &[i64], size: i64) -> Vec<(i64, i64)> {
 
 fn late_total(progress: &[PartitionProgress]) -> u64 {
     progress.iter().map(|p| p.late_messages).sum()
-}
-
-async fn cluster_progress(side: &Side) -> Result<Vec<PartitionProgress>, VerifyError> {
-    progress(&side.pools).await.map_err(|source| VerifyError::Shard {
-        cluster: side.name().to_string(),
-        shard: "(offset fences)".to_string(),
-        source,
-    })
 }
 
 /// Runs the comparator over the configured range, records the results in the
@@ -271,11 +265,12 @@ impl<'a> Comparison<'a> {
             )
         }))
         .await?;
-        for ((table, size, to_check), (o, n)) in plans.into_iter().zip(passes) {
+        let rechecks = recheck_differing(old, new, &plans, &passes, clock).await?;
+        for (((table, size, to_check), (o, n)), second) in plans.into_iter().zip(passes).zip(rechecks) {
             if shutdown.is_cancelled() {
                 return Err(VerifyError::Cancelled);
             }
-            self.judge_windows(table, size, &to_check, &o, &n).await?;
+            self.judge_windows(table, size, &to_check, (&o, &n), second.as_ref()).await?;
         }
         self.windows.sort_by_key(|w| (table_order(w.tbl), w.window_start));
         Ok(())
@@ -347,14 +342,15 @@ impl<'a> Comparison<'a> {
     }
 
     /// Judges every window of `to_check` from both sides' first passes,
-    /// drilling into the buckets that differ.
+    /// drilling into the buckets that differ unless the second read
+    /// (`second`, of the differing windows) shows a side still changing.
     async fn judge_windows(
         &mut self,
         table: TableSpec,
         size: i64,
         to_check: &[i64],
-        o: &FirstPass,
-        n: &FirstPass,
+        (o, n): (&FirstPass, &FirstPass),
+        second: Option<&(FirstPass, FirstPass)>,
     ) -> Result<(), VerifyError> {
         let checked: BTreeSet<i64> = to_check.iter().copied().collect();
         if let Some(outside) = o.buckets.keys().chain(n.buckets.keys()).map(|k| k.window).find(|w| !checked.contains(w))
@@ -366,12 +362,39 @@ impl<'a> Comparison<'a> {
         }
         let mut differing = first_pass::differing(o, n);
         let (o, n) = (first_pass::per_window(o), first_pass::per_window(n));
+        let second = second.map(|(o, n)| (first_pass::per_window(o), first_pass::per_window(n)));
+        let at = |digests: &BTreeMap<i64, Digest>, start: i64| digests.get(&start).copied().unwrap_or_default();
         for &start in to_check {
-            let (a, b) = (o.get(&start).copied().unwrap_or_default(), n.get(&start).copied().unwrap_or_default());
+            let first = (at(&o, start), at(&n, start));
             let nibbles = differing.remove(&start).unwrap_or_default();
-            self.judge(table, start, size, (a, b), &nibbles).await?;
+            if let (false, Some((o2, n2))) = (nibbles.is_empty(), &second) {
+                if confirm::recheck(first, (at(o2, start), at(n2, start))) == Recheck::Changed {
+                    self.changed_while_settled(table, start, size);
+                    continue;
+                }
+            }
+            self.judge(table, start, size, first, &nibbles).await?;
         }
         Ok(())
+    }
+
+    /// A window its fences call settled changed between two reads: written
+    /// after settlement (late, or out of order in its partition). It is left
+    /// unsettled, so a later run compares it again.
+    fn changed_while_settled(&mut self, table: TableSpec, start: i64, size: i64) {
+        tracing::warn!(
+            table = table.name,
+            start,
+            "window changed after its fences called it settled: late or out-of-order messages; compared again next run"
+        );
+        crate::metrics::changed_while_settled(table.name);
+        self.windows.push(WindowResult::without_digest(
+            table.name,
+            start,
+            size,
+            WindowVerdict::NotSettled,
+            (None, None),
+        ));
     }
 
     /// One window's verdict (`nibbles`: its differing buckets); a differing
@@ -471,6 +494,35 @@ impl<'a> Comparison<'a> {
         history::save_windows(self.control, self.run.run_id, &fresh).await?;
         history::save_differences(self.control, self.run.run_id, &self.differences).await
     }
+}
+
+/// Per plan, the second read of the windows that differ on the first (none
+/// when all are equal), taken once both clusters applied the same offsets.
+async fn recheck_differing(
+    old: &Side,
+    new: &Side,
+    plans: &[(TableSpec, i64, Vec<i64>)],
+    passes: &[(FirstPass, FirstPass)],
+    clock: Instant,
+) -> Result<Vec<Option<(FirstPass, FirstPass)>>, VerifyError> {
+    let differing: Vec<Vec<i64>> =
+        passes.iter().map(|(o, n)| first_pass::differing(o, n).into_keys().collect()).collect();
+    if differing.iter().all(Vec::is_empty) {
+        return Ok(plans.iter().map(|_| None).collect());
+    }
+    confirm::both_caught_up(old, new).await?;
+    futures::future::try_join_all(plans.iter().zip(&differing).map(|((table, size, _), starts)| async move {
+        if starts.is_empty() {
+            return Ok(None);
+        }
+        let ranges = coalesce(starts, *size);
+        let pair = futures::try_join!(
+            first_pass(old, table, *size, &ranges, clock),
+            first_pass(new, table, *size, &ranges, clock)
+        )?;
+        Ok::<_, VerifyError>(Some(pair))
+    }))
+    .await
 }
 
 fn table_order(name: &str) -> usize {

@@ -29,16 +29,23 @@ async fn reports_no_difference_while_both_groups_are_writing() {
         tokio::join!(fresh_cluster_with("old", "writing_o", TIME), fresh_cluster_with("new", "writing_n", TIME));
     let broker = Broker::new("writing");
     let now = chrono::Utc::now().timestamp();
-    // Event times never fall behind the wall clock: the first interval (15 s)
-    // starts at the next boundary, and 60 messages/s outpaces the ~650
-    // messages each interval holds.
+    // Event times never fall behind the wall clock: the first interval starts
+    // at the next "hour" boundary, and 60 messages/s outpaces the ~190
+    // messages each 5 s interval holds. The proxies report per "minute"
+    // window, as in production (15 s aggregates into 1 min windows): an
+    // aggregate longer than its window would write it after its partition
+    // carried a timestamp past its end, which the consumer counts as late.
     let start = (now / 15 + 1) * 15;
     let produce_config = ProduceConfig {
         brokers: broker.bootstrap.clone(),
         topic_prefix: broker.prefix.clone(),
         messages: 3_000,
         rate: Some(60),
-        workload: WorkloadConfig { aggregates_per_proxy: 200, ..WorkloadConfig::new(11, start * 1000) },
+        workload: WorkloadConfig {
+            aggregates_per_proxy: 60,
+            interval_seconds: 5,
+            ..WorkloadConfig::new(11, start * 1000)
+        },
     };
     let producer = tokio::spawn(async move { produce(&produce_config, &CancellationToken::new()).await });
     let (a, b) = (Group::start(&old, &broker, "a"), Group::start(&new, &broker, "b"));

@@ -1,0 +1,162 @@
+//! A window that differs on the first read is read again once both clusters
+//! applied the same offsets: one written in between (a late or out-of-order
+//! message one group applied first) is left unsettled, never called
+//! different; one that held still on both sides still is.
+//!
+//! The old cluster is made one message behind on a partition (its fences
+//! lowered, the row that message wrote removed), so the comparator's wait
+//! for equal offsets blocks until the test catches it up. The catch-up is
+//! applied only after the first pass has read the row's shard (MariaDB's
+//! `userstat` table statistics), so the order is fixed, not raced.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use cluster::config::ClusterConfig;
+use support::{feed_both, on_shard, query_shard};
+use tokio_util::sync::CancellationToken;
+use verify::diff::DiffKind;
+use verify::history::{RunOutcome, WindowVerdict};
+use verify::windows::{run_windows, Range, WindowsConfig, WindowsOutcome};
+
+fn time_text(epoch: i64) -> String {
+    chrono::DateTime::from_timestamp(epoch, 0).expect("time").format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// A `query_stats_minute` row of the window as an INSERT tuple, with its shard and key.
+async fn stats_row(cluster: &ClusterConfig, window: &str) -> (usize, String, String) {
+    for shard in 0..cluster.shards.len() {
+        let rows: Vec<(String, String)> = query_shard(
+            cluster,
+            shard,
+            &format!(
+                "SELECT CONCAT('database_id = ', database_id, ' AND fingerprint = ', QUOTE(fingerprint)), \
+                 CONCAT_WS(',', database_id, QUOTE(fingerprint), QUOTE(window_start), CONCAT('0x', HEX(keyspace_id)), \
+                 query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, \
+                 CONCAT('0x', HEX(latency_sketch))) FROM query_stats_minute WHERE {window} ORDER BY 1 LIMIT 1"
+            ),
+        )
+        .await;
+        if let Some((key, tuple)) = rows.into_iter().next() {
+            return (shard, key, tuple);
+        }
+    }
+    panic!("no query_stats_minute row where {window}");
+}
+
+/// Rows of `query_stats_minute` the shard has read since `userstat` was on.
+async fn rows_read(cluster: &ClusterConfig, shard: usize) -> u64 {
+    let db = &cluster.shards[shard].endpoint.database;
+    let rows: Vec<u64> = query_shard(
+        cluster,
+        shard,
+        &format!(
+            "SELECT ROWS_READ FROM information_schema.TABLE_STATISTICS \
+             WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'query_stats_minute'"
+        ),
+    )
+    .await;
+    rows.into_iter().next().unwrap_or(0)
+}
+
+/// Moves every old shard's fence of `partition` by `delta` messages.
+async fn shift_fences(old: &ClusterConfig, partition: i32, delta: i64) {
+    for shard in 0..old.shards.len() {
+        on_shard(
+            old,
+            shard,
+            &format!(
+                "UPDATE dw_offset_fence SET next_offset = next_offset + ({delta}) \
+                 WHERE topic LIKE '%query-stats' AND kafka_partition = {partition}"
+            ),
+        )
+        .await;
+    }
+}
+
+/// Runs the comparator while `catch_up` brings the old cluster level once the
+/// first pass has read `shard`'s minute table.
+async fn run_while_catching_up<F: std::future::Future<Output = ()>>(
+    old: &ClusterConfig,
+    new: &ClusterConfig,
+    (from, to): (i64, i64),
+    shard: usize,
+    recheck_all: bool,
+    catch_up: F,
+) -> WindowsOutcome {
+    let before = rows_read(old, shard).await;
+    let config = WindowsConfig { old: old.clone(), new: new.clone(), range: Range::Between(from, to), recheck_all };
+    let run = tokio::spawn(async move { run_windows(&config, &CancellationToken::new()).await.expect("windows run") });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rows_read(old, shard).await == before {
+        assert!(!run.is_finished(), "the run ended before the old cluster caught up");
+        assert!(Instant::now() < deadline, "the first pass never read shard {shard}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    catch_up.await;
+    run.await.expect("join")
+}
+
+fn state_of(outcome: &WindowsOutcome, start: i64) -> WindowVerdict {
+    outcome.windows.iter().find(|w| w.tbl == "query_stats_minute" && w.window_start == start).expect("window").state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_written_between_the_reads_is_compared_again_and_a_still_one_is_different() {
+    let fed = feed_both("recheck", 3000).await;
+    let (old, new) = (&fed.old.config, &fed.new.config);
+    let (from, to) = (fed.start, fed.start + 3600);
+    let window = format!("window_start = '{}'", time_text(fed.start));
+    let (shard, key, tuple) = stats_row(old, &window).await;
+    for s in 0..old.shards.len() {
+        on_shard(old, s, "SET GLOBAL userstat = 1").await;
+    }
+    let partitions: Vec<i32> = query_shard(
+        old,
+        0,
+        "SELECT kafka_partition FROM dw_offset_fence WHERE topic LIKE '%query-stats' ORDER BY 1 LIMIT 1",
+    )
+    .await;
+    let partition = partitions[0];
+    let missing = format!("DELETE FROM query_stats_minute WHERE {key} AND {window}");
+
+    // 1. The old group applies its last message (the row) after the first read.
+    on_shard(old, shard, &missing).await;
+    shift_fences(old, partition, -1).await;
+    let outcome = run_while_catching_up(old, new, (from, to), shard, false, async {
+        on_shard(old, shard, &format!("INSERT INTO query_stats_minute VALUES ({tuple})")).await;
+        shift_fences(old, partition, 1).await;
+    })
+    .await;
+    assert_eq!(outcome.run.windows_different, 0, "{:#?}", outcome.differences);
+    assert!(outcome.differences.is_empty());
+    assert_eq!(state_of(&outcome, fed.start), WindowVerdict::NotSettled, "the window that changed");
+    assert_eq!(outcome.run.windows_not_settled, 1);
+
+    // The next run digests it (it was never proven) and finds both equal.
+    let config =
+        WindowsConfig { old: old.clone(), new: new.clone(), range: Range::Between(from, to), recheck_all: false };
+    let next = run_windows(&config, &CancellationToken::new()).await.expect("windows run");
+    assert_eq!(next.run.outcome, RunOutcome::Equal, "{:#?}", next.differences);
+    assert_eq!(state_of(&next, fed.start), WindowVerdict::Equal);
+    assert_eq!(next.run.windows_checked, 1, "only the window left unsettled is digested again");
+
+    // 2. The old cluster catches up without the row: a real loss holds still
+    // on both sides and is reported after the wait (every window digested
+    // again: the deletion stands for a loss no late message announces).
+    on_shard(old, shard, &missing).await;
+    shift_fences(old, partition, -1).await;
+    let outcome = run_while_catching_up(old, new, (from, to), shard, true, shift_fences(old, partition, 1)).await;
+    assert_eq!(outcome.run.outcome, RunOutcome::Different);
+    assert_eq!(state_of(&outcome, fed.start), WindowVerdict::Different);
+    let kinds: Vec<(DiffKind, bool)> =
+        outcome.differences.iter().map(|d| (d.kind, d.window_start == Some(fed.start))).collect();
+    assert_eq!(kinds, vec![(DiffKind::ExtraOnNew, true)], "{:#?}", outcome.differences);
+
+    for s in 0..old.shards.len() {
+        on_shard(old, s, "SET GLOBAL userstat = 0").await;
+    }
+    testkit::drop_databases(old).await;
+    testkit::drop_databases(new).await;
+}
