@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cluster::fence::{progress, PartitionProgress};
+use tokio_util::sync::CancellationToken;
 
 use crate::digest::{Digest, Side};
 use crate::error::VerifyError;
@@ -53,7 +54,7 @@ fn reached(progress: &[PartitionProgress], target: &BTreeMap<(String, i32), i64>
 
 /// Waits until both clusters have applied every offset either had applied
 /// on entry; false when [`CATCH_UP_WAIT`] ran out first.
-pub(crate) async fn both_caught_up(old: &Side, new: &Side) -> Result<bool, VerifyError> {
+pub(crate) async fn both_caught_up(old: &Side, new: &Side, shutdown: &CancellationToken) -> Result<bool, VerifyError> {
     let (o, n) = futures::try_join!(cluster_progress(old), cluster_progress(new))?;
     let target = furthest([&o, &n]);
     let deadline = Instant::now() + CATCH_UP_WAIT;
@@ -71,7 +72,10 @@ pub(crate) async fn both_caught_up(old: &Side, new: &Side) -> Result<bool, Verif
             );
             return Ok(false);
         }
-        tokio::time::sleep(POLL).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return Err(VerifyError::Cancelled),
+            () = tokio::time::sleep(POLL) => {}
+        }
     }
 }
 

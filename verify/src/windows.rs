@@ -265,7 +265,7 @@ impl<'a> Comparison<'a> {
             )
         }))
         .await?;
-        let rechecks = recheck_differing(old, new, &plans, &passes, clock).await?;
+        let rechecks = recheck_differing(old, new, &plans, &passes, clock, shutdown).await?;
         for (((table, size, to_check), (o, n)), second) in plans.into_iter().zip(passes).zip(rechecks) {
             if shutdown.is_cancelled() {
                 return Err(VerifyError::Cancelled);
@@ -504,13 +504,14 @@ async fn recheck_differing(
     plans: &[(TableSpec, i64, Vec<i64>)],
     passes: &[(FirstPass, FirstPass)],
     clock: Instant,
+    shutdown: &CancellationToken,
 ) -> Result<Vec<Option<(FirstPass, FirstPass)>>, VerifyError> {
     let differing: Vec<Vec<i64>> =
         passes.iter().map(|(o, n)| first_pass::differing(o, n).into_keys().collect()).collect();
     if differing.iter().all(Vec::is_empty) {
         return Ok(plans.iter().map(|_| None).collect());
     }
-    confirm::both_caught_up(old, new).await?;
+    confirm::both_caught_up(old, new, shutdown).await?;
     futures::future::try_join_all(plans.iter().zip(&differing).map(|((table, size, _), starts)| async move {
         if starts.is_empty() {
             return Ok(None);
