@@ -57,7 +57,6 @@ impl fmt::Debug for Password {
     }
 }
 
-/// A validated `[kafka]` table.
 /// The Kafka flags every binary takes, in one place (`#[command(flatten)]`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
@@ -92,6 +91,7 @@ impl KafkaArgs {
     }
 }
 
+/// A validated `[kafka]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
