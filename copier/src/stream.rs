@@ -11,9 +11,10 @@
 //!    exactly S, each shard only for keys it covers and transactions past its
 //!    own position. Now every covered key is as of S.
 //! 3. Copy: read rows after the smallest last key from the snapshot in key
-//!    order, in chunks, for `copy_phase`; each chunk and the advanced fences
-//!    (last key = the chunk's last key, position = S) commit together on
-//!    every target shard. Covered keys stay as of S.
+//!    order, in chunks (bounded in rows and bytes), for `copy_phase`; each
+//!    chunk goes out in parts, and each part with the advanced fences (last
+//!    key = the part's last key, position = S) commits together on every
+//!    target shard. Covered keys stay as of S.
 //! 4. Catch up: apply the binlog from S for `catch_up_phase` (or to the
 //!    source's end), for the covered keys only: keys not copied yet are read
 //!    from a later snapshot, which already has those changes.
@@ -45,6 +46,20 @@ use crate::reader::{self, Read};
 use crate::sidecar::{self, Fence, ViewUpdate};
 use crate::source::{self, Snapshot};
 use crate::table::{copy_chunk_sql, CopyRow, KeyspaceIds, TableSpec};
+
+/// Rows in a stream's first snapshot chunk, before row sizes are known.
+const FIRST_CHUNK_ROWS: usize = 64;
+
+/// Most bytes of row images one chunk may hold: with `chunk_rows` of
+/// near-1 MiB `normalized_sql` values a chunk would otherwise run for
+/// gigabytes past the copy phase's time limit and shutdown.
+const CHUNK_BYTES: usize = 32 << 20;
+
+/// The next chunk's row limit: `chunk_rows`, or fewer so that rows as large
+/// as the largest of the last chunk (`largest` bytes) stay within [`CHUNK_BYTES`].
+fn next_chunk_rows(chunk_rows: usize, largest: usize) -> usize {
+    (CHUNK_BYTES / largest.max(1)).clamp(1, chunk_rows)
+}
 
 /// Longest pause between retries of a failing stream.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -284,35 +299,44 @@ impl<'a> Run<'a> {
         let mut after = initial.iter().filter(|f| !f.copy_done).map(|f| f.last_key.clone()).min().flatten();
         let mut parts = Splitter::new(&s.target, initial, queues, &snapshot.position, &snapshot.gtid);
         let mut ids = KeyspaceIds::default();
-        let limit = s.settings.chunk_rows;
+        // The first chunk is small: row sizes are unknown until one is read.
+        let mut limit = s.settings.chunk_rows.min(FIRST_CHUNK_ROWS);
         loop {
             // Rows go out in parts while the source still sends the chunk:
             // the writers start on its first rows, and what is held here
-            // stays within a part whatever the chunk or row sizes.
+            // stays within a part whatever the chunk or row sizes. Chunks
+            // stay bounded in bytes too: the phase's time limit and shutdown
+            // are looked at between chunks.
             let mut result = snapshot.conn.query_iter(copy_chunk_sql(after.as_ref(), limit)).await?;
-            let (mut read, mut part, mut part_bytes) = (0, Vec::new(), 0);
-            while let Some(row) = result.next().await? {
-                read += 1;
-                let row = copy_row(row, &mut ids, &s.table)?;
-                part_bytes += row.tuple.len();
-                part.push(row);
-                if part.len() >= copy::PART_ROWS || part_bytes >= copy::PART_BYTES {
-                    after = part.last().map(|r| r.key.clone());
+            let (mut read, mut largest, mut part, mut part_bytes) = (0, 1, Vec::new(), 0);
+            loop {
+                let row = result.next().await?;
+                let end = row.is_none();
+                if let Some(row) = row {
+                    read += 1;
+                    let row = copy_row(row, &mut ids, &s.table)?;
+                    largest = largest.max(row.tuple.len());
+                    part_bytes += row.tuple.len();
+                    part.push(row);
+                }
+                if end || part.len() >= copy::PART_ROWS || part_bytes >= copy::PART_BYTES {
+                    let done = end && read < limit;
+                    after = part.last().map(|r| r.key.clone()).or(after);
                     part_bytes = 0;
-                    if parts.send(std::mem::take(&mut part), after.as_ref(), false).await.is_err() {
+                    if (!part.is_empty() || done)
+                        && parts.send(std::mem::take(&mut part), after.as_ref(), done).await.is_err()
+                    {
                         // The shard's writer failed: stop reading; `copy` reports its error.
                         return Ok(false);
                     }
                 }
+                if end {
+                    break;
+                }
             }
             drop(result);
             let done = read < limit;
-            if let Some(last) = part.last() {
-                after = Some(last.key.clone());
-            }
-            if (!part.is_empty() || done) && parts.send(part, after.as_ref(), done).await.is_err() {
-                return Ok(false);
-            }
+            limit = next_chunk_rows(s.settings.chunk_rows, largest);
             self.copied_this_run = copied_before + copied.load(Ordering::Relaxed);
             self.tick(Some(&snapshot.position)).await?;
             if done {
@@ -498,5 +522,19 @@ impl<'a> Run<'a> {
             self.view.lag_events.map(|l| l.to_string()).unwrap_or_else(|| "-".into())
         ));
         sidecar::write_view(s.target.pools.shards(), &s.table, &s.source_shard, &self.view).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_shrink_for_large_rows_and_never_below_one_row() {
+        assert_eq!(next_chunk_rows(8000, 20), 8000);
+        let near_mib = next_chunk_rows(8000, 1 << 20);
+        assert!((1..=32).contains(&near_mib), "{near_mib} rows of ~1 MiB");
+        assert_eq!(next_chunk_rows(8000, 64 << 20), 1);
+        assert_eq!(next_chunk_rows(8000, 0), 8000, "an empty chunk ends the copy anyway");
     }
 }

@@ -53,16 +53,13 @@ fn reached(progress: &[PartitionProgress], target: &BTreeMap<(String, i32), i64>
 }
 
 /// Waits until both clusters have applied every offset either had applied
-/// on entry; false when [`CATCH_UP_WAIT`] ran out first.
-pub(crate) async fn both_caught_up(old: &Side, new: &Side, shutdown: &CancellationToken) -> Result<bool, VerifyError> {
-    let (o, n) = futures::try_join!(cluster_progress(old), cluster_progress(new))?;
+/// on entry, at most [`CATCH_UP_WAIT`]; a cluster still behind then is
+/// logged, and the recheck reads the windows as they are.
+pub(crate) async fn both_caught_up(old: &Side, new: &Side, shutdown: &CancellationToken) -> Result<(), VerifyError> {
+    let (mut o, mut n) = futures::try_join!(cluster_progress(old), cluster_progress(new))?;
     let target = furthest([&o, &n]);
     let deadline = Instant::now() + CATCH_UP_WAIT;
-    loop {
-        let (o, n) = futures::try_join!(cluster_progress(old), cluster_progress(new))?;
-        if reached(&o, &target) && reached(&n, &target) {
-            return Ok(true);
-        }
+    while !(reached(&o, &target) && reached(&n, &target)) {
         if Instant::now() >= deadline {
             tracing::warn!(
                 old = old.name(),
@@ -70,13 +67,15 @@ pub(crate) async fn both_caught_up(old: &Side, new: &Side, shutdown: &Cancellati
                 wait_s = CATCH_UP_WAIT.as_secs(),
                 "clusters did not apply the same offsets in time: rechecking windows as they are"
             );
-            return Ok(false);
+            break;
         }
         tokio::select! {
             () = shutdown.cancelled() => return Err(VerifyError::Cancelled),
             () = tokio::time::sleep(POLL) => {}
         }
+        (o, n) = futures::try_join!(cluster_progress(old), cluster_progress(new))?;
     }
+    Ok(())
 }
 
 /// What the second read of a differing window says.

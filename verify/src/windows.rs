@@ -257,20 +257,41 @@ impl<'a> Comparison<'a> {
             }
         }
         let (old, new, clock) = (self.old, self.new, Instant::now());
-        let passes = futures::future::try_join_all(plans.iter().map(|(table, size, to_check)| async move {
-            let ranges = coalesce(to_check, *size);
-            futures::try_join!(
-                first_pass(old, table, *size, &ranges, clock),
-                first_pass(new, table, *size, &ranges, clock)
-            )
-        }))
+        let firsts = futures::future::try_join_all(
+            plans.iter().map(|(table, size, to_check)| both_passes(old, new, table, *size, to_check, clock)),
+        )
         .await?;
-        let rechecks = recheck_differing(old, new, &plans, &passes, clock, shutdown).await?;
-        for (((table, size, to_check), (o, n)), second) in plans.into_iter().zip(passes).zip(rechecks) {
+        let mut passes: Vec<TablePass> = plans
+            .into_iter()
+            .zip(firsts)
+            .map(|((table, size, to_check), first)| TablePass {
+                differing: first_pass::differing(&first.0, &first.1),
+                table,
+                size,
+                to_check,
+                first,
+                second: None,
+            })
+            .collect();
+        if passes.iter().any(|p| !p.differing.is_empty()) {
+            confirm::both_caught_up(old, new, shutdown).await?;
+            let seconds = futures::future::try_join_all(passes.iter().map(|p| async move {
+                if p.differing.is_empty() {
+                    return Ok(None);
+                }
+                let starts: Vec<i64> = p.differing.keys().copied().collect();
+                both_passes(old, new, &p.table, p.size, &starts, clock).await.map(Some)
+            }))
+            .await?;
+            for (p, second) in passes.iter_mut().zip(seconds) {
+                p.second = second;
+            }
+        }
+        for pass in passes {
             if shutdown.is_cancelled() {
                 return Err(VerifyError::Cancelled);
             }
-            self.judge_windows(table, size, &to_check, (&o, &n), second.as_ref()).await?;
+            self.judge_windows(pass).await?;
         }
         self.windows.sort_by_key(|w| (table_order(w.tbl), w.window_start));
         Ok(())
@@ -341,17 +362,10 @@ impl<'a> Comparison<'a> {
         Ok(to_check)
     }
 
-    /// Judges every window of `to_check` from both sides' first passes,
-    /// drilling into the buckets that differ unless the second read
-    /// (`second`, of the differing windows) shows a side still changing.
-    async fn judge_windows(
-        &mut self,
-        table: TableSpec,
-        size: i64,
-        to_check: &[i64],
-        (o, n): (&FirstPass, &FirstPass),
-        second: Option<&(FirstPass, FirstPass)>,
-    ) -> Result<(), VerifyError> {
+    /// Judges every window of a table's pass, drilling into the buckets that
+    /// differ unless the second read shows a side still changing.
+    async fn judge_windows(&mut self, pass: TablePass) -> Result<(), VerifyError> {
+        let TablePass { table, size, to_check, first: (o, n), mut differing, second } = pass;
         let checked: BTreeSet<i64> = to_check.iter().copied().collect();
         if let Some(outside) = o.buckets.keys().chain(n.buckets.keys()).map(|k| k.window).find(|w| !checked.contains(w))
         {
@@ -360,14 +374,14 @@ impl<'a> Comparison<'a> {
                 table.name
             )));
         }
-        let mut differing = first_pass::differing(o, n);
-        let (o, n) = (first_pass::per_window(o), first_pass::per_window(n));
-        let second = second.map(|(o, n)| (first_pass::per_window(o), first_pass::per_window(n)));
+        let (o, n) = (first_pass::per_window(&o), first_pass::per_window(&n));
+        let second = second.map(|(o, n)| (first_pass::per_window(&o), first_pass::per_window(&n)));
         let at = |digests: &BTreeMap<i64, Digest>, start: i64| digests.get(&start).copied().unwrap_or_default();
-        for &start in to_check {
+        for start in to_check {
             let first = (at(&o, start), at(&n, start));
             let nibbles = differing.remove(&start).unwrap_or_default();
-            if let (false, Some((o2, n2))) = (nibbles.is_empty(), &second) {
+            // `second` holds exactly the windows that differed on the first read.
+            if let Some((o2, n2)) = second.as_ref().filter(|_| !nibbles.is_empty()) {
                 if confirm::recheck(first, (at(o2, start), at(n2, start))) == Recheck::Changed {
                     self.changed_while_settled(table, start, size);
                     continue;
@@ -496,34 +510,31 @@ impl<'a> Comparison<'a> {
     }
 }
 
-/// Per plan, the second read of the windows that differ on the first (none
-/// when all are equal), taken once both clusters applied the same offsets.
-async fn recheck_differing(
+/// One table's windows to digest, and what both clusters' passes said.
+struct TablePass {
+    table: TableSpec,
+    size: i64,
+    to_check: Vec<i64>,
+    /// (old, new) first passes.
+    first: (FirstPass, FirstPass),
+    /// Per window, the buckets that differ on the first read.
+    differing: BTreeMap<i64, Vec<i64>>,
+    /// (old, new) passes over the differing windows only, read once both
+    /// clusters applied the same offsets ([`crate::confirm`]).
+    second: Option<(FirstPass, FirstPass)>,
+}
+
+/// Both clusters' first passes over the windows starting at `starts`.
+async fn both_passes(
     old: &Side,
     new: &Side,
-    plans: &[(TableSpec, i64, Vec<i64>)],
-    passes: &[(FirstPass, FirstPass)],
+    table: &TableSpec,
+    size: i64,
+    starts: &[i64],
     clock: Instant,
-    shutdown: &CancellationToken,
-) -> Result<Vec<Option<(FirstPass, FirstPass)>>, VerifyError> {
-    let differing: Vec<Vec<i64>> =
-        passes.iter().map(|(o, n)| first_pass::differing(o, n).into_keys().collect()).collect();
-    if differing.iter().all(Vec::is_empty) {
-        return Ok(plans.iter().map(|_| None).collect());
-    }
-    confirm::both_caught_up(old, new, shutdown).await?;
-    futures::future::try_join_all(plans.iter().zip(&differing).map(|((table, size, _), starts)| async move {
-        if starts.is_empty() {
-            return Ok(None);
-        }
-        let ranges = coalesce(starts, *size);
-        let pair = futures::try_join!(
-            first_pass(old, table, *size, &ranges, clock),
-            first_pass(new, table, *size, &ranges, clock)
-        )?;
-        Ok::<_, VerifyError>(Some(pair))
-    }))
-    .await
+) -> Result<(FirstPass, FirstPass), VerifyError> {
+    let ranges = coalesce(starts, size);
+    futures::try_join!(first_pass(old, table, size, &ranges, clock), first_pass(new, table, size, &ranges, clock))
 }
 
 fn table_order(name: &str) -> usize {

@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand};
 use cluster::config::ClusterConfig;
 use copier::{CopierConfig, Settings};
 
-/// See `mimalloc` in the workspace Cargo.toml: the copier allocates and
-/// frees multi-MiB statements and many small row buffers all the time.
+// The copier allocates and frees multi-MiB statements and many small row
+// buffers all the time; glibc's malloc was a visible share of its CPU
+// (docs/notes-copier-verify.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
