@@ -257,6 +257,31 @@ async fn apply_to(
     Ok(())
 }
 
+/// Drops the cluster's database on every shard, and its control database
+/// with `control`. Each server is reached without a default database, so a
+/// database already gone is no error (a pool would fail to connect to it).
+pub async fn drop(config: &crate::config::ClusterConfig, control: bool) -> Result<(), ApplyError> {
+    use mysql_async::prelude::Queryable;
+
+    let mut endpoints: Vec<(&crate::config::Endpoint, String)> =
+        config.shards.iter().map(|s| (&s.endpoint, format!("cluster {} shard {}", config.name, s.range))).collect();
+    if control {
+        endpoints.extend(config.control.iter().map(|c| (c, format!("cluster {} control", config.name))));
+    }
+    for (endpoint, target) in endpoints {
+        crate::config::validate_identifier(&endpoint.database)
+            .map_err(|source| ApplyError::Name { target: target.clone(), source })?;
+        let sql_err = |source| ApplyError::Sql { target: target.clone(), source };
+        let opts =
+            mysql_async::OptsBuilder::from_opts(crate::pool::opts_for(endpoint, &config.auth)).db_name(None::<String>);
+        let mut conn = mysql_async::Conn::new(opts).await.map_err(sql_err)?;
+        // Validated above, so the name can be quoted as an identifier.
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", endpoint.database)).await.map_err(sql_err)?;
+        conn.disconnect().await.map_err(sql_err)?;
+    }
+    Ok(())
+}
+
 /// Applies the store's schema to every shard and the control database, with
 /// the partitions the cluster's `[time]` wants at `now_secs`.
 /// Idempotent: existing tables are left as they are.

@@ -29,12 +29,7 @@ pub async fn create_cluster(template: &ClusterConfig, db: &str) -> Result<Cluste
 
 /// Drops the cluster's database on every shard.
 pub async fn drop_cluster(config: &ClusterConfig) -> Result<(), anyhow::Error> {
-    let pools = ShardPools::new(config);
-    for (shard, pool) in config.shards.iter().zip(pools.shards()) {
-        pool.get_conn().await?.query_drop(format!("DROP DATABASE IF EXISTS `{}`", shard.endpoint.database)).await?;
-    }
-    pools.disconnect().await;
-    Ok(())
+    Ok(cluster::schema::drop(config, false).await?)
 }
 
 /// A deterministic pattern row: database `database_id`, fingerprint `fingerprint`,

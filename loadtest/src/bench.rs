@@ -459,20 +459,7 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
 }
 
 async fn drop_databases(cluster: &ClusterConfig) -> Result<(), BenchError> {
-    let pools = ShardPools::new(cluster);
-    for (i, shard) in cluster.shards.iter().enumerate() {
-        pools
-            .shard(i)
-            .get_conn()
-            .await?
-            .query_drop(format!("DROP DATABASE IF EXISTS `{}`", shard.endpoint.database))
-            .await?;
-    }
-    if let (Some(pool), Some(control)) = (pools.control(), &cluster.control) {
-        pool.get_conn().await?.query_drop(format!("DROP DATABASE IF EXISTS `{}`", control.database)).await?;
-    }
-    pools.disconnect().await;
-    Ok(())
+    cluster::schema::drop(cluster, true).await.map_err(|e| BenchError::Setup(e.to_string()))
 }
 
 fn free_port() -> Result<u16, BenchError> {

@@ -545,18 +545,8 @@ impl Group {
 
 /// Drops every database of a test cluster (shards and control); best effort.
 pub async fn drop_databases(cluster: &ClusterConfig) {
-    let mut endpoints: Vec<&cluster::config::Endpoint> = cluster.shards.iter().map(|s| &s.endpoint).collect();
-    endpoints.extend(cluster.control.as_ref());
-    for endpoint in endpoints {
-        let opts = mysql_async::OptsBuilder::from_opts(cluster::pool::opts_for(endpoint, &cluster.auth))
-            .db_name(None::<String>);
-        match mysql_async::Conn::new(opts).await {
-            Ok(mut conn) => {
-                let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", endpoint.database)).await;
-                let _ = conn.disconnect().await;
-            }
-            Err(error) => eprintln!("cleanup of {endpoint}: {error}"),
-        }
+    if let Err(error) = cluster::schema::drop(cluster, true).await {
+        eprintln!("cleanup of {}: {error}", cluster.name);
     }
 }
 

@@ -318,8 +318,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let (mut from, to) = range.bounds();
             if let Some(rows) = generate {
-                drop_database(&old).await?;
-                drop_database(&new).await?;
+                cluster::schema::drop(&old, false).await?;
+                cluster::schema::drop(&new, false).await?;
                 let now = chrono::Utc::now().timestamp();
                 cluster::schema::apply(&old, now).await?;
                 cluster::schema::apply(&new, now).await?;
@@ -335,27 +335,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             o.pools.disconnect().await;
             n.pools.disconnect().await;
             if generate.is_some() && !keep {
-                drop_database(&old).await?;
-                drop_database(&new).await?;
+                cluster::schema::drop(&old, false).await?;
+                cluster::schema::drop(&new, false).await?;
             }
             println!("{}", serde_json::to_string(&result?)?);
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-async fn drop_database(config: &ClusterConfig) -> anyhow::Result<()> {
-    use mysql_async::prelude::Queryable;
-    let pools = cluster::pool::ShardPools::new(config);
-    for (i, shard) in config.shards.iter().enumerate() {
-        let mut conn = match pools.shard(i).get_conn().await {
-            Ok(conn) => conn,
-            // The pool connects to the database itself: 1049 means it is already gone.
-            Err(mysql_async::Error::Server(e)) if e.code == 1049 => continue,
-            Err(e) => return Err(e.into()),
-        };
-        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", shard.endpoint.database)).await?;
-    }
-    pools.disconnect().await;
-    Ok(())
 }
