@@ -70,10 +70,15 @@ pub fn lit(v: impl Into<Value>) -> String {
 /// A binary literal (`X'..'`); `lit` would send valid UTF-8 bytes as a string.
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2 + 3);
-    out.push_str("X'");
-    push_hex_digits(&mut out, bytes);
-    out.push('\'');
+    push_hex(&mut out, bytes);
     out
+}
+
+/// [`hex`] appended to `out` (statements built in one buffer).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    out.push_str("X'");
+    push_hex_digits(out, bytes);
+    out.push('\'');
 }
 
 /// Lowercase hex digits of `bytes`, no prefix (key range bounds, digests).
@@ -95,9 +100,7 @@ pub fn push_hex_digits(out: &mut String, bytes: &[u8]) {
             pair[0] = DIGITS[usize::from(b >> 4)];
             pair[1] = DIGITS[usize::from(b & 0x0f)];
         }
-        if let Ok(digits) = std::str::from_utf8(&buf[..chunk.len() * 2]) {
-            out.push_str(digits);
-        }
+        out.push_str(std::str::from_utf8(&buf[..chunk.len() * 2]).expect("hex digits are ASCII"));
     }
 }
 
@@ -112,9 +115,7 @@ fn push_padded(out: &mut String, value: u32, width: usize) {
         v /= 10;
     }
     let start = at.min(digits.len() - width.min(digits.len()));
-    if let Ok(text) = std::str::from_utf8(&digits[start..]) {
-        out.push_str(text);
-    }
+    out.push_str(std::str::from_utf8(&digits[start..]).expect("decimal digits are ASCII"));
 }
 
 /// `(a, b, c)` from literals.

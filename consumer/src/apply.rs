@@ -24,7 +24,7 @@ use crate::coalesce::{coalesce, fold, owned, Coalesced, Counts, KeyRef};
 use crate::plan::{PartitionRange, ShardItem};
 use crate::rows::{SlowRow, StatsKey, StatsRow};
 use cluster::sql::{
-    chunks, column, datetime, datetime_ms, datetime_us, hex, lit, push_hex_digits, tuple, CHUNK_ROWS,
+    chunks, column, datetime, datetime_ms, datetime_us, hex, lit, push_hex, tuple, CHUNK_ROWS,
     MAX_STATEMENT_BYTES,
 };
 
@@ -312,15 +312,15 @@ fn upsert_stats(
 
 /// One row's value tuple, written straight into the statement.
 fn push_stats_values(sql: &mut String, (database_id, fingerprint, window_start): &KeyRef<'_>, row: &StatsRow) {
-    let _ = write!(sql, "({database_id},{},{},X'", lit(*fingerprint), datetime(*window_start));
-    push_hex_digits(sql, &row.keyspace_id);
+    let _ = write!(sql, "({database_id},{},{},", lit(*fingerprint), datetime(*window_start));
+    push_hex(sql, &row.keyspace_id);
     let _ = write!(
         sql,
-        "',{},{},{},{},{},{},X'",
+        ",{},{},{},{},{},{},",
         row.query_count, row.total_duration_us, row.max_duration_us, row.rows_read, row.rows_returned, row.error_count
     );
-    push_hex_digits(sql, &row.sketch.encode());
-    sql.push_str("')");
+    push_hex(sql, &row.sketch.encode());
+    sql.push(')');
 }
 
 fn upsert_patterns(statements: &mut Vec<String>, c: &Coalesced<'_>) {

@@ -173,9 +173,9 @@ impl CopyRow {
         let fingerprint_sql = sql::lit(fingerprint.as_str());
         let mut tuple = String::with_capacity(quoted_rest.len() + fingerprint_sql.len() + 48);
         // Writing to a String cannot fail.
-        let _ = write!(tuple, "({database_id},{fingerprint_sql},X'");
-        sql::push_hex_digits(&mut tuple, &keyspace_id);
-        let _ = write!(tuple, "',{quoted_rest})");
+        let _ = write!(tuple, "({database_id},{fingerprint_sql},");
+        sql::push_hex(&mut tuple, &keyspace_id);
+        let _ = write!(tuple, ",{quoted_rest})");
         Self { key: PatternKey { database_id, fingerprint }, keyspace_id, tuple }
     }
 }
