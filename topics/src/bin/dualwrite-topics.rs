@@ -31,18 +31,12 @@ enum Command {
     },
     /// Create the topics on a real Kafka cluster (existing topics are left alone).
     Create {
-        /// Plaintext bootstrap servers (or the bootstrap of --kafka-config).
-        #[arg(long, env = "DUALWRITE_BROKERS")]
-        brokers: Option<String>,
-        /// Kafka settings file with a [kafka] table (a cluster file works too).
-        #[arg(long, env = "DUALWRITE_KAFKA_CONFIG")]
-        kafka_config: Option<PathBuf>,
+        #[command(flatten)]
+        kafka: topics::kafka::KafkaArgs,
         #[arg(long, default_value_t = 16)]
         partitions: i32,
         #[arg(long, default_value_t = 3)]
         replication: i32,
-        #[arg(long, default_value = "")]
-        topic_prefix: String,
     },
     /// Register the topics' value schemas (`<topic>-value`) in the schema
     /// registry of the [registry] table, each after the registry said it is
@@ -81,9 +75,9 @@ fn main() -> anyhow::Result<()> {
                 };
                 topics::dev_broker::run(config, shutdown).await.context("dev broker")
             }
-            Command::Create { brokers, kafka_config, partitions, replication, topic_prefix } => {
-                let kafka = topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), None, brokers.as_deref())?;
-                let specs = topics::spec::default_topics(&topic_prefix, partitions, replication);
+            Command::Create { kafka, partitions, replication } => {
+                let specs = topics::spec::default_topics(&kafka.topic_prefix, partitions, replication);
+                let kafka = kafka.resolve(None)?;
                 topics::admin::create_topics(&kafka, &specs).await.context("creating topics")
             }
             Command::RegisterSchemas { kafka_config, cluster, topic_prefix, schema_dir } => {
