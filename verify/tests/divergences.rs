@@ -10,21 +10,16 @@ use std::path::PathBuf;
 use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
 use serde_json::json;
-use support::{feed_both, on_shard, query_shard};
+use support::{feed_both, first_row_on_any_shard, on_shard, query_shard, time_text, windows};
 use tokio_util::sync::CancellationToken;
 use verify::diff::{DiffKind, Difference};
 use verify::history::{self, RunOutcome};
 use verify::table::{run_table, TableConfig};
-use verify::windows::{run_windows, Range, WindowsConfig, WindowsOutcome};
 
 type Expected = BTreeSet<(String, Option<i64>, String, DiffKind)>;
 
 fn found(differences: &[Difference]) -> Expected {
     differences.iter().map(|d| (d.tbl.clone(), d.window_start, d.key.clone(), d.kind)).collect()
-}
-
-fn time_text(epoch: i64) -> String {
-    chrono::DateTime::from_timestamp(epoch, 0).expect("time").format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 fn stats_key(database_id: u64, fingerprint: &str, window: i64) -> String {
@@ -34,23 +29,12 @@ fn stats_key(database_id: u64, fingerprint: &str, window: i64) -> String {
 /// The first row (by key) of `table` matching `condition` on any shard:
 /// (shard, database_id, fingerprint).
 async fn first_stats_row(cluster: &ClusterConfig, table: &str, condition: &str) -> (usize, u64, String) {
-    for shard in 0..cluster.shards.len() {
-        let rows: Vec<(u64, String)> = query_shard(
-            cluster,
-            shard,
-            &format!("SELECT database_id, fingerprint FROM {table} WHERE {condition} ORDER BY 1, 2 LIMIT 1"),
-        )
-        .await;
-        if let Some((db, fp)) = rows.into_iter().next() {
-            return (shard, db, fp);
-        }
-    }
-    panic!("no {table} row where {condition}");
-}
-
-async fn windows(old: &ClusterConfig, new: &ClusterConfig, from: i64, to: i64, recheck_all: bool) -> WindowsOutcome {
-    let config = WindowsConfig { old: old.clone(), new: new.clone(), range: Range::Between(from, to), recheck_all };
-    run_windows(&config, &CancellationToken::new()).await.expect("windows run")
+    let (shard, (db, fp)) = first_row_on_any_shard(
+        cluster,
+        &format!("SELECT database_id, fingerprint FROM {table} WHERE {condition} ORDER BY 1, 2 LIMIT 1"),
+    )
+    .await;
+    (shard, db, fp)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,11 @@
 //! message one group applied first) is left unsettled, never called
 //! different; one that held still on both sides still is.
 //!
-//! The old cluster is made one message behind on a partition (its fences
-//! lowered, the row that message wrote removed), so the comparator's wait
-//! for equal offsets blocks until the test catches it up. The catch-up is
+//! The old cluster is made one message behind (its fences of one partition
+//! lowered, and a row removed: which message wrote it does not matter, any
+//! lowered fence holds the comparator's wait for equal offsets until the
+//! test catches the cluster up). `SET GLOBAL userstat` stays on if the test
+//! fails midway; it only adds counters. The catch-up is
 //! applied only after the first pass has read the row's shard (MariaDB's
 //! `userstat` table statistics), so the order is fixed, not raced.
 
@@ -14,35 +16,25 @@ mod support;
 use std::time::{Duration, Instant};
 
 use cluster::config::ClusterConfig;
-use support::{feed_both, on_shard, query_shard};
+use support::{feed_both, first_row_on_any_shard, on_shard, query_shard, time_text, windows};
 use tokio_util::sync::CancellationToken;
 use verify::diff::DiffKind;
 use verify::history::{RunOutcome, WindowVerdict};
 use verify::windows::{run_windows, Range, WindowsConfig, WindowsOutcome};
 
-fn time_text(epoch: i64) -> String {
-    chrono::DateTime::from_timestamp(epoch, 0).expect("time").format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
 /// A `query_stats_minute` row of the window as an INSERT tuple, with its shard and key.
 async fn stats_row(cluster: &ClusterConfig, window: &str) -> (usize, String, String) {
-    for shard in 0..cluster.shards.len() {
-        let rows: Vec<(String, String)> = query_shard(
-            cluster,
-            shard,
-            &format!(
-                "SELECT CONCAT('database_id = ', database_id, ' AND fingerprint = ', QUOTE(fingerprint)), \
-                 CONCAT_WS(',', database_id, QUOTE(fingerprint), QUOTE(window_start), CONCAT('0x', HEX(keyspace_id)), \
-                 query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, \
-                 CONCAT('0x', HEX(latency_sketch))) FROM query_stats_minute WHERE {window} ORDER BY 1 LIMIT 1"
-            ),
-        )
-        .await;
-        if let Some((key, tuple)) = rows.into_iter().next() {
-            return (shard, key, tuple);
-        }
-    }
-    panic!("no query_stats_minute row where {window}");
+    let (shard, (key, tuple)) = first_row_on_any_shard(
+        cluster,
+        &format!(
+            "SELECT CONCAT('database_id = ', database_id, ' AND fingerprint = ', QUOTE(fingerprint)), \
+             CONCAT_WS(',', database_id, QUOTE(fingerprint), QUOTE(window_start), CONCAT('0x', HEX(keyspace_id)), \
+             query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, \
+             CONCAT('0x', HEX(latency_sketch))) FROM query_stats_minute WHERE {window} ORDER BY 1 LIMIT 1"
+        ),
+    )
+    .await;
+    (shard, key, tuple)
 }
 
 /// Rows of `query_stats_minute` the shard has read since `userstat` was on.
@@ -135,9 +127,7 @@ async fn a_window_written_between_the_reads_is_compared_again_and_a_still_one_is
     assert_eq!(outcome.run.windows_not_settled, 1);
 
     // The next run digests it (it was never proven) and finds both equal.
-    let config =
-        WindowsConfig { old: old.clone(), new: new.clone(), range: Range::Between(from, to), recheck_all: false };
-    let next = run_windows(&config, &CancellationToken::new()).await.expect("windows run");
+    let next = windows(old, new, from, to, false).await;
     assert_eq!(next.run.outcome, RunOutcome::Equal, "{:#?}", next.differences);
     assert_eq!(state_of(&next, fed.start), WindowVerdict::Equal);
     assert_eq!(next.run.windows_checked, 1, "only the window left unsettled is digested again");

@@ -39,6 +39,41 @@ pub(crate) async fn wait_settled(cluster: &ClusterConfig, from: i64, to: i64, ti
     pools.disconnect().await;
 }
 
+/// `epoch` as MySQL writes a DATETIME, for conditions and keys.
+pub(crate) fn time_text(epoch: i64) -> String {
+    chrono::DateTime::from_timestamp(epoch, 0).expect("time").format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// One window comparison of `[from, to)`, expected to run.
+pub(crate) async fn windows(
+    old: &ClusterConfig,
+    new: &ClusterConfig,
+    from: i64,
+    to: i64,
+    recheck_all: bool,
+) -> verify::windows::WindowsOutcome {
+    let config = verify::windows::WindowsConfig {
+        old: old.clone(),
+        new: new.clone(),
+        range: verify::windows::Range::Between(from, to),
+        recheck_all,
+    };
+    verify::windows::run_windows(&config, &tokio_util::sync::CancellationToken::new()).await.expect("windows run")
+}
+
+/// The first row of `sql` on any shard, in shard order, with its shard.
+pub(crate) async fn first_row_on_any_shard<T: mysql_async::prelude::FromRow + Send + 'static>(
+    cluster: &ClusterConfig,
+    sql: &str,
+) -> (usize, T) {
+    for shard in 0..cluster.shards.len() {
+        if let Some(row) = query_shard::<T>(cluster, shard, sql).await.into_iter().next() {
+            return (shard, row);
+        }
+    }
+    panic!("no row on any shard of {}: {sql}", cluster.name);
+}
+
 /// Runs one statement on one shard.
 pub(crate) async fn on_shard(cluster: &ClusterConfig, shard: usize, sql: &str) {
     let pools = ShardPools::new(cluster);
