@@ -62,6 +62,48 @@ pub struct ClusterConfig {
     pub auth: Auth,
     /// Window sizes, lateness, retention and partitioning (`[time]`).
     pub time: TimeConfig,
+    /// What the cluster stores: its `pipeline = "FILE"` (relative to the
+    /// cluster file), or the built-in Query Insights pipeline.
+    pub pipeline: PipelineRef,
+}
+
+/// A cluster's pipeline, loaded and checked with the cluster file, shared
+/// (it is read on every batch) and compared by where it came from.
+#[derive(Debug, Clone)]
+pub struct PipelineRef {
+    /// The description file; None for the built-in default.
+    pub file: Option<PathBuf>,
+    pub pipeline: std::sync::Arc<pipeline::Pipeline>,
+}
+
+impl PipelineRef {
+    /// The built-in Query Insights pipeline.
+    pub fn insights() -> Self {
+        Self { file: None, pipeline: std::sync::Arc::new(pipeline::Pipeline::insights()) }
+    }
+
+    /// `file`, or the built-in default.
+    pub fn load(file: Option<&Path>) -> Result<Self, pipeline::LoadError> {
+        Ok(Self {
+            file: file.map(Path::to_path_buf),
+            pipeline: std::sync::Arc::new(pipeline::Pipeline::load_or_default(file)?),
+        })
+    }
+}
+
+impl PartialEq for PipelineRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.file == other.file && self.pipeline.name == other.pipeline.name
+    }
+}
+
+impl Eq for PipelineRef {}
+
+impl std::ops::Deref for PipelineRef {
+    type Target = pipeline::Pipeline;
+    fn deref(&self) -> &pipeline::Pipeline {
+        &self.pipeline
+    }
 }
 
 /// One shard: the keyspace ids it owns and where it lives.
@@ -113,6 +155,8 @@ struct RawCluster {
     time: RawTime,
     #[serde(default)]
     tls: RawTls,
+    /// The pipeline description file, relative to the cluster file.
+    pipeline: Option<PathBuf>,
     /// The Kafka client settings (`topics::kafka` reads them from the same
     /// file); accepted here so the file can hold them.
     #[serde(default)]
@@ -231,8 +275,11 @@ impl ClusterConfig {
         };
 
         let time = raw.time.validate().map_err(|error| ConfigError::Time { error })?;
+        let pipeline_file = raw.pipeline.map(|p| base_dir.join(p));
+        let pipeline = PipelineRef::load(pipeline_file.as_deref()).map_err(|error| ConfigError::Pipeline { error })?;
+        time.check_windows(&pipeline).map_err(|error| ConfigError::Time { error })?;
 
-        Ok(Self { name: raw.name, shards, control, auth, time })
+        Ok(Self { name: raw.name, shards, control, auth, time, pipeline })
     }
 
     /// Index of the shard owning `keyspace_id` (a binary search over the
@@ -806,7 +853,7 @@ tls = { server_name = "db-1.internal" }
 
     #[test]
     fn validates_identifiers() {
-        for ok in ["a", "_", "dualwrite", "query_stats_minute", "Db_2", &"x".repeat(64)] {
+        for ok in ["a", "_", "dualwrite", "stats_minute", "Db_2", &"x".repeat(64)] {
             assert_eq!(validate_identifier(ok), Ok(()), "{ok}");
         }
         for bad in ["", "1abc", "a-b", "a b", "a`b", "caf\u{e9}", "a$", &"x".repeat(65)] {

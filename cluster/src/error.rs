@@ -57,6 +57,14 @@ pub enum ConfigError {
         error: SecretError,
     },
 
+    /// The pipeline description (`pipeline = "..."`) cannot be read or is
+    /// not valid; the message names its table, column and field.
+    #[error("pipeline: {error}")]
+    Pipeline {
+        /// What is wrong with the description.
+        error: pipeline::LoadError,
+    },
+
     /// No `[[shards]]` entry at all.
     #[error("shards: at least one [[shards]] entry is needed")]
     NoShards,

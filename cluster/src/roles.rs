@@ -26,7 +26,9 @@ use std::str::FromStr;
 
 use crate::config::{ClusterConfig, Endpoint};
 use crate::job_tables::VERIFY_TABLES;
-use crate::schema::{DEAD_LETTER_TABLES, PARTITIONED_TABLES, STORE_TABLES};
+use pipeline::Pipeline;
+
+use crate::schema::{partitioned_tables, store_tables, DEAD_LETTER_TABLES, FENCE_TABLE};
 
 /// What a login is for. The copier has two: its source (old) and target
 /// (new) sides need different grants, usually for the same login.
@@ -91,22 +93,26 @@ impl Role {
         }
     }
 
-    /// `(privileges, table or None for the whole database)` on a shard's database.
-    fn on_shards(self) -> Vec<(&'static str, Option<&'static str>)> {
+    /// `(privileges, table or None for the whole database)` on a shard's
+    /// database, for the tables of `pipeline`.
+    fn on_shards(self, pipeline: &Pipeline) -> Vec<(&'static str, Option<String>)> {
+        let unbounded = || pipeline.unbounded().map(|t| t.name.clone());
         match self {
-            Role::Consumer => STORE_TABLES.iter().map(|t| ("SELECT, INSERT, UPDATE", Some(*t))).collect(),
-            Role::Retention => PARTITIONED_TABLES
-                .iter()
+            Role::Consumer => {
+                store_tables(pipeline).into_iter().map(|t| ("SELECT, INSERT, UPDATE", Some(t.to_string()))).collect()
+            }
+            Role::Retention => partitioned_tables(pipeline)
+                .into_iter()
                 // ALTER ... REORGANIZE / DROP / TRUNCATE PARTITION
-                .map(|(t, _)| ("SELECT, ALTER, DROP", Some(*t)))
-                .chain([("SELECT", Some("dw_offset_fence"))])
+                .map(|(t, _)| ("SELECT, ALTER, DROP", Some(t.to_string())))
+                .chain([("SELECT", Some(FENCE_TABLE.to_string()))])
                 .collect(),
             Role::Verify | Role::Operator | Role::Reader => vec![("SELECT", None)],
-            Role::CopierSource => vec![("SELECT", Some("query_patterns"))],
-            Role::CopierTarget => vec![
-                ("SELECT, INSERT, UPDATE, DELETE", Some("query_patterns")),
-                ("SELECT, INSERT, UPDATE, DELETE", Some("dw_copier_streams")),
-            ],
+            Role::CopierSource => unbounded().map(|t| ("SELECT", Some(t))).collect(),
+            Role::CopierTarget => unbounded()
+                .chain(["dw_copier_streams".to_string()])
+                .map(|t| ("SELECT, INSERT, UPDATE, DELETE", Some(t)))
+                .collect(),
         }
     }
 
@@ -189,7 +195,13 @@ impl fmt::Display for Account {
 /// The GRANT statements of `role` on one server: on its shard database
 /// `store` and on its control database `control` (either may be absent).
 /// Database names must be plain identifiers (cluster files guarantee it).
-pub fn statements(role: Role, account: &Account, store: Option<&str>, control: Option<&str>) -> Vec<String> {
+pub fn statements(
+    role: Role,
+    pipeline: &Pipeline,
+    account: &Account,
+    store: Option<&str>,
+    control: Option<&str>,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut grant = |privileges: &str, database: &str, table: Option<&str>| {
         let object = match table {
@@ -199,8 +211,8 @@ pub fn statements(role: Role, account: &Account, store: Option<&str>, control: O
         out.push(format!("GRANT {privileges} ON {object} TO {account}"));
     };
     if let Some(db) = store {
-        for (privileges, table) in role.on_shards() {
-            grant(privileges, db, table);
+        for (privileges, table) in role.on_shards(pipeline) {
+            grant(privileges, db, table.as_deref());
         }
     }
     if let Some(db) = control {
@@ -229,14 +241,14 @@ pub fn plan<'a>(config: &'a ClusterConfig, role: Role, account: &Account) -> Vec
         .map(|s| Grants {
             target: format!("cluster {} shard {}", config.name, s.range),
             endpoint: &s.endpoint,
-            statements: statements(role, account, Some(&s.endpoint.database), None),
+            statements: statements(role, &config.pipeline, account, Some(&s.endpoint.database), None),
         })
         .collect();
     if let Some(control) = &config.control {
         out.push(Grants {
             target: format!("cluster {} control", config.name),
             endpoint: control,
-            statements: statements(role, account, None, Some(&control.database)),
+            statements: statements(role, &config.pipeline, account, None, Some(&control.database)),
         });
     }
     out.retain(|g| !g.statements.is_empty());
@@ -296,7 +308,7 @@ mod tests {
     #[test]
     fn writers_get_table_grants_and_no_ddl_except_retention() {
         for role in Role::ALL {
-            for statement in statements(role, &account(), Some("s"), Some("c")) {
+            for statement in statements(role, &Pipeline::insights(), &account(), Some("s"), Some("c")) {
                 let writes = ["INSERT", "UPDATE", "DELETE", "ALTER", "DROP"].iter().any(|p| statement.contains(p));
                 if writes {
                     assert!(!statement.contains(".*"), "{role}: a write grant on a whole database: {statement}");
@@ -312,14 +324,14 @@ mod tests {
     #[test]
     fn every_granted_table_is_one_the_schema_creates() {
         use crate::job_tables::{ROUTING_TABLES, SHARD_TABLES};
-        let known: Vec<&str> = STORE_TABLES
-            .iter()
-            .copied()
+        let insights = Pipeline::insights();
+        let known: Vec<&str> = store_tables(&insights)
+            .into_iter()
             .chain(SHARD_TABLES.iter().chain(&ROUTING_TABLES).chain(&VERIFY_TABLES).map(|(n, _)| *n))
             .chain(DEAD_LETTER_TABLES.iter().map(|(n, _)| *n))
             .collect();
         for role in Role::ALL {
-            for statement in statements(role, &account(), Some("s"), Some("c")) {
+            for statement in statements(role, &Pipeline::insights(), &account(), Some("s"), Some("c")) {
                 let Some(table) = statement.split(".`").nth(1).and_then(|t| t.split('`').next()) else { continue };
                 assert!(known.contains(&table), "{role}: {statement}");
             }
@@ -328,7 +340,7 @@ mod tests {
 
     #[test]
     fn the_reader_writes_only_its_heartbeat_and_shadow_counts() {
-        let writes: Vec<String> = statements(Role::Reader, &account(), Some("s"), Some("c"))
+        let writes: Vec<String> = statements(Role::Reader, &Pipeline::insights(), &account(), Some("s"), Some("c"))
             .into_iter()
             .filter(|s| !s.starts_with("GRANT SELECT ON"))
             .collect();
@@ -344,9 +356,11 @@ mod tests {
     #[test]
     fn only_the_copier_source_gets_server_privileges_and_only_on_shards() {
         for role in Role::ALL {
-            let global = statements(role, &account(), Some("s"), None).into_iter().any(|s| s.contains("*.*"));
+            let global = statements(role, &Pipeline::insights(), &account(), Some("s"), None)
+                .into_iter()
+                .any(|s| s.contains("*.*"));
             assert_eq!(global, role == Role::CopierSource, "{role}");
-            let control_only = statements(role, &account(), None, Some("c"));
+            let control_only = statements(role, &Pipeline::insights(), &account(), None, Some("c"));
             assert!(control_only.iter().all(|s| !s.contains("*.*")), "{role}");
         }
     }

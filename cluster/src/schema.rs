@@ -9,68 +9,14 @@
 //! of `[time] partition` width between two catch-alls, so no insert ever fails
 //! for a missing partition; the retention job splits and drops them.
 
+use pipeline::Pipeline;
+
 use crate::time::TimeConfig;
 
-/// Tables whose rows age out with their time partition.
-pub const PARTITIONED_TABLES: [(&str, &str); 3] =
-    [("query_stats_minute", "window_start"), ("query_stats_hour", "window_start"), ("slow_queries", "occurred_at")];
-
-fn stats_table(name: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {name} (
-  database_id BIGINT UNSIGNED NOT NULL,
-  fingerprint VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-  window_start DATETIME NOT NULL,
-  -- Vitess hash vindex of database_id: lets comparators bucket rows the same way on any shard map.
-  keyspace_id BINARY(8) NOT NULL,
-  query_count BIGINT UNSIGNED NOT NULL,
-  total_duration_us BIGINT UNSIGNED NOT NULL,
-  max_duration_us BIGINT UNSIGNED NOT NULL,
-  rows_read BIGINT UNSIGNED NOT NULL,
-  rows_returned BIGINT UNSIGNED NOT NULL,
-  error_count BIGINT UNSIGNED NOT NULL,
-  -- DDSketch, reference binary encoding; merged in the consumer in offset order.
-  latency_sketch BLOB NOT NULL,
-  PRIMARY KEY (database_id, fingerprint, window_start),
-  KEY by_window (window_start)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
-    )
+/// Tables whose rows age out with their time partition: (table, time column).
+pub fn partitioned_tables(pipeline: &Pipeline) -> Vec<(&str, &str)> {
+    pipeline.windowed().filter_map(|t| Some((t.name.as_str(), t.time_column.as_deref()?))).collect()
 }
-
-const SLOW_QUERIES: &str = "CREATE TABLE IF NOT EXISTS slow_queries (
-  -- Where the event sat in the topic: the event's identity, so a redelivery can never add a row.
-  src_partition INT NOT NULL,
-  src_offset BIGINT NOT NULL,
-  occurred_at DATETIME(6) NOT NULL,
-  database_id BIGINT UNSIGNED NOT NULL,
-  fingerprint VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-  keyspace_id BINARY(8) NOT NULL,
-  proxy_id VARCHAR(255) NOT NULL,
-  duration_us BIGINT UNSIGNED NOT NULL,
-  rows_read BIGINT UNSIGNED NOT NULL,
-  rows_returned BIGINT UNSIGNED NOT NULL,
-  error_text TEXT NULL,
-  query_text MEDIUMTEXT NOT NULL,
-  -- JSON array of table names.
-  tables_used TEXT NOT NULL,
-  -- occurred_at is in the key only because MySQL requires the partitioning column in every unique key.
-  PRIMARY KEY (src_partition, src_offset, occurred_at),
-  KEY by_database (database_id, occurred_at)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
-
-const QUERY_PATTERNS: &str = "CREATE TABLE IF NOT EXISTS query_patterns (
-  database_id BIGINT UNSIGNED NOT NULL,
-  fingerprint VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-  keyspace_id BINARY(8) NOT NULL,
-  normalized_sql MEDIUMTEXT NOT NULL,
-  -- JSON array of table names.
-  tables_used TEXT NOT NULL,
-  -- Merge rule (consumer and copier alike): first_seen = min, last_seen = max; the text of the
-  -- earliest sighting wins (ties: the smaller text), so writers commute.
-  first_seen DATETIME(3) NOT NULL,
-  last_seen DATETIME(3) NOT NULL,
-  PRIMARY KEY (database_id, fingerprint)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
 
 /// One row per (topic, partition): the exactly-once fence and what coverage and
 /// settlement are computed from.
@@ -118,40 +64,33 @@ pub const DEAD_LETTERS: &str = "CREATE TABLE IF NOT EXISTS dw_dead_letters (
   KEY by_reason (cluster, reason)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
 
-/// The merge-rule upsert of `query_patterns` rows (`values`: comma-separated
-/// `(database_id, fingerprint, keyspace_id, normalized_sql, tables_used,
-/// first_seen, last_seen)` tuples), shared by the consumer and the copier so
-/// their writes commute: first_seen = min, last_seen = max, and the text of
-/// the earliest sighting wins (ties by text). The assignments run left to
-/// right, so the text ones read the old first_seen.
-pub fn query_patterns_upsert(values: &str) -> String {
-    format!(
-        "INSERT INTO query_patterns (database_id, fingerprint, keyspace_id, normalized_sql, tables_used, \
-         first_seen, last_seen) VALUES {values} ON DUPLICATE KEY UPDATE \
-         tables_used = IF((VALUES(first_seen), VALUES(normalized_sql), VALUES(tables_used)) < \
-           (first_seen, normalized_sql, tables_used), VALUES(tables_used), tables_used), \
-         normalized_sql = IF((VALUES(first_seen), VALUES(normalized_sql)) < (first_seen, normalized_sql), \
-           VALUES(normalized_sql), normalized_sql), \
-         first_seen = LEAST(first_seen, VALUES(first_seen)), last_seen = GREATEST(last_seen, VALUES(last_seen))"
-    )
-}
-
-/// The statements that create every shard table, in order.
-pub fn shard_ddl(time: &TimeConfig, now_secs: i64) -> Vec<String> {
+/// The statements that create every shard table, in order: the pipeline's
+/// tables (windowed ones partitioned by their time column), the fences, the
+/// jobs' shard tables.
+pub fn shard_ddl(pipeline: &Pipeline, time: &TimeConfig, now_secs: i64) -> Vec<String> {
     let mut out = Vec::new();
-    for (table, column) in PARTITIONED_TABLES {
-        let create = if table == "slow_queries" { SLOW_QUERIES.to_string() } else { stats_table(table) };
-        out.push(format!("{create}\n{}", crate::partitions::clause(column, time, now_secs)));
+    for table in &pipeline.tables {
+        let create = pipeline::create_table(table);
+        match &table.time_column {
+            Some(column) if table.is_windowed() => {
+                out.push(format!("{create}\n{}", crate::partitions::clause(column, time, now_secs)));
+            }
+            _ => out.push(create),
+        }
     }
-    out.push(QUERY_PATTERNS.to_string());
     out.push(OFFSET_FENCE.to_string());
     out.extend(crate::job_tables::SHARD_TABLES.iter().map(|(_, ddl)| ddl.to_string()));
     out
 }
 
-/// The store's tables on every shard (the consumer writes them, everyone else reads them).
-pub const STORE_TABLES: [&str; 5] =
-    ["query_stats_minute", "query_stats_hour", "slow_queries", "query_patterns", "dw_offset_fence"];
+/// The fence table's name, beside the pipeline's tables on every shard.
+pub const FENCE_TABLE: &str = "dw_offset_fence";
+
+/// The store's tables on every shard (the consumer writes them, everyone else
+/// reads them): the pipeline's tables and the fences.
+pub fn store_tables(pipeline: &Pipeline) -> Vec<&str> {
+    pipeline.tables.iter().map(|t| t.name.as_str()).chain([FENCE_TABLE]).collect()
+}
 
 /// Control database: dead letters re-produced to their topic after their
 /// cause was fixed (`dualwrite-consumer dead-letters replay`). A row is
@@ -286,7 +225,7 @@ pub async fn drop(config: &crate::config::ClusterConfig, control: bool) -> Resul
 /// the partitions the cluster's `[time]` wants at `now_secs`.
 /// Idempotent: existing tables are left as they are.
 pub async fn apply(config: &crate::config::ClusterConfig, now_secs: i64) -> Result<(), ApplyError> {
-    let shard_statements = shard_ddl(&config.time, now_secs);
+    let shard_statements = shard_ddl(&config.pipeline, &config.time, now_secs);
     let shards = config.shards.iter().map(|s| {
         apply_to(&s.endpoint, &config.auth, &shard_statements, format!("cluster {} shard {}", config.name, s.range))
     });

@@ -158,6 +158,55 @@ impl TimeConfig {
     }
 }
 
+impl TimeConfig {
+    /// Seconds of a table's window: a `[time]` setting it names, or its literal.
+    pub fn window_secs(&self, window: &pipeline::Window) -> i64 {
+        match window {
+            pipeline::Window::Named(n) if n == "hour_window" => self.hour_secs(),
+            pipeline::Window::Named(_) => self.minute_secs(),
+            pipeline::Window::Fixed(d) => secs(*d),
+        }
+    }
+
+    /// A table's window in seconds (0 for a table without one).
+    pub fn table_window_secs(&self, table: &pipeline::Table) -> i64 {
+        table.window.as_ref().map_or(0, |w| self.window_secs(w))
+    }
+
+    /// How long a table's rows are kept: its own `retention`, else `[time] retention`.
+    pub fn table_retention_ms(&self, table: &pipeline::Table) -> i64 {
+        table.retention.map_or(self.retention_ms(), |d| secs(d).saturating_mul(1000))
+    }
+
+    /// Every window must tile the partitions (a partition never splits a
+    /// window, so retention drops whole windows) and hold the lateness.
+    pub fn check_windows(&self, pipeline: &pipeline::Pipeline) -> Result<(), TimeError> {
+        for t in pipeline.windowed() {
+            let w = self.table_window_secs(t);
+            if w <= 0 || self.partition_secs() % w != 0 {
+                return Err(TimeError {
+                    field: "partition",
+                    why: format!(
+                        "{} s is not a multiple of table {}'s window ({w} s) of pipeline {}",
+                        self.partition_secs(),
+                        t.name,
+                        pipeline.name
+                    ),
+                });
+            }
+            if t.retention.is_some_and(|r| r < self.retention) {
+                // The consumer counts a message older than `[time] retention` as
+                // expired for every table it feeds: a table cannot keep less.
+                return Err(TimeError {
+                    field: "retention",
+                    why: format!("table {}'s own retention is shorter than [time] retention", t.name),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Start (seconds since the epoch, UTC) of the `window_secs` window holding
 /// `ms`; windows are aligned to the epoch.
 pub fn window_start(ms: i64, window_secs: i64) -> i64 {

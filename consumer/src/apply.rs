@@ -24,8 +24,7 @@ use crate::coalesce::{coalesce, fold, owned, Coalesced, Counts, KeyRef};
 use crate::plan::{PartitionRange, ShardItem};
 use crate::rows::{SlowRow, StatsKey, StatsRow};
 use cluster::sql::{
-    chunks, column, datetime, datetime_ms, datetime_us, hex, lit, push_hex, tuple, CHUNK_ROWS,
-    MAX_STATEMENT_BYTES,
+    chunks, column, datetime, datetime_ms, datetime_us, hex, lit, push_hex, tuple, CHUNK_ROWS, MAX_STATEMENT_BYTES,
 };
 
 /// What the transaction did, for metrics and logs.
@@ -340,9 +339,11 @@ fn upsert_patterns(statements: &mut Vec<String>, c: &Coalesced<'_>) {
             ])
         })
         .collect();
+    static INSIGHTS: std::sync::OnceLock<pipeline::Pipeline> = std::sync::OnceLock::new();
+    let Some(table) = INSIGHTS.get_or_init(pipeline::Pipeline::insights).table("query_patterns") else { return };
     for chunk in chunks(&values) {
         // The merge rule of PatternRow::merge, in SQL (shared with the copier).
-        statements.push(cluster::schema::query_patterns_upsert(&chunk.join(",")));
+        statements.extend(pipeline::upsert(table, &chunk.join(",")));
     }
 }
 

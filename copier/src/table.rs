@@ -138,9 +138,18 @@ impl PatternKey {
 }
 
 /// The merge-rule upsert of a batch of images: the consumer's statement
-/// (`cluster::schema::query_patterns_upsert`), so both writers apply one rule.
+/// (`pipeline::upsert` of the table's rules), so both writers apply one rule.
 pub fn upsert_sql(tuples: &[String]) -> String {
-    cluster::schema::query_patterns_upsert(&tuples.join(","))
+    let insights = insights_patterns();
+    pipeline::upsert(insights, &tuples.join(",")).unwrap_or_default()
+}
+
+fn insights_patterns() -> &'static pipeline::Table {
+    static TABLE: std::sync::OnceLock<pipeline::Table> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let p = pipeline::Pipeline::insights();
+        p.tables.into_iter().find(|t| t.name == QUERY_PATTERNS).unwrap_or_else(|| unreachable!())
+    })
 }
 
 /// Deletes a batch of keys.

@@ -170,11 +170,13 @@ async fn shadow_input(control: &Pool, period: Duration, now: DateTime<Utc>) -> R
 /// Reads the comparators' results through `verify::history`.
 pub async fn verify_input(control: &Pool, copied_tables: &[String]) -> Result<VerifyInput, VerifyError> {
     match read_verify(control, copied_tables).await {
-        Err(VerifyError::Control(mysql_async::Error::Server(e))) if e.code == cluster::retry::ER_NO_SUCH_TABLE => Ok(VerifyInput {
-            windows_run: None,
-            different: DifferentWindows::default(),
-            table_runs: copied_tables.iter().map(|t| (t.clone(), None)).collect(),
-        }),
+        Err(VerifyError::Control(mysql_async::Error::Server(e))) if e.code == cluster::retry::ER_NO_SUCH_TABLE => {
+            Ok(VerifyInput {
+                windows_run: None,
+                different: DifferentWindows::default(),
+                table_runs: copied_tables.iter().map(|t| (t.clone(), None)).collect(),
+            })
+        }
         other => other,
     }
 }

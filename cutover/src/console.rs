@@ -126,7 +126,9 @@ async fn verify_timeline(control: &Pool, new: &ClusterConfig) -> Result<Timeline
 async fn dead_letters(cluster: &ClusterConfig, control: Option<&Pool>) -> ClusterDeadLetters {
     let recent = RECENT_DEAD_LETTERS.as_secs();
     let reasons = match (control, &cluster.control) {
-        (Some(pool), _) => cluster::dead_letters::by_reason(pool, &cluster.name, recent).await.map_err(|e| e.to_string()),
+        (Some(pool), _) => {
+            cluster::dead_letters::by_reason(pool, &cluster.name, recent).await.map_err(|e| e.to_string())
+        }
         (None, Some(endpoint)) => {
             let pool = Pool::new(cluster::pool::opts_for(endpoint, &cluster.auth));
             let reasons = cluster::dead_letters::by_reason(&pool, &cluster.name, recent).await;

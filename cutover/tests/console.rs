@@ -145,18 +145,15 @@ async fn the_console_shows_what_the_tables_hold_before_and_after_a_switch() {
     for c in [&old.config, &new.config] {
         assert_eq!(shown_dead_letters(&json, &c.name), BTreeMap::new(), "{}", c.name);
     }
-    assert!(
-        !shown_windows(&json, "query_stats_minute").contains_key("equal"),
-        "{}",
-        json["verify_timeline"]
-    );
+    assert!(!shown_windows(&json, "query_stats_minute").contains_key("equal"), "{}", json["verify_timeline"]);
 
     let page = console_html(&api).await;
     assert!(
         page.contains(&format!("No dead letters on {} or {}.", old.config.name, new.config.name)),
         "dead letters section"
     );
-    for id in ["reads", "routing", "routers", "readiness", "gates", "lag", "copier", "verify", "dead_letters", "audit"] {
+    for id in ["reads", "routing", "routers", "readiness", "gates", "lag", "copier", "verify", "dead_letters", "audit"]
+    {
         assert!(page.contains(&format!(" id=\"{id}\">")), "section {id} missing");
     }
     assert!(page.contains("http-equiv=\"refresh\""), "the page refreshes itself");
@@ -170,8 +167,11 @@ async fn the_console_shows_what_the_tables_hold_before_and_after_a_switch() {
     // writer), and a verify run's windows in the new one (verify's writer).
     let old_control = own_control(&old.config);
     let topic = "console.query-stats";
-    let old_letters = [letter(topic, 10, "avro_decode"), letter(topic, 11, "avro_decode"), letter(topic, 12, "future_event")];
-    consumer::dead_letter::record(&old_control, &old.config.name, "console-a", &old_letters).await.expect("old letters");
+    let old_letters =
+        [letter(topic, 10, "avro_decode"), letter(topic, 11, "avro_decode"), letter(topic, 12, "future_event")];
+    consumer::dead_letter::record(&old_control, &old.config.name, "console-a", &old_letters)
+        .await
+        .expect("old letters");
     old_control.disconnect().await.expect("disconnect");
     consumer::dead_letter::record(&pool, &new.config.name, "console-b", &[letter(topic, 12, "future_event")])
         .await

@@ -152,7 +152,10 @@ fn check_screenshot(png: &Path, moment: &str, old: &str, new: &str) {
 fn shown_dead_letters(json: &serde_json::Value, cluster: &str) -> BTreeMap<String, u64> {
     let entry = json["dead_letters"].as_array().expect("dead_letters").iter().find(|c| c["cluster"] == cluster);
     let reasons = entry.and_then(|c| c["reasons"]["Ok"].as_array()).unwrap_or_else(|| panic!("{cluster}: {json}"));
-    reasons.iter().map(|r| (r["reason"].as_str().unwrap_or("").to_owned(), r["letters"].as_u64().unwrap_or(0))).collect()
+    reasons
+        .iter()
+        .map(|r| (r["reason"].as_str().unwrap_or("").to_owned(), r["letters"].as_u64().unwrap_or(0)))
+        .collect()
 }
 
 /// Per table, windows per state on the console's verify timeline, and the
@@ -209,7 +212,8 @@ async fn the_rehearsal_plays_the_whole_migration() {
         check_png(&png);
         check_screenshot(&png, moment, &old.name, &new.name);
         let page = std::fs::read_to_string(artefacts.join(format!("console-{moment}.html"))).expect("console html");
-        for id in ["reads", "routing", "routers", "readiness", "gates", "lag", "copier", "verify", "dead_letters", "audit"]
+        for id in
+            ["reads", "routing", "routers", "readiness", "gates", "lag", "copier", "verify", "dead_letters", "audit"]
         {
             assert!(page.contains(&format!("id=\"{id}\"")), "console-{moment}.html: section {id} missing");
         }
@@ -312,7 +316,11 @@ async fn the_rehearsal_plays_the_whole_migration() {
         assert_eq!(shown.get(&(tbl.clone(), state.clone())), Some(n), "cut over: {tbl} {state}: {shown:?}");
     }
     let checked: u64 = shown.iter().filter(|((_, state), _)| state != "unchecked").map(|(_, n)| n).sum();
-    assert_eq!(checked, stored.iter().map(|(_, _, n)| n).sum::<u64>(), "cut over: no window shown checked that is not stored");
+    assert_eq!(
+        checked,
+        stored.iter().map(|(_, _, n)| n).sum::<u64>(),
+        "cut over: no window shown checked that is not stored"
+    );
     let actions: Vec<&str> = stored_audit.iter().map(|a| a.2.as_str()).collect();
     for action in ["switch", "rollback", "complete"] {
         assert!(actions.contains(&action), "audit holds a {action}: {actions:?}");

@@ -149,8 +149,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let tag = chrono::Utc::now().format("%H%M%S").to_string();
     report.one_group = consume(config, &[(&config.new, &new, format!("bench_{tag}_b1"))]).await?;
     report.one_group_ratio = report.one_group.rows_per_s / report.insert_ceiling_rows_per_s.max(1e-9);
-    report.one_group_steady_ratio =
-        report.one_group.steady_rows_per_s / report.insert_ceiling_rows_per_s.max(1e-9);
+    report.one_group_steady_ratio = report.one_group.steady_rows_per_s / report.insert_ceiling_rows_per_s.max(1e-9);
     report.one_group_read_modify_write_ratio =
         report.one_group.steady_rows_per_s / report.read_modify_write_ceiling_rows_per_s.max(1e-9);
     report.two_groups = consume(
@@ -175,10 +174,7 @@ fn kafka_args(config: &BenchConfig) -> Vec<std::ffi::OsString> {
 }
 
 fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
 }
 
 /// `dualwrite-consumer dry-run` over the produced messages, routed by the new cluster's shard map.
@@ -340,7 +336,9 @@ fn ceiling_insert(ids: &[u64], pass: u64, upsert: bool) -> String {
     let sketch = "X'".to_string() + &"ab".repeat(200) + "'";
     let values: Vec<String> = ids
         .iter()
-        .map(|id| format!("({id},'{id:016x}','2026-01-01 00:00:00',X'0000000000000000',{},2,3,4,5,6,{sketch})", pass + 1))
+        .map(|id| {
+            format!("({id},'{id:016x}','2026-01-01 00:00:00',X'0000000000000000',{},2,3,4,5,6,{sketch})", pass + 1)
+        })
         .collect();
     let mut sql = format!("INSERT INTO query_stats_minute ({CEILING_COLUMNS}) VALUES {}", values.join(","));
     if upsert {
@@ -519,7 +517,10 @@ pub fn render(r: &BenchReport) -> String {
     line("the same after start-up", format!("{:.2}", r.one_group_steady_ratio));
     line("after start-up / read-modify-write ceiling", format!("{:.2}", r.one_group_read_modify_write_ratio));
     out.push_str("\nrows written per message, one group (before coalescing = 1 per table):\n");
-    out.push_str(&format!("{:<22} {:>11} {:>10} {:>8} {:>10}\n", "table", "rows before", "rows after", "per msg", "fewer"));
+    out.push_str(&format!(
+        "{:<22} {:>11} {:>10} {:>8} {:>10}\n",
+        "table", "rows before", "rows after", "per msg", "fewer"
+    ));
     let (mut before, mut after) = (0.0, 0.0);
     for t in &r.one_group.tables {
         before += t.messages;

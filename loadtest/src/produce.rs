@@ -188,12 +188,16 @@ pub async fn malformed(kafka: &topics::kafka::KafkaConfig, topic: &str, count: u
     for i in 0..count {
         let (value, reason) = MALFORMED[usize::from(i % 2 == 1)];
         let key = format!("malformed-{i}");
-        let record = FutureRecord::to(topic)
-            .key(key.as_bytes())
-            .payload(value)
-            .timestamp(chrono::Utc::now().timestamp_millis());
+        let record =
+            FutureRecord::to(topic).key(key.as_bytes()).payload(value).timestamp(chrono::Utc::now().timestamp_millis());
         let delivery = producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
-        tracing::info!(topic, partition = delivery.partition, offset = delivery.offset, reason, "malformed message sent");
+        tracing::info!(
+            topic,
+            partition = delivery.partition,
+            offset = delivery.offset,
+            reason,
+            "malformed message sent"
+        );
     }
     Ok(())
 }

@@ -130,7 +130,15 @@ fn topic(t: &crate::raw::RawTopic, schemas: &dyn SchemaSource, sharding: &Shardi
     let schema = apache_avro::Schema::parse_str(&text)
         .map_err(|e| err(format!("{place}, schema {}", t.schema), one_line(&e.to_string())))?;
     let (record, fields) = record_fields(&schema).map_err(|why| err(format!("{place}, schema {}", t.schema), why))?;
-    let out = Topic { name: t.name.clone(), schema_text: text, schema, record, fields, key: t.key.clone(), time: t.time.clone() };
+    let out = Topic {
+        name: t.name.clone(),
+        schema_text: text,
+        schema,
+        record,
+        fields,
+        key: t.key.clone(),
+        time: t.time.clone(),
+    };
     for k in &t.key {
         if out.field(k).is_none() {
             return Err(err(format!("{place}, key field {k}"), "not a field of the schema"));
@@ -170,15 +178,17 @@ fn resolve_like(t: &RawTable, all: &[RawTable]) -> Result<RawTable, PipelineErro
     let Some(like) = &t.like else {
         return Ok(RawTable { like: None, ..clone_raw(t) });
     };
-    let base = all
-        .iter()
-        .find(|b| &b.name == like && b.like.is_none())
-        .ok_or_else(|| err(format!("table {}", t.name), format!("like = {like:?} names no table (without a like of its own)")))?;
+    let base = all.iter().find(|b| &b.name == like && b.like.is_none()).ok_or_else(|| {
+        err(format!("table {}", t.name), format!("like = {like:?} names no table (without a like of its own)"))
+    })?;
     let mut out = clone_raw(base);
     out.name.clone_from(&t.name);
     out.like = None;
     if t.topic.is_some() || t.kind.is_some() || t.key.is_some() || t.columns.is_some() || t.indexes.is_some() {
-        return Err(err(format!("table {}", t.name), "with like, only window, time_column, group and retention may be set"));
+        return Err(err(
+            format!("table {}", t.name),
+            "with like, only window, time_column, group and retention may be set",
+        ));
     }
     out.window = t.window.clone().or(out.window);
     out.time_column = t.time_column.clone().or(out.time_column);
@@ -335,7 +345,9 @@ fn check_source_type(source: &Source, t: &SqlType, nullable: bool, topic: &Topic
                 return Err(format!("field {name}: nullable in the schema, so the column needs nullable = true"));
             }
             let ok = match f.kind {
-                FieldKind::Int | FieldKind::Long | FieldKind::Boolean => class == Class::Integer || class == Class::Decimal,
+                FieldKind::Int | FieldKind::Long | FieldKind::Boolean => {
+                    class == Class::Integer || class == Class::Decimal
+                }
                 FieldKind::Double => matches!(class, Class::Float | Class::Decimal),
                 FieldKind::String | FieldKind::StringArray => class == Class::Text,
                 FieldKind::Bytes => class == Class::Bytes,
@@ -386,7 +398,8 @@ fn check_table(mut table: Table, topic: &Topic, sharding: &Sharding) -> Result<T
             // Every writer of a row must come from one partition: the fence
             // lock of that partition is what serializes them.
             for f in &topic.key {
-                let in_key = table.key.iter().any(|k| table.column(k).is_some_and(|c| c.source == Source::Field(f.clone())));
+                let in_key =
+                    table.key.iter().any(|k| table.column(k).is_some_and(|c| c.source == Source::Field(f.clone())));
                 if !in_key {
                     return Err(err(
                         format!("{place}, key"),
@@ -397,10 +410,16 @@ fn check_table(mut table: Table, topic: &Topic, sharding: &Sharding) -> Result<T
             for c in &table.columns {
                 let from_key = table.key.contains(&c.name) || c.source == Source::KeyspaceId;
                 if !from_key && c.merge.is_none() {
-                    return Err(err(format!("{place}, column {}", c.name), "needs a merge rule (it is not part of the key)"));
+                    return Err(err(
+                        format!("{place}, column {}", c.name),
+                        "needs a merge rule (it is not part of the key)",
+                    ));
                 }
                 if matches!(c.source, Source::Partition | Source::Offset) {
-                    return Err(err(format!("{place}, column {}", c.name), "partition and offset belong to append tables"));
+                    return Err(err(
+                        format!("{place}, column {}", c.name),
+                        "partition and offset belong to append tables",
+                    ));
                 }
             }
         }
@@ -413,14 +432,18 @@ fn check_table(mut table: Table, topic: &Topic, sharding: &Sharding) -> Result<T
                 ));
             }
             if let Some(c) = table.columns.iter().find(|c| c.merge.is_some()) {
-                return Err(err(format!("{place}, column {}", c.name), "an append table writes each message once: no merge"));
+                return Err(err(
+                    format!("{place}, column {}", c.name),
+                    "an append table writes each message once: no merge",
+                ));
             }
         }
     }
     // Windowed: the time column is cut from the event time.
     match (&table.window, &table.time_column) {
         (Some(_), Some(t)) => {
-            let c = table.column(t).ok_or_else(|| err(format!("{place}, time_column {t}"), "not a column of the table"))?;
+            let c =
+                table.column(t).ok_or_else(|| err(format!("{place}, time_column {t}"), "not a column of the table"))?;
             let ok = match table.kind {
                 TableKind::Rollup => c.source == Source::WindowStart && table.key.contains(t),
                 _ => matches!(c.source, Source::EventTime | Source::WindowStart),

@@ -228,7 +228,8 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_reason_about() {
-        for bad in ["", "VARCHAR", "DATETIME(7)", "TEXT UNSIGNED", "JSON", "BIGINT(20)", "DECIMAL(20,4)", "INT SIGNED"] {
+        for bad in ["", "VARCHAR", "DATETIME(7)", "TEXT UNSIGNED", "JSON", "BIGINT(20)", "DECIMAL(20,4)", "INT SIGNED"]
+        {
             assert!(SqlType::parse(bad).is_err(), "{bad}");
         }
     }

@@ -32,7 +32,10 @@ fn write_paths_follow_the_merge_rules() {
         p.groups().into_iter().map(|(g, t)| (g, t.iter().map(|t| t.name.as_str()).collect())).collect();
     assert_eq!(
         groups,
-        [("timeseries", vec!["query_stats_minute", "query_stats_hour", "slow_queries"]), ("query_patterns", vec!["query_patterns"])]
+        [
+            ("timeseries", vec!["query_stats_minute", "query_stats_hour", "slow_queries"]),
+            ("query_patterns", vec!["query_patterns"])
+        ]
     );
     assert_eq!(p.unbounded().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["query_patterns"]);
 }
@@ -105,34 +108,60 @@ fn a_valid_second_description_loads_and_writes_blind() {
 fn bad_descriptions_name_the_table_column_and_field() {
     let cases: &[(&str, &str, &str)] = &[
         // A merge rule that does not fit the type.
-        (r#"{ name = "bytes", type = "BIGINT UNSIGNED", from = "bytes", merge = "sum" }"#,
-         r#"{ name = "bytes", type = "VARCHAR(10)", from = "route", merge = "sum" }"#,
-         "table hits_minute, column bytes, merge sum: sum needs a numeric column"),
+        (
+            r#"{ name = "bytes", type = "BIGINT UNSIGNED", from = "bytes", merge = "sum" }"#,
+            r#"{ name = "bytes", type = "VARCHAR(10)", from = "route", merge = "sum" }"#,
+            "table hits_minute, column bytes, merge sum: sum needs a numeric column",
+        ),
         // A source field absent from the Avro schema.
-        (r#"from = "bytes", merge"#, r#"from = "byts", merge"#,
-         "table hits_minute, column bytes: field byts: not a field of hits's schema"),
+        (
+            r#"from = "bytes", merge"#,
+            r#"from = "byts", merge"#,
+            "table hits_minute, column bytes: field byts: not a field of hits's schema",
+        ),
         // A key column missing.
-        (r#"key = ["tenant_id", "route", "window_start"]"#, r#"key = ["tenant_id", "route", "window_start", "shard"]"#,
-         "table hits_minute, key column shard: not a column of the table"),
+        (
+            r#"key = ["tenant_id", "route", "window_start"]"#,
+            r#"key = ["tenant_id", "route", "window_start", "shard"]"#,
+            "table hits_minute, key column shard: not a column of the table",
+        ),
         // A window on a non-time column.
-        (r#"time_column = "window_start""#, r#"time_column = "bytes""#,
-         "table hits_minute, time_column bytes: a window needs a time column derived from the event time"),
+        (
+            r#"time_column = "window_start""#,
+            r#"time_column = "bytes""#,
+            "table hits_minute, time_column bytes: a window needs a time column derived from the event time",
+        ),
         // The sharding column outside the key.
-        (r#"key = ["tenant_id", "route", "window_start"]"#, r#"key = ["route", "window_start"]"#,
-         "table hits_minute, key: the sharding column tenant_id must be part of the key"),
+        (
+            r#"key = ["tenant_id", "route", "window_start"]"#,
+            r#"key = ["route", "window_start"]"#,
+            "table hits_minute, key: the sharding column tenant_id must be part of the key",
+        ),
         // A column with no merge rule outside the key.
-        (r#"from = "bytes", merge = "sum" }"#, r#"from = "bytes" }"#,
-         "table hits_minute, column bytes: needs a merge rule"),
+        (
+            r#"from = "bytes", merge = "sum" }"#,
+            r#"from = "bytes" }"#,
+            "table hits_minute, column bytes: needs a merge rule",
+        ),
         // A nullable field into a NOT NULL column.
-        (r#"{ name = "bytes", type = "BIGINT UNSIGNED", from = "bytes", merge = "sum" }"#,
-         r#"{ name = "bytes", type = "TEXT", from = "note", merge = "max" }"#,
-         "table hits_minute, column bytes: field note: nullable in the schema"),
+        (
+            r#"{ name = "bytes", type = "BIGINT UNSIGNED", from = "bytes", merge = "sum" }"#,
+            r#"{ name = "bytes", type = "TEXT", from = "note", merge = "max" }"#,
+            "table hits_minute, column bytes: field note: nullable in the schema",
+        ),
         // An unknown rule and an unknown type.
         (r#"merge = "sum" }"#, r#"merge = "avg" }"#, "merge: unknown merge rule \"avg\""),
-        (r#"type = "VARCHAR(200)""#, r#"type = "VARCHAR2(200)""#, "table hits_minute, column route, type: unknown SQL type"),
+        (
+            r#"type = "VARCHAR(200)""#,
+            r#"type = "VARCHAR2(200)""#,
+            "table hits_minute, column route, type: unknown SQL type",
+        ),
         // min_by naming a column that is not merged with min.
-        (r#"from = "bytes", merge = "sum" }"#, r#"from = "bytes", merge = "min_by(requests)" }"#,
-         "table hits_minute, column bytes, merge: requests must itself merge with min"),
+        (
+            r#"from = "bytes", merge = "sum" }"#,
+            r#"from = "bytes", merge = "min_by(requests)" }"#,
+            "table hits_minute, column bytes, merge: requests must itself merge with min",
+        ),
         // Names spliced into SQL.
         (r#"name = "hits_minute""#, r#"name = "hits; DROP TABLE x""#, "is not a plain identifier"),
     ];

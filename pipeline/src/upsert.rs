@@ -48,11 +48,7 @@ pub fn on_duplicate(table: &Table) -> Option<String> {
             let tuple: Vec<&str> = std::iter::once(by.as_str()).chain(members[..=i].iter().copied()).collect();
             let new: Vec<String> = tuple.iter().map(|c| format!("VALUES({c})")).collect();
             let c = members[i];
-            assignments.push(format!(
-                "{c} = IF(({}) {op} ({}), VALUES({c}), {c})",
-                new.join(", "),
-                tuple.join(", ")
-            ));
+            assignments.push(format!("{c} = IF(({}) {op} ({}), VALUES({c}), {c})", new.join(", "), tuple.join(", ")));
         }
     }
     for c in &table.columns {

@@ -6,10 +6,10 @@ pub enum RetentionError {
     Sql { shard: String, source: Box<mysql_async::Error> },
     /// The table is not laid out the way this job manages (fatal until fixed).
     #[error("shard {shard}: {table}: {why}")]
-    Layout { shard: String, table: &'static str, why: String },
+    Layout { shard: String, table: String, why: String },
     /// A partition change failed; the table is as it was before the statement.
     #[error("shard {shard}: {table}: {statement}: {source}")]
-    Alter { shard: String, table: &'static str, statement: String, source: Box<mysql_async::Error> },
+    Alter { shard: String, table: String, statement: String, source: Box<mysql_async::Error> },
     #[error("{field}: {why}")]
     Config { field: &'static str, why: String },
 }

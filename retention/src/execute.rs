@@ -18,7 +18,6 @@ use std::time::Duration;
 use cluster::config::ClusterConfig;
 use cluster::partitions::{self, FUTURE, PAST};
 use cluster::pool::ShardPools;
-use cluster::schema::PARTITIONED_TABLES;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool};
 use serde::Serialize;
@@ -30,7 +29,7 @@ use crate::plan::{plan_guarded, Part, Policy, TablePlan};
 #[derive(Debug, Clone, Serialize)]
 pub struct TableOutcome {
     pub shard: String,
-    pub table: &'static str,
+    pub table: String,
     pub plan: TablePlan,
     /// `p_past` held rows and was emptied.
     pub emptied_past: bool,
@@ -119,6 +118,26 @@ pub(crate) fn drop_guard(
     DropGuard { cutoff: Some(by_clock.min(by_data)), refused, skewed: false }
 }
 
+/// A partitioned table of the cluster's pipeline and how much longer than
+/// `[time] retention` it keeps its rows (its own `retention`, seconds).
+#[derive(Debug, Clone)]
+pub(crate) struct Managed {
+    pub table: String,
+    pub extra_keep: i64,
+}
+
+pub(crate) fn managed_tables(config: &ClusterConfig) -> Vec<Managed> {
+    let base = config.time.retention_ms();
+    config
+        .pipeline
+        .windowed()
+        .map(|t| Managed {
+            table: t.name.clone(),
+            extra_keep: (config.time.table_retention_ms(t) - base).max(0) / 1000,
+        })
+        .collect()
+}
+
 /// Plans and (unless dry) applies retention on every shard, in parallel.
 /// A failing shard does not stop the others; its error is in its outcome.
 pub async fn run_cluster(
@@ -127,10 +146,12 @@ pub async fn run_cluster(
     options: RunOptions,
     now: i64,
 ) -> Vec<ShardOutcome> {
+    let tables = managed_tables(config);
     let work = config.shards.iter().zip(pools.shards()).map(|(shard, pool)| {
         let name = shard.range.to_string();
+        let tables = &tables;
         async move {
-            match run_shard(pool, &name, options, now).await {
+            match run_shard(pool, &name, tables, options, now).await {
                 Ok(Some((tables, drops_refused))) => {
                     ShardOutcome { shard: name, tables, busy: false, error: None, drops_refused }
                 }
@@ -154,6 +175,7 @@ pub async fn run_cluster(
 async fn run_shard(
     pool: &Pool,
     shard: &str,
+    tables: &[Managed],
     options: RunOptions,
     now: i64,
 ) -> Result<Option<(Vec<TableOutcome>, Option<String>)>, RetentionError> {
@@ -177,7 +199,7 @@ async fn run_shard(
             // A clock that disagrees with the shard's plans nothing from it:
             // partitions ahead follow the shard's clock, none are dropped.
             let plan_now = if guard.skewed { shard_now } else { now };
-            run_tables(&mut conn, shard, options, plan_now, guard.cutoff).await.map(|t| (t, guard.refused))
+            run_tables(&mut conn, shard, tables, options, plan_now, guard.cutoff).await.map(|t| (t, guard.refused))
         }
         Err(e) => Err(e),
     };
@@ -200,16 +222,22 @@ async fn read_clocks(conn: &mut Conn, shard: &str) -> Result<(i64, Option<i64>),
 async fn run_tables(
     conn: &mut Conn,
     shard: &str,
+    tables: &[Managed],
     options: RunOptions,
     now: i64,
     drop_cutoff: Option<i64>,
 ) -> Result<Vec<TableOutcome>, RetentionError> {
     let mut out = Vec::new();
-    for (table, _column) in PARTITIONED_TABLES {
+    for Managed { table, extra_keep } in tables {
+        let table = table.as_str();
+        // A table kept longer than `[time] retention` drops that much later.
+        let mut policy = options.policy;
+        policy.keep = policy.keep.saturating_add(*extra_keep);
+        let cutoff = drop_cutoff.map(|c| c.saturating_sub(*extra_keep));
         let parts = read_layout(conn, shard, table).await?;
-        let plan = plan_guarded(&parts, options.policy, now, drop_cutoff).map_err(|e| RetentionError::Layout {
+        let plan = plan_guarded(&parts, policy, now, cutoff).map_err(|e| RetentionError::Layout {
             shard: shard.to_owned(),
-            table,
+            table: table.to_owned(),
             why: e.0,
         })?;
         let mut statements = statements(table, &plan);
@@ -223,7 +251,7 @@ async fn run_tables(
                 tracing::info!(shard, table, statement = %stmt, "retention statement");
                 conn.query_drop(stmt).await.map_err(|source| RetentionError::Alter {
                     shard: shard.to_owned(),
-                    table,
+                    table: table.to_owned(),
                     statement: stmt.clone(),
                     source: Box::new(source),
                 })?;
@@ -233,7 +261,7 @@ async fn run_tables(
         let ready_through = ready_through(&parts, &plan);
         out.push(TableOutcome {
             shard: shard.to_owned(),
-            table,
+            table: table.to_owned(),
             plan,
             emptied_past,
             retained_from,
@@ -281,11 +309,7 @@ pub(crate) fn ready_through(parts: &[Part], plan: &TablePlan) -> i64 {
     parts.iter().filter_map(|p| p.upper).chain(plan.create.iter().map(|c| c.1)).max().unwrap_or(i64::MIN)
 }
 
-pub(crate) async fn read_layout(
-    conn: &mut Conn,
-    shard: &str,
-    table: &'static str,
-) -> Result<Vec<Part>, RetentionError> {
+pub(crate) async fn read_layout(conn: &mut Conn, shard: &str, table: &str) -> Result<Vec<Part>, RetentionError> {
     let rows: Vec<(Option<String>, Option<String>, Option<String>)> = conn
         .exec(
             "SELECT PARTITION_NAME, PARTITION_METHOD, PARTITION_DESCRIPTION FROM information_schema.PARTITIONS \
@@ -294,7 +318,7 @@ pub(crate) async fn read_layout(
         )
         .await
         .map_err(|source| RetentionError::sql(shard, source))?;
-    let layout = |why: String| RetentionError::Layout { shard: shard.to_owned(), table, why };
+    let layout = |why: String| RetentionError::Layout { shard: shard.to_owned(), table: table.to_owned(), why };
     if rows.is_empty() {
         return Err(layout("table does not exist (run `dualwrite-cluster schema` first)".into()));
     }

@@ -19,7 +19,6 @@ use cluster::config::ClusterConfig;
 use cluster::fence::PartitionProgress;
 use cluster::partitions;
 use cluster::pool::ShardPools;
-use cluster::schema::PARTITIONED_TABLES;
 use serde::Serialize;
 
 use crate::error::RetentionError;
@@ -88,7 +87,7 @@ async fn oldest_retained(config: &ClusterConfig, pools: &ShardPools) -> Result<O
     for (shard, pool) in config.shards.iter().zip(pools.shards()) {
         let name = shard.range.to_string();
         let mut conn = pool.get_conn().await.map_err(|source| RetentionError::sql(name.clone(), source))?;
-        for (table, _) in PARTITIONED_TABLES {
+        for (table, _) in cluster::schema::partitioned_tables(&config.pipeline) {
             let parts = read_layout(&mut conn, &name, table).await?;
             let from = retained_from(&parts, &TablePlan::default(), width);
             oldest = Some(oldest.map_or(from, |o| o.max(from)));

@@ -199,7 +199,7 @@ async fn a_consumer_writing_while_partitions_are_split_and_dropped_loses_nothing
     let retained_from = last.oldest_retained.expect("retained from");
     for pool in pools.shards() {
         let mut conn = pool.get_conn().await.expect("conn");
-        for (table, column) in cluster::schema::PARTITIONED_TABLES {
+        for (table, column) in cluster::schema::partitioned_tables(&cluster.config.pipeline) {
             conn.query_drop(format!("DELETE FROM {table} WHERE {column} < FROM_UNIXTIME({retained_from})"))
                 .await
                 .expect("trim");

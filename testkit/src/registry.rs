@@ -78,10 +78,11 @@ impl TestRegistry {
     /// certificate chain and key (PEM files, e.g. [`make_certificates`]).
     pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
         use rustls_pki_types::pem::PemObject;
-        let chain: Vec<rustls_pki_types::CertificateDer<'static>> = rustls_pki_types::CertificateDer::pem_file_iter(cert)
-            .expect("certificate file")
-            .collect::<Result<_, _>>()
-            .expect("certificates");
+        let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::CertificateDer::pem_file_iter(cert)
+                .expect("certificate file")
+                .collect::<Result<_, _>>()
+                .expect("certificates");
         let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).expect("key file");
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -217,19 +218,57 @@ pub fn make_certificates(dir: &std::path::Path) -> Certificates {
         assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     };
     run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=dualwrite test registry CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout", "ca-key.pem", "-out", "ca.pem",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dualwrite test registry CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
     ]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server-key.pem", "-out", "server.csr"]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server-key.pem",
+        "-out",
+        "server.csr",
+    ]);
     std::fs::write(
         dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
     )
     .expect("server.ext");
     run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial", "-days", "2",
-        "-extfile", "server.ext", "-out", "server.pem",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
     ]);
     Certificates { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server-key.pem") }
 }
@@ -278,7 +317,9 @@ async fn latest(State(inner): State<Arc<Inner>>, Path(subject): Path<String>, he
     }
     let store = inner.store.lock().expect("registry store");
     match store.subjects.get(&subject).and_then(|v| v.last().map(|id| (v.len(), *id))) {
-        Some((version, id)) => ok(json!({ "subject": subject, "version": version, "id": id, "schema": store.schemas[&id] })),
+        Some((version, id)) => {
+            ok(json!({ "subject": subject, "version": version, "id": id, "schema": store.schemas[&id] }))
+        }
         None => error(StatusCode::NOT_FOUND, 40401, format!("Subject '{subject}' not found.")),
     }
 }

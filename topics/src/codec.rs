@@ -179,8 +179,12 @@ impl Codec {
             unusable: BTreeMap::new(),
             same_as_reader: BTreeSet::new(),
             own_readers: std::sync::Arc::new(OwnReaders {
-                query_stats: SpecificDatumReader::builder().build().map_err(|e| SchemaError::Parse("this build's reader".into(), e.to_string()))?,
-                slow_query: SpecificDatumReader::builder().build().map_err(|e| SchemaError::Parse("this build's reader".into(), e.to_string()))?,
+                query_stats: SpecificDatumReader::builder()
+                    .build()
+                    .map_err(|e| SchemaError::Parse("this build's reader".into(), e.to_string()))?,
+                slow_query: SpecificDatumReader::builder()
+                    .build()
+                    .map_err(|e| SchemaError::Parse("this build's reader".into(), e.to_string()))?,
             }),
         };
         for (id, schema) in writers.by_id {

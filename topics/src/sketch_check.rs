@@ -129,12 +129,7 @@ pub(crate) struct Parsed {
 }
 
 /// One store's bins, appended to `bins`: returns their total count.
-fn store(
-    r: &mut Reader<'_>,
-    subflag: u8,
-    window: (i64, i64),
-    bins: &mut Vec<(i32, u64)>,
-) -> Result<f64, SketchError> {
+fn store(r: &mut Reader<'_>, subflag: u8, window: (i64, i64), bins: &mut Vec<(i32, u64)>) -> Result<f64, SketchError> {
     let num_bins = r.var_u64()?;
     if num_bins > MAX_BINS {
         return Err(contract(format!("{num_bins} bins in one store, more than {MAX_BINS}")));

@@ -198,10 +198,13 @@ fn old_reader_decodes_a_message_written_with_the_newer_schema() {
     };
     fields.push(("region".to_string(), Value::Union(1, Box::new(Value::String("eu-west".to_string())))));
     let v3 = Value::Record(fields).resolve(&schema3).expect("conforms to schema 3");
-    let message = framed(3, &apache_avro::writer::datum::GenericDatumWriter::builder(&schema3)
-        .build()
-        .and_then(|w| w.write_value_to_vec(v3))
-        .expect("encode with schema 3"));
+    let message = framed(
+        3,
+        &apache_avro::writer::datum::GenericDatumWriter::builder(&schema3)
+            .build()
+            .and_then(|w| w.write_value_to_vec(v3))
+            .expect("encode with schema 3"),
+    );
 
     let evolved = Codec::from_dir(&evolved_dir()).expect("evolved codec");
     assert_eq!(evolved.decode(TopicKind::QueryStats, Some(&message)), Ok(Event::QueryStats(q.clone())));

@@ -26,6 +26,10 @@ enum Command {
         /// Print the statements instead of running them.
         #[arg(long)]
         dry_run: bool,
+        /// A pipeline description to use instead of the cluster file's
+        /// `pipeline` (or the built-in Query Insights): see docs/pipelines.md.
+        #[arg(long, env = "DUALWRITE_PIPELINE")]
+        pipeline: Option<PathBuf>,
     },
     /// Grant a job's login what its role needs on every shard and the control
     /// database (run after `schema`, with the file's administrator login; the
@@ -133,7 +137,7 @@ fn main() -> anyhow::Result<()> {
         Command::Check { cluster } => {
             let config = cluster::config::ClusterConfig::load(&cluster)
                 .with_context(|| format!("loading cluster file {}", cluster.display()))?;
-            println!("cluster {}: {} shards", config.name, config.shards.len());
+            println!("cluster {}: {} shards, pipeline {}", config.name, config.shards.len(), config.pipeline.name);
             for s in &config.shards {
                 println!(
                     "  {:<8} {}:{}/{}",
@@ -145,13 +149,17 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Schema { cluster, dry_run } => {
-            let config = cluster::config::ClusterConfig::load(&cluster)
+        Command::Schema { cluster, dry_run, pipeline } => {
+            let mut config = cluster::config::ClusterConfig::load(&cluster)
                 .with_context(|| format!("loading cluster file {}", cluster.display()))?;
+            if let Some(file) = pipeline {
+                config.pipeline = cluster::config::PipelineRef::load(Some(&file))?;
+                config.time.check_windows(&config.pipeline)?;
+            }
             // Partitions from `[time] retention` behind now to `ahead` beyond it.
             let now = chrono::Utc::now().timestamp();
             if dry_run {
-                for stmt in cluster::schema::shard_ddl(&config.time, now) {
+                for stmt in cluster::schema::shard_ddl(&config.pipeline, &config.time, now) {
                     println!("{stmt};\n");
                 }
                 for stmt in cluster::schema::control_ddl() {

@@ -206,7 +206,11 @@ impl Registry {
     /// Sends with the credentials; transport errors, 5xx, 429 and 408 are
     /// [`RegistryError::Unavailable`], 401/403 [`RegistryError::Unauthorized`];
     /// other answers are returned: the body (2xx) or the error.
-    async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> Result<Result<Vec<u8>, Answer>, RegistryError> {
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<Result<Vec<u8>, Answer>, RegistryError> {
         let request = match &self.config.auth {
             RegistryAuth::None => request,
             RegistryAuth::Basic { username, password } => request.basic_auth(username, Some(password.expose_secret())),
@@ -214,10 +218,11 @@ impl Registry {
         };
         let url = self.config.url.to_string();
         let unavailable = |why: String| RegistryError::Unavailable { url: url.clone(), why: format!("{what}: {why}") };
-        let response = request.header(reqwest::header::ACCEPT, ACCEPT).send().await.map_err(|e| match tls_error(&e) {
-            Some(why) => RegistryError::Tls { url: url.clone(), why },
-            None => unavailable(chain(&e)),
-        })?;
+        let response =
+            request.header(reqwest::header::ACCEPT, ACCEPT).send().await.map_err(|e| match tls_error(&e) {
+                Some(why) => RegistryError::Tls { url: url.clone(), why },
+                None => unavailable(chain(&e)),
+            })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| unavailable(chain(&e)))?;
         if status.is_success() {

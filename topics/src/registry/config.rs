@@ -28,7 +28,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum RegistryAuth {
     None,
     /// HTTP basic auth (Confluent Cloud API key and secret, or a registry's users).
-    Basic { username: String, password: Password },
+    Basic {
+        username: String,
+        password: Password,
+    },
     /// `Authorization: Bearer` (OAuth fronted registries).
     Bearer(Password),
 }
@@ -92,7 +95,10 @@ impl RegistryConfig {
 
     /// Where every job looks, like `[kafka]`: the `--kafka-config` file,
     /// else the cluster file. `None`: no registry, the schema directory.
-    pub fn resolve(kafka_config: Option<&Path>, cluster_file: Option<&Path>) -> Result<Option<Self>, RegistryConfigError> {
+    pub fn resolve(
+        kafka_config: Option<&Path>,
+        cluster_file: Option<&Path>,
+    ) -> Result<Option<Self>, RegistryConfigError> {
         let env = |name: &str| std::env::var(name).ok();
         for path in [kafka_config, cluster_file].into_iter().flatten() {
             if let Some(config) = Self::load(path, &env)? {
@@ -118,12 +124,17 @@ impl RegistryConfig {
 }
 
 impl RawRegistry {
-    fn validate(self, base_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<RegistryConfig, RegistryConfigError> {
-        let has_secret =
-            self.password_file.is_some() || self.password_env.is_some() || self.token_file.is_some();
+    fn validate(
+        self,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RegistryConfig, RegistryConfigError> {
+        let has_secret = self.password_file.is_some() || self.password_env.is_some() || self.token_file.is_some();
         let url = parse_url(&self.url, has_secret)?;
         let password = match (self.password_file, self.password_env) {
-            (Some(_), Some(_)) => return Err(field("password_env", "cannot be combined with password_file, set only one")),
+            (Some(_), Some(_)) => {
+                return Err(field("password_env", "cannot be combined with password_file, set only one"))
+            }
             (Some(path), None) => {
                 Some(read_secret_file(&base_dir.join(path)).map_err(|message| field("password_file", message))?)
             }
@@ -136,7 +147,9 @@ impl RawRegistry {
         };
         let auth = match (self.username, password, self.token_file) {
             (Some(_), _, Some(_)) => return Err(field("token_file", "cannot be combined with username, set only one")),
-            (Some(username), Some(password), None) if !username.is_empty() => RegistryAuth::Basic { username, password },
+            (Some(username), Some(password), None) if !username.is_empty() => {
+                RegistryAuth::Basic { username, password }
+            }
             (Some(_), Some(_), None) => return Err(field("username", "is empty")),
             (Some(_), None, None) => return Err(field("password_file", "(or password_env) is required with username")),
             (None, Some(_), _) => return Err(field("username", "is required with password_file or password_env")),
@@ -188,7 +201,10 @@ fn parse_url(text: &str, has_secret: bool) -> Result<reqwest::Url, RegistryConfi
     match url.scheme() {
         "https" => {}
         "http" if has_secret && !loopback => {
-            return Err(field("url", "is http:// to a non-loopback host: the credentials would cross the network in clear; use https://"))
+            return Err(field(
+                "url",
+                "is http:// to a non-loopback host: the credentials would cross the network in clear; use https://",
+            ))
         }
         "http" => {}
         other => return Err(field("url", format!("scheme must be http or https, got {other:?}"))),
@@ -216,7 +232,8 @@ mod tests {
         RegistryConfig::from_toml_str(text, Path::new("/nonexistent"), &env)
     }
 
-    const BASIC: &str = "[registry]\nurl = \"https://reg.internal:8081\"\nusername = \"dw\"\npassword_env = \"REG_PW\"\n";
+    const BASIC: &str =
+        "[registry]\nurl = \"https://reg.internal:8081\"\nusername = \"dw\"\npassword_env = \"REG_PW\"\n";
 
     #[test]
     fn basic_auth_is_parsed_and_never_debugged() {
@@ -232,19 +249,28 @@ mod tests {
     #[test]
     fn errors_name_the_field_and_hold_no_secret() {
         let cases = [
-            (BASIC.replace("https://reg.internal:8081", "https://dw:hunter2@reg:8081"), "registry.url: must not hold credentials"),
+            (
+                BASIC.replace("https://reg.internal:8081", "https://dw:hunter2@reg:8081"),
+                "registry.url: must not hold credentials",
+            ),
             (BASIC.replace("https://", "http://"), "registry.url: is http:// to a non-loopback host"),
             (BASIC.replace("https://", "ftp://"), "registry.url: scheme must be http or https"),
             (BASIC.replace("https://reg.internal:8081", "not a url"), "registry.url: is not a URL"),
             (BASIC.replace("username = \"dw\"\n", ""), "registry.username: is required with password_file"),
             (BASIC.replace("password_env = \"REG_PW\"\n", ""), "registry.password_file: (or password_env) is required"),
             (BASIC.replace("REG_PW", "UNSET_PW"), "registry.password_env: environment variable UNSET_PW is not set"),
-            (BASIC.replace("password_env = \"REG_PW\"", "password_file = \"pw\""), "registry.password_file: cannot read /nonexistent/pw"),
+            (
+                BASIC.replace("password_env = \"REG_PW\"", "password_file = \"pw\""),
+                "registry.password_file: cannot read /nonexistent/pw",
+            ),
             (BASIC.to_owned() + "token_file = \"t\"\n", "registry.token_file: cannot be combined with username"),
             (BASIC.to_owned() + "ca_file = \"ca.pem\"\n", "registry.ca_file: cannot read /nonexistent/ca.pem"),
             (BASIC.to_owned() + "timeout = \"soon\"\n", "registry.timeout: \"soon\" is not a duration"),
             (BASIC.to_owned() + "password = \"hunter2\"\n", "invalid registry config: unknown field `password`"),
-            ("[registry]\nurl = \"http://127.0.0.1:1\"\nca_file = \"ca.pem\"\n".to_owned(), "registry.ca_file: is set but url is not https://"),
+            (
+                "[registry]\nurl = \"http://127.0.0.1:1\"\nca_file = \"ca.pem\"\n".to_owned(),
+                "registry.ca_file: is set but url is not https://",
+            ),
         ];
         for (text, want) in cases {
             let message = parse(&text).expect_err(want).to_string();
