@@ -126,12 +126,20 @@ fn topic(t: &crate::raw::RawTopic, schemas: &dyn SchemaSource, sharding: &Shardi
     if !valid_name {
         return Err(err(&place, "a topic name is 1-200 of letters, digits, '.', '_' and '-'"));
     }
+    let file_name = t.schema.rsplit('/').next().unwrap_or_default();
+    let schema_id: u32 = file_name.split_once('-').and_then(|(id, _)| id.parse().ok()).ok_or_else(|| {
+        err(
+            format!("{place}, schema"),
+            format!("{file_name:?} is not named <id>-<name>.avsc (the id is the wire format's)"),
+        )
+    })?;
     let text = schemas.read(&t.schema).map_err(|why| err(format!("{place}, schema"), why))?;
     let schema = apache_avro::Schema::parse_str(&text)
         .map_err(|e| err(format!("{place}, schema {}", t.schema), one_line(&e.to_string())))?;
     let (record, fields) = record_fields(&schema).map_err(|why| err(format!("{place}, schema {}", t.schema), why))?;
     let out = Topic {
         name: t.name.clone(),
+        schema_id,
         schema_text: text,
         schema,
         record,
@@ -404,6 +412,16 @@ fn check_table(mut table: Table, topic: &Topic, sharding: &Sharding) -> Result<T
                     return Err(err(
                         format!("{place}, key"),
                         format!("must hold a column from topic key field {f} (rows of one key must come from one partition)"),
+                    ));
+                }
+            }
+            if table.kind == TableKind::Latest {
+                // The copier re-applies whole row images over what the
+                // consumer wrote: a merge applied twice must change nothing.
+                if let Some(c) = table.columns.iter().find(|c| matches!(c.merge, Some(Merge::Sum | Merge::DdSketch))) {
+                    return Err(err(
+                        format!("{place}, column {}", c.name),
+                        "a latest table is copied by row images: only idempotent merges (min, max, min_by, max_by, first, last)",
                     ));
                 }
             }

@@ -39,6 +39,9 @@ pub struct Topic {
     pub name: String,
     /// The reader schema's text (what the codec resolves writer schemas against).
     pub schema_text: String,
+    /// The schema id of the reader schema, from its file name `<id>-<name>.avsc`
+    /// (the Confluent wire format's id without a registry).
+    pub schema_id: u32,
     pub schema: apache_avro::Schema,
     /// The record's full name (`namespace.name`).
     pub record: String,

@@ -65,7 +65,7 @@ fn description(table: &str) -> String {
 column = "tenant_id"
 [[topics]]
 name = "hits"
-schema = "hit.avsc"
+schema = "7-hit.avsc"
 key = ["tenant_id", "route"]
 time = "at"
 [[tables]]
@@ -90,7 +90,7 @@ columns = [
 ]"#;
 
 fn load(table: &str) -> Result<Pipeline, PipelineError> {
-    parse(&description(table), &Files(vec![("hit.avsc", EVENT)]))
+    parse(&description(table), &Files(vec![("7-hit.avsc", EVENT)]))
 }
 
 #[test]
@@ -186,6 +186,42 @@ fn a_float_sum_is_folded() {
 #[test]
 fn the_topic_key_must_hold_the_sharding_field() {
     let text = description(GOOD_TABLE).replace(r#"key = ["tenant_id", "route"]"#, r#"key = ["route"]"#);
-    let e = parse(&text, &Files(vec![("hit.avsc", EVENT)])).expect_err("invalid").to_string();
+    let e = parse(&text, &Files(vec![("7-hit.avsc", EVENT)])).expect_err("invalid").to_string();
     assert!(e.starts_with("topic hits, key: must hold the sharding field tenant_id"), "{e}");
+}
+
+#[test]
+fn the_api_pipeline_loads_with_a_blind_a_folded_an_append_and_a_latest_table() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/api.toml");
+    let p = Pipeline::load(&path).expect("api pipeline");
+    let paths: Vec<(&str, WritePath)> = p.tables.iter().map(|t| (t.name.as_str(), t.write_path)).collect();
+    assert_eq!(
+        paths,
+        [
+            ("api_route_minute", WritePath::Blind),
+            ("api_route_latency_hour", WritePath::Fold),
+            ("api_failures", WritePath::Insert),
+            ("api_routes", WritePath::Blind),
+        ]
+    );
+    assert_eq!(p.topics.iter().map(|t| t.schema_id).collect::<Vec<_>>(), [11, 12]);
+    let routes = p.table("api_routes").expect("routes");
+    assert_eq!(
+        on_duplicate(routes).expect("blind"),
+        " ON DUPLICATE KEY UPDATE gateway_id = IF((VALUES(last_seen), VALUES(method), VALUES(gateway_id)) > \
+         (last_seen, method, gateway_id), VALUES(gateway_id), gateway_id), method = IF((VALUES(last_seen), \
+         VALUES(method)) > (last_seen, method), VALUES(method), method), first_seen = LEAST(first_seen, \
+         VALUES(first_seen)), last_seen = GREATEST(last_seen, VALUES(last_seen))"
+    );
+}
+
+#[test]
+fn a_latest_table_refuses_merges_a_copy_would_apply_twice() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/api.toml");
+    let text = std::fs::read_to_string(&path).expect("read").replace(
+        r#"{ name = "method", type = "VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin", from = "method", merge = "last" }"#,
+        r#"{ name = "method", type = "BIGINT UNSIGNED", from = "bytes_in", merge = "sum" }"#,
+    );
+    let e = parse(&text, &Dir(path.parent().expect("dir"))).expect_err("sum in latest").to_string();
+    assert!(e.starts_with("table api_routes, column method: a latest table is copied by row images"), "{e}");
 }
