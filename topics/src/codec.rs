@@ -50,7 +50,7 @@ pub enum DecodeError {
     #[error("{why}")]
     UnusableSchemaId { id: u32, why: String },
     #[error("schema id {id} is record {record}, which does not belong on topic kind {topic}")]
-    WrongRecord { id: u32, record: String, topic: &'static str },
+    WrongRecord { id: u32, record: String, topic: String },
     #[error("avro decode failed: {0}")]
     Avro(String),
     #[error("{0} bytes left over after the avro datum")]
@@ -106,6 +106,9 @@ pub struct Codec {
     /// Readers of this build's own records, resolved once (building one per
     /// message resolved the schema's names every time: ~6% of the CPU).
     own_readers: std::sync::Arc<OwnReaders>,
+    /// Per writer id, a fingerprint of its canonical form: a pipeline topic's
+    /// reader with the same one decodes it on the fast path.
+    canonical: BTreeMap<u32, u64>,
 }
 
 struct OwnReaders {
@@ -178,6 +181,7 @@ impl Codec {
             writers: SchemaSet { by_id: BTreeMap::new() },
             unusable: BTreeMap::new(),
             same_as_reader: BTreeSet::new(),
+            canonical: BTreeMap::new(),
             own_readers: std::sync::Arc::new(OwnReaders {
                 query_stats: SpecificDatumReader::builder()
                     .build()
@@ -199,6 +203,7 @@ impl Codec {
         let mut codec = Self::embedded()?;
         codec.writers.by_id.clear();
         codec.same_as_reader.clear();
+        codec.canonical.clear();
         codec.query_stats.0 = None;
         codec.slow_query.0 = None;
         Ok(codec)
@@ -231,24 +236,43 @@ impl Codec {
         } else {
             self.same_as_reader.remove(&id);
         }
+        self.canonical.insert(id, crate::record::canonical_hash(&schema));
         self.writers.by_id.insert(id, schema);
     }
 
-    /// Records that messages with `id` cannot be decoded, and why.
-    pub fn add_unusable(&mut self, id: u32, why: String) {
-        self.unusable.insert(id, why);
+    /// Adds every topic's reader schema of `pipeline` under its id where the
+    /// writer set has no schema for that id (a codec without a registry then
+    /// decodes what a producer of this description writes).
+    pub fn with_pipeline(mut self, pipeline: &pipeline::Pipeline) -> Self {
+        for t in &pipeline.topics {
+            if !self.knows(t.schema_id) {
+                self.add_writer(t.schema_id, t.schema.clone());
+            }
+        }
+        self
     }
 
-    pub fn encode_query_stats(&self, event: &QueryStats) -> Result<Vec<u8>, DecodeError> {
-        frame(&self.query_stats, event)
+    /// Decodes a message value of a pipeline topic into its fields' values.
+    pub fn decode_record(
+        &self,
+        reader: &crate::record::RecordReader,
+        payload: Option<&[u8]>,
+    ) -> Result<Vec<crate::record::Value>, DecodeError> {
+        let (id, writer, mut body) = self.frame_of(payload)?;
+        if record_name(writer).as_deref() != Some(reader.record.as_str()) {
+            let record = record_name(writer).unwrap_or_default();
+            return Err(DecodeError::WrongRecord { id, record, topic: reader.topic.clone() });
+        }
+        let same = self.canonical.get(&id) == Some(&reader.canonical);
+        let values = reader.read(writer, same, &mut body)?;
+        if !body.is_empty() {
+            return Err(DecodeError::TrailingBytes(body.len()));
+        }
+        Ok(values)
     }
 
-    pub fn encode_slow_query(&self, event: &SlowQuery) -> Result<Vec<u8>, DecodeError> {
-        frame(&self.slow_query, event)
-    }
-
-    /// Decodes a message value read from a topic of `kind`.
-    pub fn decode(&self, kind: TopicKind, payload: Option<&[u8]>) -> Result<Event, DecodeError> {
+    /// The schema id, its writer schema and the datum of a framed message.
+    fn frame_of<'a>(&self, payload: Option<&'a [u8]>) -> Result<(u32, &Schema, &'a [u8]), DecodeError> {
         let bytes = payload.ok_or(DecodeError::Empty)?;
         if bytes.is_empty() {
             return Err(DecodeError::Empty);
@@ -266,13 +290,32 @@ impl Codec {
                 None => DecodeError::UnknownSchemaId(id),
             });
         };
+        Ok((id, writer, &bytes[HEADER_LEN..]))
+    }
+
+    /// Records that messages with `id` cannot be decoded, and why.
+    pub fn add_unusable(&mut self, id: u32, why: String) {
+        self.unusable.insert(id, why);
+    }
+
+    pub fn encode_query_stats(&self, event: &QueryStats) -> Result<Vec<u8>, DecodeError> {
+        frame(&self.query_stats, event)
+    }
+
+    pub fn encode_slow_query(&self, event: &SlowQuery) -> Result<Vec<u8>, DecodeError> {
+        frame(&self.slow_query, event)
+    }
+
+    /// Decodes a message value read from a topic of `kind`.
+    pub fn decode(&self, kind: TopicKind, payload: Option<&[u8]>) -> Result<Event, DecodeError> {
+        let (id, writer, body) = self.frame_of(payload)?;
         let record = record_name(writer).unwrap_or_default();
         let reader = match (kind, record.as_str()) {
             (TopicKind::QueryStats, QUERY_STATS_RECORD) => &self.query_stats.1,
             (TopicKind::SlowQueries, SLOW_QUERY_RECORD) => &self.slow_query.1,
-            _ => return Err(DecodeError::WrongRecord { id, record, topic: kind.as_str() }),
+            _ => return Err(DecodeError::WrongRecord { id, record, topic: kind.as_str().to_string() }),
         };
-        let mut body = &bytes[HEADER_LEN..];
+        let mut body = body;
         let avro = |e: apache_avro::Error| DecodeError::Avro(e.to_string());
         let event = if self.same_as_reader.contains(&id) {
             // The record name matched above, so an identical canonical form is
@@ -394,7 +437,7 @@ mod reason_tests {
             DecodeError::BadMagic(1),
             DecodeError::UnknownSchemaId(9),
             DecodeError::UnusableSchemaId { id: 9, why: "w".into() },
-            DecodeError::WrongRecord { id: 1, record: "r".into(), topic: "t" },
+            DecodeError::WrongRecord { id: 1, record: "r".into(), topic: "t".into() },
             DecodeError::Avro("x".into()),
             DecodeError::TrailingBytes(1),
             DecodeError::Invalid { field: "f", why: "w".into() },

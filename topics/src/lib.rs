@@ -13,6 +13,7 @@ pub mod dev_broker;
 pub mod events;
 pub mod kafka;
 pub mod key;
+pub mod record;
 pub mod registry;
 pub mod schemas;
 pub mod sketch;

@@ -77,7 +77,7 @@ fn corpus_errors_carry_exact_details() {
         Err(DecodeError::WrongRecord {
             id: 2,
             record: "dualwrite.insights.SlowQuery".to_string(),
-            topic: "query-stats"
+            topic: "query-stats".to_string()
         })
     );
     assert_eq!(
@@ -85,7 +85,7 @@ fn corpus_errors_carry_exact_details() {
         Err(DecodeError::WrongRecord {
             id: 1,
             record: "dualwrite.insights.QueryStats".to_string(),
-            topic: "slow-queries"
+            topic: "slow-queries".to_string()
         })
     );
     assert_eq!(decode("trailing_garbage"), Err(DecodeError::TrailingBytes(2)));
