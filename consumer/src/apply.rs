@@ -14,28 +14,23 @@
 //! the commit.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Pool, Row, Transaction, TxOpts};
-use topics::LatencySketch;
 
-use crate::coalesce::{coalesce, fold, owned, Coalesced, Counts, KeyRef};
+use crate::coalesce::{coalesce, Coalesced, Counts};
 use crate::plan::{PartitionRange, ShardItem};
-use crate::rows::{SlowRow, StatsKey, StatsRow};
-use cluster::sql::{
-    chunks, column, datetime, datetime_ms, datetime_us, hex, lit, push_hex, tuple, CHUNK_ROWS, MAX_STATEMENT_BYTES,
-};
+use crate::shape::Shape;
+use crate::write::{parse_stored, row_statements, stored_selects, Stored};
+use cluster::sql::{lit, tuple, MAX_STATEMENT_BYTES};
 
 /// What the transaction did, for metrics and logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ShardOutcome {
     /// Messages applied, skipped below the fence, late and expired, per batch range.
     pub counts: Counts,
-    pub minute_rows: u64,
-    pub hour_rows: u64,
-    pub pattern_rows: u64,
-    pub slow_rows: u64,
+    /// Rows written per table (the shape's table order).
+    pub rows: Vec<u64>,
     /// Partitions whose fence was behind the batch's first offset: messages
     /// in between never reached this consumer (truncated upstream).
     pub gaps: Vec<(String, i32, i64, i64)>,
@@ -69,16 +64,18 @@ pub enum Attempt {
 
 pub async fn apply_shard(
     pool: &Pool,
+    shape: &Shape,
     items: &[ShardItem],
     fence: &FenceInfo<'_>,
 ) -> Result<ShardOutcome, mysql_async::Error> {
     let refs: Vec<&ShardItem> = items.iter().collect();
-    apply_items(pool, &refs, fence, Attempt::Commit).await
+    apply_items(pool, shape, &refs, fence, Attempt::Commit).await
 }
 
 /// [`apply_shard`] on a subset of a shard's items.
 pub async fn apply_items(
     pool: &Pool,
+    shape: &Shape,
     items: &[&ShardItem],
     fence: &FenceInfo<'_>,
     attempt: Attempt,
@@ -95,17 +92,17 @@ pub async fn apply_items(
     let mut tx = conn.start_transaction(opts).await?;
     let fences = lock_fences(&mut tx, fence).await?;
 
-    let coalesced = coalesce(items, &fences);
+    let coalesced = coalesce(shape, items, &fences);
     let mut out = ShardOutcome { counts: coalesced.counts.clone(), ..ShardOutcome::default() };
     for (i, r) in fence.ranges.iter().enumerate() {
         if fences[i] < r.first_offset {
             out.gaps.push((r.topic.to_string(), r.partition, fences[i], r.first_offset));
         }
     }
-    [out.minute_rows, out.hour_rows, out.pattern_rows, out.slow_rows] = coalesced.rows();
+    out.rows = coalesced.rows();
 
-    let (minute, hour) = load_stats(&mut tx, &coalesced).await?;
-    let statements = write_statements(&coalesced, minute, hour, fence, &fences, &out);
+    let stored = load_stored(&mut tx, shape, &coalesced).await?;
+    let statements = write_statements(shape, &coalesced, stored, fence, &fences, &out);
     run_statements(&mut tx, &statements).await?;
     match attempt {
         Attempt::Commit => tx.commit().await?,
@@ -114,24 +111,45 @@ pub async fn apply_items(
     Ok(out)
 }
 
-/// Every write of a shard transaction, in order: the rows folded onto the
-/// stored ones (`minute`, `hour`: see [`load_stats`]), then the advanced
-/// fences. Pure (the benchmark's no-sink mode times it).
+/// Every write of a shard transaction, in order: each table's rows (folded
+/// ones onto `stored`: see [`load_stored`]), then the advanced fences. Pure
+/// (the benchmark's no-sink mode times it).
 pub fn write_statements(
+    shape: &Shape,
     coalesced: &Coalesced<'_>,
-    mut minute: Stored,
-    mut hour: Stored,
+    stored: Stored,
     fence: &FenceInfo<'_>,
     fences: &[i64],
     outcome: &ShardOutcome,
 ) -> Vec<String> {
-    let mut statements = Vec::new();
-    upsert_stats(&mut statements, "query_stats_minute", &coalesced.minute, &mut minute);
-    upsert_stats(&mut statements, "query_stats_hour", &coalesced.hour, &mut hour);
-    upsert_patterns(&mut statements, coalesced);
-    insert_slow(&mut statements, &coalesced.slow);
+    let mut statements = row_statements(shape, coalesced, stored);
     statements.extend(advance_fences(fence, fences, outcome));
     statements
+}
+
+/// The stored rows of every folded table's keys, locked, in one round trip.
+async fn load_stored(tx: &mut Transaction<'_>, shape: &Shape, c: &Coalesced<'_>) -> Result<Stored, mysql_async::Error> {
+    let mut stored: Stored = vec![Vec::new(); shape.tables.len()];
+    let selects = stored_selects(shape, c);
+    if selects.is_empty() {
+        return Ok(stored);
+    }
+    let mut result = tx.query_iter(selects.join(";")).await?;
+    for _ in 0..selects.len() {
+        if result.is_empty() {
+            break;
+        }
+        for row in result.collect::<Row>().await? {
+            let row = parse_stored(shape, row)?;
+            stored[usize::from(row.table)].push(row);
+        }
+    }
+    result.drop_result().await?;
+    for (t, rows) in stored.iter_mut().enumerate() {
+        let key = &shape.tables[t].key;
+        rows.sort_by(|a, b| crate::coalesce::compare_keys(a, b, key));
+    }
+    Ok(stored)
 }
 
 /// Sends `statements` as few multi-statement texts as the byte cap allows.
@@ -206,177 +224,6 @@ async fn lock_fences(tx: &mut Transaction<'_>, fence: &FenceInfo<'_>) -> Result<
         .iter()
         .map(|r| by_key.get(&(r.topic.to_string(), r.partition)).copied().unwrap_or(r.first_offset))
         .collect())
-}
-
-const STATS_COLUMNS: &str = "database_id, fingerprint, window_start, keyspace_id, query_count, total_duration_us, \
-     max_duration_us, rows_read, rows_returned, error_count, latency_sketch";
-
-/// Stored rows of the minute or hour keys, locked (`FOR UPDATE`).
-pub type Stored = HashMap<StatsKey, StatsRow>;
-
-/// The stored rows of both stats tables' keys, read in one round trip.
-async fn load_stats(tx: &mut Transaction<'_>, c: &Coalesced<'_>) -> Result<(Stored, Stored), mysql_async::Error> {
-    let mut selects = Vec::new();
-    for (table, keys) in [("query_stats_minute", &c.minute), ("query_stats_hour", &c.hour)] {
-        let keys: Vec<&KeyRef<'_>> = keys.keys().collect();
-        for chunk in keys.chunks(CHUNK_ROWS) {
-            let mut wanted = String::with_capacity(chunk.len() * 64);
-            for (i, (database_id, fingerprint, window_start)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    wanted.push(',');
-                }
-                let _ = write!(wanted, "({database_id},{},{})", lit(*fingerprint), datetime(*window_start));
-            }
-            // TIMESTAMPDIFF instead of UNIX_TIMESTAMP: independent of the session time zone.
-            // The first column tells the tables apart in the combined result.
-            selects.push(format!(
-                "SELECT {}, database_id, fingerprint, TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', window_start), \
-                 keyspace_id, query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, \
-                 latency_sketch FROM {table} WHERE (database_id, fingerprint, window_start) IN ({wanted}) FOR UPDATE",
-                u8::from(table == "query_stats_hour")
-            ));
-        }
-    }
-    let (mut minute, mut hour) = (Stored::new(), Stored::new());
-    if selects.is_empty() {
-        return Ok((minute, hour));
-    }
-    let mut result = tx.query_iter(selects.join(";")).await?;
-    for _ in 0..selects.len() {
-        if result.is_empty() {
-            break;
-        }
-        for row in result.collect::<Row>().await? {
-            let (is_hour, key, stats) = parse_stats_row(row)?;
-            if is_hour { &mut hour } else { &mut minute }.insert(key, stats);
-        }
-    }
-    result.drop_result().await?;
-    Ok((minute, hour))
-}
-
-fn parse_stats_row(mut row: Row) -> Result<(bool, StatsKey, StatsRow), mysql_async::Error> {
-    const WHAT: &str = "stored stats row";
-    let table: u8 = column(&mut row, 0, WHAT)?;
-    let key = StatsKey {
-        database_id: column(&mut row, 1, WHAT)?,
-        fingerprint: column(&mut row, 2, WHAT)?,
-        window_start: column(&mut row, 3, WHAT)?,
-    };
-    let keyspace_id: Vec<u8> = column(&mut row, 4, WHAT)?;
-    let sketch_bytes: Vec<u8> = column(&mut row, 11, WHAT)?;
-    let sketch = LatencySketch::decode(&sketch_bytes)
-        .map_err(|e| mysql_async::Error::Other(format!("stored latency_sketch of {key:?}: {e}").into()))?;
-    let stats = StatsRow {
-        keyspace_id: keyspace_id.try_into().unwrap_or([0; 8]),
-        query_count: column(&mut row, 5, WHAT)?,
-        total_duration_us: column(&mut row, 6, WHAT)?,
-        max_duration_us: column(&mut row, 7, WHAT)?,
-        rows_read: column(&mut row, 8, WHAT)?,
-        rows_returned: column(&mut row, 9, WHAT)?,
-        error_count: column(&mut row, 10, WHAT)?,
-        sketch,
-    };
-    Ok((table == 1, key, stats))
-}
-
-/// Folds each key's contributions, in order, onto its stored row; one
-/// `INSERT ... ON DUPLICATE KEY UPDATE` per chunk of keys.
-fn upsert_stats(
-    statements: &mut Vec<String>,
-    table: &str,
-    contributions: &std::collections::BTreeMap<KeyRef<'_>, Vec<&StatsRow>>,
-    stored: &mut Stored,
-) {
-    let keys: Vec<(&KeyRef<'_>, &Vec<&StatsRow>)> = contributions.iter().collect();
-    for chunk in keys.chunks(CHUNK_ROWS) {
-        let mut sql = format!("INSERT INTO {table} ({STATS_COLUMNS}) VALUES ");
-        for (i, (key, rows)) in chunk.iter().enumerate() {
-            let existing = if stored.is_empty() { None } else { stored.remove(&owned(key)) };
-            if i > 0 {
-                sql.push(',');
-            }
-            push_stats_values(&mut sql, key, &fold(existing, rows));
-        }
-        sql.push_str(
-            " ON DUPLICATE KEY UPDATE \
-             query_count = VALUES(query_count), total_duration_us = VALUES(total_duration_us), \
-             max_duration_us = VALUES(max_duration_us), rows_read = VALUES(rows_read), \
-             rows_returned = VALUES(rows_returned), error_count = VALUES(error_count), \
-             latency_sketch = VALUES(latency_sketch)",
-        );
-        statements.push(sql);
-    }
-}
-
-/// One row's value tuple, written straight into the statement.
-fn push_stats_values(sql: &mut String, (database_id, fingerprint, window_start): &KeyRef<'_>, row: &StatsRow) {
-    let _ = write!(sql, "({database_id},{},{},", lit(*fingerprint), datetime(*window_start));
-    push_hex(sql, &row.keyspace_id);
-    let _ = write!(
-        sql,
-        ",{},{},{},{},{},{},",
-        row.query_count, row.total_duration_us, row.max_duration_us, row.rows_read, row.rows_returned, row.error_count
-    );
-    push_hex(sql, &row.sketch.encode());
-    sql.push(')');
-}
-
-fn upsert_patterns(statements: &mut Vec<String>, c: &Coalesced<'_>) {
-    // Sorted (a BTreeMap) so that concurrent writers lock rows in one order (no deadlocks).
-    let values: Vec<String> = c
-        .patterns
-        .iter()
-        .map(|((db, fp), p)| {
-            tuple(&[
-                lit(*db),
-                lit(*fp),
-                hex(&p.keyspace_id),
-                lit(p.normalized_sql.as_str()),
-                lit(p.tables_json.as_str()),
-                datetime_ms(p.first_seen_ms),
-                datetime_ms(p.last_seen_ms),
-            ])
-        })
-        .collect();
-    static INSIGHTS: std::sync::OnceLock<pipeline::Pipeline> = std::sync::OnceLock::new();
-    let Some(table) = INSIGHTS.get_or_init(pipeline::Pipeline::insights).table("query_patterns") else { return };
-    for chunk in chunks(&values) {
-        // The merge rule of PatternRow::merge, in SQL (shared with the copier).
-        statements.extend(pipeline::upsert(table, &chunk.join(",")));
-    }
-}
-
-fn insert_slow(statements: &mut Vec<String>, rows: &[&SlowRow]) {
-    let values: Vec<String> = rows
-        .iter()
-        .map(|s| {
-            tuple(&[
-                lit(s.src_partition),
-                lit(s.src_offset),
-                datetime_us(s.occurred_at_us),
-                lit(s.database_id),
-                lit(s.fingerprint.as_str()),
-                hex(&s.keyspace_id),
-                lit(s.proxy_id.as_str()),
-                lit(s.duration_us),
-                lit(s.rows_read),
-                lit(s.rows_returned),
-                lit(s.error_text.as_deref()),
-                lit(s.query_text.as_str()),
-                lit(s.tables_json.as_str()),
-            ])
-        })
-        .collect();
-    for chunk in chunks(&values) {
-        // A plain INSERT: the fence guarantees each event arrives once, and a
-        // duplicate key here would mean the fence was bypassed, which must fail loudly.
-        statements.push(format!(
-            "INSERT INTO slow_queries (src_partition, src_offset, occurred_at, database_id, fingerprint, keyspace_id, \
-             proxy_id, duration_us, rows_read, rows_returned, error_text, query_text, tables_used) VALUES {}",
-            chunk.join(",")
-        ));
-    }
 }
 
 /// A gap (the stored fence is below the batch's first offset: the messages

@@ -11,7 +11,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
-use topics::{Codec, TopicKind};
+use topics::Codec;
 
 use crate::apply::{apply_shard, FenceInfo, ShardOutcome};
 use crate::config::ConsumerConfig;
@@ -22,6 +22,7 @@ use crate::message::{Control, Fetched, Receivers};
 use crate::plan::{capped_detail, DeadLetter, ShardItem};
 use crate::plan::{plan, BatchPlan, TimeRules};
 use crate::schemas::ResolveError;
+use crate::shape::Shape;
 use crate::source::{Resume, Source};
 use crate::{dead_letter, metrics};
 use cluster::retry::{classify, is_retryable, Backoff, ErrorClass};
@@ -50,7 +51,8 @@ enum BatchError {
 struct Shared {
     codec: Codec,
     cluster: ClusterConfig,
-    kinds: HashMap<String, TopicKind>,
+    /// The cluster's pipeline, compiled: topics, tables, columns.
+    shape: Arc<Shape>,
     rules: TimeRules,
     starts: Option<Arc<crate::start::Starts>>,
 }
@@ -65,8 +67,8 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     let control = pools.control().cloned().ok_or_else(|| ConsumerError::Cluster("no control database".into()))?;
     check_schema(&pools, &config.cluster).await?;
 
-    let kinds = config.topics();
-    let mut topic_names: Vec<String> = kinds.keys().cloned().collect();
+    let shape = Arc::new(Shape::for_cluster(&config.cluster, &config.topic_prefix));
+    let mut topic_names: Vec<String> = shape.topic_names();
     topic_names.sort();
     let client = config.kafka_client_config();
     let starts = {
@@ -84,8 +86,13 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     tracing::info!(group = %config.group, cluster = %config.cluster.name, topics = ?topic_names, "consumer started");
 
     let rules = TimeRules::from(&config.cluster.time);
-    let shared =
-        Arc::new(Shared { codec: config.codec.clone(), cluster: config.cluster.clone(), kinds, rules, starts });
+    let shared = Arc::new(Shared {
+        codec: config.codec.clone().with_pipeline(&config.cluster.pipeline),
+        cluster: config.cluster.clone(),
+        shape,
+        rules,
+        starts,
+    });
     let shared = std::sync::Mutex::new(shared);
     let batcher = Batcher {
         config: &config,
@@ -448,7 +455,7 @@ impl Batcher<'_> {
     /// Decodes and routes `messages` on a blocking thread.
     fn start_plan(&self, messages: Vec<Fetched>) -> tokio::task::JoinHandle<BatchPlan> {
         let shared = self.shared();
-        tokio::task::spawn_blocking(move || plan(messages, &shared.codec, &shared.cluster, &shared.kinds, shared.rules))
+        tokio::task::spawn_blocking(move || plan(messages, &shared.codec, &shared.cluster, &shared.shape, shared.rules))
     }
 
     /// Plans and applies `messages` and stores their offsets.
@@ -568,7 +575,7 @@ impl Batcher<'_> {
         fence: &FenceInfo<'_>,
         failure: mysql_async::Error,
     ) -> Result<Vec<ShardItem>, Result<mysql_async::Error, BatchError>> {
-        let bad = match rejected_items(self.pools.shard(shard), items, fence, failure).await {
+        let bad = match rejected_items(self.pools.shard(shard), &self.shared().shape, items, fence, failure).await {
             Ok(bad) => bad,
             Err(IsolateError::Database(e)) => return Err(Ok(e)),
             Err(IsolateError::Combination(source)) => {
@@ -614,19 +621,21 @@ impl Batcher<'_> {
     ) -> Result<ShardOutcome, BatchError> {
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
         let pool = self.pools.shard(shard);
+        let shape = self.shared().shape.clone();
         // Replaced by the items left once rejected ones are set aside.
         let mut remaining: Option<Vec<ShardItem>> = None;
         loop {
             let items = remaining.as_deref().unwrap_or(items);
             // A shard that stops answering (frozen, partitioned) must not hang
             // the batch or shutdown: a timed-out attempt rolls back and retries.
-            let attempt = match tokio::time::timeout(SHARD_ATTEMPT_TIMEOUT, apply_shard(pool, items, fence)).await {
-                Ok(result) => result,
-                Err(_) => Err(mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed)),
-            };
+            let attempt =
+                match tokio::time::timeout(SHARD_ATTEMPT_TIMEOUT, apply_shard(pool, &shape, items, fence)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed)),
+                };
             match attempt {
                 Ok(outcome) => {
-                    record_outcome(shard, &outcome);
+                    record_outcome(&shape, shard, &outcome);
                     return Ok(outcome);
                 }
                 Err(e) if is_retryable(&e) => {
@@ -678,11 +687,10 @@ impl Batcher<'_> {
     }
 }
 
-fn record_outcome(shard: usize, o: &ShardOutcome) {
-    metrics::rows(shard, "query_stats_minute", o.minute_rows);
-    metrics::rows(shard, "query_stats_hour", o.hour_rows);
-    metrics::rows(shard, "query_patterns", o.pattern_rows);
-    metrics::rows(shard, "slow_queries", o.slow_rows);
+fn record_outcome(shape: &Shape, shard: usize, o: &ShardOutcome) {
+    for (table, rows) in shape.tables.iter().zip(&o.rows) {
+        metrics::rows(shard, &table.name, *rows);
+    }
     for (topic, partition, fence, first) in &o.gaps {
         let lost = u64::try_from(first - fence).unwrap_or(0);
         metrics::offset_gap(topic, *partition, lost);

@@ -1,19 +1,54 @@
-//! A shard's part of a batch grouped per row key: what its transaction reads
-//! and writes. Pure, so the benchmark's no-sink mode runs the same code.
+//! A shard's part of a batch grouped per table and row key: what its
+//! transaction reads and writes. Pure, so the benchmark's no-sink mode runs
+//! the same code.
 //!
-//! Contributions are kept per key in offset order and folded onto the stored
-//! row only once it has been read ([`fold`]): the sketch's sum is a float, so
-//! the result depends on the order of merges, and starting from the stored
-//! row makes it the same whatever the batch boundaries.
+//! A folded table's contributions are kept per key in offset order and
+//! folded onto the stored row only once it has been read ([`fold`]): a
+//! sketch's sum is a float, so the result depends on the order of merges,
+//! and starting from the stored row makes it the same whatever the batch
+//! boundaries. A blind table's contributions are merged here already (its
+//! rules are order-free) and the server merges the result with the stored row.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use crate::plan::{ItemBody, ShardItem};
-use crate::rows::{PatternRow, SlowRow, StatsKey, StatsRow};
+use pipeline::WritePath;
 
-/// A `query_stats_*` key borrowed from the batch: (database_id, fingerprint,
-/// window_start), ordered as [`StatsKey`] is.
-pub type KeyRef<'a> = (u64, &'a str, i64);
+use crate::plan::{ItemBody, ShardItem};
+use crate::rows::{merge, Row};
+use crate::shape::Shape;
+
+/// A row's key: its key columns, compared in key order.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRef<'a> {
+    pub row: &'a Row,
+    pub key: &'a [usize],
+}
+
+impl Ord for KeyRef<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_keys(self.row, other.row, self.key)
+    }
+}
+
+impl PartialOrd for KeyRef<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for KeyRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for KeyRef<'_> {}
+
+/// Two rows of one table compared on its key columns.
+pub fn compare_keys(a: &Row, b: &Row, key: &[usize]) -> Ordering {
+    key.iter().map(|&i| a.cells[i].cmp(&b.cells[i])).find(|o| *o != Ordering::Equal).unwrap_or(Ordering::Equal)
+}
 
 /// Per-range message counts of one shard's transaction.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,38 +63,64 @@ pub struct Counts {
     pub expired: Vec<u64>,
 }
 
-/// What one shard's transaction writes, per table.
-#[derive(Debug, Default)]
-pub struct Coalesced<'a> {
+/// What one table receives in one shard's transaction.
+#[derive(Debug)]
+pub enum TableWrites<'a> {
     /// Sorted, so that rows are locked in one order by every writer.
-    pub minute: BTreeMap<KeyRef<'a>, Vec<&'a StatsRow>>,
-    pub hour: BTreeMap<KeyRef<'a>, Vec<&'a StatsRow>>,
-    /// (database_id, fingerprint): merged here already (the rule is
-    /// order-free, and the SQL applies it again against the stored row).
-    pub patterns: BTreeMap<(u64, &'a str), PatternRow>,
-    pub slow: Vec<&'a SlowRow>,
+    Fold(BTreeMap<KeyRef<'a>, Vec<&'a Row>>),
+    Blind(BTreeMap<KeyRef<'a>, Row>),
+    Insert(Vec<&'a Row>),
+}
+
+impl TableWrites<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            TableWrites::Fold(m) => m.len(),
+            TableWrites::Blind(m) => m.len(),
+            TableWrites::Insert(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What one shard's transaction writes, per table of the pipeline.
+#[derive(Debug)]
+pub struct Coalesced<'a> {
+    /// Indexed like the shape's tables.
+    pub tables: Vec<TableWrites<'a>>,
     pub counts: Counts,
 }
 
 impl Coalesced<'_> {
-    /// Rows written per table: minute, hour, patterns, slow queries.
-    pub fn rows(&self) -> [u64; 4] {
-        [self.minute.len(), self.hour.len(), self.patterns.len(), self.slow.len()].map(|n| n as u64)
+    /// Rows written per table, in the shape's table order.
+    pub fn rows(&self) -> Vec<u64> {
+        self.tables.iter().map(|t| t.len() as u64).collect()
     }
 }
 
-/// Groups `items` (in offset order) per key, skipping those below their
-/// range's fence (`fences[item.range]`) and counting what happens to each.
-pub fn coalesce<'a>(items: &[&'a ShardItem], fences: &[i64]) -> Coalesced<'a> {
+/// Groups `items` (in offset order) per table and key, skipping those below
+/// their range's fence (`fences[item.range]`) and counting what happens to each.
+pub fn coalesce<'a>(shape: &'a Shape, items: &[&'a ShardItem], fences: &[i64]) -> Coalesced<'a> {
     let ranges = fences.len();
     let mut out = Coalesced {
+        tables: shape
+            .tables
+            .iter()
+            .map(|t| match t.write_path {
+                WritePath::Fold => TableWrites::Fold(BTreeMap::new()),
+                WritePath::Blind => TableWrites::Blind(BTreeMap::new()),
+                WritePath::Insert => TableWrites::Insert(Vec::new()),
+            })
+            .collect(),
         counts: Counts {
             applied: vec![0; ranges],
             skipped: vec![0; ranges],
             late: vec![0; ranges],
             expired: vec![0; ranges],
         },
-        ..Coalesced::default()
     };
     for item in items {
         let c = &mut out.counts;
@@ -67,28 +128,33 @@ pub fn coalesce<'a>(items: &[&'a ShardItem], fences: &[i64]) -> Coalesced<'a> {
             c.skipped[item.range] += 1;
             continue;
         }
-        match &item.body {
+        let rows = match &item.body {
             ItemBody::Expired => {
                 c.expired[item.range] += 1;
                 continue;
             }
-            ItemBody::Stats { late: true, .. } | ItemBody::Slow { late: true, .. } => c.late[item.range] += 1,
-            _ => {}
-        }
-        c.applied[item.range] += 1;
-        match &item.body {
-            // Counted above and skipped.
-            ItemBody::Expired => {}
-            ItemBody::Stats { minute: key, hour_window, row, pattern, .. } => {
-                let fingerprint = key.fingerprint.as_str();
-                out.minute.entry((key.database_id, fingerprint, key.window_start)).or_default().push(row);
-                out.hour.entry((key.database_id, fingerprint, *hour_window)).or_default().push(row);
-                out.patterns
-                    .entry((key.database_id, fingerprint))
-                    .and_modify(|p| p.merge(pattern))
-                    .or_insert_with(|| pattern.clone());
+            ItemBody::Rows { rows, late } => {
+                if *late {
+                    c.late[item.range] += 1;
+                }
+                rows
             }
-            ItemBody::Slow { row, .. } => out.slow.push(row),
+        };
+        c.applied[item.range] += 1;
+        for row in rows {
+            let t = usize::from(row.table);
+            let table = &shape.tables[t];
+            let key = KeyRef { row, key: &table.key };
+            match &mut out.tables[t] {
+                TableWrites::Fold(m) => m.entry(key).or_default().push(row),
+                TableWrites::Blind(m) => match m.get_mut(&key) {
+                    Some(merged) => merge(table, merged, row),
+                    None => {
+                        m.insert(key, row.clone());
+                    }
+                },
+                TableWrites::Insert(v) => v.push(row),
+            }
         }
     }
     out
@@ -96,22 +162,18 @@ pub fn coalesce<'a>(items: &[&'a ShardItem], fences: &[i64]) -> Coalesced<'a> {
 
 /// A key's row after this batch: its stored row (if any) with the batch's
 /// contributions merged in offset order.
-pub fn fold(stored: Option<StatsRow>, contributions: &[&StatsRow]) -> StatsRow {
+pub fn fold(shape: &Shape, stored: Option<Row>, contributions: &[&Row]) -> Option<Row> {
     let (mut merged, rest) = match stored {
         Some(existing) => (existing, contributions),
         // Never empty: a key exists because something contributed to it.
-        None => match contributions.split_first() {
-            Some((first, rest)) => ((*first).clone(), rest),
-            None => return StatsRow::empty(),
-        },
+        None => {
+            let (first, rest) = contributions.split_first()?;
+            ((*first).clone(), rest)
+        }
     };
+    let table = &shape.tables[usize::from(merged.table)];
     for r in rest {
-        merged.merge(r);
+        merge(table, &mut merged, r);
     }
-    merged
-}
-
-/// The owned key of a borrowed one.
-pub fn owned(key: &KeyRef<'_>) -> StatsKey {
-    StatsKey { database_id: key.0, fingerprint: key.1.to_string(), window_start: key.2 }
+    Some(merged)
 }

@@ -1,11 +1,10 @@
 //! Everything one consumer process needs, validated before it connects anywhere.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use cluster::config::ClusterConfig;
 use rdkafka::config::ClientConfig;
-use topics::{Codec, TopicKind};
+use topics::Codec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -87,9 +86,9 @@ impl ConsumerConfig {
         Ok(())
     }
 
-    /// Topic name -> what it carries.
-    pub fn topics(&self) -> HashMap<String, TopicKind> {
-        TopicKind::ALL.into_iter().map(|k| (k.topic_name(&self.topic_prefix), k)).collect()
+    /// The pipeline's topics under the deployment's prefix: what the group consumes.
+    pub fn topics(&self) -> Vec<String> {
+        self.cluster.pipeline.topics.iter().map(|t| format!("{}{}", self.topic_prefix, t.name)).collect()
     }
 
     pub fn kafka_client_config(&self) -> ClientConfig {

@@ -19,18 +19,19 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
 use serde::Serialize;
-use topics::{Codec, TopicKind};
+use topics::Codec;
 
-use crate::apply::{write_statements, FenceInfo, ShardOutcome, Stored};
+use crate::apply::{write_statements, FenceInfo, ShardOutcome};
 use crate::coalesce::coalesce;
 use crate::message::Fetched;
 use crate::plan::{plan, ShardItem, TimeRules};
+use crate::shape::Shape;
 
 pub struct DryRunConfig {
     /// Brokers and security settings (no group is joined).
     pub kafka: ClientConfig,
-    /// Topic name -> what it carries.
-    pub kinds: HashMap<String, TopicKind>,
+    /// Prepended to the pipeline's topic names.
+    pub topic_prefix: String,
     /// Stop after this many messages (or when the topics are read to their end).
     pub messages: u64,
     pub batch_max_messages: usize,
@@ -47,11 +48,10 @@ pub struct DryRunReport {
     pub cpu_seconds: f64,
     /// `messages / cpu_seconds`: events per second one core sustains.
     pub events_per_core_s: f64,
-    /// Rows the batches would write: minute, hour, patterns, slow queries.
-    pub rows: [u64; 4],
-    /// Messages of each topic kind: query-stats, slow-queries.
-    pub stats_messages: u64,
-    pub slow_messages: u64,
+    /// Rows the batches would write, per table.
+    pub rows: std::collections::BTreeMap<String, u64>,
+    /// Messages read, per topic.
+    pub topic_messages: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,9 @@ fn thread_cpu() -> Duration {
 /// Blocking: call it off the async workers.
 pub fn run(config: &DryRunConfig) -> Result<DryRunReport, DryRunError> {
     let consumer = topics::admin::standalone_consumer(&config.kafka, "dry-run")?;
-    let mut names: Vec<String> = config.kinds.keys().cloned().collect();
+    let shape = Shape::for_cluster(&config.cluster, &config.topic_prefix);
+    let codec = config.codec.clone().with_pipeline(&config.cluster.pipeline);
+    let mut names: Vec<String> = shape.topic_names();
     names.sort();
     let mut tpl = TopicPartitionList::new();
     let mut available = 0u64;
@@ -103,11 +105,11 @@ pub fn run(config: &DryRunConfig) -> Result<DryRunReport, DryRunError> {
             payload: m.payload().map(<[u8]>::to_vec),
         });
         if batch.len() >= config.batch_max_messages {
-            cpu += self::batch(std::mem::take(&mut batch), config, rules, &mut report);
+            cpu += self::batch(std::mem::take(&mut batch), &shape, &codec, config, rules, &mut report);
         }
     }
     if !batch.is_empty() {
-        cpu += self::batch(batch, config, rules, &mut report);
+        cpu += self::batch(batch, &shape, &codec, config, rules, &mut report);
     }
     report.cpu_seconds = cpu.as_secs_f64();
     report.events_per_core_s = report.messages as f64 / report.cpu_seconds.max(1e-9);
@@ -115,15 +117,19 @@ pub fn run(config: &DryRunConfig) -> Result<DryRunReport, DryRunError> {
 }
 
 /// One batch's work before the shards answer; returns its CPU time.
-fn batch(messages: Vec<Fetched>, config: &DryRunConfig, rules: TimeRules, report: &mut DryRunReport) -> Duration {
+fn batch(
+    messages: Vec<Fetched>,
+    shape: &Shape,
+    codec: &Codec,
+    config: &DryRunConfig,
+    rules: TimeRules,
+    report: &mut DryRunReport,
+) -> Duration {
     for m in &messages {
-        match config.kinds.get(&*m.topic) {
-            Some(TopicKind::SlowQueries) => report.slow_messages += 1,
-            _ => report.stats_messages += 1,
-        }
+        *report.topic_messages.entry(m.topic.to_string()).or_default() += 1;
     }
     let started = thread_cpu();
-    let planned = plan(messages, &config.codec, &config.cluster, &config.kinds, rules);
+    let planned = plan(messages, codec, &config.cluster, shape, rules);
     let fences: Vec<i64> = planned.ranges.iter().map(|r| r.first_offset).collect();
     let high_watermarks = vec![None; planned.ranges.len()];
     let coverage_starts = HashMap::new();
@@ -136,12 +142,13 @@ fn batch(messages: Vec<Fetched>, config: &DryRunConfig, rules: TimeRules, report
     let mut bytes = 0usize;
     for items in &planned.shards {
         let refs: Vec<&ShardItem> = items.iter().collect();
-        let coalesced = coalesce(&refs, &fences);
+        let coalesced = coalesce(shape, &refs, &fences);
         let outcome = ShardOutcome { counts: coalesced.counts.clone(), ..Default::default() };
-        let statements = write_statements(&coalesced, Stored::new(), Stored::new(), &fence, &fences, &outcome);
+        let rows = coalesced.rows();
+        let statements = write_statements(shape, &coalesced, Vec::new(), &fence, &fences, &outcome);
         bytes += statements.iter().map(String::len).sum::<usize>();
-        for (total, n) in report.rows.iter_mut().zip(coalesced.rows()) {
-            *total += n;
+        for (table, n) in shape.tables.iter().zip(rows) {
+            *report.rows.entry(table.name.clone()).or_default() += n;
         }
     }
     let spent = thread_cpu().saturating_sub(started);

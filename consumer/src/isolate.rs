@@ -29,13 +29,14 @@ pub enum IsolateError {
 /// server's error text. `failure` is the error the whole set just gave.
 pub async fn rejected_items(
     pool: &Pool,
+    shape: &crate::shape::Shape,
     items: &[ShardItem],
     fence: &FenceInfo<'_>,
     failure: mysql_async::Error,
 ) -> Result<Vec<(usize, String)>, IsolateError> {
     let probe = |set: Vec<usize>| async move {
         let subset: Vec<&ShardItem> = set.iter().map(|&i| &items[i]).collect();
-        match apply_items(pool, &subset, fence, Attempt::Probe).await {
+        match apply_items(pool, shape, &subset, fence, Attempt::Probe).await {
             Ok(_) => Ok(None),
             Err(e) if classify(&e) == ErrorClass::Rejected => Ok(Some(e.to_string())),
             Err(e) => Err(IsolateError::Database(e)),

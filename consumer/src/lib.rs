@@ -21,9 +21,11 @@ pub mod plan;
 pub mod replay;
 pub mod rows;
 mod schemas;
+pub mod shape;
 pub mod source;
 pub mod start;
 pub mod status;
+pub mod write;
 
 pub use batcher::run;
 pub use config::ConsumerConfig;

@@ -80,9 +80,10 @@ pub fn messages(topic: &str, outcome: &'static str, n: u64) {
     counter!("dualwrite_consumer_messages_total", "topic" => topic.to_string(), "outcome" => outcome).increment(n);
 }
 
-pub fn rows(shard: usize, table: &'static str, n: u64) {
+pub fn rows(shard: usize, table: &str, n: u64) {
     if n > 0 {
-        counter!("dualwrite_consumer_rows_written_total", "shard" => shard.to_string(), "table" => table).increment(n);
+        counter!("dualwrite_consumer_rows_written_total", "shard" => shard.to_string(), "table" => table.to_string())
+            .increment(n);
     }
 }
 

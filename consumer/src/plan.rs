@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cluster::config::ClusterConfig;
-use topics::{Codec, DecodeError, Event, LatencySketch, TopicKind};
+use topics::record::Value;
+use topics::{Codec, DecodeError};
 
 use crate::message::Fetched;
-use crate::rows::{fits, tables_json, PatternRow, SlowRow, StatsKey, StatsRow, TooLong, TEXT_COLUMN_BYTES};
+use crate::rows::{build, Context, Invalid, Row};
+use crate::shape::Shape;
 use cluster::time::{window_start, TimeConfig};
 
 /// What a batch holds of one partition: a contiguous run of offsets.
@@ -48,17 +50,8 @@ pub struct RawMessage {
 
 #[derive(Debug, Clone)]
 pub enum ItemBody {
-    Stats {
-        minute: StatsKey,
-        hour_window: i64,
-        row: StatsRow,
-        pattern: PatternRow,
-        late: bool,
-    },
-    Slow {
-        row: SlowRow,
-        late: bool,
-    },
+    /// One row for every table the message's topic feeds.
+    Rows { rows: Vec<Row>, late: bool },
     /// Older than retention: counted on its shard, not written.
     Expired,
 }
@@ -69,9 +62,6 @@ pub enum ItemBody {
 pub struct TimeRules {
     pub allowed_lateness_ms: i64,
     pub retention_ms: i64,
-    /// `query_stats_minute` / `query_stats_hour` window sizes.
-    pub minute_secs: i64,
-    pub hour_secs: i64,
     /// `[time] ahead`: an event dated further than this past its message
     /// timestamp is a dead letter (`future_event`), not a row in `p_future`.
     pub ahead_ms: i64,
@@ -82,25 +72,23 @@ impl From<&TimeConfig> for TimeRules {
         Self {
             allowed_lateness_ms: t.allowed_lateness_ms(),
             retention_ms: t.retention_ms(),
-            minute_secs: t.minute_secs(),
-            hour_secs: t.hour_secs(),
             ahead_ms: i64::try_from(t.ahead.as_millis()).unwrap_or(i64::MAX),
         }
     }
 }
 
 impl TimeRules {
-    /// (late, expired) for an event starting at `event_start_ms`, sent at `message_ms`.
+    /// (late, expired) for an event starting at `event_start_ms`, sent at
+    /// `message_ms`, whose smallest window is `window_secs`.
     ///
-    /// Late is judged against the end of the minute window the event's rows
-    /// land in, not the event's own end: a window counts as settled once its
+    /// Late is judged against the end of the window the event's rows land
+    /// in, not the event's own end: a window counts as settled once its
     /// partition carries a timestamp past that end plus the lateness, so an
     /// aggregate reaching past its window (a 15 s interval starting at :50)
     /// writes a settled window, and the comparators must see it counted.
-    fn judge(&self, event_start_ms: i64, message_ms: Option<i64>) -> (bool, bool) {
+    fn judge(&self, event_start_ms: i64, window_secs: i64, message_ms: Option<i64>) -> (bool, bool) {
         let Some(sent) = message_ms else { return (false, false) };
-        let window_end_ms =
-            window_start(event_start_ms, self.minute_secs).saturating_add(self.minute_secs).saturating_mul(1000);
+        let window_end_ms = window_start(event_start_ms, window_secs).saturating_add(window_secs).saturating_mul(1000);
         // Saturating: a producer's timestamp can be any i64.
         (
             sent.saturating_sub(window_end_ms) > self.allowed_lateness_ms,
@@ -143,6 +131,7 @@ pub fn capped_detail(detail: &str) -> String {
 #[derive(Debug)]
 enum Rejected {
     Decode(DecodeError),
+    Invalid(Invalid),
     Future(String),
 }
 
@@ -152,9 +141,9 @@ impl From<DecodeError> for Rejected {
     }
 }
 
-impl From<TooLong> for Rejected {
-    fn from(e: TooLong) -> Self {
-        Rejected::Decode(DecodeError::Invalid { field: e.field, why: e.to_string() })
+impl From<Invalid> for Rejected {
+    fn from(e: Invalid) -> Self {
+        Rejected::Invalid(e)
     }
 }
 
@@ -162,6 +151,7 @@ impl Rejected {
     fn reason(&self) -> &'static str {
         match self {
             Rejected::Decode(e) => e.reason(),
+            Rejected::Invalid(_) => "invalid_field",
             Rejected::Future(_) => "future_event",
         }
     }
@@ -169,6 +159,7 @@ impl Rejected {
     fn detail(&self) -> String {
         match self {
             Rejected::Decode(e) => e.to_string(),
+            Rejected::Invalid(e) => e.to_string(),
             Rejected::Future(why) => why.clone(),
         }
     }
@@ -206,7 +197,7 @@ pub fn plan(
     messages: Vec<Fetched>,
     codec: &Codec,
     cluster: &ClusterConfig,
-    kinds: &HashMap<String, TopicKind>,
+    shape: &Shape,
     rules: TimeRules,
 ) -> BatchPlan {
     let mut out = BatchPlan { shards: vec![Vec::new(); cluster.shards.len()], ..BatchPlan::default() };
@@ -236,12 +227,11 @@ pub fn plan(
         r.max_message_ms = r.max_message_ms.max(ts);
         r.messages += 1;
 
-        let kind = kinds.get(&*m.topic).copied().unwrap_or(TopicKind::QueryStats);
         // The last line of defence: a panic in decoding or routing (a library
         // bug a crafted message reaches) costs this message, not the process.
         // Nothing outside `route` is mutated, so unwinding leaves no torn state.
         let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            route(&m, kind, codec, cluster, rules, &mut routes)
+            route(&m, codec, cluster, shape, rules, &mut routes)
         }));
         let (reason, detail) = match routed {
             Ok(Ok((shard, body))) => {
@@ -288,85 +278,70 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 fn route(
     m: &Fetched,
-    kind: TopicKind,
     codec: &Codec,
     cluster: &ClusterConfig,
+    shape: &Shape,
     rules: TimeRules,
     routes: &mut HashMap<u64, ([u8; 8], usize)>,
 ) -> Result<(usize, ItemBody), Rejected> {
     if PANIC_PROBE.get().is_some_and(|probe| probe(m)) {
         panic!("injected decoder panic at offset {}", m.offset);
     }
-    let event = codec.decode(kind, m.payload.as_deref())?;
-    // The codec rejects negative ids, so this conversion cannot fail.
-    let database_id = u64::try_from(event.database_id()).unwrap_or(0);
-    let (keyspace_id, shard) = *routes.entry(database_id).or_insert_with(|| {
-        let keyspace_id = cluster::vindex::keyspace_id(database_id);
+    let Some(&topic_index) = shape.by_name.get(&*m.topic) else {
+        // Only the pipeline's topics are subscribed: a message of another is
+        // a bug upstream of the plan, kept as a dead letter rather than guessed at.
+        return Err(Rejected::Invalid(Invalid {
+            field: "topic".into(),
+            why: format!("{} is not a topic of the pipeline", m.topic),
+        }));
+    };
+    let topic = &shape.topics[topic_index];
+    let values = codec.decode_record(&topic.reader, m.payload.as_deref())?;
+    let invalid = |field: &str, why: String| Rejected::Invalid(Invalid { field: field.to_string(), why });
+    let shard_value = match values.get(topic.shard_position) {
+        Some(Value::Long(v)) => *v,
+        _ => return Err(invalid(&topic.shard_field, "missing".into())),
+    };
+    // The hash vindex takes an unsigned 64-bit integer.
+    let Ok(shard_value) = u64::try_from(shard_value) else {
+        return Err(invalid(&topic.shard_field, format!("{shard_value} is negative")));
+    };
+    let raw_time = match values.get(topic.time_position) {
+        Some(Value::Long(v)) => *v,
+        _ => return Err(invalid(&topic.time_field, "missing".into())),
+    };
+    let (event_ms, event_us) = if topic.time_is_micros {
+        (raw_time.div_euclid(1000), raw_time)
+    } else {
+        (raw_time, raw_time.saturating_mul(1000))
+    };
+    if raw_time < 0 {
+        return Err(invalid(&topic.time_field, format!("{raw_time} is negative")));
+    }
+    if event_us > MAX_TIME_US {
+        return Err(invalid(&topic.time_field, format!("{raw_time} is past year 9999")));
+    }
+    let (keyspace_id, shard) = *routes.entry(shard_value).or_insert_with(|| {
+        let keyspace_id = cluster::vindex::keyspace_id(shard_value);
         (keyspace_id, cluster.shard_index_for(&keyspace_id))
     });
-    let body = match event {
-        Event::QueryStats(q) => {
-            // Malformed before old: a bad message is a dead letter whatever its age.
-            let sketch = LatencySketch::decode_message(&q.latency_sketch)
-                .map_err(|e| DecodeError::Invalid { field: "latency_sketch", why: e.to_string() })?;
-            let tables_json = tables_json(&q.tables)?;
-            rules.future(q.interval_start, m.timestamp_ms)?;
-            let (late, expired) = rules.judge(q.interval_start, m.timestamp_ms);
-            if expired {
-                return Ok((shard, ItemBody::Expired));
-            }
-            // The event is owned: its strings move into the rows, not copied.
-            let row = StatsRow::from_event(keyspace_id, &q, sketch);
-            let pattern = PatternRow {
-                keyspace_id,
-                tables_json,
-                normalized_sql: q.normalized_sql,
-                first_seen_ms: q.interval_start,
-                last_seen_ms: q.interval_start,
-            };
-            ItemBody::Stats {
-                hour_window: window_start(q.interval_start, rules.hour_secs),
-                minute: StatsKey {
-                    database_id,
-                    fingerprint: q.fingerprint,
-                    window_start: window_start(q.interval_start, rules.minute_secs),
-                },
-                row,
-                pattern,
-                late,
-            }
-        }
-        Event::SlowQuery(s) => {
-            let at_ms = s.occurred_at.div_euclid(1000);
-            let tables_json = tables_json(&s.tables)?;
-            fits("error", s.error.as_ref().map_or(0, String::len), TEXT_COLUMN_BYTES)?;
-            rules.future(at_ms, m.timestamp_ms)?;
-            let (late, expired) = rules.judge(at_ms, m.timestamp_ms);
-            if expired {
-                return Ok((shard, ItemBody::Expired));
-            }
-            ItemBody::Slow {
-                late,
-                row: SlowRow {
-                    src_partition: m.partition,
-                    src_offset: m.offset,
-                    occurred_at_us: s.occurred_at,
-                    database_id,
-                    keyspace_id,
-                    proxy_id: s.proxy_id,
-                    duration_us: u64::try_from(s.duration_us).unwrap_or(0),
-                    rows_read: u64::try_from(s.rows_read).unwrap_or(0),
-                    rows_returned: u64::try_from(s.rows_returned).unwrap_or(0),
-                    error_text: s.error,
-                    query_text: s.query_text,
-                    tables_json,
-                    fingerprint: s.fingerprint,
-                },
-            }
-        }
-    };
-    Ok((shard, body))
+    let cx = Context { partition: m.partition, offset: m.offset, event_ms, event_us, keyspace_id };
+    // Malformed before old: a bad message is a dead letter whatever its age,
+    // so every row is built (and checked) before the age is judged.
+    let mut rows = Vec::with_capacity(topic.tables.len());
+    for &t in &topic.tables {
+        rows.push(build(t as u16, &shape.tables[t], &values, &cx)?);
+    }
+    rules.future(event_ms, m.timestamp_ms)?;
+    let (late, expired) = rules.judge(event_ms, topic.late_window_secs, m.timestamp_ms);
+    if expired {
+        return Ok((shard, ItemBody::Expired));
+    }
+    Ok((shard, ItemBody::Rows { rows, late }))
 }
+
+/// 9999-12-31T23:59:59.999999Z: the last instant a DATETIME holds.
+const MAX_TIME_US: i64 = 253_402_300_799_999_999;
 
 #[cfg(test)]
 mod tests {
@@ -374,23 +349,17 @@ mod tests {
 
     #[test]
     fn late_is_judged_against_the_end_of_the_window_the_rows_land_in() {
-        let rules = TimeRules {
-            allowed_lateness_ms: 2_000,
-            retention_ms: 3_600_000,
-            minute_secs: 60,
-            hour_secs: 3600,
-            ahead_ms: 0,
-        };
+        let rules = TimeRules { allowed_lateness_ms: 2_000, retention_ms: 3_600_000, ahead_ms: 0 };
         // A 15 s interval at :45 ends with its window (60 s): sent at its end
         // plus the lateness it is on time, a millisecond later it is late.
-        assert_eq!(rules.judge(45_000, Some(62_000)), (false, false));
-        assert_eq!(rules.judge(45_000, Some(62_001)), (true, false));
+        assert_eq!(rules.judge(45_000, 60, Some(62_000)), (false, false));
+        assert_eq!(rules.judge(45_000, 60, Some(62_001)), (true, false));
         // One at :50 reaches past its window: sent at its own end (65 s) it
         // writes a window a partition may already count as settled.
-        assert_eq!(rules.judge(50_000, Some(65_000)), (true, false));
+        assert_eq!(rules.judge(50_000, 60, Some(65_000)), (true, false));
         // An early interval is judged by its window's end too, not its own.
-        assert_eq!(rules.judge(0, Some(61_000)), (false, false));
-        assert_eq!(rules.judge(0, Some(3_600_001)), (true, true));
-        assert_eq!(rules.judge(0, None), (false, false));
+        assert_eq!(rules.judge(0, 60, Some(61_000)), (false, false));
+        assert_eq!(rules.judge(0, 60, Some(3_600_001)), (true, true));
+        assert_eq!(rules.judge(0, 60, None), (false, false));
     }
 }

@@ -1,211 +1,273 @@
-//! The rows a batch writes, and the merge rule of each table.
+//! The rows a batch writes, built from a decoded record by the table's
+//! compiled shape, and the merge rules applied to them.
 //!
-//! Merges are folded per key in offset order starting from the stored row, so
-//! the result never depends on where batches were cut: integers add and
-//! compare exactly, and the sketch (whose summary sum is a float) sees the
-//! same sequence of merges on every cluster.
+//! Merges are folded per key in offset order starting from the stored row
+//! where the table's rules are not exact in SQL (a sketch, a float sum), so
+//! the result never depends on where batches were cut; where they are,
+//! contributions are merged here in any order and again by the server
+//! against the stored row.
 
-use topics::{LatencySketch, QueryStats};
+use std::cmp::Ordering;
 
-/// Primary key of a time-series row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StatsKey {
-    pub database_id: u64,
-    pub fingerprint: String,
-    /// Window start, seconds since the epoch (UTC), aligned to the window size.
-    pub window_start: i64,
-}
+use pipeline::{FieldKind, Merge};
+use topics::record::Value;
+use topics::LatencySketch;
 
-/// One `query_stats_minute` / `query_stats_hour` row.
+use crate::shape::{ColumnShape, ColumnSource, Render, TableShape};
+
+/// One column's value.
 #[derive(Debug, Clone)]
-pub struct StatsRow {
-    pub keyspace_id: [u8; 8],
-    pub query_count: u64,
-    pub total_duration_us: u64,
-    pub max_duration_us: u64,
-    pub rows_read: u64,
-    pub rows_returned: u64,
-    pub error_count: u64,
-    pub sketch: LatencySketch,
+pub enum Cell {
+    Null,
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    /// A keyspace id (no allocation per row).
+    Ksid([u8; 8]),
+    /// Microseconds since the epoch, UTC, cut to the column's precision.
+    Time(i64),
+    Sketch(Box<LatencySketch>),
 }
 
-impl StatsRow {
-    pub fn from_event(keyspace_id: [u8; 8], event: &QueryStats, sketch: LatencySketch) -> Self {
-        Self {
-            keyspace_id,
-            query_count: non_negative(event.query_count),
-            total_duration_us: non_negative(event.total_duration_us),
-            max_duration_us: non_negative(event.max_duration_us),
-            rows_read: non_negative(event.rows_read),
-            rows_returned: non_negative(event.rows_returned),
-            error_count: non_negative(event.error_count),
-            sketch,
+impl Cell {
+    fn rank(&self) -> u8 {
+        match self {
+            Cell::Null => 0,
+            Cell::Int(_) => 1,
+            Cell::UInt(_) => 2,
+            Cell::Float(_) => 3,
+            Cell::Text(_) => 4,
+            Cell::Bytes(_) => 5,
+            Cell::Ksid(_) => 6,
+            Cell::Time(_) => 7,
+            Cell::Sketch(_) => 8,
         }
     }
+}
 
-    /// A row with nothing in it (what a key without contributions folds to).
-    pub fn empty() -> Self {
-        Self {
-            keyspace_id: [0; 8],
-            query_count: 0,
-            total_duration_us: 0,
-            max_duration_us: 0,
-            rows_read: 0,
-            rows_returned: 0,
-            error_count: 0,
-            sketch: LatencySketch::new(),
+/// A total order within a column (all of one variant, or NULL): what keys
+/// sort by and min/max compare. Text compares by bytes, as the `_bin`
+/// collations and `utf8mb4_bin` do.
+impl Ord for Cell {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Cell::Int(a), Cell::Int(b)) | (Cell::Time(a), Cell::Time(b)) => a.cmp(b),
+            (Cell::UInt(a), Cell::UInt(b)) => a.cmp(b),
+            (Cell::Float(a), Cell::Float(b)) => a.total_cmp(b),
+            (Cell::Text(a), Cell::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Cell::Bytes(a), Cell::Bytes(b)) => a.cmp(b),
+            (Cell::Ksid(a), Cell::Ksid(b)) => a.cmp(b),
+            (Cell::Sketch(_), Cell::Sketch(_)) | (Cell::Null, Cell::Null) => Ordering::Equal,
+            _ => self.rank().cmp(&other.rank()),
         }
     }
+}
 
-    /// The table's merge rule: sums, max, sketch merge.
-    pub fn merge(&mut self, other: &StatsRow) {
-        self.query_count = self.query_count.saturating_add(other.query_count);
-        self.total_duration_us = self.total_duration_us.saturating_add(other.total_duration_us);
-        self.max_duration_us = self.max_duration_us.max(other.max_duration_us);
-        self.rows_read = self.rows_read.saturating_add(other.rows_read);
-        self.rows_returned = self.rows_returned.saturating_add(other.rows_returned);
-        self.error_count = self.error_count.saturating_add(other.error_count);
-        // Both sketches passed the codec's accuracy check, so they always merge.
-        let _ = self.sketch.merge(&other.sketch);
+impl PartialOrd for Cell {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
-/// One `query_patterns` contribution; merged with LEAST/GREATEST in SQL so
-/// the copier's row images and the consumer's commute.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PatternRow {
-    pub keyspace_id: [u8; 8],
-    pub normalized_sql: String,
-    /// JSON array of table names.
-    pub tables_json: String,
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-}
-
-impl PatternRow {
-    /// first_seen = min, last_seen = max; the text of the earliest sighting
-    /// wins, ties broken by the text itself, so any merge order gives one result.
-    pub fn merge(&mut self, other: &PatternRow) {
-        let mine = (self.first_seen_ms, &self.normalized_sql, &self.tables_json);
-        let theirs = (other.first_seen_ms, &other.normalized_sql, &other.tables_json);
-        if theirs < mine {
-            self.normalized_sql.clone_from(&other.normalized_sql);
-            self.tables_json.clone_from(&other.tables_json);
-        }
-        self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
-        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
+impl PartialEq for Cell {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
     }
 }
 
-/// One `slow_queries` row; its identity is where it sat in the topic.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SlowRow {
-    pub src_partition: i32,
-    pub src_offset: i64,
-    pub occurred_at_us: i64,
-    pub database_id: u64,
-    pub fingerprint: String,
-    pub keyspace_id: [u8; 8],
-    pub proxy_id: String,
-    pub duration_us: u64,
-    pub rows_read: u64,
-    pub rows_returned: u64,
-    pub error_text: Option<String>,
-    pub query_text: String,
-    pub tables_json: String,
+impl Eq for Cell {}
+
+/// Every column's value of one row, in the table's column order.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Index into the shape's tables.
+    pub table: u16,
+    pub cells: Vec<Cell>,
 }
 
-/// What a `TEXT` column (`tables_used`, `error_text`) holds, in bytes.
-pub const TEXT_COLUMN_BYTES: usize = 65_535;
-
-/// A value no column of the store can hold: the message is a dead letter.
+/// A value no column can hold: the message is a dead letter (`invalid_field`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{field}: {bytes} bytes as stored, more than the column's {max}")]
-pub struct TooLong {
-    pub field: &'static str,
-    pub bytes: usize,
-    pub max: usize,
+#[error("invalid field {field}: {why}")]
+pub struct Invalid {
+    pub field: String,
+    pub why: String,
 }
 
-/// The JSON array stored in `tables_used`, measured as stored: quotes,
-/// backslashes and control characters are escaped, so a list can pass a
-/// check on its raw length and still not fit (MariaDB error 1406).
-pub fn tables_json(tables: &[String]) -> Result<String, TooLong> {
-    let json = serde_json::to_string(tables).unwrap_or_else(|_| "[]".to_string());
-    fits("tables", json.len(), TEXT_COLUMN_BYTES)?;
-    Ok(json)
+/// What a row is built from besides the record.
+pub struct Context {
+    pub partition: i32,
+    pub offset: i64,
+    pub event_ms: i64,
+    /// The event time in the field's own unit (microsecond fields keep their precision).
+    pub event_us: i64,
+    pub keyspace_id: [u8; 8],
 }
 
-/// `bytes` (the UTF-8 length the column stores) against the column's limit.
-pub fn fits(field: &'static str, bytes: usize, max: usize) -> Result<(), TooLong> {
-    if bytes > max {
-        return Err(TooLong { field, bytes, max });
+/// The row `shape` takes from `values` (the record's fields by position).
+pub fn build(index: u16, shape: &TableShape, values: &[Value], cx: &Context) -> Result<Row, Invalid> {
+    let mut cells = Vec::with_capacity(shape.columns.len());
+    for c in &shape.columns {
+        cells.push(cell(c, shape.window_secs, values, cx)?);
     }
-    Ok(())
+    Ok(Row { table: index, cells })
 }
 
-/// The codec rejects negative counters; this only keeps the types honest.
-fn non_negative(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(count: u64, max: u64, latencies: &[f64]) -> StatsRow {
-        let mut sketch = LatencySketch::new();
-        for l in latencies {
-            sketch.add_ms(*l);
+fn cell(c: &ColumnShape, window_secs: i64, values: &[Value], cx: &Context) -> Result<Cell, Invalid> {
+    let invalid = |field: &str, why: String| Invalid { field: field.to_string(), why };
+    let time = |us: i64| Cell::Time(cut(us, c.render));
+    Ok(match &c.source {
+        ColumnSource::WindowStart => {
+            Cell::Time(cluster::time::window_start(cx.event_ms, window_secs).saturating_mul(1_000_000))
         }
-        StatsRow {
-            keyspace_id: [0; 8],
-            query_count: count,
-            total_duration_us: count * 10,
-            max_duration_us: max,
-            rows_read: 1,
-            rows_returned: 2,
-            error_count: 0,
-            sketch,
+        ColumnSource::EventTime => time(cx.event_us),
+        ColumnSource::KeyspaceId => Cell::Ksid(cx.keyspace_id),
+        ColumnSource::Partition => Cell::Int(i64::from(cx.partition)),
+        ColumnSource::Offset => Cell::Int(cx.offset),
+        ColumnSource::Int(i) => integer(c, *i).map_err(|why| invalid(&c.name, why))?,
+        ColumnSource::Text(s) => Cell::Text(s.clone()),
+        ColumnSource::Field { position, kind, name } => {
+            let v = values.get(*position).unwrap_or(&Value::Null);
+            match (v, kind) {
+                (Value::Null, _) if c.nullable => Cell::Null,
+                (Value::Null, _) => return Err(invalid(name, "null where the column needs a value".into())),
+                (Value::Long(l), FieldKind::TimestampMillis) => {
+                    time(timestamp(*l, 1_000).map_err(|why| invalid(name, why))?)
+                }
+                (Value::Long(l), FieldKind::TimestampMicros) => {
+                    time(timestamp(*l, 1).map_err(|why| invalid(name, why))?)
+                }
+                (Value::Long(l), _) => integer(c, *l).map_err(|why| invalid(name, why))?,
+                (Value::Bool(b), _) => integer(c, i64::from(*b)).map_err(|why| invalid(name, why))?,
+                (Value::Double(d), _) if d.is_finite() => Cell::Float(*d),
+                (Value::Double(d), _) => return Err(invalid(name, format!("{d} is not a finite number"))),
+                (Value::Str(s), _) => text(c, s.clone()).map_err(|why| invalid(name, why))?,
+                (Value::StrArray(items), _) => {
+                    // Stored as its JSON array, measured as stored: quotes,
+                    // backslashes and control characters are escaped.
+                    let json = serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string());
+                    text(c, json).map_err(|why| invalid(name, why))?
+                }
+                (Value::Bytes(b), _) if c.render == Render::Sketch => {
+                    Cell::Sketch(Box::new(LatencySketch::decode_message(b).map_err(|e| invalid(name, e.to_string()))?))
+                }
+                (Value::Bytes(b), _) => {
+                    fits(c, b.len()).map_err(|why| invalid(name, why))?;
+                    Cell::Bytes(b.clone())
+                }
+            }
+        }
+    })
+}
+
+/// 9999-12-31T23:59:59.999999Z: the last instant a DATETIME holds.
+const MAX_TIME_US: i64 = 253_402_300_799_999_999;
+
+fn timestamp(v: i64, to_us: i64) -> Result<i64, String> {
+    if v < 0 {
+        return Err(format!("{v} is negative"));
+    }
+    match v.checked_mul(to_us) {
+        Some(us) if us <= MAX_TIME_US => Ok(us),
+        _ => Err(format!("{v} is past year 9999")),
+    }
+}
+
+/// A time cut to the column's fractional digits (MySQL would round them).
+fn cut(us: i64, render: Render) -> i64 {
+    let unit = match render {
+        Render::Time(fsp) => 10i64.pow(6 - fsp.min(6)),
+        _ => 1,
+    };
+    us.div_euclid(unit) * unit
+}
+
+fn integer(c: &ColumnShape, v: i64) -> Result<Cell, String> {
+    if let Some((lo, hi)) = c.range {
+        if i128::from(v) < lo {
+            return Err(if v < 0 && lo == 0 { format!("{v} is negative") } else { format!("{v} is below {lo}") });
+        }
+        if i128::from(v) > hi {
+            return Err(format!("{v} is above {hi}"));
         }
     }
+    Ok(match c.render {
+        Render::Unsigned => Cell::UInt(v.unsigned_abs()),
+        Render::Float => Cell::Float(v as f64),
+        _ => Cell::Int(v),
+    })
+}
 
-    #[test]
-    fn stats_merge_sums_maxes_and_merges_sketches() {
-        let mut a = row(3, 50, &[1.0, 2.0, 3.0]);
-        a.merge(&row(2, 70, &[10.0, 20.0]));
-        assert_eq!(a.query_count, 5);
-        assert_eq!(a.total_duration_us, 50);
-        assert_eq!(a.max_duration_us, 70);
-        assert_eq!(a.rows_read, 2);
-        assert_eq!(a.rows_returned, 4);
-        assert_eq!(a.sketch.count(), 5);
+fn text(c: &ColumnShape, s: String) -> Result<Cell, String> {
+    if c.printable && (s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic())) {
+        let limit = c.max_chars.map_or(String::new(), |n| format!("={n}"));
+        return Err(format!("must be 1..{limit} printable ASCII characters"));
     }
-
-    #[test]
-    fn tables_are_measured_escaped() {
-        // 20,000 bytes raw, but every quote and backslash doubles as JSON.
-        let tables = ["\"\\".repeat(10_000), "t".repeat(10_000)];
-        assert!(tables.iter().map(String::len).sum::<usize>() < 60_000);
-        let too_long = tables_json(&[tables[0].repeat(2)]).expect_err("80,000 bytes escaped");
-        assert_eq!((too_long.field, too_long.max), ("tables", TEXT_COLUMN_BYTES));
-        assert_eq!(too_long.bytes, serde_json::to_string(&[tables[0].repeat(2)]).expect("json").len());
-        let control = vec!["\u{1}".repeat(11_000)];
-        assert!(tables_json(&control).is_err(), "control characters are six bytes each");
-        assert_eq!(tables_json(&["a".to_string()]).expect("fits"), r#"["a"]"#);
+    if c.ascii && !s.is_ascii() {
+        return Err("must be ASCII".into());
     }
+    fits(c, s.len())?;
+    if let Some(max) = c.max_chars {
+        // Characters are counted only when the bytes alone do not settle it.
+        if s.len() > max && s.chars().count() > max {
+            return Err(format!("{} characters, more than the column's {max}", s.chars().count()));
+        }
+    }
+    Ok(Cell::Text(s))
+}
 
-    #[test]
-    fn pattern_merge_keeps_min_first_and_max_last() {
-        let base = PatternRow {
-            keyspace_id: [0; 8],
-            normalized_sql: "select 1".into(),
-            tables_json: "[]".into(),
-            first_seen_ms: 100,
-            last_seen_ms: 200,
-        };
-        let mut a = base.clone();
-        a.merge(&PatternRow { first_seen_ms: 50, last_seen_ms: 150, ..base.clone() });
-        assert_eq!((a.first_seen_ms, a.last_seen_ms), (50, 200));
+fn fits(c: &ColumnShape, bytes: usize) -> Result<(), String> {
+    match c.max_bytes {
+        Some(max) if bytes > max => Err(format!("{bytes} bytes as stored, more than the column's {max}")),
+        _ => Ok(()),
+    }
+}
+
+/// Merges `other` into `row` by the table's rules (`row` holds the earlier
+/// contributions or the stored row). The by-groups decide first, on the
+/// `by` values before their own merge moves them.
+pub fn merge(shape: &TableShape, row: &mut Row, other: &Row) {
+    for g in &shape.groups {
+        let ord = std::iter::once(g.by)
+            .chain(g.members.iter().copied())
+            .map(|i| other.cells[i].cmp(&row.cells[i]))
+            .find(|o| *o != Ordering::Equal)
+            .unwrap_or(Ordering::Equal);
+        let take = if g.min { ord == Ordering::Less } else { ord == Ordering::Greater };
+        if take {
+            for &i in &g.members {
+                row.cells[i].clone_from(&other.cells[i]);
+            }
+        }
+    }
+    for &i in &shape.merged {
+        let Some(rule) = &shape.columns[i].merge else { continue };
+        let (mine, theirs) = (&mut row.cells[i], &other.cells[i]);
+        match rule {
+            Merge::Sum => match (mine, theirs) {
+                (Cell::UInt(a), Cell::UInt(b)) => *a = a.saturating_add(*b),
+                (Cell::Int(a), Cell::Int(b)) => *a = a.saturating_add(*b),
+                (Cell::Float(a), Cell::Float(b)) => *a += *b,
+                _ => {}
+            },
+            Merge::Min => {
+                if *theirs < *mine {
+                    mine.clone_from(theirs);
+                }
+            }
+            Merge::Max => {
+                if *theirs > *mine {
+                    mine.clone_from(theirs);
+                }
+            }
+            Merge::DdSketch => {
+                if let (Cell::Sketch(a), Cell::Sketch(b)) = (mine, theirs) {
+                    // Both passed the codec's accuracy check, so they always merge.
+                    let _ = a.merge(b);
+                }
+            }
+            Merge::MinBy(_) | Merge::MaxBy(_) | Merge::First | Merge::Last => {}
+        }
     }
 }

@@ -8,13 +8,8 @@ use cluster::pool::ShardPools;
 use common::fresh_cluster;
 use mysql_async::prelude::Queryable;
 
-const RULES: consumer::plan::TimeRules = consumer::plan::TimeRules {
-    allowed_lateness_ms: 300_000,
-    retention_ms: 8 * 86_400_000,
-    minute_secs: 60,
-    hour_secs: 3600,
-    ahead_ms: 3 * 86_400_000,
-};
+const RULES: consumer::plan::TimeRules =
+    consumer::plan::TimeRules { allowed_lateness_ms: 300_000, retention_ms: 8 * 86_400_000, ahead_ms: 3 * 86_400_000 };
 
 /// One corruption: the statement, run on one shard, and a text the report
 /// must contain for it.

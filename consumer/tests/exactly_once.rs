@@ -49,13 +49,8 @@ async fn a_new_group_resumes_at_the_clusters_fences() {
     common::assert_nothing_truncated(&broker).await;
 }
 
-const RULES: consumer::plan::TimeRules = consumer::plan::TimeRules {
-    allowed_lateness_ms: 300_000,
-    retention_ms: 8 * 86_400_000,
-    minute_secs: 60,
-    hour_secs: 3600,
-    ahead_ms: 3 * 86_400_000,
-};
+const RULES: consumer::plan::TimeRules =
+    consumer::plan::TimeRules { allowed_lateness_ms: 300_000, retention_ms: 8 * 86_400_000, ahead_ms: 3 * 86_400_000 };
 
 async fn apply_batch(pools: &ShardPools, cluster: &TestCluster, batch: Vec<Fetched>) -> (u64, u64) {
     let done = common::apply_batch(pools, cluster, batch, RULES, false).await;

@@ -117,13 +117,8 @@ fn workload_events(n: usize, seed: u64) -> Vec<topics::QueryStats> {
         .collect()
 }
 
-const RULES: TimeRules = TimeRules {
-    allowed_lateness_ms: 300_000,
-    retention_ms: 8 * 86_400_000,
-    minute_secs: 60,
-    hour_secs: 3600,
-    ahead_ms: 3 * 86_400_000,
-};
+const RULES: TimeRules =
+    TimeRules { allowed_lateness_ms: 300_000, retention_ms: 8 * 86_400_000, ahead_ms: 3 * 86_400_000 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_that_writes_after_losing_its_partitions_changes_nothing() {
@@ -156,13 +151,7 @@ async fn a_zombie_that_writes_after_losing_its_partitions_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_and_expired_are_decided_by_the_message_alone() {
     let events = workload_events(600, 43);
-    let rules = TimeRules {
-        allowed_lateness_ms: 60_000,
-        retention_ms: 2 * 3_600_000,
-        minute_secs: 60,
-        hour_secs: 3600,
-        ahead_ms: 3 * 86_400_000,
-    };
+    let rules = TimeRules { allowed_lateness_ms: 60_000, retention_ms: 2 * 3_600_000, ahead_ms: 3 * 86_400_000 };
     // On time, late (applied), and older than retention at send time (not written).
     let on_time = fetched(&events[..200], 0);
     let late = fetched(&events[200..400], 10 * 60_000);

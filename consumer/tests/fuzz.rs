@@ -4,12 +4,13 @@
 //! a `decoder_panic` dead letter), and every rejection carries a known
 //! reason code and a bounded detail. No server needed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cluster::config::ClusterConfig;
 use consumer::message::Fetched;
 use consumer::plan::{plan, ItemBody, TimeRules, MAX_DETAIL_BYTES};
+use consumer::rows::Cell;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use topics::corpus::{bad_messages, sample_query_stats, sample_slow_query};
@@ -147,17 +148,9 @@ fn seeds(codec: &Codec) -> (Vec<QueryStats>, Vec<SlowQuery>) {
 fn a_million_mutated_messages_never_panic_and_every_rejection_has_a_reason() {
     let codec = Codec::embedded().expect("codec");
     let cluster = cluster();
-    let kinds: HashMap<String, TopicKind> =
-        [("query-stats".to_string(), TopicKind::QueryStats), ("slow-queries".to_string(), TopicKind::SlowQueries)]
-            .into();
+    let shape = consumer::shape::Shape::for_cluster(&cluster, "");
     let topics: [Arc<str>; 2] = [Arc::from("query-stats"), Arc::from("slow-queries")];
-    let rules = TimeRules {
-        allowed_lateness_ms: 300_000,
-        retention_ms: 8 * 86_400_000,
-        minute_secs: 60,
-        hour_secs: 3600,
-        ahead_ms: 3 * 86_400_000,
-    };
+    let rules = TimeRules { allowed_lateness_ms: 300_000, retention_ms: 8 * 86_400_000, ahead_ms: 3 * 86_400_000 };
     let (stats, slow) = seeds(&codec);
     let bad: Vec<(TopicKind, Vec<u8>)> =
         bad_messages(&codec).into_iter().filter_map(|b| Some((b.kind, b.payload?))).collect();
@@ -216,7 +209,7 @@ fn a_million_mutated_messages_never_panic_and_every_rejection_has_a_reason() {
             batch.push(Fetched { topic, partition: rng.random_range(0..4), offset, timestamp_ms, key: None, payload });
         }
         sent += batch.len();
-        let out = plan(batch, &codec, &cluster, &kinds, rules);
+        let out = plan(batch, &codec, &cluster, &shape, rules);
         for d in &out.dead_letters {
             assert_ne!(d.reason, "decoder_panic", "a message panicked the decoder: {}", d.detail);
             assert!(known_reason(d.reason), "unknown reason {} ({})", d.reason, d.detail);
@@ -229,8 +222,11 @@ fn a_million_mutated_messages_never_panic_and_every_rejection_has_a_reason() {
         for (shard, items) in out.shards.iter().enumerate() {
             routed += items.len() as u64;
             for item in items {
-                if let ItemBody::Stats { row, .. } = &item.body {
-                    merged[shard].merge(&row.sketch).expect("accepted sketches merge");
+                let ItemBody::Rows { rows, .. } = &item.body else { continue };
+                for cell in rows.iter().flat_map(|r| &r.cells) {
+                    if let Cell::Sketch(sketch) = cell {
+                        merged[shard].merge(sketch).expect("accepted sketches merge");
+                    }
                 }
             }
         }

@@ -13,13 +13,8 @@ use cluster::pool::ShardPools;
 use common::{fresh_cluster, Broker, ConsumerProcess};
 use mysql_async::prelude::Queryable;
 
-const RULES: consumer::plan::TimeRules = consumer::plan::TimeRules {
-    allowed_lateness_ms: 300_000,
-    retention_ms: 8 * 86_400_000,
-    minute_secs: 60,
-    hour_secs: 3600,
-    ahead_ms: 3 * 86_400_000,
-};
+const RULES: consumer::plan::TimeRules =
+    consumer::plan::TimeRules { allowed_lateness_ms: 300_000, retention_ms: 8 * 86_400_000, ahead_ms: 3 * 86_400_000 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fence_above_the_partitions_end_stops_that_partition_and_names_the_remedy() {

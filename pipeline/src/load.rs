@@ -337,7 +337,18 @@ fn column(c: &RawColumn, table: &str, topic: &Topic) -> Result<Column, PipelineE
     if let Some(m) = &merge {
         m.fits(sql_type.class()).map_err(|why| err(format!("{place}, merge {m}"), why))?;
     }
-    Ok(Column { name: c.name.clone(), sql_type, source, merge, nullable: c.nullable, comment: c.comment.clone() })
+    if c.printable && sql_type.class() != Class::Text {
+        return Err(err(format!("{place}, printable"), "only a text column can require printable text"));
+    }
+    Ok(Column {
+        name: c.name.clone(),
+        sql_type,
+        source,
+        merge,
+        nullable: c.nullable,
+        printable: c.printable,
+        comment: c.comment.clone(),
+    })
 }
 
 /// Whether the source's values can be stored in the column's type.

@@ -170,6 +170,9 @@ pub struct Column {
     /// None for key columns and those derived from the key (the keyspace id).
     pub merge: Option<Merge>,
     pub nullable: bool,
+    /// Text of 1 or more printable ASCII characters, no spaces (ids, fingerprints):
+    /// anything else is a dead letter.
+    pub printable: bool,
     /// Written above the column in the DDL.
     pub comment: Option<String>,
 }

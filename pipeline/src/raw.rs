@@ -73,5 +73,8 @@ pub(crate) struct RawColumn {
     pub merge: Option<String>,
     #[serde(default)]
     pub nullable: bool,
+    /// Text that must be 1 or more printable ASCII characters (identifiers).
+    #[serde(default)]
+    pub printable: bool,
     pub comment: Option<String>,
 }

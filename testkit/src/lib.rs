@@ -7,7 +7,7 @@
 pub mod registry;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cluster::config::ClusterConfig;
@@ -54,6 +54,16 @@ pub async fn fresh_cluster(which: &str, tag: &str) -> TestCluster {
 /// [`fresh_cluster`] with `extra` appended to the cluster file (e.g. a
 /// compressed-time `[time]` section).
 pub async fn fresh_cluster_with(which: &str, tag: &str, extra: &str) -> TestCluster {
+    fresh_cluster_of(which, tag, None, extra).await
+}
+
+/// The repository's `pipelines/<name>.toml`.
+pub fn pipeline_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("pipelines").join(format!("{name}.toml"))
+}
+
+/// [`fresh_cluster_with`] storing the pipeline described in `pipeline` (its path).
+pub async fn fresh_cluster_of(which: &str, tag: &str, pipeline: Option<&Path>, extra: &str) -> TestCluster {
     let template_path = stack_dir().join("clusters").join(format!("{which}.toml"));
     let template = std::fs::read_to_string(&template_path).unwrap_or_else(|e| {
         panic!("{}: {e}; start the local stack first: compose/local/stack up --no-broker", template_path.display())
@@ -63,10 +73,16 @@ pub async fn fresh_cluster_with(which: &str, tag: &str, extra: &str) -> TestClus
         template.replace("/dualwrite_control\"", &format!("/{db}_ctl\"")).replace("/dualwrite\"", &format!("/{db}\""));
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join(format!("{which}.toml"));
-    std::fs::write(&file, text + "\n" + extra).expect("write cluster file");
+    // A top-level key: before the first table of the file.
+    let head = pipeline.map_or(String::new(), |p| format!("pipeline = {:?}\n", p.display().to_string()));
+    std::fs::write(&file, head + &text + "\n" + extra).expect("write cluster file");
     let config = ClusterConfig::load(&file).expect("load cluster file");
     cluster::schema::apply(&config, chrono::Utc::now().timestamp()).await.expect("apply schema");
     TestCluster { config, file, _dir: dir }
+}
+
+fn insights_topics(prefix: &str) -> Vec<String> {
+    topics::TopicKind::ALL.iter().map(|k| k.topic_name(prefix)).collect()
 }
 
 /// librdkafka's mock cluster (3 brokers) with this test's topics, or an
@@ -75,6 +91,8 @@ pub struct Broker {
     pub mock: Option<MockCluster<'static, DefaultProducerContext>>,
     pub bootstrap: String,
     pub prefix: String,
+    /// The topics' full names (with the prefix): the Insights pair unless made for another pipeline.
+    pub topics: Vec<String>,
 }
 
 impl Broker {
@@ -85,11 +103,29 @@ impl Broker {
             mock.create_topic(&spec.name, spec.partitions, spec.replication).expect("create topic");
         }
         let bootstrap = mock.bootstrap_servers();
-        Self { mock: Some(mock), bootstrap, prefix }
+        let topics = insights_topics(&prefix);
+        Self { mock: Some(mock), bootstrap, prefix, topics }
+    }
+
+    /// A mock cluster with the topics of `pipeline`.
+    pub fn for_pipeline(tag: &str, pipeline: &pipeline::Pipeline) -> Self {
+        let mock = MockCluster::new(3).expect("mock cluster");
+        let prefix = format!("{}.", unique(tag));
+        let topics: Vec<String> = pipeline.topics.iter().map(|t| format!("{prefix}{}", t.name)).collect();
+        for name in &topics {
+            mock.create_topic(name, PARTITIONS, 1).expect("create topic");
+        }
+        let bootstrap = mock.bootstrap_servers();
+        Self { mock: Some(mock), bootstrap, prefix, topics }
     }
 
     pub fn external(bootstrap: &str, prefix: &str) -> Self {
-        Self { mock: None, bootstrap: bootstrap.to_string(), prefix: prefix.to_string() }
+        Self {
+            mock: None,
+            bootstrap: bootstrap.to_string(),
+            prefix: prefix.to_string(),
+            topics: insights_topics(prefix),
+        }
     }
 
     pub fn topic(&self, kind: topics::TopicKind) -> String {
@@ -137,8 +173,7 @@ impl Broker {
     /// (low, high) per partition of both topics.
     pub async fn watermarks(&self) -> HashMap<(String, i32), (i64, i64)> {
         let client = self.client("watermarks");
-        let topics: Vec<String> =
-            [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries].iter().map(|k| self.topic(*k)).collect();
+        let topics = self.topics.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = HashMap::new();
             for t in &topics {
@@ -157,9 +192,9 @@ impl Broker {
     pub async fn committed(&self, group: &str) -> HashMap<(String, i32), i64> {
         let client = self.client(group);
         let mut tpl = TopicPartitionList::new();
-        for kind in [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries] {
+        for topic in &self.topics {
             for p in 0..PARTITIONS {
-                tpl.add_partition(&self.topic(kind), p);
+                tpl.add_partition(topic, p);
             }
         }
         tokio::task::spawn_blocking(move || {
@@ -483,11 +518,9 @@ pub async fn apply_batch(
     rules: consumer::plan::TimeRules,
     end_beyond_batch: bool,
 ) -> Applied {
-    use topics::TopicKind;
-    let kinds: HashMap<String, TopicKind> =
-        [("query-stats".to_string(), TopicKind::QueryStats), ("slow-queries".to_string(), TopicKind::SlowQueries)]
-            .into();
-    let plan = consumer::plan::plan(batch, &topics::Codec::embedded().expect("codec"), &cluster.config, &kinds, rules);
+    let shape = consumer::shape::Shape::for_cluster(&cluster.config, "");
+    let codec = topics::Codec::embedded().expect("codec").with_pipeline(&cluster.config.pipeline);
+    let plan = consumer::plan::plan(batch, &codec, &cluster.config, &shape, rules);
     assert!(plan.dead_letters.is_empty(), "unexpected dead letters: {:?}", plan.dead_letters);
     let ends: Vec<Option<i64>> = plan.ranges.iter().map(|r| end_beyond_batch.then_some(r.next_offset + 1)).collect();
     let coverage: HashMap<(String, i32), i64> =
@@ -499,7 +532,10 @@ pub async fn apply_batch(
         coverage_starts: &coverage,
     };
     let outcomes = futures::future::join_all(
-        plan.shards.iter().enumerate().map(|(i, items)| consumer::apply::apply_shard(pools.shard(i), items, &fence)),
+        plan.shards
+            .iter()
+            .enumerate()
+            .map(|(i, items)| consumer::apply::apply_shard(pools.shard(i), &shape, items, &fence)),
     )
     .await;
     let (mut applied, mut skipped) = (0, 0);

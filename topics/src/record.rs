@@ -53,7 +53,13 @@ impl RecordReader {
         // Every field must be one the fast path reads (record_fields keeps
         // only those), in position order.
         let fast = (topic.fields.len() == fields && topic.fields.iter().enumerate().all(|(i, f)| f.position == i))
-            .then(|| topic.fields.iter().map(|f| (f.kind, f.nullable.then(|| null_branch(&topic.schema, f.position)))).collect());
+            .then(|| {
+                topic
+                    .fields
+                    .iter()
+                    .map(|f| (f.kind, f.nullable.then(|| null_branch(&topic.schema, f.position))))
+                    .collect()
+            });
         Self {
             topic: topic.name.clone(),
             record: topic.record.clone(),

@@ -202,7 +202,7 @@ fn main() -> anyhow::Result<()> {
             let kafka = args.resolve(Some(cluster.as_path()))?;
             let config = consumer::dry_run::DryRunConfig {
                 kafka: kafka.client(),
-                kinds: topics::TopicKind::ALL.into_iter().map(|k| (k.topic_name(&args.topic_prefix), k)).collect(),
+                topic_prefix: args.topic_prefix.clone(),
                 messages,
                 batch_max_messages: batch_max_messages.max(1),
                 cluster: cluster_config,
@@ -259,7 +259,7 @@ fn main() -> anyhow::Result<()> {
         service::install_metrics(args.metrics_addr).context("metrics endpoint")?;
         cluster::pool::preflight(&config.cluster).await?;
         if let Some(registry) = &config.registry {
-            let topics: Vec<String> = config.topics().into_keys().collect();
+            let topics: Vec<String> = config.topics();
             // Unwrapped on purpose: one line naming the registry (wrong credentials, CA or URL).
             config.codec = topics::registry::consumer_codec(registry, &topics).await?;
         }
@@ -335,10 +335,8 @@ fn status(cluster: PathBuf, args: &topics::kafka::KafkaArgs, json: bool) -> anyh
     let kafka = args.resolve_if_configured(Some(cluster.as_path()))?;
     let config = cluster::config::ClusterConfig::load(&cluster)
         .with_context(|| format!("loading cluster file {}", cluster.display()))?;
-    let topics: Vec<String> = [topics::TopicKind::QueryStats, topics::TopicKind::SlowQueries]
-        .iter()
-        .map(|k| k.topic_name(&args.topic_prefix))
-        .collect();
+    let topics: Vec<String> =
+        config.pipeline.topics.iter().map(|t| format!("{}{}", args.topic_prefix, t.name)).collect();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let lateness_ms = config.time.allowed_lateness_ms();
     runtime.block_on(cluster::pool::preflight(&config))?;

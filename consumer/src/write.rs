@@ -1,0 +1,192 @@
+//! Rows as SQL: the literal of every cell, and the statements a shard
+//! transaction sends per table (each at most [`MAX_STATEMENT_BYTES`] and
+//! [`CHUNK_ROWS`] rows), written straight into one buffer per statement.
+
+use std::fmt::Write as _;
+
+use cluster::sql::{datetime, datetime_ms, datetime_us, lit, push_hex, CHUNK_ROWS, MAX_STATEMENT_BYTES};
+use mysql_async::Row as SqlRow;
+use topics::LatencySketch;
+
+use crate::coalesce::{compare_keys, fold, Coalesced, TableWrites};
+use crate::rows::{Cell, Row};
+use crate::shape::{ColumnSource, Render, Shape, TableShape};
+
+/// The stored rows of every folded table's keys, locked (`FOR UPDATE`),
+/// per table index, sorted by key.
+pub type Stored = Vec<Vec<Row>>;
+
+/// Appends `cell`'s literal.
+pub fn push_cell(sql: &mut String, cell: &Cell, render: Render) {
+    match cell {
+        Cell::Null => sql.push_str("NULL"),
+        Cell::Int(v) => {
+            let _ = write!(sql, "{v}");
+        }
+        Cell::UInt(v) => {
+            let _ = write!(sql, "{v}");
+        }
+        Cell::Float(v) => sql.push_str(&lit(*v)),
+        Cell::Text(s) => sql.push_str(&lit(s.as_str())),
+        Cell::Bytes(b) => push_hex(sql, b),
+        Cell::Ksid(b) => push_hex(sql, b),
+        Cell::Time(us) => sql.push_str(&match render {
+            Render::Time(0) => datetime(us.div_euclid(1_000_000)),
+            Render::Time(3) => datetime_ms(us.div_euclid(1_000)),
+            _ => datetime_us(*us),
+        }),
+        Cell::Sketch(s) => push_hex(sql, &s.encode()),
+    }
+}
+
+fn push_tuple(sql: &mut String, table: &TableShape, row: &Row) {
+    sql.push('(');
+    for (i, (cell, col)) in row.cells.iter().zip(&table.columns).enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        push_cell(sql, cell, col.render);
+    }
+    sql.push(')');
+}
+
+/// `head` + tuples + `tail` statements over `rows`, split at [`CHUNK_ROWS`]
+/// rows or [`MAX_STATEMENT_BYTES`] (a single larger row gets a statement of its own).
+fn insert_statements<'r>(out: &mut Vec<String>, table: &TableShape, rows: impl Iterator<Item = &'r Row>) {
+    let mut sql = String::new();
+    let mut count = 0;
+    for row in rows {
+        if count >= CHUNK_ROWS {
+            sql.push_str(&table.insert_tail);
+            out.push(std::mem::take(&mut sql));
+            count = 0;
+        }
+        if count == 0 {
+            sql.push_str(&table.insert_head);
+            push_tuple(&mut sql, table, row);
+            count = 1;
+            continue;
+        }
+        let row_start = sql.len();
+        sql.push(',');
+        push_tuple(&mut sql, table, row);
+        if sql.len() + table.insert_tail.len() > MAX_STATEMENT_BYTES {
+            // Too large with this row: the statement ends before it, and it starts the next.
+            let tuple = sql.split_off(row_start + 1);
+            sql.truncate(row_start);
+            sql.push_str(&table.insert_tail);
+            out.push(std::mem::replace(&mut sql, table.insert_head.clone()));
+            sql.push_str(&tuple);
+            count = 1;
+            continue;
+        }
+        count += 1;
+    }
+    if count > 0 {
+        sql.push_str(&table.insert_tail);
+        out.push(sql);
+    }
+}
+
+/// Every row write of a shard transaction, in table order: folded rows
+/// (onto `stored`), blind merges, appended rows. Pure (the no-sink benchmark times it).
+pub fn row_statements(shape: &Shape, coalesced: &Coalesced<'_>, mut stored: Stored) -> Vec<String> {
+    let mut out = Vec::new();
+    for (t, writes) in coalesced.tables.iter().enumerate() {
+        let table = &shape.tables[t];
+        match writes {
+            TableWrites::Fold(keys) => {
+                let mut existing = stored.get_mut(t).map(std::mem::take).unwrap_or_default();
+                let rows: Vec<Row> = keys
+                    .iter()
+                    .filter_map(|(key, contributions)| {
+                        let found = existing
+                            .binary_search_by(|r| compare_keys(r, key.row, &table.key))
+                            .ok()
+                            .map(|i| std::mem::replace(&mut existing[i], Row { table: 0, cells: Vec::new() }));
+                        fold(shape, found, contributions)
+                    })
+                    .collect();
+                insert_statements(&mut out, table, rows.iter());
+            }
+            TableWrites::Blind(rows) => insert_statements(&mut out, table, rows.values()),
+            TableWrites::Insert(rows) => insert_statements(&mut out, table, rows.iter().copied()),
+        }
+    }
+    out
+}
+
+/// The SELECTs reading the stored rows of every folded table's keys (one
+/// per chunk of keys), for one round trip.
+pub fn stored_selects(shape: &Shape, coalesced: &Coalesced<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (t, writes) in coalesced.tables.iter().enumerate() {
+        let TableWrites::Fold(keys) = writes else { continue };
+        let table = &shape.tables[t];
+        let keys: Vec<_> = keys.keys().collect();
+        for chunk in keys.chunks(CHUNK_ROWS) {
+            let mut sql = table.select_head.clone();
+            for (i, key) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for (j, &c) in table.key.iter().enumerate() {
+                    if j > 0 {
+                        sql.push(',');
+                    }
+                    push_cell(&mut sql, &key.row.cells[c], table.columns[c].render);
+                }
+                sql.push(')');
+            }
+            sql.push_str(") FOR UPDATE");
+            out.push(sql);
+        }
+    }
+    out
+}
+
+/// A stored row as [`stored_selects`] reads it: the table index, then every column.
+pub fn parse_stored(shape: &Shape, mut row: SqlRow) -> Result<Row, mysql_async::Error> {
+    let bad = |what: String| mysql_async::Error::Other(what.into());
+    let t: u16 = row.take_opt(0).and_then(Result::ok).ok_or_else(|| bad("stored row: no table index".into()))?;
+    let table = shape.tables.get(usize::from(t)).ok_or_else(|| bad(format!("stored row of table {t}")))?;
+    let mut cells = Vec::with_capacity(table.columns.len());
+    for (i, col) in table.columns.iter().enumerate() {
+        let at = i + 1;
+        let what = || bad(format!("stored {} row: column {} missing or mistyped", table.name, col.name));
+        let value: mysql_async::Value = row.take(at).ok_or_else(what)?;
+        if value == mysql_async::Value::NULL {
+            cells.push(Cell::Null);
+            continue;
+        }
+        let take = |v: mysql_async::Value| v;
+        cells.push(match col.render {
+            Render::Signed | Render::Time(_) => {
+                let v: i64 = mysql_async::from_value_opt(take(value)).map_err(|_| what())?;
+                if matches!(col.render, Render::Time(_)) {
+                    Cell::Time(v)
+                } else {
+                    Cell::Int(v)
+                }
+            }
+            Render::Unsigned => Cell::UInt(mysql_async::from_value_opt(value).map_err(|_| what())?),
+            Render::Float => Cell::Float(mysql_async::from_value_opt(value).map_err(|_| what())?),
+            Render::Text => Cell::Text(mysql_async::from_value_opt(value).map_err(|_| what())?),
+            Render::Bytes => {
+                let b: Vec<u8> = mysql_async::from_value_opt(value).map_err(|_| what())?;
+                match (&col.source, <[u8; 8]>::try_from(b.as_slice())) {
+                    (ColumnSource::KeyspaceId, Ok(id)) => Cell::Ksid(id),
+                    _ => Cell::Bytes(b),
+                }
+            }
+            Render::Sketch => {
+                let b: Vec<u8> = mysql_async::from_value_opt(value).map_err(|_| what())?;
+                let sketch = LatencySketch::decode(&b)
+                    .map_err(|e| bad(format!("stored {} row: {}: {e}", table.name, col.name)))?;
+                Cell::Sketch(Box::new(sketch))
+            }
+        });
+    }
+    Ok(Row { table: t, cells })
+}
