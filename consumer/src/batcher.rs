@@ -128,13 +128,38 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     result
 }
 
+/// Every shard has the fence table and every table and column the
+/// pipeline describes: a description changed before the shards were (a new
+/// column without its ALTER) stops the group at start, not at its first batch.
 async fn check_schema(pools: &ShardPools, cluster: &ClusterConfig) -> Result<(), ConsumerError> {
     for (i, shard) in cluster.shards.iter().enumerate() {
         let probe = async {
             let mut conn = pools.shard(i).get_conn().await?;
-            conn.query_drop("SELECT 1 FROM dw_offset_fence LIMIT 0").await
+            conn.query_drop("SELECT 1 FROM dw_offset_fence LIMIT 0").await?;
+            conn.query::<(String, String), _>(
+                "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()",
+            )
+            .await
         };
-        probe.await.map_err(|source| ConsumerError::Schema { shard: shard.range.to_string(), source })?;
+        let range = shard.range.to_string();
+        let present = probe.await.map_err(|source| ConsumerError::Schema { shard: range.clone(), source })?;
+        for table in &cluster.pipeline.tables {
+            for column in &table.columns {
+                if !present.iter().any(|(t, c)| *t == table.name && *c == column.name) {
+                    return Err(ConsumerError::Pipeline {
+                        shard: range,
+                        why: format!(
+                            "table {} has no column {} that pipeline {} describes: add it ({}) or run \
+                             `dualwrite-cluster schema` for a new table",
+                            table.name,
+                            column.name,
+                            cluster.pipeline.name,
+                            pipeline::column_definition(column)
+                        ),
+                    });
+                }
+            }
+        }
     }
     Ok(())
 }

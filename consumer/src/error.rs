@@ -18,6 +18,10 @@ pub enum ConsumerError {
     Control(mysql_async::Error),
     #[error("schema missing on shard {shard}: {source}; run `dualwrite-cluster schema --cluster <file>` first")]
     Schema { shard: String, source: mysql_async::Error },
+    /// The shard's tables lack what the pipeline description says they hold
+    /// (a column added to the description before the ALTER ran).
+    #[error("shard {shard}: {why}")]
+    Pipeline { shard: String, why: String },
     /// The registry refused this consumer (credentials, permissions): an
     /// unavailable registry is retried, never this.
     #[error(transparent)]

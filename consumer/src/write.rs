@@ -96,14 +96,13 @@ pub fn row_statements(shape: &Shape, coalesced: &Coalesced<'_>, mut stored: Stor
         let table = &shape.tables[t];
         match writes {
             TableWrites::Fold(keys) => {
-                let mut existing = stored.get_mut(t).map(std::mem::take).unwrap_or_default();
+                // Both in key order: a merge join hands each key its stored row.
+                let mut existing = stored.get_mut(t).map(std::mem::take).unwrap_or_default().into_iter().peekable();
                 let rows: Vec<Row> = keys
                     .iter()
                     .filter_map(|(key, contributions)| {
-                        let found = existing
-                            .binary_search_by(|r| compare_keys(r, key.row, &table.key))
-                            .ok()
-                            .map(|i| std::mem::replace(&mut existing[i], Row { table: 0, cells: Vec::new() }));
+                        while existing.next_if(|r| compare_keys(r, key.row, &table.key).is_lt()).is_some() {}
+                        let found = existing.next_if(|r| compare_keys(r, key.row, &table.key).is_eq());
                         fold(shape, found, contributions)
                     })
                     .collect();
