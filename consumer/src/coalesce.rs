@@ -26,6 +26,7 @@ pub struct KeyRef<'a> {
 }
 
 impl Ord for KeyRef<'_> {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         compare_keys(self.row, other.row, self.key)
     }
@@ -46,6 +47,7 @@ impl PartialEq for KeyRef<'_> {
 impl Eq for KeyRef<'_> {}
 
 /// Two rows of one table compared on its key columns.
+#[inline]
 pub fn compare_keys(a: &Row, b: &Row, key: &[usize]) -> Ordering {
     key.iter().map(|&i| a.cells[i].cmp(&b.cells[i])).find(|o| *o != Ordering::Equal).unwrap_or(Ordering::Equal)
 }

@@ -8,6 +8,7 @@
 //! against the stored row.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use pipeline::{FieldKind, Merge};
 use topics::record::Value;
@@ -22,13 +23,16 @@ pub enum Cell {
     Int(i64),
     UInt(u64),
     Float(f64),
-    Text(String),
-    Bytes(Vec<u8>),
+    /// Shared: a field feeding several tables (a fingerprint, a tenant's
+    /// route) is one allocation for all of a message's rows.
+    Text(Arc<str>),
+    Bytes(Arc<[u8]>),
     /// A keyspace id (no allocation per row).
     Ksid([u8; 8]),
     /// Microseconds since the epoch, UTC, cut to the column's precision.
     Time(i64),
-    Sketch(Box<LatencySketch>),
+    /// Shared until a merge writes to it (copy on write).
+    Sketch(Arc<LatencySketch>),
 }
 
 impl Cell {
@@ -51,6 +55,7 @@ impl Cell {
 /// sort by and min/max compare. Text compares by bytes, as the `_bin`
 /// collations and `utf8mb4_bin` do.
 impl Ord for Cell {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
             (Cell::Int(a), Cell::Int(b)) | (Cell::Time(a), Cell::Time(b)) => a.cmp(b),
@@ -95,6 +100,11 @@ pub struct Invalid {
     pub why: String,
 }
 
+/// Fields already turned into a cell for this message, by reader position:
+/// a string or a sketch feeding several tables is copied (and a sketch
+/// decoded and checked) once.
+pub type Decoded = Vec<(usize, Cell)>;
+
 /// What a row is built from besides the record.
 pub struct Context {
     pub partition: i32,
@@ -106,15 +116,27 @@ pub struct Context {
 }
 
 /// The row `shape` takes from `values` (the record's fields by position).
-pub fn build(index: u16, shape: &TableShape, values: &[Value], cx: &Context) -> Result<Row, Invalid> {
+pub fn build(
+    index: u16,
+    shape: &TableShape,
+    values: &mut [Value],
+    cx: &Context,
+    decoded: &mut Decoded,
+) -> Result<Row, Invalid> {
     let mut cells = Vec::with_capacity(shape.columns.len());
     for c in &shape.columns {
-        cells.push(cell(c, shape.window_secs, values, cx)?);
+        cells.push(cell(c, shape.window_secs, values, cx, decoded)?);
     }
     Ok(Row { table: index, cells })
 }
 
-fn cell(c: &ColumnShape, window_secs: i64, values: &[Value], cx: &Context) -> Result<Cell, Invalid> {
+fn cell(
+    c: &ColumnShape,
+    window_secs: i64,
+    values: &mut [Value],
+    cx: &Context,
+    decoded: &mut Decoded,
+) -> Result<Cell, Invalid> {
     let invalid = |field: &str, why: String| Invalid { field: field.to_string(), why };
     let time = |us: i64| Cell::Time(cut(us, c.render));
     Ok(match &c.source {
@@ -126,35 +148,46 @@ fn cell(c: &ColumnShape, window_secs: i64, values: &[Value], cx: &Context) -> Re
         ColumnSource::Partition => Cell::Int(i64::from(cx.partition)),
         ColumnSource::Offset => Cell::Int(cx.offset),
         ColumnSource::Int(i) => integer(c, *i).map_err(|why| invalid(&c.name, why))?,
-        ColumnSource::Text(s) => Cell::Text(s.clone()),
+        ColumnSource::Text(s) => Cell::Text(Arc::from(s.as_str())),
         ColumnSource::Field { position, kind, name } => {
-            let v = values.get(*position).unwrap_or(&Value::Null);
-            match (v, kind) {
+            let Some(slot) = values.get_mut(*position) else {
+                return Err(invalid(name, "absent from the record".into()));
+            };
+            match (&*slot, kind) {
                 (Value::Null, _) if c.nullable => Cell::Null,
                 (Value::Null, _) => return Err(invalid(name, "null where the column needs a value".into())),
                 (Value::Long(l), FieldKind::TimestampMillis) => {
                     time(timestamp(*l, 1_000).map_err(|why| invalid(name, why))?)
                 }
-                (Value::Long(l), FieldKind::TimestampMicros) => {
-                    time(timestamp(*l, 1).map_err(|why| invalid(name, why))?)
-                }
+                (Value::Long(l), FieldKind::TimestampMicros) => time(timestamp(*l, 1).map_err(|why| invalid(name, why))?),
                 (Value::Long(l), _) => integer(c, *l).map_err(|why| invalid(name, why))?,
                 (Value::Bool(b), _) => integer(c, i64::from(*b)).map_err(|why| invalid(name, why))?,
                 (Value::Double(d), _) if d.is_finite() => Cell::Float(*d),
                 (Value::Double(d), _) => return Err(invalid(name, format!("{d} is not a finite number"))),
-                (Value::Str(s), _) => text(c, s.clone()).map_err(|why| invalid(name, why))?,
+                (Value::Str(v), _) => {
+                    check_text(c, v).map_err(|why| invalid(name, why))?;
+                    Cell::Text(v.clone())
+                }
                 (Value::StrArray(items), _) => {
                     // Stored as its JSON array, measured as stored: quotes,
                     // backslashes and control characters are escaped.
                     let json = serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string());
-                    text(c, json).map_err(|why| invalid(name, why))?
+                    check_text(c, &json).map_err(|why| invalid(name, why))?;
+                    Cell::Text(Arc::from(json))
                 }
                 (Value::Bytes(b), _) if c.render == Render::Sketch => {
-                    Cell::Sketch(Box::new(LatencySketch::decode_message(b).map_err(|e| invalid(name, e.to_string()))?))
+                    if let Some((_, cell)) = decoded.iter().find(|(p, _)| p == position) {
+                        cell.clone()
+                    } else {
+                        let s = LatencySketch::decode_message(b).map_err(|e| invalid(name, e.to_string()))?;
+                        let cell = Cell::Sketch(Arc::new(s));
+                        decoded.push((*position, cell.clone()));
+                        cell
+                    }
                 }
                 (Value::Bytes(b), _) => {
                     fits(c, b.len()).map_err(|why| invalid(name, why))?;
-                    Cell::Bytes(b.clone())
+                    Cell::Bytes(Arc::from(b.as_slice()))
                 }
             }
         }
@@ -199,7 +232,7 @@ fn integer(c: &ColumnShape, v: i64) -> Result<Cell, String> {
     })
 }
 
-fn text(c: &ColumnShape, s: String) -> Result<Cell, String> {
+fn check_text(c: &ColumnShape, s: &str) -> Result<(), String> {
     if c.printable && (s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic())) {
         let limit = c.max_chars.map_or(String::new(), |n| format!("={n}"));
         return Err(format!("must be 1..{limit} printable ASCII characters"));
@@ -214,7 +247,7 @@ fn text(c: &ColumnShape, s: String) -> Result<Cell, String> {
             return Err(format!("{} characters, more than the column's {max}", s.chars().count()));
         }
     }
-    Ok(Cell::Text(s))
+    Ok(())
 }
 
 fn fits(c: &ColumnShape, bytes: usize) -> Result<(), String> {
@@ -264,7 +297,7 @@ pub fn merge(shape: &TableShape, row: &mut Row, other: &Row) {
             Merge::DdSketch => {
                 if let (Cell::Sketch(a), Cell::Sketch(b)) = (mine, theirs) {
                     // Both passed the codec's accuracy check, so they always merge.
-                    let _ = a.merge(b);
+                    let _ = Arc::make_mut(a).merge(b);
                 }
             }
             Merge::MinBy(_) | Merge::MaxBy(_) | Merge::First | Merge::Last => {}

@@ -83,6 +83,9 @@ pub struct ColumnShape {
     /// Integer bounds.
     pub range: Option<(i128, i128)>,
     pub merge: Option<Merge>,
+    /// The last column (in the topic's table order) reading its field: it
+    /// takes the decoded value instead of copying it.
+    pub takes: bool,
 }
 
 /// A `min_by`/`max_by` family: the columns taken from the contribution with
@@ -202,6 +205,7 @@ fn table_shape(index: usize, t: &Table, pipeline: &Pipeline, time: &TimeConfig) 
                 ascii,
                 range: c.sql_type.int_range(),
                 merge: c.merge.clone(),
+                takes: false,
             }
         })
         .collect();

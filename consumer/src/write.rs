@@ -27,7 +27,7 @@ pub fn push_cell(sql: &mut String, cell: &Cell, render: Render) {
             let _ = write!(sql, "{v}");
         }
         Cell::Float(v) => sql.push_str(&lit(*v)),
-        Cell::Text(s) => sql.push_str(&lit(s.as_str())),
+        Cell::Text(s) => sql.push_str(&lit(&**s)),
         Cell::Bytes(b) => push_hex(sql, b),
         Cell::Ksid(b) => push_hex(sql, b),
         Cell::Time(us) => sql.push_str(&match render {
@@ -171,19 +171,22 @@ pub fn parse_stored(shape: &Shape, mut row: SqlRow) -> Result<Row, mysql_async::
             }
             Render::Unsigned => Cell::UInt(mysql_async::from_value_opt(value).map_err(|_| what())?),
             Render::Float => Cell::Float(mysql_async::from_value_opt(value).map_err(|_| what())?),
-            Render::Text => Cell::Text(mysql_async::from_value_opt(value).map_err(|_| what())?),
+            Render::Text => {
+                let s: String = mysql_async::from_value_opt(value).map_err(|_| what())?;
+                Cell::Text(s.into())
+            }
             Render::Bytes => {
                 let b: Vec<u8> = mysql_async::from_value_opt(value).map_err(|_| what())?;
                 match (&col.source, <[u8; 8]>::try_from(b.as_slice())) {
                     (ColumnSource::KeyspaceId, Ok(id)) => Cell::Ksid(id),
-                    _ => Cell::Bytes(b),
+                    _ => Cell::Bytes(b.into()),
                 }
             }
             Render::Sketch => {
                 let b: Vec<u8> = mysql_async::from_value_opt(value).map_err(|_| what())?;
                 let sketch = LatencySketch::decode(&b)
                     .map_err(|e| bad(format!("stored {} row: {}: {e}", table.name, col.name)))?;
-                Cell::Sketch(Box::new(sketch))
+                Cell::Sketch(std::sync::Arc::new(sketch))
             }
         });
     }

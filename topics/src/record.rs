@@ -23,7 +23,8 @@ pub enum Value {
     Long(i64),
     Double(f64),
     Bool(bool),
-    Str(String),
+    /// Shared: a consumer hands one string to every row that stores it.
+    Str(std::sync::Arc<str>),
     Bytes(Vec<u8>),
     StrArray(Vec<String>),
 }
@@ -122,14 +123,14 @@ fn convert(v: Avro) -> Value {
         Avro::Double(d) => Value::Double(d),
         Avro::Float(f) => Value::Double(f64::from(f)),
         Avro::Boolean(b) => Value::Bool(b),
-        Avro::String(s) | Avro::Enum(_, s) => Value::Str(s),
+        Avro::String(s) | Avro::Enum(_, s) => Value::Str(s.into()),
         Avro::Bytes(b) | Avro::Fixed(_, b) => Value::Bytes(b),
         Avro::Union(_, inner) => convert(*inner),
         Avro::Array(items) => Value::StrArray(
             items
                 .into_iter()
                 .filter_map(|i| match convert(i) {
-                    Value::Str(s) => Some(s),
+                    Value::Str(s) => Some(s.to_string()),
                     _ => None,
                 })
                 .collect(),
@@ -175,9 +176,9 @@ fn read_bytes<'a>(body: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
     Ok(head)
 }
 
-fn read_string(body: &mut &[u8]) -> Result<String, DecodeError> {
+fn read_str<'a>(body: &mut &'a [u8]) -> Result<&'a str, DecodeError> {
     let bytes = read_bytes(body)?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Avro("a string is not UTF-8".into()))
+    std::str::from_utf8(bytes).map_err(|_| DecodeError::Avro("a string is not UTF-8".into()))
 }
 
 fn read_field(body: &mut &[u8], kind: FieldKind, null_branch: Option<usize>) -> Result<Value, DecodeError> {
@@ -207,7 +208,7 @@ fn read_field(body: &mut &[u8], kind: FieldKind, null_branch: Option<usize>) -> 
                 _ => return Err(DecodeError::Avro(format!("boolean byte {b}"))),
             }
         }
-        FieldKind::String => Value::Str(read_string(body)?),
+        FieldKind::String => Value::Str(read_str(body)?.into()),
         FieldKind::Bytes => Value::Bytes(read_bytes(body)?.to_vec()),
         FieldKind::StringArray => {
             let mut items = Vec::new();
@@ -226,7 +227,7 @@ fn read_field(body: &mut &[u8], kind: FieldKind, null_branch: Option<usize>) -> 
                     return Err(truncated());
                 }
                 for _ in 0..n {
-                    items.push(read_string(body)?);
+                    items.push(read_str(body)?.to_string());
                 }
             }
             Value::StrArray(items)
