@@ -10,12 +10,13 @@
 //! rules are order-free) and the server merges the result with the stored row.
 
 use std::cmp::Ordering;
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use pipeline::WritePath;
 
 use crate::plan::{ItemBody, ShardItem};
-use crate::rows::{merge, Row};
+use crate::rows::{merge, Cell, Row};
 use crate::shape::Shape;
 
 /// A row's key: its key columns, compared in key order.
@@ -23,12 +24,26 @@ use crate::shape::Shape;
 pub struct KeyRef<'a> {
     pub row: &'a Row,
     pub key: &'a [usize],
+    /// The first key column as an order-preserving integer when it is one
+    /// (an id, a time): most comparisons in a batch's maps end there.
+    prefix: u64,
+}
+
+impl<'a> KeyRef<'a> {
+    pub fn new(row: &'a Row, key: &'a [usize]) -> Self {
+        let prefix = match key.first().and_then(|&i| row.cells.get(i)) {
+            Some(Cell::UInt(v)) => *v,
+            Some(Cell::Int(v) | Cell::Time(v)) => (*v as u64) ^ (1 << 63),
+            _ => 0,
+        };
+        Self { row, key, prefix }
+    }
 }
 
 impl Ord for KeyRef<'_> {
     #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
-        compare_keys(self.row, other.row, self.key)
+        self.prefix.cmp(&other.prefix).then_with(|| compare_keys(self.row, other.row, self.key))
     }
 }
 
@@ -146,13 +161,13 @@ pub fn coalesce<'a>(shape: &'a Shape, items: &[&'a ShardItem], fences: &[i64]) -
         for row in rows {
             let t = usize::from(row.table);
             let table = &shape.tables[t];
-            let key = KeyRef { row, key: &table.key };
+            let key = KeyRef::new(row, &table.key);
             match &mut out.tables[t] {
                 TableWrites::Fold(m) => m.entry(key).or_default().push(row),
-                TableWrites::Blind(m) => match m.get_mut(&key) {
-                    Some(merged) => merge(table, merged, row),
-                    None => {
-                        m.insert(key, row.clone());
+                TableWrites::Blind(m) => match m.entry(key) {
+                    Entry::Occupied(e) => merge(table, e.into_mut(), row),
+                    Entry::Vacant(e) => {
+                        e.insert(row.clone());
                     }
                 },
                 TableWrites::Insert(v) => v.push(row),

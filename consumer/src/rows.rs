@@ -100,10 +100,10 @@ pub struct Invalid {
     pub why: String,
 }
 
-/// Fields already turned into a cell for this message, by reader position:
-/// a string or a sketch feeding several tables is copied (and a sketch
-/// decoded and checked) once.
-pub type Decoded = Vec<(usize, Cell)>;
+/// Fields already checked and turned into a cell for this message, by
+/// [`ColumnShape::check`]: a string or a sketch feeding several tables is
+/// checked (and a sketch decoded) once.
+pub type Decoded = Vec<(u32, Cell)>;
 
 /// What a row is built from besides the record.
 pub struct Context {
@@ -159,14 +159,21 @@ fn cell(
                 (Value::Long(l), FieldKind::TimestampMillis) => {
                     time(timestamp(*l, 1_000).map_err(|why| invalid(name, why))?)
                 }
-                (Value::Long(l), FieldKind::TimestampMicros) => time(timestamp(*l, 1).map_err(|why| invalid(name, why))?),
+                (Value::Long(l), FieldKind::TimestampMicros) => {
+                    time(timestamp(*l, 1).map_err(|why| invalid(name, why))?)
+                }
                 (Value::Long(l), _) => integer(c, *l).map_err(|why| invalid(name, why))?,
                 (Value::Bool(b), _) => integer(c, i64::from(*b)).map_err(|why| invalid(name, why))?,
                 (Value::Double(d), _) if d.is_finite() => Cell::Float(*d),
                 (Value::Double(d), _) => return Err(invalid(name, format!("{d} is not a finite number"))),
                 (Value::Str(v), _) => {
+                    if let Some((_, cell)) = decoded.iter().find(|(k, _)| *k == c.check) {
+                        return Ok(cell.clone());
+                    }
                     check_text(c, v).map_err(|why| invalid(name, why))?;
-                    Cell::Text(v.clone())
+                    let cell = Cell::Text(v.clone());
+                    decoded.push((c.check, cell.clone()));
+                    cell
                 }
                 (Value::StrArray(items), _) => {
                     // Stored as its JSON array, measured as stored: quotes,
@@ -176,12 +183,12 @@ fn cell(
                     Cell::Text(Arc::from(json))
                 }
                 (Value::Bytes(b), _) if c.render == Render::Sketch => {
-                    if let Some((_, cell)) = decoded.iter().find(|(p, _)| p == position) {
+                    if let Some((_, cell)) = decoded.iter().find(|(k, _)| *k == c.check) {
                         cell.clone()
                     } else {
                         let s = LatencySketch::decode_message(b).map_err(|e| invalid(name, e.to_string()))?;
                         let cell = Cell::Sketch(Arc::new(s));
-                        decoded.push((*position, cell.clone()));
+                        decoded.push((c.check, cell.clone()));
                         cell
                     }
                 }

@@ -83,9 +83,10 @@ pub struct ColumnShape {
     /// Integer bounds.
     pub range: Option<(i128, i128)>,
     pub merge: Option<Merge>,
-    /// The last column (in the topic's table order) reading its field: it
-    /// takes the decoded value instead of copying it.
-    pub takes: bool,
+    /// Columns of a topic's tables reading one field with the same checks
+    /// share this number: the field is checked and turned into a cell once
+    /// per message (a fingerprint feeding three tables, a sketch feeding two).
+    pub check: u32,
 }
 
 /// A `min_by`/`max_by` family: the columns taken from the contribution with
@@ -119,8 +120,27 @@ pub struct TableShape {
 
 impl Shape {
     pub fn new(pipeline: Arc<Pipeline>, time: &TimeConfig, topic_prefix: &str) -> Self {
-        let tables: Vec<TableShape> =
+        let mut tables: Vec<TableShape> =
             pipeline.tables.iter().enumerate().map(|(i, t)| table_shape(i, t, &pipeline, time)).collect();
+        // Per topic, one number per (field, checks): see `ColumnShape::check`.
+        for ti in 0..pipeline.topics.len() {
+            let mut seen: Vec<(usize, String)> = Vec::new();
+            for (t, table) in pipeline.tables.iter().enumerate().filter(|(_, x)| x.topic == ti) {
+                for (c, col) in table.columns.iter().enumerate() {
+                    let ColumnSource::Field { position, .. } = tables[t].columns[c].source else { continue };
+                    let render = tables[t].columns[c].render;
+                    let signature = format!("{} {} {} {render:?}", col.sql_type, col.nullable, col.printable);
+                    let id = match seen.iter().position(|s| *s == (position, signature.clone())) {
+                        Some(id) => id,
+                        None => {
+                            seen.push((position, signature));
+                            seen.len() - 1
+                        }
+                    };
+                    tables[t].columns[c].check = id as u32;
+                }
+            }
+        }
         let topics = pipeline
             .topics
             .iter()
@@ -205,7 +225,7 @@ fn table_shape(index: usize, t: &Table, pipeline: &Pipeline, time: &TimeConfig) 
                 ascii,
                 range: c.sql_type.int_range(),
                 merge: c.merge.clone(),
-                takes: false,
+                check: 0,
             }
         })
         .collect();
