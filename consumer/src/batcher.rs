@@ -87,7 +87,12 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
 
     let rules = TimeRules::from(&config.cluster.time);
     let shared = Arc::new(Shared {
-        codec: config.codec.clone().with_pipeline(&config.cluster.pipeline),
+        // Without a registry the description's schema files name their
+        // ids; with one, only the registry's ids mean anything.
+        codec: match &config.registry {
+            Some(_) => config.codec.clone(),
+            None => config.codec.clone().with_pipeline(&config.cluster.pipeline),
+        },
         cluster: config.cluster.clone(),
         shape,
         rules,
