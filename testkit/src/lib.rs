@@ -54,6 +54,20 @@ pub async fn fresh_cluster(which: &str, tag: &str) -> TestCluster {
 /// [`fresh_cluster`] with `extra` appended to the cluster file (e.g. a
 /// compressed-time `[time]` section).
 pub async fn fresh_cluster_with(which: &str, tag: &str, extra: &str) -> TestCluster {
+    fresh_cluster_from(which, tag, "", extra).await
+}
+
+/// [`fresh_cluster`] storing the pipeline described in `pipeline` (the
+/// cluster file's `pipeline = "..."`, an absolute path), its schema applied.
+pub async fn fresh_cluster_for(which: &str, tag: &str, pipeline: &std::path::Path) -> TestCluster {
+    let path = pipeline.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", pipeline.display()));
+    let head = format!("pipeline = {:?}\n", path.display().to_string());
+    fresh_cluster_from(which, tag, &head, "").await
+}
+
+/// The stack's cluster file for `which` on fresh databases: `head` before
+/// its first line (top-level keys), `extra` after its last.
+async fn fresh_cluster_from(which: &str, tag: &str, head: &str, extra: &str) -> TestCluster {
     let template_path = stack_dir().join("clusters").join(format!("{which}.toml"));
     let template = std::fs::read_to_string(&template_path).unwrap_or_else(|e| {
         panic!("{}: {e}; start the local stack first: compose/local/stack up --no-broker", template_path.display())
@@ -63,7 +77,7 @@ pub async fn fresh_cluster_with(which: &str, tag: &str, extra: &str) -> TestClus
         template.replace("/dualwrite_control\"", &format!("/{db}_ctl\"")).replace("/dualwrite\"", &format!("/{db}\""));
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join(format!("{which}.toml"));
-    std::fs::write(&file, text + "\n" + extra).expect("write cluster file");
+    std::fs::write(&file, format!("{head}{text}\n{extra}")).expect("write cluster file");
     let config = ClusterConfig::load(&file).expect("load cluster file");
     cluster::schema::apply(&config, chrono::Utc::now().timestamp()).await.expect("apply schema");
     TestCluster { config, file, _dir: dir }
