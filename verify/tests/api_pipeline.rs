@@ -167,10 +167,8 @@ struct Api {
 }
 
 async fn api_clusters(tag: &str) -> Api {
-    let (old, new) = tokio::join!(
-        fresh_cluster_for("old", &format!("{tag}_o"), &api_toml()),
-        fresh_cluster_for("new", &format!("{tag}_n"), &api_toml())
-    );
+    let (toml, old_tag, new_tag) = (api_toml(), format!("{tag}_o"), format!("{tag}_n"));
+    let (old, new) = tokio::join!(fresh_cluster_for("old", &old_tag, &toml), fresh_cluster_for("new", &new_tag, &toml));
     assert_eq!((old.config.pipeline.name.as_str(), new.config.pipeline.name.as_str()), ("api", "api"));
     let start = two_hours_ago();
     let rows = synthetic(start);
