@@ -192,7 +192,7 @@ fn synthetic_row(
                 Source::Constant(Constant::Text(v)) => return mysql_async::Value::from(v.as_str()).as_sql(false),
                 Source::Field(_) => {}
             }
-            if c.nullable && n % 3 == 0 {
+            if c.nullable && n.is_multiple_of(3) {
                 return "NULL".to_string();
             }
             // Key columns other than the sharding one: with it, unique per row.

@@ -480,7 +480,8 @@ mod tests {
         let p = Pipeline::load(&path).expect("api pipeline");
         let time = TimeConfig::default();
         let specs: Vec<TableSpec> = p.tables.iter().map(|t| TableSpec::new(&p, t, &time).expect("spec")).collect();
-        let shape: Vec<(&str, Vec<usize>, Option<(String, i64)>, bool, (usize, usize))> = specs
+        type Shape<'a> = (&'a str, Vec<usize>, Option<(String, i64)>, bool, (usize, usize));
+        let shape: Vec<Shape<'_>> = specs
             .iter()
             .map(|s| (s.name.as_str(), s.key.clone(), s.window.clone(), s.time_is_window_start, s.placement_columns()))
             .collect();
