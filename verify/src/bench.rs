@@ -142,7 +142,7 @@ pub async fn generate(sides: &[&Side], rows: u64, start: i64) -> Result<(), Veri
                 for n in i..end {
                     let window = start + i64::try_from(n * windows / count.max(1)).unwrap_or(0) * size;
                     let (shard_value, values) = synthetic_row(&pipeline, table, n, window, size);
-                    per_shard[side.config.shard_index_for_database_id(shard_value)].push(values);
+                    per_shard[side.config.shard_index_for(&cluster::vindex::keyspace_id(shard_value))].push(values);
                 }
                 let inserts = per_shard.into_iter().enumerate().filter(|(_, v)| !v.is_empty()).map(|(s, values)| {
                     let sql =

@@ -315,6 +315,17 @@ async fn compares_the_api_pipeline_and_finds_each_corrupted_key() {
         assert_eq!(lines.len(), 1, "one unbounded table: {lines:?}");
         assert_eq!((lines[0]["target"].as_str(), lines[0]["differences"].as_u64()), (Some("api_routes"), Some(1)));
     }
+    // The report: a timeline per windowed api table, the routes' full diff.
+    let pools = ShardPools::new(n);
+    let control = pools.control().expect("control");
+    let report = verify::report::build(control, n, from - 600, to + 600).await.expect("report");
+    pools.disconnect().await;
+    let timelines: Vec<&str> = report.timeline.timelines.iter().map(|t| t.tbl.as_str()).collect();
+    assert_eq!(timelines, ["api_route_minute", "api_route_latency_hour", "api_failures"]);
+    assert_eq!(report.timeline.timelines[1].window_secs, 3600);
+    let runs: Vec<&str> = report.table_runs.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(runs, ["api_routes"]);
+
     let out = verify(&["table", "query_patterns"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -325,6 +336,39 @@ async fn compares_the_api_pipeline_and_finds_each_corrupted_key() {
 
     testkit::drop_databases(o).await;
     testkit::drop_databases(n).await;
+}
+
+/// `bench --generate` on the api pipeline: synthetic rows derived from each
+/// windowed table's columns (a SMALLINT, a nullable text, DATETIME(6), a
+/// sketch blob), the same on 4 and 8 shards, compared equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_generates_every_windowed_api_table_and_finds_them_equal() {
+    let toml = api_toml();
+    let (old, new) =
+        tokio::join!(fresh_cluster_for("old", "apibench_o", &toml), fresh_cluster_for("new", "apibench_n", &toml));
+    let (o, n) = (verify::digest::Side::new(old.config.clone()), verify::digest::Side::new(new.config.clone()));
+    let start = two_hours_ago() - 3 * 3600;
+    verify::bench::generate(&[&o, &n], 3000, start).await.expect("generate");
+    let result = verify::bench::bench(&o, &n, start, start + 6 * 3600).await.expect("bench");
+    assert!(result.equal);
+    assert_eq!((result.comparator_rows, result.queries_per_shard), (2 * 3000, 3));
+    // 300 minute windows of each minute table, 5 hour windows.
+    assert_eq!(result.windows, 300 + 5 + 300);
+    for (table, rows) in [("api_route_minute", 1000), ("api_route_latency_hour", 1000), ("api_failures", 1000)] {
+        let mut total = 0;
+        for shard in 0..new.config.shards.len() {
+            let n: Vec<u64> = support::query_shard(&new.config, shard, &format!("SELECT COUNT(*) FROM {table}")).await;
+            total += n[0];
+        }
+        assert_eq!(total, rows, "{table}");
+    }
+    let nulls: Vec<u64> =
+        support::query_shard(&new.config, 0, "SELECT COUNT(*) FROM api_failures WHERE error_text IS NULL").await;
+    assert!(nulls[0] > 0, "a nullable column gets NULLs");
+    o.pools.disconnect().await;
+    n.pools.disconnect().await;
+    testkit::drop_databases(&old.config).await;
+    testkit::drop_databases(&new.config).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
