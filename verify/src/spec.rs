@@ -474,6 +474,52 @@ mod tests {
         assert_eq!(insights("query_patterns").key.len(), 2);
     }
 
+    /// A cluster on the description at `pipeline` (the built-in Insights when `None`).
+    fn cluster_on(pipeline: Option<&std::path::Path>) -> ClusterConfig {
+        let head = pipeline.map(|p| format!("pipeline = {:?}\n", p.display().to_string())).unwrap_or_default();
+        let text =
+            format!("{head}name = \"c\"\n[auth]\nuser = \"u\"\n[[shards]]\nrange = \"-\"\ndsn = \"mysql://h/db\"\n");
+        ClusterConfig::from_toml_str(&text, std::path::Path::new("."), &|_| None).expect("cluster")
+    }
+
+    #[test]
+    fn refuses_pipelines_that_differ_in_name_tables_or_columns() {
+        let api = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/api.toml");
+        let (insights, api_cluster) = (cluster_on(None), cluster_on(Some(&api)));
+        assert!(check_same_pipeline(&insights, &cluster_on(None)).is_ok());
+        assert!(check_same_pipeline(&api_cluster, &cluster_on(Some(&api))).is_ok());
+        let e = check_same_pipeline(&insights, &api_cluster).expect_err("names").to_string();
+        assert!(e.starts_with("the clusters' pipelines differ (different pipeline names): old has pipeline insights (tables query_stats_minute, query_stats_hour, slow_queries, query_patterns); new has api (tables api_route_minute,"), "{e}");
+
+        // The same name, edited copies beside the same schema files.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("api")).expect("mkdir");
+        for f in ["11-api_requests.avsc", "12-api_failure.avsc"] {
+            std::fs::copy(api.with_file_name("api").join(f), dir.path().join("api").join(f)).expect("copy schema");
+        }
+        let text = std::fs::read_to_string(&api).expect("api.toml");
+        let edited = |name: &str, from: &str, to: &str| {
+            assert!(text.contains(from), "{from}");
+            let path = dir.path().join(name);
+            std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+            cluster_on(Some(&path))
+        };
+        let wider = edited(
+            "wider.toml",
+            r#"type = "VARCHAR(200)", from = "route" },
+  { name = "window_start""#,
+            r#"type = "VARCHAR(250)", from = "route" },
+  { name = "window_start""#,
+        );
+        let e = check_same_pipeline(&api_cluster, &wider).expect_err("a column's type").to_string();
+        assert!(e.contains("(table api_route_minute differs (kind, columns, key, time column or window))"), "{e}");
+        let start = text.find("[[tables]]\nname = \"api_routes\"").expect("routes table");
+        let path = dir.path().join("fewer.toml");
+        std::fs::write(&path, &text[..start]).expect("write");
+        let e = check_same_pipeline(&api_cluster, &cluster_on(Some(&path))).expect_err("tables").to_string();
+        assert!(e.contains("(different table sets)"), "{e}");
+    }
+
     #[test]
     fn the_api_pipeline_derives_its_specs() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/api.toml");
