@@ -75,6 +75,16 @@ pub fn retention_floor(old: &ClusterConfig, new: &ClusterConfig, now_secs: i64) 
     now_secs.saturating_sub(secs(retention)).saturating_add(secs(partition))
 }
 
+/// [`retention_floor`] of one table: a table the pipeline keeps longer than
+/// `[time] retention` (its own `retention`) is held longer on both clusters.
+pub fn table_retention_floor(old: &ClusterConfig, new: &ClusterConfig, table: &str, now_secs: i64) -> i64 {
+    let kept_ms =
+        |c: &ClusterConfig| c.pipeline.table(table).map_or(c.time.retention_ms(), |t| c.time.table_retention_ms(t));
+    let retention_secs = kept_ms(old).min(kept_ms(new)) / 1000;
+    let partition = old.time.partition_secs().max(new.time.partition_secs());
+    now_secs.saturating_sub(retention_secs).saturating_add(partition)
+}
+
 /// Window starts of size `size` in `[from, to)`.
 fn window_starts(from: i64, to: i64, size: i64) -> Vec<i64> {
     let mut start = from.div_euclid(size) * size;
@@ -140,6 +150,8 @@ async fn run_with(
 struct TimeSpan {
     /// The start asked for.
     requested_from: i64,
+    /// The run's clock (epoch seconds): where the retention floors are measured from.
+    now: i64,
     /// The start compared: `requested_from` raised to the retention floor.
     from: i64,
     /// The end (exclusive).
@@ -156,7 +168,7 @@ impl TimeSpan {
             return Err(VerifyError::Usage(format!("empty time range: from {requested_from} is not before to {to}")));
         }
         let from = requested_from.max(retention_floor(&config.old, &config.new, now_secs));
-        Ok(Self { requested_from, from, to })
+        Ok(Self { requested_from, now: now_secs, from, to })
     }
 }
 
@@ -251,9 +263,12 @@ impl<'a> Comparison<'a> {
             }
             let size = table.window_secs();
             let span = self.span;
+            // At most `span.from`: a table's own retention is never shorter than `[time]`'s.
+            let floor = table_retention_floor(&self.config.old, &self.config.new, &table.name, span.now);
+            let from = span.requested_from.max(floor).min(span.from);
             self.skipped_for_retention +=
-                u64::try_from(window_starts(span.requested_from, span.from.min(span.to), size).len()).unwrap_or(0);
-            let verdicts = self.settlement(&window_starts(span.from, span.to, size), size);
+                u64::try_from(window_starts(span.requested_from, from.min(span.to), size).len()).unwrap_or(0);
+            let verdicts = self.settlement(&window_starts(from, span.to, size), size);
             let to_check = self.reuse_proven(&table, size, &verdicts).await?;
             self.run.windows_checked += u64::try_from(to_check.len()).unwrap_or(0);
             if !to_check.is_empty() {
@@ -577,6 +592,31 @@ mod tests {
         let a = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"");
         let b = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"120s\"\nretention = \"1h\"");
         assert_eq!(retention_floor(&a, &b, 100_000), 100_000 - 3600 + 120);
+    }
+
+    #[test]
+    fn a_table_kept_longer_is_compared_further_back() {
+        let api = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/api.toml");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("api")).expect("mkdir");
+        for f in ["11-api_requests.avsc", "12-api_failure.avsc"] {
+            std::fs::copy(api.with_file_name("api").join(f), dir.path().join("api").join(f)).expect("copy schema");
+        }
+        let text = std::fs::read_to_string(&api).expect("api.toml");
+        let kept = text.replacen("name = \"api_failures\"\n", "name = \"api_failures\"\nretention = \"3h\"\n", 1);
+        assert_ne!(kept, text);
+        let path = dir.path().join("api.toml");
+        std::fs::write(&path, kept).expect("write");
+        let time =
+            "minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"\nretention = \"2h\"\nahead = \"5m\"";
+        let text = format!(
+            "pipeline = {:?}\nname = \"c\"\n[auth]\nuser = \"u\"\n[[shards]]\nrange = \"-\"\ndsn = \"mysql://h/db\"\n[time]\n{time}\n",
+            path.display().to_string()
+        );
+        let c = ClusterConfig::from_toml_str(&text, std::path::Path::new("."), &|_| None).expect("cluster");
+        assert_eq!(table_retention_floor(&c, &c, "api_failures", 100_000), 100_000 - 3 * 3600 + 60);
+        assert_eq!(table_retention_floor(&c, &c, "api_route_minute", 100_000), 100_000 - 2 * 3600 + 60);
+        assert_eq!(retention_floor(&c, &c, 100_000), 100_000 - 2 * 3600 + 60);
     }
 
     #[test]
