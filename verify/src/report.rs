@@ -159,7 +159,7 @@ pub async fn build(
     history::ensure_tables(control).await?;
     let timeline = timelines(control, cluster, from, to).await?;
     let mut table_runs = Vec::new();
-    for table in spec::unbounded(cluster)? {
+    for table in cluster.pipeline.unbounded() {
         if let Some(run) = history::latest_run(control, "table", &table.name).await? {
             table_runs.push(run);
         }

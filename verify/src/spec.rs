@@ -125,6 +125,21 @@ impl TableSpec {
             (Some(w), Some(column)) => Some((column.clone(), time.window_secs(w))),
             _ => None,
         };
+        // The full diff merges the shards' key-ordered pages comparing
+        // strings by their bytes: the server's order must be the same.
+        if window.is_none() {
+            let unordered = table.key.iter().filter_map(|k| table.column(k)).find(|c| {
+                c.sql_type.class() == Class::Text
+                    && c.sql_type.charset.as_ref().is_some_and(|(_, collation)| !collation.ends_with("_bin"))
+            });
+            if let Some(c) = unordered {
+                return Err(VerifyError::Usage(format!(
+                    "pipeline {}, table {}: key column {} has a collation that does not order by bytes \
+                     (the full diff needs a _bin one, as the table default utf8mb4_bin)",
+                    pipeline.name, table.name, c.name
+                )));
+            }
+        }
         Ok(Self {
             name: table.name.clone(),
             columns,
@@ -324,6 +339,24 @@ pub(crate) const GOLDEN_ENCODING: &[(&str, &str)] = &[
     ("slow_queries", "CONCAT(src_partition, ',', src_offset, ',', occurred_at, ',', database_id, ',', duration_us, ',', rows_read, ',', rows_returned, ',', LENGTH(fingerprint), ',', LENGTH(keyspace_id), ',', LENGTH(proxy_id), ',', IFNULL(LENGTH(error_text), 'N'), ',', LENGTH(query_text), ',', fingerprint, ',', keyspace_id, ',', proxy_id, ',', IFNULL(error_text, ''), ',', query_text, ',', tables_used)"),
 ];
 
+/// A copy of `pipelines/api.toml` edited by `edit`, beside copies of its
+/// schema files (the directory lives as long as the returned guard).
+#[cfg(test)]
+pub(crate) fn edited_api(edit: impl Fn(&str) -> String) -> (tempfile::TempDir, std::path::PathBuf) {
+    let api = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/api.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("api")).expect("mkdir");
+    for f in ["11-api_requests.avsc", "12-api_failure.avsc"] {
+        std::fs::copy(api.with_file_name("api").join(f), dir.path().join("api").join(f)).expect("copy schema");
+    }
+    let text = std::fs::read_to_string(&api).expect("api.toml");
+    let edited = edit(&text);
+    assert_ne!(edited, text, "the edit changed nothing");
+    let path = dir.path().join("api.toml");
+    std::fs::write(&path, edited).expect("write");
+    (dir, path)
+}
+
 /// The built-in Insights pipeline's table `name` at the default `[time]`.
 #[cfg(test)]
 pub(crate) fn insights(name: &str) -> TableSpec {
@@ -491,33 +524,40 @@ mod tests {
         let e = check_same_pipeline(&insights, &api_cluster).expect_err("names").to_string();
         assert!(e.starts_with("the clusters' pipelines differ (different pipeline names): old has pipeline insights (tables query_stats_minute, query_stats_hour, slow_queries, query_patterns); new has api (tables api_route_minute,"), "{e}");
 
-        // The same name, edited copies beside the same schema files.
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("api")).expect("mkdir");
-        for f in ["11-api_requests.avsc", "12-api_failure.avsc"] {
-            std::fs::copy(api.with_file_name("api").join(f), dir.path().join("api").join(f)).expect("copy schema");
-        }
-        let text = std::fs::read_to_string(&api).expect("api.toml");
-        let edited = |name: &str, from: &str, to: &str| {
-            assert!(text.contains(from), "{from}");
-            let path = dir.path().join(name);
-            std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
-            cluster_on(Some(&path))
-        };
-        let wider = edited(
-            "wider.toml",
-            r#"type = "VARCHAR(200)", from = "route" },
-  { name = "window_start""#,
-            r#"type = "VARCHAR(250)", from = "route" },
-  { name = "window_start""#,
-        );
+        // The same name, edited copies beside the same schema files: a wider route in the minute table.
+        let (_wider_dir, path) = edited_api(|text| {
+            text.replacen(
+                "type = \"VARCHAR(200)\", from = \"route\" },\n  { name = \"window_start\"",
+                "type = \"VARCHAR(250)\", from = \"route\" },\n  { name = \"window_start\"",
+                1,
+            )
+        });
+        let wider = cluster_on(Some(&path));
         let e = check_same_pipeline(&api_cluster, &wider).expect_err("a column's type").to_string();
         assert!(e.contains("(table api_route_minute differs (kind, columns, key, time column or window))"), "{e}");
-        let start = text.find("[[tables]]\nname = \"api_routes\"").expect("routes table");
-        let path = dir.path().join("fewer.toml");
-        std::fs::write(&path, &text[..start]).expect("write");
+        let (_dir, path) = edited_api(|text| {
+            let start = text.find("[[tables]]\nname = \"api_routes\"").expect("routes table");
+            text[..start].to_string()
+        });
         let e = check_same_pipeline(&api_cluster, &cluster_on(Some(&path))).expect_err("tables").to_string();
         assert!(e.contains("(different table sets)"), "{e}");
+    }
+
+    #[test]
+    fn a_full_diff_key_must_order_by_bytes() {
+        let (_dir, path) = edited_api(|text| {
+            let (head, routes) = text.split_at(text.find("name = \"api_routes\"").expect("routes"));
+            let ci = routes.replacen(
+                r#"type = "VARCHAR(200)""#,
+                r#"type = "VARCHAR(200) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci""#,
+                1,
+            );
+            format!("{head}{ci}")
+        });
+        let c = cluster_on(Some(&path));
+        let e = unbounded(&c).expect_err("a case-insensitive key").to_string();
+        assert!(e.contains("table api_routes: key column route has a collation that does not order by bytes"), "{e}");
+        assert_eq!(windowed(&c).expect("windowed tables need no order").len(), 3);
     }
 
     #[test]

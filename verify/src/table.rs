@@ -20,7 +20,7 @@ use crate::diff::{diff_rows, placement, text_values, Difference, FetchedRow};
 use crate::digest::Side;
 use crate::error::VerifyError;
 use crate::history::{self, RunOutcome, RunRecord, TableProgress};
-use crate::spec::{Col, TableSpec};
+use crate::spec::{hex_literal, unhex, Col, TableSpec};
 
 /// One `table` run.
 #[derive(Debug, Clone)]
@@ -100,7 +100,11 @@ fn literal(col: Col, value: &Option<String>) -> Result<String, VerifyError> {
             }
             _ => Err(VerifyError::Unexpected(format!("resume key value {v:?} is not a number"))),
         },
-        _ => Ok(mysql_async::Value::from(v.as_str()).as_sql(false)),
+        // Read as hex (`select_list`): compared as the bytes themselves.
+        Col::Bytes => unhex(v)
+            .map(|bytes| hex_literal(&bytes))
+            .ok_or_else(|| VerifyError::Unexpected(format!("resume key value {v:?} is not hex"))),
+        Col::Text | Col::DateTime => Ok(mysql_async::Value::from(v.as_str()).as_sql(false)),
     }
 }
 
@@ -356,5 +360,13 @@ mod tests {
         let k = |id: &str, fp: &str| vec![Some(id.to_string()), Some(fp.to_string())];
         assert_eq!(compare_keys(&patterns, &k("9", "b"), &k("10", "a")), Ordering::Less);
         assert_eq!(compare_keys(&patterns, &k("10", "a"), &k("10", "B")), Ordering::Greater);
+        assert_eq!(literal(Col::Bytes, &Some("0aff".into())).expect("hex"), "X'0aff'");
+        assert!(literal(Col::Bytes, &Some("0x".into())).is_err());
+        assert_eq!(
+            literal(Col::DateTime, &Some("2026-01-01 00:00:00.125".into())).expect("time"),
+            "'2026-01-01 00:00:00.125'"
+        );
+        assert_eq!(literal(Col::Decimal, &Some("-12.50".into())).expect("decimal"), "-12.50");
+        assert!(literal(Col::Float, &Some("1; DROP".into())).is_err());
     }
 }

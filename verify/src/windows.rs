@@ -596,17 +596,9 @@ mod tests {
 
     #[test]
     fn a_table_kept_longer_is_compared_further_back() {
-        let api = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/api.toml");
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("api")).expect("mkdir");
-        for f in ["11-api_requests.avsc", "12-api_failure.avsc"] {
-            std::fs::copy(api.with_file_name("api").join(f), dir.path().join("api").join(f)).expect("copy schema");
-        }
-        let text = std::fs::read_to_string(&api).expect("api.toml");
-        let kept = text.replacen("name = \"api_failures\"\n", "name = \"api_failures\"\nretention = \"3h\"\n", 1);
-        assert_ne!(kept, text);
-        let path = dir.path().join("api.toml");
-        std::fs::write(&path, kept).expect("write");
+        let (_dir, path) = crate::spec::edited_api(|text| {
+            text.replacen("name = \"api_failures\"\n", "name = \"api_failures\"\nretention = \"3h\"\n", 1)
+        });
         let time =
             "minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"\nretention = \"2h\"\nahead = \"5m\"";
         let text = format!(
