@@ -67,8 +67,8 @@ impl Col {
         }
     }
 
-    /// Encoded as its text, with no length (numbers and datetimes hold no
-    /// `,` or `:`, and never start with `N`).
+    /// Encoded as its text followed by `,`, with no length: numbers and
+    /// datetimes hold no `,` and never start with `N` (the NULL marker).
     pub fn is_scalar(self) -> bool {
         !matches!(self, Col::Text | Col::Bytes)
     }
