@@ -118,7 +118,7 @@ async fn verify_timeline(control: &Pool, new: &ClusterConfig) -> Result<Timeline
     let to = Utc::now().timestamp();
     let span = new.time.retention.max(TIMELINE_MIN_SPAN);
     let from = to - i64::try_from(span.as_secs()).unwrap_or(i64::MAX / 2);
-    verify::report::timelines(control, &new.time, from, to).await.map_err(|e| format!("verify history: {e}"))
+    verify::report::timelines(control, new, from, to).await.map_err(|e| format!("verify history: {e}"))
 }
 
 /// `cluster`'s dead letters from its own control database (`control`, when

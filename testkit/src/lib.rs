@@ -54,7 +54,7 @@ pub async fn fresh_cluster(which: &str, tag: &str) -> TestCluster {
 /// [`fresh_cluster`] with `extra` appended to the cluster file (e.g. a
 /// compressed-time `[time]` section).
 pub async fn fresh_cluster_with(which: &str, tag: &str, extra: &str) -> TestCluster {
-    fresh_cluster_of(which, tag, None, extra).await
+    fresh_cluster_from(which, tag, "", extra).await
 }
 
 /// The repository's `pipelines/<name>.toml`.
@@ -62,8 +62,26 @@ pub fn pipeline_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("pipelines").join(format!("{name}.toml"))
 }
 
-/// [`fresh_cluster_with`] storing the pipeline described in `pipeline` (its path).
+/// [`fresh_cluster_with`] storing the pipeline described in `pipeline` (its path), if any.
 pub async fn fresh_cluster_of(which: &str, tag: &str, pipeline: Option<&Path>, extra: &str) -> TestCluster {
+    match pipeline {
+        Some(p) => {
+            let path = p.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            fresh_cluster_from(which, tag, &format!("pipeline = {:?}\n", path.display().to_string()), extra).await
+        }
+        None => fresh_cluster_from(which, tag, "", extra).await,
+    }
+}
+
+/// [`fresh_cluster`] storing the pipeline described in `pipeline` (the
+/// cluster file's `pipeline = "..."`, an absolute path), its schema applied.
+pub async fn fresh_cluster_for(which: &str, tag: &str, pipeline: &std::path::Path) -> TestCluster {
+    fresh_cluster_of(which, tag, Some(pipeline), "").await
+}
+
+/// The stack's cluster file for `which` on fresh databases: `head` before
+/// its first line (top-level keys), `extra` after its last.
+async fn fresh_cluster_from(which: &str, tag: &str, head: &str, extra: &str) -> TestCluster {
     let template_path = stack_dir().join("clusters").join(format!("{which}.toml"));
     let template = std::fs::read_to_string(&template_path).unwrap_or_else(|e| {
         panic!("{}: {e}; start the local stack first: compose/local/stack up --no-broker", template_path.display())
@@ -73,9 +91,7 @@ pub async fn fresh_cluster_of(which: &str, tag: &str, pipeline: Option<&Path>, e
         template.replace("/dualwrite_control\"", &format!("/{db}_ctl\"")).replace("/dualwrite\"", &format!("/{db}\""));
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join(format!("{which}.toml"));
-    // A top-level key: before the first table of the file.
-    let head = pipeline.map_or(String::new(), |p| format!("pipeline = {:?}\n", p.display().to_string()));
-    std::fs::write(&file, head + &text + "\n" + extra).expect("write cluster file");
+    std::fs::write(&file, format!("{head}{text}\n{extra}")).expect("write cluster file");
     let config = ClusterConfig::load(&file).expect("load cluster file");
     cluster::schema::apply(&config, chrono::Utc::now().timestamp()).await.expect("apply schema");
     TestCluster { config, file, _dir: dir }

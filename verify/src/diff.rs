@@ -1,6 +1,6 @@
 //! Row-level diff: every differing key with its kind and both values, and
 //! the placement check (a row on a shard that does not own its keyspace id,
-//! or a keyspace id that is not the vindex of its database_id).
+//! or a keyspace id that is not the vindex of its sharding column's value).
 
 use std::collections::BTreeMap;
 
@@ -24,7 +24,7 @@ pub enum DiffKind {
     /// On both, with different column values.
     Changed,
     /// On a shard whose key range does not hold its keyspace id, or with a
-    /// keyspace id that is not its database_id's.
+    /// keyspace id that is not its sharding value's.
     Misplaced,
 }
 
@@ -102,21 +102,21 @@ pub fn key_text(table: &TableSpec, values: &[Option<String>]) -> String {
     table
         .key
         .iter()
-        .map(|&i| format!("{}={}", table.columns[i].0, values.get(i).cloned().flatten().unwrap_or_default()))
+        .map(|&i| format!("{}={}", table.columns[i].name, values.get(i).cloned().flatten().unwrap_or_default()))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 fn row_json(table: &TableSpec, values: &[Option<String>]) -> Value {
     let mut map = Map::new();
-    for ((name, _), value) in table.columns.iter().zip(values) {
-        map.insert((*name).to_string(), value.clone().map_or(Value::Null, Value::String));
+    for (column, value) in table.columns.iter().zip(values) {
+        map.insert(column.name.clone(), value.clone().map_or(Value::Null, Value::String));
     }
     Value::Object(map)
 }
 
 /// Reports every fetched row of `cluster` that sits on the wrong shard or
-/// whose keyspace id is not its database_id's.
+/// whose keyspace id is not its sharding value's (through the pipeline's vindex).
 pub fn placement(
     table: &TableSpec,
     cluster: &ClusterConfig,
@@ -124,11 +124,11 @@ pub fn placement(
     window_start: Option<i64>,
     out: &mut Vec<Difference>,
 ) {
-    let (db_col, ksid_col) = table.placement_columns();
+    let (shard_col, ksid_col) = table.placement_columns();
     for row in rows {
         let ksid = row.values.get(ksid_col).cloned().flatten().and_then(|h| unhex(&h)).unwrap_or_default();
-        let database_id: Option<u64> = row.values.get(db_col).cloned().flatten().and_then(|v| v.parse().ok());
-        let expected = database_id.map(cluster::vindex::keyspace_id);
+        let value = row.values.get(shard_col).cloned().flatten();
+        let expected = value.as_deref().and_then(|v| vindex(cluster.pipeline.sharding.vindex, v));
         let shard = &cluster.shards[row.shard];
         let on_wrong_shard = !shard.range.contains(&ksid);
         let wrong_ksid = expected.is_some_and(|e| e.as_slice() != ksid.as_slice());
@@ -149,6 +149,17 @@ pub fn placement(
                 "vindex_keyspace_id": expected.map(|e| hex(&e)),
             }),
         });
+    }
+}
+
+/// The keyspace id of a sharding value as text, `None` if it is not one.
+fn vindex(vindex: pipeline::Vindex, value: &str) -> Option<[u8; 8]> {
+    match vindex {
+        // Vitess reads a signed value as its two's-complement uint64.
+        pipeline::Vindex::Hash => {
+            let id = value.parse::<u64>().ok().or_else(|| value.parse::<i64>().ok().map(|v| v as u64))?;
+            Some(cluster::vindex::keyspace_id(id))
+        }
     }
 }
 
@@ -191,10 +202,10 @@ pub fn diff_rows(
         };
         if let ([old_row], [new_row]) = (o.as_slice(), n.as_slice()) {
             let mut columns = Map::new();
-            for (i, (name, _)) in table.columns.iter().enumerate() {
+            for (i, column) in table.columns.iter().enumerate() {
                 let (a, b) = (old_row.get(i).cloned().flatten(), new_row.get(i).cloned().flatten());
                 if a != b {
-                    columns.insert((*name).to_string(), json!({ "old": a, "new": b }));
+                    columns.insert(column.name.clone(), json!({ "old": a, "new": b }));
                 }
             }
             push(out, old_row, DiffKind::Changed, json!({ "columns": columns }));
@@ -214,7 +225,7 @@ pub fn diff_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::SLOW_QUERIES;
+    use crate::spec::insights;
 
     fn row(shard: usize, values: &[&str]) -> FetchedRow {
         FetchedRow { shard, values: values.iter().map(|v| Some((*v).to_string())).collect() }
@@ -230,7 +241,7 @@ mod tests {
         c.values[7] = Some("8".into());
         let mut out = Vec::new();
         // New: a twice (the duplicate with another time), b changed.
-        diff_rows(&SLOW_QUERIES, Some(0), &[a.clone(), b], &[a, a_later, c], &mut out);
+        diff_rows(&insights("slow_queries"), Some(0), &[a.clone(), b], &[a, a_later, c], &mut out);
         let kinds: Vec<(DiffKind, &str)> = out.iter().map(|d| (d.kind, d.key.as_str())).collect();
         assert_eq!(
             kinds,

@@ -9,7 +9,7 @@ use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
 use crate::error::VerifyError;
-use crate::spec::{misplaced_sql, TableSpec, LANES_SQL};
+use crate::spec::{TableSpec, LANES_SQL};
 
 /// Row count and multiset digest of a set of rows, plus how many of them sit
 /// on a shard whose key range does not hold their keyspace id.
@@ -80,7 +80,7 @@ pub async fn grouped(
         let sql = format!(
             "SELECT g, COUNT(*), SUM(a), SUM(b), SUM(m) FROM (SELECT g, m, {LANES_SQL} FROM \
              (SELECT {group_sql} AS g, {misplaced} AS m, {hash} AS h FROM {name} WHERE {where_sql}) x) y GROUP BY g",
-            misplaced = misplaced_sql(&shard.range),
+            misplaced = table.misplaced_sql(&shard.range),
             hash = table.row_hash_sql(),
             name = table.name,
         );

@@ -44,11 +44,12 @@ pub async fn drill_window(
         return Ok(Vec::new());
     }
     let in_window = table.range_sql(&[(start, end)]);
-    let byte = "ASCII(keyspace_id)";
+    let byte = format!("ASCII({})", table.keyspace_id());
+    let byte = byte.as_str();
     let narrowed = format!("{in_window} AND {byte} DIV 16 IN ({})", list(nibbles));
     let (o, n) = futures::try_join!(grouped(old, table, byte, &narrowed), grouped(new, table, byte, &narrowed))?;
     let bytes = differing(&o, &n);
-    tracing::debug!(table = table.name, start, nibbles = nibbles.len(), bytes = bytes.len(), "drilled down");
+    tracing::debug!(table = %table.name, start, nibbles = nibbles.len(), bytes = bytes.len(), "drilled down");
     if bytes.is_empty() {
         return Ok(Vec::new());
     }

@@ -18,6 +18,10 @@ pub enum VerifyError {
         new_hour: std::time::Duration,
         new_lateness: std::time::Duration,
     },
+    /// The two cluster files describe different pipelines: their rows are
+    /// not the same tables and cannot be compared.
+    #[error("the clusters' pipelines differ ({why}): old has pipeline {old}; new has {new}")]
+    PipelineMismatch { old: String, new: String, why: String },
     /// The new cluster file has no `[control]` database to keep results in.
     #[error("cluster {0}: no [control] dsn: the comparator keeps its history in the control database")]
     NoControl(String),

@@ -384,7 +384,7 @@ pub async fn windows(pool: &Pool, tbl: &str, from: i64, to: i64) -> Result<BTree
 /// What a run learned about one window.
 #[derive(Debug, Clone)]
 pub struct WindowResult {
-    pub tbl: &'static str,
+    pub tbl: String,
     pub window_start: i64,
     pub window_end: i64,
     pub state: WindowVerdict,
@@ -398,14 +398,14 @@ pub struct WindowResult {
 impl WindowResult {
     /// A window recorded without digesting it (reused proof, or not comparable now).
     pub fn without_digest(
-        tbl: &'static str,
+        tbl: impl Into<String>,
         window_start: i64,
         size: i64,
         state: WindowVerdict,
         (old_rows, new_rows): (Option<u64>, Option<u64>),
     ) -> Self {
         Self {
-            tbl,
+            tbl: tbl.into(),
             window_start,
             window_end: window_start + size,
             state,

@@ -1,5 +1,5 @@
 //! The nightly comparator as a service: on a schedule, `windows`, the full
-//! diff of every unbounded table and the report, into one dated directory per
+//! diff of every unbounded table of the pipeline and the report, into one dated directory per
 //! run under `out`; the last `keep` are kept. A run never overlaps another:
 //! this loop runs one at a time, and a lock in the new cluster's control
 //! database keeps a second daemon (another replica) from starting one meanwhile.
@@ -97,6 +97,7 @@ impl NightlyConfig {
         if self.since.is_zero() {
             return Err(VerifyError::Usage("since must be positive".into()));
         }
+        crate::spec::check_same_pipeline(&self.old, &self.new)?;
         crate::windows::check_same_windows(&self.old, &self.new)
     }
 }
@@ -236,7 +237,7 @@ async fn run_into(
     let windows = run_windows(&windows, shutdown).await?;
     let mut differences = windows.run.differences;
     let mut table_outcome = RunOutcome::Equal;
-    for spec in crate::spec::UNBOUNDED {
+    for spec in crate::spec::unbounded(&config.old)? {
         let table = TableConfig {
             old: config.old.clone(),
             new: config.new.clone(),
@@ -256,7 +257,7 @@ async fn run_into(
     }
     let now = Utc::now().timestamp();
     let from = now - i64::try_from(config.since.as_secs()).unwrap_or(i64::MAX / 2);
-    let report = crate::report::build(control, &config.new.time, from, now).await?;
+    let report = crate::report::build(control, &config.new, from, now).await?;
     crate::report::write(&report, dir)?;
     let outcome = match (windows.run.outcome, table_outcome) {
         (RunOutcome::Equal, RunOutcome::Equal) => "equal",

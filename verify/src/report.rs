@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::error::VerifyError;
 use crate::history::{self, RunOutcome, RunRecord, StoredDifference, WindowRecord, WindowVerdict};
-use crate::spec::{UNBOUNDED, WINDOWED};
+use crate::spec;
 
 /// Most differences listed in the HTML page (the JSON holds all of them).
 const HTML_DIFFERENCES: usize = 2000;
@@ -43,7 +43,7 @@ pub struct Report {
     pub open_differences: Vec<StoredDifference>,
 }
 
-/// Every windowed table's timeline over the part of a range that holds
+/// Every windowed table's timeline (the pipeline's, in its order) over the part of a range that holds
 /// checked windows: the report's, and the migration console's.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timelines {
@@ -118,19 +118,22 @@ fn spans(records: &BTreeMap<i64, WindowRecord>, size: i64, from: i64, to: i64) -
     out
 }
 
-/// The timelines of windows starting in `[from, to)`, zoomed to the checked
-/// ones and merged into runs (see the module docs); empty spans of
-/// "not checked" when the comparators never ran against `control`.
+/// The timelines of windows starting in `[from, to)` of every windowed
+/// table of `cluster`'s pipeline (the new cluster's, whose control database
+/// `control` is), zoomed to the checked ones and merged into runs (see the
+/// module docs); empty spans of "not checked" when the comparators never ran
+/// against `control`.
 pub async fn timelines(
     control: &Pool,
-    time: &cluster::time::TimeConfig,
+    cluster: &cluster::config::ClusterConfig,
     from: i64,
     to: i64,
 ) -> Result<Timelines, VerifyError> {
     let mut tables = Vec::new();
-    for table in WINDOWED {
-        let size = table.window.map(|(_, w)| w.secs(time)).unwrap_or(60);
-        tables.push((table.name, size, history::windows(control, table.name, from, to).await?));
+    for table in spec::windowed(cluster)? {
+        let size = table.window_secs();
+        let records = history::windows(control, &table.name, from, to).await?;
+        tables.push((table.name, size, records));
     }
     let recorded = tables.iter().flat_map(|(_, size, records)| records.keys().map(move |start| (*start, *size)));
     let (shown_from, shown_to) = data_span(recorded).map_or((from, to), |(f, t)| (f.max(from), t.min(to)));
@@ -145,18 +148,19 @@ pub async fn timelines(
     Ok(Timelines { shown_from, shown_to, timelines })
 }
 
-/// Reads the history for windows starting in `[from, to)`.
+/// Reads the history for windows starting in `[from, to)` of the tables of
+/// `cluster`'s pipeline (the new cluster's, whose control database `control` is).
 pub async fn build(
     control: &Pool,
-    time: &cluster::time::TimeConfig,
+    cluster: &cluster::config::ClusterConfig,
     from: i64,
     to: i64,
 ) -> Result<Report, VerifyError> {
     history::ensure_tables(control).await?;
-    let timeline = timelines(control, time, from, to).await?;
+    let timeline = timelines(control, cluster, from, to).await?;
     let mut table_runs = Vec::new();
-    for table in UNBOUNDED {
-        if let Some(run) = history::latest_run(control, "table", table.name).await? {
+    for table in cluster.pipeline.unbounded() {
+        if let Some(run) = history::latest_run(control, "table", &table.name).await? {
             table_runs.push(run);
         }
     }

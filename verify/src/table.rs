@@ -1,8 +1,12 @@
-//! Full diff of an unbounded table (`query_patterns`): every shard of each
+//! Full diff of an unbounded (`latest`) table of the pipeline: every shard of each
 //! side is read in primary-key order, page by page, and merged (k-way) into
 //! one ordered stream per side; the two streams are compared key by key.
 //! After each page the differences found and the last key compared are
 //! committed together, so an interrupted run resumes where it stopped.
+//!
+//! The merge compares keys as the shards order them: integers by value,
+//! strings and datetimes by their bytes, which is the order of the binary
+//! collations the store's tables use (`utf8mb4_bin`, `ascii_bin`).
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
@@ -16,7 +20,7 @@ use crate::diff::{diff_rows, placement, text_values, Difference, FetchedRow};
 use crate::digest::Side;
 use crate::error::VerifyError;
 use crate::history::{self, RunOutcome, RunRecord, TableProgress};
-use crate::spec::{Col, TableSpec};
+use crate::spec::{hex_literal, unhex, Col, TableSpec};
 
 /// One `table` run.
 #[derive(Debug, Clone)]
@@ -59,10 +63,14 @@ struct Cursor {
 fn compare_keys(table: &TableSpec, a: &Key, b: &Key) -> Ordering {
     for (pos, &col) in table.key.iter().enumerate() {
         let (x, y) = (a.get(pos).cloned().flatten(), b.get(pos).cloned().flatten());
-        let ord = match table.columns[col].1 {
+        let ord = match table.columns[col].col {
             Col::Int => {
                 let parse = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i128>().ok());
                 parse(&x).cmp(&parse(&y))
+            }
+            Col::Float | Col::Decimal => {
+                let parse = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<f64>().ok());
+                parse(&x).partial_cmp(&parse(&y)).unwrap_or(Ordering::Equal)
             }
             _ => x.as_deref().map(str::as_bytes).cmp(&y.as_deref().map(str::as_bytes)),
         };
@@ -85,7 +93,18 @@ fn literal(col: Col, value: &Option<String>) -> Result<String, VerifyError> {
             .parse::<i128>()
             .map(|n| n.to_string())
             .map_err(|_| VerifyError::Unexpected(format!("resume key value {v:?} is not an integer"))),
-        _ => Ok(mysql_async::Value::from(v.as_str()).as_sql(false)),
+        // Checked as a number, then written as the server printed it (exact for a DECIMAL).
+        Col::Float | Col::Decimal => match v.parse::<f64>() {
+            Ok(_) if v.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')) => {
+                Ok(v.clone())
+            }
+            _ => Err(VerifyError::Unexpected(format!("resume key value {v:?} is not a number"))),
+        },
+        // Read as hex (`select_list`): compared as the bytes themselves.
+        Col::Bytes => unhex(v)
+            .map(|bytes| hex_literal(&bytes))
+            .ok_or_else(|| VerifyError::Unexpected(format!("resume key value {v:?} is not hex"))),
+        Col::Text | Col::DateTime => Ok(mysql_async::Value::from(v.as_str()).as_sql(false)),
     }
 }
 
@@ -95,7 +114,8 @@ fn after_sql(table: &TableSpec, after: &Key) -> Result<String, VerifyError> {
     for pos in 0..table.key.len() {
         let mut parts = Vec::new();
         for (p, &col) in table.key.iter().enumerate().take(pos + 1) {
-            let (name, kind) = table.columns[col];
+            let column = &table.columns[col];
+            let (name, kind) = (&column.name, column.col);
             let value = literal(kind, &after.get(p).cloned().flatten())?;
             let op = if p == pos { ">" } else { "=" };
             parts.push(format!("{name} {op} {value}"));
@@ -113,7 +133,7 @@ async fn refill(side: &Side, table: &TableSpec, cursor: &mut Cursor, page: usize
         Some(after) => after_sql(table, after)?,
         None => "TRUE".to_string(),
     };
-    let order: Vec<&str> = table.key.iter().map(|&i| table.columns[i].0).collect();
+    let order: Vec<&str> = table.key.iter().map(|&i| table.columns[i].name.as_str()).collect();
     let sql = format!(
         "SELECT {} FROM {} WHERE {condition} ORDER BY {} LIMIT {page}",
         table.select_list(),
@@ -140,7 +160,7 @@ async fn estimate_rows(side: &Side, table: &TableSpec) -> u64 {
             .exec_first(
                 "SELECT IFNULL(table_rows, 0) FROM information_schema.tables WHERE table_schema = DATABASE() \
                  AND table_name = ?",
-                (table.name,),
+                (table.name.as_str(),),
             )
             .await;
         total += rows.ok().flatten().unwrap_or(0);
@@ -164,21 +184,23 @@ async fn run_with(
     new: &Side,
     shutdown: &CancellationToken,
 ) -> Result<TableOutcome, VerifyError> {
-    let table = config.table;
+    let table = &config.table;
+    crate::spec::check_same_pipeline(&config.old, &config.new)?;
     if table.window.is_some() {
         return Err(VerifyError::Usage(format!("{} is windowed: use the windows command", table.name)));
     }
     let control = new.pools.control().ok_or_else(|| VerifyError::NoControl(new.name().to_string()))?;
     history::ensure_tables(control).await?;
-    let previous = history::table_progress(control, table.name, old.name(), new.name()).await?;
+    let previous = history::table_progress(control, &table.name, old.name(), new.name()).await?;
     let (mut progress, resumed) = match previous {
         Some(p) if !p.done && !config.restart => {
             history::reopen_run(control, p.run_id).await?;
-            tracing::info!(table = table.name, run_id = p.run_id, rows = p.rows_compared, "resuming full diff");
+            tracing::info!(table = %table.name, run_id = p.run_id, rows = p.rows_compared, "resuming full diff");
             (p, true)
         }
         _ => {
-            let run_id = history::start_run(control, "table", table.name, old.name(), new.name(), (0, 0), None).await?;
+            let run_id =
+                history::start_run(control, "table", &table.name, old.name(), new.name(), (0, 0), None).await?;
             (TableProgress { run_id, resume_key: None, rows_compared: 0, differences: 0, done: false }, false)
         }
     };
@@ -203,7 +225,7 @@ async fn run_with(
         crate::metrics::record_run(&run);
     }
     tracing::info!(
-        table = table.name,
+        table = %table.name,
         run_id = run.run_id,
         outcome = %run.outcome,
         rows = run.rows_compared,
@@ -226,7 +248,7 @@ async fn merge(
     progress: &mut TableProgress,
     shutdown: &CancellationToken,
 ) -> Result<(Vec<Difference>, bool), VerifyError> {
-    let table = config.table;
+    let table = &config.table;
     let page = config.page_rows.max(1);
     let cursors = |side: &Side| -> Vec<Cursor> {
         (0..side.config.shards.len())
@@ -239,13 +261,13 @@ async fn merge(
             .collect()
     };
     let (mut old_cursors, mut new_cursors) = (cursors(old), cursors(new));
-    let estimate = estimate_rows(old, &table).await + estimate_rows(new, &table).await;
+    let estimate = estimate_rows(old, table).await + estimate_rows(new, table).await;
     let bar = indicatif::ProgressBar::with_draw_target(Some(estimate), indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows {per_sec} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    bar.set_message(table.name);
+    bar.set_message(table.name.clone());
     bar.set_position(progress.rows_compared);
     let started = Instant::now();
     let start_rows = progress.rows_compared;
@@ -256,21 +278,21 @@ async fn merge(
     let mut this_process = 0u64;
     loop {
         for c in old_cursors.iter_mut() {
-            refill(old, &table, c, page).await?;
+            refill(old, table, c, page).await?;
         }
         for c in new_cursors.iter_mut() {
-            refill(new, &table, c, page).await?;
+            refill(new, table, c, page).await?;
         }
         let smallest = old_cursors
             .iter()
             .chain(new_cursors.iter())
-            .filter_map(|c| c.buffer.front().map(|r| key_of(&table, r)))
-            .min_by(|a, b| compare_keys(&table, a, b));
+            .filter_map(|c| c.buffer.front().map(|r| key_of(table, r)))
+            .min_by(|a, b| compare_keys(table, a, b));
         let Some(key) = smallest else { break };
         let take = |cursors: &mut Vec<Cursor>| -> Vec<FetchedRow> {
             let mut rows = Vec::new();
             for c in cursors.iter_mut() {
-                while c.buffer.front().is_some_and(|r| compare_keys(&table, &key_of(&table, r), &key).is_eq()) {
+                while c.buffer.front().is_some_and(|r| compare_keys(table, &key_of(table, r), &key).is_eq()) {
                     rows.extend(c.buffer.pop_front());
                 }
             }
@@ -278,9 +300,9 @@ async fn merge(
         };
         let (old_rows, new_rows) = (take(&mut old_cursors), take(&mut new_cursors));
         let before = pending.len();
-        placement(&table, &old.config, &old_rows, None, &mut pending);
-        placement(&table, &new.config, &new_rows, None, &mut pending);
-        diff_rows(&table, None, &old_rows, &new_rows, &mut pending);
+        placement(table, &old.config, &old_rows, None, &mut pending);
+        placement(table, &new.config, &new_rows, None, &mut pending);
+        diff_rows(table, None, &old_rows, &new_rows, &mut pending);
         let n = u64::try_from(old_rows.len() + new_rows.len()).unwrap_or(0);
         progress.rows_compared += n;
         progress.differences += u64::try_from(pending.len() - before).unwrap_or(0);
@@ -290,7 +312,7 @@ async fn merge(
         bar.set_position(progress.rows_compared);
         let stop = config.stop_after_rows.is_some_and(|limit| this_process >= limit) || shutdown.is_cancelled();
         if since_checkpoint >= page || stop {
-            history::checkpoint_table(control, table.name, old.name(), new.name(), progress, &pending).await?;
+            history::checkpoint_table(control, &table.name, old.name(), new.name(), progress, &pending).await?;
             all.append(&mut pending);
             since_checkpoint = 0;
         }
@@ -300,7 +322,7 @@ async fn merge(
             let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
             let left = estimate.saturating_sub(progress.rows_compared) as f64;
             tracing::info!(
-                table = table.name,
+                table = %table.name,
                 rows = progress.rows_compared,
                 estimate,
                 rows_per_sec = rate.round(),
@@ -315,7 +337,7 @@ async fn merge(
         }
     }
     progress.done = true;
-    history::checkpoint_table(control, table.name, old.name(), new.name(), progress, &pending).await?;
+    history::checkpoint_table(control, &table.name, old.name(), new.name(), progress, &pending).await?;
     all.append(&mut pending);
     bar.finish_and_clear();
     Ok((all, true))
@@ -324,18 +346,27 @@ async fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::QUERY_PATTERNS;
+    use crate::spec::insights;
 
     #[test]
     fn resumes_after_the_key_in_key_order() {
+        let patterns = insights("query_patterns");
         let key = vec![Some("42".to_string()), Some("ab'c".to_string())];
         assert_eq!(
-            after_sql(&QUERY_PATTERNS, &key).expect("sql"),
+            after_sql(&patterns, &key).expect("sql"),
             "(database_id > 42) OR (database_id = 42 AND fingerprint > 'ab\\'c')"
         );
-        assert!(after_sql(&QUERY_PATTERNS, &vec![Some("4; DROP".into()), None]).is_err());
+        assert!(after_sql(&patterns, &vec![Some("4; DROP".into()), None]).is_err());
         let k = |id: &str, fp: &str| vec![Some(id.to_string()), Some(fp.to_string())];
-        assert_eq!(compare_keys(&QUERY_PATTERNS, &k("9", "b"), &k("10", "a")), Ordering::Less);
-        assert_eq!(compare_keys(&QUERY_PATTERNS, &k("10", "a"), &k("10", "B")), Ordering::Greater);
+        assert_eq!(compare_keys(&patterns, &k("9", "b"), &k("10", "a")), Ordering::Less);
+        assert_eq!(compare_keys(&patterns, &k("10", "a"), &k("10", "B")), Ordering::Greater);
+        assert_eq!(literal(Col::Bytes, &Some("0aff".into())).expect("hex"), "X'0aff'");
+        assert!(literal(Col::Bytes, &Some("0x".into())).is_err());
+        assert_eq!(
+            literal(Col::DateTime, &Some("2026-01-01 00:00:00.125".into())).expect("time"),
+            "'2026-01-01 00:00:00.125'"
+        );
+        assert_eq!(literal(Col::Decimal, &Some("-12.50".into())).expect("decimal"), "-12.50");
+        assert!(literal(Col::Float, &Some("1; DROP".into())).is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! The window comparator: for every window of the retention-bounded tables,
+//! The window comparator: for every window of the pipeline's retention-bounded tables,
 //! settled on both clusters, a pushed-down row count and digest per side,
 //! compared; differing windows are read again once both clusters applied
 //! the same offsets ([`crate::confirm`]) and drilled down to their keys.
@@ -17,7 +17,7 @@ use crate::drill::drill_window;
 use crate::error::VerifyError;
 use crate::first_pass::{self, first_pass, FirstPass};
 use crate::history::{self, RunOutcome, RunRecord, WindowResult, WindowVerdict};
-use crate::spec::{TableSpec, WINDOWED};
+use crate::spec::{self, TableSpec};
 
 /// Which windows to look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,16 @@ pub fn retention_floor(old: &ClusterConfig, new: &ClusterConfig, now_secs: i64) 
     now_secs.saturating_sub(secs(retention)).saturating_add(secs(partition))
 }
 
+/// [`retention_floor`] of one table: a table the pipeline keeps longer than
+/// `[time] retention` (its own `retention`) is held longer on both clusters.
+pub fn table_retention_floor(old: &ClusterConfig, new: &ClusterConfig, table: &str, now_secs: i64) -> i64 {
+    let kept_ms =
+        |c: &ClusterConfig| c.pipeline.table(table).map_or(c.time.retention_ms(), |t| c.time.table_retention_ms(t));
+    let retention_secs = kept_ms(old).min(kept_ms(new)) / 1000;
+    let partition = old.time.partition_secs().max(new.time.partition_secs());
+    now_secs.saturating_sub(retention_secs).saturating_add(partition)
+}
+
 /// Window starts of size `size` in `[from, to)`.
 fn window_starts(from: i64, to: i64, size: i64) -> Vec<i64> {
     let mut start = from.div_euclid(size) * size;
@@ -108,6 +118,7 @@ fn late_total(progress: &[PartitionProgress]) -> u64 {
 /// Runs the comparator over the configured range, records the results in the
 /// new cluster's control database, and returns them.
 pub async fn run_windows(config: &WindowsConfig, shutdown: &CancellationToken) -> Result<WindowsOutcome, VerifyError> {
+    spec::check_same_pipeline(&config.old, &config.new)?;
     check_same_windows(&config.old, &config.new)?;
     let old = Side::new(config.old.clone());
     let new = Side::new(config.new.clone());
@@ -139,6 +150,8 @@ async fn run_with(
 struct TimeSpan {
     /// The start asked for.
     requested_from: i64,
+    /// The run's clock (epoch seconds): where the retention floors are measured from.
+    now: i64,
     /// The start compared: `requested_from` raised to the retention floor.
     from: i64,
     /// The end (exclusive).
@@ -155,7 +168,7 @@ impl TimeSpan {
             return Err(VerifyError::Usage(format!("empty time range: from {requested_from} is not before to {to}")));
         }
         let from = requested_from.max(retention_floor(&config.old, &config.new, now_secs));
-        Ok(Self { requested_from, from, to })
+        Ok(Self { requested_from, now: now_secs, from, to })
     }
 }
 
@@ -174,6 +187,8 @@ struct Comparison<'a> {
     partitions: Vec<(String, i32)>,
     /// Late messages applied on each cluster at the start: an earlier `equal` holds only if unchanged.
     late: (u64, u64),
+    /// The pipeline's windowed tables, in report order.
+    tables: Vec<TableSpec>,
     started: Instant,
     run: RunRecord,
     windows: Vec<WindowResult>,
@@ -227,6 +242,7 @@ impl<'a> Comparison<'a> {
             new_progress,
             partitions,
             late,
+            tables: spec::windowed(&config.old)?,
             started: Instant::now(),
             run,
             windows: Vec::new(),
@@ -241,16 +257,19 @@ impl<'a> Comparison<'a> {
     /// per table), and drills into the windows that differ.
     async fn compare_tables(&mut self, shutdown: &CancellationToken) -> Result<(), VerifyError> {
         let mut plans = Vec::new();
-        for table in WINDOWED {
+        for table in self.tables.clone() {
             if shutdown.is_cancelled() {
                 return Err(VerifyError::Cancelled);
             }
-            let size = table.window.map(|(_, w)| w.secs(&self.config.old.time)).unwrap_or(60);
+            let size = table.window_secs();
             let span = self.span;
+            // At most `span.from`: a table's own retention is never shorter than `[time]`'s.
+            let floor = table_retention_floor(&self.config.old, &self.config.new, &table.name, span.now);
+            let from = span.requested_from.max(floor).min(span.from);
             self.skipped_for_retention +=
-                u64::try_from(window_starts(span.requested_from, span.from.min(span.to), size).len()).unwrap_or(0);
-            let verdicts = self.settlement(&window_starts(span.from, span.to, size), size);
-            let to_check = self.reuse_proven(table, size, &verdicts).await?;
+                u64::try_from(window_starts(span.requested_from, from.min(span.to), size).len()).unwrap_or(0);
+            let verdicts = self.settlement(&window_starts(from, span.to, size), size);
+            let to_check = self.reuse_proven(&table, size, &verdicts).await?;
             self.run.windows_checked += u64::try_from(to_check.len()).unwrap_or(0);
             if !to_check.is_empty() {
                 plans.push((table, size, to_check));
@@ -293,7 +312,10 @@ impl<'a> Comparison<'a> {
             }
             self.judge_windows(pass).await?;
         }
-        self.windows.sort_by_key(|w| (table_order(w.tbl), w.window_start));
+        let order = |name: &str| self.tables.iter().position(|t| t.name == name).unwrap_or(usize::MAX);
+        let mut windows = std::mem::take(&mut self.windows);
+        windows.sort_by_key(|w| (order(&w.tbl), w.window_start));
+        self.windows = windows;
         Ok(())
     }
 
@@ -323,12 +345,12 @@ impl<'a> Comparison<'a> {
     /// comparable now) and returns the starts of those that do.
     async fn reuse_proven(
         &mut self,
-        table: TableSpec,
+        table: &TableSpec,
         size: i64,
         verdicts: &[(i64, Option<WindowVerdict>)],
     ) -> Result<Vec<i64>, VerifyError> {
         let (Some(first), Some(last)) = (verdicts.first(), verdicts.last()) else { return Ok(Vec::new()) };
-        let previous = history::windows(self.control, table.name, first.0, last.0 + size).await?;
+        let previous = history::windows(self.control, &table.name, first.0, last.0 + size).await?;
         let clusters = (self.old.name().to_string(), self.new.name().to_string());
         let mut to_check = Vec::new();
         for &(start, verdict) in verdicts {
@@ -346,7 +368,7 @@ impl<'a> Comparison<'a> {
                 (Some(p), _) => {
                     self.run.windows_reused += 1;
                     self.windows.push(WindowResult::without_digest(
-                        table.name,
+                        table.name.clone(),
                         start,
                         size,
                         WindowVerdict::Equal,
@@ -354,7 +376,7 @@ impl<'a> Comparison<'a> {
                     ));
                 }
                 (None, Some(v)) => {
-                    self.windows.push(WindowResult::without_digest(table.name, start, size, v, (None, None)))
+                    self.windows.push(WindowResult::without_digest(table.name.clone(), start, size, v, (None, None)))
                 }
                 (None, None) => to_check.push(start),
             }
@@ -383,11 +405,11 @@ impl<'a> Comparison<'a> {
             // `second` holds exactly the windows that differed on the first read.
             if let Some((o2, n2)) = second.as_ref().filter(|_| !nibbles.is_empty()) {
                 if confirm::recheck(first, (at(o2, start), at(n2, start))) == Recheck::Changed {
-                    self.changed_while_settled(table, start, size);
+                    self.changed_while_settled(&table, start, size);
                     continue;
                 }
             }
-            self.judge(table, start, size, first, &nibbles).await?;
+            self.judge(&table, start, size, first, &nibbles).await?;
         }
         Ok(())
     }
@@ -395,15 +417,15 @@ impl<'a> Comparison<'a> {
     /// A window its fences call settled changed between two reads: written
     /// after settlement (late, or out of order in its partition). It is left
     /// unsettled, so a later run compares it again.
-    fn changed_while_settled(&mut self, table: TableSpec, start: i64, size: i64) {
+    fn changed_while_settled(&mut self, table: &TableSpec, start: i64, size: i64) {
         tracing::warn!(
-            table = table.name,
+            table = %table.name,
             start,
             "window changed after its fences called it settled: late or out-of-order messages; compared again next run"
         );
-        crate::metrics::changed_while_settled(table.name);
+        crate::metrics::changed_while_settled(&table.name);
         self.windows.push(WindowResult::without_digest(
-            table.name,
+            table.name.clone(),
             start,
             size,
             WindowVerdict::NotSettled,
@@ -415,7 +437,7 @@ impl<'a> Comparison<'a> {
     /// one is drilled down to its keys.
     async fn judge(
         &mut self,
-        table: TableSpec,
+        table: &TableSpec,
         start: i64,
         size: i64,
         (a, b): (Digest, Digest),
@@ -424,7 +446,7 @@ impl<'a> Comparison<'a> {
         self.run.rows_compared += a.rows + b.rows;
         let equal = nibbles.is_empty();
         let mut result = WindowResult {
-            tbl: table.name,
+            tbl: table.name.clone(),
             window_start: start,
             window_end: start + size,
             state: if equal { WindowVerdict::Equal } else { WindowVerdict::Different },
@@ -435,11 +457,11 @@ impl<'a> Comparison<'a> {
             differences: 0,
         };
         if !equal {
-            let found = drill_window(self.old, self.new, &table, start, start + size, nibbles).await?;
+            let found = drill_window(self.old, self.new, table, start, start + size, nibbles).await?;
             if found.is_empty() {
-                tracing::warn!(table = table.name, start, "window digests differ but no differing key was found");
+                tracing::warn!(table = %table.name, start, "window digests differ but no differing key was found");
             }
-            tracing::info!(table = table.name, start, differences = found.len(), "window differs");
+            tracing::info!(table = %table.name, start, differences = found.len(), "window differs");
             result.differences = u64::try_from(found.len()).unwrap_or(u64::MAX);
             self.differences.extend(found);
         }
@@ -537,10 +559,6 @@ async fn both_passes(
     futures::try_join!(first_pass(old, table, size, &ranges, clock), first_pass(new, table, size, &ranges, clock))
 }
 
-fn table_order(name: &str) -> usize {
-    WINDOWED.iter().position(|t| t.name == name).unwrap_or(usize::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,6 +592,23 @@ mod tests {
         let a = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"");
         let b = cluster("minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"120s\"\nretention = \"1h\"");
         assert_eq!(retention_floor(&a, &b, 100_000), 100_000 - 3600 + 120);
+    }
+
+    #[test]
+    fn a_table_kept_longer_is_compared_further_back() {
+        let (_dir, path) = crate::spec::edited_api(|text| {
+            text.replacen("name = \"api_failures\"\n", "name = \"api_failures\"\nretention = \"3h\"\n", 1)
+        });
+        let time =
+            "minute_window = \"10s\"\nhour_window = \"60s\"\npartition = \"60s\"\nretention = \"2h\"\nahead = \"5m\"";
+        let text = format!(
+            "pipeline = {:?}\nname = \"c\"\n[auth]\nuser = \"u\"\n[[shards]]\nrange = \"-\"\ndsn = \"mysql://h/db\"\n[time]\n{time}\n",
+            path.display().to_string()
+        );
+        let c = ClusterConfig::from_toml_str(&text, std::path::Path::new("."), &|_| None).expect("cluster");
+        assert_eq!(table_retention_floor(&c, &c, "api_failures", 100_000), 100_000 - 3 * 3600 + 60);
+        assert_eq!(table_retention_floor(&c, &c, "api_route_minute", 100_000), 100_000 - 2 * 3600 + 60);
+        assert_eq!(retention_floor(&c, &c, 100_000), 100_000 - 2 * 3600 + 60);
     }
 
     #[test]

@@ -324,7 +324,7 @@ async fn finds_every_injected_divergence_and_nothing_else() {
     let table = |stop| TableConfig {
         old: old.clone(),
         new: new.clone(),
-        table: verify::spec::QUERY_PATTERNS,
+        table: verify::spec::table(old, "query_patterns").expect("spec").expect("query_patterns"),
         page_rows: 100,
         restart: false,
         stop_after_rows: stop,
@@ -355,7 +355,7 @@ async fn finds_every_injected_divergence_and_nothing_else() {
 
     // The report, and its timeline in headless Chromium.
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verify-report");
-    let report = verify::report::build(control, &new.time, from - 1800, to + 1800).await.expect("report");
+    let report = verify::report::build(control, new, from - 1800, to + 1800).await.expect("report");
     pools.disconnect().await;
     let files = verify::report::write(&report, &out).expect("write report");
     assert_eq!(files.len(), 4);

@@ -13,10 +13,11 @@ use verify::diff::DiffKind;
 use verify::digest::Side;
 use verify::drill::drill_window;
 use verify::first_pass::{differing, first_pass, per_window, BucketKey, FirstPass};
-use verify::spec::{TableSpec, QUERY_STATS_MINUTE, SLOW_QUERIES};
+use verify::spec::TableSpec;
 
 async fn passes(old: &Side, new: &Side, table: &TableSpec, from: i64, to: i64) -> (FirstPass, FirstPass) {
-    let size = table.window.map(|(_, w)| w.secs(&old.config.time)).expect("windowed");
+    let size = table.window_secs();
+    assert!(size > 0, "{} is windowed", table.name);
     let (clock, range) = (Instant::now(), [(from, to)]);
     futures::try_join!(first_pass(old, table, size, &range, clock), first_pass(new, table, size, &range, clock))
         .expect("first pass")
@@ -45,8 +46,10 @@ async fn first_pass_catches_a_changed_byte_a_duplicated_row_and_a_moved_row() {
     let start = support::two_hours_ago() - 3 * 3600;
     verify::bench::generate(&[&old, &new], 6000, start).await.expect("generate");
     let (from, to) = (start, start + 6 * 3600);
+    let spec = |name: &str| verify::spec::table(&old.config, name).expect("spec").expect(name);
+    let (stats_minute, slow_queries) = (spec("query_stats_minute"), spec("slow_queries"));
 
-    let (o, n) = passes(&old, &new, &QUERY_STATS_MINUTE, from, to).await;
+    let (o, n) = passes(&old, &new, &stats_minute, from, to).await;
     assert!(differing(&o, &n).is_empty(), "same rows on 4 and 8 shards give the same buckets");
     assert_eq!(per_window(&o).len(), 300);
     assert!(o.buckets.len() > 300, "windows are split by keyspace-id nibble: {}", o.buckets.len());
@@ -77,14 +80,14 @@ async fn first_pass_catches_a_changed_byte_a_duplicated_row_and_a_moved_row() {
         on_shard(&new.config, shard, &flip).await;
         (shard, flip, row)
     };
-    let (o, n) = passes(&old, &new, &QUERY_STATS_MINUTE, from, to).await;
+    let (o, n) = passes(&old, &new, &stats_minute, from, to).await;
     let (key, a, b) = only_difference(&o, &n);
     assert_eq!(key.window, window);
     assert_eq!(a.rows, b.rows, "a changed byte keeps the count");
     assert_ne!(a.lane_a, b.lane_a, "the SHA1 lane sees a single changed byte");
     assert_eq!((a.lane_b, b.lane_b), (0, 0), "the first pass has one lane");
     let nibbles = differing(&o, &n).remove(&window).expect("window differs");
-    let found = drill_window(&old, &new, &QUERY_STATS_MINUTE, window, window + 60, &nibbles).await.expect("drill");
+    let found = drill_window(&old, &new, &stats_minute, window, window + 60, &nibbles).await.expect("drill");
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].kind, DiffKind::Changed);
     assert!(found[0].key.contains(&format!("database_id={db}, fingerprint={fp}")), "{}", found[0].key);
@@ -92,7 +95,7 @@ async fn first_pass_catches_a_changed_byte_a_duplicated_row_and_a_moved_row() {
 
     // A slow query stored twice (a copy on a second shard of the new cluster):
     // the count grows by one and the lane by exactly the row's own hash.
-    let (o, n) = passes(&old, &new, &SLOW_QUERIES, from, to).await;
+    let (o, n) = passes(&old, &new, &slow_queries, from, to).await;
     assert!(differing(&o, &n).is_empty());
     let shard = 0;
     let rows: Vec<(i32, i64)> =
@@ -112,7 +115,7 @@ async fn first_pass_catches_a_changed_byte_a_duplicated_row_and_a_moved_row() {
     )
     .await;
     on_shard(&new.config, copy_to, &format!("INSERT INTO slow_queries VALUES ({})", tuple[0])).await;
-    let (o, n) = passes(&old, &new, &SLOW_QUERIES, from, to).await;
+    let (o, n) = passes(&old, &new, &slow_queries, from, to).await;
     let (_, a, b) = only_difference(&o, &n);
     assert_eq!(b.rows, a.rows + 1, "the duplicate is counted");
     assert_eq!(b.misplaced, 1, "and the copy sits on a shard that does not own it");
@@ -122,7 +125,7 @@ async fn first_pass_catches_a_changed_byte_a_duplicated_row_and_a_moved_row() {
         &format!(
             "SELECT CAST(CONV(LEFT(SHA1({e}), 16), 16, 10) AS UNSIGNED) FROM slow_queries \
              WHERE src_partition = {partition} AND src_offset = {offset}",
-            e = verify::first_pass::encoding_sql(&SLOW_QUERIES)
+            e = verify::first_pass::encoding_sql(&slow_queries)
         ),
     )
     .await;
@@ -139,7 +142,7 @@ async fn first_pass_catches_a_changed_byte_a_duplicated_row_and_a_moved_row() {
     // value the encoding leaves to the bucket key; a slow query's
     // occurred_at, which is in the encoding): both windows differ, and the
     // drill-down finds the row missing from one and extra in the other.
-    for (table, time) in [(&QUERY_STATS_MINUTE, "window_start"), (&SLOW_QUERIES, "occurred_at")] {
+    for (table, time) in [(&stats_minute, "window_start"), (&slow_queries, "occurred_at")] {
         let (o, n) = passes(&old, &new, table, from, to).await;
         assert!(differing(&o, &n).is_empty(), "{}: equal before the move", table.name);
         let rows: Vec<(i64, i64)> = query_shard(

@@ -81,7 +81,7 @@ async fn reports_no_difference_while_both_groups_are_writing() {
     // The report while the newest windows still settle: all four states show.
     let pools = cluster::pool::ShardPools::new(&new.config);
     let control = pools.control().expect("control");
-    let report = verify::report::build(control, &new.config.time, start - 60, start + 180).await.expect("report");
+    let report = verify::report::build(control, &new.config, start - 60, start + 180).await.expect("report");
     pools.disconnect().await;
     let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verify-report-live");
     verify::report::write(&report, &out).expect("write report");

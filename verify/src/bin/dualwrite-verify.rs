@@ -1,5 +1,9 @@
 //! `dualwrite-verify`: prove the old and new clusters hold the same data.
 //!
+//! Every table compared comes from the clusters' pipeline (the cluster
+//! files' `pipeline = "..."`, default the built-in Insights); two cluster
+//! files naming different pipelines are refused.
+//!
 //! Exit codes: 0 equal, 1 different, 2 could not run.
 
 use std::net::SocketAddr;
@@ -32,7 +36,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compare every settled window of query_stats_minute, query_stats_hour and slow_queries.
+    /// Compare every settled window of every windowed table of the pipeline.
     Windows {
         #[command(flatten)]
         clusters: Clusters,
@@ -45,10 +49,11 @@ enum Command {
         #[arg(long, env = "DUALWRITE_VERIFY_OUT")]
         out: Option<PathBuf>,
     },
-    /// Full diff of an unbounded table (query_patterns), resumable.
+    /// Full diff of the pipeline's unbounded (latest) tables, resumable;
+    /// one JSON line per table.
     Table {
-        /// The table: query_patterns.
-        table: String,
+        /// One unbounded table (default: each of them, in the pipeline's order).
+        table: Option<String>,
         #[command(flatten)]
         clusters: Clusters,
         /// Rows read per shard per query (and per checkpoint).
@@ -70,7 +75,7 @@ enum Command {
         #[arg(long, env = "DUALWRITE_VERIFY_OUT", default_value = "verify-report")]
         out: PathBuf,
     },
-    /// Daemon: windows, table and report on a schedule, each into a dated
+    /// Daemon: windows, every unbounded table and report on a schedule, each into a dated
     /// directory under --out; keeps the last --keep; gauges on --metrics-addr
     /// (default 127.0.0.1:9467); a run never overlaps another.
     Nightly {
@@ -98,7 +103,8 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         page_rows: usize,
     },
-    /// Comparator rows/s against CHECKSUM TABLE on the same shards; one JSON line.
+    /// Comparator rows/s against CHECKSUM TABLE on the same shards, over the
+    /// pipeline's windowed tables; one JSON line.
     Bench {
         #[command(flatten)]
         clusters: Clusters,
@@ -201,17 +207,32 @@ fn main() -> ExitCode {
 }
 
 fn exit_for(outcome: RunOutcome) -> ExitCode {
+    ExitCode::from(exit_code(outcome))
+}
+
+fn exit_code(outcome: RunOutcome) -> u8 {
     match outcome {
-        RunOutcome::Equal => ExitCode::SUCCESS,
-        RunOutcome::Different => ExitCode::from(1),
-        RunOutcome::Running | RunOutcome::Error => ExitCode::from(2),
+        RunOutcome::Equal => 0,
+        RunOutcome::Different => 1,
+        RunOutcome::Running | RunOutcome::Error => 2,
+    }
+}
+
+/// The new cluster's file of any command (its pipeline names the metrics' tables).
+fn new_file(command: &Command) -> &PathBuf {
+    match command {
+        Command::Windows { clusters, .. }
+        | Command::Table { clusters, .. }
+        | Command::Nightly { clusters, .. }
+        | Command::Bench { clusters, .. } => &clusters.new,
+        Command::Report { new, .. } => new,
     }
 }
 
 async fn write_report(new: &ClusterConfig, from: i64, to: i64, out: &std::path::Path) -> anyhow::Result<()> {
     let side = Side::new(new.clone());
     let control = side.pools.control().context("the new cluster file has no [control] dsn")?;
-    let report = verify::report::build(control, &new.time, from, to).await;
+    let report = verify::report::build(control, new, from, to).await;
     side.pools.disconnect().await;
     let files = verify::report::write(&report?, out)?;
     for f in files {
@@ -230,7 +251,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     if let Some(addr) = metrics_addr {
         service::install_metrics(addr)?;
-        verify::metrics::describe();
+        let pipeline = load(new_file(&cli.command))?.pipeline;
+        verify::metrics::describe(pipeline.windowed().map(|t| t.name.as_str()));
     }
     let shutdown: CancellationToken = service::shutdown_on_signals();
     match cli.command {
@@ -241,6 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 range: range.range(),
                 recheck_all,
             };
+            verify::spec::check_same_pipeline(&config.old, &config.new)?;
             cluster::pool::preflight(&config.old).await?;
             cluster::pool::preflight(&config.new).await?;
             let outcome = verify::windows::run_windows(&config, &shutdown).await?;
@@ -252,29 +275,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(exit_for(outcome.run.outcome))
         }
         Command::Table { table, clusters, page_rows, restart, out } => {
-            let spec = verify::spec::UNBOUNDED
-                .iter()
-                .find(|t| t.name == table)
-                .copied()
-                .with_context(|| format!("unknown unbounded table {table:?} (expected query_patterns)"))?;
-            let config = TableConfig {
-                old: load(&clusters.old)?,
-                new: load(&clusters.new)?,
-                table: spec,
-                page_rows,
-                restart,
-                stop_after_rows: None,
+            let (old, new) = (load(&clusters.old)?, load(&clusters.new)?);
+            verify::spec::check_same_pipeline(&old, &new)?;
+            let unbounded = verify::spec::unbounded(&new)?;
+            let names = || unbounded.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
+            let specs = match table {
+                Some(name) => vec![unbounded.iter().find(|t| t.name == name).cloned().with_context(|| {
+                    format!(
+                        "{name:?} is not an unbounded table of pipeline {} (its unbounded tables: {})",
+                        new.pipeline.name,
+                        names()
+                    )
+                })?],
+                None => unbounded.clone(),
             };
-            let outcome = verify::table::run_table(&config, &shutdown).await?;
+            if specs.is_empty() {
+                tracing::info!(pipeline = %new.pipeline.name, "the pipeline has no unbounded table: nothing to diff");
+            }
+            let mut code = 0;
+            for spec in specs {
+                let config = TableConfig {
+                    old: old.clone(),
+                    new: new.clone(),
+                    table: spec,
+                    page_rows,
+                    restart,
+                    stop_after_rows: None,
+                };
+                let outcome = verify::table::run_table(&config, &shutdown).await?;
+                println!("{}", serde_json::to_string(&outcome.run)?);
+                if !outcome.complete {
+                    code = 2;
+                    break;
+                }
+                code = code.max(exit_code(outcome.run.outcome));
+            }
             if let Some(out) = out {
                 let now = chrono::Utc::now().timestamp();
-                write_report(&config.new, now - 86_400, now, &out).await?;
+                write_report(&new, now - 86_400, now, &out).await?;
             }
-            println!("{}", serde_json::to_string(&outcome.run)?);
-            if !outcome.complete {
-                return Ok(ExitCode::from(2));
-            }
-            Ok(exit_for(outcome.run.outcome))
+            Ok(ExitCode::from(code))
         }
         Command::Nightly { clusters, at, every, recheck_all_every, since, out, keep, page_rows } => {
             let schedule = match (at, every) {
@@ -309,6 +349,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench { clusters, range, generate, database, keep } => {
             let (mut old, mut new) = (load(&clusters.old)?, load(&clusters.new)?);
+            verify::spec::check_same_pipeline(&old, &new)?;
             if let Some(db) = &database {
                 old = old.with_database(db)?;
                 new = new.with_database(db)?;
