@@ -24,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
-const TENANTS: u64 = 400;
+const TENANTS: u64 = 1000;
 const ROUTES: u64 = 12;
 const BASE_MS: i64 = 1_760_000_000_000;
 const METHODS: [&str; 4] = ["GET", "POST", "PUT", "DELETE"];
@@ -239,7 +239,7 @@ async fn copies_another_pipelines_latest_table_under_concurrent_updates() {
         }
         assert!(!copier.is_finished(), "the copier stopped: {:?}", copier.await);
         assert!(started.elapsed() < Duration::from_secs(180), "no replication: {streams:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
@@ -284,7 +284,14 @@ fn config(c: &Clusters) -> CopierConfig {
         from: c.old.clone(),
         to: c.new.clone(),
         table: "api_routes".into(),
-        settings: copier::Settings { chunk_rows: 300, ..quick_settings() },
+        // Short copy phases of small chunks: the snapshot takes many copy and
+        // catch-up phases while the writer writes.
+        settings: copier::Settings {
+            chunk_rows: 100,
+            copy_phase: Duration::from_millis(30),
+            catch_up_phase: Duration::from_millis(300),
+            ..quick_settings()
+        },
         progress: false,
     }
 }
