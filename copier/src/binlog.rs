@@ -360,7 +360,7 @@ fn image_of(
             other => Err(format!("unexpected binlog value {other:?}")),
         })
         .collect::<Result<_, _>>()?;
-    copied.image_with(&values, ids)
+    copied.image_with(values, ids)
 }
 
 #[cfg(test)]
@@ -553,7 +553,7 @@ mod tests {
                 assert_eq!(first.key, key("fa"));
                 assert_eq!(first.cells[3], Cell::Text("select 1".into()));
                 assert_eq!(first.cells[4], Cell::Text("[]".into()));
-                assert_eq!(first.cells[2], Cell::Bytes(cluster::vindex::keyspace_id(7).to_vec()));
+                assert_eq!(first.keyspace_id, cluster::vindex::keyspace_id(7));
                 let (Cell::DateTime(first_seen), Cell::DateTime(last_seen)) = (&first.cells[5], &first.cells[6]) else {
                     panic!("datetimes: {first:?}")
                 };

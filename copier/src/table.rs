@@ -119,13 +119,13 @@ impl CopiedTable {
     /// An image from every column's value in column order (a binlog row
     /// image, or a test's row). The keyspace id columns are not read: they
     /// are recomputed from the sharding column with the vindex.
-    pub fn image(&self, values: &[mysql_async::Value]) -> Result<Image, String> {
+    pub fn image(&self, values: Vec<mysql_async::Value>) -> Result<Image, String> {
         self.image_with(values, &mut KeyspaceIds::default())
     }
 
     /// [`Self::image`] with the vindex remembered over consecutive images
     /// (an update's before and after images share their sharding value).
-    pub fn image_with(&self, values: &[mysql_async::Value], ids: &mut KeyspaceIds) -> Result<Image, String> {
+    pub fn image_with(&self, values: Vec<mysql_async::Value>, ids: &mut KeyspaceIds) -> Result<Image, String> {
         if values.len() != self.columns.len() {
             return Err(format!("expected {} columns, got {}", self.columns.len(), values.len()));
         }
@@ -140,7 +140,8 @@ impl CopiedTable {
         Ok(self.image_of_cells_with(cells, ids))
     }
 
-    /// An image from its cells (the keyspace id columns' are replaced).
+    /// An image from its cells (the keyspace id columns' are left empty:
+    /// [`Self::values_tuple`] writes the image's keyspace id there).
     pub fn image_of_cells(&self, cells: Vec<Cell>) -> Image {
         self.image_of_cells_with(cells, &mut KeyspaceIds::default())
     }
@@ -150,7 +151,7 @@ impl CopiedTable {
         let keyspace_id = ids.of(key.0[self.sharding].as_u64().unwrap_or_default());
         for (c, cell) in self.columns.iter().zip(cells.iter_mut()) {
             if c.role == Role::KeyspaceId {
-                *cell = Cell::Bytes(keyspace_id.to_vec());
+                *cell = Cell::Bytes(Vec::new());
             }
         }
         Image { key, cells, keyspace_id }
@@ -165,11 +166,15 @@ impl CopiedTable {
     pub fn values_tuple(&self, image: &Image) -> String {
         let mut out = String::with_capacity(64 * image.cells.len());
         out.push('(');
-        for (i, cell) in image.cells.iter().enumerate() {
+        for (i, (cell, c)) in image.cells.iter().zip(&self.columns).enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            cell.push_literal(&mut out);
+            if c.role == Role::KeyspaceId {
+                sql::push_hex(&mut out, &image.keyspace_id);
+            } else {
+                cell.push_literal(&mut out);
+            }
         }
         out.push(')');
         out
@@ -240,53 +245,42 @@ impl CopiedTable {
         if values.len() != self.key.len() + runs {
             return Err(format!("expected {} columns, got {}", self.key.len() + runs, values.len()));
         }
-        let mut values = values.into_iter();
+        let mut values = values;
         let mut key = Vec::with_capacity(self.key.len());
-        for &p in &self.key {
+        for (&p, v) in self.key.iter().zip(values.iter_mut()) {
             let c = &self.columns[p];
-            let v = values.next().unwrap_or(mysql_async::Value::NULL);
-            key.push(c.kind.cell(&v).map_err(|why| format!("{}: {why}", c.name))?);
-        }
-        let mut quoted_runs = Vec::with_capacity(runs);
-        for v in values {
-            match v {
-                mysql_async::Value::Bytes(b) => {
-                    quoted_runs.push(String::from_utf8(b).map_err(|_| "a quoted column is not UTF-8".to_owned())?)
-                }
-                other => return Err(format!("unexpected quoted columns {other:?}")),
-            }
+            key.push(
+                c.kind
+                    .cell(std::mem::replace(v, mysql_async::Value::NULL))
+                    .map_err(|why| format!("{}: {why}", c.name))?,
+            );
         }
         let key = Key(key);
         let keyspace_id = ids.of(key.0[self.sharding].as_u64().unwrap_or_default());
-        let bytes: usize = quoted_runs.iter().map(String::len).sum();
+        let quoted = &values[self.key.len()..];
+        let bytes: usize = quoted.iter().map(|v| if let mysql_async::Value::Bytes(b) = v { b.len() } else { 0 }).sum();
         let mut tuple = String::with_capacity(bytes + 32 * self.columns.len());
         tuple.push('(');
         let (mut run, mut in_run) = (0, false);
         for (i, c) in self.columns.iter().enumerate() {
-            let first = i == 0;
+            if c.role == Role::Value && in_run {
+                continue;
+            }
+            in_run = c.role == Role::Value;
+            if i > 0 {
+                tuple.push(',');
+            }
             match c.role {
                 Role::Key => {
-                    in_run = false;
-                    if !first {
-                        tuple.push(',');
-                    }
                     let at = self.key.iter().position(|&p| p == i).unwrap_or_default();
                     key.0[at].push_literal(&mut tuple);
                 }
-                Role::KeyspaceId => {
-                    in_run = false;
-                    if !first {
-                        tuple.push(',');
-                    }
-                    sql::push_hex(&mut tuple, &keyspace_id);
-                }
-                Role::Value if in_run => {}
+                Role::KeyspaceId => sql::push_hex(&mut tuple, &keyspace_id),
                 Role::Value => {
-                    in_run = true;
-                    if !first {
-                        tuple.push(',');
-                    }
-                    tuple.push_str(&quoted_runs[run]);
+                    let mysql_async::Value::Bytes(b) = &quoted[run] else {
+                        return Err(format!("unexpected quoted columns {:?}", quoted[run]));
+                    };
+                    tuple.push_str(std::str::from_utf8(b).map_err(|_| "a quoted column is not UTF-8".to_owned())?);
                     run += 1;
                 }
             }

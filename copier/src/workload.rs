@@ -178,7 +178,7 @@ pub async fn read_all(config: &ClusterConfig, table: &CopiedTable) -> Result<BTr
             let key = Key(table
                 .key
                 .iter()
-                .zip(&raw_key)
+                .zip(raw_key)
                 .map(|(&p, v)| table.columns[p].kind.cell(v))
                 .collect::<Result<_, _>>()
                 .map_err(anyhow::Error::msg)?);

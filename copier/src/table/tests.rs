@@ -125,11 +125,11 @@ fn images_from_binlog_and_text_values_agree() {
         Value::Bytes(b"2026-01-02 03:04:05.123".to_vec()),
         Value::Bytes(b"2026-01-02 03:04:06.000".to_vec()),
     ];
-    let a = t.image(&binlog).expect("binlog image");
-    let b = t.image(&text).expect("text image");
+    let a = t.image(binlog.to_vec()).expect("binlog image");
+    let b = t.image(text.to_vec()).expect("text image");
     assert_eq!(a, b);
     assert_eq!(a.key.0[0], Cell::UInt(u64::MAX));
     assert_eq!(a.keyspace_id, cluster::vindex::keyspace_id(u64::MAX));
     assert!(t.values_tuple(&a).contains("'2026-01-02 03:04:05.123000'"));
-    assert!(t.image(&binlog[..6]).is_err());
+    assert!(t.image(binlog[..6].to_vec()).is_err());
 }
