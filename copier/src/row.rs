@@ -52,7 +52,7 @@ impl Cell {
             Cell::UInt(v) => {
                 let _ = write!(out, "{v}");
             }
-            Cell::Text(s) => out.push_str(&sql::lit(s.as_str())),
+            Cell::Text(s) => push_text_literal(out, s),
             Cell::Bytes(b) => sql::push_hex(out, b),
             Cell::DateTime(us) => out.push_str(&sql::datetime_us(*us)),
         }
@@ -138,6 +138,31 @@ impl Kind {
             (kind, other) => Err(format!("unexpected value {other:?} for a {kind:?} column")),
         }
     }
+}
+
+/// `'text'` escaped as `cluster::sql::lit` escapes it (backslash escapes:
+/// the session's sql_mode never has NO_BACKSLASH_ESCAPES), written in place.
+fn push_text_literal(out: &mut String, text: &str) {
+    out.reserve(text.len() + 2);
+    out.push('\'');
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let escaped = match b {
+            0 => "\\0",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\\' => "\\\\",
+            b'\'' => "\\'",
+            b'"' => "\\\"",
+            0x1a => "\\Z",
+            _ => continue,
+        };
+        out.push_str(&text[start..i]);
+        out.push_str(escaped);
+        start = i + 1;
+    }
+    out.push_str(&text[start..]);
+    out.push('\'');
 }
 
 fn mask(bits: u32) -> u64 {
@@ -325,6 +350,11 @@ mod tests {
             out.push(' ');
         }
         assert_eq!(out, "7 'a\\'b' X'00ab' '1970-01-01 00:00:01.000123' ");
+        for text in ["", "plain", "a'b\"c\\d\0e\nf\rg\x1ah", "é'ü"] {
+            let mut out = String::new();
+            Cell::Text(text.into()).push_literal(&mut out);
+            assert_eq!(out, sql::lit(text), "{text:?}");
+        }
         let k = |id, s: &str| Key(vec![Cell::UInt(id), Cell::Text(s.into())]);
         assert!(k(2, "a") < k(10, "a"));
         assert!(k(2, "B") < k(2, "a"));

@@ -51,6 +51,8 @@ pub struct CopiedTable {
     /// Maximal runs of consecutive value columns, in column order: one
     /// server-quoted string each in a snapshot row.
     runs: Vec<Vec<usize>>,
+    /// A snapshot row's `VALUES` tuple, part by part (runs collapsed).
+    layout: Vec<Part>,
     /// The description's table (the upsert is `pipeline::upsert` of it).
     pub described: pipeline::Table,
 }
@@ -108,7 +110,8 @@ impl CopiedTable {
             return Err(config(format!("table {name}: its merge rule is not written blind")));
         }
         let runs = value_runs(&columns);
-        Ok(Self { name: name.to_owned(), columns, key, sharding, merge, runs, described: described.clone() })
+        let layout = layout(&columns, &key, &runs);
+        Ok(Self { name: name.to_owned(), columns, key, sharding, merge, runs, layout, described: described.clone() })
     }
 
     /// The primary key's column names, in key order.
@@ -259,29 +262,20 @@ impl CopiedTable {
         let keyspace_id = ids.of(key.0[self.sharding].as_u64().unwrap_or_default());
         let quoted = &values[self.key.len()..];
         let bytes: usize = quoted.iter().map(|v| if let mysql_async::Value::Bytes(b) = v { b.len() } else { 0 }).sum();
-        let mut tuple = String::with_capacity(bytes + 32 * self.columns.len());
+        let mut tuple = String::with_capacity(bytes + 24 * self.key.len() + 24);
         tuple.push('(');
-        let (mut run, mut in_run) = (0, false);
-        for (i, c) in self.columns.iter().enumerate() {
-            if c.role == Role::Value && in_run {
-                continue;
-            }
-            in_run = c.role == Role::Value;
+        for (i, part) in self.layout.iter().enumerate() {
             if i > 0 {
                 tuple.push(',');
             }
-            match c.role {
-                Role::Key => {
-                    let at = self.key.iter().position(|&p| p == i).unwrap_or_default();
-                    key.0[at].push_literal(&mut tuple);
-                }
-                Role::KeyspaceId => sql::push_hex(&mut tuple, &keyspace_id),
-                Role::Value => {
+            match *part {
+                Part::Key(at) => key.0[at].push_literal(&mut tuple),
+                Part::KeyspaceId => sql::push_hex(&mut tuple, &keyspace_id),
+                Part::Run(run) => {
                     let mysql_async::Value::Bytes(b) = &quoted[run] else {
                         return Err(format!("unexpected quoted columns {:?}", quoted[run]));
                     };
                     tuple.push_str(std::str::from_utf8(b).map_err(|_| "a quoted column is not UTF-8".to_owned())?);
-                    run += 1;
                 }
             }
         }
@@ -360,6 +354,33 @@ impl CopiedTable {
         }
         Ok(())
     }
+}
+
+/// One part of a snapshot row's tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The key cell at this index of the key.
+    Key(usize),
+    KeyspaceId,
+    /// The server-quoted string of this run of value columns.
+    Run(usize),
+}
+
+/// The parts of a snapshot row's tuple, in column order (a run once).
+fn layout(columns: &[ColumnSpec], key: &[usize], runs: &[Vec<usize>]) -> Vec<Part> {
+    let mut parts = Vec::new();
+    for (i, c) in columns.iter().enumerate() {
+        match c.role {
+            Role::Key => parts.push(Part::Key(key.iter().position(|&p| p == i).unwrap_or_default())),
+            Role::KeyspaceId => parts.push(Part::KeyspaceId),
+            Role::Value => {
+                if let Some(run) = runs.iter().position(|r| r.first() == Some(&i)) {
+                    parts.push(Part::Run(run));
+                }
+            }
+        }
+    }
+    parts
 }
 
 /// Maximal runs of consecutive value columns, in column order.

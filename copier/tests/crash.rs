@@ -36,7 +36,16 @@ fn spawn_copier(c: &Clusters) -> Child {
         // took (a throttle latency of 1ms): the copy of the history must
         // outlast several kills, and it took under 2 s with 300-row chunks
         // and no pause on this machine.
-        .args(["--copy-phase", "700ms", "--catch-up-phase", "500ms", "--chunk-rows", "100", "--throttle-latency", "1ms"])
+        .args([
+            "--copy-phase",
+            "700ms",
+            "--catch-up-phase",
+            "500ms",
+            "--chunk-rows",
+            "100",
+            "--throttle-latency",
+            "1ms",
+        ])
         .args(["--batch-ops", "500", "--batch-wait", "50ms", "--status-interval", "200ms"])
         .args(["--metrics-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "copier=debug,warn")
