@@ -197,6 +197,7 @@ async fn copies_another_pipelines_latest_table_under_concurrent_updates() {
     let tag = format!("api{}", std::process::id());
     let old_file = cluster_file_with_pipeline("old", &tag, &api_toml());
     let new_file = cluster_file_with_pipeline("new", &tag, &api_toml());
+    let _files = Removed(vec![old_file.clone(), new_file.clone()]);
     let old = ClusterConfig::load(&old_file).expect("old cluster file");
     let new = ClusterConfig::load(&new_file).expect("new cluster file");
     assert_eq!(old.pipeline.name, "api");
@@ -274,8 +275,16 @@ async fn copies_another_pipelines_latest_table_under_concurrent_updates() {
     shutdown.cancel();
     copier.await.expect("join").expect("copier");
     c.cleanup().await;
-    for file in [old_file, new_file] {
-        let _ = std::fs::remove_file(file);
+}
+
+/// Files removed when the test ends, passed or failed.
+struct Removed(Vec<PathBuf>);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
