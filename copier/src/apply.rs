@@ -4,7 +4,8 @@
 //! ## Why an UPDATE is an upsert of its after image
 //!
 //! Group A changes a source row only through the merge rule (the consumer's
-//! upsert), so an UPDATE's after image is `merge(before image, new sightings)`.
+//! upsert of the table's description), so an UPDATE's after image is
+//! `merge(before image, new sightings)`.
 //! The target row is `merge(everything copied so far, group B's writes)`,
 //! which already includes the before image (it was copied or applied
 //! earlier). Merging the after image in therefore gives exactly
@@ -30,8 +31,9 @@ use mysql_async::{IsolationLevel, TxOpts};
 use crate::binlog::{Position, RowOp};
 use crate::error::CopierError;
 use crate::phase::Phase;
+use crate::row::{Image, Key};
 use crate::sidecar::{write_fence, Fence};
-use crate::table::{delete_sql, upsert_sql, CopyRow, PatternImage, PatternKey};
+use crate::table::{key_tuples, CopiedTable, CopyRow};
 
 /// Times a shard transaction rolled back by a deadlock is run again before the stream restarts.
 const LOCK_RETRIES: u32 = 5;
@@ -51,12 +53,14 @@ pub struct Target {
     pub config: ClusterConfig,
     /// One pool per new shard.
     pub pools: ShardPools,
+    /// The copied table (its key, vindex and statements; shared with the binlog readers).
+    pub table: std::sync::Arc<CopiedTable>,
 }
 
 impl Target {
     /// The new shard owning `key`'s row.
-    pub fn route(&self, key: &PatternKey) -> usize {
-        self.config.shard_index_for_database_id(key.database_id)
+    pub fn route(&self, key: &Key) -> usize {
+        self.config.shard_index_for(&self.table.keyspace_id(key))
     }
 
     /// The new shard owning the rows of keyspace id `keyspace_id`.
@@ -69,10 +73,10 @@ impl Target {
 #[derive(Debug, Default, PartialEq)]
 pub struct ShardWrite {
     /// Keys deleted by the batch (and possibly re-inserted by `upserts`).
-    pub deletes: Vec<PatternKey>,
+    pub deletes: Vec<Key>,
     /// One merged image per key: the join of the key's images after its
-    /// last delete, with the key's keyspace id (computed once, for routing).
-    pub upserts: Vec<(PatternImage, [u8; 8])>,
+    /// last delete (each with its keyspace id, computed once, for routing).
+    pub upserts: Vec<Image>,
     /// Operations the batch applied to this shard (before coalescing).
     pub applied: u64,
 }
@@ -84,25 +88,28 @@ pub struct ShardWrite {
 /// after the last delete". Deletes run before upserts in the shard's
 /// transaction, so that is exactly the sequential result.
 pub fn plan_binlog(target: &Target, fences: &[Fence], ops: &[PositionedOp]) -> Vec<ShardWrite> {
-    plan_with(|_, keyspace_id| target.route_keyspace_id(keyspace_id), fences, ops)
+    plan_with(&target.table, |keyspace_id| target.route_keyspace_id(keyspace_id), fences, ops)
 }
 
 fn plan_with(
-    route: impl Fn(&PatternKey, &[u8; 8]) -> usize,
+    table: &CopiedTable,
+    route: impl Fn(&[u8; 8]) -> usize,
     fences: &[Fence],
     ops: &[PositionedOp],
 ) -> Vec<ShardWrite> {
     struct Effect {
         delete: bool,
-        upsert: Option<PatternImage>,
-        keyspace_id: [u8; 8],
+        upsert: Option<Image>,
     }
-    let mut per_shard: Vec<BTreeMap<PatternKey, Effect>> = (0..fences.len()).map(|_| BTreeMap::new()).collect();
+    let mut per_shard: Vec<BTreeMap<Key, Effect>> = (0..fences.len()).map(|_| BTreeMap::new()).collect();
     let mut applied = vec![0_u64; fences.len()];
     for positioned in ops {
         let key = positioned.op.key();
-        let keyspace_id = cluster::vindex::keyspace_id(key.database_id);
-        let shard = route(key, &keyspace_id);
+        let keyspace_id = match &positioned.op {
+            RowOp::Upsert(image) => image.keyspace_id,
+            RowOp::Delete(key) => table.keyspace_id(key),
+        };
+        let shard = route(&keyspace_id);
         let fence = &fences[shard];
         // A delete applies even above the copied key: the next snapshot (taken
         // after it) will not hold the key either, and group B's row for it
@@ -112,14 +119,14 @@ fn plan_with(
             continue;
         }
         applied[shard] += 1;
-        let effect = per_shard[shard].entry(key.clone()).or_insert(Effect { delete: false, upsert: None, keyspace_id });
+        let effect = per_shard[shard].entry(key.clone()).or_insert(Effect { delete: false, upsert: None });
         match &positioned.op {
             RowOp::Delete(_) => {
                 effect.delete = true;
                 effect.upsert = None;
             }
             RowOp::Upsert(image) => match &mut effect.upsert {
-                Some(merged) => merged.merge(image),
+                Some(merged) => merged.merge(image, &table.merge),
                 None => effect.upsert = Some(image.clone()),
             },
         }
@@ -134,7 +141,7 @@ fn plan_with(
                     write.deletes.push(key);
                 }
                 if let Some(image) = effect.upsert {
-                    write.upserts.push((image, effect.keyspace_id));
+                    write.upserts.push(image);
                 }
             }
             write
@@ -164,10 +171,10 @@ pub struct Tuples {
 }
 
 impl ShardWrite {
-    fn tuples(&self) -> Tuples {
+    fn tuples(&self, table: &CopiedTable) -> Tuples {
         Tuples {
-            deletes: self.deletes.iter().map(PatternKey::tuple).collect(),
-            upserts: self.upserts.iter().map(|(image, keyspace_id)| image.values_tuple_with(keyspace_id)).collect(),
+            deletes: key_tuples(&self.deletes),
+            upserts: self.upserts.iter().map(|image| table.values_tuple(image)).collect(),
         }
     }
 }
@@ -188,11 +195,9 @@ pub async fn write_shards(
     debug_assert_eq!(writes.len(), fences.len());
     let to = ShardTxn { target, table, source_shard, phase };
     let to = &to;
-    let tasks = writes
-        .into_iter()
-        .zip(new_fences.iter())
-        .enumerate()
-        .map(|(shard, (write, fence))| async move { write_one(to, shard, &write.tuples(), fence).await });
+    let tasks = writes.into_iter().zip(new_fences.iter()).enumerate().map(|(shard, (write, fence))| async move {
+        write_one(to, shard, &write.tuples(&to.target.table), fence).await
+    });
     let mut slowest = Duration::ZERO;
     for result in futures::future::join_all(tasks).await {
         slowest = slowest.max(result?);
@@ -250,16 +255,17 @@ async fn write_shard(
     let mut tx = conn.start_transaction(opts).await?;
     let mut slowest = Duration::ZERO;
     // Statements capped in rows and bytes (`cluster::sql::chunks`,
-    // `values_chunks`): a batch of large `normalized_sql` values must never
-    // exceed max_allowed_packet.
+    // `values_chunks`): a batch of large text values must never exceed
+    // max_allowed_packet.
+    let table = &to.target.table;
     for chunk in cluster::sql::chunks(&write.deletes) {
         let started = Instant::now();
-        tx.query_drop(delete_sql(chunk)).await?;
+        tx.query_drop(table.delete_sql(chunk)).await?;
         slowest = slowest.max(started.elapsed());
     }
     for chunk in cluster::sql::values_chunks(&write.upserts) {
         let started = Instant::now();
-        tx.query_drop(upsert_sql(chunk)).await?;
+        tx.query_drop(table.upsert_sql(chunk)).await?;
         slowest = slowest.max(started.elapsed());
     }
     write_fence(&mut tx, to.table, to.source_shard, fence, to.phase).await?;
@@ -271,23 +277,26 @@ async fn write_shard(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::row::Cell;
 
-    fn key(id: u64) -> PatternKey {
-        PatternKey { database_id: id, fingerprint: "f".into() }
+    fn table() -> CopiedTable {
+        crate::table::tests::insights()
     }
 
-    fn image(id: u64, last: i64) -> PatternImage {
-        PatternImage {
-            key: key(id),
-            normalized_sql: "select 1".into(),
-            tables_used: "[]".into(),
-            first_seen_us: 0,
-            last_seen_us: last,
-        }
+    fn key(id: u64) -> Key {
+        Key(vec![Cell::UInt(id), Cell::Text("f".into())])
     }
 
-    fn images(write: &ShardWrite) -> Vec<PatternImage> {
-        write.upserts.iter().map(|(image, _)| image.clone()).collect()
+    fn image(id: u64, last: i64) -> Image {
+        table().image_of_cells(vec![
+            Cell::UInt(id),
+            Cell::Text("f".into()),
+            Cell::Bytes(Vec::new()),
+            Cell::Text("select 1".into()),
+            Cell::Text("[]".into()),
+            Cell::DateTime(0),
+            Cell::DateTime(last),
+        ])
     }
 
     fn at(op: RowOp, pos: u64) -> PositionedOp {
@@ -313,22 +322,24 @@ mod tests {
             at(RowOp::Upsert(image(3, 4)), 400),
             at(RowOp::Upsert(image(3, 2)), 400),
         ];
-        let writes = plan_with(|_, _| 0, &[fence(10, 0)], &ops);
+        let t = table();
+        let writes = plan_with(&t, |_| 0, &[fence(10, 0)], &ops);
         assert_eq!(writes.len(), 1);
         assert_eq!(writes[0].deletes, vec![key(2), key(3)]);
         let mut three = image(3, 4);
-        three.merge(&image(3, 2));
-        assert_eq!(images(&writes[0]), vec![image(1, 9), three]);
-        assert!(writes[0].upserts.iter().all(|(i, k)| *k == cluster::vindex::keyspace_id(i.key.database_id)));
+        three.merge(&image(3, 2), &t.merge);
+        assert_eq!(writes[0].upserts, vec![image(1, 9), three]);
+        assert!(writes[0].upserts.iter().all(|i| i.keyspace_id == t.keyspace_id(&i.key)));
         assert_eq!(writes[0].applied, 7);
     }
 
     #[test]
     fn each_shard_applies_only_past_its_fence_and_within_its_keys() {
         // Shard 0 already applied through 200 and covers keys <= 5; shard 1
-        // is behind (through 100) and covers keys <= 2.
+        // is behind (through 100) and covers keys <= 2. Odd ids go to shard 1.
         let fences = [fence(5, 200), fence(2, 100)];
-        let route = |k: &PatternKey, _: &[u8; 8]| usize::from(k.database_id % 2 == 1);
+        let odd: Vec<[u8; 8]> = [1_u64, 3, 5].iter().map(|&id| cluster::vindex::keyspace_id(id)).collect();
+        let route = |k: &[u8; 8]| usize::from(odd.contains(k));
         let ops = [
             at(RowOp::Upsert(image(2, 1)), 150), // shard 0, already applied
             at(RowOp::Upsert(image(4, 1)), 250), // shard 0, new
@@ -337,10 +348,10 @@ mod tests {
             at(RowOp::Delete(key(3)), 250),      // shard 1, not copied yet: still deleted (group B's row)
             at(RowOp::Delete(key(5)), 150),      // shard 1, past its fence
         ];
-        let writes = plan_with(route, &fences, &ops);
-        assert_eq!(images(&writes[0]), vec![image(4, 1)]);
+        let writes = plan_with(&table(), route, &fences, &ops);
+        assert_eq!(writes[0].upserts, vec![image(4, 1)]);
         assert!(writes[0].deletes.is_empty());
-        assert_eq!(images(&writes[1]), vec![image(1, 1)]);
+        assert_eq!(writes[1].upserts, vec![image(1, 1)]);
         assert_eq!(writes[1].deletes, vec![key(3), key(5)]);
     }
 
@@ -358,7 +369,7 @@ range = "80-"
 dsn = "mysql://127.0.0.1:2/db"
 "#;
         let config = ClusterConfig::from_toml_str(text, std::path::Path::new("."), &|_| None).expect("config");
-        let target = Target { pools: ShardPools::new(&config), config };
+        let target = Target { pools: ShardPools::new(&config), config, table: std::sync::Arc::new(table()) };
         for id in [1_u64, 2, 3, 1000, u64::MAX] {
             let expected = usize::from(cluster::vindex::keyspace_id(id)[0] >= 0x80);
             assert_eq!(target.route(&key(id)), expected, "database_id {id}");

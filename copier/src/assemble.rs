@@ -210,7 +210,7 @@ impl Assembler {
 mod tests {
     use super::*;
     use crate::binlog::MariadbGtid;
-    use crate::table::{PatternImage, PatternKey};
+    use crate::row::{Cell, Image, Key};
 
     const FILE: &str = "binlog.000003";
 
@@ -227,13 +227,8 @@ mod tests {
     }
 
     fn upsert(id: u64) -> RowOp {
-        RowOp::Upsert(PatternImage {
-            key: PatternKey { database_id: id, fingerprint: "f".into() },
-            normalized_sql: "select 1".into(),
-            tables_used: "[]".into(),
-            first_seen_us: 0,
-            last_seen_us: 0,
-        })
+        let key = Key(vec![Cell::UInt(id)]);
+        RowOp::Upsert(Image { cells: key.0.clone(), key, keyspace_id: [0; 8] })
     }
 
     /// The start of every stream: fake ROTATE, FORMAT_DESCRIPTION, GTID list.
@@ -320,10 +315,10 @@ mod tests {
     #[test]
     fn ddl_on_the_copied_table_is_handed_back_with_its_position() {
         let mut a = opened(100, None);
-        let assembled = a.push(Decoded::Ddl("ALTER TABLE query_patterns ADD x INT".into()), at(180)).expect("ddl");
+        let assembled = a.push(Decoded::Ddl("ALTER TABLE routes ADD x INT".into()), at(180)).expect("ddl");
         assert_eq!(
             assembled,
-            Assembled::Ddl { statement: "ALTER TABLE query_patterns ADD x INT".into(), position: pos(FILE, 180) }
+            Assembled::Ddl { statement: "ALTER TABLE routes ADD x INT".into(), position: pos(FILE, 180) }
         );
     }
 

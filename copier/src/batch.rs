@@ -63,14 +63,14 @@ mod tests {
 
     use super::*;
     use crate::binlog::RowOp;
-    use crate::table::PatternKey;
+    use crate::row::Key;
 
     fn pos(pos: u64) -> Position {
         Position { file: "binlog.000001".into(), pos }
     }
 
     fn txn(end: u64, ops: usize) -> Transaction {
-        let op = RowOp::Delete(PatternKey { database_id: 1, fingerprint: "f".into() });
+        let op = RowOp::Delete(Key(Vec::new()));
         Transaction { ops: vec![op; ops], end: pos(end), gtid: None, timestamp: 0 }
     }
 

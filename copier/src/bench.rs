@@ -1,8 +1,8 @@
 //! `dualwrite-copier bench`: the copier's snapshot rate on a generated
-//! `query_patterns` (old -> new, re-sharded) against `mariadb-dump
-//! --single-transaction | mariadb` of the same rows (no re-sharding: old shard
-//! i into new shard i), and the binlog apply rate while a writer keeps
-//! changing the old cluster. Prints one JSON line.
+//! latest table of the old cluster's pipeline (old -> new, re-sharded)
+//! against `mariadb-dump --single-transaction | mariadb` of the same rows (no
+//! re-sharding: old shard i into new shard i), and the binlog apply rate
+//! while a writer keeps changing the old cluster. Prints one JSON line.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,9 +13,10 @@ use cluster::pool::ShardPools;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CopierConfig, Settings};
+use crate::table::CopiedTable;
 use crate::workload;
 
-/// Fingerprints per database in the generated table.
+/// Rows per sharding value in the generated table.
 const PER_DATABASE: u64 = 50;
 
 /// Benchmark flags.
@@ -27,6 +28,9 @@ pub struct BenchArgs {
     /// New cluster file (its servers get throwaway databases).
     #[arg(long, default_value = "compose/local/.state/clusters/new.toml")]
     pub to: PathBuf,
+    /// The latest table to generate and copy (default: the old cluster's pipeline's first).
+    #[arg(long)]
+    pub table: Option<String>,
     /// Rows in the generated table.
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: u64,
@@ -45,12 +49,22 @@ pub struct BenchArgs {
 pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result<String> {
     let old_template = ClusterConfig::load(&args.from).with_context(|| format!("loading {}", args.from.display()))?;
     let new_template = ClusterConfig::load(&args.to).with_context(|| format!("loading {}", args.to.display()))?;
+    let name = match &args.table {
+        Some(name) => name.clone(),
+        None => old_template
+            .pipeline
+            .unbounded()
+            .next()
+            .map(|t| t.name.clone())
+            .context("the pipeline has no latest table")?,
+    };
+    let table = CopiedTable::new(&old_template.pipeline, &name)?;
     let db = workload::unique_database("copierbench");
     tracing::info!(database = %db, dump_database = %format!("{db}_dump"), keep = args.keep, "benchmark databases");
     let old = workload::create_cluster(&old_template, &db).await?;
     let new = workload::create_cluster(&new_template, &db).await?;
     let dump_target = workload::create_cluster(&new_template, &format!("{db}_dump")).await?;
-    let result = measure(&args, &old, &new, &dump_target, shutdown).await;
+    let result = measure(&args, &table, &old, &new, &dump_target, shutdown).await;
     if !args.keep {
         for config in [&old, &new, &dump_target] {
             if let Err(error) = workload::drop_cluster(config).await {
@@ -63,6 +77,7 @@ pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result
 
 async fn measure(
     args: &BenchArgs,
+    table: &CopiedTable,
     old: &ClusterConfig,
     new: &ClusterConfig,
     dump_target: &ClusterConfig,
@@ -75,16 +90,12 @@ async fn measure(
     while loaded < args.rows {
         let batch: Vec<_> = (loaded..(loaded + 8000).min(args.rows))
             .map(|i| {
-                workload::pattern(
-                    i / PER_DATABASE + 1,
-                    &format!("fp{:016x}", i % PER_DATABASE),
-                    base_us + i as i64 * 1000,
-                    0,
-                )
+                let seen = base_us + i as i64 * 1000;
+                workload::row(table, i / PER_DATABASE + 1, i % PER_DATABASE, seen, seen, 0)
             })
             .collect();
         loaded += batch.len() as u64;
-        workload::upsert(old, &old_pools, &batch).await?;
+        workload::upsert(old, &old_pools, table, &batch).await?;
     }
     tracing::info!(rows = loaded, seconds = load_started.elapsed().as_secs_f64(), "benchmark table loaded");
 
@@ -93,7 +104,7 @@ async fn measure(
     let config = CopierConfig {
         from: old.clone(),
         to: new.clone(),
-        table: crate::table::QUERY_PATTERNS.to_owned(),
+        table: table.name.clone(),
         settings: Settings {
             copy_phase: Duration::from_secs(3600),
             status_interval: Duration::from_millis(500),
@@ -116,14 +127,14 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let copy_seconds = copy_started.elapsed().as_secs_f64();
-    let copied = workload::count(new).await?;
+    let copied = workload::count(new, table).await?;
 
     // Live: a writer changes rows on the old cluster while the copier replicates.
     let applied_before = events_applied(new).await?;
     let live_started = Instant::now();
-    let live_write_seconds = write_changes(old, &old_pools, args, 0, args.catch_up_changes, base_us).await?;
+    let live_write_seconds = write_changes(old, &old_pools, table, args, 0, args.catch_up_changes, base_us).await?;
     let ends = workload::binlog_ends(old).await?;
-    wait_caught_up(old, new, &ends, &copier, &shutdown).await?;
+    wait_caught_up(old, new, &table.name, &ends, &copier, &shutdown).await?;
     let live_seconds = live_started.elapsed().as_secs_f64();
     let live_applied = events_applied(new).await? - applied_before;
     copier_shutdown.cancel();
@@ -131,7 +142,7 @@ async fn measure(
 
     // Backlog: changes pile up while the copier is down; then it catches up
     // while the writer keeps writing (half as many more changes).
-    write_changes(old, &old_pools, args, args.catch_up_changes, args.catch_up_changes, base_us).await?;
+    write_changes(old, &old_pools, table, args, args.catch_up_changes, args.catch_up_changes, base_us).await?;
     let applied_before = events_applied(new).await?;
     let copier_shutdown = shutdown.child_token();
     let config = CopierConfig {
@@ -147,16 +158,16 @@ async fn measure(
     let catch_up_started = Instant::now();
     let copier = tokio::spawn(crate::run(config, copier_shutdown.clone()));
     let (concurrent_write_seconds, backlog) = tokio::join!(
-        write_changes(old, &old_pools, args, 2 * args.catch_up_changes, args.catch_up_changes / 2, base_us),
+        write_changes(old, &old_pools, table, args, 2 * args.catch_up_changes, args.catch_up_changes / 2, base_us),
         // Polled: the time is a little late, never early.
         async {
-            wait_caught_up(old, new, &backlog_ends, &copier, &shutdown).await?;
+            wait_caught_up(old, new, &table.name, &backlog_ends, &copier, &shutdown).await?;
             anyhow::Ok(catch_up_started.elapsed().as_secs_f64())
         },
     );
     let (concurrent_write_seconds, backlog_seconds) = (concurrent_write_seconds?, backlog?);
     let ends = workload::binlog_ends(old).await?;
-    wait_caught_up(old, new, &ends, &copier, &shutdown).await?;
+    wait_caught_up(old, new, &table.name, &ends, &copier, &shutdown).await?;
     let catch_up_seconds = catch_up_started.elapsed().as_secs_f64();
     let catch_up_applied = events_applied(new).await? - applied_before;
     copier_shutdown.cancel();
@@ -172,12 +183,12 @@ async fn measure(
         .shards
         .iter()
         .zip(&dump_target.shards)
-        .map(|(source, target)| dump_into(defaults.path(), &source.endpoint, &target.endpoint));
+        .map(|(source, target)| dump_into(defaults.path(), &table.name, &source.endpoint, &target.endpoint));
     for result in futures::future::join_all(pipes).await {
         result?;
     }
     let dump_seconds = dump_started.elapsed().as_secs_f64();
-    let dumped = workload::count(dump_target).await?;
+    let dumped = workload::count(dump_target, table).await?;
 
     let copier_rows_per_sec = copied as f64 / copy_seconds;
     let dump_rows_per_sec = dumped as f64 / dump_seconds;
@@ -187,6 +198,7 @@ async fn measure(
     let catch_up_writer_changes_per_sec = (args.catch_up_changes / 2) as f64 / concurrent_write_seconds;
     Ok(serde_json::json!({
         "bench": "copier",
+        "table": table.name,
         // The issue 14 goals: snapshot >= 1.0x of dump | restore, catch-up
         // (the backlog's apply rate) >= 3x the concurrent writer's rate.
         "snapshot_vs_dump_ratio": copier_rows_per_sec / dump_rows_per_sec.max(1e-9),
@@ -222,6 +234,7 @@ async fn measure(
 /// for a shell to interpret); fails if either side fails, like `pipefail`.
 async fn dump_into(
     defaults: &std::path::Path,
+    table: &str,
     source: &cluster::config::Endpoint,
     target: &cluster::config::Endpoint,
 ) -> anyhow::Result<()> {
@@ -236,7 +249,7 @@ async fn dump_into(
         command
     };
     let mut dump = client("mariadb-dump", source)
-        .args(["--single-transaction", "--skip-add-locks", "--no-create-info", &source.database, "query_patterns"])
+        .args(["--single-transaction", "--skip-add-locks", "--no-create-info", &source.database, table])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("starting mariadb-dump")?;
@@ -258,11 +271,12 @@ async fn events_applied(new: &ClusterConfig) -> anyhow::Result<u64> {
 async fn wait_caught_up(
     old: &ClusterConfig,
     new: &ClusterConfig,
+    table: &str,
     ends: &[crate::binlog::Position],
     copier: &tokio::task::JoinHandle<Result<(), crate::CopierError>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    while !workload::caught_up(old, new, ends).await? {
+    while !workload::caught_up(old, new, table, ends).await? {
         if copier.is_finished() || shutdown.is_cancelled() {
             anyhow::bail!("copier stopped before catching up");
         }
@@ -271,10 +285,11 @@ async fn wait_caught_up(
     Ok(())
 }
 
-/// Changes `count` existing rows (later last_seen) through the merge upsert; returns the seconds it took.
+/// Changes `count` existing rows (a later sighting) through the merge upsert; returns the seconds it took.
 async fn write_changes(
     old: &ClusterConfig,
     pools: &ShardPools,
+    table: &CopiedTable,
     args: &BenchArgs,
     from: u64,
     count: u64,
@@ -286,14 +301,12 @@ async fn write_changes(
         let batch: Vec<_> = (written..(written + 2000).min(from + count))
             .map(|i| {
                 let row = (i * 7919) % args.rows;
-                let mut image =
-                    workload::pattern(row / PER_DATABASE + 1, &format!("fp{:016x}", row % PER_DATABASE), base_us, 0);
-                image.last_seen_us = base_us + 86_400_000_000 + i as i64;
-                image
+                let later = base_us + 86_400_000_000 + i as i64 * 1000;
+                workload::row(table, row / PER_DATABASE + 1, row % PER_DATABASE, base_us, later, 0)
             })
             .collect();
         written += batch.len() as u64;
-        workload::upsert(old, pools, &batch).await?;
+        workload::upsert(old, pools, table, &batch).await?;
     }
     Ok(started.elapsed().as_secs_f64())
 }

@@ -20,7 +20,8 @@ use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 use mysql_async::binlog::EventType;
 use serde::{Deserialize, Serialize};
 
-use crate::table::{PatternImage, PatternKey, COLUMNS};
+use crate::row::{Image, Key, Kind};
+use crate::table::{CopiedTable, KeyspaceIds};
 
 /// MariaDB's GTID event (begins a transaction or a standalone statement).
 pub const MARIADB_GTID_EVENT: u8 = 162;
@@ -117,14 +118,14 @@ pub fn rotate_file_name(name: &[u8], before_format_description: bool) -> String 
 pub enum RowOp {
     /// An insert, or the after image of an update (see `apply.rs` for why an
     /// update is an upsert of its after image).
-    Upsert(PatternImage),
+    Upsert(Image),
     /// A delete, or the before key of an update that changed the key.
-    Delete(PatternKey),
+    Delete(Key),
 }
 
 impl RowOp {
     /// The key the operation is about.
-    pub fn key(&self) -> &PatternKey {
+    pub fn key(&self) -> &Key {
         match self {
             RowOp::Upsert(image) => &image.key,
             RowOp::Delete(key) => key,
@@ -212,9 +213,10 @@ pub fn decode<'a>(
     event: &'a Event,
     before_format_description: bool,
     database: &str,
-    table: &str,
+    copied: &CopiedTable,
     tme: impl Fn(u64) -> Option<&'a mysql_async::binlog::events::TableMapEvent<'static>>,
 ) -> Result<Decoded, String> {
+    let table = copied.name.as_str();
     let header = event.header();
     let raw_type = header.event_type_raw();
     if raw_type == HEARTBEAT_EVENT {
@@ -255,23 +257,63 @@ pub fn decode<'a>(
             if map.database_name() != database || map.table_name() != table {
                 return Ok(Decoded::Skip);
             }
-            if map.columns_count() != COLUMNS.len() as u64 {
-                return Err(format!(
-                    "table map of {database}.{table} has {} columns, expected {} (a schema change the copier did \
-                     not see)",
-                    map.columns_count(),
-                    COLUMNS.len()
-                ));
-            }
-            decode_rows(&rows, map).map(Decoded::Rows)
+            check_table_map(map, copied).map_err(|why| {
+                format!(
+                    "table map of {database}.{table}: {why} (a schema change the copier did not see); remedy: make \
+                     the table on every old and new shard match the pipeline's description (`dualwrite-cluster \
+                     schema --dry-run` prints it), then `dualwrite-copier reset` the stream and start again"
+                )
+            })?;
+            decode_rows(&rows, map, copied).map(Decoded::Rows)
         }
         _ => Ok(Decoded::Skip),
     }
 }
 
+/// The binlog's column types against the description's: as many columns,
+/// each of the binlog type its SQL type is written as (and a DATETIME's
+/// fractional digits), since rows are decoded by position.
+fn check_table_map(map: &mysql_async::binlog::events::TableMapEvent<'_>, copied: &CopiedTable) -> Result<(), String> {
+    use mysql_async::consts::ColumnType as T;
+    use pipeline::Base;
+    if map.columns_count() != copied.columns.len() as u64 {
+        return Err(format!("{} columns, expected {}", map.columns_count(), copied.columns.len()));
+    }
+    for (i, c) in copied.columns.iter().enumerate() {
+        let found = map.get_column_type(i).ok().flatten();
+        let expected: &[T] = match c.sql_type.base {
+            Base::TinyInt => &[T::MYSQL_TYPE_TINY],
+            Base::SmallInt => &[T::MYSQL_TYPE_SHORT],
+            Base::Int => &[T::MYSQL_TYPE_LONG],
+            Base::BigInt => &[T::MYSQL_TYPE_LONGLONG],
+            Base::Varchar | Base::Varbinary => &[T::MYSQL_TYPE_VARCHAR, T::MYSQL_TYPE_VAR_STRING],
+            Base::Binary => &[T::MYSQL_TYPE_STRING],
+            Base::Text | Base::MediumText | Base::Blob | Base::MediumBlob => &[T::MYSQL_TYPE_BLOB],
+            Base::DateTime => &[T::MYSQL_TYPE_DATETIME2],
+            Base::Double | Base::Decimal => &[],
+        };
+        if !found.is_some_and(|f| expected.contains(&f)) {
+            return Err(format!(
+                "column {} ({}) is {found:?} in the binlog, expected {} ({expected:?})",
+                i + 1,
+                c.name,
+                c.sql_type
+            ));
+        }
+        if let Kind::DateTime { fsp } = c.kind {
+            let digits = map.get_column_metadata(i).and_then(|m| m.first().copied());
+            if digits != Some(fsp as u8) {
+                return Err(format!("column {} ({}) has {digits:?} fractional digits, expected {fsp}", i + 1, c.name));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn decode_rows(
     rows: &RowsEventData<'_>,
     map: &mysql_async::binlog::events::TableMapEvent<'_>,
+    copied: &CopiedTable,
 ) -> Result<Vec<RowOp>, String> {
     let kind = match rows {
         RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => EventType::WRITE_ROWS_EVENT,
@@ -282,10 +324,11 @@ fn decode_rows(
         }
     };
     let mut ops = Vec::new();
+    let mut ids = KeyspaceIds::default();
     for row in rows.rows(map) {
         let (before, after) = row.map_err(|e| format!("row image: {e}"))?;
-        let before = before.map(image_of).transpose()?;
-        let after = after.map(image_of).transpose()?;
+        let before = before.map(|r| image_of(r, copied, &mut ids)).transpose()?;
+        let after = after.map(|r| image_of(r, copied, &mut ids)).transpose()?;
         match (kind, before, after) {
             (EventType::WRITE_ROWS_EVENT, _, Some(after)) => ops.push(RowOp::Upsert(after)),
             (EventType::DELETE_ROWS_EVENT, Some(before), _) => ops.push(RowOp::Delete(before.key)),
@@ -293,7 +336,7 @@ fn decode_rows(
                 if before.key != after.key {
                     ops.push(RowOp::Delete(before.key.clone()));
                 }
-                if !after.is_merge_successor_of(&before) && before.key == after.key {
+                if before.key == after.key && !after.is_merge_successor_of(&before, &copied.merge) {
                     crate::metrics::non_merge_update();
                 }
                 ops.push(RowOp::Upsert(after));
@@ -304,7 +347,11 @@ fn decode_rows(
     Ok(ops)
 }
 
-fn image_of(row: mysql_async::binlog::row::BinlogRow) -> Result<PatternImage, String> {
+fn image_of(
+    row: mysql_async::binlog::row::BinlogRow,
+    copied: &CopiedTable,
+    ids: &mut KeyspaceIds,
+) -> Result<Image, String> {
     let values: Vec<mysql_async::Value> = row
         .unwrap()
         .into_iter()
@@ -313,7 +360,7 @@ fn image_of(row: mysql_async::binlog::row::BinlogRow) -> Result<PatternImage, St
             other => Err(format!("unexpected binlog value {other:?}")),
         })
         .collect::<Result<_, _>>()?;
-    PatternImage::from_values(&values)
+    copied.image_with(values, ids)
 }
 
 #[cfg(test)]
@@ -357,34 +404,31 @@ mod tests {
 
     #[test]
     fn classifies_statements_on_the_copied_table() {
-        let c = |q: &str, schema: &str| classify_statement(q, schema, "t_db", "query_patterns");
+        let c = |q: &str, schema: &str| classify_statement(q, schema, "t_db", "routes");
         assert_eq!(c("BEGIN", ""), Statement::Begin);
         assert_eq!(c("COMMIT", "x"), Statement::Commit);
-        assert_eq!(c("ALTER TABLE query_patterns ADD COLUMN x INT", "t_db"), Statement::DdlOnCopiedTable);
-        assert_eq!(c("ALTER TABLE `t_db`.`query_patterns` DROP PRIMARY KEY", "other"), Statement::DdlOnCopiedTable);
-        assert_eq!(c("TRUNCATE query_patterns", "t_db"), Statement::DdlOnCopiedTable);
-        assert_eq!(
-            c("DROP TABLE IF EXISTS `query_patterns` /* generated by server */", "t_db"),
-            Statement::DdlOnCopiedTable
-        );
-        assert_eq!(c("RENAME TABLE query_patterns TO qp_old", "t_db"), Statement::DdlOnCopiedTable);
+        assert_eq!(c("ALTER TABLE routes ADD COLUMN x INT", "t_db"), Statement::DdlOnCopiedTable);
+        assert_eq!(c("ALTER TABLE `t_db`.`routes` DROP PRIMARY KEY", "other"), Statement::DdlOnCopiedTable);
+        assert_eq!(c("TRUNCATE routes", "t_db"), Statement::DdlOnCopiedTable);
+        assert_eq!(c("DROP TABLE IF EXISTS `routes` /* generated by server */", "t_db"), Statement::DdlOnCopiedTable);
+        assert_eq!(c("RENAME TABLE routes TO routes_old", "t_db"), Statement::DdlOnCopiedTable);
         assert_eq!(c("DROP DATABASE t_db", ""), Statement::DdlOnCopiedTable);
         assert_eq!(c("drop database if exists `t_db`", ""), Statement::DdlOnCopiedTable);
         // Other databases, other tables, and longer names are not ours.
-        assert_eq!(c("ALTER TABLE query_patterns ADD COLUMN x INT", "t_other"), Statement::Other);
-        assert_eq!(c("DROP TABLE query_patterns_old", "t_db"), Statement::Other);
+        assert_eq!(c("ALTER TABLE routes ADD COLUMN x INT", "t_other"), Statement::Other);
+        assert_eq!(c("DROP TABLE routes_old", "t_db"), Statement::Other);
         assert_eq!(c("DROP DATABASE t_db2", ""), Statement::Other);
         assert_eq!(
-            c("ALTER TABLE query_stats_minute ADD PARTITION (PARTITION p1 VALUES LESS THAN (1))", "t_db"),
+            c("ALTER TABLE route_minute ADD PARTITION (PARTITION p1 VALUES LESS THAN (1))", "t_db"),
             Statement::Other
         );
-        assert_eq!(c("INSERT INTO query_patterns VALUES (1)", "t_db"), Statement::Other);
+        assert_eq!(c("INSERT INTO routes VALUES (1)", "t_db"), Statement::Other);
         // Re-applying the schema is harmless; replacing the table is not.
-        assert_eq!(c("CREATE TABLE IF NOT EXISTS query_patterns (a INT)", "t_db"), Statement::Other);
-        assert_eq!(c("CREATE OR REPLACE TABLE query_patterns (a INT)", "t_db"), Statement::DdlOnCopiedTable);
+        assert_eq!(c("CREATE TABLE IF NOT EXISTS routes (a INT)", "t_db"), Statement::Other);
+        assert_eq!(c("CREATE OR REPLACE TABLE routes (a INT)", "t_db"), Statement::DdlOnCopiedTable);
     }
 
-    /// Hand-built binlog events for `db.query_patterns`: a TABLE_MAP and rows
+    /// Hand-built binlog events for the Insights pipeline's latest table: a TABLE_MAP and rows
     /// events, fed through mysql_common's reader and [`decode`] the way the
     /// stream does it. MariaDB writes rows events V1 (23-25), MySQL 8 V2 (30-32).
     mod rows_events {
@@ -392,6 +436,7 @@ mod tests {
         use mysql_common::binlog::EventStreamReader;
 
         use super::super::*;
+        use crate::row::Cell;
 
         fn event(kind: u8, body: &[u8]) -> Vec<u8> {
             let mut out = Vec::new();
@@ -405,12 +450,22 @@ mod tests {
             out
         }
 
+        fn copied() -> CopiedTable {
+            crate::table::tests::insights()
+        }
+
         fn table_map(table_id: u8, table: &str) -> Vec<u8> {
             table_map_with(table_id, table, 7)
         }
 
-        /// A table map of the first `columns` columns of `query_patterns`.
+        /// A table map of the first `columns` columns of the table.
         fn table_map_with(table_id: u8, table: &str, columns: usize) -> Vec<u8> {
+            table_map_typed(table_id, table, &[8, 15, 254, 252, 252, 18, 18][..columns])
+        }
+
+        /// A table map with these column types (their metadata as the table's).
+        fn table_map_typed(table_id: u8, table: &str, types: &[u8]) -> Vec<u8> {
+            let columns = types.len();
             let mut body = vec![table_id, 0, 0, 0, 0, 0, 1, 0];
             body.push(2);
             body.extend(b"db\0");
@@ -419,7 +474,7 @@ mod tests {
             body.push(0);
             body.push(columns as u8);
             // LONGLONG, VARCHAR, STRING, BLOB, BLOB, DATETIME2, DATETIME2
-            body.extend(&[8, 15, 254, 252, 252, 18, 18][..columns]);
+            body.extend(types);
             let meta_len = [0, 2, 4, 5, 6, 7, 8][columns - 1];
             let meta = &[64, 0, 254, 8, 3, 2, 3, 3][..meta_len];
             body.push(meta.len() as u8);
@@ -473,7 +528,7 @@ mod tests {
             let mut input = &bytes[..];
             let mut out = Vec::new();
             while let Some(ev) = reader.read(&mut input).expect("event") {
-                out.push(decode(&ev, false, "db", "query_patterns", |id| reader.get_tme(id)).expect("decode"));
+                out.push(decode(&ev, false, "db", &copied(), |id| reader.get_tme(id)).expect("decode"));
             }
             out
         }
@@ -486,22 +541,27 @@ mod tests {
         fn decodes_v1_and_v2_writes_updates_and_deletes() {
             for (write, update, delete, v2) in [(23, 24, 25, false), (30, 31, 32, true)] {
                 let decoded = decode_all(vec![
-                    table_map(9, "query_patterns"),
+                    table_map(9, &copied().name),
                     rows_event(write, v2, 9, &[row(7, "fa", "select 1", 6)]),
                     rows_event(update, v2, 9, &[row(7, "fa", "select 1", 6), row(7, "fa", "select 1", 9)]),
                     rows_event(update, v2, 9, &[row(7, "fa", "select 1", 9), row(7, "fb", "select 1", 9)]),
                     rows_event(delete, v2, 9, &[row(7, "fb", "select 1", 9)]),
                 ]);
                 let ops = ops(&decoded);
-                let key = |fp: &str| PatternKey { database_id: 7, fingerprint: fp.into() };
+                let key = |fp: &str| Key(vec![Cell::UInt(7), Cell::Text(fp.into())]);
                 let RowOp::Upsert(first) = &ops[0] else { panic!("insert: {ops:?}") };
                 assert_eq!(first.key, key("fa"));
-                assert_eq!(first.normalized_sql, "select 1");
-                assert_eq!(first.tables_used, "[]");
-                assert_eq!(first.first_seen_us % 1_000_000, 123_000);
-                assert_eq!(first.last_seen_us - first.first_seen_us, 1_000_000 - 123_000);
+                assert_eq!(first.cells[3], Cell::Text("select 1".into()));
+                assert_eq!(first.cells[4], Cell::Text("[]".into()));
+                assert_eq!(first.keyspace_id, cluster::vindex::keyspace_id(7));
+                let (Cell::DateTime(first_seen), Cell::DateTime(last_seen)) = (&first.cells[5], &first.cells[6]) else {
+                    panic!("datetimes: {first:?}")
+                };
+                assert_eq!(first_seen % 1_000_000, 123_000);
+                assert_eq!(last_seen - first_seen, 1_000_000 - 123_000);
                 // An update is an upsert of its after image; a key change also deletes the old key.
-                assert!(matches!(&ops[1], RowOp::Upsert(i) if i.last_seen_us == first.last_seen_us + 3_000_000));
+                let later = Cell::DateTime(last_seen + 3_000_000);
+                assert!(matches!(&ops[1], RowOp::Upsert(i) if i.cells[6] == later));
                 assert_eq!(ops[2], RowOp::Delete(key("fa")));
                 assert!(matches!(&ops[3], RowOp::Upsert(i) if i.key == key("fb")));
                 assert_eq!(ops[4], RowOp::Delete(key("fb")));
@@ -512,19 +572,26 @@ mod tests {
         #[test]
         fn ignores_other_tables_and_refuses_a_changed_column_count() {
             let decoded = decode_all(vec![
-                table_map(3, "query_patterns_old"),
+                table_map(3, &format!("{}_old", copied().name)),
                 rows_event(23, false, 3, &[row(1, "x", "select 2", 7)]),
             ]);
             assert!(ops(&decoded).is_empty());
             // 6 columns instead of 7: a schema change the copier did not see.
-            let bytes = [table_map_with(4, "query_patterns", 6), rows_event(23, false, 4, &[])].concat();
-            let mut reader = EventStreamReader::new(BinlogVersion::Version4);
-            let mut input = &bytes[..];
-            let map = reader.read(&mut input).expect("read").expect("table map");
-            assert!(matches!(decode(&map, false, "db", "query_patterns", |id| reader.get_tme(id)), Ok(Decoded::Skip)));
-            let rows = reader.read(&mut input).expect("read").expect("rows");
-            let error = decode(&rows, false, "db", "query_patterns", |id| reader.get_tme(id)).expect_err("refused");
-            assert!(error.contains("has 6 columns, expected 7"), "{error}");
+            let name = copied().name;
+            let refused = |map: Vec<u8>| {
+                let bytes = [map, rows_event(23, false, 4, &[])].concat();
+                let mut reader = EventStreamReader::new(BinlogVersion::Version4);
+                let mut input = &bytes[..];
+                let map = reader.read(&mut input).expect("read").expect("table map");
+                assert!(matches!(decode(&map, false, "db", &copied(), |id| reader.get_tme(id)), Ok(Decoded::Skip)));
+                let rows = reader.read(&mut input).expect("read").expect("rows");
+                decode(&rows, false, "db", &copied(), |id| reader.get_tme(id)).expect_err("refused")
+            };
+            let error = refused(table_map_with(4, &name, 6));
+            assert!(error.contains(": 6 columns, expected 7") && error.contains("remedy"), "{error}");
+            // A column of another type (INT where the description says BIGINT UNSIGNED).
+            let error = refused(table_map_typed(4, &name, &[3, 15, 254, 252, 252, 18, 18]));
+            assert!(error.contains("column 1 (database_id) is Some(MYSQL_TYPE_LONG) in the binlog"), "{error}");
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use cluster::config::ClusterConfig;
 
 use crate::error::CopierError;
-use crate::table::QUERY_PATTERNS;
+use crate::table::CopiedTable;
 
 /// How streams pace themselves.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ pub struct CopierConfig {
     pub from: ClusterConfig,
     /// The new cluster (targets; holds the streams' state).
     pub to: ClusterConfig,
-    /// The copied table.
+    /// The copied table: a `latest` table of the old cluster's pipeline.
     pub table: String,
     /// Pacing.
     pub settings: Settings,
@@ -63,14 +63,11 @@ pub struct CopierConfig {
 }
 
 impl CopierConfig {
-    /// Checks what can be checked without a connection.
-    pub fn validate(&self) -> Result<(), CopierError> {
-        if self.table != QUERY_PATTERNS {
-            return Err(CopierError::Config(format!(
-                "table {:?}: only {QUERY_PATTERNS} is copied (the other tables age in through dual writes)",
-                self.table
-            )));
-        }
+    /// Checks what can be checked without a connection; returns the copied
+    /// table as both clusters' pipelines describe it.
+    pub fn validate(&self) -> Result<CopiedTable, CopierError> {
+        let table = CopiedTable::new(&self.from.pipeline, &self.table)?;
+        table.check_same(&CopiedTable::new(&self.to.pipeline, &self.table)?)?;
         let s = &self.settings;
         if s.chunk_rows == 0 || s.batch_ops == 0 {
             return Err(CopierError::Config("chunk rows and batch operations must be at least 1".into()));
@@ -78,6 +75,6 @@ impl CopierConfig {
         if s.copy_phase.is_zero() || s.batch_wait.is_zero() || s.status_interval.is_zero() {
             return Err(CopierError::Config("copy phase, batch wait and status interval must be positive".into()));
         }
-        Ok(())
+        Ok(table)
     }
 }

@@ -21,8 +21,9 @@ use crate::apply::{plan_copy, write_one, ShardTxn, Target, Tuples};
 use crate::binlog::Position;
 use crate::error::CopierError;
 use crate::phase::Phase;
+use crate::row::Key;
 use crate::sidecar::Fence;
-use crate::table::{CopyRow, PatternKey};
+use crate::table::CopyRow;
 
 /// Row-image bytes a target shard's queue may hold (per stream). With 8 new
 /// shards and 4 streams that is at most 512 MiB in flight, reached only with
@@ -119,7 +120,7 @@ impl<'a> Splitter<'a> {
     /// in key order, up to and including `last`) with a fence covering
     /// `last`; `done` when the snapshot has no rows after them. Fails when a
     /// shard's writer has stopped (its error is what the caller reports).
-    pub async fn send(&mut self, rows: Vec<CopyRow>, last: Option<&PatternKey>, done: bool) -> Result<(), ()> {
+    pub async fn send(&mut self, rows: Vec<CopyRow>, last: Option<&Key>, done: bool) -> Result<(), ()> {
         let writes = plan_copy(self.target, self.initial, rows);
         for (shard, (write, queue)) in writes.into_iter().zip(&self.queues).enumerate() {
             self.rows_copied[shard] += write.len() as u64;
@@ -203,11 +204,7 @@ mod tests {
     use super::*;
 
     fn image(bytes: usize) -> CopyRow {
-        CopyRow {
-            key: PatternKey { database_id: 1, fingerprint: "f".into() },
-            keyspace_id: [0; 8],
-            tuple: "x".repeat(bytes),
-        }
+        CopyRow { key: Key(Vec::new()), keyspace_id: [0; 8], tuple: "x".repeat(bytes) }
     }
 
     #[tokio::test]

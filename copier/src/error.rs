@@ -27,12 +27,15 @@ pub enum CopierError {
     /// The source table has no primary key.
     #[error(
         "no primary key: table {table} has none on the source, so rows cannot be read in key order or matched to \
-         binlog events; remedy: add the primary key (database_id, fingerprint) on every old shard, then start again"
+         binlog events; remedy: add the primary key ({key}) on every old shard, then start again"
     )]
-    NoPrimaryKey { table: String },
+    NoPrimaryKey { table: String, key: String },
 
     /// The source table (or a binlog table map) does not have the shape the copier expects.
-    #[error("schema mismatch on {table}: {why}; remedy: make the source table match cluster/src/schema.rs, then start again")]
+    #[error(
+        "schema mismatch on {table}: {why}; remedy: make the source table match the pipeline's description \
+         (`dualwrite-cluster schema --dry-run` prints its DDL), then start again"
+    )]
     Schema { table: String, why: String },
 
     /// A server setting makes an exact copy impossible.

@@ -1,9 +1,12 @@
-//! The copier: fills the new cluster's unbounded tables (`query_patterns`)
-//! from the old cluster, one stream per old shard (consistent snapshot +
-//! binlog catch-up, re-sharded by the new cluster's vindex), then keeps them
-//! up to date from the binlog until cutover. Writes use the table's merge
-//! rule, so they commute with consumer group B's. See `stream.rs` for the
-//! cycle, `sidecar.rs` for resumability and `apply.rs` for the apply rule.
+//! The copier: fills the new cluster's unbounded tables (the pipeline's
+//! `latest` tables, one per process) from the old cluster, one stream per
+//! old shard (consistent snapshot + binlog catch-up, re-sharded by the new
+//! cluster's vindex), then keeps them up to date from the binlog until
+//! cutover. Everything about the table (columns, key, sharding column, merge
+//! rule, statements) derives from the pipeline description (`table.rs`,
+//! `row.rs`). Writes use the table's merge rule, so they commute with
+//! consumer group B's. See `stream.rs` for the cycle, `sidecar.rs` for
+//! resumability and `apply.rs` for the apply rule.
 
 pub mod apply;
 pub mod assemble;
@@ -16,6 +19,7 @@ pub mod error;
 pub mod metrics;
 pub mod phase;
 pub mod reader;
+pub mod row;
 pub mod sidecar;
 pub mod source;
 pub mod status;
@@ -40,8 +44,8 @@ use crate::stream::Stream;
 /// fails with a fatal error: the others are then stopped and the first
 /// error is returned (it is also recorded in the sidecar tables for `status`).
 pub async fn run(config: CopierConfig, shutdown: CancellationToken) -> Result<(), CopierError> {
-    config.validate()?;
-    let target = Arc::new(Target { pools: ShardPools::new(&config.to), config: config.to.clone() });
+    let table = Arc::new(config.validate()?);
+    let target = Arc::new(Target { pools: ShardPools::new(&config.to), config: config.to.clone(), table });
     let source_pools = ShardPools::new(&config.from);
     let bars = MultiProgress::with_draw_target(if config.progress {
         ProgressDrawTarget::stderr()

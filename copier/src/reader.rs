@@ -55,7 +55,7 @@ pub struct Source {
     /// The old shard's database.
     pub database: String,
     /// The copied table.
-    pub table: String,
+    pub table: std::sync::Arc<crate::table::CopiedTable>,
     /// The stream's name.
     pub source_shard: String,
 }
@@ -113,7 +113,7 @@ fn received(
         }
         Err(_idle) => Ok(None),
         Ok(None) => Err(mysql_async::Error::Other("the source closed the binlog stream".into()).into()),
-        Ok(Some(Err(e))) => Err(source::classify_binlog_error(e, boundary, &source.table, &source.source_shard)),
+        Ok(Some(Err(e))) => Err(source::classify_binlog_error(e, boundary, &source.table.name, &source.source_shard)),
         Ok(Some(Ok(event))) => {
             *last_event = Instant::now();
             Ok(Some(event))

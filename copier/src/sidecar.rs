@@ -27,7 +27,8 @@ use mysql_async::{Pool, Transaction};
 use crate::binlog::Position;
 use crate::error::CopierError;
 use crate::phase::Phase;
-use crate::table::PatternKey;
+use crate::row::{Cell, Key};
+use crate::table::CopiedTable;
 
 /// One target shard's fence for one stream.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -35,7 +36,7 @@ pub struct Fence {
     /// Every source key is covered (the copy finished).
     pub copy_done: bool,
     /// Keys up to this one are covered; `None`: none.
-    pub last_key: Option<PatternKey>,
+    pub last_key: Option<Key>,
     /// Covered keys hold the source's state as of this position; `None`
     /// when the shard has no fence yet.
     pub position: Option<Position>,
@@ -49,7 +50,7 @@ pub struct Fence {
 
 impl Fence {
     /// Whether this shard already holds (and must keep up to date) `key`.
-    pub fn covers(&self, key: &PatternKey) -> bool {
+    pub fn covers(&self, key: &Key) -> bool {
         self.copy_done || self.last_key.as_ref().is_some_and(|last| key <= last)
     }
 
@@ -78,7 +79,8 @@ pub async fn ensure_table(pools: &[Pool]) -> Result<(), CopierError> {
 type FenceRow = (u8, Option<String>, String, u64, String, u64, u64);
 
 /// Reads every target shard's fence for the stream (default where a shard has none).
-pub async fn load_fences(pools: &[Pool], table: &str, source_shard: &str) -> Result<Vec<Fence>, CopierError> {
+pub async fn load_fences(pools: &[Pool], copied: &CopiedTable, source_shard: &str) -> Result<Vec<Fence>, CopierError> {
+    let table = copied.name.as_str();
     let mut fences = Vec::with_capacity(pools.len());
     for pool in pools {
         let row: Option<FenceRow> = pool
@@ -94,7 +96,7 @@ pub async fn load_fences(pools: &[Pool], table: &str, source_shard: &str) -> Res
             None => Fence::default(),
             Some((copy_done, last_key, file, pos, gtid, rows_copied, events_applied)) => Fence {
                 copy_done: copy_done != 0,
-                last_key: parse_key(last_key)?,
+                last_key: parse_key(last_key, Some(copied))?,
                 position: (!file.is_empty()).then_some(Position { file, pos }),
                 gtid,
                 rows_copied,
@@ -261,7 +263,7 @@ fn stored_stream(mut r: mysql_async::Row) -> Result<StoredStream, CopierError> {
     let updated: String = col!(16);
     let fence = Fence {
         copy_done: copy_done != 0,
-        last_key: parse_key(last_key)?,
+        last_key: parse_key(last_key, None)?,
         position: (!file.is_empty()).then_some(Position { file, pos }),
         gtid,
         rows_copied,
@@ -283,10 +285,31 @@ fn stored_stream(mut r: mysql_async::Row) -> Result<StoredStream, CopierError> {
     Ok(StoredStream { table, source_shard, fence, view, updated_at })
 }
 
-fn parse_key(last_key: Option<String>) -> Result<Option<PatternKey>, CopierError> {
-    last_key
-        .map(|json| serde_json::from_str(&json).map_err(|e| unexpected(format!("last_key {json:?} is not a key: {e}"))))
-        .transpose()
+/// A stored last key: the key's cells (`[{"uint":7},{"text":"ab"}]`), or
+/// the object by column name an earlier copier wrote
+/// (`{"database_id":7,"fingerprint":"ab"}`), read through the table's key
+/// columns when `copied` is given (`status` has no table and does not need
+/// the key: it shows no key, it reads such a fence as covering nothing).
+fn parse_key(last_key: Option<String>, copied: Option<&CopiedTable>) -> Result<Option<Key>, CopierError> {
+    let Some(json) = last_key else { return Ok(None) };
+    let not_a_key = |why: String| unexpected(format!("last_key {json:?} is not a key: {why}"));
+    let value: serde_json::Value = serde_json::from_str(&json).map_err(|e| not_a_key(e.to_string()))?;
+    let serde_json::Value::Object(named) = &value else {
+        return serde_json::from_value(value).map(Some).map_err(|e| not_a_key(e.to_string()));
+    };
+    let Some(copied) = copied else { return Ok(None) };
+    let mut cells = Vec::new();
+    for (&p, name) in copied.key.iter().zip(copied.key_names()) {
+        let v = named.get(name).ok_or_else(|| not_a_key(format!("no {name}")))?;
+        let cell = match (copied.columns[p].kind, v) {
+            (crate::row::Kind::UInt { .. }, serde_json::Value::Number(n)) => n.as_u64().map(Cell::UInt),
+            (crate::row::Kind::Int { .. }, serde_json::Value::Number(n)) => n.as_i64().map(Cell::Int),
+            (crate::row::Kind::Text, serde_json::Value::String(s)) => Some(Cell::Text(s.clone())),
+            _ => None,
+        };
+        cells.push(cell.ok_or_else(|| not_a_key(format!("{name}: {v}")))?);
+    }
+    Ok(Some(Key(cells)))
 }
 
 /// Forgets a stream on every target shard, so the next `start` copies it from scratch.
@@ -308,8 +331,19 @@ pub async fn reset(pools: &[Pool], table: &str, source_shard: &str) -> Result<u6
 mod tests {
     use super::*;
 
-    fn key(id: u64) -> PatternKey {
-        PatternKey { database_id: id, fingerprint: "f".into() }
+    fn key(id: u64) -> Key {
+        Key(vec![Cell::UInt(id), Cell::Text("f".into())])
+    }
+
+    #[test]
+    fn last_keys_are_read_as_written_and_as_an_earlier_copier_wrote_them() {
+        let table = crate::table::tests::insights();
+        let written = serde_json::to_string(&key(7)).expect("json");
+        assert_eq!(parse_key(Some(written), Some(&table)).expect("cells"), Some(key(7)));
+        let legacy = r#"{"database_id":7,"fingerprint":"f"}"#.to_owned();
+        assert_eq!(parse_key(Some(legacy.clone()), Some(&table)).expect("legacy"), Some(key(7)));
+        assert_eq!(parse_key(Some(legacy), None).expect("status"), None);
+        assert!(parse_key(Some("[1]".into()), Some(&table)).is_err());
     }
 
     #[test]

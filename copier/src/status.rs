@@ -157,7 +157,7 @@ mod tests {
 
     fn row(shard_rows: u64, pos: u64, updated: &str, phase: Phase) -> StoredStream {
         StoredStream {
-            table: "query_patterns".into(),
+            table: "routes".into(),
             source_shard: "-40".into(),
             fence: Fence {
                 copy_done: true,

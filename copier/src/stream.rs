@@ -45,7 +45,7 @@ use crate::phase::Phase;
 use crate::reader::{self, Read};
 use crate::sidecar::{self, Fence, ViewUpdate};
 use crate::source::{self, Snapshot};
-use crate::table::{copy_chunk_sql, CopyRow, KeyspaceIds, TableSpec};
+use crate::table::{CopyRow, KeyspaceIds};
 
 /// Rows in a stream's first snapshot chunk, before row sizes are known.
 const FIRST_CHUNK_ROWS: usize = 64;
@@ -134,10 +134,10 @@ impl Stream {
         {
             let mut conn = self.source_pool.get_conn().await?;
             source::check_settings(&mut conn).await?;
-            TableSpec::check_source(&mut conn, &self.source_db, &self.table).await?;
+            self.target.table.check_source(&mut conn, &self.source_db).await?;
         }
         sidecar::ensure_table(self.target.pools.shards()).await?;
-        let fences = sidecar::load_fences(self.target.pools.shards(), &self.table, &self.source_shard).await?;
+        let fences = sidecar::load_fences(self.target.pools.shards(), &self.target.table, &self.source_shard).await?;
         let mut run = Run::new(self, fences);
         tracing::info!(
             source_shard = %self.source_shard,
@@ -188,11 +188,16 @@ impl Stream {
     }
 }
 
-/// A snapshot row as [`copy_chunk_sql`] selects it, as the copy writes it.
-fn copy_row(row: mysql_async::Row, ids: &mut KeyspaceIds, table: &str) -> Result<CopyRow, CopierError> {
-    let (id, fingerprint, rest) = mysql_async::from_row_opt::<(u64, String, String)>(row)
-        .map_err(|e| CopierError::Schema { table: table.to_owned(), why: format!("unexpected snapshot row: {e}") })?;
-    Ok(CopyRow::from_columns(id, fingerprint, &rest, ids))
+/// A snapshot row as `CopiedTable::copy_chunk_sql` selects it, as the copy writes it.
+fn copy_row(
+    row: mysql_async::Row,
+    ids: &mut KeyspaceIds,
+    table: &crate::table::CopiedTable,
+) -> Result<CopyRow, CopierError> {
+    table.copy_row(row.unwrap(), ids).map_err(|why| CopierError::Schema {
+        table: table.name.clone(),
+        why: format!("unexpected snapshot row: {why}"),
+    })
 }
 
 /// A stream's moving parts during one attempt.
@@ -307,14 +312,14 @@ impl<'a> Run<'a> {
             // stays within a part whatever the chunk or row sizes. Chunks
             // stay bounded in bytes too: the phase's time limit and shutdown
             // are looked at between chunks.
-            let mut result = snapshot.conn.query_iter(copy_chunk_sql(after.as_ref(), limit)).await?;
+            let mut result = snapshot.conn.query_iter(s.target.table.copy_chunk_sql(after.as_ref(), limit)).await?;
             let (mut read, mut largest, mut part, mut part_bytes) = (0, 1, Vec::new(), 0);
             loop {
                 let row = result.next().await?;
                 let end = row.is_none();
                 if let Some(row) = row {
                     read += 1;
-                    let row = copy_row(row, &mut ids, &s.table)?;
+                    let row = copy_row(row, &mut ids, &s.target.table)?;
                     largest = largest.max(row.tuple.len());
                     part_bytes += row.tuple.len();
                     part.push(row);
@@ -365,7 +370,7 @@ impl<'a> Run<'a> {
         let events = source::open_binlog(s.source_opts.clone(), &from, server_id, &s.table, &s.source_shard).await?;
         let source = reader::Source {
             database: s.source_db.clone(),
-            table: s.table.clone(),
+            table: Arc::clone(&s.target.table),
             source_shard: s.source_shard.clone(),
         };
         let (sender, mut received) = mpsc::channel(reader::READ_AHEAD);

@@ -1,7 +1,8 @@
 //! Rows, writers and comparisons shared by the benchmark and the
-//! integration tests: throwaway databases on a cluster, `query_patterns`
-//! rows written the way group A / group B write them (the merge upsert), and
-//! a full comparison of two clusters' tables including placement.
+//! integration tests: throwaway databases on a cluster, rows of any copied
+//! table written the way group A / group B write them (the merge upsert of
+//! its description), and a full comparison of two clusters' tables
+//! including placement.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,8 @@ use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
 use mysql_async::prelude::Queryable;
 
-use crate::table::{delete_sql, upsert_sql, PatternImage, PatternKey};
+use crate::row::{Cell, Image, Key, Kind};
+use crate::table::{CopiedTable, Role};
 
 /// A unique throwaway database name (`t_<tag>_<pid>_<nanos>`).
 pub fn unique_database(tag: &str) -> String {
@@ -32,28 +34,77 @@ pub async fn drop_cluster(config: &ClusterConfig) -> Result<(), anyhow::Error> {
     Ok(cluster::schema::drop(config, false).await?)
 }
 
-/// A deterministic pattern row: database `database_id`, fingerprint `fingerprint`,
-/// sighted at `seen_us`.
-pub fn pattern(database_id: u64, fingerprint: &str, seen_us: i64, variant: u64) -> PatternImage {
-    PatternImage {
-        key: PatternKey { database_id, fingerprint: fingerprint.to_owned() },
-        normalized_sql: format!("select * from t{} where id = ? /* v{variant} */", database_id % 97),
-        tables_used: format!("[\"t{}\"]", database_id % 97),
-        first_seen_us: seen_us,
-        last_seen_us: seen_us,
-    }
+/// A deterministic row of `table`: the sharding column `shard_value`, the
+/// other key columns from `key_index`, every datetime merged by `min` at
+/// `first_us` and every other one at `last_us`, text of `variant`. Any
+/// latest table of any pipeline (the benchmark's and the tests' rows).
+pub fn row(table: &CopiedTable, shard_value: u64, key_index: u64, first_us: i64, last_us: i64, variant: u64) -> Image {
+    let shard_position = table.key[table.sharding];
+    let cells = table
+        .columns
+        .iter()
+        .zip(&table.described.columns)
+        .enumerate()
+        .map(|(i, (c, described))| {
+            let key = c.role == Role::Key;
+            let int = if i == shard_position {
+                shard_value
+            } else if key {
+                key_index
+            } else {
+                variant
+            };
+            match c.kind {
+                _ if c.role == Role::KeyspaceId => Cell::Bytes(Vec::new()),
+                Kind::UInt { .. } => Cell::UInt(int),
+                Kind::Int { .. } => Cell::Int(int as i64),
+                Kind::Text => {
+                    let mut text = if key {
+                        format!("fp{key_index:016x}")
+                    } else {
+                        format!("{} t{} /* v{variant} */", c.name, shard_value % 97)
+                    };
+                    text.truncate(c.sql_type.max_chars().unwrap_or(usize::MAX));
+                    Cell::Text(text)
+                }
+                Kind::Bytes { pad_to } => {
+                    let mut bytes = int.to_be_bytes().to_vec();
+                    bytes.resize(pad_to.unwrap_or(8), 0);
+                    Cell::Bytes(bytes)
+                }
+                Kind::DateTime { fsp } => {
+                    let us = if key {
+                        key_index as i64 * 1_000_000
+                    } else if described.merge == Some(pipeline::Merge::Min) {
+                        first_us
+                    } else {
+                        last_us
+                    };
+                    // Whole units of the column's fractional digits, so the stored value is exact.
+                    let unit = 10_i64.pow(6 - fsp.min(6));
+                    Cell::DateTime(us - us.rem_euclid(unit))
+                }
+            }
+        })
+        .collect();
+    table.image_of_cells(cells)
 }
 
 /// Writes images with the merge upsert (as the consumer does), each on the
 /// shard `config` routes it to, one transaction per shard.
-pub async fn upsert(config: &ClusterConfig, pools: &ShardPools, images: &[PatternImage]) -> Result<(), anyhow::Error> {
+pub async fn upsert(
+    config: &ClusterConfig,
+    pools: &ShardPools,
+    table: &CopiedTable,
+    images: &[Image],
+) -> Result<(), anyhow::Error> {
     // Sorted by key, like the consumer's writes, so concurrent writers lock rows in one order.
-    let mut per_shard: BTreeMap<usize, BTreeMap<&PatternKey, String>> = BTreeMap::new();
+    let mut per_shard: BTreeMap<usize, BTreeMap<&Key, String>> = BTreeMap::new();
     for image in images {
         per_shard
-            .entry(config.shard_index_for_database_id(image.key.database_id))
+            .entry(config.shard_index_for(&image.keyspace_id))
             .or_default()
-            .insert(&image.key, image.values_tuple());
+            .insert(&image.key, table.values_tuple(image));
     }
     let writes = per_shard.into_iter().map(|(shard, tuples)| async move {
         let tuples: Vec<String> = tuples.into_values().collect();
@@ -62,7 +113,7 @@ pub async fn upsert(config: &ClusterConfig, pools: &ShardPools, images: &[Patter
             // Deadlocks with other writers of the same rows are retried, as the consumer retries.
             let mut attempts = 0;
             loop {
-                match conn.query_drop(upsert_sql(chunk)).await {
+                match conn.query_drop(table.upsert_sql(chunk)).await {
                     Err(e) if cluster::retry::is_lock_conflict(&e) && attempts < 20 => {
                         attempts += 1;
                         tokio::time::sleep(std::time::Duration::from_millis(10 * attempts)).await;
@@ -80,10 +131,15 @@ pub async fn upsert(config: &ClusterConfig, pools: &ShardPools, images: &[Patter
 }
 
 /// Deletes keys on the shards `config` routes them to.
-pub async fn delete(config: &ClusterConfig, pools: &ShardPools, keys: &[PatternKey]) -> Result<(), anyhow::Error> {
+pub async fn delete(
+    config: &ClusterConfig,
+    pools: &ShardPools,
+    table: &CopiedTable,
+    keys: &[Key],
+) -> Result<(), anyhow::Error> {
     for key in keys {
-        let shard = config.shard_index_for_database_id(key.database_id);
-        pools.shard(shard).get_conn().await?.query_drop(delete_sql(&[key.tuple()])).await?;
+        let shard = config.shard_index_for(&table.keyspace_id(key));
+        pools.shard(shard).get_conn().await?.query_drop(table.delete_sql(&[key.tuple()])).await?;
     }
     Ok(())
 }
@@ -93,34 +149,46 @@ pub async fn delete(config: &ClusterConfig, pools: &ShardPools, keys: &[PatternK
 pub struct StoredRow {
     /// The index of the shard holding it.
     pub shard: usize,
-    /// database_id, fingerprint, hex(keyspace_id), normalized_sql, tables_used, first_seen, last_seen.
+    /// Every column in the table's order: integers in decimal, text as
+    /// stored, bytes in hex, datetimes with six fractional digits.
     pub columns: Vec<String>,
 }
 
-/// Every `query_patterns` row of the cluster, by key.
-pub async fn read_all(config: &ClusterConfig) -> Result<BTreeMap<PatternKey, StoredRow>, anyhow::Error> {
+/// Every row of the table on the cluster, by key.
+pub async fn read_all(config: &ClusterConfig, table: &CopiedTable) -> Result<BTreeMap<Key, StoredRow>, anyhow::Error> {
+    let shown: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| match c.kind {
+            Kind::UInt { .. } | Kind::Int { .. } => format!("CAST({} AS CHAR)", c.name),
+            Kind::Text => c.name.clone(),
+            Kind::Bytes { .. } => format!("HEX({})", c.name),
+            Kind::DateTime { .. } => format!("DATE_FORMAT({}, '%Y-%m-%d %H:%i:%s.%f')", c.name),
+        })
+        .collect();
+    let keys = table.key_names().join(", ");
+    let sql = format!("SELECT {}, {keys} FROM {} ORDER BY {keys}", shown.join(", "), table.name);
     let pools = ShardPools::new(config);
     let mut out = BTreeMap::new();
     for (shard, pool) in pools.shards().iter().enumerate() {
-        let rows: Vec<mysql_async::Row> = pool
-            .get_conn()
-            .await?
-            .query(
-                "SELECT CAST(database_id AS CHAR), fingerprint, HEX(keyspace_id), normalized_sql, tables_used, \
-                 DATE_FORMAT(first_seen, '%Y-%m-%d %H:%i:%s.%f'), DATE_FORMAT(last_seen, '%Y-%m-%d %H:%i:%s.%f') \
-                 FROM query_patterns ORDER BY database_id, fingerprint",
-            )
-            .await?;
+        let rows: Vec<mysql_async::Row> = pool.get_conn().await?.query(&sql).await?;
         for row in rows {
-            let columns: Vec<String> = row
-                .unwrap()
+            let mut values = row.unwrap();
+            let raw_key = values.split_off(table.columns.len());
+            let key = Key(table
+                .key
+                .iter()
+                .zip(raw_key)
+                .map(|(&p, v)| table.columns[p].kind.cell(v))
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?);
+            let columns: Vec<String> = values
                 .into_iter()
                 .map(|v| match v {
                     mysql_async::Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
                     other => other.as_sql(false),
                 })
                 .collect();
-            let key = PatternKey { database_id: columns[0].parse()?, fingerprint: columns[1].clone() };
             if let Some(previous) = out.insert(key.clone(), StoredRow { shard, columns }) {
                 anyhow::bail!("key {key:?} is on shards {} and {shard}", previous.shard);
             }
@@ -130,12 +198,16 @@ pub async fn read_all(config: &ClusterConfig) -> Result<BTreeMap<PatternKey, Sto
     Ok(out)
 }
 
-/// Every difference between the old and new clusters' `query_patterns`:
-/// rows missing on either side, any column differing, and new rows not on
-/// the shard owning their keyspace id (or with a wrong keyspace id).
-pub async fn compare(old: &ClusterConfig, new: &ClusterConfig) -> Result<Vec<String>, anyhow::Error> {
-    let old_rows = read_all(old).await?;
-    let new_rows = read_all(new).await?;
+/// Every difference between the old and new clusters' table: rows missing
+/// on either side, any column differing, and new rows not on the shard
+/// owning their keyspace id (or with a wrong keyspace id).
+pub async fn compare(
+    old: &ClusterConfig,
+    new: &ClusterConfig,
+    table: &CopiedTable,
+) -> Result<Vec<String>, anyhow::Error> {
+    let old_rows = read_all(old, table).await?;
+    let new_rows = read_all(new, table).await?;
     let mut differences = Vec::new();
     for (key, row) in &old_rows {
         match new_rows.get(key) {
@@ -146,14 +218,16 @@ pub async fn compare(old: &ClusterConfig, new: &ClusterConfig) -> Result<Vec<Str
             Some(_) => {}
         }
     }
+    let keyspace_columns: Vec<usize> =
+        table.columns.iter().enumerate().filter(|(_, c)| c.role == Role::KeyspaceId).map(|(i, _)| i).collect();
     for (key, row) in &new_rows {
         if !old_rows.contains_key(key) {
             differences.push(format!("extra on new: {key:?} {:?}", row.columns));
         }
-        let keyspace_id = cluster::vindex::keyspace_id(key.database_id);
+        let keyspace_id = table.keyspace_id(key);
         let expected_hex: String = keyspace_id.iter().map(|b| format!("{b:02X}")).collect();
-        if row.columns[2] != expected_hex {
-            differences.push(format!("wrong keyspace id on new: {key:?} {}", row.columns[2]));
+        if keyspace_columns.iter().any(|&p| row.columns[p] != expected_hex) {
+            differences.push(format!("wrong keyspace id on new: {key:?} {:?}", row.columns));
         }
         let owner = new.shard_index_for(&keyspace_id);
         if row.shard != owner {
@@ -164,11 +238,12 @@ pub async fn compare(old: &ClusterConfig, new: &ClusterConfig) -> Result<Vec<Str
 }
 
 /// Row count over the cluster's shards.
-pub async fn count(config: &ClusterConfig) -> Result<u64, anyhow::Error> {
+pub async fn count(config: &ClusterConfig, table: &CopiedTable) -> Result<u64, anyhow::Error> {
     let pools = ShardPools::new(config);
     let mut total = 0;
+    let sql = format!("SELECT COUNT(*) FROM {}", table.name);
     for pool in pools.shards() {
-        let n: Option<u64> = pool.get_conn().await?.query_first("SELECT COUNT(*) FROM query_patterns").await?;
+        let n: Option<u64> = pool.get_conn().await?.query_first(&sql).await?;
         total += n.unwrap_or(0);
     }
     pools.disconnect().await;
@@ -191,12 +266,15 @@ pub async fn binlog_ends(config: &ClusterConfig) -> Result<Vec<crate::binlog::Po
 pub async fn caught_up(
     old: &ClusterConfig,
     new: &ClusterConfig,
+    table: &str,
     ends: &[crate::binlog::Position],
 ) -> Result<bool, anyhow::Error> {
     let streams = crate::status::streams(new).await?;
     for (shard, end) in old.shards.iter().zip(ends) {
         let name = shard.range.to_string();
-        let Some(stream) = streams.iter().find(|s| s.source_shard == name) else { return Ok(false) };
+        let Some(stream) = streams.iter().find(|s| s.source_shard == name && s.table == table) else {
+            return Ok(false);
+        };
         let Some(position) = stream.binlog_position.as_deref().and_then(parse_position) else { return Ok(false) };
         if !stream.copy_done || &position < end {
             return Ok(false);

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
-use common::{cluster_file, Clusters};
+use common::{cluster_file, pattern, pattern_key, Clusters};
 use copier::status::StreamStatus;
-use copier::workload::{self, pattern};
 use mysql_async::prelude::Queryable;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,7 +32,20 @@ fn spawn_copier(c: &Clusters) -> Child {
         .arg("--to")
         .arg(cluster_file("new"))
         .args(["--from-database", &c.db, "--to-database", &c.db])
-        .args(["--copy-phase", "700ms", "--catch-up-phase", "500ms", "--chunk-rows", "300"])
+        // Small chunks, and a pause after every target write as long as it
+        // took (a throttle latency of 1ms): the copy of the history must
+        // outlast several kills, and it took under 2 s with 300-row chunks
+        // and no pause on this machine.
+        .args([
+            "--copy-phase",
+            "700ms",
+            "--catch-up-phase",
+            "500ms",
+            "--chunk-rows",
+            "100",
+            "--throttle-latency",
+            "1ms",
+        ])
         .args(["--batch-ops", "500", "--batch-wait", "50ms", "--status-interval", "200ms"])
         .args(["--metrics-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "copier=debug,warn")
@@ -63,11 +75,11 @@ async fn preload(old: &ClusterConfig) {
         let fingerprint = if i % 4 == 0 { format!("s{}", i % 40) } else { format!("h{i}") };
         images.push(pattern(i % DATABASES + 1, &fingerprint, BASE_US + i as i64 * 1000, i % 3));
         if images.len() == 8000 {
-            workload::upsert(old, &pools, &images).await.expect("preload");
+            common::upsert(old, &pools, &images).await;
             images.clear();
         }
     }
-    workload::upsert(old, &pools, &images).await.expect("preload");
+    common::upsert(old, &pools, &images).await;
     pools.disconnect().await;
 }
 
@@ -84,10 +96,7 @@ async fn stream_writer(old: ClusterConfig, new: ClusterConfig, stop: Cancellatio
                 pattern(id, &format!("s{}", rng.random_range(0..60)), seen, rng.random_range(0..5))
             })
             .collect();
-        let (a, b) =
-            tokio::join!(workload::upsert(&old, &old_pools, &batch), workload::upsert(&new, &new_pools, &batch));
-        a.expect("group A write");
-        b.expect("group B write");
+        tokio::join!(common::upsert(&old, &old_pools, &batch), common::upsert(&new, &new_pools, &batch));
         written += batch.len() as u64;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -117,14 +126,14 @@ async fn history_writer(old: ClusterConfig, stop: CancellationToken) -> (u64, u6
             batch.push(pattern(next_new % DATABASES + 1, &format!("h{next_new}"), BASE_US, 0));
             next_new += 1;
         }
-        workload::upsert(&old, &pools, &batch).await.expect("history upsert");
+        common::upsert(&old, &pools, &batch).await;
         changed += batch.len() as u64;
         let deletes: Vec<_> = (0..10)
             .map(|_| rng.random_range(0..next_new))
             .filter(|i| i % 4 != 0)
-            .map(|i| pattern(i % DATABASES + 1, &format!("h{i}"), 0, 0).key)
+            .map(|i| pattern_key(i % DATABASES + 1, &format!("h{i}")))
             .collect();
-        workload::delete(&old, &pools, &deletes).await.expect("history delete");
+        common::delete(&old, &pools, &deletes).await;
         deleted += deletes.len() as u64;
         // A key change: one row event with a before and an after key.
         let i = rng.random_range(1..HISTORY_ROWS);

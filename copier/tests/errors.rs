@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use cluster::pool::ShardPools;
-use common::{quick_settings, Clusters};
-use copier::workload::{self, pattern};
+use common::{pattern, quick_settings, Clusters};
+use copier::workload;
 use copier::{CopierConfig, CopierError};
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +31,7 @@ async fn preload(c: &Clusters, rows: u64, seed: i64) {
     let pools = ShardPools::new(&c.old);
     let images: Vec<_> =
         (0..rows).map(|i| pattern(i % 300 + 1, &format!("fp{i}"), seed + i as i64 * 1000, 0)).collect();
-    workload::upsert(&c.old, &pools, &images).await.expect("preload");
+    common::upsert(&c.old, &pools, &images).await;
     pools.disconnect().await;
 }
 
@@ -45,12 +45,12 @@ async fn copies_then_replicates_inserts_updates_and_deletes() {
     // Changes while the copy runs and after it: inserts, merge updates, deletes, a key change.
     let pools = ShardPools::new(&c.old);
     let updates: Vec<_> = (0..500).map(|i| pattern(i % 300 + 1, &format!("fp{i}"), 1_800_000_000_000_000, 1)).collect();
-    workload::upsert(&c.old, &pools, &updates).await.expect("updates");
-    let deletes: Vec<_> = (500..700).map(|i| pattern(i % 300 + 1, &format!("fp{i}"), 0, 0).key).collect();
-    workload::delete(&c.old, &pools, &deletes).await.expect("deletes");
+    common::upsert(&c.old, &pools, &updates).await;
+    let deletes: Vec<_> = (500..700).map(|i| common::pattern_key(i % 300 + 1, &format!("fp{i}"))).collect();
+    common::delete(&c.old, &pools, &deletes).await;
     let inserts: Vec<_> =
         (5000..5500).map(|i| pattern(i % 300 + 1, &format!("fp{i}"), 1_750_000_000_000_000, 2)).collect();
-    workload::upsert(&c.old, &pools, &inserts).await.expect("inserts");
+    common::upsert(&c.old, &pools, &inserts).await;
     let shard = c.old.shard_index_for_database_id(1);
     pools
         .shard(shard)

@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use cluster::pool::ShardPools;
-use common::{quick_settings, Clusters};
-use copier::table::PatternImage;
-use copier::workload::{self, pattern};
+use common::{pattern_with_sql, quick_settings, Clusters};
+use copier::row::Image;
+use copier::workload;
 use copier::CopierConfig;
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
@@ -18,12 +18,11 @@ use tokio_util::sync::CancellationToken;
 /// Just under 1 MiB, so each row is valid on its own.
 const SQL_BYTES: usize = (1 << 20) - 512;
 
-/// Rows of one database (one shard on either side), each text distinct.
-fn large(i: u64, seen_us: i64) -> PatternImage {
-    let mut image = pattern(7, &format!("fp{i:04}"), seen_us, i);
-    let filler = format!("/* {i:04} */ ");
-    image.normalized_sql = format!("select {}", filler.repeat(SQL_BYTES / filler.len()));
-    image
+/// Rows of one database (one shard on either side), key `i`, each text
+/// distinct (told apart by `text`).
+fn large(i: u64, text: u64, seen_us: i64) -> Image {
+    let filler = format!("/* {text:04} */ ");
+    pattern_with_sql(7, &format!("fp{i:04}"), seen_us, &format!("select {}", filler.repeat(SQL_BYTES / filler.len())))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,8 +42,8 @@ async fn copies_and_replicates_rows_of_nearly_one_mib() {
         rows as usize * SQL_BYTES > 2 * max_packet.expect("max_allowed_packet") as usize,
         "the rows together must not fit one statement"
     );
-    let images: Vec<_> = (0..rows).map(|i| large(i, 1_700_000_000_000_000 + i as i64)).collect();
-    workload::upsert(&c.old, &pools, &images).await.expect("preload");
+    let images: Vec<_> = (0..rows).map(|i| large(i, i, 1_700_000_000_000_000 + i as i64 * 1000)).collect();
+    common::upsert(&c.old, &pools, &images).await;
 
     let config = CopierConfig {
         from: c.old.clone(),
@@ -58,21 +57,13 @@ async fn copies_and_replicates_rows_of_nearly_one_mib() {
     c.wait_caught_up(Duration::from_secs(240)).await;
     // The binlog path: every large row changes once more (earlier first_seen
     // wins the text), in one transaction per shard, while the copier replicates.
-    let updates: Vec<_> = (0..rows).map(|i| large(i + 1000, 1_600_000_000_000_000 + i as i64)).collect();
-    let updates: Vec<_> = updates
-        .into_iter()
-        .zip(&images)
-        .map(|(mut u, original)| {
-            u.key = original.key.clone();
-            u
-        })
-        .collect();
-    workload::upsert(&c.old, &pools, &updates).await.expect("updates");
+    let updates: Vec<_> = (0..rows).map(|i| large(i, i + 1000, 1_600_000_000_000_000 + i as i64 * 1000)).collect();
+    common::upsert(&c.old, &pools, &updates).await;
     pools.disconnect().await;
     c.wait_caught_up(Duration::from_secs(240)).await;
     assert!(!copier.is_finished(), "the copier stopped: {:?}", copier.await);
     c.assert_equal().await;
-    let stored = workload::read_all(&c.new).await.expect("read new");
+    let stored = workload::read_all(&c.new, &c.table).await.expect("read new");
     assert_eq!(stored.len(), rows as usize);
     assert!(stored.values().all(|r| r.columns[3].len() > SQL_BYTES - 16 && r.columns[3].contains("/* 10")));
     shutdown.cancel();

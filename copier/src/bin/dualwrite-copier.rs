@@ -35,6 +35,9 @@ enum Command {
         /// Use this database on every new shard instead of the cluster file's.
         #[arg(long)]
         to_database: Option<String>,
+        /// Only this table's streams.
+        #[arg(long)]
+        table: Option<String>,
         /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -45,8 +48,9 @@ enum Command {
         to: PathBuf,
         #[arg(long)]
         to_database: Option<String>,
-        #[arg(long, default_value = "query_patterns")]
-        table: String,
+        /// The copied table (default: the pipeline's latest table, when it has one).
+        #[arg(long)]
+        table: Option<String>,
         /// The old shard's range name, e.g. `-40`.
         #[arg(long, allow_hyphen_values = true)]
         source_shard: String,
@@ -69,9 +73,10 @@ struct StartArgs {
     /// Use this database on every new shard instead of the cluster file's.
     #[arg(long)]
     to_database: Option<String>,
-    /// The table to copy.
-    #[arg(long, default_value = "query_patterns")]
-    table: String,
+    /// The table to copy: a latest table of the old cluster's pipeline
+    /// (default: its latest table, when it has exactly one).
+    #[arg(long)]
+    table: Option<String>,
     /// How long a copy phase reads its snapshot before catching up on the binlog.
     #[arg(long, env = "DUALWRITE_COPY_PHASE", default_value = "30s", value_parser = humantime::parse_duration)]
     copy_phase: Duration,
@@ -105,6 +110,23 @@ fn load(path: &PathBuf, database: Option<&str>) -> anyhow::Result<ClusterConfig>
     ClusterConfig::load_redirected(path, database, None).with_context(|| format!("loading {}", path.display()))
 }
 
+/// `--table`, or the pipeline's one latest table.
+fn table_or_default(table: Option<String>, cluster: &ClusterConfig) -> anyhow::Result<String> {
+    if let Some(table) = table {
+        return Ok(table);
+    }
+    let latest: Vec<&str> = cluster.pipeline.unbounded().map(|t| t.name.as_str()).collect();
+    match latest.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] => anyhow::bail!("pipeline {} has no latest table: nothing to copy", cluster.pipeline.name),
+        many => anyhow::bail!(
+            "pipeline {} has several latest tables ({}): name one with --table",
+            cluster.pipeline.name,
+            many.join(", ")
+        ),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     service::init_tracing();
@@ -112,10 +134,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Start(args) => {
             service::install_metrics(args.metrics_addr)?;
             copier::metrics::describe();
+            let from = load(&args.from, args.from_database.as_deref())?;
             let config = CopierConfig {
-                from: load(&args.from, args.from_database.as_deref())?,
+                table: table_or_default(args.table, &from)?,
+                from,
                 to: load(&args.to, args.to_database.as_deref())?,
-                table: args.table,
                 settings: Settings {
                     copy_phase: args.copy_phase,
                     catch_up_phase: args.catch_up_phase,
@@ -132,15 +155,18 @@ async fn main() -> anyhow::Result<()> {
                     _ => std::io::stderr().is_terminal(),
                 },
             };
+            // A table the pipeline does not copy fails here, before any connection.
+            config.validate()?;
             cluster::pool::preflight(&config.from).await?;
             cluster::pool::preflight(&config.to).await?;
             let shutdown = service::shutdown_on_signals();
             copier::run(config, shutdown).await.context("copier stopped")?;
         }
-        Command::Status { to, to_database, json } => {
+        Command::Status { to, to_database, table, json } => {
             let target = load(&to, to_database.as_deref())?;
             cluster::pool::preflight(&target).await?;
-            let streams = copier::status::streams(&target).await.context("reading stream status")?;
+            let mut streams = copier::status::streams(&target).await.context("reading stream status")?;
+            streams.retain(|s| table.as_ref().is_none_or(|t| &s.table == t));
             if json {
                 println!("{}", serde_json::to_string(&streams)?);
             } else {
@@ -149,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Reset { to, to_database, table, source_shard } => {
             let target = load(&to, to_database.as_deref())?;
+            let table = table_or_default(table, &target)?;
             let pools = cluster::pool::ShardPools::new(&target);
             let removed = copier::sidecar::reset(pools.shards(), &table, &source_shard).await;
             pools.disconnect().await;
