@@ -3,8 +3,8 @@
 //!
 //! ```toml
 //! [time]                      # every field optional; production defaults shown
-//! minute_window = "1m"        # query_stats_minute window
-//! hour_window = "1h"          # query_stats_hour window
+//! minute_window = "1m"        # tables with window = "minute_window"
+//! hour_window = "1h"          # tables with window = "hour_window"
 //! allowed_lateness = "5m"     # a window settles this long after its end
 //! retention = "8d"            # windows older than this are dropped / expired
 //! partition = "1d"            # width of one time partition
