@@ -37,6 +37,12 @@ fn err(place: impl Into<String>, why: impl Into<String>) -> PipelineError {
 /// Reads a schema file named by the description (relative to it).
 pub trait SchemaSource {
     fn read(&self, relative: &str) -> Result<String, String>;
+
+    /// The other `<id>-<name>.avsc` files in the directory of `relative`
+    /// (relative paths): earlier versions a producer may still write.
+    fn siblings(&self, _relative: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Schema files beside the description on disk.
@@ -46,6 +52,19 @@ impl SchemaSource for Dir<'_> {
     fn read(&self, relative: &str) -> Result<String, String> {
         let path = self.0.join(relative);
         std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+
+    fn siblings(&self, relative: &str) -> Vec<String> {
+        let (dir, own) = relative.rsplit_once('/').unwrap_or(("", relative));
+        let Ok(entries) = std::fs::read_dir(self.0.join(dir)) else { return Vec::new() };
+        let mut out: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != own && n.ends_with(".avsc"))
+            .map(|n| if dir.is_empty() { n } else { format!("{dir}/{n}") })
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -137,8 +156,21 @@ fn topic(t: &crate::raw::RawTopic, schemas: &dyn SchemaSource, sharding: &Shardi
     let schema = apache_avro::Schema::parse_str(&text)
         .map_err(|e| err(format!("{place}, schema {}", t.schema), one_line(&e.to_string())))?;
     let (record, fields) = record_fields(&schema).map_err(|why| err(format!("{place}, schema {}", t.schema), why))?;
+    // Earlier versions of the record beside the reader schema: messages a
+    // producer wrote before a field was added still decode (resolved to the reader).
+    let mut writers = Vec::new();
+    for other in schemas.siblings(&t.schema) {
+        let name = other.rsplit('/').next().unwrap_or_default();
+        let Some(id) = name.split_once('-').and_then(|(id, _)| id.parse::<u32>().ok()) else { continue };
+        let Ok(text) = schemas.read(&other) else { continue };
+        let Ok(parsed) = apache_avro::Schema::parse_str(&text) else { continue };
+        if record_fields(&parsed).is_ok_and(|(r, _)| r == record) && id != schema_id {
+            writers.push((id, parsed));
+        }
+    }
     let out = Topic {
         name: t.name.clone(),
+        writers,
         schema_id,
         schema_text: text,
         schema,

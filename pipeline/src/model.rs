@@ -42,6 +42,9 @@ pub struct Topic {
     /// The schema id of the reader schema, from its file name `<id>-<name>.avsc`
     /// (the Confluent wire format's id without a registry).
     pub schema_id: u32,
+    /// Other versions of the record found beside the reader schema (by id):
+    /// what older producers write, resolved against the reader.
+    pub writers: Vec<(u32, apache_avro::Schema)>,
     pub schema: apache_avro::Schema,
     /// The record's full name (`namespace.name`).
     pub record: String,

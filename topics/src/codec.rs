@@ -245,8 +245,11 @@ impl Codec {
     /// decodes what a producer of this description writes).
     pub fn with_pipeline(mut self, pipeline: &pipeline::Pipeline) -> Self {
         for t in &pipeline.topics {
-            if !self.knows(t.schema_id) {
-                self.add_writer(t.schema_id, t.schema.clone());
+            let versions = std::iter::once((t.schema_id, &t.schema)).chain(t.writers.iter().map(|(id, s)| (*id, s)));
+            for (id, schema) in versions {
+                if !self.knows(id) {
+                    self.add_writer(id, schema.clone());
+                }
             }
         }
         self
