@@ -236,7 +236,7 @@ impl Seen {
             }
             None => {
                 if let Ok(mut last) = self.last.lock() {
-                    *last = Some(reason);
+                    *last = Some(without_thread(&reason).to_owned());
                 }
             }
         }
@@ -244,13 +244,23 @@ impl Seen {
 }
 
 /// librdkafka prefixes a broker's errors with its name
-/// (`sasl_ssl://127.0.0.1:9093/bootstrap: ...`): split it off.
+/// (`sasl_ssl://127.0.0.1:9093/bootstrap: ...`, `127.0.0.1:9092/1: ...`),
+/// and its log lines with the thread (`[thrd:...]: `): split the name off.
 fn split_broker(reason: &str) -> (Option<String>, String) {
+    let reason = without_thread(reason);
     match reason.split_once(": ") {
-        Some((broker, rest)) if broker.contains("://") && !broker.contains(' ') => {
+        Some((broker, rest)) if broker.contains('/') && broker.contains(':') && !broker.contains(' ') => {
             (Some(broker.to_owned()), rest.to_owned())
         }
         _ => (None, reason.to_owned()),
+    }
+}
+
+/// `reason` without librdkafka's `[thrd:...]: ` log prefix.
+fn without_thread(reason: &str) -> &str {
+    match reason.strip_prefix("[thrd:").and_then(|rest| rest.split_once("]: ")) {
+        Some((_, rest)) => rest,
+        None => reason,
     }
 }
 
@@ -520,6 +530,11 @@ mod tests {
         assert_eq!(broker.as_deref(), Some("sasl_ssl://127.0.0.1:1/bootstrap"));
         assert_eq!(detail, "SASL authentication error: x: y");
         assert_eq!(split_broker("1/1 brokers are down"), (None, "1/1 brokers are down".to_owned()));
+        let (broker, detail) = split_broker(
+            "[thrd:127.0.0.1:9/bootstrap]: 127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused",
+        );
+        assert_eq!(broker.as_deref(), Some("127.0.0.1:9/bootstrap"));
+        assert_eq!(detail, "Connect to ipv4#127.0.0.1:9 failed: Connection refused");
     }
 
     #[test]
