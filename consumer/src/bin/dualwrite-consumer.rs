@@ -354,10 +354,20 @@ fn status(cluster: PathBuf, args: &topics::kafka::KafkaArgs, json: bool) -> anyh
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let lateness_ms = config.time.allowed_lateness_ms();
     runtime.block_on(cluster::pool::preflight(&config))?;
-    if let Some(kafka) = &kafka {
-        // A wrong setting is an error; an unreachable broker shows in the report.
-        runtime.block_on(kafka.preflight(topics::preflight::Preflight::bounded(topics.clone())))?;
-    }
+    // A wrong setting is an error; with the broker unreachable the report
+    // has the fences only, and says why the lag is missing.
+    let kafka = match kafka {
+        Some(kafka) => {
+            match runtime.block_on(kafka.preflight(topics::preflight::Preflight::bounded(topics.clone())))? {
+                topics::preflight::Reach::Ready => Some(kafka),
+                topics::preflight::Reach::Unreachable(why) => {
+                    tracing::warn!(bootstrap = %kafka.bootstrap, error = %why, "kafka unreachable: lag unknown");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let report = runtime
         .block_on(consumer::status::status(&config, kafka.as_ref(), &topics, lateness_ms))
         .context("reading status")?;
