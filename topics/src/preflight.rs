@@ -347,6 +347,15 @@ pub fn run(client: &ClientConfig, preflight: &Preflight, signals: &Signals) -> R
                     Some((topic, Some(code))) if classify(Some(code), "").is_some() => {
                         return Err(misconfigured(None, Cause::NotAuthorized, format!("topic {topic}: {code}")));
                     }
+                    Some((topic, Some(code))) if code != RDKafkaErrorCode::UnknownTopicOrPartition => {
+                        // Listed, but not usable yet (a leader being elected): the job's own client waits.
+                        if started.elapsed() >= preflight.deadline {
+                            tracing::warn!(%topic, error = %code, "topic not ready; going on");
+                            return Ok(Reach::Ready);
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
                     Some((topic, code)) => {
                         let since = *missing_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= UNKNOWN_TOPIC_GRACE || started.elapsed() >= preflight.deadline {
