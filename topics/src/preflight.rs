@@ -34,6 +34,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A topic missing from the metadata for this long is unknown (a topic
 /// created a moment ago may take a few metadata rounds to show).
 const UNKNOWN_TOPIC_GRACE: Duration = Duration::from_secs(3);
+/// Events served after each attempt (librdkafka's errors and log lines of
+/// one connection attempt are a handful).
+const EVENTS_PER_ATTEMPT: usize = 256;
 /// Longest pause between attempts while the brokers are unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -52,6 +55,8 @@ pub enum Cause {
     PlaintextOnTls,
     /// A TLS client on a plaintext listener.
     TlsOnPlaintext,
+    /// A SASL client on a listener without SASL.
+    SaslNotEnabled,
     /// Another TLS handshake failure.
     Tls,
     /// The user may not describe or read a topic, or the cluster.
@@ -72,6 +77,7 @@ impl Cause {
             Cause::HostnameMismatch => "kafka.bootstrap (use a host name the broker's certificate names)",
             Cause::PlaintextOnTls => "kafka.security_protocol (the listener speaks TLS: ssl or sasl_ssl)",
             Cause::TlsOnPlaintext => "kafka.security_protocol (the listener is plaintext)",
+            Cause::SaslNotEnabled => "kafka.security_protocol (the listener has no SASL: ssl or plaintext)",
             Cause::Tls => "kafka.security_protocol and kafka.ssl_ca_file",
             Cause::NotAuthorized => "kafka.sasl_username (the user's ACLs on the broker)",
             Cause::UnknownTopic(_) => "--topic-prefix, or create the topics (dualwrite-topics create)",
@@ -89,6 +95,7 @@ impl std::fmt::Display for Cause {
             Cause::HostnameMismatch => f.write_str("broker certificate does not match the host name"),
             Cause::PlaintextOnTls => f.write_str("plaintext client on a TLS listener"),
             Cause::TlsOnPlaintext => f.write_str("TLS client on a plaintext listener"),
+            Cause::SaslNotEnabled => f.write_str("SASL client on a listener without SASL"),
             Cause::Tls => f.write_str("TLS handshake failed"),
             Cause::NotAuthorized => f.write_str("not authorized"),
             Cause::UnknownTopic(topic) => write!(f, "unknown topic {topic}"),
@@ -105,6 +112,9 @@ pub fn classify(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<Cause> {
     if has("unsupported sasl mechanism") {
         return Some(Cause::MechanismNotOffered);
     }
+    if has("mechanism handshake failed") && has("not valid in current sasl state") {
+        return Some(Cause::SaslNotEnabled);
+    }
     if has("hostname mismatch") {
         return Some(Cause::HostnameMismatch);
     }
@@ -118,7 +128,10 @@ pub fn classify(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<Cause> {
     }
     // librdkafka's own hint when a plaintext ApiVersion request is answered
     // by a disconnect; a TLS alert read as a Kafka frame is an absurd size.
-    if has("connecting to a ssl listener?") || has("invalid response size") {
+    if has("connecting to a ssl listener?")
+        || has("invalid response size")
+        || (has("in state apiversion_query") && (has("disconnected") || has("connection closed")))
+    {
         return Some(Cause::PlaintextOnTls);
     }
     if has("connecting to a plaintext broker listener?") || has("wrong version number") || has("packet length too long")
@@ -133,6 +146,7 @@ pub fn classify(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<Cause> {
         || has("authentication failed")
         || has("invalid-proof")
         || has("sasl handshake failed")
+        || has("mechanism handshake failed")
     {
         return Some(Cause::Authentication);
     }
@@ -275,7 +289,7 @@ impl ClientContext for PreflightContext {
         // Some failures are only logged (a second TLS error line, a
         // protocol hint); errors and warnings are classified as well.
         use RDKafkaLogLevel::{Alert, Critical, Emerg, Error, Warning};
-        if matches!(level, Emerg | Alert | Critical | Error | Warning) {
+        if matches!(level, Emerg | Alert | Critical | Error | Warning) || fac == "FAIL" {
             self.0.note(None, log_message);
         }
         tracing::debug!(facility = fac, message = log_message, "librdkafka (preflight)");
@@ -307,6 +321,7 @@ pub fn run(client: &ClientConfig, preflight: &Preflight, signals: &Signals) -> R
     let mut config = client.clone();
     // A probe: no group, nothing consumed; its own logs go through `log` above.
     config.remove("group.id");
+    config.set("statistics.interval.ms", "0");
     let consumer: BaseConsumer<PreflightContext> = config
         .create_with_context(PreflightContext(Seen::default()))
         .map_err(|e| misconfigured(None, Cause::InvalidProperty, e.to_string().replace(['\n', '\r'], " ")))?;
@@ -320,11 +335,31 @@ pub fn run(client: &ClientConfig, preflight: &Preflight, signals: &Signals) -> R
             return Err(PreflightError::Cancelled);
         }
         let metadata = consumer.fetch_metadata(None, ATTEMPT_TIMEOUT);
-        // Serve the error and log events the attempt raised.
-        while consumer.poll(Duration::ZERO).is_some() {}
+        // Serve the error and log events the attempt raised. A log event is
+        // consumed without a result (poll answers None), so drain by count.
+        for _ in 0..EVENTS_PER_ATTEMPT {
+            consumer.poll(Duration::ZERO);
+        }
         if let Some((broker, cause, detail)) = seen.fatal.lock().ok().and_then(|mut f| f.take()) {
             crate::metrics::preflight_waiting(false);
-            return Err(misconfigured(broker, cause, detail));
+            // OpenSSL says "certificate verify failed" for an unknown CA and
+            // a host name mismatch alike: a handshake of our own tells them apart.
+            let cause = match (&cause, broker.as_deref(), client.get("ssl.ca.location")) {
+                (Cause::CertificateNotTrusted, Some(broker), Some(ca)) => {
+                    certificate_cause(broker, std::path::Path::new(ca)).unwrap_or(cause)
+                }
+                _ => cause,
+            };
+            // A connection dropped while asking for the API versions is also
+            // what a broker going away looks like: only a listener that
+            // answers a TLS hello makes it a plaintext client on TLS.
+            let confirmed = cause != Cause::PlaintextOnTls || broker.as_deref().is_some_and(speaks_tls);
+            if confirmed {
+                return Err(misconfigured(broker, cause, detail));
+            }
+            if let Ok(mut last) = seen.last.lock() {
+                *last = Some(detail);
+            }
         }
         match metadata {
             Ok(metadata) => {
@@ -396,6 +431,85 @@ pub fn run(client: &ClientConfig, preflight: &Preflight, signals: &Signals) -> R
             }
         }
     }
+}
+
+/// Why `broker`'s certificate is refused, from a rustls handshake against
+/// the CA bundle `ca`: [`Cause::HostnameMismatch`] when the CA signs it but
+/// for other names, [`Cause::CertificateNotTrusted`] when it does not sign
+/// it; `None` when the handshake cannot say (unreadable CA, no connection).
+/// `broker` is librdkafka's name (`sasl_ssl://host:port/bootstrap`).
+fn certificate_cause(broker: &str, ca: &std::path::Path) -> Option<Cause> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::net::ToSocketAddrs;
+    let address = broker.split_once("://").map_or(broker, |(_, rest)| rest);
+    let address = address.split('/').next()?;
+    let (host, _port) = address.rsplit_once(':')?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).ok()? {
+        roots.add(cert.ok()?).ok()?;
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_owned()).ok()?;
+    let mut connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).ok()?;
+    let target = address.to_socket_addrs().ok()?.next()?;
+    let mut socket = std::net::TcpStream::connect_timeout(&target, ATTEMPT_TIMEOUT * 5).ok()?;
+    socket.set_read_timeout(Some(ATTEMPT_TIMEOUT * 5)).ok()?;
+    socket.set_write_timeout(Some(ATTEMPT_TIMEOUT * 5)).ok()?;
+    while connection.is_handshaking() {
+        match connection.complete_io(&mut socket) {
+            Ok(_) => {}
+            Err(error) => {
+                let tls = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+                return match tls {
+                    Some(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::NotValidForName
+                        | rustls::CertificateError::NotValidForNameContext { .. },
+                    )) => Some(Cause::HostnameMismatch),
+                    Some(rustls::Error::InvalidCertificate(_)) => Some(Cause::CertificateNotTrusted),
+                    _ => None,
+                };
+            }
+        }
+    }
+    None
+}
+
+/// Whether `broker` (librdkafka's name, `host:port/id`) answers a TLS
+/// hello: any certificate verdict (none is trusted here) means it does.
+fn speaks_tls(broker: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let address = broker.split_once("://").map_or(broker, |(_, rest)| rest);
+    let Some(address) = address.split('/').next() else { return false };
+    let Some((host, _)) = address.rsplit_once(':') else { return false };
+    let config = match rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => builder.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
+        Err(_) => return false,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let Ok(name) = rustls::pki_types::ServerName::try_from(host) else { return false };
+    let Ok(mut connection) = rustls::ClientConnection::new(std::sync::Arc::new(config), name) else { return false };
+    let Some(target) = address.to_socket_addrs().ok().and_then(|mut a| a.next()) else { return false };
+    let Ok(mut socket) = std::net::TcpStream::connect_timeout(&target, ATTEMPT_TIMEOUT * 5) else { return false };
+    if socket.set_read_timeout(Some(ATTEMPT_TIMEOUT * 5)).is_err() {
+        return false;
+    }
+    while connection.is_handshaking() {
+        if let Err(error) = connection.complete_io(&mut socket) {
+            let tls = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+            return matches!(tls, Some(rustls::Error::InvalidCertificate(_)));
+        }
+    }
+    true
 }
 
 /// Sleeps `duration` in short steps, returning early once `cancel` is set.
@@ -485,6 +599,12 @@ mod tests {
                 Cause::PlaintextOnTls,
             ),
             (
+                None,
+                "[thrd:127.0.0.1:1/bootstrap]: 127.0.0.1:1/bootstrap: Disconnected: connection closed by peer: receive \
+                 0 after POLLIN (after 1ms in state APIVERSION_QUERY)",
+                Cause::PlaintextOnTls,
+            ),
+            (
                 Some(RDKafkaErrorCode::BrokerTransportFailure),
                 "127.0.0.1:1/bootstrap: Receive failed: Invalid response size 352518912 (0..100000000): increase \
                  receive.message.max.bytes",
@@ -500,6 +620,12 @@ mod tests {
                 Some(RDKafkaErrorCode::SSL),
                 "ssl://127.0.0.1:1/bootstrap: SSL handshake failed: error:0A00010B:SSL routines::wrong version number",
                 Cause::TlsOnPlaintext,
+            ),
+            (
+                None,
+                "sasl_ssl://127.0.0.1:1/bootstrap: SASL PLAIN mechanism handshake failed: Broker: Request not valid in \
+                 current SASL state: broker's supported mechanisms:  (after 0ms in state AUTH_HANDSHAKE)",
+                Cause::SaslNotEnabled,
             ),
             (
                 Some(RDKafkaErrorCode::TopicAuthorizationFailed),
