@@ -71,6 +71,14 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     let mut topic_names: Vec<String> = shape.topic_names();
     topic_names.sort();
     let client = config.kafka_client_config();
+    // Bad Kafka settings stop the job here, in one line; an outage is waited out.
+    topics::metrics::describe();
+    let probe = topics::preflight::Preflight::waiting(topic_names.clone());
+    match topics::preflight::run_async(client.clone(), probe, shutdown.clone()).await {
+        Ok(_) => {}
+        Err(topics::preflight::PreflightError::Cancelled) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    }
     let starts = {
         let (client, topics, start) = (client.clone(), topic_names.clone(), config.start);
         tokio::task::spawn_blocking(move || crate::start::resolve(&client, &topics, start))

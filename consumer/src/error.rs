@@ -12,6 +12,9 @@ pub enum ConsumerError {
     Cluster(String),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The Kafka settings were refused at start (credentials, CA, protocol, topics).
+    #[error(transparent)]
+    KafkaSettings(#[from] topics::preflight::PreflightError),
     #[error("shard {shard} ({range}): {source}")]
     Shard { shard: usize, range: String, source: mysql_async::Error },
     #[error("control database (dead letters): {0}")]

@@ -1,83 +1,30 @@
 //! Time-based start positions against a real, persistent Kafka-protocol
-//! broker with offset lookup by time (Tansu, sqlite storage): a group started
+//! broker with offset lookup by time (Nisshi, sqlite storage): a group started
 //! `at` a time or at a `window-boundary` applies exactly what follows it.
 
 use testkit as common;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::nisshi::Nisshi;
 use common::{assert_matches_truth, fresh_cluster, messages_applied, Broker, ConsumerProcess};
 use consumer::start::{resolve, StartPosition};
 use topics::TopicKind;
 
-/// A Tansu broker in a temporary directory, stopped on drop.
-struct Tansu {
-    child: std::process::Child,
-    bootstrap: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tansu_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("DUALWRITE_TANSU") {
-        return PathBuf::from(bin);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../compose/local/tansu");
-    let out = std::process::Command::new(script).output().expect("compose/local/tansu");
-    assert!(out.status.success(), "building tansu failed: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-async fn start_tansu() -> Tansu {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = std::process::Command::new(tansu_binary())
-        .current_dir(dir.path())
-        // sqlite storage, relative to the working directory: memory storage loses messages.
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "sqlite://tansu.db",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("tansu.log")).expect("log file"))
-        .spawn()
-        .expect("spawn tansu");
-    let bootstrap = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&bootstrap).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not start listening");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Tansu { child, bootstrap, _dir: dir }
-}
-
-/// The harness's broker handle, pointed at Tansu instead of the mock.
-async fn tansu_broker(tansu: &Tansu, tag: &str) -> Broker {
+/// The harness's broker handle, pointed at Nisshi instead of the mock.
+async fn nisshi_broker(nisshi: &Nisshi, tag: &str) -> Broker {
     let prefix = format!("{}.", common::unique(tag));
     let specs = topics::spec::default_topics(&prefix, common::PARTITIONS, 1);
-    topics::admin::create_topics(&topics::kafka::KafkaConfig::plaintext(tansu.bootstrap.clone()), &specs)
+    topics::admin::create_topics(&topics::kafka::KafkaConfig::plaintext(nisshi.bootstrap.clone()), &specs)
         .await
         .expect("create topics");
-    Broker::external(&tansu.bootstrap, &prefix)
+    Broker::external(&nisshi.bootstrap, &prefix)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_started_at_a_time_or_a_window_boundary_apply_exactly_what_follows() {
-    let tansu = start_tansu().await;
-    let broker = tansu_broker(&tansu, "timestart").await;
+    let nisshi = Nisshi::start();
+    let broker = nisshi_broker(&nisshi, "timestart").await;
     let now = chrono::Utc::now().timestamp_millis();
     // Part one starts 7 minutes into an hour, so its hour is not whole; part
     // two starts on a later whole hour.
@@ -89,7 +36,7 @@ async fn groups_started_at_a_time_or_a_window_boundary_apply_exactly_what_follow
 
     let client = {
         let mut c = rdkafka::config::ClientConfig::new();
-        c.set("bootstrap.servers", &tansu.bootstrap);
+        c.set("bootstrap.servers", &nisshi.bootstrap);
         c
     };
     let topics = vec![broker.topic(TopicKind::QueryStats), broker.topic(TopicKind::SlowQueries)];

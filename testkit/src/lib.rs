@@ -4,6 +4,7 @@
 //! in-process or as `dualwrite-consumer` child processes, and the waits the
 //! tests synchronise on (a condition with a deadline, never a fixed sleep).
 
+pub mod nisshi;
 pub mod registry;
 
 use std::collections::HashMap;
@@ -414,6 +415,14 @@ pub fn consumer_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
     let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("dualwrite-consumer");
     assert!(path.exists(), "{} missing: build it first (cargo build --release -p consumer)", path.display());
+    path
+}
+
+/// A workspace binary (`dualwrite-topics`, ...) next to the consumer's
+/// (`cargo build --release --bins` builds them all).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let path = consumer_binary().with_file_name(name);
+    assert!(path.exists(), "{} missing: build it first (cargo build --release --bins)", path.display());
     path
 }
 

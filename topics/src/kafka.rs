@@ -336,58 +336,6 @@ impl RawKafka {
     }
 }
 
-/// Why the brokers could not be reached with a configuration.
-#[derive(Debug, thiserror::Error)]
-#[error("kafka {bootstrap} ({protocol}): {reason}")]
-pub struct KafkaCheckError {
-    /// The bootstrap list tried.
-    pub bootstrap: String,
-    /// The security protocol used.
-    pub protocol: String,
-    /// librdkafka's first error, which names the broker
-    /// (`sasl_ssl://host:port/bootstrap: SASL authentication error: ...`),
-    /// or the metadata request's error when it reported none.
-    pub reason: String,
-}
-
-/// Keeps librdkafka's first error report: it names the broker and the
-/// cause, where the request that then times out names neither.
-#[derive(Default)]
-struct FirstError(std::sync::Mutex<Option<String>>);
-
-impl rdkafka::ClientContext for FirstError {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if let Ok(mut first) = self.0.lock() {
-            first.get_or_insert_with(|| format!("{reason} ({error})").replace(['\n', '\r'], " "));
-        }
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for FirstError {}
-
-impl KafkaConfig {
-    /// Connects, authenticates and reads the cluster's metadata once, so a
-    /// wrong password, CA or protocol is one line at start naming the broker.
-    /// Blocking (librdkafka's metadata call): run it off the async workers.
-    pub fn check(&self, timeout: std::time::Duration) -> Result<(), KafkaCheckError> {
-        use rdkafka::consumer::Consumer;
-        let failed = |reason: String| KafkaCheckError {
-            bootstrap: self.bootstrap.clone(),
-            protocol: self.security_protocol.clone(),
-            reason,
-        };
-        let consumer: rdkafka::consumer::BaseConsumer<FirstError> =
-            self.client().create_with_context(FirstError::default()).map_err(|e| failed(e.to_string()))?;
-        match consumer.fetch_metadata(None, timeout) {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                let first = consumer.context().0.lock().ok().and_then(|mut first| first.take());
-                Err(failed(first.unwrap_or_else(|| error.to_string())))
-            }
-        }
-    }
-}
-
 fn read_password(path: &Path) -> Result<Password, KafkaConfigError> {
     read_secret_file(path).map_err(|message| field("sasl_password_file", message))
 }
@@ -489,28 +437,6 @@ sasl_password_env = "KAFKA_PW"
             assert!(message.starts_with(want), "{want}: {message}");
             assert!(!message.contains("hunter2"), "{message}");
         }
-    }
-
-    #[test]
-    fn the_mock_broker_accepts_plaintext_and_a_sasl_failure_is_one_line_naming_the_broker() {
-        let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-        let timeout = std::time::Duration::from_secs(10);
-        KafkaConfig::plaintext(mock.bootstrap_servers()).check(timeout).expect("plaintext reaches the mock");
-
-        // librdkafka's mock cluster has no SASL (nor TLS) listener: a SASL
-        // client fails its handshake there, as against a broker that rejects it.
-        let text = format!(
-            "[kafka]\nbootstrap = \"{}\"\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-256\"\n\
-             sasl_username = \"dualwrite\"\nsasl_password_env = \"KAFKA_PW\"\n",
-            mock.bootstrap_servers()
-        );
-        let config = KafkaConfig::from_toml_str(&text, Path::new("."), &env).expect("valid").expect("[kafka]");
-        let message = config.check(timeout).expect_err("no SASL on the mock").to_string();
-        assert!(!message.contains('\n'), "{message}");
-        assert!(message.starts_with(&format!("kafka {} (sasl_plaintext): ", mock.bootstrap_servers())), "{message}");
-        // The prefix names the broker; librdkafka's own text may or may not
-        // repeat it (it depends on which request fails first).
-        assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]

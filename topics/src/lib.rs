@@ -13,6 +13,8 @@ pub mod dev_broker;
 pub mod events;
 pub mod kafka;
 pub mod key;
+pub mod metrics;
+pub mod preflight;
 pub mod record;
 pub mod registry;
 pub mod schemas;

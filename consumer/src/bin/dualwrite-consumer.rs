@@ -76,8 +76,9 @@ enum DeadLetterCommand {
     Replay {
         #[command(flatten)]
         select: SelectArgs,
-        #[arg(long, env = "DUALWRITE_BROKERS")]
-        brokers: String,
+        /// The Kafka to replay to (default: the cluster file's [kafka]).
+        #[command(flatten)]
+        kafka: topics::kafka::KafkaArgs,
         /// Replay every selected letter (without it, a --reason or --offset is required).
         #[arg(long)]
         all: bool,
@@ -200,6 +201,10 @@ fn main() -> anyhow::Result<()> {
             let cluster_config = cluster::config::ClusterConfig::load(&cluster)
                 .with_context(|| format!("loading cluster file {}", cluster.display()))?;
             let kafka = args.resolve(Some(cluster.as_path()))?;
+            let names: Vec<String> =
+                topics::TopicKind::ALL.into_iter().map(|k| k.topic_name(&args.topic_prefix)).collect();
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            runtime.block_on(kafka.preflight(topics::preflight::Preflight::waiting(names)))?;
             let config = consumer::dry_run::DryRunConfig {
                 kafka: kafka.client(),
                 topic_prefix: args.topic_prefix.clone(),
@@ -264,7 +269,11 @@ fn main() -> anyhow::Result<()> {
             config.codec = topics::registry::consumer_codec(registry, &topics).await?;
         }
         let shutdown = service::shutdown_on_signals();
-        consumer::run(config, shutdown).await.context("consumer")
+        consumer::run(config, shutdown).await.map_err(|error| match error {
+            // Already one line naming the broker, the cause and the setting.
+            consumer::error::ConsumerError::KafkaSettings(error) => anyhow::Error::from(error),
+            other => anyhow::Error::from(other).context("consumer"),
+        })
     })
 }
 
@@ -301,13 +310,16 @@ fn dead_letters(command: DeadLetterCommand) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            DeadLetterCommand::Replay { brokers, all, .. } => {
+            DeadLetterCommand::Replay { kafka, all, .. } => {
                 anyhow::ensure!(
                     *all || selection.reason.is_some() || selection.position.is_some(),
                     "replay: select letters with --reason, --topic/--partition/--offset, or --all"
                 );
-                let producer: rdkafka::producer::FutureProducer =
-                    replay_producer(brokers).create().context("creating the producer")?;
+                let client = replay_producer(&kafka.resolve(Some(select.cluster.as_path()))?);
+                // Unwrapped on purpose: one line naming the broker, the cause and the setting.
+                let probe = topics::preflight::Preflight::waiting(Vec::new());
+                topics::preflight::run_async(client.clone(), probe, tokio_util::sync::CancellationToken::new()).await?;
+                let producer: rdkafka::producer::FutureProducer = client.create().context("creating the producer")?;
                 let replayed = consumer::replay::replay(&control, &config.name, &producer, &selection).await?;
                 for r in &replayed {
                     match &r.outcome {
@@ -324,9 +336,9 @@ fn dead_letters(command: DeadLetterCommand) -> anyhow::Result<()> {
 }
 
 /// An idempotent producer (per-partition order kept through retries).
-fn replay_producer(brokers: &str) -> rdkafka::ClientConfig {
-    let mut c = rdkafka::ClientConfig::new();
-    c.set("bootstrap.servers", brokers).set("enable.idempotence", "true").set("acks", "all");
+fn replay_producer(kafka: &topics::kafka::KafkaConfig) -> rdkafka::ClientConfig {
+    let mut c = kafka.client();
+    c.set("enable.idempotence", "true").set("acks", "all");
     c
 }
 
@@ -340,6 +352,20 @@ fn status(cluster: PathBuf, args: &topics::kafka::KafkaArgs, json: bool) -> anyh
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let lateness_ms = config.time.allowed_lateness_ms();
     runtime.block_on(cluster::pool::preflight(&config))?;
+    // A wrong setting is an error; with the broker unreachable the report
+    // has the fences only, and says why the lag is missing.
+    let kafka = match kafka {
+        Some(kafka) => {
+            match runtime.block_on(kafka.preflight(topics::preflight::Preflight::bounded(topics.clone())))? {
+                topics::preflight::Reach::Ready => Some(kafka),
+                topics::preflight::Reach::Unreachable(why) => {
+                    tracing::warn!(bootstrap = %kafka.bootstrap, error = %why, "kafka unreachable: lag unknown");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let report = runtime
         .block_on(consumer::status::status(&config, kafka.as_ref(), &topics, lateness_ms))
         .context("reading status")?;

@@ -243,23 +243,45 @@ async fn setup(common: &Common) -> anyhow::Result<Loaded> {
     Ok(Loaded { old, new, new_file: common.clusters.new.clone(), ops })
 }
 
+/// How long the lag gate's Kafka may take to answer at start: a report
+/// (or a router) says an unreachable broker and goes on.
+const KAFKA_PREFLIGHT: Duration = Duration::from_secs(10);
+
+/// The lag gate's Kafka, checked once: a wrong setting is an error (one
+/// line naming the broker, the cause and the setting: a non-zero exit); an
+/// unreachable broker is `Ok(Err(why))`, for the gate to report.
+async fn lag_kafka(
+    args: &topics::kafka::KafkaArgs,
+    new_file: &std::path::Path,
+) -> anyhow::Result<Result<topics::kafka::KafkaConfig, String>> {
+    let kafka = match args.resolve_if_configured(Some(new_file)) {
+        Ok(Some(kafka)) => kafka,
+        Ok(None) => {
+            return Ok(Err("no --brokers given (nor --kafka-config or [kafka]): consumer lag needs the topics' end \
+                           offsets"
+                .to_owned()))
+        }
+        Err(error) => return Ok(Err(error.to_string())),
+    };
+    let names: Vec<String> = topics::TopicKind::ALL.iter().map(|k| k.topic_name(&args.topic_prefix)).collect();
+    let probe =
+        topics::preflight::Preflight { deadline: KAFKA_PREFLIGHT, ..topics::preflight::Preflight::bounded(names) };
+    Ok(match kafka.preflight(probe).await? {
+        topics::preflight::Reach::Ready => Ok(kafka),
+        topics::preflight::Reach::Unreachable(why) => Err(format!("kafka {} unreachable: {why}", kafka.bootstrap)),
+    })
+}
+
 async fn evaluate(
     loaded: &Loaded,
     args: &GateArgs,
     groups: &[TableGroup],
-) -> (gates::GateInputs, Vec<gates::GateResult>) {
+) -> anyhow::Result<(gates::GateInputs, Vec<gates::GateResult>)> {
     let collect = CollectConfig {
         old: loaded.old.clone(),
         new: loaded.new.clone(),
         control: loaded.ops.control.clone(),
-        kafka: match args.kafka.resolve_if_configured(Some(loaded.new_file.as_path())) {
-            Ok(Some(kafka)) => Ok(kafka),
-            Ok(None) => {
-                Err("no --brokers given (nor --kafka-config or [kafka]): consumer lag needs the topics' end offsets"
-                    .to_owned())
-            }
-            Err(error) => Err(error.to_string()),
-        },
+        kafka: lag_kafka(&args.kafka, &loaded.new_file).await?,
         topic_prefix: args.kafka.topic_prefix.clone(),
         shadow_period: args.shadow_period,
         copied_tables: args.copied_tables.clone(),
@@ -267,7 +289,7 @@ async fn evaluate(
     let thresholds = thresholds(args);
     let inputs = cutover::collect::collect(&collect).await;
     let results = gates::evaluate(&inputs, &thresholds, groups);
-    (inputs, results)
+    Ok((inputs, results))
 }
 
 fn thresholds(args: &GateArgs) -> Thresholds {
@@ -326,7 +348,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status { common, gates, groups, json } => {
             let loaded = setup(&common).await?;
             let groups = groups_or_all(groups);
-            let (inputs, results) = evaluate(&loaded, &gates, &groups).await;
+            let (inputs, results) = evaluate(&loaded, &gates, &groups).await?;
             let routing = cutover::state::load(&loaded.ops.control).await?;
             let routers = cutover::state::routers(&loaded.ops.control).await?;
             let audit = cutover::state::audit_log(&loaded.ops.control, 10).await?;
@@ -377,7 +399,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::SwitchReads { common, gates, to, groups, force, reason, dry_run } => {
             let loaded = setup(&common).await?;
             let groups = groups_or_all(groups);
-            let results = if to == Role::New { evaluate(&loaded, &gates, &groups).await.1 } else { Vec::new() };
+            let results = if to == Role::New { evaluate(&loaded, &gates, &groups).await?.1 } else { Vec::new() };
             let request = SwitchRequest {
                 to,
                 groups,
@@ -479,7 +501,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let shutdown = service::shutdown_on_signals();
     let console = cutover::serve::ConsoleOptions {
-        kafka: args.gates.kafka.resolve_if_configured(Some(args.clusters.new.as_path()))?,
+        // Checked at start (a wrong setting stops the router); an unreachable
+        // broker stays configured, and the console says so until it answers.
+        kafka: match args.gates.kafka.resolve_if_configured(Some(args.clusters.new.as_path()))? {
+            Some(kafka) => {
+                // Unreachable is the console's to show, on every refresh.
+                let _unreachable_for_now = lag_kafka(&args.gates.kafka, &args.clusters.new).await?;
+                Some(kafka)
+            }
+            None => None,
+        },
         topic_prefix: args.gates.kafka.topic_prefix.clone(),
         shadow_period: args.gates.shadow_period,
         thresholds: thresholds(&args.gates),

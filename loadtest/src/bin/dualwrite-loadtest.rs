@@ -109,6 +109,9 @@ fn main() -> anyhow::Result<()> {
             } => {
                 let kafka = args.resolve(None)?;
                 let topic_prefix = args.topic_prefix;
+                let names: Vec<String> = topics::TopicKind::ALL.into_iter().map(|k| k.topic_name(&topic_prefix)).collect();
+                // Unwrapped on purpose: one line naming the broker, the cause and the setting.
+                kafka.preflight(topics::preflight::Preflight::waiting(names)).await?;
                 let registry = topics::registry::RegistryConfig::resolve(args.kafka_config.as_deref(), None)?
                     .map(topics::registry::Registry::new)
                     .transpose()?;
@@ -164,6 +167,7 @@ fn main() -> anyhow::Result<()> {
                     let kafka =
                         topics::kafka::KafkaConfig::resolve(kafka_config.as_deref(), None, brokers.as_deref())?;
                     let specs = topics::spec::default_topics(&prefix, 16, 1);
+                    kafka.preflight(topics::preflight::Preflight::waiting(Vec::new())).await?;
                     topics::admin::create_topics(&kafka, &specs).await.context("creating bench topics")?;
                     kafka
                 } else {

@@ -78,6 +78,8 @@ fn main() -> anyhow::Result<()> {
             Command::Create { kafka, partitions, replication } => {
                 let specs = topics::spec::default_topics(&kafka.topic_prefix, partitions, replication);
                 let kafka = kafka.resolve(None)?;
+                // Unwrapped on purpose: one line naming the broker, the cause and the setting.
+                kafka.preflight(topics::preflight::Preflight::waiting(Vec::new())).await?;
                 topics::admin::create_topics(&kafka, &specs).await.context("creating topics")
             }
             Command::RegisterSchemas { kafka_config, cluster, topic_prefix, schema_dir } => {

@@ -1,0 +1,274 @@
+//! Every job against an authenticated Kafka: Nisshi requiring TLS and
+//! SCRAM-SHA-512. A correct `[kafka]` file creates the topics, produces and
+//! consumes; a wrong setting stops the job at start with one line naming the
+//! broker, the cause and the setting, and a non-zero exit; a broker that is
+//! down is waited for, not a reason to exit.
+
+use testkit as common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::nisshi::{password, Nisshi, User};
+use common::{assert_matches_truth, fresh_cluster, wait_applied, workspace_binary};
+
+/// How long a misconfigured job may take to exit (the preflight's verdict
+/// comes within a second or two of reaching the broker).
+const FAIL_FAST: Duration = Duration::from_secs(60);
+
+/// A job run to its end (or killed at `timeout`): exit status and stderr.
+async fn run_job(bin: &Path, args: &[&str], timeout: Duration) -> (Option<std::process::ExitStatus>, String) {
+    let child = tokio::process::Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn job");
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => {
+            let out = out.expect("job output");
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+            (Some(out.status), text)
+        }
+        Err(_) => (None, String::new()),
+    }
+}
+
+/// The jobs' topic flags: a fresh prefix per test.
+fn prefix(tag: &str) -> String {
+    format!("{}.", common::unique(tag))
+}
+
+async fn create_topics(kafka_file: &Path, prefix: &str) {
+    let bin = workspace_binary("dualwrite-topics");
+    let file = kafka_file.to_str().expect("utf-8 path");
+    let args = ["create", "--kafka-config", file, "--topic-prefix", prefix, "--partitions", "4", "--replication", "1"];
+    let (status, log) = run_job(&bin, &args, FAIL_FAST).await;
+    assert!(status.is_some_and(|s| s.success()), "topics create: {status:?}\n{log}");
+}
+
+async fn produce(
+    kafka_file: &Path,
+    prefix: &str,
+    messages: u64,
+    truth: &Path,
+) -> (Option<std::process::ExitStatus>, String) {
+    let bin = workspace_binary("dualwrite-loadtest");
+    let args = [
+        "produce",
+        "--kafka-config",
+        kafka_file.to_str().expect("utf-8 path"),
+        "--topic-prefix",
+        prefix,
+        "--messages",
+        &messages.to_string(),
+        "--truth",
+        truth.to_str().expect("utf-8 path"),
+    ];
+    run_job(&bin, &args, Duration::from_secs(300)).await
+}
+
+fn consumer_args<'a>(cluster: &'a Path, kafka_file: &'a Path, prefix: &'a str, group: &'a str) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--group",
+        group,
+        "--cluster",
+        cluster.to_str().expect("utf-8 path"),
+        "--kafka-config",
+        kafka_file.to_str().expect("utf-8 path"),
+        "--topic-prefix",
+        prefix,
+        "--batch-max-wait",
+        "100ms",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--kafka",
+        "session.timeout.ms=6000",
+    ]
+}
+
+/// A copy of `file` with `from` replaced by `to` (one wrong setting).
+fn variant(file: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(file).expect("kafka file");
+    assert!(text.contains(from), "{from} not in {text}");
+    let out = file.with_file_name(format!("{name}.toml"));
+    std::fs::write(&out, text.replace(from, to)).expect("write variant");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correct_kafka_file_creates_produces_and_consumes_over_tls_and_scram() {
+    let (producer_pw, group_pw) = (password(), password());
+    let producer = User { name: "producer", password: &producer_pw };
+    let group_a = User { name: "group-a", password: &group_pw };
+    let nisshi = Nisshi::start_secured(&[&producer, &group_a]);
+    let producer_file = nisshi.kafka_file("producer", &producer, "");
+    let group_file = nisshi.kafka_file("group-a", &group_a, "");
+    let prefix = prefix("auth_ok");
+    create_topics(&producer_file, &prefix).await;
+    let truth_file = nisshi.dir().join("truth.json");
+    let (status, log) = produce(&producer_file, &prefix, 3000, &truth_file).await;
+    assert!(status.is_some_and(|s| s.success()), "produce: {status:?}\n{log}");
+    assert!(!log.contains(&producer_pw), "a password in the producer's output");
+    let truth = loadtest::truth::Truth::load(&truth_file).expect("ground truth");
+
+    let cluster = fresh_cluster("old", "auth_ok").await;
+    let group = common::unique("g_auth");
+    let bin = common::consumer_binary();
+    let mut child = tokio::process::Command::new(&bin)
+        .args(consumer_args(&cluster.file, &group_file, &prefix, &group))
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(nisshi.dir().join("consumer.log")).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn consumer");
+    wait_applied(&cluster.config, truth.messages, Duration::from_secs(180)).await;
+    assert_matches_truth(&cluster.config, &truth).await;
+    // Status reads the end offsets through the same file: lag known on every partition.
+    let status_args = [
+        "status",
+        "--cluster",
+        cluster.file.to_str().expect("utf-8 path"),
+        "--kafka-config",
+        group_file.to_str().expect("utf-8 path"),
+        "--topic-prefix",
+        &prefix,
+        "--json",
+    ];
+    let (status, out) = run_job(&bin, &status_args, FAIL_FAST).await;
+    assert!(status.is_some_and(|s| s.success()), "status: {status:?}\n{out}");
+    assert!(out.contains("lag_messages") && !out.contains("\"lag_messages\": null"), "status without lag:\n{out}");
+    let pid = child.id().expect("pid").to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let exit = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("exit").expect("wait");
+    let log = std::fs::read_to_string(nisshi.dir().join("consumer.log")).unwrap_or_default();
+    assert!(exit.success(), "consumer: {exit}\n{log}");
+    assert!(!log.contains(&group_pw), "a password in the consumer's log");
+    assert!(!nisshi.log().contains(&group_pw) && !nisshi.log().contains(&producer_pw), "a password in nisshi's log");
+}
+
+/// Asserts a job failed fast with the one line naming `broker`, `cause` and `setting`.
+fn assert_refused(
+    case: &str,
+    status: Option<std::process::ExitStatus>,
+    log: &str,
+    broker: &str,
+    cause: &str,
+    setting: &str,
+) {
+    let status = status.unwrap_or_else(|| panic!("{case}: still running after {FAIL_FAST:?}"));
+    assert!(!status.success(), "{case}: exited {status}\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(cause) && l.contains(setting))
+        .unwrap_or_else(|| panic!("{case}: no line naming '{cause}' and '{setting}':\n{log}"));
+    assert!(line.contains(broker), "{case}: the line does not name the broker {broker}: {line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_kafka_settings_stop_every_job_at_start_with_one_line_naming_broker_cause_and_setting() {
+    let pw = password();
+    let jobs = User { name: "jobs", password: &pw };
+    let nisshi = Nisshi::start_secured(&[&jobs]);
+    let good = nisshi.kafka_file("good", &jobs, "");
+    let prefix = prefix("auth_bad");
+    create_topics(&good, &prefix).await;
+    let port = nisshi.bootstrap.rsplit(':').next().expect("port").to_owned();
+    let truth = nisshi.dir().join("truth.json");
+
+    // A wrong password: the consumer, which used to retry for ever.
+    let wrong_pw = nisshi.kafka_file("wrong-pw", &User { name: "jobs", password: "not-the-password" }, "");
+    let cluster = fresh_cluster("old", "auth_bad").await;
+    let group = common::unique("g_bad");
+    let args = consumer_args(&cluster.file, &wrong_pw, &prefix, &group);
+    let (status, log) = run_job(&common::consumer_binary(), &args, FAIL_FAST).await;
+    assert_refused(
+        "wrong password",
+        status,
+        &log,
+        &nisshi.bootstrap,
+        "authentication failed",
+        "kafka.sasl_password_file",
+    );
+    assert!(!log.contains(&pw) && !log.contains("not-the-password"), "a password in the log:\n{log}");
+
+    // A topic prefix naming topics that do not exist: the consumer again.
+    let args = consumer_args(&cluster.file, &good, "nope.", &group);
+    let (status, log) = run_job(&common::consumer_binary(), &args, FAIL_FAST).await;
+    assert_refused("unknown topic", status, &log, &nisshi.bootstrap, "unknown topic nope.", "--topic-prefix");
+
+    // A CA that did not sign the broker's certificate: the producer.
+    let other_ca = common::nisshi::make_ca(&nisshi.dir().join("other"), "other-ca");
+    let ca = nisshi.ca.as_ref().expect("secured").display().to_string();
+    let wrong_ca = variant(&good, "wrong-ca", &ca, &other_ca.display().to_string());
+    let (status, log) = produce(&wrong_ca, &prefix, 10, &truth).await;
+    assert_refused("wrong CA", status, &log, &port, "broker certificate not trusted", "kafka.ssl_ca_file");
+
+    // A host name the certificate does not name (it names 127.0.0.1 only).
+    let localhost = variant(&good, "localhost", "\"127.0.0.1:", "\"localhost:");
+    let (status, log) = produce(&localhost, &prefix, 10, &truth).await;
+    assert_refused("host name", status, &log, "localhost", "does not match the host name", "kafka.bootstrap");
+
+    // A plaintext client on the TLS listener.
+    let plaintext = nisshi.dir().join("plaintext.toml");
+    std::fs::write(&plaintext, format!("[kafka]\nbootstrap = \"{}\"\n", nisshi.bootstrap)).expect("write");
+    let (status, log) = produce(&plaintext, &prefix, 10, &truth).await;
+    assert_refused("plaintext", status, &log, &port, "plaintext client on a TLS listener", "kafka.security_protocol");
+
+    // A mechanism the broker does not offer (Nisshi refuses PLAIN).
+    let plain = variant(&good, "plain", "SCRAM-SHA-512", "PLAIN");
+    let (status, log) = produce(&plain, &prefix, 10, &truth).await;
+    assert_refused("mechanism", status, &log, &port, "does not offer this SASL mechanism", "kafka.sasl_mechanism");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_down_is_waited_for_not_a_reason_to_exit() {
+    let port = common::nisshi::free_port();
+    let prefix = prefix("auth_down");
+    let bin = workspace_binary("dualwrite-topics");
+    let bootstrap = format!("127.0.0.1:{port}");
+    let args =
+        ["create", "--brokers", &bootstrap, "--topic-prefix", &prefix, "--partitions", "1", "--replication", "1"];
+    let mut child = tokio::process::Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn topics create");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = log.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log.lock().expect("log").matches("kafka unreachable").count() < 2 {
+        assert!(Instant::now() < deadline, "no waiting logged:\n{}", log.lock().expect("log"));
+        assert!(child.try_wait().expect("try_wait").is_none(), "exited on an outage:\n{}", log.lock().expect("log"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The broker comes up on that port: the job goes on and succeeds.
+    let nisshi = Nisshi::start_on(port);
+    let exit = tokio::time::timeout(Duration::from_secs(120), child.wait()).await.expect("exit").expect("wait");
+    let _ = reader.await;
+    assert!(exit.success(), "{exit}\n{}\nnisshi:\n{}", log.lock().expect("log"), nisshi.log());
+}
