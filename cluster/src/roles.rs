@@ -26,7 +26,7 @@ use std::str::FromStr;
 
 use crate::config::{ClusterConfig, Endpoint};
 use crate::job_tables::VERIFY_TABLES;
-use crate::schema::{DEAD_LETTER_TABLES, PARTITIONED_TABLES, STORE_TABLES};
+use crate::schema::{CONSUMER_TABLES, PARTITIONED_TABLES, STORE_TABLES};
 
 /// What a login is for. The copier has two: its source (old) and target
 /// (new) sides need different grants, usually for the same login.
@@ -113,7 +113,18 @@ impl Role {
     /// `(privileges, table or None for the whole database)` on the control database.
     fn on_control(self) -> Vec<(&'static str, Option<&'static str>)> {
         match self {
-            Role::Consumer => DEAD_LETTER_TABLES.iter().map(|(t, _)| ("SELECT, INSERT, UPDATE", Some(*t))).collect(),
+            Role::Consumer => CONSUMER_TABLES
+                .iter()
+                .map(|(t, _)| {
+                    // a member that stops cleanly deletes its heartbeat row
+                    let privileges = if *t == "dw_consumer_members" {
+                        "SELECT, INSERT, UPDATE, DELETE"
+                    } else {
+                        "SELECT, INSERT, UPDATE"
+                    };
+                    (privileges, Some(*t))
+                })
+                .collect(),
             Role::Verify => VERIFY_TABLES.iter().map(|(t, _)| ("SELECT, INSERT, UPDATE, DELETE", Some(*t))).collect(),
             Role::Operator => vec![
                 ("SELECT", None),
@@ -316,7 +327,7 @@ mod tests {
             .iter()
             .copied()
             .chain(SHARD_TABLES.iter().chain(&ROUTING_TABLES).chain(&VERIFY_TABLES).map(|(n, _)| *n))
-            .chain(DEAD_LETTER_TABLES.iter().map(|(n, _)| *n))
+            .chain(CONSUMER_TABLES.iter().map(|(n, _)| *n))
             .collect();
         for role in Role::ALL {
             for statement in statements(role, &account(), Some("s"), Some("c")) {

@@ -1,0 +1,114 @@
+//! Liveness, checked: a group whose partitions are held by a member that
+//! applies nothing (SIGSTOP; the coordinator keeps it for its long session)
+//! while another member waits with none. The waiting member reports both
+//! conditions at error, `status` names no live owner for the lagging
+//! partitions, and once the stopped member runs again everything is applied
+//! exactly (the cluster equals the ground truth).
+
+use testkit as common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_matches_truth, fresh_cluster, produce_in_background, Broker, ConsumerProcess};
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// `dualwrite-consumer status --json` of the cluster.
+async fn status(cluster: &common::TestCluster, broker: &Broker) -> serde_json::Value {
+    let out = tokio::process::Command::new(common::consumer_binary())
+        .args(["status", "--json", "--cluster"])
+        .arg(&cluster.file)
+        .args(["--brokers", &broker.bootstrap, "--topic-prefix", &broker.prefix])
+        .output()
+        .await
+        .expect("status");
+    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("status json")
+}
+
+/// Waits until `status` satisfies `ok`; returns that report.
+async fn wait_status(
+    cluster: &common::TestCluster,
+    broker: &Broker,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let report = status(cluster, broker).await;
+        if ok(&report) {
+            return report;
+        }
+        assert!(Instant::now() < deadline, "status never showed {what} within {timeout:?}: {report:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn lagging_without_owner(report: &serde_json::Value) -> usize {
+    report["partitions"]
+        .as_array()
+        .map(|ps| ps.iter().filter(|p| p["lag_messages"].as_i64().unwrap_or(0) > 0 && p["owner"].is_null()).count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_idle_beside_a_stalled_owner_reports_both_and_status_shows_no_owner() {
+    let cluster = fresh_cluster("old", "liveness").await;
+    let broker = Broker::new("liveness");
+    let producing = produce_in_background(&broker, 60_000, 24, 2_000);
+
+    // Long session and rebalance timeouts on both members (librdkafka's mock
+    // takes the group's session timeout from the latest joiner, and waits
+    // that long for a member to rejoin): the stopped owner is neither evicted
+    // nor waited out while the test looks, as with a coordinator that never
+    // evicts a dead member.
+    let long_session =
+        ["--kafka", "session.timeout.ms=120000", "--kafka", "max.poll.interval.ms=120000", "--liveness-bound", "6s"];
+    let owner = ConsumerProcess::spawn_with(&cluster, &broker, "live", 500, &long_session);
+    owner.wait_assigned(1, Duration::from_secs(60)).await;
+    common::wait_applied(&cluster.config, 1, Duration::from_secs(60)).await;
+    let live = wait_status(&cluster, &broker, "an owner for every partition", Duration::from_secs(30), |r| {
+        r["partitions"].as_array().is_some_and(|ps| !ps.is_empty() && ps.iter().all(|p| !p["owner"].is_null()))
+    })
+    .await;
+    assert_eq!(live["members"].as_array().map(Vec::len), Some(1), "{live:#}");
+
+    signal(owner.pid(), "-STOP");
+    let waiting = ConsumerProcess::spawn_with(&cluster, &broker, "live", 500, &long_session);
+    // (b) partitions with messages that nobody applies, past the bound
+    waiting.wait_log("no live member has applied for longer than the bound", 1, Duration::from_secs(60)).await;
+    // (a) the waiting member holds nothing while the cluster lags
+    waiting.wait_log("this member holds no partition while its cluster lags", 1, Duration::from_secs(60)).await;
+    let orphaned =
+        wait_status(&cluster, &broker, "lagging partitions with no live owner", Duration::from_secs(60), |r| {
+            lagging_without_owner(r) > 0
+        })
+        .await;
+    assert!(
+        orphaned["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .any(|p| p["unapplied_ms"].as_i64() >= Some(6_000)),
+        "a lagging partition's fences stood still past the bound: {orphaned:#}"
+    );
+
+    signal(owner.pid(), "-CONT");
+    let truth = producing.await.expect("producer");
+    common::wait_caught_up(&cluster.config, &broker, Duration::from_secs(180)).await;
+    wait_status(&cluster, &broker, "every partition owned and caught up", Duration::from_secs(60), |r| {
+        lagging_without_owner(r) == 0
+    })
+    .await;
+    let owner_log = owner.log_text();
+    assert!(owner.terminate().await.success(), "owner did not exit cleanly:\n{owner_log}");
+    assert!(waiting.terminate().await.success());
+    assert_matches_truth(&cluster.config, &truth).await;
+    // A member that stopped cleanly removed its heartbeat: nothing is owned now.
+    let after = status(&cluster, &broker).await;
+    assert_eq!(after["members"].as_array().map(Vec::len), Some(0), "{after:#}");
+}
