@@ -29,13 +29,15 @@ async fn status(cluster: &common::TestCluster, broker: &Broker) -> serde_json::V
     serde_json::from_slice(&out.stdout).expect("status json")
 }
 
-/// Waits until `status` satisfies `ok`; returns that report.
+/// Waits until `status` satisfies `ok`; returns that report. On timeout the
+/// report and the `members`' logs are in the panic message.
 async fn wait_status(
     cluster: &common::TestCluster,
     broker: &Broker,
     what: &str,
     timeout: Duration,
     ok: impl Fn(&serde_json::Value) -> bool,
+    members: &[&ConsumerProcess],
 ) -> serde_json::Value {
     let deadline = Instant::now() + timeout;
     loop {
@@ -43,9 +45,24 @@ async fn wait_status(
         if ok(&report) {
             return report;
         }
-        assert!(Instant::now() < deadline, "status never showed {what} within {timeout:?}: {report:#}");
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = members.iter().map(|m| m.log_text()).collect();
+            panic!(
+                "status never showed {what} within {timeout:?}: {report:#}\nmembers' logs:\n{}",
+                logs.join("\n---\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+fn owned(report: &serde_json::Value) -> bool {
+    report["partitions"].as_array().is_some_and(|ps| !ps.is_empty() && ps.iter().all(|p| !p["owner"].is_null()))
+}
+
+fn caught_up_and_owned(report: &serde_json::Value) -> bool {
+    owned(report)
+        && report["partitions"].as_array().is_some_and(|ps| ps.iter().all(|p| p["lag_messages"].as_i64() == Some(0)))
 }
 
 fn lagging_without_owner(report: &serde_json::Value) -> usize {
@@ -71,10 +88,8 @@ async fn a_member_idle_beside_a_stalled_owner_reports_both_and_status_shows_no_o
     let owner = ConsumerProcess::spawn_with(&cluster, &broker, "live", 500, &long_session);
     owner.wait_assigned(1, Duration::from_secs(60)).await;
     common::wait_applied(&cluster.config, 1, Duration::from_secs(60)).await;
-    let live = wait_status(&cluster, &broker, "an owner for every partition", Duration::from_secs(30), |r| {
-        r["partitions"].as_array().is_some_and(|ps| !ps.is_empty() && ps.iter().all(|p| !p["owner"].is_null()))
-    })
-    .await;
+    let live =
+        wait_status(&cluster, &broker, "an owner for every partition", Duration::from_secs(30), owned, &[&owner]).await;
     assert_eq!(live["members"].as_array().map(Vec::len), Some(1), "{live:#}");
 
     signal(owner.pid(), "-STOP");
@@ -83,11 +98,15 @@ async fn a_member_idle_beside_a_stalled_owner_reports_both_and_status_shows_no_o
     waiting.wait_log("no live member has applied for longer than the bound", 1, Duration::from_secs(60)).await;
     // (a) the waiting member holds nothing while the cluster lags
     waiting.wait_log("this member holds no partition while its cluster lags", 1, Duration::from_secs(60)).await;
-    let orphaned =
-        wait_status(&cluster, &broker, "lagging partitions with no live owner", Duration::from_secs(60), |r| {
-            lagging_without_owner(r) > 0
-        })
-        .await;
+    let orphaned = wait_status(
+        &cluster,
+        &broker,
+        "lagging partitions with no live owner",
+        Duration::from_secs(60),
+        |r| lagging_without_owner(r) > 0,
+        &[&owner, &waiting],
+    )
+    .await;
     assert!(
         orphaned["partitions"]
             .as_array()
@@ -99,10 +118,15 @@ async fn a_member_idle_beside_a_stalled_owner_reports_both_and_status_shows_no_o
 
     signal(owner.pid(), "-CONT");
     let truth = producing.await.expect("producer");
-    common::wait_caught_up(&cluster.config, &broker, Duration::from_secs(180)).await;
-    wait_status(&cluster, &broker, "every partition owned and caught up", Duration::from_secs(60), |r| {
-        lagging_without_owner(r) == 0
-    })
+    let members = [&owner, &waiting];
+    wait_status(
+        &cluster,
+        &broker,
+        "every partition owned and caught up",
+        Duration::from_secs(180),
+        caught_up_and_owned,
+        &members,
+    )
     .await;
     let owner_log = owner.log_text();
     assert!(owner.terminate().await.success(), "owner did not exit cleanly:\n{owner_log}");
