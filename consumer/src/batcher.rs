@@ -83,6 +83,13 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         Source::start(client, &topic_names, 2 * config.batch_max_messages, 2 * config.batch_max_bytes, resume)?;
     tracing::info!(group = %config.group, cluster = %config.cluster.name, topics = ?topic_names, "consumer started");
     ensure_members_table(&control).await;
+    let ends = match topics::admin::standalone_consumer(&config.kafka.client(), "liveness") {
+        Ok(client) => Some(Arc::new(client)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no client for end offsets: the cluster's lag is not judged for liveness");
+            None
+        }
+    };
     let watch = crate::liveness::Watch {
         group: &config.group,
         cluster: &config.cluster.name,
@@ -91,6 +98,7 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         pools: &pools,
         control: &control,
         consumer: source.consumer.clone(),
+        ends,
     };
 
     let rules = TimeRules::from(&config.cluster.time);

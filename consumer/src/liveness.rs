@@ -40,8 +40,10 @@ use crate::source::SourceContext;
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// A member not heard from for this long owns nothing (three heartbeats).
 pub const MEMBER_LIVE_WITHIN: Duration = Duration::from_secs(15);
-/// Per database or broker round trip of a check.
+/// Per database round trip of a check.
 const STEP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Per end-offset lookup (a busy broker answers ListOffsets slowly).
+const ENDS_TIMEOUT: Duration = Duration::from_secs(10);
 
 static IDLE_LOG: RateLimit = RateLimit::new(Duration::from_secs(30), 1);
 static UNAPPLIED_LOG: RateLimit = RateLimit::new(Duration::from_secs(30), 1);
@@ -65,7 +67,14 @@ pub(crate) struct Watch<'a> {
     pub bound: Duration,
     pub pools: &'a ShardPools,
     pub control: &'a Pool,
+    /// The group member, for its assignment only.
     pub consumer: Arc<BaseConsumer<SourceContext>>,
+    /// A client of its own (no group) for the end offsets: lookups on the
+    /// member's connections queue behind its fetches, and a lookup that
+    /// times out there makes librdkafka drop the connection
+    /// (`socket.max.fails`), fetches and all. `None`: it could not be
+    /// created; the cluster's lag is then not judged.
+    pub ends: Option<Arc<BaseConsumer>>,
 }
 
 /// What one member has seen across rounds.
@@ -142,11 +151,11 @@ impl Watch<'_> {
             }
         };
         let keys: Vec<(String, i32)> = fences.iter().map(|p| (p.topic.clone(), p.partition)).collect();
-        let consumer = self.consumer.clone();
+        let client = self.ends.clone()?;
         let ends = tokio::task::spawn_blocking(move || {
             let mut ends = Vec::with_capacity(keys.len());
             for (topic, partition) in keys {
-                let (_, high) = consumer.fetch_watermarks(&topic, partition, STEP_TIMEOUT).ok()?;
+                let (_, high) = client.fetch_watermarks(&topic, partition, ENDS_TIMEOUT).ok()?;
                 ends.push(((topic, partition), high));
             }
             Some(ends)
