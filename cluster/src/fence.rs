@@ -221,6 +221,15 @@ pub struct PartitionStatus {
     /// Age of the newest applied message while behind; 0 when caught up.
     pub lag_seconds: Option<f64>,
     pub settled_through_ms: Option<i64>,
+    /// While the partition has messages to apply: how long since any shard's
+    /// fence for it last moved or was confirmed (the oldest over shards), ms.
+    /// A live owner keeps this near its batch interval; a partition no live
+    /// member applies grows it without bound. `None` when caught up or unknown.
+    pub unapplied_ms: Option<i64>,
+    /// The live group member holding the partition (`crate::members`), `None`
+    /// when no member heard from recently claims it. Filled by callers that
+    /// read the members (`dualwrite-consumer status`), `None` otherwise.
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -267,6 +276,8 @@ pub fn report(
                 lag_messages: None,
                 lag_seconds: None,
                 settled_through_ms: settled,
+                unapplied_ms: None,
+                owner: None,
             },
         );
     }
@@ -279,12 +290,15 @@ pub fn report(
             lag_messages: None,
             lag_seconds: None,
             settled_through_ms: None,
+            unapplied_ms: None,
+            owner: None,
         });
         row.end_offset = Some(*end);
         if let Some(p) = &row.progress {
             let (messages, seconds) = lag(p, *end, now_ms);
             row.lag_messages = Some(messages);
             row.lag_seconds = Some(seconds);
+            row.unapplied_ms = (messages > 0).then(|| (now_ms - p.updated_at_ms).max(0));
         }
     }
     let partitions: Vec<PartitionStatus> = rows.into_values().collect();
@@ -364,10 +378,13 @@ mod tests {
         let r = report("new", fences.clone(), Some(&ends), 0, 60_000);
         assert_eq!(r.partitions.len(), 2);
         assert_eq!(r.partitions[0].lag_messages, Some(2));
+        // behind since the fence's last update at 0
+        assert_eq!(r.partitions[0].unapplied_ms, Some(60_000));
         assert_eq!(r.covered_from_ms, None);
         let empty: Ends = vec![(("t".into(), 0), 10), (("t".into(), 1), 0)];
         let r = report("new", fences, Some(&empty), 0, 60_000);
         assert_eq!(r.covered_from_ms, Some(1_000));
+        assert_eq!(r.partitions[0].unapplied_ms, None, "caught up");
         assert_eq!(r.settled_through_ms, Some(49_999));
     }
 }

@@ -9,6 +9,7 @@ pub mod fence;
 pub mod job_tables;
 pub mod keyrange;
 pub mod layout;
+pub mod members;
 pub mod partitions;
 pub mod pool;
 pub mod retry;

@@ -28,7 +28,7 @@ use crate::config::{ClusterConfig, Endpoint};
 use crate::job_tables::VERIFY_TABLES;
 use pipeline::Pipeline;
 
-use crate::schema::{partitioned_tables, store_tables, DEAD_LETTER_TABLES, FENCE_TABLE};
+use crate::schema::{partitioned_tables, store_tables, CONSUMER_TABLES, FENCE_TABLE};
 
 /// What a login is for. The copier has two: its source (old) and target
 /// (new) sides need different grants, usually for the same login.
@@ -119,7 +119,18 @@ impl Role {
     /// `(privileges, table or None for the whole database)` on the control database.
     fn on_control(self) -> Vec<(&'static str, Option<&'static str>)> {
         match self {
-            Role::Consumer => DEAD_LETTER_TABLES.iter().map(|(t, _)| ("SELECT, INSERT, UPDATE", Some(*t))).collect(),
+            Role::Consumer => CONSUMER_TABLES
+                .iter()
+                .map(|(t, _)| {
+                    // a member that stops cleanly deletes its heartbeat row
+                    let privileges = if *t == "dw_consumer_members" {
+                        "SELECT, INSERT, UPDATE, DELETE"
+                    } else {
+                        "SELECT, INSERT, UPDATE"
+                    };
+                    (privileges, Some(*t))
+                })
+                .collect(),
             Role::Verify => VERIFY_TABLES.iter().map(|(t, _)| ("SELECT, INSERT, UPDATE, DELETE", Some(*t))).collect(),
             Role::Operator => vec![
                 ("SELECT", None),
@@ -328,7 +339,7 @@ mod tests {
         let known: Vec<&str> = store_tables(&insights)
             .into_iter()
             .chain(SHARD_TABLES.iter().chain(&ROUTING_TABLES).chain(&VERIFY_TABLES).map(|(n, _)| *n))
-            .chain(DEAD_LETTER_TABLES.iter().map(|(n, _)| *n))
+            .chain(CONSUMER_TABLES.iter().map(|(n, _)| *n))
             .collect();
         for role in Role::ALL {
             for statement in statements(role, &Pipeline::insights(), &account(), Some("s"), Some("c")) {

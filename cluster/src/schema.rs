@@ -109,14 +109,36 @@ pub const DEAD_LETTER_REPLAYS: &str = "CREATE TABLE IF NOT EXISTS dw_dead_letter
   PRIMARY KEY (cluster, topic, kafka_partition, kafka_offset)
 ) ENGINE=InnoDB";
 
-/// The dead letters and their replays (the consumer's tables in the control database).
+/// The dead letters and their replays.
 pub const DEAD_LETTER_TABLES: [(&str, &str); 2] =
     [("dw_dead_letters", DEAD_LETTERS), ("dw_dead_letter_replays", DEAD_LETTER_REPLAYS)];
+
+/// Control database: every consumer group member's last heartbeat and the
+/// partitions it held then (`crate::members`): who owns a partition, and
+/// whether a member sits idle while its group lags.
+pub const CONSUMER_MEMBERS: &str = "CREATE TABLE IF NOT EXISTS dw_consumer_members (
+  cluster VARCHAR(64) NOT NULL,
+  consumer_group VARCHAR(255) NOT NULL,
+  member VARCHAR(255) NOT NULL,
+  -- 'topic/partition' separated by spaces
+  partitions TEXT NOT NULL,
+  assigned INT NOT NULL,
+  started_at DATETIME(6) NOT NULL,
+  heartbeat_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (cluster, consumer_group, member)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
+/// The consumer's tables in the control database.
+pub const CONSUMER_TABLES: [(&str, &str); 3] = [
+    ("dw_dead_letters", DEAD_LETTERS),
+    ("dw_dead_letter_replays", DEAD_LETTER_REPLAYS),
+    ("dw_consumer_members", CONSUMER_MEMBERS),
+];
 
 /// The statements for the control database: every job's control tables.
 pub fn control_ddl() -> Vec<String> {
     use crate::job_tables::{ROUTING_TABLES, VERIFY_TABLES};
-    DEAD_LETTER_TABLES.iter().chain(&ROUTING_TABLES).chain(&VERIFY_TABLES).map(|(_, ddl)| ddl.to_string()).collect()
+    CONSUMER_TABLES.iter().chain(&ROUTING_TABLES).chain(&VERIFY_TABLES).map(|(_, ddl)| ddl.to_string()).collect()
 }
 
 /// Creates those of `tables` (name, DDL) missing from the connection's

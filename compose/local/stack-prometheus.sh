@@ -62,6 +62,7 @@ start_prometheus() {
 	local dir=$STATE_DIR/prometheus pid port deadline
 	command -v prometheus >/dev/null 2>&1 || die "prometheus not found: run compose/local/deps"
 	port=$(prometheus_port)
+	check_fixed_port "$port" "prometheus: DUALWRITE_STACK_PROMETHEUS_PORT or base_port+90"
 	write_prometheus_config
 	if pid=$(prometheus_pid); then
 		# picks up a changed config or rule file without a restart

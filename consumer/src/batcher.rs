@@ -92,6 +92,24 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
     let (source, receivers) =
         Source::start(client, &topic_names, 2 * config.batch_max_messages, 2 * config.batch_max_bytes, resume)?;
     tracing::info!(group = %config.group, cluster = %config.cluster.name, topics = ?topic_names, "consumer started");
+    ensure_members_table(&control).await;
+    let ends = match topics::admin::standalone_consumer(&config.kafka.client(), "liveness") {
+        Ok(client) => Some(Arc::new(client)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no client for end offsets: the cluster's lag is not judged for liveness");
+            None
+        }
+    };
+    let watch = crate::liveness::Watch {
+        group: &config.group,
+        cluster: &config.cluster.name,
+        member: crate::liveness::member_name(),
+        bound: config.liveness_bound,
+        pools: &pools,
+        control: &control,
+        consumer: source.consumer.clone(),
+        ends,
+    };
 
     let rules = TimeRules::from(&config.cluster.time);
     let shared = Arc::new(Shared {
@@ -113,12 +131,23 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         started: Default::default(),
         shared,
         pools: &pools,
-        control,
+        control: control.clone(),
         source: &source,
         shutdown: &shutdown,
         abandoned: Default::default(),
     };
-    let result = batcher.run(receivers).await;
+    // The liveness watch runs beside the batcher, in this task, until the batcher ends.
+    let done = CancellationToken::new();
+    let (result, ()) = tokio::join!(
+        async {
+            let result = batcher.run(receivers).await;
+            done.cancel();
+            result
+        },
+        watch.run(&done),
+    );
+    // Its consumer handle must be gone before the close below (the last handle leaves the group).
+    drop(watch);
     let (applied, skipped) = {
         let p = batcher.progress.lock().await;
         (p.applied, p.skipped)
@@ -139,6 +168,19 @@ pub async fn run(config: ConsumerConfig, shutdown: CancellationToken) -> Result<
         Err(e) => tracing::error!(error = %e, "consumer stopped on a fatal error"),
     }
     result
+}
+
+/// The heartbeat table (`dualwrite-cluster schema` creates it; a cluster
+/// whose schema predates it gets it here when the login may). Without it the
+/// member still runs and judges liveness; only `status` cannot name owners.
+async fn ensure_members_table(control: &Pool) {
+    let created = async {
+        let mut conn = control.get_conn().await?;
+        cluster::schema::create_missing(&mut conn, &cluster::schema::CONSUMER_TABLES[2..]).await
+    };
+    if let Err(e) = created.await {
+        tracing::warn!(error = %e, "no dw_consumer_members table (run dualwrite-cluster schema): status cannot name partition owners");
+    }
 }
 
 /// Every shard has the fence table and every table and column the

@@ -42,6 +42,10 @@ pub struct ConsumerConfig {
     pub registry: Option<topics::registry::Registry>,
     /// Extra librdkafka properties (security settings, timeouts), applied last.
     pub kafka_overrides: Vec<(String, String)>,
+    /// How long this member may hold no partition while its cluster lags, or
+    /// a lagging partition's fences may stand still, before it is reported
+    /// (`crate::liveness`).
+    pub liveness_bound: Duration,
 }
 
 impl ConsumerConfig {
@@ -52,6 +56,9 @@ impl ConsumerConfig {
         }
         if self.kafka.bootstrap.trim().is_empty() {
             return invalid("brokers", "must not be empty (host:port[,host:port])");
+        }
+        if self.liveness_bound < crate::liveness::CHECK_EVERY {
+            return invalid("liveness_bound", "must be at least the liveness check interval (5s)");
         }
         if self.batch_max_messages == 0 {
             return invalid("batch_max_messages", "must be at least 1");

@@ -14,6 +14,7 @@ pub mod dead_letter;
 pub mod dry_run;
 pub mod error;
 pub mod isolate;
+pub mod liveness;
 mod log_limit;
 pub mod message;
 pub mod metrics;

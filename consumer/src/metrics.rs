@@ -64,7 +64,38 @@ pub fn describe(shards: usize) {
         "dualwrite_consumer_applied_message_timestamp_seconds",
         Unit::Seconds,
         "Highest message timestamp applied, by topic and partition; lag in seconds is now minus this while lag_messages > 0."
+    );
+    describe_gauge!("dualwrite_consumer_assigned_partitions", Unit::Count, "Partitions this member holds now.");
+    describe_gauge!(
+        "dualwrite_consumer_cluster_lag_messages",
+        Unit::Count,
+        "Messages the cluster is behind the topics' end offsets, from its fences (every partition, whoever owns it)."
+    );
+    describe_gauge!(
+        "dualwrite_consumer_idle_while_lagging_seconds",
+        Unit::Seconds,
+        "How long this member has held no partition while its cluster lags (0 otherwise)."
+    );
+    describe_gauge!(
+        "dualwrite_consumer_unapplied_partitions",
+        Unit::Count,
+        "Partitions with messages to apply whose fences no member moved for longer than the liveness bound."
+    );
+    describe_gauge!(
+        "dualwrite_consumer_oldest_unapplied_seconds",
+        Unit::Seconds,
+        "Of those partitions, the longest time since its fences moved (0 when there is none)."
+    );
+    describe_counter!(
+        "dualwrite_consumer_liveness_violations_total",
+        "Liveness violations past the bound, once per episode, by kind (member_idle, partition_unapplied)."
     ); // Present from the start, so a first increment is an increase to alert on.
+    for kind in ["member_idle", "partition_unapplied"] {
+        counter!("dualwrite_consumer_liveness_violations_total", "kind" => kind).increment(0);
+    }
+    gauge!("dualwrite_consumer_idle_while_lagging_seconds").set(0.0);
+    gauge!("dualwrite_consumer_unapplied_partitions").set(0.0);
+    gauge!("dualwrite_consumer_oldest_unapplied_seconds").set(0.0);
     counter!("dualwrite_consumer_offset_gaps_total").increment(0);
     counter!("dualwrite_consumer_pauses_total").increment(0);
     for shard in 0..shards {
@@ -131,4 +162,25 @@ pub fn paused(paused: bool) {
     if paused {
         counter!("dualwrite_consumer_pauses_total").increment(1);
     }
+}
+
+pub fn assigned_partitions(n: usize) {
+    gauge!("dualwrite_consumer_assigned_partitions").set(n as f64);
+}
+
+pub fn cluster_lag(messages: i64) {
+    gauge!("dualwrite_consumer_cluster_lag_messages").set(messages as f64);
+}
+
+pub fn idle_while_lagging(for_: Duration) {
+    gauge!("dualwrite_consumer_idle_while_lagging_seconds").set(for_.as_secs_f64());
+}
+
+pub fn unapplied(partitions: usize, oldest_ms: i64) {
+    gauge!("dualwrite_consumer_unapplied_partitions").set(partitions as f64);
+    gauge!("dualwrite_consumer_oldest_unapplied_seconds").set(oldest_ms as f64 / 1000.0);
+}
+
+pub fn liveness_violation(kind: &'static str, n: u64) {
+    counter!("dualwrite_consumer_liveness_violations_total", "kind" => kind).increment(n);
 }

@@ -241,6 +241,7 @@ pub fn consumer_config(cluster: &TestCluster, broker: &Broker, group: &str) -> C
         codec: topics::Codec::embedded().expect("codec"),
         registry: None,
         kafka_overrides: vec![("session.timeout.ms".into(), "6000".into())],
+        liveness_bound: Duration::from_secs(60),
     }
 }
 

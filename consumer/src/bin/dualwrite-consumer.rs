@@ -146,6 +146,11 @@ struct RunArgs {
     /// ...or this long after its first message.
     #[arg(long, env = "DUALWRITE_BATCH_MAX_WAIT", default_value = "250ms", value_parser = humantime::parse_duration)]
     batch_max_wait: Duration,
+    /// How long a member may hold no partition while its cluster lags, or a
+    /// lagging partition's fences may stand still, before it is logged at
+    /// error and counted (dualwrite_consumer_liveness_violations_total).
+    #[arg(long, env = "DUALWRITE_LIVENESS_BOUND", default_value = "60s", value_parser = humantime::parse_duration)]
+    liveness_bound: Duration,
     /// Writer schemas (`<id>-<name>.avsc`); defaults to the ones built in.
     /// Not with a `[registry]` table, where ids come from the registry.
     #[arg(long, env = "DUALWRITE_SCHEMA_DIR")]
@@ -245,6 +250,7 @@ fn main() -> anyhow::Result<()> {
         batch_max_messages: args.batch_max_messages,
         batch_max_bytes: args.batch_max_bytes,
         batch_max_wait: args.batch_max_wait,
+        liveness_bound: args.liveness_bound,
         start: match args.start {
             StartArg::Earliest => StartPosition::Earliest,
             StartArg::Latest => StartPosition::Latest,
