@@ -296,7 +296,7 @@ fn route(
         }));
     };
     let topic = &shape.topics[topic_index];
-    let mut values = codec.decode_record(&topic.reader, m.payload.as_deref())?;
+    let values = codec.decode_record(&topic.reader, m.payload.as_deref())?;
     let invalid = |field: &str, why: String| Rejected::Invalid(Invalid { field: field.to_string(), why });
     let shard_value = match values.get(topic.shard_position) {
         Some(Value::Long(v)) => *v,
@@ -331,7 +331,7 @@ fn route(
     let mut rows = Vec::with_capacity(topic.tables.len());
     let mut decoded = Vec::new();
     for &t in &topic.tables {
-        rows.push(build(t as u16, &shape.tables[t], &mut values, &cx, &mut decoded)?);
+        rows.push(build(t as u16, &shape.tables[t], &values, &cx, &mut decoded)?);
     }
     rules.future(event_ms, m.timestamp_ms)?;
     let (late, expired) = rules.judge(event_ms, topic.late_window_secs, m.timestamp_ms);

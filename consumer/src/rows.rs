@@ -119,7 +119,7 @@ pub struct Context {
 pub fn build(
     index: u16,
     shape: &TableShape,
-    values: &mut [Value],
+    values: &[Value],
     cx: &Context,
     decoded: &mut Decoded,
 ) -> Result<Row, Invalid> {
@@ -133,7 +133,7 @@ pub fn build(
 fn cell(
     c: &ColumnShape,
     window_secs: i64,
-    values: &mut [Value],
+    values: &[Value],
     cx: &Context,
     decoded: &mut Decoded,
 ) -> Result<Cell, Invalid> {
@@ -150,10 +150,10 @@ fn cell(
         ColumnSource::Int(i) => integer(c, *i).map_err(|why| invalid(&c.name, why))?,
         ColumnSource::Text(s) => Cell::Text(Arc::from(s.as_str())),
         ColumnSource::Field { position, kind, name } => {
-            let Some(slot) = values.get_mut(*position) else {
+            let Some(value) = values.get(*position) else {
                 return Err(invalid(name, "absent from the record".into()));
             };
-            match (&*slot, kind) {
+            match (value, kind) {
                 (Value::Null, _) if c.nullable => Cell::Null,
                 (Value::Null, _) => return Err(invalid(name, "null where the column needs a value".into())),
                 (Value::Long(l), FieldKind::TimestampMillis) => {
