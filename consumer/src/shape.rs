@@ -89,15 +89,6 @@ pub struct ColumnShape {
     pub check: u32,
 }
 
-/// A `min_by`/`max_by` family: the columns taken from the contribution with
-/// the smallest (largest) `by`, ties broken by the members' own values.
-#[derive(Debug, Clone)]
-pub struct ByGroup {
-    pub by: usize,
-    pub min: bool,
-    pub members: Vec<usize>,
-}
-
 #[derive(Debug)]
 pub struct TableShape {
     pub name: String,
@@ -109,7 +100,7 @@ pub struct TableShape {
     pub key: Vec<usize>,
     /// Positions of the columns a merge applies to, in order (not the by-groups' members).
     pub merged: Vec<usize>,
-    pub groups: Vec<ByGroup>,
+    pub groups: Vec<pipeline::ByGroup>,
     /// `INSERT INTO t (every column) VALUES `.
     pub insert_head: String,
     /// What follows the tuples: the blind merge, the fold's overwrite, or nothing.
@@ -229,28 +220,15 @@ fn table_shape(index: usize, t: &Table, pipeline: &Pipeline, time: &TimeConfig) 
             }
         })
         .collect();
-    let position = |name: &str| t.column_index(name).unwrap_or(0);
-    let mut groups: Vec<ByGroup> = Vec::new();
-    let mut merged = Vec::new();
-    for (i, c) in t.columns.iter().enumerate() {
-        let (by, min) = match &c.merge {
-            Some(Merge::MinBy(by)) => (position(by), true),
-            Some(Merge::MaxBy(by)) => (position(by), false),
-            m @ Some(Merge::First | Merge::Last) => match pipeline::event_time_column(t, m) {
-                Some(col) => (position(&col.name), matches!(m, Some(Merge::First))),
-                None => continue,
-            },
-            Some(_) => {
-                merged.push(i);
-                continue;
-            }
-            None => continue,
-        };
-        match groups.iter_mut().find(|g| g.by == by && g.min == min) {
-            Some(g) => g.members.push(i),
-            None => groups.push(ByGroup { by, min, members: vec![i] }),
-        }
-    }
+    let groups = t.by_groups();
+    // Every other rule is applied column by column.
+    let merged: Vec<usize> = t
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| c.merge.is_some() && !groups.iter().any(|g| g.members.contains(i)))
+        .map(|(i, _)| i)
+        .collect();
     let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
     let insert_tail = match t.write_path {
         WritePath::Blind => pipeline::on_duplicate(t).unwrap_or_default(),

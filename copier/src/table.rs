@@ -415,43 +415,23 @@ fn quoted(c: &ColumnSpec) -> String {
 /// forms them. Rules a row image cannot be merged by twice (`sum`,
 /// `ddsketch`) are refused (the description refuses them in latest tables too).
 fn merge_steps(table: &pipeline::Table) -> Result<Vec<MergeStep>, String> {
-    let mut groups: Vec<MergeStep> = Vec::new();
-    let mut singles = Vec::new();
+    let groups = table.by_groups();
+    let mut steps: Vec<MergeStep> =
+        groups.iter().map(|g| MergeStep::Group { min: g.min, by: g.by, members: g.members.clone() }).collect();
     for (i, c) in table.columns.iter().enumerate() {
-        let (by, min) = match &c.merge {
-            None => continue,
-            Some(Merge::Min) => {
-                singles.push(MergeStep::Min(i));
-                continue;
-            }
-            Some(Merge::Max) => {
-                singles.push(MergeStep::Max(i));
-                continue;
-            }
-            Some(Merge::MinBy(by)) => (by.clone(), true),
-            Some(Merge::MaxBy(by)) => (by.clone(), false),
-            m @ Some(Merge::First | Merge::Last) => {
-                let t = pipeline::event_time_column(table, m)
-                    .ok_or_else(|| format!("table {}, column {}: no event-time column", table.name, c.name))?;
-                (t.name.clone(), matches!(m, Some(Merge::First)))
-            }
+        match &c.merge {
+            Some(Merge::Min) => steps.push(MergeStep::Min(i)),
+            Some(Merge::Max) => steps.push(MergeStep::Max(i)),
+            Some(Merge::MinBy(_) | Merge::MaxBy(_) | Merge::First | Merge::Last) | None => {}
             Some(other) => {
                 return Err(format!(
                     "table {}, column {}: merge {other} cannot be applied to a row image twice",
                     table.name, c.name
                 ))
             }
-        };
-        let by = table.column_index(&by).ok_or_else(|| format!("table {}: no column {by}", table.name))?;
-        let found =
-            groups.iter_mut().find(|g| matches!(g, MergeStep::Group { min: m, by: b, .. } if *m == min && *b == by));
-        match found {
-            Some(MergeStep::Group { members, .. }) => members.push(i),
-            _ => groups.push(MergeStep::Group { min, by, members: vec![i] }),
         }
     }
-    groups.extend(singles);
-    Ok(groups)
+    Ok(steps)
 }
 
 /// A snapshot row as the copy writes it: its key, its keyspace id and its

@@ -148,6 +148,31 @@ impl Table {
         pk
     }
 
+    /// The `min_by` / `max_by` / `first` / `last` families, by column
+    /// position, in first-member order: every writer (the consumer's merges,
+    /// its SQL, the copier's image merges) applies the same ones.
+    pub fn by_groups(&self) -> Vec<ByGroup> {
+        let mut out: Vec<ByGroup> = Vec::new();
+        for (i, c) in self.columns.iter().enumerate() {
+            let (by, min) = match &c.merge {
+                Some(Merge::MinBy(by)) => (by.as_str(), true),
+                Some(Merge::MaxBy(by)) => (by.as_str(), false),
+                m @ Some(Merge::First | Merge::Last) => match crate::load::event_time_column(self, m) {
+                    Some(t) => (t.name.as_str(), matches!(m, Some(Merge::First))),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            // Checked at load: `by` names a column of the table.
+            let Some(by) = self.column_index(by) else { continue };
+            match out.iter_mut().find(|g| g.by == by && g.min == min) {
+                Some(g) => g.members.push(i),
+                None => out.push(ByGroup { by, min, members: vec![i] }),
+            }
+        }
+        out
+    }
+
     /// Whether rows age out with their time partitions.
     pub fn is_windowed(&self) -> bool {
         self.window.is_some()
@@ -157,6 +182,16 @@ impl Table {
     pub fn time_is_window_start(&self) -> bool {
         self.time_column.as_deref().and_then(|t| self.column(t)).is_some_and(|c| c.source == Source::WindowStart)
     }
+}
+
+/// A `min_by`/`max_by` family: its members take the values of the
+/// contribution with the smallest (`min`) or largest `by`, ties broken by the
+/// members' own values in column order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByGroup {
+    pub by: usize,
+    pub min: bool,
+    pub members: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

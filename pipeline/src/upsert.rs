@@ -8,7 +8,6 @@
 //! first, then every other rule in column order. The consumer and the copier
 //! both write through it, so their writes commute.
 
-use crate::load::event_time_column;
 use crate::merge::Merge;
 use crate::model::Table;
 
@@ -25,29 +24,14 @@ pub fn on_duplicate(table: &Table) -> Option<String> {
         return None;
     }
     let mut assignments = Vec::new();
-    // The by-groups: (by column, less-than?, members in column order).
-    let mut groups: Vec<(String, bool, Vec<&str>)> = Vec::new();
-    for c in &table.columns {
-        let (by, min) = match &c.merge {
-            Some(Merge::MinBy(by)) => (by.clone(), true),
-            Some(Merge::MaxBy(by)) => (by.clone(), false),
-            m @ Some(Merge::First | Merge::Last) => match event_time_column(table, m) {
-                Some(t) => (t.name.clone(), matches!(m, Some(Merge::First))),
-                None => continue,
-            },
-            _ => continue,
-        };
-        match groups.iter_mut().find(|(b, m, _)| *b == by && *m == min) {
-            Some((_, _, members)) => members.push(&c.name),
-            None => groups.push((by, min, vec![&c.name])),
-        }
-    }
-    for (by, min, members) in &groups {
-        let op = if *min { "<" } else { ">" };
-        for i in (0..members.len()).rev() {
-            let tuple: Vec<&str> = std::iter::once(by.as_str()).chain(members[..=i].iter().copied()).collect();
+    let name = |i: usize| table.columns[i].name.as_str();
+    for g in table.by_groups() {
+        let op = if g.min { "<" } else { ">" };
+        for i in (0..g.members.len()).rev() {
+            let tuple: Vec<&str> =
+                std::iter::once(name(g.by)).chain(g.members[..=i].iter().map(|&m| name(m))).collect();
             let new: Vec<String> = tuple.iter().map(|c| format!("VALUES({c})")).collect();
-            let c = members[i];
+            let c = name(g.members[i]);
             assignments.push(format!("{c} = IF(({}) {op} ({}), VALUES({c}), {c})", new.join(", "), tuple.join(", ")));
         }
     }
