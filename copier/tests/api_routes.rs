@@ -116,7 +116,13 @@ async fn preload(old: &ClusterConfig) {
 /// Sightings through the merge upsert on the old cluster (group A) and the
 /// same on the new one (group B), new routes, deletes and a key change on
 /// the old cluster, until `stop`. Returns how many statements changed rows.
-async fn writer(old: ClusterConfig, new: ClusterConfig, stop: CancellationToken) -> u64 {
+/// `rounds` counts the writer's completed rounds, for a test to wait on.
+async fn writer(
+    old: ClusterConfig,
+    new: ClusterConfig,
+    stop: CancellationToken,
+    rounds: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> u64 {
     let (old_pools, new_pools) = (ShardPools::new(&old), ShardPools::new(&new));
     let mut rng = StdRng::seed_from_u64(22);
     let mut changes = 0;
@@ -160,6 +166,7 @@ async fn writer(old: ClusterConfig, new: ClusterConfig, stop: CancellationToken)
         })
         .await;
         changes += 2;
+        rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     old_pools.disconnect().await;
@@ -227,7 +234,8 @@ async fn copies_another_pipelines_latest_table_under_concurrent_updates() {
     let shutdown = CancellationToken::new();
     let copier = tokio::spawn(copier::run(config(&c), shutdown.clone()));
     let stop = CancellationToken::new();
-    let writing = tokio::spawn(writer(c.old.clone(), c.new.clone(), stop.clone()));
+    let rounds = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writing = tokio::spawn(writer(c.old.clone(), c.new.clone(), stop.clone(), rounds.clone()));
     // The writer runs through the snapshot's copy and catch-up phases and on
     // into replication.
     let started = Instant::now();
@@ -242,7 +250,14 @@ async fn copies_another_pipelines_latest_table_under_concurrent_updates() {
         assert!(started.elapsed() < Duration::from_secs(180), "no replication: {streams:#?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Five more rounds of writes (upserts, a delete, a key change each) land
+    // while every stream replicates.
+    let replicating_from = rounds.load(std::sync::atomic::Ordering::SeqCst);
+    while rounds.load(std::sync::atomic::Ordering::SeqCst) < replicating_from + 5 {
+        assert!(!writing.is_finished(), "the writer stopped");
+        assert!(started.elapsed() < Duration::from_secs(300), "the writer made no progress while replicating");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.cancel();
     let changes = writing.await.expect("writer");
     c.wait_caught_up(Duration::from_secs(120)).await;
