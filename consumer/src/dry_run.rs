@@ -126,7 +126,13 @@ fn batch(
     report: &mut DryRunReport,
 ) -> Duration {
     for m in &messages {
-        *report.topic_messages.entry(m.topic.to_string()).or_default() += 1;
+        // A lookup per message, a key allocated once per topic.
+        match report.topic_messages.get_mut(&*m.topic) {
+            Some(n) => *n += 1,
+            None => {
+                report.topic_messages.insert(m.topic.to_string(), 1);
+            }
+        }
     }
     let started = thread_cpu();
     let planned = plan(messages, codec, &config.cluster, shape, rules);
