@@ -115,7 +115,7 @@ pub fn bad_messages(codec: &Codec) -> Vec<BadMessage> {
         "unknown_schema_id",
     );
     push("slow_query_on_query_stats_topic", TopicKind::QueryStats, slow(&sample_slow_query(7, "f00d")), "wrong_record");
-    push("query_stats_on_slow_queries_topic", TopicKind::SlowQueries, valid_bytes.clone(), "wrong_record");
+    push("stats_record_on_slow_topic", TopicKind::SlowQueries, valid_bytes.clone(), "wrong_record");
     push(
         "avro_body_cut_in_half",
         TopicKind::QueryStats,

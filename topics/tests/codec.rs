@@ -81,7 +81,7 @@ fn corpus_errors_carry_exact_details() {
         })
     );
     assert_eq!(
-        decode("query_stats_on_slow_queries_topic"),
+        decode("stats_record_on_slow_topic"),
         Err(DecodeError::WrongRecord {
             id: 1,
             record: "dualwrite.insights.QueryStats".to_string(),

@@ -596,7 +596,7 @@ mod tests {
 
     #[test]
     fn a_table_kept_longer_is_compared_further_back() {
-        let (_dir, path) = crate::spec::edited_api(|text| {
+        let (_dir, path) = crate::spec::tests::edited_api(|text| {
             text.replacen("name = \"api_failures\"\n", "name = \"api_failures\"\nretention = \"3h\"\n", 1)
         });
         let time =

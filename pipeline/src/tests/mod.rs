@@ -3,8 +3,8 @@ use super::*;
 /// The Insights DDL exactly as the store had it before it was described
 /// (captured from the hand-written statements): the description must not
 /// change a byte of it.
-const GOLDEN_DDL: &str = include_str!("../tests/golden/insights.sql");
-const GOLDEN_UPSERT: &str = include_str!("../tests/golden/query_patterns_upsert.sql");
+const GOLDEN_DDL: &str = include_str!("../../tests/golden/insights.sql");
+const GOLDEN_UPSERT: &str = include_str!("../../tests/golden/query_patterns_upsert.sql");
 
 #[test]
 fn insights_ddl_is_byte_identical_to_the_hand_written_one() {
