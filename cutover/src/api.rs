@@ -31,7 +31,7 @@ pub fn app(router: Router, console: std::sync::Arc<crate::console::ConsoleConfig
         .route("/v1/router", get(router_stats))
         .route("/v1/databases/{database_id}/patterns/top", get(top_patterns))
         .route("/v1/databases/{database_id}/patterns/{fingerprint}/series", get(series))
-        .route("/v1/databases/{database_id}/slow-queries", get(slow_queries))
+        .route("/v1/databases/{database_id}/slow-queries", get(slow))
         .route("/v1/patterns/search", get(search))
         .with_state(router)
 }
@@ -155,7 +155,7 @@ async fn top_patterns(
         granularity: p.granularity()?,
     };
     let mut routed = router.read(query).await?;
-    // Label the patterns with their SQL, read through the query_patterns group's routing.
+    // Label the patterns with their SQL, read through the routing of the group holding the texts.
     if let Answer::TopPatterns(rows) = &mut routed.answer {
         let fingerprints = rows.iter().map(|r| r.fingerprint.clone()).collect();
         let texts = router.read(Query::PatternTexts { database_id, fingerprints }).await?;
@@ -186,7 +186,7 @@ async fn series(
     Ok(Json(router.read(query).await?.into()))
 }
 
-async fn slow_queries(
+async fn slow(
     State(router): State<Router>,
     Path(database_id): Path<u64>,
     QueryParams(p): QueryParams<Params>,

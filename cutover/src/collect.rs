@@ -18,6 +18,7 @@ use verify::history::{self, DifferentWindows};
 use verify::VerifyError;
 
 use crate::gates::{GateInputs, GroupLag, LagInput, PartitionLag, ShadowInput, VerifyInput};
+use crate::group::Groups;
 
 /// Where the collectors look.
 #[derive(Clone)]
@@ -32,8 +33,8 @@ pub struct CollectConfig {
     pub topic_prefix: String,
     /// How far back shadow counts are summed.
     pub shadow_period: Duration,
-    /// Tables the copier fills.
-    pub copied_tables: Vec<String>,
+    /// The read table groups (both clusters'): whose tables the copier fills.
+    pub groups: Groups,
 }
 
 /// Collects every input concurrently; a collector's failure becomes its gate's `Err`.
@@ -43,10 +44,11 @@ pub async fn collect(config: &CollectConfig) -> GateInputs {
         let kafka = config.kafka.as_ref().map_err(Clone::clone)?;
         lag_input(&config.old, &config.new, kafka, &config.topic_prefix, now).await
     };
+    let copied = config.groups.all_copied_tables();
     let (verify, shadow, copier, retention, lag) = tokio::join!(
-        verify_input(&config.control, &config.copied_tables),
+        verify_input(&config.control, &copied),
         shadow_input(&config.control, config.shadow_period, now),
-        copier_streams(&config.old, &config.new, &config.copied_tables),
+        copier_streams(&config.old, &config.new, &copied),
         retention_input(&config.old, &config.new),
         lag
     );
@@ -71,7 +73,7 @@ pub async fn lag_input(
     topic_prefix: &str,
     now: DateTime<Utc>,
 ) -> Result<LagInput, String> {
-    let topics: Vec<String> = topics::TopicKind::ALL.iter().map(|k| k.topic_name(topic_prefix)).collect();
+    let topics = new.pipeline.topic_names(topic_prefix);
     let ends = topics::admin::end_offsets(&kafka.client(), &topics, BROKER_TIMEOUT)
         .await
         .map_err(|e| format!("end offsets of {} from {}: {e}", topics.join(", "), kafka.bootstrap))?;

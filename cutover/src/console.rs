@@ -23,7 +23,6 @@ use verify::report::Timelines;
 
 use crate::collect::{collect, CollectConfig};
 use crate::gates::{evaluate, GateInputs, GateResult, Thresholds};
-use crate::group::TableGroup;
 use crate::state::{self, AuditEntry, RouterSeen, RoutingState};
 
 /// Audit rows shown.
@@ -93,7 +92,8 @@ pub async fn facts(config: &ConsoleConfig) -> Facts {
         dead_letters(old, None),
         dead_letters(new, Some(control))
     );
-    let gates = evaluate(&inputs, &config.thresholds, &TableGroup::ALL);
+    let groups = &config.collect.groups;
+    let gates = evaluate(&inputs, &config.thresholds, groups, &groups.all());
     let readiness_progress = inputs.retention.as_ref().ok().and_then(progress);
     Facts {
         generated_at: Utc::now(),

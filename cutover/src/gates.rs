@@ -12,7 +12,7 @@ use copier::status::{Phase, StreamStatus};
 use retention::Readiness;
 use verify::history::{DifferentWindows, RunOutcome, RunRecord};
 
-use crate::group::TableGroup;
+use crate::group::{Groups, TableGroup};
 use crate::state::ShadowTotals;
 
 /// What the comparators last found, as `verify::history` reads it.
@@ -93,8 +93,6 @@ pub struct GateInputs {
 pub struct Thresholds {
     /// The latest equivalence run must have finished within this.
     pub verify_max_age: Duration,
-    /// Tables the copier fills (their streams and full diffs are gated).
-    pub copied_tables: Vec<String>,
     pub copier_max_lag_seconds: f64,
     pub copier_max_lag_events: u64,
     /// A stream's status must have been updated within this.
@@ -111,7 +109,6 @@ impl Default for Thresholds {
     fn default() -> Self {
         Self {
             verify_max_age: Duration::from_secs(26 * 3600),
-            copied_tables: vec!["query_patterns".to_owned()],
             copier_max_lag_seconds: 5.0,
             copier_max_lag_events: 1000,
             copier_max_staleness: Duration::from_secs(60),
@@ -181,24 +178,32 @@ impl fmt::Display for GateResult {
     }
 }
 
-/// The gates that apply to switching `groups`, evaluated.
-pub fn evaluate(inputs: &GateInputs, thresholds: &Thresholds, groups: &[TableGroup]) -> Vec<GateResult> {
-    let timeseries = groups.contains(&TableGroup::Timeseries);
-    let copied = groups.iter().any(|g| g.is_copied());
+/// The gates that apply to switching `switching` (groups of `groups`),
+/// evaluated: retention when a group holds windowed tables (they age in),
+/// the copier and the copied tables' full diffs when one holds tables that
+/// never age out.
+pub fn evaluate(
+    inputs: &GateInputs,
+    thresholds: &Thresholds,
+    groups: &Groups,
+    switching: &[TableGroup],
+) -> Vec<GateResult> {
+    let aged = groups.any_aged(switching);
+    let copied = groups.copied_tables(switching);
     let mut out = Vec::new();
-    if timeseries {
+    if aged {
         out.push(match &inputs.retention {
             Ok(r) => retention(r),
             Err(why) => GateResult::unavailable(Gate::Retention, why),
         });
     }
     out.push(match &inputs.verify {
-        Ok(v) => verify(v, inputs.now, thresholds, timeseries, copied),
+        Ok(v) => verify(v, inputs.now, thresholds, aged, &copied),
         Err(why) => GateResult::unavailable(Gate::Verify, why),
     });
-    if copied {
+    if !copied.is_empty() {
         out.push(match &inputs.copier {
-            Ok(streams) => copier(streams, inputs.now, thresholds),
+            Ok(streams) => copier(streams, &copied, inputs.now, thresholds),
             Err(why) => GateResult::unavailable(Gate::Copier, why),
         });
     }
@@ -245,9 +250,9 @@ fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
-fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool, copied: bool) -> GateResult {
+fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, aged: bool, copied: &[String]) -> GateResult {
     let mut found = Vec::new();
-    if timeseries {
+    if aged {
         let Some(run) = &v.windows_run else {
             return GateResult::fail(
                 Gate::Verify,
@@ -311,48 +316,46 @@ fn verify(v: &VerifyInput, now: DateTime<Utc>, t: &Thresholds, timeseries: bool,
             human(run_age)
         ));
     }
-    if copied {
-        for table in &t.copied_tables {
-            let run = v.table_runs.iter().find(|(name, _)| name == table).and_then(|(_, run)| run.as_ref());
-            let Some(run) = run else {
-                return GateResult::fail(
-                    Gate::Verify,
-                    format!("no finished full diff of copied table {table}"),
-                    format!("run the full diff of {table} and let it finish equal"),
-                );
-            };
-            if run.outcome != RunOutcome::Equal {
-                return GateResult::fail(
-                    Gate::Verify,
-                    format!(
-                        "latest full diff of {table} (#{}) finished {}: {} differences",
-                        run.run_id, run.outcome, run.differences
-                    ),
-                    format!("repair {table} on the new cluster (or let the copier converge) and re-run its full diff"),
-                );
-            }
-            let diff_age = run_age(now, run);
-            if diff_age > t.verify_max_age {
-                return GateResult::fail(
-                    Gate::Verify,
-                    format!(
-                        "latest full diff of {table} (#{}) is {} old (max {})",
-                        run.run_id,
-                        human(diff_age),
-                        human(t.verify_max_age)
-                    ),
-                    format!("re-run the full diff of {table}"),
-                );
-            }
-            found.push(format!("{table} full diff #{} equal", run.run_id));
+    for table in copied {
+        let run = v.table_runs.iter().find(|(name, _)| name == table).and_then(|(_, run)| run.as_ref());
+        let Some(run) = run else {
+            return GateResult::fail(
+                Gate::Verify,
+                format!("no finished full diff of copied table {table}"),
+                format!("run the full diff of {table} and let it finish equal"),
+            );
+        };
+        if run.outcome != RunOutcome::Equal {
+            return GateResult::fail(
+                Gate::Verify,
+                format!(
+                    "latest full diff of {table} (#{}) finished {}: {} differences",
+                    run.run_id, run.outcome, run.differences
+                ),
+                format!("repair {table} on the new cluster (or let the copier converge) and re-run its full diff"),
+            );
         }
+        let diff_age = run_age(now, run);
+        if diff_age > t.verify_max_age {
+            return GateResult::fail(
+                Gate::Verify,
+                format!(
+                    "latest full diff of {table} (#{}) is {} old (max {})",
+                    run.run_id,
+                    human(diff_age),
+                    human(t.verify_max_age)
+                ),
+                format!("re-run the full diff of {table}"),
+            );
+        }
+        found.push(format!("{table} full diff #{} equal", run.run_id));
     }
     GateResult::pass(Gate::Verify, found.join("; "))
 }
 
-fn copier(streams: &[StreamStatus], now: DateTime<Utc>, t: &Thresholds) -> GateResult {
+fn copier(streams: &[StreamStatus], copied: &[String], now: DateTime<Utc>, t: &Thresholds) -> GateResult {
     let mut found = Vec::new();
-    for table in &t.copied_tables {
+    for table in copied {
         let mine: Vec<&StreamStatus> = streams.iter().filter(|s| &s.table == table).collect();
         if mine.is_empty() {
             return GateResult::fail(

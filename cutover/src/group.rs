@@ -1,73 +1,190 @@
 //! Table groups (what is switched together) and the two clusters' roles.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
 
+use cluster::config::ClusterConfig;
+use pipeline::Pipeline;
 use serde::{Deserialize, Serialize};
 
-/// Tables whose reads are switched together: every table of a group is read
-/// from the same cluster, so a page never mixes clusters within one group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TableGroup {
-    /// `query_stats_minute`, `query_stats_hour`, `slow_queries`: retention-bounded,
-    /// they "age in" on the new cluster through dual writes.
-    Timeseries,
-    /// `query_patterns`: unbounded, filled on the new cluster by the copier.
-    QueryPatterns,
-}
+/// A read table group, named by the pipeline description: every table of
+/// a group is read from the same cluster, so a page never mixes clusters
+/// within one group.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableGroup(&'static str);
+
+/// Group names seen in this process, each leaked once: groups are few and
+/// named by validated descriptions, and a `Copy` handle keeps the routing
+/// tables (per-group arrays, leases) as cheap as the old fixed groups.
+static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
 
 impl TableGroup {
-    pub const ALL: [TableGroup; 2] = [TableGroup::Timeseries, TableGroup::QueryPatterns];
+    fn intern(name: &str) -> TableGroup {
+        let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = names.get(name) {
+            return TableGroup(known);
+        }
+        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.insert(leaked);
+        TableGroup(leaked)
+    }
+
+    /// A group read back from the routing state (written by `ensure_initial`
+    /// from a description; another pipeline's rows may share the table).
+    pub(crate) fn named(name: &str) -> Result<TableGroup, String> {
+        if pipeline::check_identifier(name).is_err() || name.len() > 32 {
+            return Err(format!("table group {name:?} is not a plain identifier of at most 32 characters"));
+        }
+        Ok(TableGroup::intern(name))
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            TableGroup::Timeseries => "timeseries",
-            TableGroup::QueryPatterns => "query_patterns",
-        }
-    }
-
-    /// The store tables of the group.
-    pub fn tables(self) -> &'static [&'static str] {
-        match self {
-            TableGroup::Timeseries => &["query_stats_minute", "query_stats_hour", "slow_queries"],
-            TableGroup::QueryPatterns => &["query_patterns"],
-        }
-    }
-
-    /// Whether the group's tables are copied (unbounded) rather than aged in.
-    pub fn is_copied(self) -> bool {
-        matches!(self, TableGroup::QueryPatterns)
-    }
-
-    /// Index into per-group arrays.
-    pub(crate) fn index(self) -> usize {
-        match self {
-            TableGroup::Timeseries => 0,
-            TableGroup::QueryPatterns => 1,
-        }
+        self.0
     }
 }
 
 impl fmt::Display for TableGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.0)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown table group {0:?} (expected timeseries or query_patterns)")]
-pub struct UnknownGroup(pub String);
-
-impl FromStr for TableGroup {
-    type Err = UnknownGroup;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "timeseries" => Ok(TableGroup::Timeseries),
-            "query_patterns" => Ok(TableGroup::QueryPatterns),
-            _ => Err(UnknownGroup(s.to_owned())),
-        }
+impl fmt::Debug for TableGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0, f)
     }
+}
+
+impl Serialize for TableGroup {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+/// One group of the pipeline: its tables and how they reach the new cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupSpec {
+    pub group: TableGroup,
+    pub tables: Vec<String>,
+    /// Its tables that never age out (`latest`): filled by the copier, so
+    /// switching the group is gated on their streams and full diffs.
+    pub copied: Vec<String>,
+    /// Whether it holds windowed tables: they "age in" through dual writes,
+    /// so switching the group is gated on retention readiness.
+    pub aged: bool,
+}
+
+/// The read table groups of a pipeline, in the description's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Groups {
+    specs: Vec<GroupSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown table group {name:?} (this pipeline's groups: {known})")]
+pub struct UnknownGroup {
+    pub name: String,
+    pub known: String,
+}
+
+impl Groups {
+    pub fn of(pipeline: &Pipeline) -> Groups {
+        let specs = pipeline
+            .groups()
+            .into_iter()
+            .map(|(name, tables)| GroupSpec {
+                group: TableGroup::intern(name),
+                tables: tables.iter().map(|t| t.name.clone()).collect(),
+                copied: tables.iter().filter(|t| !t.is_windowed()).map(|t| t.name.clone()).collect(),
+                aged: tables.iter().any(|t| t.is_windowed()),
+            })
+            .collect();
+        Groups { specs }
+    }
+
+    /// The groups both clusters serve: their files must describe the same
+    /// groups, or a switch could move a table one side does not have.
+    pub fn of_clusters(old: &ClusterConfig, new: &ClusterConfig) -> Result<Groups, GroupsDiffer> {
+        let (a, b) = (Groups::of(&old.pipeline), Groups::of(&new.pipeline));
+        if a != b {
+            return Err(GroupsDiffer { old: a.describe(), new: b.describe() });
+        }
+        Ok(b)
+    }
+
+    fn describe(&self) -> String {
+        self.specs.iter().map(|s| format!("{} ({})", s.group, s.tables.join(", "))).collect::<Vec<_>>().join("; ")
+    }
+
+    pub fn all(&self) -> Vec<TableGroup> {
+        self.specs.iter().map(|s| s.group).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    pub fn specs(&self) -> &[GroupSpec] {
+        &self.specs
+    }
+
+    /// `name` as one of these groups.
+    pub fn parse(&self, name: &str) -> Result<TableGroup, UnknownGroup> {
+        self.specs.iter().map(|s| s.group).find(|g| g.as_str() == name).ok_or_else(|| UnknownGroup {
+            name: name.to_owned(),
+            known: self.specs.iter().map(|s| s.group.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Each of `names` parsed; none means every group.
+    pub fn parse_or_all(&self, names: &[String]) -> Result<Vec<TableGroup>, UnknownGroup> {
+        if names.is_empty() {
+            return Ok(self.all());
+        }
+        names.iter().map(|n| self.parse(n)).collect()
+    }
+
+    /// The group holding `table`.
+    pub fn holding(&self, table: &str) -> Option<TableGroup> {
+        self.specs.iter().find(|s| s.tables.iter().any(|t| t == table)).map(|s| s.group)
+    }
+
+    /// Position of `group` (for per-group arrays); `None` for a group of another pipeline.
+    pub(crate) fn index(&self, group: TableGroup) -> Option<usize> {
+        self.specs.iter().position(|s| s.group == group)
+    }
+
+    fn selected<'a>(&'a self, groups: &'a [TableGroup]) -> impl Iterator<Item = &'a GroupSpec> + 'a {
+        self.specs.iter().filter(move |s| groups.contains(&s.group))
+    }
+
+    /// Whether any of `groups` holds windowed tables.
+    pub fn any_aged(&self, groups: &[TableGroup]) -> bool {
+        self.selected(groups).any(|s| s.aged)
+    }
+
+    /// The copied tables of `groups`.
+    pub fn copied_tables(&self, groups: &[TableGroup]) -> Vec<String> {
+        self.selected(groups).flat_map(|s| s.copied.iter().cloned()).collect()
+    }
+
+    /// Every copied table of the pipeline.
+    pub fn all_copied_tables(&self) -> Vec<String> {
+        self.specs.iter().flat_map(|s| s.copied.iter().cloned()).collect()
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the two cluster files describe different table groups: old {old}; new {new}")]
+pub struct GroupsDiffer {
+    pub old: String,
+    pub new: String,
 }
 
 /// Which side of the move a cluster is on. The routing state stores cluster

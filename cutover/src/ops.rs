@@ -16,6 +16,8 @@ use crate::state::{self, Audit, RouterSeen, RoutingState, StateError};
 pub struct OpsConfig {
     /// Cluster names of the two roles.
     pub old_name: String,
+    /// Every read table group of the pipeline (what `complete` retires).
+    pub groups: Vec<TableGroup>,
     pub new_name: String,
     pub control: Pool,
     /// Who runs the command (audited).
@@ -396,7 +398,7 @@ pub async fn complete(config: &OpsConfig, reason: &str, dry_run: bool) -> Result
             detail: serde_json::json!({ "retired": old }).to_string(),
         };
         let retire = old.clone();
-        state::transition(&config.control, &TableGroup::ALL, &audit, |row| {
+        state::transition(&config.control, &config.groups, &audit, |row| {
             if row.active == retire || row.pending.is_some() {
                 return Err(format!("{retire} is active or a switch is in progress; nothing retired"));
             }

@@ -10,8 +10,6 @@ use mysql_async::prelude::Queryable;
 use serde::Serialize;
 use topics::LatencySketch;
 
-use crate::group::TableGroup;
-
 /// Largest page any query returns.
 pub const MAX_LIMIT: u32 = 1000;
 
@@ -41,6 +39,11 @@ pub enum QueryError {
     Sketch { cluster: String, source: topics::sketch::SketchError },
     #[error("invalid query: {0}")]
     Invalid(String),
+}
+
+/// `kind` as one of [`Query::KINDS`] (shadow counts read back), else "other".
+pub(crate) fn kind_named(kind: &str) -> &'static str {
+    Query::KINDS.into_iter().find(|k| *k == kind).unwrap_or("other")
 }
 
 /// Which stats table a query reads; window sizes come from the cluster file's `[time]`.
@@ -92,10 +95,12 @@ pub enum Query {
 }
 
 impl Query {
-    pub fn group(&self) -> TableGroup {
+    /// The table the query reads: the router serves it from that table's group.
+    pub fn table(&self) -> &'static str {
         match self {
-            Query::TopPatterns { .. } | Query::Series { .. } | Query::SlowQueries { .. } => TableGroup::Timeseries,
-            Query::SearchPatterns { .. } | Query::PatternTexts { .. } => TableGroup::QueryPatterns,
+            Query::TopPatterns { granularity, .. } | Query::Series { granularity, .. } => granularity.table(),
+            Query::SlowQueries { .. } => "slow_queries",
+            Query::SearchPatterns { .. } | Query::PatternTexts { .. } => "query_patterns",
         }
     }
 
@@ -109,6 +114,9 @@ impl Query {
             Query::PatternTexts { .. } => "pattern_texts",
         }
     }
+
+    /// Every [`Query::kind`].
+    pub const KINDS: [&'static str; 5] = ["top_patterns", "series", "slow_queries", "search_patterns", "pattern_texts"];
 
     /// Checks bounds before any SQL runs.
     pub fn validate(&self, cluster: &ClusterConfig) -> Result<(), QueryError> {

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::group::{Role, TableGroup};
+use crate::group::{Groups, GroupsDiffer, Role, TableGroup};
 use crate::query::{self, Answer, Query, QueryError};
 use crate::shadow::{self, Outcome, Shadow, ShadowStats};
 use crate::state::{self, RoutingState, StateError};
@@ -85,6 +85,8 @@ pub enum RouterError {
     UnknownCluster(String),
     #[error("routing state has no row for table group {0}")]
     MissingGroup(TableGroup),
+    #[error(transparent)]
+    Groups(#[from] GroupsDiffer),
 }
 
 /// How one group is routed in a snapshot.
@@ -101,7 +103,8 @@ struct GroupRoute {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub version: u64,
-    groups: [GroupRoute; 2],
+    /// Indexed like the router's [`Groups`].
+    groups: Vec<GroupRoute>,
 }
 
 /// One cluster a router reads.
@@ -114,10 +117,12 @@ struct Inner {
     config: RouterConfig,
     /// Indexed by [`Role::index`].
     clusters: [ClusterHandle; 2],
+    /// The pipeline's read table groups (both clusters describe the same).
+    groups: Groups,
     control: Pool,
     snapshot: watch::Sender<Arc<Snapshot>>,
-    /// Reads in flight per role and group.
-    in_flight: [[AtomicUsize; 2]; 2],
+    /// Reads in flight per role, and per group by its index in `groups`.
+    in_flight: [Vec<AtomicUsize>; 2],
     /// Notified whenever a read finishes.
     finished: Notify,
     /// Reads served per role.
@@ -171,12 +176,13 @@ pub struct RouterStats {
 struct Lease {
     inner: Arc<Inner>,
     role: Role,
-    group: TableGroup,
+    /// The group's index in the router's [`Groups`].
+    group: usize,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.inner.in_flight[self.role.index()][self.group.index()].fetch_sub(1, Ordering::SeqCst);
+        self.inner.in_flight[self.role.index()][self.group].fetch_sub(1, Ordering::SeqCst);
         self.inner.finished.notify_waiters();
     }
 }
@@ -193,17 +199,19 @@ impl Router {
         if old.name == new.name {
             return Err(RouterError::SameName(old.name));
         }
+        let groups = Groups::of_clusters(&old, &new)?;
+        crate::metrics::groups(&groups.all());
         state::ensure_schema(&control).await?;
-        state::ensure_initial(&control, &old.name, &config.router_id).await?;
+        state::ensure_initial(&control, &groups.all(), &old.name, &config.router_id).await?;
         let clusters = [
             ClusterHandle { pools: ShardPools::new(&old), config: old },
             ClusterHandle { pools: ShardPools::new(&new), config: new },
         ];
         let routing = state::load(&control).await?;
-        let mut held = [None; 2];
-        let placeholder = Snapshot { version: 0, groups: [GroupRoute::initial(); 2] };
-        let (first, _) = build_snapshot(&clusters, &routing, &placeholder, &mut held, &config)?;
-        let inner = Arc::new(Inner::new(config, clusters, control, first));
+        let mut held = vec![None; groups.len()];
+        let placeholder = Snapshot { version: 0, groups: vec![GroupRoute::initial(); groups.len()] };
+        let (first, _) = build_snapshot(&clusters, &groups, &routing, &placeholder, &mut held, &config)?;
+        let inner = Arc::new(Inner::new(config, clusters, groups, control, first));
         let mut conn = inner.control.get_conn().await.map_err(StateError::from)?;
         state::heartbeat(&mut conn, &inner.config.router_id, routing.version(), &inner.may_read()).await?;
         drop(conn);
@@ -220,9 +228,9 @@ impl Router {
     /// Runs `query` on the cluster its table group is routed to; maybe also
     /// on the other cluster in the background (shadow read).
     pub async fn read(&self, query: Query) -> Result<Routed, QueryError> {
-        let group = query.group();
+        let (index, group) = self.group_of(&query)?;
         let started = Instant::now();
-        let (lease, version, shadow_target) = self.lease(group).await;
+        let (lease, version, shadow_target) = self.lease(index).await;
         let waited = started.elapsed();
         if !waited.is_zero() {
             crate::metrics::read_waited(group.as_str(), waited);
@@ -235,7 +243,7 @@ impl Router {
         crate::metrics::read_served(&handle.config.name, group.as_str(), query.kind(), result.is_ok());
         let answer = result?;
         if let Some(target) = shadow_target {
-            self.shadow(&query, &answer, role, target);
+            self.shadow(&query, (index, group), &answer, role, target);
         }
         Ok(Routed {
             cluster: handle.config.name.clone(),
@@ -246,20 +254,32 @@ impl Router {
         })
     }
 
-    /// A lease on the group's active cluster, waiting while a switch holds the group.
-    async fn lease(&self, group: TableGroup) -> (Lease, u64, Option<Role>) {
+    /// The group that serves `query`'s table, and its index: a pipeline
+    /// without the table (not the Insights pipeline) cannot answer it.
+    fn group_of(&self, query: &Query) -> Result<(usize, TableGroup), QueryError> {
+        let groups = &self.inner.groups;
+        let table = query.table();
+        groups
+            .holding(table)
+            .and_then(|g| Some((groups.index(g)?, g)))
+            .ok_or_else(|| QueryError::Invalid(format!("this pipeline has no table {table}")))
+    }
+
+    /// A lease on the active cluster of the group at `group` (its index),
+    /// waiting while a switch holds the group.
+    async fn lease(&self, group: usize) -> (Lease, u64, Option<Role>) {
         let inner = &self.inner;
         let mut rx = inner.snapshot.subscribe();
         loop {
             let snapshot = rx.borrow_and_update().clone();
-            let route = snapshot.groups[group.index()];
+            let route = snapshot.groups[group];
             if let Some(until) = route.hold_until {
                 if Instant::now() < until {
                     let _ = tokio::time::timeout_at(until, rx.changed()).await;
                     continue;
                 }
             }
-            let counter = &inner.in_flight[route.active.index()][group.index()];
+            let counter = &inner.in_flight[route.active.index()][group];
             counter.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             let lease = Lease { inner: inner.clone(), role: route.active, group };
@@ -276,23 +296,29 @@ impl Router {
         }
     }
 
-    fn shadow(&self, query: &Query, primary_answer: &Answer, primary: Role, target: Role) {
+    fn shadow(
+        &self,
+        query: &Query,
+        (index, group): (usize, TableGroup),
+        primary_answer: &Answer,
+        primary: Role,
+        target: Role,
+    ) {
         let inner = &self.inner;
         if matches!(query, Query::PatternTexts { .. }) || !rand::random_bool(inner.config.shadow_fraction.min(1.0)) {
             return;
         }
         let span = query.span_ms(&inner.clusters[primary.index()].config);
         if !inner.shadow.comparable(span) {
-            inner.shadow.record(query, primary, Outcome::Skipped, None);
+            inner.shadow.record(query, group, primary, Outcome::Skipped, None);
             return;
         }
         let Ok(permit) = inner.shadow_slots.clone().try_acquire_owned() else {
-            inner.shadow.record(query, primary, Outcome::Busy, None);
+            inner.shadow.record(query, group, primary, Outcome::Busy, None);
             return;
         };
-        let group = query.group();
-        inner.in_flight[target.index()][group.index()].fetch_add(1, Ordering::SeqCst);
-        let lease = Lease { inner: inner.clone(), role: target, group };
+        inner.in_flight[target.index()][index].fetch_add(1, Ordering::SeqCst);
+        let lease = Lease { inner: inner.clone(), role: target, group: index };
         let query = query.clone();
         let primary_answer = primary_answer.clone();
         let task_inner = inner.clone();
@@ -303,13 +329,17 @@ impl Router {
             drop(lease);
             let settled = task_inner.shadow.settled_through_ms().unwrap_or(i64::MIN);
             match result {
-                Err(error) => task_inner.shadow.record(&query, primary, Outcome::Error, Some(&error.to_string())),
+                Err(error) => {
+                    task_inner.shadow.record(&query, group, primary, Outcome::Error, Some(&error.to_string()))
+                }
                 Ok(shadow_answer) if truncated(&query, &primary_answer, &shadow_answer) => {
-                    task_inner.shadow.record(&query, primary, Outcome::Skipped, None)
+                    task_inner.shadow.record(&query, group, primary, Outcome::Skipped, None)
                 }
                 Ok(shadow_answer) => match query::compare(&primary_answer, &shadow_answer, settled) {
-                    Ok(()) => task_inner.shadow.record(&query, primary, Outcome::Equal, None),
-                    Err(difference) => task_inner.shadow.record(&query, primary, Outcome::Mismatch, Some(&difference)),
+                    Ok(()) => task_inner.shadow.record(&query, group, primary, Outcome::Equal, None),
+                    Err(difference) => {
+                        task_inner.shadow.record(&query, group, primary, Outcome::Mismatch, Some(&difference))
+                    }
                 },
             }
         });
@@ -389,15 +419,17 @@ impl GroupRoute {
 }
 
 impl Inner {
-    fn new(config: RouterConfig, clusters: [ClusterHandle; 2], control: Pool, first: Snapshot) -> Self {
+    fn new(config: RouterConfig, clusters: [ClusterHandle; 2], groups: Groups, control: Pool, first: Snapshot) -> Self {
         let (snapshot, _) = watch::channel(Arc::new(first));
+        let counters = || (0..groups.len()).map(|_| AtomicUsize::new(0)).collect();
         Inner {
+            in_flight: [counters(), counters()],
+            groups,
             shadow_slots: Arc::new(Semaphore::new(config.shadow_max_concurrent)),
             config,
             clusters,
             control,
             snapshot,
-            in_flight: Default::default(),
             finished: Notify::new(),
             reads: Default::default(),
             shadow: Shadow::default(),
@@ -417,7 +449,7 @@ impl Inner {
     fn may_read(&self) -> Vec<String> {
         let snapshot = self.snapshot.borrow().clone();
         let mut roles = [false; 2];
-        for route in snapshot.groups {
+        for route in &snapshot.groups {
             roles[route.active.index()] = true;
             let other = route.active.other();
             if self.config.shadow_fraction > 0.0 && route.retired != Some(other) {
@@ -436,14 +468,14 @@ impl Inner {
             .collect()
     }
 
-    /// Waits until no read of `group` runs on `role`; false on timeout.
-    async fn drain(&self, role: Role, group: TableGroup, timeout: Duration) -> bool {
+    /// Waits until no read of the group at `group` (its index) runs on `role`; false on timeout.
+    async fn drain(&self, role: Role, group: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let notified = self.finished.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.in_flight[role.index()][group.index()].load(Ordering::SeqCst) == 0 {
+            if self.in_flight[role.index()][group].load(Ordering::SeqCst) == 0 {
                 return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -457,7 +489,7 @@ impl Inner {
         &self,
         conn: &mut Option<mysql_async::Conn>,
         applied: &mut u64,
-        held: &mut [Option<u64>; 2],
+        held: &mut [Option<u64>],
     ) -> Result<bool, RouterError> {
         let c = match conn {
             Some(c) => c,
@@ -469,19 +501,19 @@ impl Inner {
         }
         let routing = state::load(&self.control).await?;
         let current = self.snapshot.borrow().clone();
-        let (next, newly_held) = build_snapshot(&self.clusters, &routing, &current, held, &self.config)?;
+        let (next, newly_held) = build_snapshot(&self.clusters, &self.groups, &routing, &current, held, &self.config)?;
         self.snapshot.send_replace(Arc::new(next.clone()));
         fence(Ordering::SeqCst);
-        for group in newly_held {
-            let active = next.groups[group.index()].active;
-            let drained = self.drain(active, group, self.config.drain_timeout).await;
+        for (index, group) in newly_held {
+            let active = next.groups[index].active;
+            let drained = self.drain(active, index, self.config.drain_timeout).await;
             if !drained {
                 tracing::warn!(%group, cluster = %active, "reads still in flight at acknowledgement; they finish where they started");
             }
         }
         *applied = routing.version();
         crate::metrics::routing_version(*applied);
-        tracing::info!(router = %self.config.router_id, version = *applied, routes = ?next.groups.map(|g| (g.active, g.pending)), "routing changed");
+        tracing::info!(router = %self.config.router_id, version = *applied, routes = ?next.groups.iter().map(|g| (g.active, g.pending)).collect::<Vec<_>>(), "routing changed");
         Ok(true)
     }
 }
@@ -494,40 +526,42 @@ fn role_of(clusters: &[ClusterHandle; 2], name: &str) -> Result<Role, RouterErro
 }
 
 /// The snapshot for `routing`; groups whose pending switch is new to this
-/// router are held from now for `max_wait` (returned, to be drained).
+/// router are held from now for `max_wait` (returned with their indexes,
+/// to be drained). Rows of groups `groups` does not name are not this
+/// pipeline's and are ignored.
 fn build_snapshot(
     clusters: &[ClusterHandle; 2],
+    groups: &Groups,
     routing: &RoutingState,
     current: &Snapshot,
-    held: &mut [Option<u64>; 2],
+    held: &mut [Option<u64>],
     config: &RouterConfig,
-) -> Result<(Snapshot, Vec<TableGroup>), RouterError> {
-    let mut groups = [GroupRoute::initial(); 2];
+) -> Result<(Snapshot, Vec<(usize, TableGroup)>), RouterError> {
+    let mut routes = vec![GroupRoute::initial(); groups.len()];
     let mut newly_held = Vec::new();
-    for group in TableGroup::ALL {
+    for (i, group) in groups.all().into_iter().enumerate() {
         let row = routing.group(group).ok_or(RouterError::MissingGroup(group))?;
         let active = role_of(clusters, &row.active)?;
         let pending = row.pending.as_deref().map(|n| role_of(clusters, n)).transpose()?;
         let retired = row.retired.as_deref().map(|n| role_of(clusters, n)).transpose()?;
-        let i = group.index();
         let hold_until = match pending {
             Some(to) if to != active => {
                 if held[i] == Some(row.version) {
                     current.groups[i].hold_until
                 } else {
                     held[i] = Some(row.version);
-                    newly_held.push(group);
+                    newly_held.push((i, group));
                     Some(Instant::now() + config.max_wait)
                 }
             }
             _ => None,
         };
-        groups[i] = GroupRoute { active, pending, retired, hold_until };
+        routes[i] = GroupRoute { active, pending, retired, hold_until };
     }
-    Ok((Snapshot { version: routing.version(), groups }, newly_held))
+    Ok((Snapshot { version: routing.version(), groups: routes }, newly_held))
 }
 
-async fn follow(inner: Arc<Inner>, mut applied: u64, mut held: [Option<u64>; 2]) {
+async fn follow(inner: Arc<Inner>, mut applied: u64, mut held: Vec<Option<u64>>) {
     let mut conn: Option<mysql_async::Conn> = None;
     let mut last_beat = Instant::now();
     let mut failures: u64 = 0;

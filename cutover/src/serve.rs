@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::collect::CollectConfig;
 use crate::console::ConsoleConfig;
 use crate::gates::Thresholds;
+use crate::group::{Groups, GroupsDiffer};
 use crate::guard::GuardConfig;
 use crate::router::{Router, RouterConfig, RouterError};
 
@@ -39,6 +40,8 @@ pub enum ServeError {
     NoControl(String),
     #[error(transparent)]
     Router(#[from] RouterError),
+    #[error(transparent)]
+    Groups(#[from] GroupsDiffer),
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -65,7 +68,7 @@ pub async fn run(config: ServeConfig, listener: TcpListener, shutdown: Cancellat
             }),
             topic_prefix: options.topic_prefix,
             shadow_period: options.shadow_period,
-            copied_tables: options.thresholds.copied_tables.clone(),
+            groups: Groups::of_clusters(&config.old, &config.new)?,
         },
         thresholds: options.thresholds,
     };

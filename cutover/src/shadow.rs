@@ -111,8 +111,7 @@ impl Shadow {
     }
 
     /// Counts an outcome; a mismatch is logged with its query (rate-limited) and kept for `status`.
-    pub fn record(&self, query: &Query, primary: Role, outcome: Outcome, detail: Option<&str>) {
-        let group = query.group();
+    pub fn record(&self, query: &Query, group: TableGroup, primary: Role, outcome: Outcome, detail: Option<&str>) {
         crate::metrics::shadow_read(group.as_str(), query.kind(), outcome.as_str());
         let counter = match outcome {
             Outcome::Equal => &self.equal,
@@ -168,8 +167,8 @@ impl Shadow {
     pub fn restore_pending(&self, counts: Vec<ShadowCount>) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         for c in counts {
-            let Ok(group) = c.group.parse::<TableGroup>() else { continue };
-            let kind = kind_name(&c.query);
+            let Ok(group) = TableGroup::named(&c.group) else { continue };
+            let kind = crate::query::kind_named(&c.query);
             let entry = pending.entry((group, kind)).or_insert_with(|| ShadowCount {
                 group: c.group.clone(),
                 query: c.query.clone(),
@@ -194,13 +193,6 @@ impl Shadow {
             busy: self.busy.load(Ordering::Relaxed),
         }
     }
-}
-
-fn kind_name(kind: &str) -> &'static str {
-    ["top_patterns", "series", "slow_queries", "search_patterns", "pattern_texts"]
-        .into_iter()
-        .find(|k| *k == kind)
-        .unwrap_or("other")
 }
 
 #[cfg(test)]

@@ -79,10 +79,15 @@ pub async fn ensure_schema(pool: &Pool) -> Result<(), StateError> {
 /// row, and only the insert that created it writes the `init` audit row.
 /// Writes nothing once every group has its row, so a router whose login may
 /// not write the routing state starts once an operator has run.
-pub async fn ensure_initial(pool: &Pool, old_cluster: &str, changed_by: &str) -> Result<(), StateError> {
+pub async fn ensure_initial(
+    pool: &Pool,
+    groups: &[TableGroup],
+    old_cluster: &str,
+    changed_by: &str,
+) -> Result<(), StateError> {
     let mut conn = pool.get_conn().await?;
     let present: Vec<String> = conn.query("SELECT table_group FROM dw_read_routing").await?;
-    for group in TableGroup::ALL {
+    for &group in groups {
         if present.iter().any(|g| g == group.as_str()) {
             continue;
         }
@@ -115,7 +120,7 @@ const SELECT_GROUPS: &str =
 fn parse_groups(rows: Vec<GroupRow>) -> Result<RoutingState, StateError> {
     let mut groups = Vec::with_capacity(rows.len());
     for (group, active, pending, retired, version, changed_by, changed_at_ms, reason, forced) in rows {
-        let group = group.parse::<TableGroup>().map_err(|e| StateError::Invalid(e.to_string()))?;
+        let group = TableGroup::named(&group).map_err(StateError::Invalid)?;
         groups.push(GroupState {
             group,
             active,

@@ -6,6 +6,7 @@ mod common;
 
 use common::{control, cutover_command};
 use cutover::gates::{evaluate, Gate, GateInputs, ShadowInput, Thresholds};
+use cutover::group::Groups;
 use cutover::state::ShadowTotals;
 use cutover::TableGroup;
 use mysql_async::prelude::Queryable;
@@ -66,8 +67,15 @@ fn inputs_with(verify: Result<cutover::gates::VerifyInput, String>) -> GateInput
     }
 }
 
+fn insights() -> Groups {
+    Groups::of(&pipeline::Pipeline::insights())
+}
+
 fn verify_gate(inputs: &GateInputs, groups: &[TableGroup]) -> cutover::gates::GateResult {
-    evaluate(inputs, &Thresholds::default(), groups).into_iter().find(|g| g.gate == Gate::Verify).expect("verify gate")
+    evaluate(inputs, &Thresholds::default(), &insights(), groups)
+        .into_iter()
+        .find(|g| g.gate == Gate::Verify)
+        .expect("verify gate")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +86,7 @@ async fn verify_collector_reads_the_verify_tables_and_the_gate_follows_them() {
 
     // Before the comparators ever ran (no tables): refused, naming the gate and the remedy.
     let input = cutover::collect::verify_input(&pool, &copied).await.expect("collect");
-    let gate = verify_gate(&inputs_with(Ok(input)), &[TableGroup::Timeseries]);
+    let gate = verify_gate(&inputs_with(Ok(input)), &[insights().parse("timeseries").expect("group")]);
     assert!(!gate.passed && gate.detail.contains("no finished equivalence run"), "{gate}");
 
     let mut conn = pool.get_conn().await.expect("conn");
@@ -104,7 +112,7 @@ async fn verify_collector_reads_the_verify_tables_and_the_gate_follows_them() {
     let input = cutover::collect::verify_input(&pool, &copied).await.expect("collect");
     assert_eq!(input.windows_run.as_ref().map(|r| (r.run_id, r.outcome.as_str())), Some((run, "equal")));
     assert_eq!(input.different.count, 1);
-    let gate = verify_gate(&inputs_with(Ok(input)), &[TableGroup::Timeseries]);
+    let gate = verify_gate(&inputs_with(Ok(input)), &[insights().parse("timeseries").expect("group")]);
     assert!(!gate.passed, "{gate}");
     assert!(
         gate.detail.contains("1 windows marked different, e.g. query_stats_hour @ 2026-11-20T10:00:00+00:00"),
@@ -115,24 +123,24 @@ async fn verify_collector_reads_the_verify_tables_and_the_gate_follows_them() {
     // The difference is repaired and re-verified: the time-series gate clears.
     conn.query_drop("UPDATE dw_verify_windows SET state = 'equal' WHERE tbl = 'query_stats_hour'").await.expect("fix");
     let input = cutover::collect::verify_input(&pool, &copied).await.expect("collect");
-    let gate = verify_gate(&inputs_with(Ok(input.clone())), &[TableGroup::Timeseries]);
+    let gate = verify_gate(&inputs_with(Ok(input.clone())), &[insights().parse("timeseries").expect("group")]);
     assert!(gate.passed, "{gate}");
     // query_patterns has no full diff yet.
-    let gate = verify_gate(&inputs_with(Ok(input)), &[TableGroup::QueryPatterns]);
+    let gate = verify_gate(&inputs_with(Ok(input)), &[insights().parse("query_patterns").expect("group")]);
     assert!(!gate.passed && gate.detail.contains("no finished full diff of copied table query_patterns"), "{gate}");
 
     insert_run(&mut conn, "table", "query_patterns", "different", 60).await;
     let input = cutover::collect::verify_input(&pool, &copied).await.expect("collect");
-    let gate = verify_gate(&inputs_with(Ok(input)), &[TableGroup::QueryPatterns]);
+    let gate = verify_gate(&inputs_with(Ok(input)), &[insights().parse("query_patterns").expect("group")]);
     assert!(!gate.passed && gate.detail.contains("finished different: 1 differences"), "{gate}");
     insert_run(&mut conn, "table", "query_patterns", "equal", 10).await;
     let input = cutover::collect::verify_input(&pool, &copied).await.expect("collect");
-    assert!(verify_gate(&inputs_with(Ok(input)), &TableGroup::ALL).passed);
+    assert!(verify_gate(&inputs_with(Ok(input)), &insights().all()).passed);
 
     // The newest finished windows run found a difference: refused again.
     insert_run(&mut conn, "windows", "windows", "different", 5).await;
     let input = cutover::collect::verify_input(&pool, &copied).await.expect("collect");
-    let gate = verify_gate(&inputs_with(Ok(input)), &TableGroup::ALL);
+    let gate = verify_gate(&inputs_with(Ok(input)), &insights().all());
     assert!(!gate.passed && gate.detail.contains("finished different"), "{gate}");
 
     drop(conn);

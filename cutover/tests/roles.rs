@@ -17,7 +17,6 @@ use cluster::pool::ShardPools;
 use cluster::roles::{Account, Role};
 use cluster::secret::Secret;
 use common::{api_client_builder, router_config, Api};
-use cutover::group::TableGroup;
 use cutover::state::{self, Audit};
 use mysql_async::prelude::Queryable;
 use rand::Rng;
@@ -282,7 +281,9 @@ async fn every_role_does_its_job_and_is_refused_the_rest() {
     let operator = logins.as_role(Role::Operator, &new.config);
     let ops = control(&operator);
     state::ensure_schema(&ops).await.expect("operator: routing tables present");
-    state::ensure_initial(&ops, &old.config.name, "role-test").await.expect("operator: initial state");
+    let groups = cutover::group::Groups::of(&old.config.pipeline);
+    let timeseries = groups.parse("timeseries").expect("an insights group");
+    state::ensure_initial(&ops, &groups.all(), &old.config.name, "role-test").await.expect("operator: initial state");
     let audit = Audit {
         action: "prepare",
         changed_by: "role-test".into(),
@@ -291,7 +292,7 @@ async fn every_role_does_its_job_and_is_refused_the_rest() {
         detail: "{}".into(),
     };
     let new_name = new.config.name.clone();
-    state::transition(&ops, &[TableGroup::Timeseries], &audit, |g| {
+    state::transition(&ops, &[timeseries], &audit, |g| {
         g.pending = Some(new_name.clone());
         Ok(())
     })
@@ -301,7 +302,7 @@ async fn every_role_does_its_job_and_is_refused_the_rest() {
     let (user, _) = logins.login(Role::Operator);
     assert!(entries.iter().all(|e| e.db_user == format!("{user}@127.0.0.1")), "audit rows name the login: {entries:?}");
     assert!(entries.iter().any(|e| e.action == "prepare" && e.changed_by == "role-test"));
-    state::transition(&ops, &[TableGroup::Timeseries], &Audit { action: "abort", ..audit }, |g| {
+    state::transition(&ops, &[timeseries], &Audit { action: "abort", ..audit }, |g| {
         g.pending = None;
         Ok(())
     })

@@ -11,6 +11,7 @@ use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
 use mysql_async::prelude::Queryable;
 use mysql_async::Row;
+use pipeline::{Pipeline, Table, TableKind, Window};
 use topics::LatencySketch;
 
 use crate::truth::{to_hex, PatternTruth, SlowTruth, StatsTruth, Truth};
@@ -43,7 +44,42 @@ pub async fn check(cluster: &ClusterConfig, truth: &Truth) -> Result<CheckReport
     result
 }
 
+/// The Insights tables by their part in the truth, found in the cluster's
+/// description: the checker writes the Insights semantics out by hand (it
+/// shares no code with the consumer), not the names a description gives.
+struct Tables {
+    minute: String,
+    hour: String,
+    patterns: String,
+    slow: String,
+}
+
+impl Tables {
+    fn of(p: &Pipeline) -> Result<Tables, CheckError> {
+        let find = |what: &str, f: &dyn Fn(&Table) -> bool| -> Result<String, CheckError> {
+            let mut found = p.tables.iter().filter(|t| f(t));
+            match (found.next(), found.next()) {
+                (Some(t), None) => Ok(t.name.clone()),
+                _ => Err(CheckError::Cluster(format!(
+                    "pipeline {}: not the Insights pipeline (wanted exactly one {what})",
+                    p.name
+                ))),
+            }
+        };
+        let rollup = |window: &'static str| {
+            move |t: &Table| t.kind == TableKind::Rollup && matches!(&t.window, Some(Window::Named(w)) if w == window)
+        };
+        Ok(Tables {
+            minute: find("rollup by minute_window", &rollup("minute_window"))?,
+            hour: find("rollup by hour_window", &rollup("hour_window"))?,
+            patterns: find("latest table", &|t| t.kind == TableKind::Latest)?,
+            slow: find("append table", &|t| t.kind == TableKind::Append)?,
+        })
+    }
+}
+
 async fn check_with(pools: &ShardPools, cluster: &ClusterConfig, truth: &Truth) -> Result<CheckReport, CheckError> {
+    let tables = Tables::of(&cluster.pipeline)?;
     let mut minute = BTreeMap::new();
     let mut hour = BTreeMap::new();
     let mut patterns = BTreeMap::new();
@@ -53,7 +89,7 @@ async fn check_with(pools: &ShardPools, cluster: &ClusterConfig, truth: &Truth) 
         let name = shard.range.to_string();
         let err = |source| CheckError::Shard { shard: name.clone(), source };
         let mut conn = pools.shard(i).get_conn().await.map_err(err)?;
-        for (table, into) in [("query_stats_minute", &mut minute), ("query_stats_hour", &mut hour)] {
+        for (table, into) in [(&tables.minute, &mut minute), (&tables.hour, &mut hour)] {
             let rows: Vec<Row> = conn
                 .query(format!(
                     "SELECT database_id, fingerprint, TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', window_start), \
@@ -69,11 +105,12 @@ async fn check_with(pools: &ShardPools, cluster: &ClusterConfig, truth: &Truth) 
             }
         }
         let rows: Vec<Row> = conn
-            .query(
+            .query(format!(
                 "SELECT database_id, fingerprint, keyspace_id, normalized_sql, tables_used, \
                  TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', first_seen) DIV 1000, \
-                 TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', last_seen) DIV 1000 FROM query_patterns",
-            )
+                 TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', last_seen) DIV 1000 FROM {}",
+                tables.patterns
+            ))
             .await
             .map_err(err)?;
         for mut row in rows {
@@ -86,15 +123,16 @@ async fn check_with(pools: &ShardPools, cluster: &ClusterConfig, truth: &Truth) 
                 first_seen_ms: take(&mut row, 5),
                 last_seen_ms: take(&mut row, 6),
             };
-            placement(cluster, i, "query_patterns", p.database_id, &ksid, &mut report);
+            placement(cluster, i, &tables.patterns, p.database_id, &ksid, &mut report);
             patterns.insert((p.database_id, p.fingerprint.clone()), p);
         }
         let rows: Vec<Row> = conn
-            .query(
+            .query(format!(
                 "SELECT src_partition, src_offset, database_id, fingerprint, keyspace_id, proxy_id, \
                  TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', occurred_at), duration_us, rows_read, \
-                 rows_returned, error_text, query_text, tables_used FROM slow_queries",
-            )
+                 rows_returned, error_text, query_text, tables_used FROM {}",
+                tables.slow
+            ))
             .await
             .map_err(err)?;
         for mut row in rows {
@@ -113,22 +151,22 @@ async fn check_with(pools: &ShardPools, cluster: &ClusterConfig, truth: &Truth) 
                 query_text: take(&mut row, 11),
                 tables_json: take(&mut row, 12),
             };
-            placement(cluster, i, "slow_queries", s.database_id, &ksid, &mut report);
+            placement(cluster, i, &tables.slow, s.database_id, &ksid, &mut report);
             let key = (s.partition, s.offset);
             if slow.insert(key, s).is_some() {
-                report.differences.push(format!("slow_queries: event {key:?} stored twice"));
+                report.differences.push(format!("{}: event {key:?} stored twice", tables.slow));
             }
         }
     }
-    compare_stats("query_stats_minute", &truth.minute, minute, &mut report);
-    compare_stats("query_stats_hour", &truth.hour, hour, &mut report);
+    compare_stats(&tables.minute, &truth.minute, minute, &mut report);
+    compare_stats(&tables.hour, &truth.hour, hour, &mut report);
     compare(
-        "query_patterns",
+        &tables.patterns,
         truth.patterns.iter().map(|p| ((p.database_id, p.fingerprint.clone()), p.clone())),
         patterns,
         &mut report,
     );
-    compare("slow_queries", truth.slow.iter().map(|s| ((s.partition, s.offset), s.clone())), slow, &mut report);
+    compare(&tables.slow, truth.slow.iter().map(|s| ((s.partition, s.offset), s.clone())), slow, &mut report);
     Ok(report)
 }
 

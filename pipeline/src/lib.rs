@@ -103,6 +103,11 @@ impl Pipeline {
         self.tables.iter().filter(|t| !t.is_windowed())
     }
 
+    /// The topics' names as consumed under a deployment's (or a test's) prefix.
+    pub fn topic_names(&self, prefix: &str) -> Vec<String> {
+        self.topics.iter().map(|t| format!("{prefix}{}", t.name)).collect()
+    }
+
     /// The read table groups in first-appearance order, each with its tables.
     pub fn groups(&self) -> Vec<(&str, Vec<&Table>)> {
         let mut out: Vec<(&str, Vec<&Table>)> = Vec::new();

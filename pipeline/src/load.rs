@@ -302,6 +302,14 @@ fn table(t: &RawTable, topics: &[Topic], sharding: &Sharding) -> Result<Table, P
         Some(r) => Some(humantime::parse_duration(r).map_err(|e| err(format!("{place}, retention"), e.to_string()))?),
         None => None,
     };
+    let group = t.group.clone().unwrap_or_else(|| t.name.clone());
+    // The routing tables hold a group's name in a VARCHAR(32).
+    if check_identifier(&group).is_err() || group.len() > 32 {
+        return Err(err(
+            format!("{place}, group"),
+            format!("{group:?} is not a plain identifier of at most 32 characters"),
+        ));
+    }
     let table = Table {
         name: t.name.clone(),
         topic: topic_index,
@@ -316,7 +324,7 @@ fn table(t: &RawTable, topics: &[Topic], sharding: &Sharding) -> Result<Table, P
             .into_iter()
             .map(|i| Index { name: i.name, columns: i.columns })
             .collect(),
-        group: t.group.clone().unwrap_or_else(|| t.name.clone()),
+        group,
         retention,
         columns,
         write_path: WritePath::Insert,

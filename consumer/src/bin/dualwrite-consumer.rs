@@ -206,8 +206,7 @@ fn main() -> anyhow::Result<()> {
             let cluster_config = cluster::config::ClusterConfig::load(&cluster)
                 .with_context(|| format!("loading cluster file {}", cluster.display()))?;
             let kafka = args.resolve(Some(cluster.as_path()))?;
-            let names: Vec<String> =
-                topics::TopicKind::ALL.into_iter().map(|k| k.topic_name(&args.topic_prefix)).collect();
+            let names = cluster_config.pipeline.topic_names(&args.topic_prefix);
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             runtime.block_on(kafka.preflight(topics::preflight::Preflight::waiting(names)))?;
             let config = consumer::dry_run::DryRunConfig {

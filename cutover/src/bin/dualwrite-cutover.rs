@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use cluster::config::ClusterConfig;
 use cutover::collect::CollectConfig;
 use cutover::gates::{self, Thresholds};
+use cutover::group::Groups;
 use cutover::ops::{self, OpsConfig, OpsError, SwitchAction, SwitchOutcome, SwitchRequest};
 use cutover::{Role, RouterConfig, TableGroup};
 
@@ -41,9 +42,10 @@ enum Command {
         common: Common,
         #[command(flatten)]
         gates: GateArgs,
-        /// Table groups the gates are evaluated for (default: all).
+        /// Table groups the gates are evaluated for (default: all; the
+        /// pipeline description's `group`s).
         #[arg(long = "table-group")]
-        groups: Vec<TableGroup>,
+        groups: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -56,9 +58,9 @@ enum Command {
         /// Cluster role to read from: new (gated) or old.
         #[arg(long)]
         to: Role,
-        /// Table groups to switch (default: all): timeseries, query_patterns.
+        /// Table groups to switch (default: all; the pipeline description's `group`s).
         #[arg(long = "table-group")]
-        groups: Vec<TableGroup>,
+        groups: Vec<String>,
         /// Switch although gates fail (audited with --reason).
         #[arg(long, requires = "reason")]
         force: bool,
@@ -72,8 +74,9 @@ enum Command {
     Rollback {
         #[command(flatten)]
         common: Common,
+        /// Table groups to roll back (default: all).
         #[arg(long = "table-group")]
-        groups: Vec<TableGroup>,
+        groups: Vec<String>,
         #[arg(long)]
         reason: Option<String>,
         #[arg(long)]
@@ -136,9 +139,6 @@ struct GateArgs {
     /// The latest equivalence run must be younger than this.
     #[arg(long, default_value = "26h", value_parser = humantime::parse_duration)]
     verify_max_age: Duration,
-    /// Tables filled by the copier (gated on their streams and full diffs).
-    #[arg(long = "copied-table", default_value = "query_patterns")]
-    copied_tables: Vec<String>,
     #[arg(long, default_value_t = 5.0)]
     copier_max_lag_seconds: f64,
     #[arg(long, default_value_t = 1000)]
@@ -206,33 +206,31 @@ fn load(path: &PathBuf, control_database: Option<&str>) -> anyhow::Result<Cluste
         .with_context(|| format!("loading cluster file {}", path.display()))
 }
 
-fn groups_or_all(groups: Vec<TableGroup>) -> Vec<TableGroup> {
-    if groups.is_empty() {
-        TableGroup::ALL.to_vec()
-    } else {
-        groups
-    }
-}
-
 struct Loaded {
     old: ClusterConfig,
     new: ClusterConfig,
     /// The new cluster file: its `[kafka]` is the default Kafka setting.
     new_file: PathBuf,
+    /// The read table groups both cluster files' pipeline describes.
+    groups: Groups,
     ops: OpsConfig,
 }
 
 async fn setup(common: &Common) -> anyhow::Result<Loaded> {
     let (old, new) = common.clusters.load()?;
+    let groups = Groups::of_clusters(&old, &new)?;
     cluster::pool::preflight(&old).await?;
     cluster::pool::preflight(&new).await?;
     let control = cutover::serve::control_pool(&new)?;
     cutover::state::ensure_schema(&control).await.context("creating the routing tables")?;
     let operator =
         common.operator.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".to_owned());
-    cutover::state::ensure_initial(&control, &old.name, &operator).await.context("initial routing state")?;
+    cutover::state::ensure_initial(&control, &groups.all(), &old.name, &operator)
+        .await
+        .context("initial routing state")?;
     let ops = OpsConfig {
         old_name: old.name.clone(),
+        groups: groups.all(),
         new_name: new.name.clone(),
         control,
         operator,
@@ -240,7 +238,7 @@ async fn setup(common: &Common) -> anyhow::Result<Loaded> {
         liveness: common.liveness,
         poll: Duration::from_millis(10),
     };
-    Ok(Loaded { old, new, new_file: common.clusters.new.clone(), ops })
+    Ok(Loaded { old, new, new_file: common.clusters.new.clone(), groups, ops })
 }
 
 /// How long the lag gate's Kafka may take to answer at start: a report
@@ -253,6 +251,7 @@ const KAFKA_PREFLIGHT: Duration = Duration::from_secs(10);
 async fn lag_kafka(
     args: &topics::kafka::KafkaArgs,
     new_file: &std::path::Path,
+    new: &ClusterConfig,
 ) -> anyhow::Result<Result<topics::kafka::KafkaConfig, String>> {
     let kafka = match args.resolve_if_configured(Some(new_file)) {
         Ok(Some(kafka)) => kafka,
@@ -263,7 +262,7 @@ async fn lag_kafka(
         }
         Err(error) => return Ok(Err(error.to_string())),
     };
-    let names: Vec<String> = topics::TopicKind::ALL.iter().map(|k| k.topic_name(&args.topic_prefix)).collect();
+    let names = new.pipeline.topic_names(&args.topic_prefix);
     let probe =
         topics::preflight::Preflight { deadline: KAFKA_PREFLIGHT, ..topics::preflight::Preflight::bounded(names) };
     Ok(match kafka.preflight(probe).await? {
@@ -281,21 +280,20 @@ async fn evaluate(
         old: loaded.old.clone(),
         new: loaded.new.clone(),
         control: loaded.ops.control.clone(),
-        kafka: lag_kafka(&args.kafka, &loaded.new_file).await?,
+        kafka: lag_kafka(&args.kafka, &loaded.new_file, &loaded.new).await?,
         topic_prefix: args.kafka.topic_prefix.clone(),
         shadow_period: args.shadow_period,
-        copied_tables: args.copied_tables.clone(),
+        groups: loaded.groups.clone(),
     };
     let thresholds = thresholds(args);
     let inputs = cutover::collect::collect(&collect).await;
-    let results = gates::evaluate(&inputs, &thresholds, groups);
+    let results = gates::evaluate(&inputs, &thresholds, &loaded.groups, groups);
     Ok((inputs, results))
 }
 
 fn thresholds(args: &GateArgs) -> Thresholds {
     Thresholds {
         verify_max_age: args.verify_max_age,
-        copied_tables: args.copied_tables.clone(),
         copier_max_lag_seconds: args.copier_max_lag_seconds,
         copier_max_lag_events: args.copier_max_lag_events,
         copier_max_staleness: args.copier_max_staleness,
@@ -347,7 +345,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Status { common, gates, groups, json } => {
             let loaded = setup(&common).await?;
-            let groups = groups_or_all(groups);
+            let groups = loaded.groups.parse_or_all(&groups)?;
             let (inputs, results) = evaluate(&loaded, &gates, &groups).await?;
             let routing = cutover::state::load(&loaded.ops.control).await?;
             let routers = cutover::state::routers(&loaded.ops.control).await?;
@@ -398,7 +396,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::SwitchReads { common, gates, to, groups, force, reason, dry_run } => {
             let loaded = setup(&common).await?;
-            let groups = groups_or_all(groups);
+            let groups = loaded.groups.parse_or_all(&groups)?;
             let results = if to == Role::New { evaluate(&loaded, &gates, &groups).await?.1 } else { Vec::new() };
             let request = SwitchRequest {
                 to,
@@ -418,7 +416,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let loaded = setup(&common).await?;
             let request = SwitchRequest {
                 to: Role::Old,
-                groups: groups_or_all(groups),
+                groups: loaded.groups.parse_or_all(&groups)?,
                 force: false,
                 reason: reason.unwrap_or_else(|| "rollback".to_owned()),
                 dry_run,
@@ -506,7 +504,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         kafka: match args.gates.kafka.resolve_if_configured(Some(args.clusters.new.as_path()))? {
             Some(kafka) => {
                 // Unreachable is the console's to show, on every refresh.
-                let _unreachable_for_now = lag_kafka(&args.gates.kafka, &args.clusters.new).await?;
+                let _unreachable_for_now = lag_kafka(&args.gates.kafka, &args.clusters.new, &new).await?;
                 Some(kafka)
             }
             None => None,

@@ -164,6 +164,13 @@ fn bad_descriptions_name_the_table_column_and_field() {
         ),
         // Names spliced into SQL.
         (r#"name = "hits_minute""#, r#"name = "hits; DROP TABLE x""#, "is not a plain identifier"),
+        // A group name the routing tables cannot hold.
+        (
+            r#"kind = "rollup""#,
+            r#"kind = "rollup"
+group = "a_group_name_longer_than_the_routing_column""#,
+            "table hits_minute, group: \"a_group_name_longer_than_the_routing_column\" is not a plain identifier of at most 32 characters",
+        ),
     ];
     for (from, to, want) in cases {
         assert!(GOOD_TABLE.contains(from), "{from}");

@@ -112,12 +112,24 @@ fn green() -> GateInputs {
     }
 }
 
+fn insights() -> Groups {
+    Groups::of(&pipeline::Pipeline::insights())
+}
+
+fn timeseries() -> TableGroup {
+    insights().parse("timeseries").expect("an insights group")
+}
+
+fn patterns() -> TableGroup {
+    insights().parse("query_patterns").expect("an insights group")
+}
+
 fn failed(results: &[GateResult]) -> Vec<&GateResult> {
     results.iter().filter(|r| !r.passed).collect()
 }
 
 fn only_failure(inputs: &GateInputs, groups: &[TableGroup]) -> GateResult {
-    let results = evaluate(inputs, &Thresholds::default(), groups);
+    let results = evaluate(inputs, &Thresholds::default(), &insights(), groups);
     let bad = failed(&results);
     assert_eq!(bad.len(), 1, "{results:#?}");
     bad[0].clone()
@@ -125,7 +137,7 @@ fn only_failure(inputs: &GateInputs, groups: &[TableGroup]) -> GateResult {
 
 #[test]
 fn all_green_passes_every_gate_of_both_groups() {
-    let results = evaluate(&green(), &Thresholds::default(), &TableGroup::ALL);
+    let results = evaluate(&green(), &Thresholds::default(), &insights(), &insights().all());
     assert!(failed(&results).is_empty(), "{results:#?}");
     let gates: Vec<Gate> = results.iter().map(|r| r.gate).collect();
     assert_eq!(gates, [Gate::Retention, Gate::Verify, Gate::Copier, Gate::ShadowReads, Gate::ConsumerLag]);
@@ -134,10 +146,10 @@ fn all_green_passes_every_gate_of_both_groups() {
 #[test]
 fn gates_apply_per_table_group() {
     let gates = |groups: &[TableGroup]| -> Vec<Gate> {
-        evaluate(&green(), &Thresholds::default(), groups).iter().map(|r| r.gate).collect()
+        evaluate(&green(), &Thresholds::default(), &insights(), groups).iter().map(|r| r.gate).collect()
     };
-    assert_eq!(gates(&[TableGroup::Timeseries]), [Gate::Retention, Gate::Verify, Gate::ShadowReads, Gate::ConsumerLag]);
-    assert_eq!(gates(&[TableGroup::QueryPatterns]), [Gate::Verify, Gate::Copier, Gate::ShadowReads, Gate::ConsumerLag]);
+    assert_eq!(gates(&[timeseries()]), [Gate::Retention, Gate::Verify, Gate::ShadowReads, Gate::ConsumerLag]);
+    assert_eq!(gates(&[patterns()]), [Gate::Verify, Gate::Copier, Gate::ShadowReads, Gate::ConsumerLag]);
 }
 
 #[test]
@@ -145,12 +157,12 @@ fn refuses_while_the_new_cluster_does_not_cover_retention() {
     let mut inputs = green();
     let ready_at = now() + chrono::Duration::days(3);
     inputs.retention = Ok(readiness(false, Some(ready_at), "covered from 5 days ago"));
-    let r = only_failure(&inputs, &TableGroup::ALL);
+    let r = only_failure(&inputs, &insights().all());
     assert_eq!(r.gate, Gate::Retention);
     assert!(r.detail.contains("does not cover the retention window"), "{r}");
     assert!(r.to_clear.as_deref().is_some_and(|c| c.contains(&ready_at.to_rfc3339())), "{r}");
     // A query_patterns-only switch does not depend on retention.
-    assert!(failed(&evaluate(&inputs, &Thresholds::default(), &[TableGroup::QueryPatterns])).is_empty());
+    assert!(failed(&evaluate(&inputs, &Thresholds::default(), &insights(), &[patterns()])).is_empty());
 }
 
 #[test]
@@ -161,7 +173,7 @@ fn refuses_while_a_verify_difference_is_open() {
         count: 2,
         first: vec![WindowRef { tbl: "query_stats_hour".into(), window_start: now().timestamp(), run_id: 6 }],
     };
-    let r = only_failure(&inputs, &TableGroup::ALL);
+    let r = only_failure(&inputs, &insights().all());
     assert_eq!(r.gate, Gate::Verify);
     assert!(r.detail.contains("2 windows marked different, e.g. query_stats_hour"), "{r}");
     assert!(r.to_clear.as_deref().is_some_and(|c| c.contains("re-verify")), "{r}");
@@ -182,7 +194,7 @@ fn refuses_on_a_different_old_or_missing_equivalence_run() {
         let mut inputs = green();
         let Ok(v) = &mut inputs.verify else { panic!("verify") };
         v.windows_run = windows_run;
-        let r = only_failure(&inputs, &[TableGroup::Timeseries]);
+        let r = only_failure(&inputs, &[timeseries()]);
         assert_eq!(r.gate, Gate::Verify);
         assert!(r.detail.contains(detail), "{detail}: {r}");
         assert!(r.to_clear.as_deref().is_some_and(|c| c.contains(clear)), "{clear}: {r}");
@@ -194,34 +206,34 @@ fn refuses_when_a_copied_table_diff_is_not_equal() {
     let mut inputs = green();
     let Ok(v) = &mut inputs.verify else { panic!("verify") };
     v.table_runs = vec![("query_patterns".into(), Some(run("table", "query_patterns", "different", 60)))];
-    let r = only_failure(&inputs, &[TableGroup::QueryPatterns]);
+    let r = only_failure(&inputs, &[patterns()]);
     assert_eq!(r.gate, Gate::Verify);
     assert!(r.detail.contains("full diff of query_patterns"), "{r}");
     // The time-series switch does not depend on the copied table's diff.
-    assert!(failed(&evaluate(&inputs, &Thresholds::default(), &[TableGroup::Timeseries])).is_empty());
+    assert!(failed(&evaluate(&inputs, &Thresholds::default(), &insights(), &[timeseries()])).is_empty());
 }
 
 #[test]
 fn refuses_while_the_copier_lags_or_is_not_replicating() {
     let mut inputs = green();
     inputs.copier = Ok(vec![stream("-80", Phase::Replicating, 0.2), stream("80-", Phase::Replicating, 42.0)]);
-    let r = only_failure(&inputs, &[TableGroup::QueryPatterns]);
+    let r = only_failure(&inputs, &[patterns()]);
     assert_eq!(r.gate, Gate::Copier);
     assert!(r.detail.contains("stream query_patterns/80- lags 42.0 s"), "{r}");
     assert!(r.to_clear.as_deref().is_some_and(|c| c.contains("catch up")), "{r}");
 
     inputs.copier = Ok(vec![stream("-80", Phase::CatchingUp, 0.0)]);
-    let r = only_failure(&inputs, &[TableGroup::QueryPatterns]);
+    let r = only_failure(&inputs, &[patterns()]);
     assert!(r.detail.contains("is catching_up"), "{r}");
 
     inputs.copier = Ok(vec![]);
-    let r = only_failure(&inputs, &[TableGroup::QueryPatterns]);
+    let r = only_failure(&inputs, &[patterns()]);
     assert_eq!(r.to_clear.as_deref(), Some("start the copier for query_patterns"));
 
     let mut stale = stream("-80", Phase::Replicating, 0.0);
     stale.updated_at = now() - chrono::Duration::minutes(10);
     inputs.copier = Ok(vec![stale]);
-    let r = only_failure(&inputs, &[TableGroup::QueryPatterns]);
+    let r = only_failure(&inputs, &[patterns()]);
     assert!(r.detail.contains("last reported 10m ago"), "{r}");
 }
 
@@ -239,7 +251,7 @@ fn refuses_on_shadow_mismatches_or_too_few_comparisons() {
             last_mismatch: Some("top_patterns db 42".into()),
         },
     });
-    let r = only_failure(&inputs, &TableGroup::ALL);
+    let r = only_failure(&inputs, &insights().all());
     assert_eq!(r.gate, Gate::ShadowReads);
     assert!(r.detail.contains("3 of 500 shadow reads mismatched in the last 15m") && r.detail.contains("db 42"), "{r}");
 
@@ -247,7 +259,7 @@ fn refuses_on_shadow_mismatches_or_too_few_comparisons() {
         period: Duration::from_secs(900),
         totals: ShadowTotals { compared: 3, ..ShadowTotals::default() },
     });
-    let r = only_failure(&inputs, &TableGroup::ALL);
+    let r = only_failure(&inputs, &insights().all());
     assert!(r.detail.contains("need 50"), "{r}");
 }
 
@@ -255,7 +267,7 @@ fn refuses_on_shadow_mismatches_or_too_few_comparisons() {
 fn refuses_while_a_group_lags() {
     let mut inputs = green();
     inputs.lag = Ok(LagInput { old: group("old", 10), new: group("new", 80_000) });
-    let r = only_failure(&inputs, &TableGroup::ALL);
+    let r = only_failure(&inputs, &insights().all());
     assert_eq!(r.gate, Gate::ConsumerLag);
     assert!(r.detail.contains("the group writing new lags 80000 messages"), "{r}");
     let mut unstarted = group("old", 0);
@@ -263,7 +275,7 @@ fn refuses_while_a_group_lags() {
         (p.next_offset, p.lag_messages, p.lag_seconds) = (None, None, None);
     }
     inputs.lag = Ok(LagInput { old: unstarted, new: group("new", 0) });
-    let r = only_failure(&inputs, &TableGroup::ALL);
+    let r = only_failure(&inputs, &insights().all());
     assert!(r.detail.contains("has not applied 3 of 32 partitions"), "{r}");
 }
 
@@ -271,9 +283,29 @@ fn refuses_while_a_group_lags() {
 fn an_uncollected_input_fails_its_gate_and_says_why() {
     let mut inputs = green();
     inputs.copier = Err("copier status unreadable: connection refused".into());
-    let r = only_failure(&inputs, &TableGroup::ALL);
+    let r = only_failure(&inputs, &insights().all());
     assert_eq!(r.gate, Gate::Copier);
     assert_eq!(r.detail, "not evaluated: copier status unreadable: connection refused");
     let text = r.to_string();
     assert!(text.starts_with("FAIL copier") && text.contains("to clear:"), "{text}");
+}
+
+/// Another pipeline's groups gate its own copied tables: the Insights
+/// table's diff and streams say nothing about the api pipeline's routes.
+#[test]
+fn another_pipeline_gates_its_own_copied_tables() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/api.toml");
+    let api = Groups::of(&pipeline::Pipeline::load(&path).expect("api pipeline"));
+    let routes = api.parse("routes").expect("the api pipeline's copied group");
+    let results = evaluate(&green(), &Thresholds::default(), &api, &[routes]);
+    let gates: Vec<Gate> = results.iter().map(|r| r.gate).collect();
+    assert_eq!(gates, [Gate::Verify, Gate::Copier, Gate::ShadowReads, Gate::ConsumerLag]);
+    let bad = failed(&results);
+    assert_eq!(bad.len(), 2, "{results:#?}");
+    assert!(bad[0].detail.contains("no finished full diff of copied table api_routes"), "{}", bad[0]);
+    assert!(bad[1].detail.contains("no copier stream for api_routes"), "{}", bad[1]);
+    let timeseries = api.parse("timeseries").expect("the api pipeline's aged group");
+    let aged: Vec<Gate> =
+        evaluate(&green(), &Thresholds::default(), &api, &[timeseries]).iter().map(|r| r.gate).collect();
+    assert_eq!(aged, [Gate::Retention, Gate::Verify, Gate::ShadowReads, Gate::ConsumerLag]);
 }

@@ -16,8 +16,9 @@ fn only_spans_both_clusters_settled_are_comparable() {
 fn counts_flush_and_restore() {
     let shadow = Shadow::default();
     let q = Query::SlowQueries { database_id: 1, from: 0, to: 10, limit: 5 };
-    shadow.record(&q, Role::Old, Outcome::Equal, None);
-    shadow.record(&q, Role::Old, Outcome::Mismatch, Some("x differs"));
+    let group = TableGroup::named("timeseries").expect("a group name");
+    shadow.record(&q, group, Role::Old, Outcome::Equal, None);
+    shadow.record(&q, group, Role::Old, Outcome::Mismatch, Some("x differs"));
     let taken = shadow.take_pending();
     assert_eq!(taken.len(), 1);
     assert_eq!((taken[0].compared, taken[0].mismatches), (2, 1));
