@@ -221,3 +221,47 @@ async fn switch_reads_refuses_naming_each_failing_gate_and_changes_nothing() {
     drop_databases(&old.config).await;
     drop_databases(&new.config).await;
 }
+
+/// Clusters of another pipeline: the routing rows, the gates and the group
+/// names follow its description (api: timeseries and routes, whose copied
+/// table is api_routes), and two cluster files on different pipelines are
+/// refused before anything is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_pipelines_groups_drive_the_routing_and_the_gates() {
+    let api = testkit::pipeline_file("api");
+    let old = testkit::fresh_cluster_for("old", "gates_api", &api).await;
+    let new = testkit::fresh_cluster_for("new", "gates_api", &api).await;
+
+    let out = cutover_command(&old, &new, &["status", "--json", "--table-group", "routes"]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("status json");
+    let mut groups: Vec<&str> =
+        report["routing"]["groups"].as_array().expect("groups").iter().filter_map(|g| g["group"].as_str()).collect();
+    groups.sort_unstable();
+    assert_eq!(groups, ["routes", "timeseries"], "the routing state holds the description's groups");
+    let gates = report["gates"].as_array().expect("gates");
+    let names: Vec<&str> = gates.iter().filter_map(|g| g["gate"].as_str()).collect();
+    assert_eq!(names, ["verify", "copier", "shadow_reads", "consumer_lag"], "routes is copied, not aged in");
+    let detail = |gate: &str| {
+        gates.iter().find(|g| g["gate"] == gate).and_then(|g| g["detail"].as_str()).unwrap_or_default().to_owned()
+    };
+    assert!(detail("verify").contains("full diff of copied table api_routes"), "{}", detail("verify"));
+    assert!(detail("copier").contains("api_routes/"), "{}", detail("copier"));
+
+    let out = cutover_command(&old, &new, &["switch-reads", "--to", "new", "--table-group", "query_patterns"]).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown table group \"query_patterns\" (this pipeline's groups: timeseries, routes)"),
+        "{}",
+        out.stderr
+    );
+
+    let insights = fresh_cluster("new", "gates_api_mixed").await;
+    let out = cutover_command(&old, &insights, &["status"]).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("the two cluster files describe different table groups"), "{}", out.stderr);
+
+    for c in [&old, &new, &insights] {
+        drop_databases(&c.config).await;
+    }
+}
