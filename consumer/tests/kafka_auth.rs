@@ -103,12 +103,14 @@ fn variant(file: &Path, name: &str, from: &str, to: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_correct_kafka_file_creates_produces_and_consumes_over_tls_and_scram() {
-    let (producer_pw, group_pw) = (password(), password());
+    let (producer_pw, group_pw, cutover_pw) = (password(), password(), password());
     let producer = User { name: "producer", password: &producer_pw };
     let group_a = User { name: "group-a", password: &group_pw };
-    let nisshi = Nisshi::start_secured(&[&producer, &group_a]);
+    let cutover = User { name: "cutover", password: &cutover_pw };
+    let nisshi = Nisshi::start_secured(&[&producer, &group_a, &cutover]);
     let producer_file = nisshi.kafka_file("producer", &producer, "");
     let group_file = nisshi.kafka_file("group-a", &group_a, "");
+    let cutover_file = nisshi.kafka_file("cutover", &cutover, "");
     let prefix = prefix("auth_ok");
     create_topics(&producer_file, &prefix).await;
     let truth_file = nisshi.dir().join("truth.json");
@@ -145,6 +147,61 @@ async fn a_correct_kafka_file_creates_produces_and_consumes_over_tls_and_scram()
     let (status, out) = run_job(&bin, &status_args, FAIL_FAST).await;
     assert!(status.is_some_and(|s| s.success()), "status: {status:?}\n{out}");
     assert!(out.contains("lag_messages") && !out.contains("\"lag_messages\": null"), "status without lag:\n{out}");
+
+    // Dead letters go the same way: malformed messages produced through the
+    // producer's file are dead-lettered, then replayed through it (the copies
+    // are malformed too, so they come back as letters of their own).
+    let cluster_arg = cluster.file.to_str().expect("utf-8 path");
+    let producer_arg = producer_file.to_str().expect("utf-8 path");
+    let bad_truth = nisshi.dir().join("bad.json");
+    let malformed = [
+        "produce",
+        "--kafka-config",
+        producer_arg,
+        "--topic-prefix",
+        &prefix,
+        "--messages",
+        "0",
+        "--malformed",
+        "2",
+        "--truth",
+        bad_truth.to_str().expect("utf-8 path"),
+    ];
+    let (status, log) = run_job(&workspace_binary("dualwrite-loadtest"), &malformed, FAIL_FAST).await;
+    assert!(status.is_some_and(|s| s.success()), "produce malformed: {status:?}\n{log}");
+    wait_letters(&bin, cluster_arg, 2).await;
+    let replay = ["dead-letters", "replay", "--all", "--cluster", cluster_arg, "--kafka-config", producer_arg];
+    let (status, out) = run_job(&bin, &replay, FAIL_FAST).await;
+    assert!(status.is_some_and(|s| s.success()), "replay: {status:?}\n{out}");
+    assert_eq!(out.matches(" -> ").count(), 2, "both letters replayed:\n{out}");
+    wait_letters(&bin, cluster_arg, 4).await;
+
+    // The cutover's lag gate reads the end offsets through its own user's
+    // file: every partition of group A's cluster is known, and caught up.
+    let new = fresh_cluster("new", "auth_ok").await;
+    let gate_args = [
+        "status",
+        "--json",
+        "--old",
+        cluster_arg,
+        "--new",
+        new.file.to_str().expect("utf-8 path"),
+        "--kafka-config",
+        cutover_file.to_str().expect("utf-8 path"),
+        "--topic-prefix",
+        &prefix,
+    ];
+    let (status, out) = run_job(&workspace_binary("dualwrite-cutover"), &gate_args, FAIL_FAST).await;
+    assert!(status.is_some_and(|s| s.success()), "cutover status: {status:?}\n{out}");
+    let report: serde_json::Value = serde_json::from_str(pretty_json(&out)).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let partitions = report["inputs"]["lag"]["Ok"]["old"]["partitions"].as_array().cloned().unwrap_or_default();
+    assert!(!partitions.is_empty(), "no lag read through the cutover's file: {}", report["inputs"]["lag"]);
+    assert!(
+        partitions.iter().all(|p| p["end_offset"].as_i64().is_some() && p["lag_messages"] == 0),
+        "group A is caught up on every partition: {partitions:?}"
+    );
+    assert!(!out.contains(&cutover_pw), "a password in the cutover's output");
+    common::drop_databases(&new.config).await;
     let pid = child.id().expect("pid").to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     let exit = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("exit").expect("wait");
@@ -152,6 +209,35 @@ async fn a_correct_kafka_file_creates_produces_and_consumes_over_tls_and_scram()
     assert!(exit.success(), "consumer: {exit}\n{log}");
     assert!(!log.contains(&group_pw), "a password in the consumer's log");
     assert!(!nisshi.log().contains(&group_pw) && !nisshi.log().contains(&producer_pw), "a password in nisshi's log");
+}
+
+/// The pretty-printed JSON document a job wrote to stdout, after its log
+/// lines on stderr: from the first line that opens one (`{`, `[` or `[]`).
+fn pretty_json(out: &str) -> &str {
+    let mut at = 0;
+    for line in out.split_inclusive('\n') {
+        if matches!(line.trim_end(), "{" | "[" | "[]") {
+            return &out[at..];
+        }
+        at += line.len();
+    }
+    ""
+}
+
+/// Waits (bounded) until `dead-letters list` shows `n` letters on the cluster.
+async fn wait_letters(bin: &Path, cluster: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, out) = run_job(bin, &["dead-letters", "list", "--json", "--cluster", cluster], FAIL_FAST).await;
+        assert!(status.is_some_and(|s| s.success()), "dead-letters list: {status:?}\n{out}");
+        let letters: Vec<serde_json::Value> = serde_json::from_str(pretty_json(&out)).unwrap_or_default();
+        if letters.len() >= n {
+            assert_eq!(letters.len(), n, "{letters:?}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} dead letters not recorded within 120 s: {letters:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Asserts a job failed fast with the one line naming `broker`, `cause` and `setting`.

@@ -15,8 +15,8 @@ use common::{assert_matches_truth, consumer_config, fresh_cluster, messages_appl
 use mysql_async::prelude::Queryable;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use topics::registry::{
-    consumer_codec, producer_codec, register_topic_schemas, value_subject, RegisterError, Registry, RegistryAuth,
-    RegistryConfig, RegistryError,
+    consumer_codec, producer_codec, register_pipeline_schemas, register_topic_schemas, value_subject, RegisterError,
+    Registry, RegistryAuth, RegistryConfig, RegistryError,
 };
 use topics::schemas::SchemaSet;
 use topics::TopicKind;
@@ -300,4 +300,31 @@ async fn https_is_trusted_through_ca_file_and_refused_without_it() {
     assert!(message.starts_with(&format!("registry {}/: TLS: invalid peer certificate", registry.url)), "{message}");
     assert!(!message.contains('\n'), "{message}");
     registry.stop().await;
+}
+
+/// `register-schemas` registers a pipeline's own topics with their reader
+/// schemas; for Insights that is what the producer's schema set registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelines_topics_are_registered_with_their_reader_schemas() {
+    let registry = TestRegistry::start_with_bearer("a-bearer-token-for-tests").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("token"), "a-bearer-token-for-tests\n").expect("token file");
+    let text = format!("[registry]\nurl = \"{}\"\ntoken_file = \"token\"\n", registry.url);
+    let config = RegistryConfig::from_toml_str(&text, dir.path(), &|_| None).expect("valid").expect("table");
+    let client = Registry::new(config).expect("client");
+
+    let api = pipeline::Pipeline::load(&common::pipeline_file("api")).expect("api pipeline");
+    let registered = register_pipeline_schemas(&client, "regapi.", &api).await.expect("api schemas");
+    let subjects: Vec<&str> = registered.iter().map(|r| r.subject.as_str()).collect();
+    assert_eq!(subjects, ["regapi.api-requests-value", "regapi.api-failures-value"]);
+    for (r, topic) in registered.iter().zip(&api.topics) {
+        assert_eq!((r.record.as_str(), registry.versions(&r.subject)), (topic.record.as_str(), vec![r.id]));
+    }
+
+    // Insights through its description registers exactly the build's schema set: no new version.
+    let insights = pipeline::Pipeline::insights();
+    let described = register_pipeline_schemas(&client, "reginsights.", &insights).await.expect("insights");
+    let embedded = SchemaSet::embedded().expect("embedded");
+    let built = register_topic_schemas(&client, "reginsights.", &embedded).await.expect("the build's set");
+    assert_eq!(described, built);
 }

@@ -28,7 +28,6 @@ impl TopicKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicSpec {
     pub name: String,
-    pub kind: TopicKind,
     /// Upper bound on how many consumers of one group can share the work.
     pub partitions: i32,
     pub replication: i32,
@@ -39,16 +38,40 @@ pub struct TopicSpec {
 /// Seven days: long enough for group B to replay a useful part of the window.
 const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// The default topic set; names can be prefixed so tests never share topics.
+/// The default (Insights) topic set; names can be prefixed so tests never share topics.
 pub fn default_topics(prefix: &str, partitions: i32, replication: i32) -> Vec<TopicSpec> {
-    TopicKind::ALL
+    pipeline_topics(&pipeline::Pipeline::insights(), prefix, partitions, replication)
+}
+
+/// The topics `pipeline` reads, under `prefix`.
+pub fn pipeline_topics(
+    pipeline: &pipeline::Pipeline,
+    prefix: &str,
+    partitions: i32,
+    replication: i32,
+) -> Vec<TopicSpec> {
+    pipeline
+        .topic_names(prefix)
         .into_iter()
-        .map(|kind| TopicSpec {
-            name: kind.topic_name(prefix),
-            kind,
-            partitions,
-            replication,
-            retention_ms: DEFAULT_RETENTION_MS,
-        })
+        .map(|name| TopicSpec { name, partitions, replication, retention_ms: DEFAULT_RETENTION_MS })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_come_from_the_pipeline() {
+        let names = |p: &pipeline::Pipeline| -> Vec<String> {
+            pipeline_topics(p, "t.", 4, 1).into_iter().map(|s| s.name).collect()
+        };
+        assert_eq!(names(&pipeline::Pipeline::insights()), ["t.query-stats", "t.slow-queries"]);
+        let api = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/api.toml");
+        let api = pipeline::Pipeline::load(&api).expect("api pipeline");
+        assert_eq!(names(&api), ["t.api-requests", "t.api-failures"]);
+        let default: Vec<String> = default_topics("t.", 4, 1).into_iter().map(|s| s.name).collect();
+        let kinds: Vec<String> = TopicKind::ALL.iter().map(|k| k.topic_name("t.")).collect();
+        assert_eq!(default, kinds, "the default set is the Insights topics the producer writes");
+    }
 }

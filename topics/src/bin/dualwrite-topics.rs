@@ -33,6 +33,10 @@ enum Command {
     Create {
         #[command(flatten)]
         kafka: topics::kafka::KafkaArgs,
+        /// The pipeline description whose topics to create (default: the
+        /// built-in Query Insights pipeline).
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
         #[arg(long, default_value_t = 16)]
         partitions: i32,
         #[arg(long, default_value_t = 3)]
@@ -51,8 +55,13 @@ enum Command {
         cluster: Option<PathBuf>,
         #[arg(long, default_value = "")]
         topic_prefix: String,
-        /// Register the newest schema per record from this directory
-        /// (`<id>-<name>.avsc`; the ids in the names are ignored) instead of this build's.
+        /// The pipeline description whose topics' reader schemas are
+        /// registered (default: the built-in Query Insights pipeline).
+        #[arg(long, conflicts_with = "schema_dir")]
+        pipeline: Option<PathBuf>,
+        /// Register the newest Insights schema per record from this directory
+        /// (`<id>-<name>.avsc`; the ids in the names are ignored) instead of
+        /// the pipeline's reader schemas.
         #[arg(long)]
         schema_dir: Option<PathBuf>,
     },
@@ -75,24 +84,30 @@ fn main() -> anyhow::Result<()> {
                 };
                 topics::dev_broker::run(config, shutdown).await.context("dev broker")
             }
-            Command::Create { kafka, partitions, replication } => {
-                let specs = topics::spec::default_topics(&kafka.topic_prefix, partitions, replication);
+            Command::Create { kafka, pipeline, partitions, replication } => {
+                let pipeline = pipeline::Pipeline::load_or_default(pipeline.as_deref())?;
+                let specs = topics::spec::pipeline_topics(&pipeline, &kafka.topic_prefix, partitions, replication);
                 let kafka = kafka.resolve(None)?;
                 // Unwrapped on purpose: one line naming the broker, the cause and the setting.
                 kafka.preflight(topics::preflight::Preflight::waiting(Vec::new())).await?;
                 topics::admin::create_topics(&kafka, &specs).await.context("creating topics")
             }
-            Command::RegisterSchemas { kafka_config, cluster, topic_prefix, schema_dir } => {
+            Command::RegisterSchemas { kafka_config, cluster, topic_prefix, pipeline, schema_dir } => {
                 let config = topics::registry::RegistryConfig::resolve(kafka_config.as_deref(), cluster.as_deref())?
                     .context("no [registry] table in --kafka-config or --cluster")?;
                 let registry = topics::registry::Registry::new(config)?;
-                let schemas = match &schema_dir {
-                    Some(dir) => topics::schemas::SchemaSet::from_dir(dir),
-                    None => topics::schemas::SchemaSet::embedded(),
-                }
-                .context("loading schemas")?;
                 // Unwrapped on purpose: the registry's refusal is the one line to print.
-                for r in topics::registry::register_topic_schemas(&registry, &topic_prefix, &schemas).await? {
+                let registered = match &schema_dir {
+                    Some(dir) => {
+                        let schemas = topics::schemas::SchemaSet::from_dir(dir).context("loading schemas")?;
+                        topics::registry::register_topic_schemas(&registry, &topic_prefix, &schemas).await?
+                    }
+                    None => {
+                        let pipeline = pipeline::Pipeline::load_or_default(pipeline.as_deref())?;
+                        topics::registry::register_pipeline_schemas(&registry, &topic_prefix, &pipeline).await?
+                    }
+                };
+                for r in registered {
                     println!("{}\t{}\tid {}", r.subject, r.record, r.id);
                 }
                 Ok(())

@@ -46,7 +46,7 @@ pub fn schema_text(schema: &Schema) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
     pub subject: String,
-    pub record: &'static str,
+    pub record: String,
     pub id: u32,
 }
 
@@ -72,8 +72,32 @@ pub async fn register_topic_schemas(
     for kind in TopicKind::ALL {
         let record = record_of(kind);
         let (_, schema) = schemas.latest_for(record).ok_or(SchemaError::Missing(record))?;
-        wanted.push((value_subject(&kind.topic_name(topic_prefix)), record, schema_text(schema)));
+        wanted.push((value_subject(&kind.topic_name(topic_prefix)), record.to_owned(), schema_text(schema)));
     }
+    register_all(registry, wanted).await
+}
+
+/// Registers each topic of `pipeline` with its reader schema under
+/// `<topic>-value`, all or nothing as [`register_topic_schemas`].
+pub async fn register_pipeline_schemas(
+    registry: &Registry,
+    topic_prefix: &str,
+    pipeline: &pipeline::Pipeline,
+) -> Result<Vec<Registered>, RegisterError> {
+    let wanted = pipeline
+        .topics
+        .iter()
+        .map(|t| (value_subject(&format!("{topic_prefix}{}", t.name)), t.record.clone(), schema_text(&t.schema)))
+        .collect();
+    register_all(registry, wanted).await
+}
+
+/// Asks the registry about every (subject, record, schema) first; registers
+/// them only if every one is compatible.
+async fn register_all(
+    registry: &Registry,
+    wanted: Vec<(String, String, String)>,
+) -> Result<Vec<Registered>, RegisterError> {
     for (subject, _, text) in &wanted {
         if let Err(message) = registry.check_compatibility(subject, text).await? {
             let url = registry.url().to_string();
@@ -84,7 +108,7 @@ pub async fn register_topic_schemas(
     for (subject, record, text) in wanted {
         // The registry checks again (409): a schema registered meanwhile is still caught.
         let id = registry.register(&subject, &text).await?;
-        tracing::info!(%subject, id, record, "schema registered");
+        tracing::info!(%subject, id, %record, "schema registered");
         out.push(Registered { subject, record, id });
     }
     Ok(out)
