@@ -206,12 +206,7 @@ async fn wrong_credentials_fail_at_start_in_one_line_naming_the_registry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_refuses_an_incompatible_schema_with_the_registrys_message() {
-    let registry = TestRegistry::start_with_bearer("a-bearer-token-for-tests").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("token"), "a-bearer-token-for-tests\n").expect("token file");
-    let text = format!("[registry]\nurl = \"{}\"\ntoken_file = \"token\"\n", registry.url);
-    let config = RegistryConfig::from_toml_str(&text, dir.path(), &|_| None).expect("valid").expect("table");
-    let client = Registry::new(config).expect("client");
+    let (registry, _dir, client) = bearer_registry().await;
     let prefix = "regcompat.";
     let stats_subject = value_subject(&TopicKind::QueryStats.topic_name(prefix));
     let slow_subject = value_subject(&TopicKind::SlowQueries.topic_name(prefix));
@@ -302,16 +297,22 @@ async fn https_is_trusted_through_ca_file_and_refused_without_it() {
     registry.stop().await;
 }
 
-/// `register-schemas` registers a pipeline's own topics with their reader
-/// schemas; for Insights that is what the producer's schema set registers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pipelines_topics_are_registered_with_their_reader_schemas() {
+/// A test registry requiring a bearer token, and a client holding it (in a
+/// token file that lives as long as the returned directory).
+async fn bearer_registry() -> (TestRegistry, tempfile::TempDir, Registry) {
     let registry = TestRegistry::start_with_bearer("a-bearer-token-for-tests").await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("token"), "a-bearer-token-for-tests\n").expect("token file");
     let text = format!("[registry]\nurl = \"{}\"\ntoken_file = \"token\"\n", registry.url);
     let config = RegistryConfig::from_toml_str(&text, dir.path(), &|_| None).expect("valid").expect("table");
-    let client = Registry::new(config).expect("client");
+    (registry, dir, Registry::new(config).expect("client"))
+}
+
+/// `register-schemas` registers a pipeline's own topics with their reader
+/// schemas; for Insights that is what the producer's schema set registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelines_topics_are_registered_with_their_reader_schemas() {
+    let (registry, _dir, client) = bearer_registry().await;
 
     let api = pipeline::Pipeline::load(&common::pipeline_file("api")).expect("api pipeline");
     let registered = register_pipeline_schemas(&client, "regapi.", &api).await.expect("api schemas");
