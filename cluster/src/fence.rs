@@ -249,7 +249,10 @@ pub type Ends = Vec<((String, i32), i64)>;
 /// age of the newest applied message while behind, 0 when caught up.
 pub fn lag(progress: &PartitionProgress, end: i64, now_ms: i64) -> (i64, f64) {
     let messages = (end - progress.next_offset).max(0);
-    let seconds = if messages == 0 { 0.0 } else { (now_ms - progress.max_message_ms).max(0) as f64 / 1000.0 };
+    // Saturating: a partition some shard never applied has no newest
+    // message (`i64::MIN`), and is as far behind as can be said.
+    let seconds =
+        if messages == 0 { 0.0 } else { now_ms.saturating_sub(progress.max_message_ms).max(0) as f64 / 1000.0 };
     (messages, seconds)
 }
 
@@ -369,6 +372,9 @@ mod tests {
         assert_eq!(lag(&p, 25, 90_000), (15, 40.0));
         // A fence ahead of the end (topic recreated) is not negative lag.
         assert_eq!(lag(&p, 4, 90_000), (0, 0.0));
+        // A partition some shard never applied has no newest message: behind without bound, no overflow.
+        let never = PartitionProgress { max_message_ms: i64::MIN, ..p };
+        assert_eq!(lag(&never, 25, 90_000), (15, i64::MAX as f64 / 1000.0));
     }
 
     #[test]
