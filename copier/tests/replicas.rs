@@ -133,3 +133,49 @@ async fn copies_from_replicas_and_moves_between_replica_and_primary_while_groups
     testkit::drop_databases(&old.config).await;
     testkit::drop_databases(&new.config).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replica_pauses_its_stream_only_and_status_says_why() {
+    common::copier_tracing();
+    let (old, new) = tokio::join!(fresh_cluster("old", "cstop_o", ""), fresh_cluster("new", "cstop_n", ""));
+    let replicas = old.config.reading_from(ReadFrom::Replica);
+    let pools = ShardPools::new(&old.config);
+    let images: Vec<_> =
+        (0..1_000u64).map(|i| pattern(i % 200 + 1, &format!("h{i}"), BASE_US + i as i64 * 1000, i % 3)).collect();
+    common::upsert(&old.config, &pools, &images).await;
+    pools.disconnect().await;
+    wait_replicas(&old.config, Duration::from_secs(60)).await;
+
+    testkit::replicas::set_sql_thread(&old.config, 0, false).await;
+    let (stop, task) = start_copier(replicas.clone(), new.config.clone());
+    let (first, second) = (replicas.shards[0].range.to_string(), replicas.shards[1].range.to_string());
+    let throttled = |streams: &[copier::status::StreamStatus], shard: &str| {
+        streams.iter().any(|s| s.source_shard == shard && s.error_kind.as_deref() == Some("throttled"))
+    };
+    // The other stream copies everything while the first waits, and status says why.
+    let started = Instant::now();
+    let streams = loop {
+        let streams = copier::status::streams(&new.config).await.expect("status");
+        let other_done =
+            streams.iter().any(|s| s.source_shard == second && s.phase == copier::phase::Phase::Replicating);
+        if throttled(&streams, &first) && other_done {
+            break streams;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no throttled stream {first} in status: {streams:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!throttled(&streams, &second), "only the stopped replica's stream pauses: {streams:#?}");
+    let why = streams.iter().find(|s| s.source_shard == first).and_then(|s| s.error.clone()).unwrap_or_default();
+    assert!(why.contains("replica SQL or IO thread stopped"), "{why}");
+
+    testkit::replicas::set_sql_thread(&old.config, 0, true).await;
+    wait_copier(&replicas, &new.config, Duration::from_secs(120)).await;
+    let streams = copier::status::streams(&new.config).await.expect("status");
+    assert!(streams.iter().all(|s| s.error.is_none()), "the pause ended: {streams:#?}");
+    let differences = copier::workload::compare(&old.config, &new.config, &patterns()).await.expect("compare");
+    assert!(differences.is_empty(), "{} differences", differences.len());
+    stop.cancel();
+    task.await.expect("join");
+    testkit::drop_databases(&old.config).await;
+    testkit::drop_databases(&new.config).await;
+}

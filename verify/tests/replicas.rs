@@ -137,7 +137,11 @@ async fn a_stopped_replica_pauses_the_comparator_on_its_shard_only() {
     testkit::wait_caught_up(&old.config, &broker, Duration::from_secs(120)).await;
     testkit::wait_caught_up(&new.config, &broker, Duration::from_secs(120)).await;
     let old_replicas = reading_replicas(&old.config);
-    let settle_to = chrono::Utc::now().timestamp();
+    // Event times run ahead of the wall clock (~190 messages per 5 s
+    // interval, from the next 15 s boundary): the 600 messages reach about
+    // start + 16 s, so the compared range ends past them; the groups' idle
+    // confirmation settles it once the wall clock is there.
+    let settle_to = chrono::Utc::now().timestamp().max(start + 20);
     testkit::wait_settled(&old_replicas, settle_to * 1000, Duration::from_secs(60)).await;
     testkit::wait_settled(&new.config, settle_to * 1000, Duration::from_secs(60)).await;
     a.stop().await;
