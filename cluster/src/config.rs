@@ -14,6 +14,9 @@
 //! [[shards]]
 //! range = "80-"
 //! dsn = "mysql://dualwrite@127.0.0.1:33302/dualwrite"
+//! replicas = ["mysql://dualwrite@127.0.0.1:33312/dualwrite"]  # optional: read-only jobs may read these
+//! [throttle]                                 # optional: see crate::throttle
+//! max_replica_lag = "10s"
 //! ```
 //!
 //! Everything is checked at load time, so a job never starts against a map
@@ -30,6 +33,7 @@ use url::{Host, Url};
 use crate::error::{ConfigError, DsnError};
 use crate::keyrange::{validate_partition, KeyRange, KeyRangeError, PartitionError};
 use crate::secret::{process_env, PasswordSource, Secret};
+use crate::throttle::{RawThrottle, ThrottleConfig};
 use crate::time::{RawTime, TimeConfig};
 use crate::tls::{RawTls, TlsConfig};
 use crate::vindex;
@@ -65,6 +69,39 @@ pub struct ClusterConfig {
     /// What the cluster stores: its `pipeline = "FILE"` (relative to the
     /// cluster file), or the built-in Query Insights pipeline.
     pub pipeline: PipelineRef,
+    /// When read-only jobs (verify, the copier) leave a shard alone (`[throttle]`).
+    pub throttle: ThrottleConfig,
+}
+
+/// Which server of a shard a read-only job reads (`--read-from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// The shard's primary, always.
+    Primary,
+    /// The shard's first replica where the cluster file names one, else its
+    /// primary (the default).
+    #[default]
+    Replica,
+}
+
+impl std::str::FromStr for ReadFrom {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "primary" => Ok(ReadFrom::Primary),
+            "replica" => Ok(ReadFrom::Replica),
+            other => Err(format!("must be primary or replica, got {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for ReadFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReadFrom::Primary => "primary",
+            ReadFrom::Replica => "replica",
+        })
+    }
 }
 
 /// A cluster's pipeline, loaded and checked with the cluster file, shared
@@ -112,8 +149,15 @@ pub struct ShardConfig {
     /// Keyspace ids owned by this shard; its Vitess shard name is the range's
     /// `Display`.
     pub range: KeyRange,
-    /// The MySQL server and database holding it.
+    /// The MySQL server and database holding it: the primary, or after
+    /// [`ClusterConfig::reading_from`] the server a read-only job reads.
     pub endpoint: Endpoint,
+    /// Its replicas (`replicas = [...]`), same login and TLS as the shard;
+    /// only read-only jobs ever connect to them.
+    pub replicas: Vec<Endpoint>,
+    /// Whether `endpoint` is one of the replicas (set by
+    /// [`ClusterConfig::reading_from`]); labels logs and metrics.
+    pub reads_replica: bool,
 }
 
 /// A MySQL server and database, parsed from a `mysql://` DSN. Holds no
@@ -155,6 +199,8 @@ struct RawCluster {
     time: RawTime,
     #[serde(default)]
     tls: RawTls,
+    #[serde(default)]
+    throttle: RawThrottle,
     /// The pipeline description file, relative to the cluster file.
     pipeline: Option<PathBuf>,
     /// The Kafka client settings (`topics::kafka` reads them from the same
@@ -185,6 +231,8 @@ struct RawShard {
     range: String,
     dsn: String,
     tls: Option<RawTls>,
+    #[serde(default)]
+    replicas: Vec<String>,
 }
 
 impl ClusterConfig {
@@ -256,7 +304,19 @@ impl ClusterConfig {
                 .map_err(|error| ConfigError::Dsn { field: format!("shards[{index}].dsn"), error })?;
             let field = if shard.tls.is_some() { format!("shards[{index}].tls") } else { "tls".to_owned() };
             endpoint.tls = resolve_tls(shard.tls.as_ref(), &raw.tls, &endpoint.host, base_dir, field)?;
-            shards.push(ShardConfig { range, endpoint });
+            let mut replicas = Vec::with_capacity(shard.replicas.len());
+            for (r, dsn) in shard.replicas.iter().enumerate() {
+                let field = format!("shards[{index}].replicas[{r}]");
+                let mut replica = Endpoint::from_dsn(dsn, &endpoint.user)
+                    .map_err(|error| ConfigError::Dsn { field: field.clone(), error })?;
+                if replica.host == endpoint.host && replica.port == endpoint.port {
+                    return Err(ConfigError::ReplicaIsPrimary { field });
+                }
+                let tls_field = if shard.tls.is_some() { format!("shards[{index}].tls") } else { "tls".to_owned() };
+                replica.tls = resolve_tls(shard.tls.as_ref(), &raw.tls, &replica.host, base_dir, tls_field)?;
+                replicas.push(replica);
+            }
+            shards.push(ShardConfig { range, endpoint, replicas, reads_replica: false });
         }
         let ranges: Vec<KeyRange> = shards.iter().map(|s| s.range.clone()).collect();
         validate_partition(&ranges).map_err(partition_error)?;
@@ -278,8 +338,9 @@ impl ClusterConfig {
         let pipeline_file = raw.pipeline.map(|p| base_dir.join(p));
         let pipeline = PipelineRef::load(pipeline_file.as_deref()).map_err(|error| ConfigError::Pipeline { error })?;
         time.check_windows(&pipeline).map_err(|error| ConfigError::Time { error })?;
+        let throttle = raw.throttle.validate().map_err(|error| ConfigError::Throttle { error })?;
 
-        Ok(Self { name: raw.name, shards, control, auth, time, pipeline })
+        Ok(Self { name: raw.name, shards, control, auth, time, pipeline, throttle })
     }
 
     /// Index of the shard owning `keyspace_id` (a binary search over the
@@ -306,6 +367,9 @@ impl ClusterConfig {
         let mut copy = self.clone();
         for shard in &mut copy.shards {
             shard.endpoint.database = db.to_owned();
+            for replica in &mut shard.replicas {
+                replica.database = db.to_owned();
+            }
         }
         Ok(copy)
     }
@@ -329,11 +393,36 @@ impl ClusterConfig {
         copy.auth = Auth { user: user.to_owned(), password };
         for shard in &mut copy.shards {
             shard.endpoint.user = user.to_owned();
+            for replica in &mut shard.replicas {
+                replica.user = user.to_owned();
+            }
         }
         if let Some(control) = &mut copy.control {
             control.user = user.to_owned();
         }
         copy
+    }
+
+    /// A copy whose shard endpoints are the servers a read-only job reads:
+    /// with [`ReadFrom::Replica`], each shard's first replica where it names
+    /// one (the others keep their primary); with [`ReadFrom::Primary`], the
+    /// primaries. Never for a job that writes the shards.
+    pub fn reading_from(&self, read_from: ReadFrom) -> Self {
+        let mut copy = self.clone();
+        if read_from == ReadFrom::Replica {
+            for shard in &mut copy.shards {
+                if let Some(replica) = shard.replicas.first() {
+                    shard.endpoint = replica.clone();
+                    shard.reads_replica = true;
+                }
+            }
+        }
+        copy
+    }
+
+    /// Whether any shard names a replica.
+    pub fn has_replicas(&self) -> bool {
+        self.shards.iter().any(|s| !s.replicas.is_empty())
     }
 
     /// The cluster's password, if it has one.
@@ -610,6 +699,39 @@ tls = { server_name = "db-1.internal" }
         assert!(message.starts_with("shards[1].tls.ca_file: cannot read /nonexistent/nope.pem"), "{message}");
         let message = must_fail(&(cluster_toml(&["-"]) + "[tls]\nmode = \"required\"\nca = \"x\"\n"));
         assert!(message.contains("unknown field `ca`"), "{message}");
+    }
+
+    #[test]
+    fn replicas_inherit_the_shards_login_and_tls_and_errors_name_the_field() {
+        let text = cluster_toml(&["-80", "80-"]).replace(
+            "dsn = \"mysql://127.0.0.1:33302/dualwrite\"\n",
+            "dsn = \"mysql://app@127.0.0.1:33302/dualwrite\"\nreplicas = [\"mysql://127.0.0.1:33312/dualwrite\", \"mysql://db-r2.internal/dualwrite\"]\n",
+        );
+        let config = parse(&text).expect("valid");
+        assert!(config.shards[0].replicas.is_empty());
+        let replicas = &config.shards[1].replicas;
+        assert_eq!((replicas[0].port, replicas[0].user.as_str()), (33312, "app"), "the shard's user");
+        assert_eq!(replicas[1].tls.mode, crate::tls::TlsMode::VerifyIdentity, "remote: verify-identity");
+        assert!(config.has_replicas());
+        assert_eq!(config.throttle, crate::throttle::ThrottleConfig::default());
+        let copy = config.with_database("t_x").expect("valid").with_login("dw_verify", None);
+        assert_eq!(
+            (copy.shards[1].replicas[0].database.as_str(), copy.shards[1].replicas[0].user.as_str()),
+            ("t_x", "dw_verify")
+        );
+        let reading = copy.reading_from(ReadFrom::Replica);
+        assert_eq!(reading.shards[1].endpoint.port, 33312);
+        assert!(!reading.shards[0].reads_replica);
+
+        let message = must_fail(&text.replace("mysql://127.0.0.1:33312/", "mysql://u:hunter2@127.0.0.1:33312/"));
+        assert!(message.starts_with("shards[1].replicas[0]: contains a password"), "{message}");
+        assert!(!message.contains("hunter2"));
+        let message = must_fail(&text.replace("mysql://db-r2.internal/", "mysql://127.0.0.1:33302/"));
+        assert!(message.starts_with("shards[1].replicas[1]: names the shard's own primary"), "{message}");
+        let message = must_fail(&(text.clone() + "[throttle]\nmax_replica_lag = \"x\"\n"));
+        assert!(message.starts_with("throttle.max_replica_lag:"), "{message}");
+        assert_eq!("replica".parse::<ReadFrom>(), Ok(ReadFrom::Replica));
+        assert!("secondary".parse::<ReadFrom>().is_err());
     }
 
     #[test]

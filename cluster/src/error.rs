@@ -120,6 +120,20 @@ pub enum ConfigError {
         error: DsnError,
     },
 
+    /// A replica DSN names the shard's own primary.
+    #[error("{field}: names the shard's own primary (same host and port as shards[i].dsn)")]
+    ReplicaIsPrimary {
+        /// The field, e.g. `shards[0].replicas[1]`.
+        field: String,
+    },
+
+    /// A `[throttle]` field is unusable (the error names the field).
+    #[error("{error}")]
+    Throttle {
+        /// Which field, and why.
+        error: crate::throttle::ThrottleError,
+    },
+
     /// A `tls` table (`tls`, `shards[i].tls`, `control.tls`) is unusable.
     #[error("{field}.{error}")]
     Tls {

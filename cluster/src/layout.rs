@@ -30,6 +30,11 @@ pub struct LocalCluster {
     /// CA of TLS-only shards (`stack up --tls`): the file then gets
     /// `[tls] mode = "verify-identity"` with it.
     pub tls_ca_file: Option<PathBuf>,
+    /// Replicas (`stack up --replicas`): the first `replica_shards` shards
+    /// each name one replica, shard i's on `first_port + i` of this.
+    pub replica_first_port: Option<u16>,
+    /// How many shards (from the first) have a replica.
+    pub replica_shards: usize,
 }
 
 /// A TOML basic string: quotes and backslashes escaped.
@@ -76,6 +81,11 @@ impl LocalCluster {
                 toml_str(&range.to_string()),
                 toml_str(&dsn)
             ));
+            if let Some(first) = self.replica_first_port.filter(|_| i < self.replica_shards) {
+                let replica =
+                    format!("mysql://{}@{}:{}/{}", self.user, self.host, u32::from(first) + i as u32, self.database);
+                out.push_str(&format!("replicas = [{}]\n", toml_str(&replica)));
+            }
         }
         // The password file is absolute (or relative to the working directory).
         ClusterConfig::from_toml_str(&out, std::path::Path::new("."), &|_| None)
@@ -99,7 +109,28 @@ mod tests {
             password_file: password_file.to_owned(),
             control_dsn: Some("mysql://dualwrite@127.0.0.1:33300/dualwrite_control".into()),
             tls_ca_file: None,
+            replica_first_port: None,
+            replica_shards: 0,
         }
+    }
+
+    #[test]
+    fn replicas_for_the_first_shards_on_their_own_ports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let password = dir.path().join("mysql_password");
+        std::fs::write(&password, "secret\n").expect("password file");
+        let text = LocalCluster { replica_first_port: Some(33321), replica_shards: 2, ..layout(4, &password) }
+            .render()
+            .expect("render");
+        let config = ClusterConfig::from_toml_str(&text, dir.path(), &|_| None).expect("parse");
+        let ports: Vec<Vec<u16>> = config.shards.iter().map(|s| s.replicas.iter().map(|r| r.port).collect()).collect();
+        assert_eq!(ports, [vec![33321], vec![33322], vec![], vec![]]);
+        let reading = config.reading_from(crate::config::ReadFrom::Replica);
+        assert_eq!(reading.shards[1].endpoint.port, 33322);
+        assert!(reading.shards[1].reads_replica && !reading.shards[2].reads_replica);
+        assert_eq!(reading.shards[2].endpoint.port, 33307, "no replica: the primary");
+        let primary = config.reading_from(crate::config::ReadFrom::Primary);
+        assert_eq!(primary.shards[1].endpoint.port, 33306);
     }
 
     #[test]

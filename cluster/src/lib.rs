@@ -17,6 +17,8 @@ pub mod roles;
 pub mod schema;
 pub mod secret;
 pub mod sql;
+pub mod throttle;
+pub mod throttle_gate;
 pub mod time;
 pub mod tls;
 pub mod vindex;

@@ -85,12 +85,23 @@ impl Role {
         }
     }
 
-    /// Privileges on the whole server (`*.*`), needed on every shard server.
+    /// Privileges on the whole server (`*.*`), needed on every shard server
+    /// (and replica: GRANTs replicate). `PROCESS` lets the throttle
+    /// (`crate::throttle`) read the InnoDB history list; `REPLICATION
+    /// CLIENT` lets it read `SHOW REPLICA STATUS` on MySQL 8 (on MariaDB it
+    /// is `BINLOG MONITOR`, and [`apply`] adds `SLAVE MONITOR` there).
     fn global(self) -> Option<&'static str> {
         match self {
-            Role::CopierSource => Some("REPLICATION SLAVE, REPLICATION CLIENT"),
+            Role::CopierSource => Some("REPLICATION SLAVE, REPLICATION CLIENT, PROCESS"),
+            Role::Verify => Some("REPLICATION CLIENT, PROCESS"),
+            Role::CopierTarget => Some("PROCESS"),
             _ => None,
         }
+    }
+
+    /// Whether the throttle reads replica status with this role's login.
+    fn reads_replica_status(self) -> bool {
+        matches!(self, Role::Verify | Role::CopierSource)
     }
 
     /// `(privileges, table or None for the whole database)` on a shard's
@@ -284,6 +295,17 @@ pub async fn apply(config: &ClusterConfig, role: Role, account: &Account) -> Res
         for statement in &grants.statements {
             conn.query_drop(statement).await.map_err(|e| sql_err(statement, e))?;
         }
+        // MariaDB 10.5+ splits replica status (SLAVE MONITOR) from REPLICATION
+        // CLIENT (= BINLOG MONITOR there); MySQL 8 has no SLAVE MONITOR.
+        let global = grants.statements.iter().any(|s| s.contains("ON *.*"));
+        if global && role.reads_replica_status() {
+            let version: Option<String> =
+                conn.query_first("SELECT VERSION()").await.map_err(|e| sql_err("SELECT VERSION()", e))?;
+            if version.is_some_and(|v| v.contains("MariaDB")) {
+                let statement = format!("GRANT SLAVE MONITOR ON *.* TO {account}");
+                conn.query_drop(&statement).await.map_err(|e| sql_err(&statement, e))?;
+            }
+        }
         let _ = conn.disconnect().await;
     }
     Ok(())
@@ -365,12 +387,13 @@ mod tests {
     }
 
     #[test]
-    fn only_the_copier_source_gets_server_privileges_and_only_on_shards() {
+    fn only_the_copier_and_verify_get_server_privileges_and_only_on_shards() {
         for role in Role::ALL {
             let global = statements(role, &Pipeline::insights(), &account(), Some("s"), None)
                 .into_iter()
                 .any(|s| s.contains("*.*"));
-            assert_eq!(global, role == Role::CopierSource, "{role}");
+            let wants = matches!(role, Role::CopierSource | Role::Verify | Role::CopierTarget);
+            assert_eq!(global, wants, "{role}");
             let control_only = statements(role, &Pipeline::insights(), &account(), None, Some("c"));
             assert!(control_only.iter().all(|s| !s.contains("*.*")), "{role}");
         }

@@ -41,6 +41,10 @@ pub enum CopierError {
     /// A server setting makes an exact copy impossible.
     #[error("source setting: {why}")]
     SourceSetting { why: String },
+    /// A stream moving to another server of its shard cannot find its GTID
+    /// there yet (a replica behind the stream): retried, so the stream waits.
+    #[error("stream {source_shard}: GTID {gtid} not found on the server read now ({why}); retrying until it is there")]
+    GtidNotYet { source_shard: String, gtid: String, why: String },
 
     /// A binlog event the copier could not decode.
     #[error("binlog decode at {position}: {why}")]
@@ -62,6 +66,7 @@ impl CopierError {
     pub fn is_fatal(&self) -> bool {
         match self {
             CopierError::Mysql(e) => !cluster::retry::is_retryable(e),
+            CopierError::GtidNotYet { .. } => false,
             _ => true,
         }
     }
@@ -74,6 +79,7 @@ impl CopierError {
             CopierError::NoPrimaryKey { .. } => "no_primary_key",
             CopierError::Schema { .. } => "schema",
             CopierError::SourceSetting { .. } => "source_setting",
+            CopierError::GtidNotYet { .. } => "gtid_not_yet",
             CopierError::Decode { .. } => "decode",
             CopierError::Config(_) => "config",
             CopierError::Mysql(_) => "mysql",

@@ -16,6 +16,7 @@ pub mod binlog;
 pub mod config;
 pub mod copy;
 pub mod error;
+pub mod gtid_move;
 pub mod metrics;
 pub mod phase;
 pub mod reader;
@@ -55,6 +56,7 @@ pub async fn run(config: CopierConfig, shutdown: CancellationToken) -> Result<()
     let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} rows {per_sec} eta {eta} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
+    let target_gates = Arc::new(cluster::throttle_gate::ShardGate::for_cluster(&config.to, "copier"));
     let stop_all = shutdown.child_token();
     let mut streams = JoinSet::new();
     for (index, shard) in config.from.shards.iter().enumerate() {
@@ -69,6 +71,14 @@ pub async fn run(config: CopierConfig, shutdown: CancellationToken) -> Result<()
             settings: config.settings.clone(),
             shutdown: stop_all.clone(),
             progress,
+            source_gate: Arc::new(cluster::throttle_gate::ShardGate::new(
+                &config.from,
+                "copier",
+                &shard.range.to_string(),
+                &shard.endpoint,
+                shard.reads_replica,
+            )),
+            target_gates: Arc::clone(&target_gates),
         };
         streams.spawn(async move { stream.run().await });
     }

@@ -84,6 +84,10 @@ pub struct Stream {
     pub shutdown: CancellationToken,
     /// Progress bar (hidden when not on a terminal).
     pub progress: ProgressBar,
+    /// The throttle of the old shard's server read (primary or replica).
+    pub source_gate: Arc<cluster::throttle_gate::ShardGate>,
+    /// The throttles of the new shards written, in shard order.
+    pub target_gates: Arc<Vec<cluster::throttle_gate::ShardGate>>,
 }
 
 impl Stream {
@@ -137,7 +141,14 @@ impl Stream {
             self.target.table.check_source(&mut conn, &self.source_db).await?;
         }
         sidecar::ensure_table(self.target.pools.shards()).await?;
-        let fences = sidecar::load_fences(self.target.pools.shards(), &self.target.table, &self.source_shard).await?;
+        let mut fences =
+            sidecar::load_fences(self.target.pools.shards(), &self.target.table, &self.source_shard).await?;
+        {
+            // Fences written while reading another server of this shard
+            // (primary <-> replica) are re-pointed through their GTIDs.
+            let mut conn = self.source_pool.get_conn().await?;
+            crate::gtid_move::translate(&mut conn, &self.source_opts, &mut fences, &self.source_shard).await?;
+        }
         let mut run = Run::new(self, fences);
         tracing::info!(
             source_shard = %self.source_shard,
@@ -312,6 +323,7 @@ impl<'a> Run<'a> {
             // stays within a part whatever the chunk or row sizes. Chunks
             // stay bounded in bytes too: the phase's time limit and shutdown
             // are looked at between chunks.
+            self.pass_gates().await?;
             let mut result = snapshot.conn.query_iter(s.target.table.copy_chunk_sql(after.as_ref(), limit)).await?;
             let (mut read, mut largest, mut part, mut part_bytes) = (0, 1, Vec::new(), 0);
             loop {
@@ -452,8 +464,52 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Waits while the old shard's server or a new shard is past a
+    /// `[throttle]` threshold (`cluster::throttle_gate`), and shows the
+    /// pause in `status` (error kind `throttled`, the phase unchanged) while
+    /// it lasts. A shutdown ends the wait (what is held is still flushed).
+    async fn pass_gates(&mut self) -> Result<(), CopierError> {
+        let s = self.stream;
+        let gates = std::iter::once((&*s.source_gate, &s.source_pool))
+            .chain(s.target_gates.iter().zip(s.target.pools.shards()));
+        for (gate, pool) in gates {
+            let pass = gate.pass(pool, &s.shutdown);
+            tokio::pin!(pass);
+            let result = tokio::select! {
+                result = &mut pass => result,
+                () = tokio::time::sleep(gate.check_every() * 2) => {
+                    let why = cluster::throttle_gate::paused_now()
+                        .into_iter()
+                        .find(|p| p.job == "copier")
+                        .map(|p| format!("paused on {} shard {} ({}): {}", p.cluster, p.shard, p.server, p.detail))
+                        .unwrap_or_else(|| "paused by the throttle".to_owned());
+                    self.view.error = Some(("throttled".to_owned(), why));
+                    self.write_view_now().await;
+                    let result = pass.await;
+                    self.view.error = None;
+                    self.write_view_now().await;
+                    result
+                }
+            };
+            match result {
+                Ok(()) | Err(cluster::throttle_gate::GateError::Cancelled(_)) => {}
+                Err(cluster::throttle_gate::GateError::Mysql { source, .. }) => return Err(CopierError::Mysql(source)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the operator view now (best effort: the next tick writes it again).
+    async fn write_view_now(&self) {
+        let s = self.stream;
+        if let Err(e) = sidecar::write_view(s.target.pools.shards(), &s.table, &s.source_shard, &self.view).await {
+            tracing::warn!(source_shard = %s.source_shard, error = %e, "could not record the throttle in the stream's view");
+        }
+    }
+
     /// Writes the batch's operations and every shard's fence at `boundary`.
     async fn flush(&mut self, batch: &mut Batch, boundary: &Position, phase: Phase) -> Result<(), CopierError> {
+        self.pass_gates().await?;
         let s = self.stream;
         let writes = plan_binlog(&s.target, &self.fences, &batch.ops);
         let applied: u64 = writes.iter().map(|w| w.applied).sum();

@@ -6,6 +6,7 @@
 
 pub mod nisshi;
 pub mod registry;
+pub mod replicas;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,7 +84,12 @@ pub async fn fresh_cluster_for(which: &str, tag: &str, pipeline: &std::path::Pat
 /// The stack's cluster file for `which` on fresh databases: `head` before
 /// its first line (top-level keys), `extra` after its last.
 async fn fresh_cluster_from(which: &str, tag: &str, head: &str, extra: &str) -> TestCluster {
-    let template_path = stack_dir().join("clusters").join(format!("{which}.toml"));
+    fresh_cluster_in(&stack_dir(), which, tag, head, extra).await
+}
+
+/// [`fresh_cluster_from`] on the stack whose state dir is `stack`.
+pub(crate) async fn fresh_cluster_in(stack: &Path, which: &str, tag: &str, head: &str, extra: &str) -> TestCluster {
+    let template_path = stack.join("clusters").join(format!("{which}.toml"));
     let template = std::fs::read_to_string(&template_path).unwrap_or_else(|e| {
         panic!("{}: {e}; start the local stack first: compose/local/stack up --no-broker", template_path.display())
     });

@@ -71,7 +71,7 @@ pub async fn fetch(side: &Side, table: &TableSpec, where_sql: &str) -> Result<Ve
     let queries = (0..side.config.shards.len()).map(|i| {
         let sql = sql.clone();
         async move {
-            let mut conn = side.pools.shard(i).get_conn().await.map_err(|e| side.shard_error(i, e))?;
+            let mut conn = side.conn(i).await?;
             let rows: Vec<mysql_async::Row> = conn.query(sql).await.map_err(|e| side.shard_error(i, e))?;
             let fetched: Vec<FetchedRow> =
                 rows.into_iter().map(|row| FetchedRow { shard: i, values: text_values(row) }).collect();

@@ -50,12 +50,32 @@ impl Digest {
 pub struct Side {
     pub config: ClusterConfig,
     pub pools: ShardPools,
+    /// Per shard, the throttle every shard read passes first ([`Side::conn`]).
+    pub gates: Vec<cluster::throttle_gate::ShardGate>,
+    /// Stops a read paused by a gate (the run's shutdown; never by default).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Side {
+    /// The side reading `config`'s shard endpoints (a replica where
+    /// `ClusterConfig::reading_from` put one).
     pub fn new(config: ClusterConfig) -> Self {
         let pools = ShardPools::new(&config);
-        Self { config, pools }
+        let gates = cluster::throttle_gate::ShardGate::for_cluster(&config, "verify");
+        Self { config, pools, gates, shutdown: tokio_util::sync::CancellationToken::new() }
+    }
+
+    /// A connection to shard `i`, once its throttle gate lets it through
+    /// (see `cluster::throttle_gate`): a shard past a threshold waits here,
+    /// the others go on.
+    pub async fn conn(&self, i: usize) -> Result<mysql_async::Conn, VerifyError> {
+        if let Some(gate) = self.gates.get(i) {
+            gate.pass(self.pools.shard(i), &self.shutdown).await.map_err(|e| match e {
+                cluster::throttle_gate::GateError::Cancelled(_) => VerifyError::Cancelled,
+                cluster::throttle_gate::GateError::Mysql { source, .. } => self.shard_error(i, source),
+            })?;
+        }
+        self.pools.shard(i).get_conn().await.map_err(|e| self.shard_error(i, e))
     }
 
     pub fn name(&self) -> &str {
@@ -85,7 +105,7 @@ pub async fn grouped(
             name = table.name,
         );
         async move {
-            let mut conn = side.pools.shard(i).get_conn().await.map_err(|e| side.shard_error(i, e))?;
+            let mut conn = side.conn(i).await?;
             let rows: Vec<(i64, u64, String, String, String)> =
                 conn.query(sql).await.map_err(|e| side.shard_error(i, e))?;
             Ok::<_, VerifyError>(rows)

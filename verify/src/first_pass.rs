@@ -171,7 +171,7 @@ pub async fn first_pass(
         let sql = shard_sql(table, window_secs, &table.misplaced_sql(&config.range), &where_sql);
         async move {
             let begun = clock.elapsed();
-            let mut conn = side.pools.shard(i).get_conn().await.map_err(|e| side.shard_error(i, e))?;
+            let mut conn = side.conn(i).await?;
             let rows: Vec<ShardRow> = conn.query(sql).await.map_err(|e| side.shard_error(i, e))?;
             Ok::<_, VerifyError>(((begun, clock.elapsed()), rows))
         }

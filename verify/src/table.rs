@@ -141,7 +141,7 @@ async fn refill(side: &Side, table: &TableSpec, cursor: &mut Cursor, page: usize
         order.join(", ")
     );
     let i = cursor.shard;
-    let mut conn = side.pools.shard(i).get_conn().await.map_err(|e| side.shard_error(i, e))?;
+    let mut conn = side.conn(i).await?;
     let rows: Vec<mysql_async::Row> = conn.query(sql).await.map_err(|e| side.shard_error(i, e))?;
     cursor.exhausted = rows.len() < page;
     cursor.buffer.extend(rows.into_iter().map(|row| FetchedRow { shard: i, values: text_values(row) }));
@@ -170,8 +170,9 @@ async fn estimate_rows(side: &Side, table: &TableSpec) -> u64 {
 
 /// Runs (or resumes) the full diff.
 pub async fn run_table(config: &TableConfig, shutdown: &CancellationToken) -> Result<TableOutcome, VerifyError> {
-    let old = Side::new(config.old.clone());
-    let new = Side::new(config.new.clone());
+    let mut old = Side::new(config.old.clone());
+    let mut new = Side::new(config.new.clone());
+    (old.shutdown, new.shutdown) = (shutdown.clone(), shutdown.clone());
     let result = run_with(config, &old, &new, shutdown).await;
     old.pools.disconnect().await;
     new.pools.disconnect().await;

@@ -120,8 +120,9 @@ fn late_total(progress: &[PartitionProgress]) -> u64 {
 pub async fn run_windows(config: &WindowsConfig, shutdown: &CancellationToken) -> Result<WindowsOutcome, VerifyError> {
     spec::check_same_pipeline(&config.old, &config.new)?;
     check_same_windows(&config.old, &config.new)?;
-    let old = Side::new(config.old.clone());
-    let new = Side::new(config.new.clone());
+    let mut old = Side::new(config.old.clone());
+    let mut new = Side::new(config.new.clone());
+    (old.shutdown, new.shutdown) = (shutdown.clone(), shutdown.clone());
     let result = run_with(config, &old, &new, shutdown).await;
     old.pools.disconnect().await;
     new.pools.disconnect().await;

@@ -77,6 +77,12 @@ enum Command {
         /// CA file of TLS-only shards: writes `[tls] mode = "verify-identity"`.
         #[arg(long)]
         tls_ca: Option<PathBuf>,
+        /// Port of shard 0's replica; the next shards' replicas follow.
+        #[arg(long, requires = "replica_shards")]
+        replica_first_port: Option<u16>,
+        /// How many shards (from the first) have a replica.
+        #[arg(long, default_value_t = 0)]
+        replica_shards: usize,
         /// Where to write the file (atomically replaced).
         #[arg(long)]
         out: PathBuf,
@@ -97,6 +103,8 @@ fn main() -> anyhow::Result<()> {
             password_file,
             control_dsn,
             tls_ca,
+            replica_first_port,
+            replica_shards,
             out,
         } => {
             let layout = cluster::layout::LocalCluster {
@@ -109,6 +117,8 @@ fn main() -> anyhow::Result<()> {
                 password_file,
                 control_dsn,
                 tls_ca_file: tls_ca,
+                replica_first_port,
+                replica_shards,
             };
             let text = layout.render().map_err(anyhow::Error::msg)?;
             let tmp = out.with_extension("toml.tmp");

@@ -73,6 +73,12 @@ struct StartArgs {
     /// Use this database on every new shard instead of the cluster file's.
     #[arg(long)]
     to_database: Option<String>,
+    /// Which server of each old shard the snapshot and the binlog stream
+    /// read: its first replica where the cluster file names one (it must
+    /// have log_bin and log_slave_updates), or always the primary. A stream
+    /// moves between them through GTIDs and resumes where it was.
+    #[arg(long, default_value = "replica", env = "DUALWRITE_COPIER_READ_FROM")]
+    read_from: cluster::config::ReadFrom,
     /// The table to copy: a latest table of the old cluster's pipeline
     /// (default: its latest table, when it has exactly one).
     #[arg(long)]
@@ -134,7 +140,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Start(args) => {
             service::install_metrics(args.metrics_addr)?;
             copier::metrics::describe();
-            let from = load(&args.from, args.from_database.as_deref())?;
+            let from = load(&args.from, args.from_database.as_deref())?.reading_from(args.read_from);
+            let replicas: Vec<String> =
+                from.shards.iter().filter(|s| s.reads_replica).map(|s| s.range.to_string()).collect();
+            tracing::info!(read_from = %args.read_from, replica_shards = ?replicas, "copier source");
             let config = CopierConfig {
                 table: table_or_default(args.table, &from)?,
                 from,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use cluster::config::ClusterConfig;
+use cluster::config::{ClusterConfig, ReadFrom};
 use tokio_util::sync::CancellationToken;
 use verify::digest::Side;
 use verify::history::RunOutcome;
@@ -133,6 +133,25 @@ struct Clusters {
     /// The new cluster's file; results go to its [control] database.
     #[arg(long, env = "DUALWRITE_NEW_CLUSTER")]
     new: PathBuf,
+    /// Which server of each shard to read: its first replica where the
+    /// cluster file names one (settlement then comes from the replica's own
+    /// fences), or always the primary.
+    #[arg(long, default_value = "replica", env = "DUALWRITE_VERIFY_READ_FROM")]
+    read_from: ReadFrom,
+}
+
+impl Clusters {
+    /// Both cluster files, their shards re-pointed as `--read-from` says.
+    fn load(&self) -> anyhow::Result<(ClusterConfig, ClusterConfig)> {
+        let (old, new) = (load(&self.old)?, load(&self.new)?);
+        let (old, new) = (old.reading_from(self.read_from), new.reading_from(self.read_from));
+        for side in [&old, &new] {
+            let replicas: Vec<String> =
+                side.shards.iter().filter(|s| s.reads_replica).map(|s| s.range.to_string()).collect();
+            tracing::info!(cluster = %side.name, read_from = %self.read_from, replica_shards = ?replicas, "reading");
+        }
+        Ok((old, new))
+    }
 }
 
 #[derive(Args)]
@@ -257,12 +276,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let shutdown: CancellationToken = service::shutdown_on_signals();
     match cli.command {
         Command::Windows { clusters, range, recheck_all, out } => {
-            let config = WindowsConfig {
-                old: load(&clusters.old)?,
-                new: load(&clusters.new)?,
-                range: range.range(),
-                recheck_all,
-            };
+            let (old, new) = clusters.load()?;
+            let config = WindowsConfig { old, new, range: range.range(), recheck_all };
             verify::spec::check_same_pipeline(&config.old, &config.new)?;
             cluster::pool::preflight(&config.old).await?;
             cluster::pool::preflight(&config.new).await?;
@@ -275,7 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(exit_for(outcome.run.outcome))
         }
         Command::Table { table, clusters, page_rows, restart, out } => {
-            let (old, new) = (load(&clusters.old)?, load(&clusters.new)?);
+            let (old, new) = clusters.load()?;
             verify::spec::check_same_pipeline(&old, &new)?;
             let unbounded = verify::spec::unbounded(&new)?;
             let names = || unbounded.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
@@ -322,9 +337,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, Some(every)) => verify::nightly::Schedule::Every(every),
                 (None, None) => anyhow::bail!("nightly needs --at HH:MM or --every DURATION"),
             };
+            let (old, new) = clusters.load()?;
             let config = verify::nightly::NightlyConfig {
-                old: load(&clusters.old)?,
-                new: load(&clusters.new)?,
+                old,
+                new,
                 schedule,
                 since,
                 recheck_all_every: recheck_all_every.0,
@@ -348,7 +364,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { clusters, range, generate, database, keep } => {
-            let (mut old, mut new) = (load(&clusters.old)?, load(&clusters.new)?);
+            let (mut old, mut new) = clusters.load()?;
             verify::spec::check_same_pipeline(&old, &new)?;
             if let Some(db) = &database {
                 old = old.with_database(db)?;
