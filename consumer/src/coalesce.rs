@@ -9,6 +9,7 @@
 //! boundaries. A blind table's contributions are merged here already (its
 //! rules are order-free) and the server merges the result with the stored row.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
@@ -27,23 +28,37 @@ pub struct KeyRef<'a> {
     /// The first key column as an order-preserving integer when it is one
     /// (an id, a time): most comparisons in a batch's maps end there.
     prefix: u64,
+    /// When `prefix` is the first key column itself and the key columns are
+    /// consecutive in the row (the shipped pipelines' keys lead their
+    /// tables): the key columns after the first, compared as one slice once
+    /// the prefixes are equal. Otherwise every key column is compared by position.
+    rest: Option<&'a [Cell]>,
 }
 
 impl<'a> KeyRef<'a> {
     pub fn new(row: &'a Row, key: &'a [usize]) -> Self {
-        let prefix = match key.first().and_then(|&i| row.cells.get(i)) {
-            Some(Cell::UInt(v)) => *v,
-            Some(Cell::Int(v) | Cell::Time(v)) => (*v as u64) ^ (1 << 63),
-            _ => 0,
+        let (prefix, exact) = match key.first().and_then(|&i| row.cells.get(i)) {
+            Some(Cell::UInt(v)) => (*v, true),
+            Some(Cell::Int(v) | Cell::Time(v)) => ((*v as u64) ^ (1 << 63), true),
+            _ => (0, false),
         };
-        Self { row, key, prefix }
+        let consecutive = key.windows(2).all(|w| w[1] == w[0] + 1);
+        let rest = match key.first() {
+            Some(&first) if exact && consecutive => row.cells.get(first + 1..first + key.len()),
+            _ => None,
+        };
+        Self { row, key, prefix, rest }
     }
 }
 
 impl Ord for KeyRef<'_> {
     #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
-        self.prefix.cmp(&other.prefix).then_with(|| compare_keys(self.row, other.row, self.key))
+        self.prefix.cmp(&other.prefix).then_with(|| match (self.rest, other.rest) {
+            // Equal prefixes that are the first columns: equal first columns.
+            (Some(mine), Some(theirs)) => mine.cmp(theirs),
+            _ => compare_keys(self.row, other.row, self.key),
+        })
     }
 }
 
@@ -85,7 +100,9 @@ pub struct Counts {
 pub enum TableWrites<'a> {
     /// Sorted, so that rows are locked in one order by every writer.
     Fold(BTreeMap<KeyRef<'a>, Vec<&'a Row>>),
-    Blind(BTreeMap<KeyRef<'a>, Row>),
+    /// A key's contributions merged; a key with one contribution borrows
+    /// it (cloned only when a second one merges in).
+    Blind(BTreeMap<KeyRef<'a>, Cow<'a, Row>>),
     Insert(Vec<&'a Row>),
 }
 
@@ -165,9 +182,9 @@ pub fn coalesce<'a>(shape: &'a Shape, items: &[&'a ShardItem], fences: &[i64]) -
             match &mut out.tables[t] {
                 TableWrites::Fold(m) => m.entry(key).or_default().push(row),
                 TableWrites::Blind(m) => match m.entry(key) {
-                    Entry::Occupied(e) => merge(table, e.into_mut(), row),
+                    Entry::Occupied(e) => merge(table, e.into_mut().to_mut(), row),
                     Entry::Vacant(e) => {
-                        e.insert(row.clone());
+                        e.insert(Cow::Borrowed(row));
                     }
                 },
                 TableWrites::Insert(v) => v.push(row),
@@ -178,19 +195,23 @@ pub fn coalesce<'a>(shape: &'a Shape, items: &[&'a ShardItem], fences: &[i64]) -
 }
 
 /// A key's row after this batch: its stored row (if any) with the batch's
-/// contributions merged in offset order.
-pub fn fold(shape: &Shape, stored: Option<Row>, contributions: &[&Row]) -> Option<Row> {
+/// contributions merged in offset order. A new key with one contribution
+/// is that contribution, borrowed.
+pub fn fold<'r>(shape: &Shape, stored: Option<Row>, contributions: &[&'r Row]) -> Option<Cow<'r, Row>> {
     let (mut merged, rest) = match stored {
         Some(existing) => (existing, contributions),
         // Never empty: a key exists because something contributed to it.
-        None => {
-            let (first, rest) = contributions.split_first()?;
-            ((*first).clone(), rest)
-        }
+        None => match contributions {
+            [only] => return Some(Cow::Borrowed(*only)),
+            _ => {
+                let (first, rest) = contributions.split_first()?;
+                ((*first).clone(), rest)
+            }
+        },
     };
     let table = &shape.tables[usize::from(merged.table)];
     for r in rest {
         merge(table, &mut merged, r);
     }
-    Some(merged)
+    Some(Cow::Owned(merged))
 }
