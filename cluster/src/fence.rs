@@ -250,7 +250,7 @@ pub type Ends = Vec<((String, i32), i64)>;
 pub fn lag(progress: &PartitionProgress, end: i64, now_ms: i64) -> (i64, f64) {
     let messages = (end - progress.next_offset).max(0);
     // Saturating: a partition some shard never applied has no newest
-    // message (`i64::MIN`), and is as far behind as can be said.
+    // message (`i64::MIN`), and a producer's timestamp can be any i64.
     let seconds =
         if messages == 0 { 0.0 } else { now_ms.saturating_sub(progress.max_message_ms).max(0) as f64 / 1000.0 };
     (messages, seconds)
@@ -335,6 +335,15 @@ mod tests {
             messages_applied: 10,
             late_messages: 0,
             expired_messages: 0,
+        }
+    }
+
+    #[test]
+    fn lag_of_a_partition_whose_newest_message_claims_any_time_is_finite() {
+        for max_ms in [i64::MIN, -1, i64::MAX] {
+            let (messages, seconds) = lag(&partition(0, 0, max_ms, false, 0), 15, 1_000);
+            assert_eq!(messages, 5);
+            assert!(seconds.is_finite() && seconds >= 0.0, "{max_ms}: {seconds}");
         }
     }
 

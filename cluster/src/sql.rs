@@ -105,17 +105,50 @@ pub fn push_hex_digits(out: &mut String, bytes: &[u8]) {
 }
 
 /// `value` in decimal, left-padded with zeros to `width` digits.
-fn push_padded(out: &mut String, value: u32, width: usize) {
-    let mut digits = [b'0'; 10];
+/// `value`'s last `digits.len()` decimal digits, zero-padded, into `digits`.
+fn put_digits(digits: &mut [u8], value: u32) {
     let mut v = value;
-    let mut at = digits.len();
-    while v > 0 {
-        at -= 1;
-        digits[at] = b'0' + (v % 10) as u8;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    let start = at.min(digits.len() - width.min(digits.len()));
-    out.push_str(std::str::from_utf8(&digits[start..]).expect("decimal digits are ASCII"));
+}
+
+/// [`lit`] of a string appended to `out`, without the intermediate
+/// `Value` and `String`: the same escaping as `as_sql(false)` (NUL, `\n`,
+/// `\r`, `\\`, `'`, `"` and `\x1a` backslash-escaped). Every byte it
+/// escapes is ASCII, so runs between them are copied whole.
+pub fn push_str_lit(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('\'');
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            0 => '0',
+            b'\n' => 'n',
+            b'\r' => 'r',
+            b'\\' | b'\'' | b'"' => char::from(b),
+            0x1a => 'Z',
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        out.push('\\');
+        out.push(escaped);
+        run = i + 1;
+    }
+    out.push_str(&s[run..]);
+    out.push('\'');
+}
+
+/// An unsigned integer's decimal digits appended to `out` (what
+/// `write!(out, "{v}")` gives, without `core::fmt`).
+pub fn push_u64(out: &mut String, v: u64) {
+    out.push_str(itoa::Buffer::new().format(v));
+}
+
+/// A signed integer's decimal digits appended to `out`.
+pub fn push_i64(out: &mut String, v: i64) {
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 /// `(a, b, c)` from literals.
@@ -134,58 +167,84 @@ pub fn tuple(values: &[String]) -> String {
 
 /// A UTC second count as a DATETIME literal (`'YYYY-MM-DD HH:MM:SS'`).
 pub fn datetime(epoch_seconds: i64) -> String {
-    datetime_literal(chrono::DateTime::from_timestamp(epoch_seconds, 0), 0, "'1970-01-01 00:00:00'")
+    let mut out = String::with_capacity(28);
+    push_datetime(&mut out, epoch_seconds);
+    out
 }
 
 /// UTC milliseconds as a DATETIME(3) literal.
 pub fn datetime_ms(epoch_ms: i64) -> String {
-    datetime_literal(chrono::DateTime::from_timestamp_millis(epoch_ms), 3, "'1970-01-01 00:00:00.000'")
+    let mut out = String::with_capacity(28);
+    push_datetime_ms(&mut out, epoch_ms);
+    out
 }
 
 /// UTC microseconds as a DATETIME(6) literal.
 pub fn datetime_us(epoch_us: i64) -> String {
-    datetime_literal(chrono::DateTime::from_timestamp_micros(epoch_us), 6, "'1970-01-01 00:00:00.000000'")
+    let mut out = String::with_capacity(28);
+    push_datetime_us(&mut out, epoch_us);
+    out
+}
+
+/// [`datetime`] appended to `out` (statements built in one buffer).
+pub fn push_datetime(out: &mut String, epoch_seconds: i64) {
+    push_datetime_literal(out, chrono::DateTime::from_timestamp(epoch_seconds, 0), 0, "'1970-01-01 00:00:00'");
+}
+
+/// [`datetime_ms`] appended to `out`.
+pub fn push_datetime_ms(out: &mut String, epoch_ms: i64) {
+    push_datetime_literal(out, chrono::DateTime::from_timestamp_millis(epoch_ms), 3, "'1970-01-01 00:00:00.000'");
+}
+
+/// [`datetime_us`] appended to `out`.
+pub fn push_datetime_us(out: &mut String, epoch_us: i64) {
+    push_datetime_literal(out, chrono::DateTime::from_timestamp_micros(epoch_us), 6, "'1970-01-01 00:00:00.000000'");
 }
 
 /// `'YYYY-MM-DD HH:MM:SS[.fff|.ffffff]'`, written field by field: these
 /// literals are built for every row a consumer writes, and chrono's format
 /// strings are parsed again on every call. Years outside 0..=9999 (which no
 /// DATETIME holds) keep chrono's rendering, so the server rejects them as before.
-fn datetime_literal(t: Option<chrono::DateTime<chrono::Utc>>, digits: u32, fallback: &str) -> String {
+fn push_datetime_literal(out: &mut String, t: Option<chrono::DateTime<chrono::Utc>>, digits: u32, fallback: &str) {
     use chrono::{Datelike, Timelike};
-    let Some(t) = t else { return fallback.to_string() };
+    let Some(t) = t else {
+        out.push_str(fallback);
+        return;
+    };
     if !(0..=9999).contains(&t.year()) {
         let format = match digits {
             0 => "%Y-%m-%d %H:%M:%S",
             3 => "%Y-%m-%d %H:%M:%S%.3f",
             _ => "%Y-%m-%d %H:%M:%S%.6f",
         };
-        return format!("'{}'", t.format(format));
+        out.push_str(&format!("'{}'", t.format(format)));
+        return;
     }
-    let mut out = String::with_capacity(28);
-    out.push('\'');
+    // One buffer, the fields written in place: `'YYYY-MM-DD HH:MM:SS.ffffff'`.
+    let naive = t.naive_utc();
+    let mut buf = *b"'0000-00-00 00:00:00.000000'";
     // The year was checked to be 0..=9999 above.
-    push_padded(&mut out, t.year() as u32, 4);
-    for (separator, value) in [('-', t.month()), ('-', t.day()), (' ', t.hour()), (':', t.minute()), (':', t.second())]
+    put_digits(&mut buf[1..5], naive.year() as u32);
+    for (at, value) in
+        [(6, naive.month()), (9, naive.day()), (12, naive.hour()), (15, naive.minute()), (18, naive.second())]
     {
-        out.push(separator);
-        push_padded(&mut out, value, 2);
+        put_digits(&mut buf[at..at + 2], value);
     }
     // Nanoseconds past 1e9 mark a leap second, which these never are.
-    let nanos = t.nanosecond() % 1_000_000_000;
-    match digits {
-        0 => {}
+    let nanos = naive.nanosecond() % 1_000_000_000;
+    let end = match digits {
+        0 => 20,
         3 => {
-            out.push('.');
-            push_padded(&mut out, nanos / 1_000_000, 3);
+            put_digits(&mut buf[21..24], nanos / 1_000_000);
+            24
         }
         _ => {
-            out.push('.');
-            push_padded(&mut out, nanos / 1_000, 6);
+            put_digits(&mut buf[21..27], nanos / 1_000);
+            27
         }
-    }
-    out.push('\'');
-    out
+    };
+    buf[end] = b'\'';
+    out.push_str(std::str::from_utf8(&buf[..=end]).expect("digits and separators are ASCII"));
 }
 
 #[cfg(test)]
@@ -220,6 +279,40 @@ mod tests {
     }
 
     #[test]
+    fn pushed_literals_are_what_lit_gives() {
+        let texts = [
+            "",
+            "a",
+            "it's",
+            "\\",
+            "\"quoted\"",
+            "nul\0in",
+            "\n\r\x1a",
+            "tab\tstays",
+            "é漢字 and 'quotes'\\",
+            "\0",
+            "end\\",
+            "''",
+            "select * from t where a = 'x\\'y'",
+        ];
+        for t in texts {
+            let mut out = String::from("(");
+            push_str_lit(&mut out, t);
+            assert_eq!(out, format!("({}", lit(t)), "{t:?}");
+        }
+        for v in [0u64, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, v);
+            assert_eq!(out, lit(v), "{v}");
+        }
+        for v in [0i64, 1, -1, 10, -10, 987_654_321, i64::MIN, i64::MIN + 1, i64::MAX] {
+            let mut out = String::new();
+            push_i64(&mut out, v);
+            assert_eq!(out, lit(v), "{v}");
+        }
+    }
+
+    #[test]
     fn literals_escape_quotes_and_bytes() {
         assert_eq!(lit("it's"), "'it\\'s'");
         assert_eq!(hex(&[0u8, 0x27]), "X'0027'");
@@ -237,6 +330,19 @@ mod tests {
             assert_eq!(datetime(s), t(chrono::DateTime::from_timestamp(s, 0), "%Y-%m-%d %H:%M:%S"));
             assert_eq!(datetime_ms(ms), t(chrono::DateTime::from_timestamp_millis(ms), "%Y-%m-%d %H:%M:%S%.3f"));
             assert_eq!(datetime_us(us), t(chrono::DateTime::from_timestamp_micros(us), "%Y-%m-%d %H:%M:%S%.6f"));
+        }
+        // A sweep over four centuries, leap days and every fraction width.
+        let mut us: i64 = -62_167_219_200_000_000; // 0000-01-01
+        while us < 253_402_300_799_999_999 {
+            let s = us.div_euclid(1_000_000);
+            let ms = us.div_euclid(1_000);
+            let t = |v: Option<chrono::DateTime<chrono::Utc>>, f: &str| {
+                v.map(|t| format!("'{}'", t.format(f))).unwrap_or_default()
+            };
+            assert_eq!(datetime(s), t(chrono::DateTime::from_timestamp(s, 0), "%Y-%m-%d %H:%M:%S"));
+            assert_eq!(datetime_ms(ms), t(chrono::DateTime::from_timestamp_millis(ms), "%Y-%m-%d %H:%M:%S%.3f"));
+            assert_eq!(datetime_us(us), t(chrono::DateTime::from_timestamp_micros(us), "%Y-%m-%d %H:%M:%S%.6f"));
+            us += 7_919_876_543_211;
         }
         let before_year_0 = -62_198_755_200 - 86_400;
         assert!(datetime(before_year_0).starts_with("'-"), "chrono's rendering outside 0..=9999");

@@ -204,20 +204,28 @@ pub fn plan(
     let mut range_index: HashMap<(Arc<str>, i32), usize> = HashMap::new();
     // A batch names few databases: each one's keyspace id (3DES) and shard once.
     let mut routes: HashMap<u64, ([u8; 8], usize)> = HashMap::new();
+    // Fetches come in runs of one partition: the previous message's range
+    // is tried before the map (which hashes the topic name).
+    let mut previous: Option<usize> = None;
     for m in messages {
         let ts = m.timestamp_ms.unwrap_or(0);
-        let range = *range_index.entry((m.topic.clone(), m.partition)).or_insert_with(|| {
-            out.ranges.push(PartitionRange {
-                topic: m.topic.clone(),
-                partition: m.partition,
-                first_offset: m.offset,
-                next_offset: m.offset,
-                first_message_ms: ts,
-                max_message_ms: ts,
-                messages: 0,
-            });
-            out.ranges.len() - 1
-        });
+        let same = previous.filter(|&r| out.ranges[r].partition == m.partition && *out.ranges[r].topic == *m.topic);
+        let range = match same {
+            Some(r) => r,
+            None => *range_index.entry((m.topic.clone(), m.partition)).or_insert_with(|| {
+                out.ranges.push(PartitionRange {
+                    topic: m.topic.clone(),
+                    partition: m.partition,
+                    first_offset: m.offset,
+                    next_offset: m.offset,
+                    first_message_ms: ts,
+                    max_message_ms: ts,
+                    messages: 0,
+                });
+                out.ranges.len() - 1
+            }),
+        };
+        previous = Some(range);
         let r = &mut out.ranges[range];
         // A message fetched twice into one batch (after a seek) counts once.
         if m.offset < r.next_offset {

@@ -223,6 +223,7 @@ fn cut(us: i64, render: Render) -> i64 {
     us.div_euclid(unit) * unit
 }
 
+#[inline]
 fn integer(c: &ColumnShape, v: i64) -> Result<Cell, String> {
     if let Some((lo, hi)) = c.range {
         if i128::from(v) < lo {

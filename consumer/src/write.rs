@@ -2,9 +2,12 @@
 //! transaction sends per table (each at most [`MAX_STATEMENT_BYTES`] and
 //! [`CHUNK_ROWS`] rows), written straight into one buffer per statement.
 
-use std::fmt::Write as _;
+use std::borrow::Borrow;
 
-use cluster::sql::{datetime, datetime_ms, datetime_us, lit, push_hex, CHUNK_ROWS, MAX_STATEMENT_BYTES};
+use cluster::sql::{
+    lit, push_datetime, push_datetime_ms, push_datetime_us, push_hex, push_i64, push_str_lit, push_u64, CHUNK_ROWS,
+    MAX_STATEMENT_BYTES,
+};
 use mysql_async::Row as SqlRow;
 use topics::LatencySketch;
 
@@ -20,21 +23,17 @@ pub type Stored = Vec<Vec<Row>>;
 pub fn push_cell(sql: &mut String, cell: &Cell, render: Render) {
     match cell {
         Cell::Null => sql.push_str("NULL"),
-        Cell::Int(v) => {
-            let _ = write!(sql, "{v}");
-        }
-        Cell::UInt(v) => {
-            let _ = write!(sql, "{v}");
-        }
+        Cell::Int(v) => push_i64(sql, *v),
+        Cell::UInt(v) => push_u64(sql, *v),
         Cell::Float(v) => sql.push_str(&lit(*v)),
-        Cell::Text(s) => sql.push_str(&lit(&**s)),
+        Cell::Text(s) => push_str_lit(sql, s),
         Cell::Bytes(b) => push_hex(sql, b),
         Cell::Ksid(b) => push_hex(sql, b),
-        Cell::Time(us) => sql.push_str(&match render {
-            Render::Time(0) => datetime(us.div_euclid(1_000_000)),
-            Render::Time(3) => datetime_ms(us.div_euclid(1_000)),
-            _ => datetime_us(*us),
-        }),
+        Cell::Time(us) => match render {
+            Render::Time(0) => push_datetime(sql, us.div_euclid(1_000_000)),
+            Render::Time(3) => push_datetime_ms(sql, us.div_euclid(1_000)),
+            _ => push_datetime_us(sql, *us),
+        },
         Cell::Sketch(s) => push_hex(sql, &s.encode()),
     }
 }
@@ -50,21 +49,34 @@ fn push_tuple(sql: &mut String, table: &TableShape, row: &Row) {
     sql.push(')');
 }
 
-/// `head` + tuples + `tail` statements over `rows`, split at [`CHUNK_ROWS`]
-/// rows or [`MAX_STATEMENT_BYTES`] (a single larger row gets a statement of its own).
-fn insert_statements<'r>(out: &mut Vec<String>, table: &TableShape, rows: impl Iterator<Item = &'r Row>) {
+/// `head` + tuples + `tail` statements over `rows` (`count` of them),
+/// split at [`CHUNK_ROWS`] rows or [`MAX_STATEMENT_BYTES`] (a single larger
+/// row gets a statement of its own). Each statement's buffer is sized from
+/// its first tuple, so it seldom grows by copying.
+fn insert_statements<R: Borrow<Row>>(
+    out: &mut Vec<String>,
+    table: &TableShape,
+    count: usize,
+    rows: impl Iterator<Item = R>,
+) {
     let mut sql = String::new();
-    let mut count = 0;
+    let (mut in_statement, mut left) = (0, count);
     for row in rows {
-        if count >= CHUNK_ROWS {
+        let row = row.borrow();
+        if in_statement >= CHUNK_ROWS {
             sql.push_str(&table.insert_tail);
             out.push(std::mem::take(&mut sql));
-            count = 0;
+            in_statement = 0;
         }
-        if count == 0 {
+        left = left.saturating_sub(1);
+        if in_statement == 0 {
             sql.push_str(&table.insert_head);
             push_tuple(&mut sql, table, row);
-            count = 1;
+            in_statement = 1;
+            // Room for the rest of this statement's rows if they are about this one's size.
+            let tuple = sql.len() - table.insert_head.len() + 1;
+            let wanted = tuple.saturating_mul(left.min(CHUNK_ROWS - 1)) + tuple / 4 + table.insert_tail.len();
+            sql.reserve(wanted.min(MAX_STATEMENT_BYTES));
             continue;
         }
         let row_start = sql.len();
@@ -77,12 +89,12 @@ fn insert_statements<'r>(out: &mut Vec<String>, table: &TableShape, rows: impl I
             sql.push_str(&table.insert_tail);
             out.push(std::mem::replace(&mut sql, table.insert_head.clone()));
             sql.push_str(&tuple);
-            count = 1;
+            in_statement = 1;
             continue;
         }
-        count += 1;
+        in_statement += 1;
     }
-    if count > 0 {
+    if in_statement > 0 {
         sql.push_str(&table.insert_tail);
         out.push(sql);
     }
@@ -96,20 +108,18 @@ pub fn row_statements(shape: &Shape, coalesced: &Coalesced<'_>, mut stored: Stor
         let table = &shape.tables[t];
         match writes {
             TableWrites::Fold(keys) => {
-                // Both in key order: a merge join hands each key its stored row.
+                // Both in key order: a merge join hands each key its stored
+                // row; each folded row is rendered as it is made.
                 let mut existing = stored.get_mut(t).map(std::mem::take).unwrap_or_default().into_iter().peekable();
-                let rows: Vec<Row> = keys
-                    .iter()
-                    .filter_map(|(key, contributions)| {
-                        while existing.next_if(|r| compare_keys(r, key.row, &table.key).is_lt()).is_some() {}
-                        let found = existing.next_if(|r| compare_keys(r, key.row, &table.key).is_eq());
-                        fold(shape, found, contributions)
-                    })
-                    .collect();
-                insert_statements(&mut out, table, rows.iter());
+                let rows = keys.iter().filter_map(|(key, contributions)| {
+                    while existing.next_if(|r| compare_keys(r, key.row, &table.key).is_lt()).is_some() {}
+                    let found = existing.next_if(|r| compare_keys(r, key.row, &table.key).is_eq());
+                    fold(shape, found, contributions)
+                });
+                insert_statements(&mut out, table, keys.len(), rows);
             }
-            TableWrites::Blind(rows) => insert_statements(&mut out, table, rows.values()),
-            TableWrites::Insert(rows) => insert_statements(&mut out, table, rows.iter().copied()),
+            TableWrites::Blind(rows) => insert_statements(&mut out, table, rows.len(), rows.values().map(|r| &**r)),
+            TableWrites::Insert(rows) => insert_statements(&mut out, table, rows.len(), rows.iter().copied()),
         }
     }
     out

@@ -5,23 +5,29 @@
 //! consumer in the way, (c) the consumer's CPU cost per event with no sink
 //! (`dualwrite-consumer dry-run`), (d) one group into those same shards and
 //! two groups at once (old and new), with peak RSS and the rows written per
-//! message, per table, before and after coalescing.
+//! message, per table, before and after coalescing. Tables, topics and the
+//! ceilings' table come from the new cluster's pipeline description; a
+//! second pipeline's line ([`pipeline_line`]) measures its blind rollup
+//! against the INSERT ceiling of the same shards.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cluster::config::ClusterConfig;
-use cluster::pool::ShardPools;
-use mysql_async::prelude::Queryable;
 use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use topics::TopicKind;
 
 use crate::produce::{produce_with, ProduceConfig};
 use crate::workload::WorkloadConfig;
+
+mod ceiling;
+mod line;
+
+pub use ceiling::{ceiling_table, Ceiling};
+pub use line::{pipeline_line, PipelineLine};
 
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -63,8 +69,8 @@ pub struct ConsumerRun {
 /// One table's writes per message of the topic that feeds it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TableRows {
-    pub table: &'static str,
-    /// Messages of the topic feeding the table (query-stats or slow-queries).
+    pub table: String,
+    /// Messages of the topic feeding the table.
     pub messages: f64,
     pub rows: f64,
     /// Without coalescing every message writes one row of this table.
@@ -138,27 +144,35 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     produce_with(&produce_config, &config.kafka, &CancellationToken::new()).await.map_err(|e| setup(&e))?;
     report.produce_msgs_per_s = rate(config.messages, started.elapsed());
 
-    let topics: Vec<String> = TopicKind::ALL.iter().map(|k| k.topic_name(&config.topic_prefix)).collect();
+    let topics = topic_names(&new.pipeline, &config.topic_prefix);
     report.raw_consume_msgs_per_s = raw_consume(&config.kafka, &topics, config.messages).await?;
     report.kcat_msgs_per_s = kcat(&config.kafka, &topics).await;
-    report.insert_ceiling_rows_per_s = write_ceiling(&new, config.insert_rows, Ceiling::Insert).await?;
+    let table = ceiling_table(&new.pipeline)
+        .ok_or_else(|| BenchError::Setup(format!("pipeline {} has no table", new.pipeline.name)))?;
+    report.insert_ceiling_rows_per_s = ceiling::write_ceiling(&new, table, config.insert_rows, Ceiling::Insert).await?;
     report.read_modify_write_ceiling_rows_per_s =
-        write_ceiling(&new, config.insert_rows, Ceiling::ReadModifyWrite).await?;
+        ceiling::write_ceiling(&new, table, config.insert_rows, Ceiling::ReadModifyWrite).await?;
     report.no_sink = no_sink(config).await?;
 
     let tag = chrono::Utc::now().format("%H%M%S").to_string();
-    report.one_group = consume(config, &[(&config.new, &new, format!("bench_{tag}_b1"))]).await?;
+    let spawn = Spawn::of(config);
+    report.one_group = consume(&spawn, &[(&config.new, &new, format!("bench_{tag}_b1"))]).await?;
     report.one_group_ratio = report.one_group.rows_per_s / report.insert_ceiling_rows_per_s.max(1e-9);
     report.one_group_steady_ratio = report.one_group.steady_rows_per_s / report.insert_ceiling_rows_per_s.max(1e-9);
     report.one_group_read_modify_write_ratio =
         report.one_group.steady_rows_per_s / report.read_modify_write_ceiling_rows_per_s.max(1e-9);
     report.two_groups = consume(
-        config,
+        &spawn,
         &[(&config.old, &old, format!("bench_{tag}_a2")), (&config.new, &new, format!("bench_{tag}_b2"))],
     )
     .await?;
     report.load_average[1] = load_average();
     Ok(report)
+}
+
+/// The topics of `pipeline` under `prefix`.
+fn topic_names(pipeline: &pipeline::Pipeline, prefix: &str) -> Vec<String> {
+    pipeline.topics.iter().map(|t| format!("{prefix}{}", t.name)).collect()
 }
 
 /// How a consumer process is told about Kafka: the settings file, never
@@ -246,115 +260,34 @@ async fn kcat(kafka: &topics::kafka::KafkaConfig, topics: &[String]) -> Option<f
     Some(rate(total, started.elapsed()))
 }
 
-/// What a ceiling measures the shards doing, with no consumer in the way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ceiling {
-    /// 500-row INSERTs of new rows, each its own transaction.
-    Insert,
-    /// What the consumer asks of a shard per row, without the consumer: in
-    /// one transaction per 500 keys, a locked read of the stored rows
-    /// (`SELECT ... FOR UPDATE`, rows fetched), then one
-    /// `INSERT ... ON DUPLICATE KEY UPDATE` of them. Every key is written
-    /// twice, so half the writes insert and half update a stored row.
-    ReadModifyWrite,
+/// How the consumer processes of a run are started.
+struct Spawn {
+    consumer_bin: PathBuf,
+    /// Brokers (or the settings file): [`kafka_args`].
+    kafka_args: Vec<std::ffi::OsString>,
+    topic_prefix: String,
+    /// Messages on the topics: a group is done when it applied them all.
+    messages: u64,
 }
 
-/// Rows per statement (and per transaction) of both ceilings.
-const CEILING_CHUNK: u64 = 500;
-
-/// Stats-shaped rows written into a scratch table on every shard at once,
-/// one connection per shard.
-async fn write_ceiling(cluster: &ClusterConfig, rows: u64, kind: Ceiling) -> Result<f64, BenchError> {
-    let db = format!("dw_bench_ceiling_{}", std::process::id());
-    let scratch = cluster.with_database(&db).map_err(|e| BenchError::Setup(e.to_string()))?;
-    cluster::schema::apply(&scratch, chrono::Utc::now().timestamp())
-        .await
-        .map_err(|e| BenchError::Setup(e.to_string()))?;
-    let pools = ShardPools::new(&scratch);
-    let per_shard = rows / pools.len() as u64;
-    let started = Instant::now();
-    let writers = pools.shards().iter().enumerate().map(|(s, pool)| async move {
-        let mut conn = pool.get_conn().await?;
-        let passes = match kind {
-            Ceiling::Insert => 1,
-            Ceiling::ReadModifyWrite => 2,
-        };
-        let keys = per_shard / passes;
-        let mut written = 0u64;
-        for pass in 0..passes {
-            let mut done = 0u64;
-            while done < keys {
-                let n = (keys - done).min(CEILING_CHUNK);
-                let ids: Vec<u64> = (0..n).map(|i| (s as u64) << 40 | (done + i)).collect();
-                match kind {
-                    Ceiling::Insert => conn.query_drop(ceiling_insert(&ids, pass, false)).await?,
-                    Ceiling::ReadModifyWrite => {
-                        // As the consumer's shard transactions.
-                        let mut opts = mysql_async::TxOpts::new();
-                        opts.with_isolation_level(mysql_async::IsolationLevel::ReadCommitted);
-                        let mut tx = conn.start_transaction(opts).await?;
-                        let wanted: Vec<String> =
-                            ids.iter().map(|id| format!("({id},'{id:016x}','2026-01-01 00:00:00')")).collect();
-                        let stored: Vec<mysql_async::Row> = tx
-                            .query(format!(
-                                "SELECT {CEILING_COLUMNS} FROM query_stats_minute \
-                                 WHERE (database_id, fingerprint, window_start) IN ({}) FOR UPDATE",
-                                wanted.join(",")
-                            ))
-                            .await?;
-                        if stored.len() as u64 != pass * n {
-                            return Err(mysql_async::Error::Other(
-                                format!("ceiling: read {} stored rows, expected {}", stored.len(), pass * n).into(),
-                            ));
-                        }
-                        tx.query_drop(ceiling_insert(&ids, pass, true)).await?;
-                        tx.commit().await?;
-                    }
-                }
-                done += n;
-                written += n;
-            }
+impl Spawn {
+    fn of(config: &BenchConfig) -> Self {
+        Self {
+            consumer_bin: config.consumer_bin.clone(),
+            kafka_args: kafka_args(config),
+            topic_prefix: config.topic_prefix.clone(),
+            messages: config.messages,
         }
-        Ok::<u64, mysql_async::Error>(written)
-    });
-    let mut total = 0;
-    for r in futures::future::join_all(writers).await {
-        total += r?;
     }
-    let elapsed = started.elapsed();
-    pools.disconnect().await;
-    drop_databases(&scratch).await?;
-    Ok(rate(total, elapsed))
-}
-
-const CEILING_COLUMNS: &str = "database_id, fingerprint, window_start, keyspace_id, query_count, total_duration_us, \
-     max_duration_us, rows_read, rows_returned, error_count, latency_sketch";
-
-/// One multi-row statement of the ceilings: 200-byte sketches; `pass`
-/// changes the counts, so an update changes the row.
-fn ceiling_insert(ids: &[u64], pass: u64, upsert: bool) -> String {
-    let sketch = "X'".to_string() + &"ab".repeat(200) + "'";
-    let values: Vec<String> = ids
-        .iter()
-        .map(|id| {
-            format!("({id},'{id:016x}','2026-01-01 00:00:00',X'0000000000000000',{},2,3,4,5,6,{sketch})", pass + 1)
-        })
-        .collect();
-    let mut sql = format!("INSERT INTO query_stats_minute ({CEILING_COLUMNS}) VALUES {}", values.join(","));
-    if upsert {
-        sql.push_str(
-            " ON DUPLICATE KEY UPDATE query_count = VALUES(query_count), total_duration_us = VALUES(total_duration_us), \
-             max_duration_us = VALUES(max_duration_us), rows_read = VALUES(rows_read), \
-             rows_returned = VALUES(rows_returned), error_count = VALUES(error_count), \
-             latency_sketch = VALUES(latency_sketch)",
-        );
-    }
-    sql
 }
 
 /// Runs one consumer process per (cluster, database) until every group has
-/// applied every message; fresh databases, dropped afterwards.
-async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String)]) -> Result<ConsumerRun, BenchError> {
+/// applied every message; fresh databases, dropped afterwards. The tables
+/// and topics reported are those of the first cluster's pipeline.
+async fn consume(config: &Spawn, runs: &[(&PathBuf, &ClusterConfig, String)]) -> Result<ConsumerRun, BenchError> {
+    if runs.is_empty() {
+        return Err(BenchError::Setup("no consumer to run".into()));
+    }
     let mut children = Vec::new();
     for (file, cluster, db) in runs {
         let scratch = cluster
@@ -369,7 +302,7 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
             .args(["run", "--group", db, "--cluster"])
             .arg(file)
             .args(["--database", db, "--control-database", &format!("{db}_ctl")])
-            .args(kafka_args(config))
+            .args(&config.kafka_args)
             .args(["--topic-prefix", &config.topic_prefix])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
@@ -411,21 +344,20 @@ async fn consume(config: &BenchConfig, runs: &[(&PathBuf, &ClusterConfig, String
     let startup_seconds = first.duration_since(started).as_secs_f64();
     let steady_seconds = finished.duration_since(first).as_secs_f64().max(1e-9);
     let mut rows = 0f64;
-    let stats_topic = format!("topic=\"{}\"", TopicKind::QueryStats.topic_name(&config.topic_prefix));
-    let slow_topic = format!("topic=\"{}\"", TopicKind::SlowQueries.topic_name(&config.topic_prefix));
-    let mut tables: Vec<TableRows> = ["query_stats_minute", "query_stats_hour", "query_patterns", "slow_queries"]
-        .into_iter()
-        .map(|table| TableRows { table, ..Default::default() })
-        .collect();
+    let pipeline = &runs[0].1.pipeline.pipeline;
+    // Grouped by the topic feeding them, in the description's order.
+    let mut fed: Vec<&pipeline::Table> = pipeline.tables.iter().collect();
+    fed.sort_by_key(|t| t.topic);
+    let mut tables: Vec<TableRows> =
+        fed.iter().map(|t| TableRows { table: t.name.clone(), ..Default::default() }).collect();
+    let applied = "outcome=\"applied\"";
     for (_, port, _) in &children {
         rows += metric(*port, "dualwrite_consumer_rows_written_total", &[]).await;
-        let applied = "outcome=\"applied\"";
-        let stats = metric(*port, "dualwrite_consumer_messages_total", &[&stats_topic, applied]).await;
-        let slow = metric(*port, "dualwrite_consumer_messages_total", &[&slow_topic, applied]).await;
-        for t in &mut tables {
-            let table = format!("table=\"{}\"", t.table);
-            t.rows += metric(*port, "dualwrite_consumer_rows_written_total", &[&table]).await;
-            t.messages += if t.table == "slow_queries" { slow } else { stats };
+        for (t, table) in tables.iter_mut().zip(&fed) {
+            let topic = format!("topic=\"{}{}\"", config.topic_prefix, pipeline.topic_of(table).name);
+            t.messages += metric(*port, "dualwrite_consumer_messages_total", &[&topic, applied]).await;
+            let label = format!("table=\"{}\"", t.table);
+            t.rows += metric(*port, "dualwrite_consumer_rows_written_total", &[&label]).await;
         }
     }
     for t in &mut tables {

@@ -74,6 +74,12 @@ enum Command {
         /// Where to write the JSON result.
         #[arg(long, default_value = "bench.json")]
         json: PathBuf,
+        /// A second pipeline's description (pipelines/api.toml): after the
+        /// main figures, one group writes its blind rollup into the new
+        /// cluster's shards (on a broker of its own) against the INSERT
+        /// ceiling of that table on the same shards; printed as one JSON line.
+        #[arg(long)]
+        second_pipeline: Option<PathBuf>,
     },
     /// Compare a cluster with a ground truth; prints every difference, exits 1 if any.
     Check {
@@ -159,7 +165,7 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok::<bool, anyhow::Error>(true)
             }
-            Command::Bench { brokers, kafka_config, old, new, messages, insert_rows, json } => {
+            Command::Bench { brokers, kafka_config, old, new, messages, insert_rows, json, second_pipeline } => {
                 let prefix = format!("bench{}.", chrono::Utc::now().format("%H%M%S"));
                 // The mock lives as long as this scope; a real broker needs its topics created.
                 let mock;
@@ -192,6 +198,10 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(&json, serde_json::to_vec_pretty(&report).context("encoding json")?)
                     .with_context(|| format!("writing {}", json.display()))?;
                 println!("json: {}", json.display());
+                if let Some(description) = second_pipeline {
+                    let line = loadtest::bench::pipeline_line(&config, &description).await.context("second pipeline")?;
+                    println!("{}", serde_json::to_string(&line).context("encoding json")?);
+                }
                 Ok(true)
             }
             Command::Check { cluster, truth, wait } => {
