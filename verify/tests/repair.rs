@@ -304,6 +304,15 @@ async fn repairs_every_divergence_while_the_groups_apply_late_messages() {
     }
     let recent = audit::recent(&control, 100).await.expect("recent");
     assert!(recent.iter().any(|r| r.tbl == "query_patterns" && r.state == KeyState::Repaired));
+    // The report lists the repaired keys.
+    let report = verify::report::build(&control, new, from - 1800, to + 1800).await.expect("report");
+    assert_eq!(report.repairs.iter().filter(|r| r.state == KeyState::Repaired).count(), rows.len() + 1);
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verify-report-repair");
+    verify::report::write(&report, &out).expect("write report");
+    let html = std::fs::read_to_string(out.join("report.html")).expect("html");
+    assert!(html.contains("Repaired keys (") && html.contains("r-repaired") && html.contains("moved"), "{html}");
+    let markdown = std::fs::read_to_string(out.join("report.md")).expect("markdown");
+    assert!(markdown.contains("## Repaired keys: "), "{markdown}");
 
     // Once the last burst is applied, a full comparison finds everything equal.
     testkit::wait_caught_up(old, &broker, Duration::from_secs(120)).await;
