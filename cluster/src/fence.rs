@@ -167,6 +167,38 @@ pub async fn started_partitions(pool: &mysql_async::Pool) -> Result<Vec<(String,
     conn.query("SELECT topic, kafka_partition FROM dw_offset_fence").await
 }
 
+/// The fence rows of one topic on one shard, `partition -> next_offset`
+/// (every message of the partition below it is applied on this shard).
+/// With `lock`, the rows are read `FOR UPDATE` and stay locked until the
+/// caller's transaction ends: a consumer's shard transaction locks the fence
+/// rows of its batch's partitions before it writes a row, so while they are
+/// held no group writes anything those partitions feed on this shard. Under
+/// REPEATABLE READ (the caller's transaction) the read also locks the gaps of
+/// the topic's range, so a partition the shard has no row for yet cannot be
+/// started meanwhile either. MariaDB 10.11 and MySQL 8 alike.
+pub async fn topic_fences<Q: Queryable + Send>(
+    conn: &mut Q,
+    topic: &str,
+    lock: bool,
+) -> Result<BTreeMap<i32, i64>, mysql_async::Error> {
+    let rows: Vec<(i32, i64)> = conn
+        .exec(
+            format!(
+                "SELECT kafka_partition, next_offset FROM dw_offset_fence WHERE topic = ? ORDER BY kafka_partition{}",
+                if lock { " FOR UPDATE" } else { "" }
+            ),
+            (topic,),
+        )
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Every topic this shard has fence rows for.
+pub async fn fenced_topics(pool: &mysql_async::Pool) -> Result<Vec<String>, mysql_async::Error> {
+    let mut conn = pool.get_conn().await?;
+    conn.query("SELECT DISTINCT topic FROM dw_offset_fence ORDER BY topic").await
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowState {

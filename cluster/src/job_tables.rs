@@ -171,6 +171,38 @@ pub const VERIFY_TABLE_PROGRESS: &str = "CREATE TABLE IF NOT EXISTS dw_verify_ta
   PRIMARY KEY (tbl, old_cluster, new_cluster)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
 
+/// One row per key a repair (`dualwrite-verify repair`) rewrote or looked at:
+/// its state (so an interrupted repair resumes), what it did, and the digests
+/// (the comparator's SHA-256 row hashes) of the key's rows on the target
+/// before and after.
+pub const VERIFY_REPAIRS: &str = "CREATE TABLE IF NOT EXISTS dw_verify_repairs (
+  run_id BIGINT UNSIGNED NOT NULL,
+  -- 'old' or 'new': the authoritative cluster the rows were copied from.
+  source VARCHAR(8) NOT NULL,
+  tbl VARCHAR(64) NOT NULL,
+  -- SHA-256 (hex) of key_text: the key's identity within the run.
+  key_id CHAR(64) NOT NULL,
+  window_start DATETIME NULL,
+  key_text TEXT NOT NULL,
+  -- The drill-down's kinds, comma-separated.
+  kinds VARCHAR(128) NOT NULL,
+  -- pending, applying, repaired, equal (nothing to do), waiting (the fences never lined up), skipped.
+  state VARCHAR(16) NOT NULL,
+  -- What was done: replaced, inserted, deleted, moved, none.
+  action VARCHAR(16) NULL,
+  before_digest TEXT NULL,
+  after_digest TEXT NULL,
+  -- The source and target fence offsets the copy was made at (JSON).
+  fences TEXT NULL,
+  -- The run that re-verified the key's window (or table).
+  reverify_run_id BIGINT UNSIGNED NULL,
+  detail TEXT NULL,
+  updated_at DATETIME(3) NOT NULL,
+  PRIMARY KEY (run_id, source, tbl, key_id),
+  KEY by_state (state),
+  KEY by_time (updated_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
 /// Shard tables owned by jobs (created on every shard: either cluster may be a copy target).
 pub const SHARD_TABLES: [(&str, &str); 1] = [("dw_copier_streams", COPIER_STREAMS)];
 
@@ -183,11 +215,12 @@ pub const ROUTING_TABLES: [(&str, &str); 4] = [
 ];
 
 /// The comparators' history (`verify::history`).
-pub const VERIFY_TABLES: [(&str, &str); 4] = [
+pub const VERIFY_TABLES: [(&str, &str); 5] = [
     ("dw_verify_runs", VERIFY_RUNS),
     ("dw_verify_windows", VERIFY_WINDOWS),
     ("dw_verify_differences", VERIFY_DIFFERENCES),
     ("dw_verify_table_progress", VERIFY_TABLE_PROGRESS),
+    ("dw_verify_repairs", VERIFY_REPAIRS),
 ];
 
 /// Columns added after their table was first released: `(table, column,

@@ -27,6 +27,8 @@ use crate::state::{self, AuditEntry, RouterSeen, RoutingState};
 
 /// Audit rows shown.
 const AUDIT_ROWS: u32 = 20;
+/// Repaired keys shown.
+const REPAIRED_KEYS: u32 = 50;
 /// A router silent for longer is shown as not live.
 const LIVENESS: Duration = Duration::from_secs(3);
 /// The shortest span the verify timeline covers.
@@ -61,6 +63,8 @@ pub struct Facts {
     /// Per cluster (old, then new): its dead letters by reason.
     pub dead_letters: Vec<ClusterDeadLetters>,
     pub audit: Result<Vec<AuditEntry>, String>,
+    /// The keys `dualwrite-verify repair` touched most recently, newest first.
+    pub repairs: Result<Vec<verify::repair::audit::RepairRecord>, String>,
 }
 
 /// One cluster's dead letters, by reason.
@@ -83,14 +87,15 @@ pub struct RouterView {
 pub async fn facts(config: &ConsoleConfig) -> Facts {
     let control = &config.collect.control;
     let (old, new) = (&config.collect.old, &config.collect.new);
-    let (inputs, routing, routers, audit, verify_timeline, old_letters, new_letters) = tokio::join!(
+    let (inputs, routing, routers, audit, verify_timeline, old_letters, new_letters, repairs) = tokio::join!(
         collect(&config.collect),
         state::load(control),
         state::routers(control),
         state::audit_log(control, AUDIT_ROWS),
         verify_timeline(control, new),
         dead_letters(old, None),
-        dead_letters(new, Some(control))
+        dead_letters(new, Some(control)),
+        verify::repair::audit::recent(control, REPAIRED_KEYS)
     );
     let groups = &config.collect.groups;
     let gates = evaluate(&inputs, &config.thresholds, groups, &groups.all());
@@ -107,6 +112,7 @@ pub async fn facts(config: &ConsoleConfig) -> Facts {
         verify_timeline,
         dead_letters: vec![old_letters, new_letters],
         audit: audit.map_err(|e| e.to_string()),
+        repairs: repairs.map_err(|e| format!("repairs: {e}")),
     }
 }
 

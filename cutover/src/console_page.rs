@@ -222,6 +222,12 @@ fn verify(out: &mut String, f: &Facts) {
         }
         out.push_str(&verify::report::timeline_html(timelines, &table_runs));
     });
+    match &f.repairs {
+        Ok(records) => out.push_str(&verify::repair::render::html(records, escape)),
+        Err(e) => {
+            let _ = writeln!(out, "<h2>Repaired keys</h2><p class=\"err\">{}</p>", escape(e));
+        }
+    }
 }
 
 fn dead_letters(out: &mut String, clusters: &[ClusterDeadLetters]) {

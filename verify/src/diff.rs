@@ -153,7 +153,7 @@ pub fn placement(
 }
 
 /// The keyspace id of a sharding value as text, `None` if it is not one.
-fn vindex(vindex: pipeline::Vindex, value: &str) -> Option<[u8; 8]> {
+pub(crate) fn vindex(vindex: pipeline::Vindex, value: &str) -> Option<[u8; 8]> {
     match vindex {
         // Vitess reads a signed value as its two's-complement uint64.
         pipeline::Vindex::Hash => {

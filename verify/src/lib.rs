@@ -24,6 +24,7 @@ pub mod first_pass;
 pub mod history;
 pub mod metrics;
 pub mod nightly;
+pub mod repair;
 pub mod report;
 pub mod spec;
 pub mod table;

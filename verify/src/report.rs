@@ -41,6 +41,8 @@ pub struct Report {
     /// The latest full diff of each unbounded table.
     pub table_runs: Vec<RunRecord>,
     pub open_differences: Vec<StoredDifference>,
+    /// The keys repairs touched, newest first (`dualwrite-verify repair`).
+    pub repairs: Vec<crate::repair::audit::RepairRecord>,
 }
 
 /// Every windowed table's timeline (the pipeline's, in its order) over the part of a range that holds
@@ -150,6 +152,9 @@ pub async fn timelines(
 
 /// Reads the history for windows starting in `[from, to)` of the tables of
 /// `cluster`'s pipeline (the new cluster's, whose control database `control` is).
+/// Repaired keys read into the report.
+const REPAIRS_SHOWN: u32 = 1000;
+
 pub async fn build(
     control: &Pool,
     cluster: &cluster::config::ClusterConfig,
@@ -172,6 +177,7 @@ pub async fn build(
         latest_windows_run: history::latest_run(control, "windows", "windows").await?,
         table_runs,
         open_differences: history::open_differences(control).await?,
+        repairs: crate::repair::audit::recent(control, REPAIRS_SHOWN).await?,
     })
 }
 
@@ -290,6 +296,7 @@ pub fn markdown(report: &Report) -> String {
     if report.open_differences.len() > MARKDOWN_DIFFERENCES {
         let _ = writeln!(out, "- ... {} more in report.json", report.open_differences.len() - MARKDOWN_DIFFERENCES);
     }
+    out.push_str(&crate::repair::render::markdown(&report.repairs));
     out
 }
 
@@ -453,6 +460,7 @@ pub fn html(report: &Report) -> String {
                 writeln!(out, "<p>... {} more in report.json</p>", report.open_differences.len() - HTML_DIFFERENCES);
         }
     }
+    out.push_str(&crate::repair::render::html(&report.repairs, escape));
     out.push_str("</body></html>\n");
     out
 }

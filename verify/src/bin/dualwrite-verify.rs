@@ -103,6 +103,40 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         page_rows: usize,
     },
+    /// Rewrite the differing keys of a finished run on the target cluster from
+    /// the authoritative one (old before cutover, --from new after a rollback),
+    /// holding both shards' offset fences so no consumer writes the key
+    /// meanwhile; then compare the repaired windows and tables again. One JSON
+    /// line; exit 0 when every key is repaired and compares equal, 1 when keys
+    /// are left (waiting for the fences, or in windows not settled), 2 on error.
+    Repair {
+        #[command(flatten)]
+        clusters: Clusters,
+        /// The comparator run (`run_id` of `windows` or `table`) whose differences to repair.
+        #[arg(long)]
+        run: u64,
+        /// Only this table's keys.
+        #[arg(long)]
+        table: Option<String>,
+        /// Only the window starting at this time (RFC 3339, UTC).
+        #[arg(long, value_parser = parse_time)]
+        window: Option<i64>,
+        /// Print the statements the repair would run; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The authoritative cluster: old (before cutover) or new (after a rollback).
+        #[arg(long, default_value = "old")]
+        from: verify::repair::Authority,
+        /// The consumers' --topic-prefix (found from the fence rows when left out).
+        #[arg(long, env = "DUALWRITE_TOPIC_PREFIX")]
+        topic_prefix: Option<String>,
+        /// How long one key waits for its shards' fences to line up.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+        /// Skip the final comparison of the repaired windows and tables.
+        #[arg(long)]
+        no_reverify: bool,
+    },
     /// Comparator rows/s against CHECKSUM TABLE on the same shards, over the
     /// pipeline's windowed tables; one JSON line.
     Bench {
@@ -243,7 +277,8 @@ fn new_file(command: &Command) -> &PathBuf {
         Command::Windows { clusters, .. }
         | Command::Table { clusters, .. }
         | Command::Nightly { clusters, .. }
-        | Command::Bench { clusters, .. } => &clusters.new,
+        | Command::Bench { clusters, .. }
+        | Command::Repair { clusters, .. } => &clusters.new,
         Command::Report { new, .. } => new,
     }
 }
@@ -272,6 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         service::install_metrics(addr)?;
         let pipeline = load(new_file(&cli.command))?.pipeline;
         verify::metrics::describe(pipeline.windowed().map(|t| t.name.as_str()));
+        verify::repair::describe();
     }
     let shutdown: CancellationToken = service::shutdown_on_signals();
     match cli.command {
@@ -362,6 +398,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (from, to) = range.bounds();
             write_report(&load(&new)?, from, to, &out).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Repair { clusters, run, table, window, dry_run, from, topic_prefix, wait, no_reverify } => {
+            let config = verify::repair::RepairConfig {
+                old: load(&clusters.old)?,
+                new: load(&clusters.new)?,
+                run_id: run,
+                table,
+                window,
+                dry_run,
+                from,
+                topic_prefix,
+                wait,
+                reverify: !no_reverify,
+            };
+            verify::spec::check_same_pipeline(&config.old, &config.new)?;
+            cluster::pool::preflight(&config.old).await?;
+            cluster::pool::preflight(&config.new).await?;
+            let outcome = verify::repair::run_repair(&config, &shutdown).await?;
+            if dry_run {
+                for statement in &outcome.statements {
+                    println!("{statement}");
+                }
+            }
+            let summary = verify::repair::RepairOutcome { statements: Vec::new(), ..outcome.clone() };
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(ExitCode::from(if dry_run || outcome.complete() { 0 } else { 1 }))
         }
         Command::Bench { clusters, range, generate, database, keep } => {
             let (mut old, mut new) = clusters.load()?;

@@ -57,6 +57,7 @@ fn a_day_of_compressed_windows_zooms_to_the_checked_span_and_stays_small() {
         latest_windows_run: None,
         table_runs: vec![],
         open_differences: vec![],
+        repairs: vec![],
     };
     let page = html(&report);
     assert!(page.len() < 20_000, "{} bytes", page.len());
