@@ -6,12 +6,13 @@
 //! Times are RFC 3339 or seconds since the epoch; `[from, to)`.
 
 use axum::extract::{Path, Query as QueryParams, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use crate::console::ConsoleConfig;
 use crate::query::{Answer, Granularity, Query, QueryError, TopBy};
 use crate::router::{Routed, Router};
 
@@ -24,10 +25,10 @@ pub const MAX_RANGE_S: i64 = 31 * 24 * 3600;
 const DEFAULT_LIMIT: u32 = 20;
 
 /// The API's routes over `router`, and the migration console's page.
-pub fn app(router: Router, console: std::sync::Arc<crate::console::ConsoleConfig>) -> axum::Router {
+pub fn app(router: Router, console_config: std::sync::Arc<ConsoleConfig>) -> axum::Router {
     axum::Router::new()
         .route(crate::guard::HEALTH_PATH, get(healthz))
-        .route("/console", get(crate::console::page).with_state(console))
+        .route("/console", get(console).with_state(console_config))
         .route("/v1/router", get(router_stats))
         .route("/v1/databases/{database_id}/patterns/top", get(top_patterns))
         .route("/v1/databases/{database_id}/patterns/{fingerprint}/series", get(series))
@@ -200,4 +201,17 @@ async fn search(State(router): State<Router>, QueryParams(p): QueryParams<Params
     let needle = p.q.clone().ok_or_else(|| bad("q: the SQL text to search for is required"))?;
     let query = Query::SearchPatterns { needle, database_id: p.database_id, limit: p.limit.unwrap_or(DEFAULT_LIMIT) };
     Ok(Json(router.read(query).await?.into()))
+}
+
+/// `GET /console`: JSON when asked for, the page otherwise.
+async fn console(State(config): State<std::sync::Arc<ConsoleConfig>>, headers: HeaderMap) -> Response {
+    let facts = crate::console::facts(&config).await;
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"));
+    if wants_json {
+        return (StatusCode::OK, Json(facts)).into_response();
+    }
+    Html(crate::console_page::html(&facts)).into_response()
 }

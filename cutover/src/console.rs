@@ -6,13 +6,8 @@
 //! report's own), the dead letters through `cluster::dead_letters`. The page
 //! itself is drawn in [`crate::console_page`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
-use axum::Json;
 use chrono::Utc;
 use cluster::config::ClusterConfig;
 use cluster::dead_letters::ReasonSummary;
@@ -159,19 +154,6 @@ pub fn progress(r: &Readiness) -> Option<f64> {
     let retention = r.old.retention_secs.max(1);
     let begun = ready_at - retention;
     Some(((r.now.timestamp() - begun) as f64 / retention as f64).clamp(0.0, 1.0))
-}
-
-/// `GET /console`: JSON when asked for, the page otherwise.
-pub(crate) async fn page(State(config): State<Arc<ConsoleConfig>>, headers: HeaderMap) -> Response {
-    let facts = facts(&config).await;
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("application/json"));
-    if wants_json {
-        return (StatusCode::OK, Json(facts)).into_response();
-    }
-    Html(crate::console_page::html(&facts)).into_response()
 }
 
 #[cfg(test)]

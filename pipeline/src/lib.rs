@@ -20,7 +20,7 @@ use std::path::Path;
 
 pub use avro::{Field, FieldKind};
 pub use ddl::{column_definition, create_table};
-pub use load::{check_identifier, event_time_column, parse, Dir, PipelineError, SchemaSource};
+pub use load::{check_identifier, parse, Dir, PipelineError, SchemaSource};
 pub use merge::Merge;
 pub use model::*;
 pub use sqltype::{Base, Class, SqlType};

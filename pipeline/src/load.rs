@@ -569,13 +569,3 @@ fn check_table(mut table: Table, topic: &Topic, sharding: &Sharding) -> Result<T
     };
     Ok(table)
 }
-
-/// The column `first` (min) or `last` (max) orders by: the event time's.
-pub fn event_time_column<'a>(table: &'a Table, merge: &Option<Merge>) -> Option<&'a Column> {
-    let want = match merge {
-        Some(Merge::First) => Merge::Min,
-        Some(Merge::Last) => Merge::Max,
-        _ => return None,
-    };
-    table.columns.iter().find(|c| c.source == Source::EventTime && c.merge.as_ref() == Some(&want))
-}

@@ -157,7 +157,7 @@ impl Table {
             let (by, min) = match &c.merge {
                 Some(Merge::MinBy(by)) => (by.as_str(), true),
                 Some(Merge::MaxBy(by)) => (by.as_str(), false),
-                m @ Some(Merge::First | Merge::Last) => match crate::load::event_time_column(self, m) {
+                m @ Some(Merge::First | Merge::Last) => match event_time_column(self, m) {
                     Some(t) => (t.name.as_str(), matches!(m, Some(Merge::First))),
                     None => continue,
                 },
@@ -236,4 +236,14 @@ pub enum Source {
 pub enum Constant {
     Int(i64),
     Text(String),
+}
+
+/// The column `first` (min) or `last` (max) orders by: the event time's.
+pub fn event_time_column<'a>(table: &'a Table, merge: &Option<Merge>) -> Option<&'a Column> {
+    let want = match merge {
+        Some(Merge::First) => Merge::Min,
+        Some(Merge::Last) => Merge::Max,
+        _ => return None,
+    };
+    table.columns.iter().find(|c| c.source == Source::EventTime && c.merge.as_ref() == Some(&want))
 }

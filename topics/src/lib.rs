@@ -9,6 +9,7 @@ pub mod admin;
 pub mod codec;
 mod config_file;
 pub mod corpus;
+mod decode_error;
 pub mod dev_broker;
 pub mod events;
 pub mod kafka;

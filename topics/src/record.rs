@@ -13,7 +13,7 @@ use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
 use pipeline::FieldKind;
 
-use crate::codec::DecodeError;
+use crate::decode_error::DecodeError;
 
 /// One field's value.
 #[derive(Debug, Clone, PartialEq)]
