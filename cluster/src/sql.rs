@@ -104,7 +104,6 @@ pub fn push_hex_digits(out: &mut String, bytes: &[u8]) {
     }
 }
 
-/// `value` in decimal, left-padded with zeros to `width` digits.
 /// `value`'s last `digits.len()` decimal digits, zero-padded, into `digits`.
 fn put_digits(digits: &mut [u8], value: u32) {
     let mut v = value;

@@ -52,7 +52,7 @@ impl Cell {
             Cell::UInt(v) => {
                 let _ = write!(out, "{v}");
             }
-            Cell::Text(s) => push_text_literal(out, s),
+            Cell::Text(s) => sql::push_str_lit(out, s),
             Cell::Bytes(b) => sql::push_hex(out, b),
             Cell::DateTime(us) => out.push_str(&sql::datetime_us(*us)),
         }
@@ -138,31 +138,6 @@ impl Kind {
             (kind, other) => Err(format!("unexpected value {other:?} for a {kind:?} column")),
         }
     }
-}
-
-/// `'text'` escaped as `cluster::sql::lit` escapes it (backslash escapes:
-/// the session's sql_mode never has NO_BACKSLASH_ESCAPES), written in place.
-fn push_text_literal(out: &mut String, text: &str) {
-    out.reserve(text.len() + 2);
-    out.push('\'');
-    let mut start = 0;
-    for (i, b) in text.bytes().enumerate() {
-        let escaped = match b {
-            0 => "\\0",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\\' => "\\\\",
-            b'\'' => "\\'",
-            b'"' => "\\\"",
-            0x1a => "\\Z",
-            _ => continue,
-        };
-        out.push_str(&text[start..i]);
-        out.push_str(escaped);
-        start = i + 1;
-    }
-    out.push_str(&text[start..]);
-    out.push('\'');
 }
 
 fn mask(bits: u32) -> u64 {
