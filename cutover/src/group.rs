@@ -64,20 +64,20 @@ impl Serialize for TableGroup {
 }
 
 /// One group of the pipeline: its tables and how they reach the new cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GroupSpec {
-    pub group: TableGroup,
-    pub tables: Vec<String>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GroupSpec {
+    group: TableGroup,
+    tables: Vec<String>,
     /// Its tables that never age out (`latest`): filled by the copier, so
     /// switching the group is gated on their streams and full diffs.
-    pub copied: Vec<String>,
+    copied: Vec<String>,
     /// Whether it holds windowed tables: they "age in" through dual writes,
     /// so switching the group is gated on retention readiness.
-    pub aged: bool,
+    aged: bool,
 }
 
 /// The read table groups of a pipeline, in the description's order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Groups {
     specs: Vec<GroupSpec>,
 }
@@ -128,10 +128,6 @@ impl Groups {
 
     pub fn is_empty(&self) -> bool {
         self.specs.is_empty()
-    }
-
-    pub fn specs(&self) -> &[GroupSpec] {
-        &self.specs
     }
 
     /// `name` as one of these groups.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use cluster::config::ClusterConfig;
 use cluster::pool::ShardPools;
 use serde_json::json;
-use support::{feed_both, first_row_on_any_shard, on_shard, query_shard, time_text, windows};
+use support::{feed_both, first_row_on_any_shard, ksid_hex, on_shard, query_shard, stats_key, time_text, windows};
 use tokio_util::sync::CancellationToken;
 use verify::diff::{DiffKind, Difference};
 use verify::history::{self, RunOutcome};
@@ -20,10 +20,6 @@ type Expected = BTreeSet<(String, Option<i64>, String, DiffKind)>;
 
 fn found(differences: &[Difference]) -> Expected {
     differences.iter().map(|d| (d.tbl.clone(), d.window_start, d.key.clone(), d.kind)).collect()
-}
-
-fn stats_key(database_id: u64, fingerprint: &str, window: i64) -> String {
-    format!("database_id={database_id}, fingerprint={fingerprint}, window_start={}", time_text(window))
 }
 
 /// The first row (by key) of `table` matching `condition` on any shard:
@@ -150,7 +146,7 @@ async fn finds_every_injected_divergence_and_nothing_else() {
     // 5. An extra row in query_stats_hour, on the shard that owns it.
     let hour = fed.start;
     let extra_db = 4_242_424_242u64;
-    let ksid: String = cluster::vindex::keyspace_id(extra_db).iter().map(|b| format!("{b:02x}")).collect();
+    let ksid = ksid_hex(extra_db);
     on_shard(
         new,
         new.shard_index_for_database_id(extra_db),

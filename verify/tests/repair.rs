@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cluster::pool::ShardPools;
-use support::{feed_both, on_shard, query_shard, time_text, windows};
+use support::{feed_both, ksid_hex, on_shard, query_shard, stats_key, time_text, windows};
 use tokio_util::sync::CancellationToken;
 use verify::diff::DiffKind;
 use verify::history::RunOutcome;
@@ -28,10 +28,6 @@ const MESSAGES: u64 = 6000;
 /// every key the repair rewrites in minute 0, the hour and query_patterns
 /// keeps receiving contributions while it is repaired.
 const BURST: u64 = 1500;
-
-fn key(db: u64, fp: &str, window: i64) -> String {
-    format!("database_id={db}, fingerprint={fp}, window_start={}", time_text(window))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repairs_every_divergence_while_the_groups_apply_late_messages() {
@@ -113,7 +109,7 @@ async fn repairs_every_divergence_while_the_groups_apply_late_messages() {
     let misplaced = (wrong, db, fp);
     // 5. An extra row in the hour, on its owner.
     let extra_db = 4_242_424_242u64;
-    let ksid: String = cluster::vindex::keyspace_id(extra_db).iter().map(|b| format!("{b:02x}")).collect();
+    let ksid = ksid_hex(extra_db);
     on_shard(
         new,
         new.shard_index_for_database_id(extra_db),
@@ -166,7 +162,7 @@ async fn repairs_every_divergence_while_the_groups_apply_late_messages() {
         m
     });
     assert_eq!(kinds.get(&DiffKind::Misplaced), Some(&1), "{kinds:?}");
-    assert!(diverged.differences.iter().any(|d| d.key == key(misplaced.1, &misplaced.2, from)));
+    assert!(diverged.differences.iter().any(|d| d.key == stats_key(misplaced.1, &misplaced.2, from)));
     let table_config = |restart| TableConfig {
         old: old.clone(),
         new: new.clone(),

@@ -44,6 +44,16 @@ pub(crate) fn time_text(epoch: i64) -> String {
     chrono::DateTime::from_timestamp(epoch, 0).expect("time").format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
+/// The drill-down's key text of an Insights stats row.
+pub(crate) fn stats_key(database_id: u64, fingerprint: &str, window: i64) -> String {
+    format!("database_id={database_id}, fingerprint={fingerprint}, window_start={}", time_text(window))
+}
+
+/// The keyspace id of `database_id` as hex digits (for `X'...'` literals).
+pub(crate) fn ksid_hex(database_id: u64) -> String {
+    cluster::sql::hex_digits(&cluster::vindex::keyspace_id(database_id))
+}
+
 /// One window comparison of `[from, to)`, expected to run.
 pub(crate) async fn windows(
     old: &ClusterConfig,
