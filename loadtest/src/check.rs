@@ -166,8 +166,79 @@ async fn check_with(pools: &ShardPools, cluster: &ClusterConfig, truth: &Truth) 
         patterns,
         &mut report,
     );
-    compare(&tables.slow, truth.slow.iter().map(|s| ((s.partition, s.offset), s.clone())), slow, &mut report);
+    let expected = place_unknown_offsets(&truth.slow, &slow);
+    compare(&tables.slow, expected.into_iter().map(|s| ((s.partition, s.offset), s)), slow, &mut report);
     Ok(report)
+}
+
+/// The truth's slow queries, each delivered with an unknown offset (-1:
+/// librdkafka acknowledges an idempotent retry the broker had already
+/// written, DuplicateSequenceNumber, without its offset) placed at the
+/// stored row of its partition that no other event claims and that equals
+/// it field for field. One that matches nothing stays at -1 and is reported
+/// missing; a second stored copy is still reported extra.
+fn place_unknown_offsets(truth: &[SlowTruth], stored: &BTreeMap<(i32, i64), SlowTruth>) -> Vec<SlowTruth> {
+    let mut claimed: std::collections::BTreeSet<(i32, i64)> =
+        truth.iter().filter(|s| s.offset >= 0).map(|s| (s.partition, s.offset)).collect();
+    truth
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            if s.offset < 0 {
+                let found = stored
+                    .range((s.partition, i64::MIN)..=(s.partition, i64::MAX))
+                    .find(|(key, row)| !claimed.contains(key) && SlowTruth { offset: s.offset, ..(*row).clone() } == s);
+                if let Some((&key, _)) = found {
+                    claimed.insert(key);
+                    s.offset = key.1;
+                }
+            }
+            s
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slow(partition: i32, offset: i64, query: &str) -> SlowTruth {
+        SlowTruth {
+            partition,
+            offset,
+            database_id: 7,
+            fingerprint: "f00d".into(),
+            proxy_id: "proxy-0".into(),
+            occurred_at_us: 1_000,
+            duration_us: 5,
+            rows_read: 1,
+            rows_returned: 1,
+            error_text: None,
+            query_text: query.into(),
+            tables_json: "[]".into(),
+        }
+    }
+
+    #[test]
+    fn an_event_delivered_without_its_offset_is_found_by_partition_and_content() {
+        let stored: BTreeMap<(i32, i64), SlowTruth> =
+            [slow(8, 99, "a"), slow(8, 100, "b"), slow(8, 101, "b"), slow(9, 5, "b")]
+                .into_iter()
+                .map(|s| ((s.partition, s.offset), s))
+                .collect();
+        // 99 is claimed by a known offset; "b" at 100 is the unknown one's; "c" matches nothing.
+        let truth = [slow(8, 99, "a"), slow(8, -1, "b"), slow(8, -1, "c")];
+        let placed = place_unknown_offsets(&truth, &stored);
+        let keys: Vec<(i32, i64)> = placed.iter().map(|s| (s.partition, s.offset)).collect();
+        assert_eq!(keys, [(8, 99), (8, 100), (8, -1)]);
+        // Checked as a whole: the unmatched event is missing, the second copy of "b" and the other partition's row extra.
+        let mut report = CheckReport::default();
+        compare("slow", placed.into_iter().map(|s| ((s.partition, s.offset), s)), stored, &mut report);
+        assert_eq!(report.differences.len(), 3, "{:?}", report.differences);
+        assert!(report.differences[0].starts_with("slow: missing (8, -1)"), "{:?}", report.differences);
+        assert!(report.differences[1].starts_with("slow: extra (8, 101)"), "{:?}", report.differences);
+        assert!(report.differences[2].starts_with("slow: extra (9, 5)"), "{:?}", report.differences);
+    }
 }
 
 fn placement(
