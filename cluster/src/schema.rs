@@ -154,7 +154,13 @@ pub async fn create_missing(conn: &mut mysql_async::Conn, tables: &[(&str, &str)
         conn.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()").await?;
     for (name, ddl) in tables {
         if !present.iter().any(|p| p == name) {
-            conn.query_drop(*ddl).await?;
+            if let Err(error) = conn.query_drop(*ddl).await {
+                // A job's login has no DDL privilege: a table a newer
+                // version added needs the operator's schema and grant runs.
+                tracing::error!(table = *name, %error, "a table is missing and this login may not create it: \
+                     run `dualwrite-cluster schema` and `dualwrite-cluster grant` as the operator");
+                return Err(error);
+            }
         }
     }
     let names: Vec<&str> = tables.iter().map(|(name, _)| *name).collect();
