@@ -9,7 +9,7 @@
 //! Ages are measured on the control server's clock (`NOW(6)` against the
 //! stored time), so members' clocks never enter the comparison.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -21,6 +21,11 @@ use crate::sql::lit;
 /// Rows whose heartbeat is older than this are deleted by the next heartbeat
 /// of any member of the cluster (dead members' rows do not pile up).
 const FORGET_AFTER: &str = "INTERVAL 1 DAY";
+
+/// A member not heard from for this long owns nothing: three of its
+/// heartbeats (a member heartbeats every 5 s). Every reader of the owners
+/// (`dualwrite-consumer status`, the migration console) judges with it.
+pub const LIVE_WITHIN: Duration = Duration::from_secs(15);
 
 /// One member as it last reported itself.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -118,6 +123,11 @@ pub fn owners(members: &[Member]) -> BTreeMap<(String, i32), &Member> {
         }
     }
     out
+}
+
+/// Partition -> the name of the live member holding it ([`owners`]).
+pub fn owner_names(members: &[Member]) -> HashMap<(String, i32), String> {
+    owners(members).into_iter().map(|(k, m)| (k, m.member.clone())).collect()
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 //! read the fences or the ends (a shard or the broker down) judges nothing:
 //! those outages have their own signals (`dualwrite_consumer_paused`, retries).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,8 +38,6 @@ use crate::source::SourceContext;
 
 /// How often a member heartbeats and judges liveness.
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
-/// A member not heard from for this long owns nothing (three heartbeats).
-pub const MEMBER_LIVE_WITHIN: Duration = Duration::from_secs(15);
 /// Per database round trip of a check.
 const STEP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Per end-offset lookup (a busy broker answers ListOffsets slowly).
@@ -231,11 +229,6 @@ fn judge(round: &Round, state: &mut State, bound: Duration, now: Instant) {
             );
         }
     }
-}
-
-/// For `status`: the owner of each partition among `members`.
-pub fn owner_names(members: &[cluster::members::Member]) -> HashMap<(String, i32), String> {
-    cluster::members::owners(members).into_iter().map(|(k, m)| (k, m.member.clone())).collect()
 }
 
 #[cfg(test)]

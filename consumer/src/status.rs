@@ -28,7 +28,7 @@ pub enum StatusError {
 pub struct ConsumerStatus {
     #[serde(flatten)]
     pub report: StatusReport,
-    /// Members heard from within `crate::liveness::MEMBER_LIVE_WITHIN`;
+    /// Members heard from within `cluster::members::LIVE_WITHIN`;
     /// `None` when the heartbeats could not be read (no control database, or
     /// a schema without `dw_consumer_members`): owners are then unknown.
     pub members: Option<Vec<Member>>,
@@ -44,15 +44,13 @@ pub async fn status(
     let pools = ShardPools::new(cluster);
     let fences = progress(&pools).await;
     let members = match pools.control() {
-        Some(control) => {
-            match cluster::members::live(control, &cluster.name, crate::liveness::MEMBER_LIVE_WITHIN).await {
-                Ok(members) => Some(members),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the members' heartbeats: owners unknown");
-                    None
-                }
+        Some(control) => match cluster::members::live(control, &cluster.name, cluster::members::LIVE_WITHIN).await {
+            Ok(members) => Some(members),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the members' heartbeats: owners unknown");
+                None
             }
-        }
+        },
         None => None,
     };
     pools.disconnect().await;
@@ -63,7 +61,7 @@ pub async fn status(
     };
     let mut report = report(&cluster.name, fences, ends.as_ref(), lateness_ms, chrono::Utc::now().timestamp_millis());
     if let Some(members) = &members {
-        let owners = crate::liveness::owner_names(members);
+        let owners = cluster::members::owner_names(members);
         for p in &mut report.partitions {
             p.owner = owners.get(&(p.topic.clone(), p.partition)).cloned();
         }

@@ -88,8 +88,17 @@ async fn group_lag(
 ) -> Result<GroupLag, String> {
     let pools = ShardPools::new(cluster);
     let fences = cluster::fence::progress(&pools).await;
+    // who holds each partition: a lagging partition no live member holds is
+    // the liveness failure an operator looks for here first
+    let members = match pools.control() {
+        Some(control) => cluster::members::live(control, &cluster.name, cluster::members::LIVE_WITHIN)
+            .await
+            .map_err(|e| format!("members' heartbeats of cluster {}: {e}", cluster.name)),
+        None => Err(format!("cluster {} has no [control]: owners unknown", cluster.name)),
+    };
     pools.disconnect().await;
     let fences = fences.map_err(|e| format!("fences of cluster {}: {e}", cluster.name))?;
+    let owners = members.as_deref().map(cluster::members::owner_names).unwrap_or_default();
     let partitions = ends
         .iter()
         .map(|((topic, partition), end)| {
@@ -109,10 +118,11 @@ async fn group_lag(
                 lag_messages,
                 lag_seconds,
                 covered_from_ms: fence.map(|f| f.covered_from_ms),
+                owner: owners.get(&(topic.clone(), *partition)).cloned(),
             }
         })
         .collect();
-    Ok(GroupLag { cluster: cluster.name.clone(), partitions })
+    Ok(GroupLag { cluster: cluster.name.clone(), partitions, owners_unknown: members.err() })
 }
 
 /// Retention readiness of the new cluster, from the retention crate.

@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use crate::console::{ClusterDeadLetters, Facts};
+use crate::gates::{GroupLag, PartitionLag};
 
 /// How often the page reloads itself.
 const REFRESH_SECS: u32 = 5;
@@ -30,6 +31,16 @@ fn covered_from(ms: Option<i64>) -> String {
     match ms {
         Some(0) => "beginning".to_owned(),
         other => ms_time(other),
+    }
+}
+
+/// A partition's owner: the live member, `none` when no live member holds
+/// it, `?` when the members' heartbeats could not be read.
+fn owner(g: &GroupLag, p: &PartitionLag) -> String {
+    match (&p.owner, &g.owners_unknown) {
+        (Some(member), _) => escape(member),
+        (None, None) => "none".to_owned(),
+        (None, Some(_)) => "?".to_owned(),
     }
 }
 
@@ -300,16 +311,22 @@ fn lag(out: &mut String, f: &Facts) {
         for g in [&lag.old, &lag.new] {
             let _ = write!(
                 out,
-                "<div><table><tr><th>cluster</th><th>partition</th><th>end</th><th>next</th><th>lag msgs</th>\
-                 <th>lag s</th><th>covered from</th></tr>"
+                "<div><table><tr><th>cluster</th><th>partition</th><th>owner</th><th>end</th><th>next</th>\
+                 <th>lag msgs</th><th>lag s</th><th>covered from</th></tr>"
             );
             for p in &g.partitions {
                 let _ = write!(
                     out,
-                    "<tr><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}/{}</td><td{}>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     escape(&g.cluster),
                     escape(&p.topic),
                     p.partition,
+                    if p.owner.is_none() && g.owners_unknown.is_none() && p.lag_messages.unwrap_or(0) > 0 {
+                        " class=\"fail\""
+                    } else {
+                        ""
+                    },
+                    owner(g, p),
                     p.end_offset,
                     opt(p.next_offset),
                     opt(p.lag_messages),

@@ -47,6 +47,9 @@ pub struct PartitionLag {
     pub lag_seconds: Option<f64>,
     /// Windows from here on are covered by this partition (epoch ms).
     pub covered_from_ms: Option<i64>,
+    /// The live member holding it (`cluster::members`); `None`: no member
+    /// heard from recently claims it, or the owners are unknown.
+    pub owner: Option<String>,
 }
 
 /// One consumer group's lag behind the topics, per partition.
@@ -54,6 +57,9 @@ pub struct PartitionLag {
 pub struct GroupLag {
     pub cluster: String,
     pub partitions: Vec<PartitionLag>,
+    /// Why the partitions' owners are unknown (the members' heartbeats could
+    /// not be read); `None` when they were read.
+    pub owners_unknown: Option<String>,
 }
 
 impl GroupLag {

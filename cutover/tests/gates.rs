@@ -34,7 +34,7 @@ async fn insert_run(conn: &mut mysql_async::Conn, kind: &str, target: &str, outc
 
 /// Everything but verify green, so the verify gate alone decides.
 fn inputs_with(verify: Result<cutover::gates::VerifyInput, String>) -> GateInputs {
-    let group = |c: &str| cutover::gates::GroupLag { cluster: c.into(), partitions: vec![] };
+    let group = |c: &str| cutover::gates::GroupLag { cluster: c.into(), partitions: vec![], owners_unknown: None };
     let now = chrono::Utc::now();
     let kept = |cluster: &str| retention::readiness::ClusterRetention {
         cluster: cluster.into(),

@@ -55,6 +55,7 @@ fn partition(partition: i32, lag: i64) -> PartitionLag {
         lag_messages: Some(lag),
         lag_seconds: Some(0.5),
         covered_from_ms: Some(0),
+        owner: Some("host:1".into()),
     }
 }
 
@@ -62,7 +63,7 @@ fn partition(partition: i32, lag: i64) -> PartitionLag {
 fn group(cluster: &str, lag: i64) -> GroupLag {
     let mut partitions: Vec<PartitionLag> = (0..32).map(|p| partition(p, 0)).collect();
     partitions[5] = partition(5, lag);
-    GroupLag { cluster: cluster.into(), partitions }
+    GroupLag { cluster: cluster.into(), partitions, owners_unknown: None }
 }
 
 fn readiness(ready: bool, ready_at: Option<DateTime<Utc>>, explanation: &str) -> Readiness {
