@@ -13,11 +13,11 @@ pub fn describe() {
     describe_counter!(
         ERRORS,
         Unit::Count,
-        "Produce errors by topic kind and stage: queue_full (retried), enqueue and delivery (fatal)."
+        "Produce errors by topic kind and stage: queue_full (waited out), resent (a message the broker refused, sent again), enqueue and delivery (fatal)."
     );
     for kind in [TopicKind::QueryStats, TopicKind::SlowQueries] {
         counter!(DELIVERED, "topic" => kind.as_str()).increment(0);
-        for stage in ["queue_full", "enqueue", "delivery"] {
+        for stage in ["queue_full", "resent", "enqueue", "delivery"] {
             counter!(ERRORS, "topic" => kind.as_str(), "stage" => stage).increment(0);
         }
     }

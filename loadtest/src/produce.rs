@@ -2,12 +2,13 @@
 
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +42,10 @@ pub enum ProduceError {
 
 /// Bounds memory and keeps the broker's queue from growing without limit.
 const MAX_IN_FLIGHT: usize = 20_000;
+/// Sends of one message the broker refused before the run gives up: a
+/// broker's transient storage error (Nisshi's sqlite "database is locked",
+/// UNKNOWN_SERVER_ERROR) fails a message the idempotent producer may not retry.
+const MAX_ATTEMPTS: u32 = 5;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 pub fn producer_config(brokers: &str) -> ClientConfig {
@@ -92,7 +97,7 @@ pub async fn produce_with_codec(
     let stats_topic = TopicKind::QueryStats.topic_name(&config.topic_prefix);
     let slow_topic = TopicKind::SlowQueries.topic_name(&config.topic_prefix);
     let mut truth = TruthBuilder::new(config.workload.minute_secs, config.workload.hour_secs);
-    let mut in_flight = FuturesUnordered::new();
+    let mut in_flight: InFlight<'_> = FuturesUnordered::new();
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut sent = 0u64;
@@ -128,35 +133,34 @@ pub async fn produce_with_codec(
                 )
             }
         };
-        let mut record = FutureRecord::to(topic).key(&key[..]).payload(&payload).timestamp(event.timestamp_ms());
+        let pending = Pending { topic, key, payload, timestamp_ms: event.timestamp_ms(), slow, kind, attempt: 1 };
         let delivery = loop {
-            match producer.send_result(record) {
+            match pending.send(&producer) {
                 Ok(delivery) => break delivery,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     // librdkafka's queue is full: wait for some deliveries, then retry.
                     crate::metrics::error(kind, "queue_full");
-                    record = back;
                     match in_flight.next().await {
-                        Some(done) => settle(done, &mut truth)?,
+                        Some(done) => settle(done, &mut truth, &producer, &mut in_flight).await?,
                         None => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
-                Err((e, _)) => {
+                Err(e) => {
                     crate::metrics::error(kind, "enqueue");
                     return Err(ProduceError::Kafka(e));
                 }
             }
         };
-        in_flight.push(async move { (delivery.await, slow, kind) });
+        in_flight.push(awaited(delivery, pending));
         sent += 1;
         // Settle what is already acknowledged, so the truth and the delivery
         // metrics follow the broker rather than the in-flight bound.
         while let Some(Some(done)) = in_flight.next().now_or_never() {
-            settle(done, &mut truth)?;
+            settle(done, &mut truth, &producer, &mut in_flight).await?;
         }
         while in_flight.len() >= MAX_IN_FLIGHT {
             if let Some(done) = in_flight.next().await {
-                settle(done, &mut truth)?;
+                settle(done, &mut truth, &producer, &mut in_flight).await?;
             }
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
@@ -167,7 +171,7 @@ pub async fn produce_with_codec(
         }
     }
     while let Some(done) = in_flight.next().await {
-        settle(done, &mut truth)?;
+        settle(done, &mut truth, &producer, &mut in_flight).await?;
     }
     producer.flush(Timeout::After(Duration::from_secs(60)))?;
     let rate = sent as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -202,16 +206,116 @@ pub async fn malformed(kafka: &topics::kafka::KafkaConfig, topic: &str, count: u
     Ok(())
 }
 
-type Settled = (Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>, Option<topics::SlowQuery>, TopicKind);
+/// One message until the broker acknowledges it: what a re-send needs.
+struct Pending<'a> {
+    topic: &'a str,
+    key: [u8; 8],
+    payload: Vec<u8>,
+    timestamp_ms: i64,
+    slow: Option<topics::SlowQuery>,
+    kind: TopicKind,
+    attempt: u32,
+}
 
-fn settle((result, slow, kind): Settled, truth: &mut TruthBuilder) -> Result<(), ProduceError> {
-    let delivery = result
-        .map_err(|_| ProduceError::Kafka(KafkaError::Canceled))
-        .and_then(|r| r.map_err(|(e, _)| ProduceError::Kafka(e)))
-        .inspect_err(|_| crate::metrics::error(kind, "delivery"))?;
-    crate::metrics::delivered(kind);
-    if let Some(s) = slow {
-        truth.add_slow(&s, delivery.partition, delivery.offset);
+impl Pending<'_> {
+    fn send(&self, producer: &FutureProducer) -> Result<DeliveryFuture, KafkaError> {
+        let record =
+            FutureRecord::to(self.topic).key(&self.key[..]).payload(&self.payload).timestamp(self.timestamp_ms);
+        producer.send_result(record).map_err(|(e, _)| e)
+    }
+}
+
+type Settled<'a> = (Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>, Pending<'a>);
+type InFlight<'a> = FuturesUnordered<BoxFuture<'a, Settled<'a>>>;
+
+fn awaited<'a>(delivery: DeliveryFuture, pending: Pending<'a>) -> BoxFuture<'a, Settled<'a>> {
+    Box::pin(async move { (delivery.await, pending) })
+}
+
+/// Records an acknowledged message in the truth; sends a refused one again
+/// (after a backoff, longer each attempt) while it has attempts left. A
+/// re-send is sound for the oracle: a refused message the broker stored after
+/// all would sit at an offset the truth never saw, and the check reports it
+/// extra; and it lands after later messages of its key, which only merges
+/// that commute (every rollup and latest merge) leave unchanged: one that did
+/// not would show as a difference, never hide one.
+async fn settle<'a>(
+    (result, pending): Settled<'a>,
+    truth: &mut TruthBuilder,
+    producer: &FutureProducer,
+    in_flight: &mut InFlight<'a>,
+) -> Result<(), ProduceError> {
+    let delivery = match result {
+        Ok(Ok(delivery)) => delivery,
+        Ok(Err((e, _))) if pending.attempt < MAX_ATTEMPTS && resendable(&e) => {
+            crate::metrics::error(pending.kind, "resent");
+            tracing::warn!(error = %e, topic = pending.topic, attempt = pending.attempt, "the broker refused a message; sending it again");
+            tokio::time::sleep(Duration::from_millis(100 << pending.attempt)).await;
+            let again = Pending { attempt: pending.attempt + 1, ..pending };
+            let delivery = loop {
+                match again.send(producer) {
+                    Ok(delivery) => break delivery,
+                    // librdkafka delivers on its own threads: the queue drains
+                    Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await
+                    }
+                    Err(e) => return Err(ProduceError::Kafka(e)),
+                }
+            };
+            in_flight.push(awaited(delivery, again));
+            return Ok(());
+        }
+        Ok(Err((e, _))) => {
+            crate::metrics::error(pending.kind, "delivery");
+            return Err(ProduceError::Kafka(e));
+        }
+        Err(_) => {
+            crate::metrics::error(pending.kind, "delivery");
+            return Err(ProduceError::Kafka(KafkaError::Canceled));
+        }
+    };
+    crate::metrics::delivered(pending.kind);
+    if let Some(s) = &pending.slow {
+        truth.add_slow(s, delivery.partition, delivery.offset);
     }
     Ok(())
+}
+
+/// Broker-side refusals a later send may get past; never a message the
+/// broker can never take (too large, corrupt, not authorised).
+fn resendable(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::Unknown
+                | C::MessageTimedOut
+                | C::RequestTimedOut
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::NetworkException
+                | C::KafkaStorageError
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::OutOfOrderSequenceNumber
+                | C::InvalidProducerEpoch
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_refusal_is_sent_again_a_message_it_can_never_take_is_not() {
+        let refused = |code| KafkaError::MessageProduction(code);
+        assert!(resendable(&refused(RDKafkaErrorCode::Unknown)), "Nisshi's UNKNOWN_SERVER_ERROR (database is locked)");
+        assert!(resendable(&refused(RDKafkaErrorCode::MessageTimedOut)));
+        assert!(!resendable(&refused(RDKafkaErrorCode::MessageSizeTooLarge)));
+        assert!(!resendable(&refused(RDKafkaErrorCode::TopicAuthorizationFailed)));
+        assert!(!resendable(&KafkaError::Canceled));
+    }
 }
