@@ -595,8 +595,45 @@ pub async fn checkpoint_table(
     progress: &TableProgress,
     differences: &[Difference],
 ) -> Result<(), VerifyError> {
+    checkpoint_table_replacing(pool, tbl, old, new, progress, &[], differences).await
+}
+
+/// After a recheck: the differences stored for `forget` (key texts) of the
+/// run are replaced by `differences`, with the progress, in one transaction.
+pub async fn recheck_table(
+    pool: &Pool,
+    tbl: &str,
+    old: &str,
+    new: &str,
+    progress: &TableProgress,
+    forget: &[String],
+    differences: &[Difference],
+) -> Result<(), VerifyError> {
+    checkpoint_table_replacing(pool, tbl, old, new, progress, forget, differences).await
+}
+
+async fn checkpoint_table_replacing(
+    pool: &Pool,
+    tbl: &str,
+    old: &str,
+    new: &str,
+    progress: &TableProgress,
+    forget: &[String],
+    differences: &[Difference],
+) -> Result<(), VerifyError> {
     let mut conn = pool.get_conn().await.map_err(VerifyError::Control)?;
     let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await.map_err(VerifyError::Control)?;
+    for chunk in forget.chunks(200) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut params: Vec<mysql_async::Value> = vec![progress.run_id.into(), tbl.into()];
+        params.extend(chunk.iter().map(|k| k.as_str().into()));
+        tx.exec_drop(
+            format!("DELETE FROM dw_verify_differences WHERE run_id = ? AND tbl = ? AND key_text IN ({marks})"),
+            params,
+        )
+        .await
+        .map_err(VerifyError::Control)?;
+    }
     insert_differences(&mut tx, progress.run_id, differences).await?;
     let key = progress.resume_key.as_ref().map(|k| serde_json::Value::from(k.clone()).to_string());
     tx.exec_drop(

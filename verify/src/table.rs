@@ -4,6 +4,9 @@
 //! After each page the differences found and the last key compared are
 //! committed together, so an interrupted run resumes where it stopped.
 //!
+//! Differences found are read again before the run ends ([`recheck`]): a
+//! key written between the two sides' reads differs by lag alone.
+//!
 //! The merge compares keys as the shards order them: integers by value,
 //! strings and datetimes by their bytes, which is the order of the binary
 //! collations the store's tables use (`utf8mb4_bin`, `ascii_bin`).
@@ -206,7 +209,12 @@ async fn run_with(
         }
     };
     let started = Instant::now();
-    let outcome = merge(config, old, new, control, &mut progress, shutdown).await;
+    let outcome = match merge(config, old, new, control, &mut progress, shutdown).await {
+        Ok((found, true)) if !found.is_empty() => {
+            rechecked(old, new, table, control, &mut progress, found, shutdown).await.map(|d| (d, true))
+        }
+        other => other,
+    };
     let (differences, complete, error) = match outcome {
         Ok((differences, complete)) => (differences, complete, None),
         Err(e) => (Vec::new(), false, Some(e)),
@@ -238,6 +246,42 @@ async fn run_with(
         return Err(e);
     }
     Ok(TableOutcome { run, differences, complete, resumed })
+}
+
+/// The differences of a finished merge that stand once read again; the
+/// run's stored differences and count follow. If the recheck cannot read
+/// (a shard down), the differences stand as found.
+async fn rechecked(
+    old: &Side,
+    new: &Side,
+    table: &TableSpec,
+    control: &mysql_async::Pool,
+    progress: &mut TableProgress,
+    found: Vec<Difference>,
+    shutdown: &CancellationToken,
+) -> Result<Vec<Difference>, VerifyError> {
+    let keys: Vec<String> = found.iter().map(|d| d.key.clone()).collect();
+    let count = found.len();
+    let result = match recheck::recheck(old, new, table, found.clone(), shutdown).await {
+        Ok(result) => result,
+        Err(VerifyError::Cancelled) => return Err(VerifyError::Cancelled),
+        Err(error) => {
+            tracing::warn!(table = %table.name, %error, "cannot read the differing keys again: they stand as found");
+            return Ok(found);
+        }
+    };
+    tracing::info!(
+        table = %table.name,
+        found = keys.len(),
+        resolved = result.resolved,
+        moving = result.moving,
+        different = result.different.len(),
+        "differing keys read again"
+    );
+    let before = progress.differences;
+    progress.differences = before.saturating_sub(count as u64) + result.different.len() as u64;
+    history::recheck_table(control, &table.name, old.name(), new.name(), progress, &keys, &result.different).await?;
+    Ok(result.different)
 }
 
 /// The merge loop; returns the differences found and whether it reached the end.
@@ -344,5 +388,6 @@ async fn merge(
     Ok((all, true))
 }
 
+mod recheck;
 #[cfg(test)]
 mod tests;

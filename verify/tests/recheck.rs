@@ -1,7 +1,9 @@
 //! A window that differs on the first read is read again once both clusters
 //! applied the same offsets: one written in between (a late or out-of-order
 //! message one group applied first) is left unsettled, never called
-//! different; one that held still on both sides still is.
+//! different; one that held still on both sides still is. The same for a key
+//! of a full table diff: one a group applies between the two sides' reads is
+//! equal when read again; one that held still is different.
 //!
 //! The old cluster is made one message behind (its fences of one partition
 //! lowered, and a row removed: which message wrote it does not matter, any
@@ -20,6 +22,7 @@ use support::{feed_both, first_row_on_any_shard, on_shard, query_shard, time_tex
 use tokio_util::sync::CancellationToken;
 use verify::diff::DiffKind;
 use verify::history::{RunOutcome, WindowVerdict};
+use verify::table::{run_table, TableConfig};
 use verify::windows::{run_windows, Range, WindowsConfig, WindowsOutcome};
 
 /// A `query_stats_minute` row of the window as an INSERT tuple, with its shard and key.
@@ -52,11 +55,11 @@ async fn rows_read(cluster: &ClusterConfig, shard: usize) -> u64 {
     rows.into_iter().next().unwrap_or(0)
 }
 
-/// Moves every old shard's fence of `partition` by `delta` messages.
-async fn shift_fences(old: &ClusterConfig, partition: i32, delta: i64) {
-    for shard in 0..old.shards.len() {
+/// Moves every shard's fence of `partition` by `delta` messages.
+async fn shift_fences(cluster: &ClusterConfig, partition: i32, delta: i64) {
+    for shard in 0..cluster.shards.len() {
         on_shard(
-            old,
+            cluster,
             shard,
             &format!(
                 "UPDATE dw_offset_fence SET next_offset = next_offset + ({delta}) \
@@ -147,6 +150,90 @@ async fn a_window_written_between_the_reads_is_compared_again_and_a_still_one_is
     for s in 0..old.shards.len() {
         on_shard(old, s, "SET GLOBAL userstat = 0").await;
     }
+    testkit::drop_databases(old).await;
+    testkit::drop_databases(new).await;
+}
+
+/// Stored differences of the newest full diff of `query_patterns` with `key_text`.
+async fn stored_differences(new: &ClusterConfig, key_text: &str) -> u64 {
+    let pools = cluster::pool::ShardPools::new(new);
+    let mut conn = pools.control().expect("control").get_conn().await.expect("control conn");
+    let count: Option<u64> = mysql_async::prelude::Queryable::exec_first(
+        &mut conn,
+        "SELECT COUNT(*) FROM dw_verify_differences WHERE tbl = 'query_patterns' AND key_text = ? AND run_id = \
+         (SELECT MAX(run_id) FROM dw_verify_runs WHERE kind = 'table' AND target = 'query_patterns')",
+        (key_text,),
+    )
+    .await
+    .expect("stored differences");
+    drop(conn);
+    pools.disconnect().await;
+    count.unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_written_between_a_full_diffs_reads_is_read_again_and_a_still_one_is_different() {
+    let fed = feed_both("recheck_tbl", 2000).await;
+    let (old, new) = (&fed.old.config, &fed.new.config);
+    let (shard, (db, fp, last_seen)): (usize, (u64, String, String)) = first_row_on_any_shard(
+        new,
+        "SELECT database_id, fingerprint, CAST(last_seen AS CHAR) FROM query_patterns ORDER BY 1, 2 LIMIT 1",
+    )
+    .await;
+    let key = format!("database_id = {db} AND fingerprint = '{fp}'");
+    let key_text = format!("database_id={db}, fingerprint={fp}");
+    // the new cluster's row as if group B had not applied the pattern's last sighting yet
+    let behind = format!("UPDATE query_patterns SET last_seen = last_seen - INTERVAL 1 SECOND WHERE {key}");
+    let partitions: Vec<i32> = query_shard(
+        new,
+        0,
+        "SELECT kafka_partition FROM dw_offset_fence WHERE topic LIKE '%query-stats' ORDER BY 1 LIMIT 1",
+    )
+    .await;
+    let partition = partitions[0];
+    let config = |restart| TableConfig {
+        old: old.clone(),
+        new: new.clone(),
+        table: verify::spec::table(old, "query_patterns").expect("spec").expect("query_patterns"),
+        page_rows: 50,
+        restart,
+        stop_after_rows: None,
+    };
+
+    // 1. Group B applies the sighting after the diff read the key: the
+    // recheck waits for the new cluster's fences, reads the key again and
+    // finds it equal; the stored difference is gone.
+    on_shard(new, shard, &behind).await;
+    shift_fences(new, partition, -1).await;
+    let run = {
+        let config = config(true);
+        tokio::spawn(async move { run_table(&config, &CancellationToken::new()).await.expect("full diff") })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stored_differences(new, &key_text).await == 0 {
+        assert!(!run.is_finished(), "the diff ended before it recorded the key");
+        assert!(Instant::now() < deadline, "the diff never recorded the key");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    on_shard(new, shard, &format!("UPDATE query_patterns SET last_seen = '{last_seen}' WHERE {key}")).await;
+    shift_fences(new, partition, 1).await;
+    let outcome = run.await.expect("join");
+    assert!(outcome.complete);
+    assert_eq!(outcome.run.outcome, RunOutcome::Equal, "{:#?}", outcome.differences);
+    assert!(outcome.differences.is_empty());
+    assert_eq!(outcome.run.differences, 0);
+    assert_eq!(stored_differences(new, &key_text).await, 0, "the key read equal is no longer stored");
+
+    // 2. A row that stays behind with both clusters at the same offsets holds
+    // still on every read: different, and stored.
+    on_shard(new, shard, &behind).await;
+    let outcome = run_table(&config(true), &CancellationToken::new()).await.expect("full diff");
+    assert_eq!(outcome.run.outcome, RunOutcome::Different);
+    let kinds: Vec<(String, DiffKind)> = outcome.differences.iter().map(|d| (d.key.clone(), d.kind)).collect();
+    assert_eq!(kinds, vec![(key_text.clone(), DiffKind::Changed)]);
+    assert_eq!(outcome.run.differences, 1);
+    assert_eq!(stored_differences(new, &key_text).await, 1);
+
     testkit::drop_databases(old).await;
     testkit::drop_databases(new).await;
 }

@@ -19,7 +19,7 @@
 mod apply;
 pub mod audit;
 mod fences;
-mod key;
+pub(crate) mod key;
 mod locate;
 pub mod render;
 
