@@ -358,3 +358,120 @@ async fn a_broker_that_is_down_is_waited_for_not_a_reason_to_exit() {
     let _ = reader.await;
     assert!(exit.success(), "{exit}\n{}\nnisshi:\n{}", log.lock().expect("log"), nisshi.log());
 }
+
+/// The `[kafka]` file the TLS stack (`compose/local/stack up --tls`) wrote
+/// for its broker's `user`.
+fn stack_kafka_file(user: &str) -> PathBuf {
+    let dir = common::tls_stack_dir();
+    let file = dir.join("clusters/kafka").join(format!("{user}.toml"));
+    assert!(
+        file.exists(),
+        "{} missing: start the TLS stack with its broker: DUALWRITE_STACK_DIR={} \
+         DUALWRITE_STACK_CONF=compose/local/stack-tls.conf compose/local/stack up --tls",
+        file.display(),
+        dir.display()
+    );
+    file
+}
+
+/// A consumer process writing its log to `log`.
+fn spawn_consumer(args: Vec<&str>, log: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(common::consumer_binary())
+        .args(args)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn consumer")
+}
+
+/// SIGTERM, then a clean exit within 60 s.
+async fn stop_consumer(mut child: tokio::process::Child, log: &Path) {
+    let pid = child.id().expect("pid").to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let exit = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("exit").expect("wait");
+    assert!(exit.success(), "consumer: {exit}\n{}", std::fs::read_to_string(log).unwrap_or_default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_stacks_own_broker_carries_every_job_through_the_kafka_files_the_stack_wrote() {
+    // As an operator of the stack would: one user's file per job, nothing else.
+    let [admin, producer, group_a, group_b, cutover] =
+        ["admin", "producer", "group-a", "group-b", "cutover"].map(stack_kafka_file);
+    let work = tempfile::tempdir().expect("tempdir");
+    let prefix = prefix("stack_kafka");
+    create_topics(&admin, &prefix).await;
+    let truth_file = work.path().join("truth.json");
+    let (status, log) = produce(&producer, &prefix, 2000, &truth_file).await;
+    assert!(status.is_some_and(|s| s.success()), "produce: {status:?}\n{log}");
+    let truth = loadtest::truth::Truth::load(&truth_file).expect("ground truth");
+
+    // Group A into old, group B into new: the TLS stack's shards, over TLS too.
+    let old = common::fresh_tls_cluster("old", "stack_kafka").await;
+    let new = common::fresh_tls_cluster("new", "stack_kafka").await;
+    let (name_a, name_b) = (common::unique("g_stack_a"), common::unique("g_stack_b"));
+    let (log_a, log_b) = (work.path().join("group-a.log"), work.path().join("group-b.log"));
+    let a = spawn_consumer(consumer_args(&old.file, &group_a, &prefix, &name_a), &log_a);
+    let b = spawn_consumer(consumer_args(&new.file, &group_b, &prefix, &name_b), &log_b);
+    wait_applied(&old.config, truth.messages, Duration::from_secs(180)).await;
+    wait_applied(&new.config, truth.messages, Duration::from_secs(180)).await;
+    assert_matches_truth(&old.config, &truth).await;
+    assert_matches_truth(&new.config, &truth).await;
+
+    // The cutover's lag gate through its own file: both groups caught up on every partition.
+    let gate_args = [
+        "status",
+        "--json",
+        "--old",
+        old.file.to_str().expect("utf-8 path"),
+        "--new",
+        new.file.to_str().expect("utf-8 path"),
+        "--kafka-config",
+        cutover.to_str().expect("utf-8 path"),
+        "--topic-prefix",
+        &prefix,
+    ];
+    let (status, out) = run_job(&workspace_binary("dualwrite-cutover"), &gate_args, FAIL_FAST).await;
+    assert!(status.is_some_and(|s| s.success()), "cutover status: {status:?}\n{out}");
+    let report: serde_json::Value = serde_json::from_str(pretty_json(&out)).unwrap_or_else(|e| panic!("{e}: {out}"));
+    for side in ["old", "new"] {
+        let partitions = report["inputs"]["lag"]["Ok"][side]["partitions"].as_array().cloned().unwrap_or_default();
+        assert_eq!(partitions.len(), 8, "{side}: two topics of 4 partitions: {}", report["inputs"]["lag"]);
+        // A partition holding no message has no fence (and no lag) to show.
+        assert!(
+            partitions
+                .iter()
+                .all(|p| p["end_offset"].as_i64().is_some() && (p["end_offset"] == 0 || p["lag_messages"] == 0)),
+            "{side}: caught up on every partition: {partitions:?}"
+        );
+        let ends: i64 = partitions.iter().filter_map(|p| p["end_offset"].as_i64()).sum();
+        assert_eq!(
+            u64::try_from(ends).expect("ends"),
+            truth.messages,
+            "{side}: every message produced is on the broker"
+        );
+    }
+    stop_consumer(a, &log_a).await;
+    stop_consumer(b, &log_b).await;
+
+    // No password of the stack's users in any output here, nor in the broker's log.
+    let stack = common::tls_stack_dir();
+    let broker_log = std::fs::read_to_string(stack.join("broker/broker.log")).expect("the stack's broker log");
+    let outputs = [
+        log,
+        out,
+        std::fs::read_to_string(&log_a).unwrap_or_default(),
+        std::fs::read_to_string(&log_b).unwrap_or_default(),
+        broker_log,
+    ];
+    for user in ["admin", "producer", "group-a", "group-b", "cutover"] {
+        let secret =
+            std::fs::read_to_string(stack.join("secrets").join(format!("kafka-{user}"))).expect("password file");
+        assert!(secret.trim().len() >= 16, "a real password for {user}");
+        assert!(outputs.iter().all(|o| !o.contains(secret.trim())), "the password of {user} in a log");
+    }
+    common::drop_databases(&old.config).await;
+    common::drop_databases(&new.config).await;
+}

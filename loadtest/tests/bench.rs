@@ -42,3 +42,63 @@ async fn the_api_line_measures_its_blind_rollup_against_the_insert_ceiling_of_th
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `dualwrite-loadtest bench` against an authenticated Kafka: Nisshi
+/// requiring TLS and SCRAM-SHA-512, the bench given only its user's
+/// `[kafka]` file (`--kafka-config`, as its consumer processes are). Needs
+/// the local stack, Nisshi (`compose/local/nisshi`) and every binary
+/// (`cargo build --release --bins`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_runs_over_tls_and_scram_through_its_users_kafka_file() {
+    use testkit::nisshi::{password, Nisshi, User};
+    let pw = password();
+    let user = User { name: "dualwrite-bench", password: &pw };
+    let nisshi = Nisshi::start_secured(&[&user]);
+    let kafka_file = nisshi.kafka_file("bench", &user, "");
+    let old = testkit::fresh_cluster("old", "bench_tls").await;
+    let new = testkit::fresh_cluster("new", "bench_tls").await;
+    let json = nisshi.dir().join("bench.json");
+    let messages = 2_000u64;
+    let out = tokio::process::Command::new(testkit::workspace_binary("dualwrite-loadtest"))
+        .arg("bench")
+        .arg("--kafka-config")
+        .arg(&kafka_file)
+        .arg("--old")
+        .arg(&old.file)
+        .arg("--new")
+        .arg(&new.file)
+        .args(["--messages", &messages.to_string(), "--insert-rows", "2000", "--json"])
+        .arg(&json)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(900), out).await.expect("bench ended").expect("bench");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "bench: {}\n{text}", out.status);
+    assert!(text.contains(&format!("json: {}", json.display())), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("bench.json")).expect("bench.json parses");
+    assert_eq!(report["messages"], messages);
+    assert!(report["produce_msgs_per_s"].as_f64().is_some_and(|r| r > 0.0), "{report}");
+    assert!(report["raw_consume_msgs_per_s"].as_f64().is_some_and(|r| r > 0.0), "{report}");
+    // kcat would need the password on its argv: skipped on an authenticated broker.
+    assert!(report["kcat_msgs_per_s"].is_null(), "{report}");
+    assert_eq!(report["no_sink"]["messages"], messages, "{report}");
+    // Every group applied every message (the bench ends a run only then, and
+    // fails after 10 minutes) and wrote rows of every table.
+    assert_eq!(report["one_group"]["messages"], messages, "{report}");
+    assert_eq!(report["two_groups"]["messages"], 2 * messages, "{report}");
+    for run in ["one_group", "two_groups"] {
+        assert!(report[run]["rows_per_s"].as_f64().is_some_and(|r| r > 0.0), "{run}: {report}");
+        let tables = report[run]["tables"].as_array().cloned().unwrap_or_default();
+        assert!(!tables.is_empty(), "{run}: {report}");
+        for table in &tables {
+            assert!(table["rows"].as_f64().is_some_and(|r| r > 0.0), "{run}: no rows in {table}");
+        }
+    }
+    assert!(!text.contains(&pw) && !nisshi.log().contains(&pw), "the password in a log");
+    testkit::drop_databases(&old.config).await;
+    testkit::drop_databases(&new.config).await;
+}

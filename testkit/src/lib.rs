@@ -87,6 +87,20 @@ async fn fresh_cluster_from(which: &str, tag: &str, head: &str, extra: &str) -> 
     fresh_cluster_in(&stack_dir(), which, tag, head, extra).await
 }
 
+/// The TLS stack's state dir (`stack up --tls`: shards requiring TLS, and
+/// Nisshi requiring TLS + SCRAM with a `[kafka]` file per job in
+/// `clusters/kafka/`): `DUALWRITE_TLS_STACK_DIR`, else `compose/local/.state-tls`.
+pub fn tls_stack_dir() -> PathBuf {
+    std::env::var_os("DUALWRITE_TLS_STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../compose/local/.state-tls"))
+}
+
+/// [`fresh_cluster`] on the TLS stack: its shards over TLS, the administrator's login.
+pub async fn fresh_tls_cluster(which: &str, tag: &str) -> TestCluster {
+    fresh_cluster_in(&tls_stack_dir(), which, tag, "", "").await
+}
+
 /// [`fresh_cluster_from`] on the stack whose state dir is `stack`.
 pub(crate) async fn fresh_cluster_in(stack: &Path, which: &str, tag: &str, head: &str, extra: &str) -> TestCluster {
     let template_path = stack.join("clusters").join(format!("{which}.toml"));
