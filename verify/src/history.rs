@@ -586,33 +586,9 @@ pub async fn table_progress(
 
 /// Records the differences found since the last checkpoint and the new
 /// resume point in one transaction, so a crash between the two can neither
-/// lose a difference nor record one twice.
+/// lose a difference nor record one twice. After a recheck, the run's stored
+/// differences of the keys in `forget` (key texts) are replaced by these.
 pub async fn checkpoint_table(
-    pool: &Pool,
-    tbl: &str,
-    old: &str,
-    new: &str,
-    progress: &TableProgress,
-    differences: &[Difference],
-) -> Result<(), VerifyError> {
-    checkpoint_table_replacing(pool, tbl, old, new, progress, &[], differences).await
-}
-
-/// After a recheck: the differences stored for `forget` (key texts) of the
-/// run are replaced by `differences`, with the progress, in one transaction.
-pub async fn recheck_table(
-    pool: &Pool,
-    tbl: &str,
-    old: &str,
-    new: &str,
-    progress: &TableProgress,
-    forget: &[String],
-    differences: &[Difference],
-) -> Result<(), VerifyError> {
-    checkpoint_table_replacing(pool, tbl, old, new, progress, forget, differences).await
-}
-
-async fn checkpoint_table_replacing(
     pool: &Pool,
     tbl: &str,
     old: &str,

@@ -280,7 +280,7 @@ async fn rechecked(
     );
     let before = progress.differences;
     progress.differences = before.saturating_sub(count as u64) + result.different.len() as u64;
-    history::recheck_table(control, &table.name, old.name(), new.name(), progress, &keys, &result.different).await?;
+    history::checkpoint_table(control, &table.name, old.name(), new.name(), progress, &keys, &result.different).await?;
     Ok(result.different)
 }
 
@@ -357,7 +357,7 @@ async fn merge(
         bar.set_position(progress.rows_compared);
         let stop = config.stop_after_rows.is_some_and(|limit| this_process >= limit) || shutdown.is_cancelled();
         if since_checkpoint >= page || stop {
-            history::checkpoint_table(control, &table.name, old.name(), new.name(), progress, &pending).await?;
+            history::checkpoint_table(control, &table.name, old.name(), new.name(), progress, &[], &pending).await?;
             all.append(&mut pending);
             since_checkpoint = 0;
         }
@@ -382,7 +382,7 @@ async fn merge(
         }
     }
     progress.done = true;
-    history::checkpoint_table(control, &table.name, old.name(), new.name(), progress, &pending).await?;
+    history::checkpoint_table(control, &table.name, old.name(), new.name(), progress, &[], &pending).await?;
     all.append(&mut pending);
     bar.finish_and_clear();
     Ok((all, true))
