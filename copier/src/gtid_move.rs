@@ -16,7 +16,11 @@
 //!    heartbeat, when nothing follows yet, gives the end).
 //!
 //! A server that has not applied the GTID yet (a lagging replica) refuses
-//! the dump (1236): the stream retries, so it waits for the replica. Only
+//! the dump (1236): the stream retries, so it waits for the replica. One
+//! that refuses it although its binlog position is already past it (its
+//! `@@gtid_binlog_pos` in the GTID's domain at or beyond the sequence
+//! number) purged the binlog holding it: that stops the stream with the
+//! purged-binlog remedy, as a purged file does. Only
 //! single-domain GTIDs are translated (the fence keeps one GTID, the last
 //! applied); a multi-domain state stops the stream with the remedy
 //! (`dualwrite-copier reset`, or read the server the stream started on).
@@ -50,6 +54,7 @@ pub async fn translate(
     conn: &mut Conn,
     opts: &Opts,
     fences: &mut [Fence],
+    table: &str,
     source_shard: &str,
 ) -> Result<usize, CopierError> {
     let mut moved = 0;
@@ -82,7 +87,17 @@ pub async fn translate(
                 ),
             });
         }
-        let to = position_after(opts, &fence.gtid, source_shard).await?;
+        let to = match position_after(opts, &fence.gtid, source_shard).await {
+            Err(CopierError::GtidNotYet { why, .. }) if server_past(conn, &fence.gtid).await? => {
+                return Err(CopierError::BinlogPurged {
+                    table: table.to_owned(),
+                    source_shard: source_shard.to_owned(),
+                    position: format!("{position} (GTID {})", fence.gtid),
+                    message: why,
+                })
+            }
+            other => other?,
+        };
         tracing::info!(
             source_shard,
             gtid = %fence.gtid,
@@ -95,6 +110,24 @@ pub async fn translate(
         moved += 1;
     }
     Ok(moved)
+}
+
+/// Whether the server's binlog has reached `gtid` (single-domain) already:
+/// its `@@gtid_binlog_pos` holds the GTID's domain at or past its sequence number.
+async fn server_past(conn: &mut Conn, gtid: &str) -> Result<bool, CopierError> {
+    let pos: Option<String> = conn.query_first("SELECT @@gtid_binlog_pos").await?;
+    Ok(past(pos.as_deref().unwrap_or(""), gtid))
+}
+
+/// [`server_past`] on the texts: `binlog_pos` a MariaDB GTID list.
+fn past(binlog_pos: &str, gtid: &str) -> bool {
+    let parse = |g: &str| -> Option<(u64, u64)> {
+        let mut parts = g.trim().split('-');
+        let (domain, _server, seq) = (parts.next()?, parts.next()?, parts.next()?);
+        Some((domain.parse().ok()?, seq.parse().ok()?))
+    };
+    let Some((domain, seq)) = parse(gtid) else { return false };
+    binlog_pos.split(',').filter_map(parse).any(|(d, s)| d == domain && s >= seq)
 }
 
 /// Where this server's binlog continues after GTID `gtid` (module docs, step 2).
@@ -151,7 +184,17 @@ async fn position_after(opts: &Opts, gtid: &str, source_shard: &str) -> Result<P
 
 #[cfg(test)]
 mod tests {
-    use super::single_domain;
+    use super::{past, single_domain};
+
+    #[test]
+    fn a_server_is_past_a_gtid_of_its_domain_at_or_beyond_its_sequence_number() {
+        assert!(past("0-13301-11900", "0-13301-11812"), "purged: the server wrote past it");
+        assert!(past("0-13301-11812", "0-13301-11812"));
+        assert!(past("1-5-3,0-13301-12000", "0-13301-11812"));
+        assert!(!past("0-13301-11000", "0-13301-11812"), "a replica behind: not yet");
+        assert!(!past("1-5-99999", "0-13301-11812"), "another domain says nothing");
+        assert!(!past("", "0-13301-11812"));
+    }
 
     #[test]
     fn only_single_domain_gtids_translate() {

@@ -147,7 +147,8 @@ impl Stream {
             // Fences written while reading another server of this shard
             // (primary <-> replica) are re-pointed through their GTIDs.
             let mut conn = self.source_pool.get_conn().await?;
-            crate::gtid_move::translate(&mut conn, &self.source_opts, &mut fences, &self.source_shard).await?;
+            crate::gtid_move::translate(&mut conn, &self.source_opts, &mut fences, &self.table, &self.source_shard)
+                .await?;
         }
         let mut run = Run::new(self, fences);
         tracing::info!(
