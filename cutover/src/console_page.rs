@@ -34,13 +34,15 @@ fn covered_from(ms: Option<i64>) -> String {
     }
 }
 
-/// A partition's owner: the live member, `none` when no live member holds
-/// it, `?` when the members' heartbeats could not be read.
-fn owner(g: &GroupLag, p: &PartitionLag) -> String {
+/// A partition's owner cell: the live member, `none` when no live member
+/// holds it (red while it lags: the liveness failure to look for first), `?`
+/// when the members' heartbeats could not be read.
+fn owner_cell(g: &GroupLag, p: &PartitionLag) -> String {
     match (&p.owner, &g.owners_unknown) {
-        (Some(member), _) => escape(member),
-        (None, None) => "none".to_owned(),
-        (None, Some(_)) => "?".to_owned(),
+        (Some(member), _) => format!("<td>{}</td>", escape(member)),
+        (None, Some(_)) => "<td>?</td>".to_owned(),
+        (None, None) if p.lag_messages.unwrap_or(0) > 0 => "<td class=\"fail\">none</td>".to_owned(),
+        (None, None) => "<td>none</td>".to_owned(),
     }
 }
 
@@ -317,16 +319,11 @@ fn lag(out: &mut String, f: &Facts) {
             for p in &g.partitions {
                 let _ = write!(
                     out,
-                    "<tr><td>{}</td><td>{}/{}</td><td{}>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}/{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     escape(&g.cluster),
                     escape(&p.topic),
                     p.partition,
-                    if p.owner.is_none() && g.owners_unknown.is_none() && p.lag_messages.unwrap_or(0) > 0 {
-                        " class=\"fail\""
-                    } else {
-                        ""
-                    },
-                    owner(g, p),
+                    owner_cell(g, p),
                     p.end_offset,
                     opt(p.next_offset),
                     opt(p.lag_messages),
@@ -373,6 +370,31 @@ fn by(changed_by: &str, db_user: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owner_cell_names_the_live_member_and_flags_a_lagging_partition_nobody_holds() {
+        let part = |owner: Option<&str>, lag: i64| PartitionLag {
+            topic: "query-stats".into(),
+            partition: 3,
+            end_offset: 100 + lag,
+            next_offset: Some(100),
+            lag_messages: Some(lag),
+            lag_seconds: Some(1.0),
+            covered_from_ms: Some(0),
+            owner: owner.map(str::to_owned),
+        };
+        let group = |unknown: Option<&str>| GroupLag {
+            cluster: "old".into(),
+            partitions: vec![],
+            owners_unknown: unknown.map(str::to_owned),
+        };
+        let (known, unknown) = (group(None), group(Some("members' heartbeats of cluster old: denied")));
+        assert_eq!(owner_cell(&known, &part(Some("host-a:7<b>"), 5)), "<td>host-a:7&lt;b&gt;</td>");
+        assert_eq!(owner_cell(&known, &part(None, 5)), "<td class=\"fail\">none</td>");
+        assert_eq!(owner_cell(&known, &part(None, 0)), "<td>none</td>", "caught up: nothing to own");
+        assert_eq!(owner_cell(&unknown, &part(None, 5)), "<td>?</td>", "unknown is not none");
+        assert_eq!(owner_cell(&unknown, &part(Some("host-a:7"), 5)), "<td>host-a:7</td>");
+    }
 
     #[test]
     fn a_partition_applied_from_its_first_offset_is_covered_from_the_beginning() {
