@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use rdkafka::config::ClientConfig;
@@ -226,10 +225,27 @@ impl Pending<'_> {
 }
 
 type Settled<'a> = (Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>, Pending<'a>);
-type InFlight<'a> = FuturesUnordered<BoxFuture<'a, Settled<'a>>>;
+type InFlight<'a> = FuturesUnordered<Awaited<'a>>;
 
-fn awaited<'a>(delivery: DeliveryFuture, pending: Pending<'a>) -> BoxFuture<'a, Settled<'a>> {
-    Box::pin(async move { (delivery.await, pending) })
+/// A message's delivery with the message kept for a re-send: a named future,
+/// so the in-flight set holds it without a box per message.
+struct Awaited<'a> {
+    delivery: DeliveryFuture,
+    pending: Option<Pending<'a>>,
+}
+
+fn awaited(delivery: DeliveryFuture, pending: Pending<'_>) -> Awaited<'_> {
+    Awaited { delivery, pending: Some(pending) }
+}
+
+impl<'a> std::future::Future for Awaited<'a> {
+    type Output = Settled<'a>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Settled<'a>> {
+        let result = std::task::ready!(std::pin::Pin::new(&mut self.delivery).poll(cx));
+        let pending = self.pending.take().expect("an Awaited is not polled after it completed");
+        std::task::Poll::Ready((result, pending))
+    }
 }
 
 /// Records an acknowledged message in the truth; sends a refused one again
