@@ -7,9 +7,10 @@
 
 SD_ENTRIES=()
 
-# A free TCP port on 127.0.0.1 (the kernel picks it; the process binds it next).
+# A free TCP port on 127.0.0.1 below the ephemeral range (lowport.py says
+# why); the process binds it next.
 free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+	python3 "$(dirname "${BASH_SOURCE[0]}")/lowport.py"
 }
 
 # sd_add RUN JOB HOST:PORT [label=value ...]: one scrape target with its labels.

@@ -36,9 +36,39 @@ pub fn password() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A port nothing listens on right now (bound, then released).
+/// A port nothing listens on right now (bound, then released), below the
+/// ephemeral range (32768 and up here), away from the stacks' bases
+/// (13300-14499) and from the soak's broker (26000-29999). A port the kernel hands out for binding to port 0 is an
+/// ephemeral one: until the server binds it, an outgoing connection may be
+/// given it as its local port, and a connection to it from 127.0.0.1 may
+/// connect to itself (TCP simultaneous open) and look like a listener.
+/// Ports are taken in turn from a random start, so two calls in one test
+/// process never return the same port while neither is bound yet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 4];
+        ring::rand::SystemRandom::new().fill(&mut bytes).expect("random");
+        AtomicU32::new(u32::from_be_bytes(bytes))
+    });
+    for _ in 0..PORTS {
+        let port = 20_000 + u16::try_from(next.fetch_add(1, Ordering::Relaxed) % PORTS).expect("below 6000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-25999");
+}
+
+/// How many ports [`free_port`] takes from (20000 and up).
+const PORTS: u32 = 6_000;
+
+/// Whether something listens on `addr`: a connection that is not to itself.
+fn listening(addr: &str) -> bool {
+    std::net::TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }
 
 /// A running broker in a temporary directory (storage, certificates, log),
@@ -92,7 +122,10 @@ impl Nisshi {
     pub fn start_secured(users: &[&User<'_>]) -> Self {
         let mut broker = Self::start();
         for user in users {
-            create_user(&broker.bootstrap, user);
+            if let Err(e) = create_user(&broker.bootstrap, user) {
+                let status = broker.child.as_mut().map(Child::try_wait);
+                panic!("creating user {}: {e}; nisshi: {status:?}; log:\n{}", user.name, broker.log());
+            }
         }
         broker.stop();
         let tls = broker.dir.path().join("tls");
@@ -139,12 +172,15 @@ impl Nisshi {
         let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().expect("spawn nisshi");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&self.bootstrap).is_err() {
+        while !listening(&self.bootstrap) {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("nisshi exited ({status}) before listening; log:\n{}", self.log());
             }
             assert!(Instant::now() < deadline, "nisshi did not start listening; log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            panic!("nisshi exited ({status}) right after listening; log:\n{}", self.log());
         }
     }
 
@@ -282,7 +318,7 @@ fn make_server_cert(dir: &Path, ca: &Path) {
 
 /// Creates (or replaces) a SCRAM-SHA-512 user over the Kafka protocol:
 /// AlterUserScramCredentials v0, the salted password computed here.
-pub fn create_user(bootstrap: &str, user: &User<'_>) {
+fn create_user(bootstrap: &str, user: &User<'_>) -> std::io::Result<()> {
     use ring::rand::SecureRandom;
     const ITERATIONS: u32 = 8192;
     let mut salt = [0u8; 32];
@@ -314,15 +350,15 @@ pub fn create_user(bootstrap: &str, user: &User<'_>) {
     compact_bytes(&mut body, &salted);
     body.push(0);
     body.push(0);
-    let mut stream = std::net::TcpStream::connect(bootstrap).expect("connect to nisshi");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut stream = std::net::TcpStream::connect(bootstrap)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut frame = i32::try_from(body.len()).expect("small").to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
-    stream.write_all(&frame).expect("send AlterUserScramCredentials");
+    stream.write_all(&frame)?;
     let mut size = [0u8; 4];
-    stream.read_exact(&mut size).expect("response size");
+    stream.read_exact(&mut size)?;
     let mut response = vec![0u8; usize::try_from(i32::from_be_bytes(size)).expect("size")];
-    stream.read_exact(&mut response).expect("response");
+    stream.read_exact(&mut response)?;
     // Header v1: correlation id, tags (0); then throttle, results[1]: user, error code.
     let mut at = 4 + 1 + 4;
     assert_eq!(response[at], 2, "one result: {response:?}");
@@ -331,6 +367,7 @@ pub fn create_user(bootstrap: &str, user: &User<'_>) {
     at += 1 + name_len;
     let code = i16::from_be_bytes([response[at], response[at + 1]]);
     assert_eq!(code, 0, "creating user {}: error code {code}", user.name);
+    Ok(())
 }
 
 /// A compact (varint length + 1) byte string; lengths here are below 127.
