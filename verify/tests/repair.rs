@@ -329,3 +329,157 @@ async fn repairs_every_divergence_while_the_groups_apply_late_messages() {
     testkit::drop_databases(old).await;
     testkit::drop_databases(new).await;
 }
+
+/// After a rollback the new cluster holds the truth: `repair --from new`
+/// rewrites the old cluster (4 shards) from the new one (8), each kind of
+/// divergence (a count changed, a row missing, an extra row, a row on a shard
+/// that does not own it, a `latest` row's text), and leaves the new cluster
+/// as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repairs_the_old_cluster_from_the_new_one() {
+    let support::Fed { old: old_cluster, new: new_cluster, broker: _broker, start } =
+        feed_both("repair_from_new", 3000).await;
+    let (old, new) = (&old_cluster.config, &new_cluster.config);
+    let (from, to) = (start, start + 3600);
+    assert_eq!(windows(old, new, from, to, false).await.run.outcome, RunOutcome::Equal);
+    let w0 = format!("window_start = '{}'", time_text(from));
+    let is = |db: u64, fp: &str| format!("database_id = {db} AND fingerprint = '{fp}'");
+    let first_key = |shard: usize| {
+        let sql = format!("SELECT database_id, fingerprint FROM query_stats_minute WHERE {w0} ORDER BY 1, 2 LIMIT 1");
+        async move { query_shard::<(u64, String)>(old, shard, &sql).await.remove(0) }
+    };
+    let count_on = |cluster: &'static str, db: u64, fp: String| {
+        let c = if cluster == "old" { old } else { new };
+        let sql = format!("SELECT query_count FROM query_stats_minute WHERE {} AND {w0}", is(db, &fp));
+        async move { query_shard::<u64>(c, c.shard_index_for_database_id(db), &sql).await }
+    };
+    let new_rows = || async {
+        let mut total = 0u64;
+        for shard in 0..new.shards.len() {
+            total += query_shard::<u64>(new, shard, "SELECT COUNT(*) FROM query_stats_minute").await[0];
+        }
+        total
+    };
+    let new_rows_before = new_rows().await;
+
+    // 1. A count changed (old shard 0).
+    let (db, fp) = first_key(0).await;
+    on_shard(
+        old,
+        0,
+        &format!("UPDATE query_stats_minute SET query_count = query_count + 5 WHERE {} AND {w0}", is(db, &fp)),
+    )
+    .await;
+    let counted = (db, fp);
+    // 2. A row missing (old shard 1).
+    let (db, fp) = first_key(1).await;
+    on_shard(old, 1, &format!("DELETE FROM query_stats_minute WHERE {} AND {w0}", is(db, &fp))).await;
+    let missing = (db, fp);
+    // 3. A row moved from old shard 2 to shard 3, which does not own it.
+    let (db, fp) = first_key(2).await;
+    let image: Vec<String> = query_shard(
+        old,
+        2,
+        &format!(
+            "SELECT CONCAT_WS(',', database_id, QUOTE(fingerprint), QUOTE(window_start), CONCAT('0x', HEX(keyspace_id)), \
+             query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, \
+             CONCAT('0x', HEX(latency_sketch))) FROM query_stats_minute WHERE {} AND {w0}",
+            is(db, &fp)
+        ),
+    )
+    .await;
+    on_shard(old, 2, &format!("DELETE FROM query_stats_minute WHERE {} AND {w0}", is(db, &fp))).await;
+    on_shard(old, 3, &format!("INSERT INTO query_stats_minute VALUES ({})", image[0])).await;
+    let misplaced = (db, fp);
+    // 4. An extra row in the hour, on its owner.
+    let extra_db = 4_242_424_243u64;
+    on_shard(
+        old,
+        old.shard_index_for_database_id(extra_db),
+        &format!(
+            "INSERT INTO query_stats_hour VALUES ({extra_db}, 'feedfacefeedface', '{}', X'{}', 1, 2, 3, 4, 5, 0, X'00')",
+            time_text(from),
+            ksid_hex(extra_db)
+        ),
+    )
+    .await;
+    // 5. A latest row's text.
+    let (pdb, pfp) = counted.clone();
+    on_shard(
+        old,
+        old.shard_index_for_database_id(pdb),
+        &format!(
+            "UPDATE query_patterns SET normalized_sql = CONCAT('-- edited ', normalized_sql) WHERE {}",
+            is(pdb, &pfp)
+        ),
+    )
+    .await;
+
+    let diverged = windows(old, new, from, to, true).await;
+    assert_eq!(diverged.run.outcome, RunOutcome::Different);
+    let kinds: BTreeMap<DiffKind, usize> = diverged.differences.iter().fold(BTreeMap::new(), |mut m, d| {
+        *m.entry(d.kind).or_default() += 1;
+        m
+    });
+    assert_eq!(kinds.get(&DiffKind::Misplaced), Some(&1), "{kinds:?}");
+    let table_config = TableConfig {
+        old: old.clone(),
+        new: new.clone(),
+        table: verify::spec::table(old, "query_patterns").expect("spec").expect("query_patterns"),
+        page_rows: 1000,
+        restart: true,
+        stop_after_rows: None,
+    };
+    let patterns = run_table(&table_config, &CancellationToken::new()).await.expect("table run");
+    assert_eq!(patterns.differences.len(), 1, "{:#?}", patterns.differences);
+
+    let repair = |run_id| RepairConfig {
+        old: old.clone(),
+        new: new.clone(),
+        run_id,
+        table: None,
+        window: None,
+        dry_run: false,
+        from: Authority::New,
+        topic_prefix: None,
+        wait: Duration::from_secs(30),
+        reverify: true,
+    };
+    let repaired = run_repair(&repair(diverged.run.run_id), &CancellationToken::new()).await.expect("repair");
+    let repaired_patterns =
+        run_repair(&repair(patterns.run.run_id), &CancellationToken::new()).await.expect("repair latest");
+    eprintln!("repair from new: {}", serde_json::to_string(&repaired).expect("json"));
+    assert_eq!((repaired.source.as_str(), repaired.target.as_str()), ("new", old.name.as_str()));
+    assert!(repaired.complete(), "{repaired:?}");
+    assert!(repaired_patterns.complete(), "{repaired_patterns:?}");
+    for action in ["replaced", "inserted", "deleted", "moved"] {
+        assert!(repaired.actions.contains_key(action), "no key {action}: {:?}", repaired.actions);
+    }
+    assert_eq!(repaired_patterns.actions.get("replaced").copied(), Some(1));
+
+    // The old cluster now holds the new one's rows, each on its owner.
+    let (db, fp) = counted;
+    assert_eq!(count_on("old", db, fp.clone()).await, count_on("new", db, fp).await);
+    let (db, fp) = missing;
+    assert_eq!(count_on("old", db, fp.clone()).await.len(), 1);
+    let (db, fp) = misplaced;
+    let stray: Vec<u64> =
+        query_shard(old, 3, &format!("SELECT COUNT(*) FROM query_stats_minute WHERE {} AND {w0}", is(db, &fp))).await;
+    assert_eq!(stray, [0], "the copy on the shard that does not own it is gone");
+    assert_eq!(count_on("old", db, fp).await.len(), 1);
+    // Audited under the new cluster's authority; the new cluster untouched.
+    let pools = ShardPools::new(new);
+    let control = pools.control().expect("control").clone();
+    let rows = audit::keys_of_run(&control, diverged.run.run_id, "new").await.expect("audit");
+    assert!(rows.iter().any(|r| r.state == KeyState::Repaired), "{rows:?}");
+    assert!(audit::keys_of_run(&control, diverged.run.run_id, "old").await.expect("audit").is_empty());
+    assert_eq!(new_rows().await, new_rows_before, "the source cluster is not written");
+    let after = windows(old, new, from, to, true).await;
+    assert_eq!(after.run.outcome, RunOutcome::Equal, "{:#?}", after.differences);
+    let table_after = run_table(&table_config, &CancellationToken::new()).await.expect("table run");
+    assert_eq!(table_after.run.outcome, RunOutcome::Equal, "{:#?}", table_after.differences);
+
+    pools.disconnect().await;
+    testkit::drop_databases(old).await;
+    testkit::drop_databases(new).await;
+}
