@@ -93,19 +93,7 @@ async fn repairs_every_divergence_while_the_groups_apply_late_messages() {
     // 4. A row on a shard that does not own it.
     let (s, db, fp) = picked[3].clone();
     let wrong = (s + 1) % new.shards.len();
-    let image: Vec<String> = query_shard(
-        new,
-        s,
-        &format!(
-            "SELECT CONCAT_WS(',', database_id, QUOTE(fingerprint), QUOTE(window_start), CONCAT('0x', HEX(keyspace_id)), \
-             query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, \
-             CONCAT('0x', HEX(latency_sketch))) FROM query_stats_minute WHERE {} AND {w0}",
-            is(db, &fp)
-        ),
-    )
-    .await;
-    on_shard(new, s, &format!("DELETE FROM query_stats_minute WHERE {} AND {w0}", is(db, &fp))).await;
-    on_shard(new, wrong, &format!("INSERT INTO query_stats_minute VALUES ({})", image[0])).await;
+    move_minute_row(new, s, wrong, &format!("{} AND {w0}", is(db, &fp))).await;
     let misplaced = (wrong, db, fp);
     // 5. An extra row in the hour, on its owner.
     let extra_db = 4_242_424_242u64;
@@ -377,19 +365,7 @@ async fn repairs_the_old_cluster_from_the_new_one() {
     let missing = (db, fp);
     // 3. A row moved from old shard 2 to shard 3, which does not own it.
     let (db, fp) = first_key(2).await;
-    let image: Vec<String> = query_shard(
-        old,
-        2,
-        &format!(
-            "SELECT CONCAT_WS(',', database_id, QUOTE(fingerprint), QUOTE(window_start), CONCAT('0x', HEX(keyspace_id)), \
-             query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, \
-             CONCAT('0x', HEX(latency_sketch))) FROM query_stats_minute WHERE {} AND {w0}",
-            is(db, &fp)
-        ),
-    )
-    .await;
-    on_shard(old, 2, &format!("DELETE FROM query_stats_minute WHERE {} AND {w0}", is(db, &fp))).await;
-    on_shard(old, 3, &format!("INSERT INTO query_stats_minute VALUES ({})", image[0])).await;
+    move_minute_row(old, 2, 3, &format!("{} AND {w0}", is(db, &fp))).await;
     let misplaced = (db, fp);
     // 4. An extra row in the hour, on its owner.
     let extra_db = 4_242_424_243u64;
@@ -482,4 +458,22 @@ async fn repairs_the_old_cluster_from_the_new_one() {
     pools.disconnect().await;
     testkit::drop_databases(old).await;
     testkit::drop_databases(new).await;
+}
+
+/// Moves the `query_stats_minute` row matching `condition` from shard `from`
+/// to shard `to` of `cluster` (the row image read, deleted, inserted).
+async fn move_minute_row(cluster: &cluster::config::ClusterConfig, from: usize, to: usize, condition: &str) {
+    let image: Vec<String> = query_shard(
+        cluster,
+        from,
+        &format!(
+            "SELECT CONCAT_WS(',', database_id, QUOTE(fingerprint), QUOTE(window_start), CONCAT('0x', HEX(keyspace_id)), \
+             query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, \
+             CONCAT('0x', HEX(latency_sketch))) FROM query_stats_minute WHERE {condition}"
+        ),
+    )
+    .await;
+    assert_eq!(image.len(), 1, "one row where {condition}");
+    on_shard(cluster, from, &format!("DELETE FROM query_stats_minute WHERE {condition}")).await;
+    on_shard(cluster, to, &format!("INSERT INTO query_stats_minute VALUES ({})", image[0])).await;
 }
