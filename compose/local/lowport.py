@@ -6,7 +6,8 @@ the server binds it, an outgoing connection may be given it as its local
 port, and a connection to it from 127.0.0.1 may connect to itself (TCP
 simultaneous open) and look like a listener. Ports here lie in 20000-25999:
 below the ephemeral range (32768 and up), away from the stacks' bases
-(13300-14499) and from the soak's broker (26000-29999).
+(13300-14499) and from the soak's broker (26000-29999). The Rust side
+(the bench, the tests) is `loadtest::ports`.
 
 As a script (`python3 lowport.py`, what targets.sh's free_port runs) it
 prints one port, starting from its own pid so that a shell's successive
@@ -35,8 +36,8 @@ def _bindable(port):
 def free_port(start=None):
     """A port nothing listens on now; successive calls in one process take
     ports in turn, so two are never the same while neither is bound yet."""
-    for _ in range(COUNT):
-        port = LOW + ((next(_next) if start is None else start + _) % COUNT)
+    for i in range(COUNT):
+        port = LOW + ((next(_next) if start is None else start + i) % COUNT)
         if _bindable(port):
             return port
     raise RuntimeError(f"no free port in {LOW}-{LOW + COUNT - 1}")

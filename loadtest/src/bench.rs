@@ -297,7 +297,7 @@ async fn consume(config: &Spawn, runs: &[(&PathBuf, &ClusterConfig, String)]) ->
         cluster::schema::apply(&scratch, chrono::Utc::now().timestamp())
             .await
             .map_err(|e| BenchError::Setup(e.to_string()))?;
-        let port = free_port()?;
+        let port = crate::ports::free_port().map_err(|e| BenchError::Setup(e.to_string()))?;
         let child = tokio::process::Command::new(&config.consumer_bin)
             .args(["run", "--group", db, "--cluster"])
             .arg(file)
@@ -390,27 +390,6 @@ async fn consume(config: &Spawn, runs: &[(&PathBuf, &ClusterConfig, String)]) ->
 
 async fn drop_databases(cluster: &ClusterConfig) -> Result<(), BenchError> {
     cluster::schema::drop(cluster, true).await.map_err(|e| BenchError::Setup(e.to_string()))
-}
-
-/// A port for a consumer's metrics, below the ephemeral range (32768 and up
-/// here): a port the kernel hands out for binding to port 0 may, until the
-/// consumer binds it, be given to an outgoing connection, or let the bench's
-/// scrape connect to itself. Taken in turn from this process's pid, so the
-/// consumers of one run never share one.
-fn free_port() -> Result<u16, BenchError> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    const LOW: u32 = 20_000;
-    const COUNT: u32 = 6_000;
-    for _ in 0..COUNT {
-        let turn = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port =
-            u16::try_from(LOW + (std::process::id().wrapping_mul(37).wrapping_add(turn)) % COUNT).expect("below 26000");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err(BenchError::Setup(format!("no free port in {LOW}-{}", LOW + COUNT - 1)))
 }
 
 /// Sum of a Prometheus counter's series (whose labels contain every `filters`) from a `/metrics` page.

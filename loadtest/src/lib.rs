@@ -5,6 +5,7 @@ pub mod api;
 pub mod bench;
 pub mod check;
 pub mod metrics;
+pub mod ports;
 pub mod produce;
 pub mod truth;
 pub mod workload;

@@ -36,39 +36,10 @@ pub fn password() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A port nothing listens on right now (bound, then released), below the
-/// ephemeral range (32768 and up here), away from the stacks' bases
-/// (13300-14499) and from the soak's broker (26000-29999). A port the kernel hands out for binding to port 0 is an
-/// ephemeral one: until the server binds it, an outgoing connection may be
-/// given it as its local port, and a connection to it from 127.0.0.1 may
-/// connect to itself (TCP simultaneous open) and look like a listener.
-/// Ports are taken in turn from a random start, so two calls in one test
-/// process never return the same port while neither is bound yet.
+/// A port nothing is bound to right now, below the ephemeral range
+/// ([`loadtest::ports`] says why).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::OnceLock;
-    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
-    let next = NEXT.get_or_init(|| {
-        use ring::rand::SecureRandom;
-        let mut bytes = [0u8; 4];
-        ring::rand::SystemRandom::new().fill(&mut bytes).expect("random");
-        AtomicU32::new(u32::from_be_bytes(bytes))
-    });
-    for _ in 0..PORTS {
-        let port = 20_000 + u16::try_from(next.fetch_add(1, Ordering::Relaxed) % PORTS).expect("below 6000");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 20000-25999");
-}
-
-/// How many ports [`free_port`] takes from (20000 and up).
-const PORTS: u32 = 6_000;
-
-/// Whether something listens on `addr`: a connection that is not to itself.
-fn listening(addr: &str) -> bool {
-    std::net::TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+    loadtest::ports::free_port().expect("free port")
 }
 
 /// A running broker in a temporary directory (storage, certificates, log),
@@ -172,7 +143,7 @@ impl Nisshi {
         let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().expect("spawn nisshi");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !listening(&self.bootstrap) {
+        while std::net::TcpStream::connect(&self.bootstrap).is_err() {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("nisshi exited ({status}) before listening; log:\n{}", self.log());
             }
