@@ -336,19 +336,17 @@ async fn repairs_the_old_cluster_from_the_new_one() {
         let sql = format!("SELECT database_id, fingerprint FROM query_stats_minute WHERE {w0} ORDER BY 1, 2 LIMIT 1");
         async move { query_shard::<(u64, String)>(old, shard, &sql).await.remove(0) }
     };
-    let count_on = |cluster: &'static str, db: u64, fp: String| {
-        let c = if cluster == "old" { old } else { new };
-        let sql = format!("SELECT query_count FROM query_stats_minute WHERE {} AND {w0}", is(db, &fp));
-        async move { query_shard::<u64>(c, c.shard_index_for_database_id(db), &sql).await }
-    };
-    let new_rows = || async {
-        let mut total = 0u64;
+    // Every table of every new shard, by CHECKSUM TABLE (the server's own
+    // reading, no code of the comparators').
+    let new_checksums = || async {
+        let mut out = Vec::new();
         for shard in 0..new.shards.len() {
-            total += query_shard::<u64>(new, shard, "SELECT COUNT(*) FROM query_stats_minute").await[0];
+            let sql = "CHECKSUM TABLE query_stats_minute, query_stats_hour, query_patterns, slow_queries";
+            out.extend(query_shard::<(String, Option<u64>)>(new, shard, sql).await.into_iter().map(|t| (shard, t)));
         }
-        total
+        out
     };
-    let new_rows_before = new_rows().await;
+    let new_before = new_checksums().await;
 
     // 1. A count changed (old shard 0).
     let (db, fp) = first_key(0).await;
@@ -433,23 +431,35 @@ async fn repairs_the_old_cluster_from_the_new_one() {
     }
     assert_eq!(repaired_patterns.actions.get("replaced").copied(), Some(1));
 
-    // The old cluster now holds the new one's rows, each on its owner.
-    let (db, fp) = counted;
-    assert_eq!(count_on("old", db, fp.clone()).await, count_on("new", db, fp).await);
-    let (db, fp) = missing;
-    assert_eq!(count_on("old", db, fp.clone()).await.len(), 1);
+    // The old cluster now holds the new one's rows, whole, each on its owner.
+    for (what, (db, fp)) in [("changed", counted.clone()), ("missing", missing), ("misplaced", misplaced.clone())] {
+        let image = minute_image_sql(&format!("{} AND {w0}", is(db, &fp)));
+        let (on_old, on_new) = (owned(old, db, &image).await, owned(new, db, &image).await);
+        assert_eq!(on_new.len(), 1, "{what}: {on_new:?}");
+        assert_eq!(on_old, on_new, "{what}: the old owner's row is the new one's");
+    }
     let (db, fp) = misplaced;
     let stray: Vec<u64> =
         query_shard(old, 3, &format!("SELECT COUNT(*) FROM query_stats_minute WHERE {} AND {w0}", is(db, &fp))).await;
     assert_eq!(stray, [0], "the copy on the shard that does not own it is gone");
-    assert_eq!(count_on("old", db, fp).await.len(), 1);
+    let extra: Vec<u64> = query_shard(
+        old,
+        old.shard_index_for_database_id(extra_db),
+        &format!("SELECT COUNT(*) FROM query_stats_hour WHERE database_id = {extra_db}"),
+    )
+    .await;
+    assert_eq!(extra, [0], "the extra hour row is deleted");
+    let text = format!("SELECT normalized_sql FROM query_patterns WHERE {}", is(pdb, &pfp));
+    let (old_text, new_text) = (owned(old, pdb, &text).await, owned(new, pdb, &text).await);
+    assert!(new_text.len() == 1 && !new_text[0].starts_with("-- edited"), "{new_text:?}");
+    assert_eq!(old_text, new_text, "the latest row's text is the new cluster's");
     // Audited under the new cluster's authority; the new cluster untouched.
     let pools = ShardPools::new(new);
     let control = pools.control().expect("control").clone();
     let rows = audit::keys_of_run(&control, diverged.run.run_id, "new").await.expect("audit");
     assert!(rows.iter().any(|r| r.state == KeyState::Repaired), "{rows:?}");
     assert!(audit::keys_of_run(&control, diverged.run.run_id, "old").await.expect("audit").is_empty());
-    assert_eq!(new_rows().await, new_rows_before, "the source cluster is not written");
+    assert_eq!(new_checksums().await, new_before, "the source cluster is not written");
     let after = windows(old, new, from, to, true).await;
     assert_eq!(after.run.outcome, RunOutcome::Equal, "{:#?}", after.differences);
     let table_after = run_table(&table_config, &CancellationToken::new()).await.expect("table run");
@@ -463,17 +473,23 @@ async fn repairs_the_old_cluster_from_the_new_one() {
 /// Moves the `query_stats_minute` row matching `condition` from shard `from`
 /// to shard `to` of `cluster` (the row image read, deleted, inserted).
 async fn move_minute_row(cluster: &cluster::config::ClusterConfig, from: usize, to: usize, condition: &str) {
-    let image: Vec<String> = query_shard(
-        cluster,
-        from,
-        &format!(
-            "SELECT CONCAT_WS(',', database_id, QUOTE(fingerprint), QUOTE(window_start), CONCAT('0x', HEX(keyspace_id)), \
-             query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, \
-             CONCAT('0x', HEX(latency_sketch))) FROM query_stats_minute WHERE {condition}"
-        ),
-    )
-    .await;
+    let image: Vec<String> = query_shard(cluster, from, &minute_image_sql(condition)).await;
     assert_eq!(image.len(), 1, "one row where {condition}");
     on_shard(cluster, from, &format!("DELETE FROM query_stats_minute WHERE {condition}")).await;
     on_shard(cluster, to, &format!("INSERT INTO query_stats_minute VALUES ({})", image[0])).await;
+}
+
+/// The `query_stats_minute` rows matching `condition`, each as the text of an
+/// `INSERT ... VALUES` tuple (every column).
+fn minute_image_sql(condition: &str) -> String {
+    format!(
+        "SELECT CONCAT_WS(',', database_id, QUOTE(fingerprint), QUOTE(window_start), CONCAT('0x', HEX(keyspace_id)), \
+         query_count, total_duration_us, max_duration_us, rows_read, rows_returned, error_count, \
+         CONCAT('0x', HEX(latency_sketch))) FROM query_stats_minute WHERE {condition}"
+    )
+}
+
+/// `sql`'s rows (one text column) on the shard of `cluster` that owns `database_id`.
+async fn owned(cluster: &cluster::config::ClusterConfig, database_id: u64, sql: &str) -> Vec<String> {
+    query_shard(cluster, cluster.shard_index_for_database_id(database_id), sql).await
 }
